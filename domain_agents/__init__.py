@@ -1,0 +1,1 @@
+"""Domain agents: the infrastructure under a leaf SP, behind one ``DomainAgent`` protocol."""

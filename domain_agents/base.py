@@ -1,0 +1,96 @@
+"""The ``DomainAgent`` port: what the broker core needs from whatever realises a segment.
+
+A local emulated domain, network namespaces, OpenStack, and (in ``broker/child_agent.py``) a whole
+lower-SP broker all implement it; the core cannot tell them apart. Agents are small: the core owns
+state machines, hold timers and persistence, and hands back the opaque ``handle`` it persisted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from capability_catalog.model import CapabilityNote, SpId, TerminalId
+from slicing.model import SliceRequest
+
+
+@dataclass(frozen=True)
+class SegmentOrder:
+    """A request to hold one segment: a stable idempotency key, the sub-request, the hold time."""
+
+    key: str
+    request: SliceRequest
+    hold_time_s: float
+
+
+@dataclass(frozen=True)
+class SegmentGrant:
+    """A held segment: the handle to persist, and the values chosen under the constraints."""
+
+    handle: str
+    labels: Mapping[TerminalId, int] = field(default_factory=dict)
+    addresses: Mapping[TerminalId, str] = field(default_factory=dict)
+    # A child broker reports its own segments (protobuf-free JSON-able dicts) for read-back.
+    detail: tuple[Mapping[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class DomainUsage:
+    """What an agent holds right now."""
+
+    domain: str
+    bandwidth_mbps: int = 0
+    labels: int = 0
+    function_slots: int = 0
+    addresses: int = 0
+
+
+@runtime_checkable
+class DomainAgent(Protocol):
+    """Realises segments of slices in one domain (or one lower-SP)."""
+
+    @property
+    def domain_id(self) -> SpId:
+        """The id the planner knows this child by (the sp_id of its notes)."""
+        ...
+
+    def notes(self) -> AsyncIterator[CapabilityNote]:
+        """The current note at once, then each new version, until cancelled."""
+        ...
+
+    async def reserve(self, order: SegmentOrder) -> SegmentGrant:
+        """Hold resources for the segment, choosing labels and addresses within its constraints.
+
+        Raises a ``FedError`` (e.g. ``ResourceExhausted`` naming the port) and holds nothing then.
+        Repeating an order with the same key returns the same grant.
+        """
+        ...
+
+    async def commit(self, handle: str) -> None:
+        """Make a held segment permanent."""
+        ...
+
+    async def abort(self, handle: str) -> None:
+        """Release a held segment. Releasing one already released is not an error."""
+        ...
+
+    async def activate(self, handle: str) -> None:
+        """Bring a committed segment into service."""
+        ...
+
+    async def terminate(self, handle: str) -> None:
+        """Release a committed or active segment. Idempotent."""
+        ...
+
+    async def restore(self, handle: str, committed: bool) -> None:
+        """Re-apply a persisted handle's holdings after a broker restart."""
+        ...
+
+    def usage(self) -> DomainUsage:
+        """What the agent holds now."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; holdings stay."""
+        ...

@@ -1,0 +1,1 @@
+"""Pure slicing logic: request model, multi-domain decomposition, constraints. No I/O."""

@@ -1,0 +1,1 @@
+"""The WIM adapter: connectivity services between connection points, stitched across domains."""
