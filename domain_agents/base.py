@@ -87,6 +87,10 @@ class DomainAgent(Protocol):
         """Re-apply a persisted handle's holdings after a broker restart."""
         ...
 
+    def describe(self, handle: str) -> tuple[Mapping[str, object], ...]:
+        """The child's own segments under ``handle`` as plain dicts (empty for a local domain)."""
+        ...
+
     def usage(self) -> DomainUsage:
         """What the agent holds now."""
         ...

@@ -1,0 +1,1 @@
+"""The SP process: gRPC server and client, workflow engine, state store, CLI."""

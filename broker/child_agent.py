@@ -1,0 +1,156 @@
+"""A lower-SP broker as one more ``DomainAgent``: the recursion of the federation is this class.
+
+It lives in ``broker/`` (not ``domain_agents/``) because it speaks the north–south gRPC API, and
+DESIGN.md keeps domain agents ignorant of other SPs. The core reserves, commits and aborts through
+it exactly as through a local domain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+
+from broker import codec
+from broker.status import from_rpc_error
+from capability_catalog.model import CapabilityNote, SpId, TerminalId
+from domain_agents.base import DomainUsage, SegmentGrant, SegmentOrder
+from slicing.errors import FedError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REQUESTER_METADATA = "x-fedbroker-requester"
+
+
+class ChildBrokerAgent:
+    """Reserves segments at a lower-SP's broker over the north–south API."""
+
+    def __init__(
+        self,
+        domain_id: str,
+        address: str,
+        *,
+        requester: str,
+        timeout_s: float = 10.0,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self._domain_id = SpId(domain_id)
+        self.address = address
+        self._requester = requester
+        self._timeout_s = timeout_s
+        self._channel = channel or grpc.aio.insecure_channel(address)
+        self._slices = pb_grpc.SlicesStub(self._channel)
+        self._caps = pb_grpc.CapabilitiesStub(self._channel)
+        self._last: dict[str, pb.Slice] = {}
+
+    @property
+    def domain_id(self) -> SpId:
+        """The lower-SP's id."""
+        return self._domain_id
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((REQUESTER_METADATA, self._requester),)
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, self._domain_id) from None
+        except FedError:
+            raise
+
+    async def notes(self) -> AsyncIterator[CapabilityNote]:
+        """The lower-SP's notes as it pushes them; reconnects with bounded backoff until cancelled."""
+        backoff = 0.05
+        while True:
+            try:
+                stream = self._caps.SubscribeNotes(
+                    pb.SubscribeNotesRequest(subscriber=self._requester), metadata=self._metadata
+                )
+                async for msg in stream:
+                    backoff = 0.05
+                    try:
+                        yield codec.note_from_pb(msg)
+                    except FedError as exc:
+                        log.error("lower-SP %s sent a malformed note: %s", self._domain_id, exc)
+                log.info("note stream from %s ended; reconnecting", self._domain_id)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("note stream from %s at %s: %s", self._domain_id, self.address, exc.code().name)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _remember(self, msg: pb.Slice) -> pb.Slice:
+        self._last[msg.id] = msg
+        return msg
+
+    async def reserve(self, order: SegmentOrder) -> SegmentGrant:
+        """Reserve at the lower-SP with the order key as its request id."""
+        req = pb.ReserveRequest(
+            request_id=order.key,
+            request=codec.request_to_pb(order.request),
+            hold_time_s=max(1, round(order.hold_time_s)),
+        )
+        msg = await self._call(
+            "Reserve", lambda: self._slices.Reserve(req, timeout=self._timeout_s, metadata=self._metadata)
+        )
+        self._remember(msg)
+        return SegmentGrant(
+            handle=msg.id,
+            labels={TerminalId(pl.port): pl.label for pl in msg.labels},
+            addresses={TerminalId(a.endpoint): a.address for a in msg.addresses},
+            detail=codec.segments_detail(msg),
+        )
+
+    async def _lifecycle(self, rpc: str, handle: str) -> None:
+        method = getattr(self._slices, rpc)
+        ref = pb.SliceRef(slice_id=handle)
+        msg = await self._call(rpc, lambda: method(ref, timeout=self._timeout_s, metadata=self._metadata))
+        self._remember(msg)
+
+    async def commit(self, handle: str) -> None:
+        """Commit the lower-SP's slice."""
+        await self._lifecycle("Commit", handle)
+
+    async def abort(self, handle: str) -> None:
+        """Abort the lower-SP's slice; one it no longer knows or already released is fine."""
+        try:
+            await self._lifecycle("Abort", handle)
+        except FedError as exc:
+            if exc.code.value not in ("NOT_FOUND", "FAILED_PRECONDITION"):
+                raise
+            log.info("abort at %s: %s (nothing held)", self._domain_id, exc)
+
+    async def activate(self, handle: str) -> None:
+        """Activate the lower-SP's slice."""
+        await self._lifecycle("Activate", handle)
+
+    async def terminate(self, handle: str) -> None:
+        """Terminate the lower-SP's slice (idempotent there)."""
+        try:
+            await self._lifecycle("Terminate", handle)
+        except FedError as exc:
+            if exc.code.value != "NOT_FOUND":
+                raise
+
+    async def restore(self, handle: str, committed: bool) -> None:
+        """Nothing to re-apply here: the lower-SP keeps its own state."""
+
+    def describe(self, handle: str) -> tuple[Mapping[str, Any], ...]:
+        """The lower-SP's segments as of its last answer about ``handle``."""
+        msg = self._last.get(handle)
+        return codec.segments_detail(msg) if msg is not None else ()
+
+    def usage(self) -> DomainUsage:
+        """A lower-SP's holdings are its own; ask it (``GetUsage``)."""
+        return DomainUsage(domain=self._domain_id)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()

@@ -1,0 +1,284 @@
+"""The one conversion between protobuf messages and the core model, shared by server and client."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fedbroker.v1 import northsouth_pb2 as pb
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from broker.records import SegmentRecord, SliceRecord
+from capability_catalog.model import (
+    LABEL_LIMITS,
+    BorderPort,
+    CapabilityNote,
+    Endpoint,
+    FunctionOffer,
+    LabelRange,
+    LabelSet,
+    LabelType,
+    SpId,
+    TerminalId,
+    Transit,
+)
+from slicing.errors import InvalidArgument
+from slicing.model import PortConstraint, SliceRequest, SliceState
+
+_LABEL_TYPES: dict[LabelType, int] = {
+    LabelType.VXLAN_VNI: pb.LABEL_TYPE_VXLAN_VNI,
+    LabelType.VLAN: pb.LABEL_TYPE_VLAN,
+    LabelType.MPLS: pb.LABEL_TYPE_MPLS,
+}
+_LABEL_TYPES_BACK = {v: k for k, v in _LABEL_TYPES.items()}
+_STATES: dict[SliceState, int] = {s: pb.SliceState.Value(f"SLICE_STATE_{s.value}") for s in SliceState}
+_STATES_BACK = {v: k for k, v in _STATES.items()}
+
+MAX_ID_LEN = 200
+MAX_LIST_LEN = 64
+
+
+def ts(t: float) -> Timestamp:
+    """A protobuf timestamp from Unix seconds."""
+    out = Timestamp()
+    out.FromNanoseconds(int(t * 1e9))
+    return out
+
+
+def from_ts(t: Timestamp) -> float:
+    """Unix seconds from a protobuf timestamp."""
+    return float(t.ToNanoseconds()) / 1e9
+
+
+def state_to_pb(state: SliceState) -> int:
+    """The protobuf enum value of a slice state."""
+    return _STATES[state]
+
+
+def state_from_pb(value: int) -> SliceState:
+    """The slice state of a protobuf enum value (``INVALID_ARGUMENT`` for unspecified)."""
+    try:
+        return _STATES_BACK[value]
+    except KeyError:
+        raise InvalidArgument("state", f"unknown slice state {value}") from None
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+def label_ranges_to_pb(labels: LabelSet) -> list[pb.LabelRange]:
+    """Protobuf label ranges of a label set."""
+    return [pb.LabelRange(first=r.first, last=r.last) for r in labels.ranges]
+
+
+def label_ranges_from_pb(ranges: Iterable[pb.LabelRange], path: str) -> LabelSet:
+    """A label set from protobuf ranges, naming ``path[i]`` when one is malformed."""
+    out: list[LabelRange] = []
+    hi = LABEL_LIMITS[LabelType.VXLAN_VNI][1]
+    for i, r in enumerate(ranges):
+        if r.last < r.first or r.last > hi:
+            raise InvalidArgument(f"{path}[{i}]", f"bad label range {r.first}-{r.last}")
+        out.append(LabelRange(r.first, r.last))
+        if i >= MAX_LIST_LEN:
+            raise InvalidArgument(path, f"more than {MAX_LIST_LEN} ranges")
+    return LabelSet.of(out)
+
+
+# --- notes ------------------------------------------------------------------------------------
+
+
+def note_to_pb(note: CapabilityNote) -> pb.CapabilityNote:
+    """A capability note as protobuf."""
+    return pb.CapabilityNote(
+        sp_id=note.sp_id,
+        version=note.version,
+        issued_at=ts(note.issued_at),
+        expires_at=ts(note.expires_at),
+        endpoints=[pb.Endpoint(id=e.id, region=e.region, capacity_mbps=e.capacity_mbps) for e in note.endpoints],
+        ports=[
+            pb.BorderPort(
+                id=p.id,
+                peer_sp=p.peer_sp,
+                peer_port=p.peer_port,
+                label_type=_LABEL_TYPES[p.label_type],  # type: ignore[arg-type]
+                labels=label_ranges_to_pb(p.labels),
+                can_swap=p.can_swap,
+                capacity_mbps=p.capacity_mbps,
+            )
+            for p in note.ports
+        ],
+        transit=[
+            pb.Transit(a=t.a, b=t.b, latency_ms=t.latency_ms, bandwidth_mbps=t.bandwidth_mbps) for t in note.transit
+        ],
+        functions=[pb.FunctionOffer(type=f.type, site=f.site, slots=f.slots) for f in note.functions],
+    )
+
+
+def note_from_pb(msg: pb.CapabilityNote) -> CapabilityNote:
+    """A capability note from protobuf, refusing malformed fields by name."""
+    if not msg.sp_id:
+        raise InvalidArgument("note.sp_id", "must not be empty")
+    ports = []
+    for i, p in enumerate(msg.ports):
+        if p.label_type not in _LABEL_TYPES_BACK:
+            raise InvalidArgument(f"note.ports[{i}].label_type", "unspecified label type")
+        ports.append(
+            BorderPort(
+                id=TerminalId(p.id),
+                peer_sp=SpId(p.peer_sp),
+                peer_port=TerminalId(p.peer_port),
+                label_type=_LABEL_TYPES_BACK[p.label_type],
+                labels=label_ranges_from_pb(p.labels, f"note.ports[{i}].labels"),
+                can_swap=p.can_swap,
+                capacity_mbps=p.capacity_mbps,
+            )
+        )
+    return CapabilityNote(
+        sp_id=SpId(msg.sp_id),
+        version=msg.version,
+        issued_at=from_ts(msg.issued_at),
+        expires_at=from_ts(msg.expires_at),
+        endpoints=tuple(Endpoint(TerminalId(e.id), e.region, e.capacity_mbps) for e in msg.endpoints),
+        ports=tuple(ports),
+        transit=tuple(Transit(TerminalId(t.a), TerminalId(t.b), t.latency_ms, t.bandwidth_mbps) for t in msg.transit),
+        functions=tuple(FunctionOffer(f.type, f.site, f.slots) for f in msg.functions),
+    )
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def _check_id(value: str, path: str, *, required: bool = True) -> None:
+    if required and not value:
+        raise InvalidArgument(path, "must not be empty")
+    if len(value) > MAX_ID_LEN:
+        raise InvalidArgument(path, f"longer than {MAX_ID_LEN} characters")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidArgument(path, "must not contain spaces or control characters")
+
+
+def request_to_pb(req: SliceRequest) -> pb.SliceRequest:
+    """A slice request as protobuf."""
+    return pb.SliceRequest(
+        name=req.name,
+        src=req.src,
+        dst=req.dst,
+        bandwidth_mbps=req.bandwidth_mbps,
+        latency_budget_ms=req.latency_budget_ms,
+        chain=list(req.chain),
+        subnet=req.subnet,
+        port_constraints=[
+            pb.PortConstraint(port=c.port, labels=label_ranges_to_pb(c.labels), preferred=c.preferred or 0)
+            for c in req.port_constraints
+        ],
+    )
+
+
+def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest:
+    """A slice request from protobuf; every malformed field is refused by its path."""
+    _check_id(msg.src, f"{path}.src")
+    _check_id(msg.dst, f"{path}.dst")
+    _check_id(msg.name, f"{path}.name", required=False)
+    if msg.src == msg.dst:
+        raise InvalidArgument(f"{path}.dst", "must differ from src")
+    if msg.bandwidth_mbps <= 0:
+        raise InvalidArgument(f"{path}.bandwidth_mbps", "must be positive")
+    if msg.latency_budget_ms < 0 or msg.latency_budget_ms != msg.latency_budget_ms:
+        raise InvalidArgument(f"{path}.latency_budget_ms", "must be zero (unbounded) or positive")
+    if len(msg.chain) > MAX_LIST_LEN:
+        raise InvalidArgument(f"{path}.chain", f"more than {MAX_LIST_LEN} functions")
+    for i, fn in enumerate(msg.chain):
+        _check_id(fn, f"{path}.chain[{i}]")
+    subnet = msg.subnet or "10.0.0.0/16"
+    try:
+        net = ipaddress.ip_network(subnet, strict=True)
+    except ValueError as exc:
+        raise InvalidArgument(f"{path}.subnet", f"not a CIDR network: {exc}") from None
+    if net.version != 4:
+        raise InvalidArgument(f"{path}.subnet", "only IPv4 subnets are supported")
+    if len(msg.port_constraints) > 2:
+        raise InvalidArgument(f"{path}.port_constraints", "at most one per terminal (src, dst)")
+    constraints = []
+    for i, c in enumerate(msg.port_constraints):
+        cpath = f"{path}.port_constraints[{i}]"
+        if c.port not in (msg.src, msg.dst):
+            raise InvalidArgument(f"{cpath}.port", f"'{c.port}' is neither src nor dst")
+        labels = label_ranges_from_pb(c.labels, f"{cpath}.labels")
+        if not labels:
+            raise InvalidArgument(f"{cpath}.labels", "must not be empty")
+        if c.preferred and c.preferred not in labels:
+            raise InvalidArgument(f"{cpath}.preferred", f"{c.preferred} is outside the allowed labels")
+        constraints.append(PortConstraint(TerminalId(c.port), labels, c.preferred or None))
+    return SliceRequest(
+        name=msg.name,
+        src=TerminalId(msg.src),
+        dst=TerminalId(msg.dst),
+        bandwidth_mbps=msg.bandwidth_mbps,
+        latency_budget_ms=msg.latency_budget_ms,
+        chain=tuple(msg.chain),
+        subnet=str(net),
+        port_constraints=tuple(constraints),
+    )
+
+
+# --- slices -----------------------------------------------------------------------------------
+
+
+def _port_labels(labels: Mapping[str, int]) -> list[pb.PortLabel]:
+    return [pb.PortLabel(port=p, label=v) for p, v in sorted(labels.items())]
+
+
+def segment_to_pb(seg: SegmentRecord) -> pb.Segment:
+    """A segment record as protobuf, with the child's nested segments."""
+    msg = pb.Segment(
+        domain=seg.domain,
+        sp_id=seg.sp_id,
+        local=seg.local,
+        ingress=seg.request.src,
+        egress=seg.request.dst,
+        state=state_to_pb(seg.state),  # type: ignore[arg-type]
+        child_ref=seg.child_ref,
+        labels=_port_labels(seg.labels),
+        subnet=seg.request.subnet,
+        functions=list(seg.request.chain),
+        latency_share_ms=seg.latency_share_ms,
+    )
+    for child in seg.detail:
+        json_format.ParseDict(child, msg.children.add())
+    return msg
+
+
+def slice_to_pb(rec: SliceRecord, sp_id: str) -> pb.Slice:
+    """A slice record as protobuf."""
+    msg = pb.Slice(
+        id=rec.id,
+        request_id=rec.request_id,
+        request=request_to_pb(rec.request),
+        state=state_to_pb(rec.state),  # type: ignore[arg-type]
+        created_at=ts(rec.created_at),
+        updated_at=ts(rec.updated_at),
+        segments=[segment_to_pb(s) for s in rec.segments],
+        labels=_port_labels(rec.labels),
+        addresses=[pb.AddressAssignment(endpoint=e, address=a) for e, a in sorted(rec.addresses.items())],
+        reason=rec.reason,
+        sp_id=sp_id,
+    )
+    if rec.hold_expires_at:
+        msg.hold_expires_at.CopyFrom(ts(rec.hold_expires_at))
+    return msg
+
+
+def segments_detail(msg: pb.Slice) -> tuple[dict[str, Any], ...]:
+    """A lower-SP's segments as JSON dicts, to keep as a segment's nested detail."""
+    return tuple(json_format.MessageToDict(s) for s in msg.segments)
+
+
+def leaf_sps(segments: Iterable[pb.Segment]) -> list[str]:
+    """Leaf SP ids found by walking protobuf segments down to the local ones, in path order."""
+    out: list[str] = []
+    for seg in segments:
+        found = [seg.sp_id] if seg.local else leaf_sps(seg.children)
+        out.extend(sp for sp in found if sp not in out)
+    return out

@@ -1,0 +1,183 @@
+"""The SP's YAML configuration, read through one safe loader; every error names its path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from domain_agents.emulated import EmulatedDomainConfig
+
+from slicing.errors import FedError
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong; the message names the file and the path of the bad field."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate mapping keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return dict(loader.construct_mapping(node, deep=deep))
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file safely, refusing duplicate keys; errors name the file and line."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class LowerSp:
+    """A lower-SP this broker buys from."""
+
+    id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class WimConfig:
+    """Which WIM driver stitches this broker's inter-domain links."""
+
+    driver: str = "memory"
+    capacity_mbps: Mapping[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """One SP's broker configuration."""
+
+    sp_id: str
+    listen: str
+    data_dir: Path
+    hold_time_s: float = 120.0
+    lower_timeout_s: float = 10.0
+    note_ttl_s: float = 3600.0
+    lower_sps: tuple[LowerSp, ...] = ()
+    domains: tuple[EmulatedDomainConfig, ...] = ()
+    wim: WimConfig = WimConfig()
+    source: Path | None = None
+
+
+_TOP_KEYS = {
+    "sp_id",
+    "listen",
+    "data_dir",
+    "hold_time_s",
+    "lower_timeout_s",
+    "note_ttl_s",
+    "lower_sps",
+    "domains",
+    "wim",
+}
+
+
+def _req_str(d: Mapping[str, Any], key: str, path: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}{key}: required, a non-empty string")
+    return value
+
+
+def _positive(d: Mapping[str, Any], key: str, default: float, path: str) -> float:
+    value = d.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{path}{key}: must be a positive number, got {value!r}")
+    return float(value)
+
+
+def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
+    """Validate a parsed YAML document into a ``BrokerConfig``; relative paths are to the file's folder."""
+    where = f"{source}: " if source else ""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}the document must be a mapping")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}{unknown[0]}: unknown setting (known: {', '.join(sorted(_TOP_KEYS))})")
+    sp_id = _req_str(data, "sp_id", where)
+    listen = str(data.get("listen", "127.0.0.1:0"))
+    if ":" not in listen:
+        raise ConfigError(f"{where}listen: expected HOST:PORT, got {listen!r}")
+    base = source.parent if source else Path.cwd()
+    data_dir = base / str(data.get("data_dir", f"data-{sp_id}"))
+    lowers = []
+    seen_ids: set[str] = set()  # a leaf's only domain may share the SP id
+    raw_lowers = data.get("lower_sps") or []
+    if not isinstance(raw_lowers, list):
+        raise ConfigError(f"{where}lower_sps: must be a list")
+    for i, entry in enumerate(raw_lowers):
+        path = f"{where}lower_sps[{i}]."
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{path[:-1]}: must be a mapping with id and address")
+        extra = sorted(set(entry) - {"id", "address"})
+        if extra:
+            raise ConfigError(f"{path}{extra[0]}: unknown setting")
+        lower = LowerSp(_req_str(entry, "id", path), _req_str(entry, "address", path))
+        if lower.id in seen_ids:
+            raise ConfigError(f"{path}id: '{lower.id}' is used twice")
+        seen_ids.add(lower.id)
+        lowers.append(lower)
+    domains = []
+    raw_domains = data.get("domains") or []
+    if not isinstance(raw_domains, list):
+        raise ConfigError(f"{where}domains: must be a list")
+    for i, entry in enumerate(raw_domains):
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}domains[{i}]: must be a mapping")
+        kind = entry.get("type", "emulated")
+        if kind != "emulated":
+            raise ConfigError(f"{where}domains[{i}].type: unknown domain agent {kind!r} (known: emulated)")
+        try:
+            dom = EmulatedDomainConfig.from_dict(entry, f"domains[{i}]")
+        except (FedError, ValueError) as exc:
+            raise ConfigError(f"{where}{exc}") from None
+        if dom.id in seen_ids:
+            raise ConfigError(f"{where}domains[{i}].id: '{dom.id}' is used twice")
+        seen_ids.add(dom.id)
+        domains.append(dom)
+    if not lowers and not domains:
+        raise ConfigError(f"{where}an SP needs lower_sps (to recurse) or domains (as a leaf); it has neither")
+    raw_wim = data.get("wim") or {}
+    if not isinstance(raw_wim, Mapping):
+        raise ConfigError(f"{where}wim: must be a mapping")
+    driver = raw_wim.get("driver", "memory")
+    if driver != "memory":
+        raise ConfigError(f"{where}wim.driver: unknown driver {driver!r} (known: memory)")
+    extra = sorted(set(raw_wim) - {"driver", "capacity_mbps"})
+    if extra:
+        raise ConfigError(f"{where}wim.{extra[0]}: unknown setting")
+    return BrokerConfig(
+        sp_id=sp_id,
+        listen=listen,
+        data_dir=data_dir,
+        hold_time_s=_positive(data, "hold_time_s", 120.0, where),
+        lower_timeout_s=_positive(data, "lower_timeout_s", 10.0, where),
+        note_ttl_s=_positive(data, "note_ttl_s", 3600.0, where),
+        lower_sps=tuple(lowers),
+        domains=tuple(domains),
+        wim=WimConfig(driver=driver, capacity_mbps=raw_wim.get("capacity_mbps")),
+        source=source,
+    )
+
+
+def load_config(path: Path) -> BrokerConfig:
+    """Read and validate a broker config file."""
+    return parse_config(load_yaml(path), source=path.resolve())

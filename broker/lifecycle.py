@@ -1,0 +1,595 @@
+"""The slice lifecycle at one broker: two-phase reservation over its children, then provisioning.
+
+Children are ``DomainAgent``s: local domains or lower-SP brokers; this module cannot tell them apart.
+Every operation is a schedule of tasks (``broker.workflow``) and every state change is persisted
+before the next step, so a crash leaves a state the broker can recover from on restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
+from broker.store import Store
+from broker.workflow import Schedule, Task, run_schedule
+from capability_catalog.model import CapabilityNote, LabelType, SpId, TerminalId
+from domain_agents.base import DomainAgent, DomainUsage, SegmentGrant, SegmentOrder
+from slicing import planner
+from slicing.errors import (
+    AlreadyExists,
+    ErrorCode,
+    FailedPrecondition,
+    FedError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    error_for_code,
+)
+from slicing.model import FINAL_STATES, HOLDING_STATES, Plan, SliceRequest, SliceState, can_transition
+from wim.base import ConnectionPoint, ConnectivitySpec, WimDriver, WimUsage
+
+log = logging.getLogger(__name__)
+S = SliceState
+
+MAX_LABEL_ATTEMPTS = 3
+MAX_HOLD_TIME_S = 3600.0
+
+
+@dataclass(frozen=True)
+class SliceEvent:
+    """A slice changed state."""
+
+    slice_id: str
+    state: SliceState
+    at: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the broker holds now."""
+
+    holding_slices: int
+    domains: tuple[DomainUsage, ...]
+    wim: WimUsage
+
+
+class SliceManager:
+    """Reserve, commit, abort, activate, terminate slices over this broker's children."""
+
+    def __init__(
+        self,
+        *,
+        sp_id: str,
+        store: Store,
+        agents: Mapping[str, DomainAgent],
+        local_domains: Iterable[str],
+        wim: WimDriver,
+        notes: Callable[[], Mapping[SpId, CapabilityNote]],
+        clock: Callable[[], float],
+        default_hold_s: float = 120.0,
+    ) -> None:
+        self.sp_id = sp_id
+        self._store = store
+        self._agents = dict(agents)
+        self._local = frozenset(local_domains)
+        self._wim = wim
+        self._notes = notes
+        self._clock = clock
+        self._default_hold_s = default_hold_s
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._watchers: set[asyncio.Queue[SliceEvent]] = set()
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _agent(self, domain: str) -> DomainAgent:
+        agent = self._agents.get(domain)
+        if agent is None:
+            raise NotFound(f"no child domain or lower-SP '{domain}' is configured", domain=domain)
+        return agent
+
+    def _save(self, rec: SliceRecord, detail: str = "") -> SliceRecord:
+        """Persist ``rec`` and tell watchers when its state changed."""
+        old = self._store.get(rec.id)
+        rec = replace(rec, updated_at=self._clock())
+        self._store.save(rec)
+        if old is None or old.state != rec.state:
+            self._emit(SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason))
+        return rec
+
+    def _transition(self, rec: SliceRecord, state: SliceState, **changes: object) -> SliceRecord:
+        if not can_transition(rec.state, state):
+            raise FailedPrecondition(f"slice {rec.id} is {rec.state}; cannot become {state}")
+        return self._save(replace(rec, state=state, **changes))  # type: ignore[arg-type]
+
+    def _record(self, slice_id: str, operation: str) -> Callable[[int, str, str, str], None]:
+        def record(seq: int, name: str, status: str, detail: str) -> None:
+            self._store.log_task(slice_id, operation, seq, name, status, detail, self._clock())
+
+        return record
+
+    def get(self, slice_id: str) -> SliceRecord:
+        """The slice, or ``NotFound``."""
+        rec = self._store.get(slice_id)
+        if rec is None:
+            raise NotFound(f"slice '{slice_id}' does not exist")
+        return rec
+
+    def find(self, requester: str, slice_id: str = "", request_id: str = "") -> SliceRecord:
+        """A slice by id, or by the request id its requester reserved it with."""
+        if slice_id:
+            return self.get(slice_id)
+        if request_id:
+            rec = self._store.find_by_request(requester, request_id)
+            if rec is None:
+                raise NotFound(f"no slice was reserved with request_id '{request_id}'")
+            return rec
+        raise InvalidArgument("slice_id", "give a slice_id or a request_id")
+
+    def list(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
+        """Every slice, or those in ``states``."""
+        return self._store.list(states)
+
+    # --- watch --------------------------------------------------------------------------------
+
+    def _emit(self, event: SliceEvent) -> None:
+        log.info("slice %s -> %s %s", event.slice_id, event.state, event.detail)
+        for q in list(self._watchers):
+            if q.full():  # a watcher that does not read loses its oldest event, never blocks us
+                q.get_nowait()
+            q.put_nowait(event)
+
+    async def watch(self, slice_id: str = "", initial: bool = False) -> AsyncIterator[SliceEvent]:
+        """State changes of one slice (or all) until the caller stops iterating."""
+        q: asyncio.Queue[SliceEvent] = asyncio.Queue(maxsize=1024)
+        self._watchers.add(q)
+        try:
+            if initial:
+                recs = [self.get(slice_id)] if slice_id else self.list()
+                for rec in recs:
+                    yield SliceEvent(rec.id, rec.state, rec.updated_at, rec.reason)
+            while True:
+                event = await q.get()
+                if not slice_id or event.slice_id == slice_id:
+                    yield event
+        finally:
+            self._watchers.discard(q)
+
+    # --- reserve ------------------------------------------------------------------------------
+
+    async def reserve(
+        self, requester: str, request_id: str, request: SliceRequest, hold_time_s: float = 0.0
+    ) -> SliceRecord:
+        """Hold a slice in every child the plan involves, or hold nothing at all."""
+        if not request_id:
+            raise InvalidArgument("request_id", "must not be empty")
+        if hold_time_s < 0 or hold_time_s > MAX_HOLD_TIME_S:
+            raise InvalidArgument("hold_time_s", f"must be between 0 (default) and {MAX_HOLD_TIME_S:.0f}")
+        hold = hold_time_s or self._default_hold_s
+        digest = request_hash(request, hold)
+        async with self._lock(f"request:{requester}:{request_id}"):
+            existing = self._store.find_by_request(requester, request_id)
+            if existing is not None:
+                if existing.request_hash != digest:
+                    raise AlreadyExists(
+                        f"request_id '{request_id}' was already used with a different request (slice {existing.id})"
+                    )
+                if existing.state is S.FAILED and existing.error_code:
+                    raise error_for_code(ErrorCode(existing.error_code), existing.reason)
+                return existing
+            now = self._clock()
+            rec = SliceRecord(
+                id=f"{self.sp_id}-{uuid.uuid4().hex[:12]}",
+                requester=requester,
+                request_id=request_id,
+                request_hash=digest,
+                request=request,
+                hold_time_s=hold,
+                state=S.RESERVING,
+                created_at=now,
+                updated_at=now,
+            )
+            rec = self._save(rec)
+            async with self._lock(rec.id):
+                try:
+                    return await self._reserve_with_crankback(rec)
+                except FedError as exc:
+                    failed = self._store.get(rec.id) or rec
+                    self._save(replace(failed, state=S.FAILED, reason=str(exc), error_code=exc.code.value))
+                    raise
+
+    def _plan(self, request: SliceRequest, exclude: Mapping[tuple[str, str], set[int]]) -> Plan:
+        notes = self._notes()
+        usable = {sp: n for sp, n in notes.items() if sp in self._agents}
+        if not usable:
+            raise ResourceExhausted("no capability notes from any child yet; nothing to decompose over")
+        return planner.plan(request, usable, used_labels=self._store.used_link_labels(), exclude_labels=exclude)
+
+    def _records_for(
+        self, rec: SliceRecord, plan: Plan, attempt: int
+    ) -> tuple[tuple[SegmentRecord, ...], tuple[LinkRecord, ...]]:
+        notes = self._notes()
+        segments = tuple(
+            SegmentRecord(
+                index=s.index,
+                domain=s.domain,
+                local=s.domain in self._local,
+                sp_id=self.sp_id if s.domain in self._local else s.domain,
+                request=s.request,
+                transit_latency_ms=s.transit_latency_ms,
+                latency_share_ms=s.latency_share_ms,
+                state=S.RESERVING,
+                order_key=f"{rec.id}.{s.index}.{attempt}",
+            )
+            for s in plan.segments
+        )
+        links = []
+        for ln in plan.links:
+            port = notes[ln.a_domain].port(ln.a_port) if ln.a_domain in notes else None
+            links.append(
+                LinkRecord(
+                    a_port=ln.a_port,
+                    b_port=ln.b_port,
+                    a_domain=ln.a_domain,
+                    b_domain=ln.b_domain,
+                    label_type=port.label_type if port else LabelType.VXLAN_VNI,
+                    # The planned label counts as taken while the reservation is in flight.
+                    label_a=ln.preferred,
+                    label_b=ln.preferred,
+                    a_can_swap=ln.a_can_swap,
+                    b_can_swap=ln.b_can_swap,
+                )
+            )
+        return segments, tuple(links)
+
+    async def _reserve_with_crankback(self, rec: SliceRecord) -> SliceRecord:
+        exclude: dict[tuple[str, str], set[int]] = {}
+        for attempt in range(MAX_LABEL_ATTEMPTS):
+            plan = self._plan(rec.request, exclude)
+            segments, links = self._records_for(rec, plan, attempt)
+            rec = self._save(replace(rec, segments=segments, links=links))
+            grants = await self._reserve_segments(rec)
+            segments = tuple(
+                replace(
+                    s,
+                    state=S.HELD,
+                    handle=grants[s.index].handle,
+                    labels=dict(grants[s.index].labels),
+                    addresses=dict(grants[s.index].addresses),
+                    detail=grants[s.index].detail,
+                )
+                for s in rec.segments
+            )
+            links = tuple(
+                replace(ln, label_a=_label_at(segments, ln.a_port), label_b=_label_at(segments, ln.b_port))
+                for ln in rec.links
+            )
+            rec = replace(rec, segments=segments, links=links)
+            disagree = [ln for ln in links if not ln.labels_agree()]
+            if not disagree:
+                now = self._clock()
+                own_labels = {t: lab for t in (rec.request.src, rec.request.dst) if (lab := _label_at(segments, t))}
+                addresses = {e: a for s in segments for e, a in s.addresses.items()}
+                return self._transition(
+                    rec, S.HELD, hold_expires_at=now + rec.hold_time_s, labels=own_labels, addresses=addresses
+                )
+            # Crankback: both sides of a link must carry the same label unless one can swap.
+            names = ", ".join(f"{ln.a_port}={ln.label_a} vs {ln.b_port}={ln.label_b}" for ln in disagree)
+            log.warning("slice %s: labels disagree (%s); releasing and retrying", rec.id, names)
+            rec = self._save(rec)
+            await self._release_segments(rec, "crankback")
+            for ln in disagree:
+                key = planner.link_key(ln.a_port, ln.b_port)
+                exclude.setdefault(key, set()).update(x for x in (ln.label_a, ln.label_b) if x is not None)
+        raise ResourceExhausted(f"labels on the inter-domain links did not agree after {MAX_LABEL_ATTEMPTS} attempts")
+
+    async def _reserve_segments(self, rec: SliceRecord) -> dict[int, SegmentGrant]:
+        grants: dict[int, SegmentGrant] = {}
+
+        def reserve_task(seg: SegmentRecord) -> Task:
+            agent = self._agent(seg.domain)
+
+            async def run() -> None:
+                grants[seg.index] = await agent.reserve(
+                    SegmentOrder(key=seg.order_key, request=seg.request, hold_time_s=rec.hold_time_s)
+                )
+
+            async def undo() -> None:
+                await agent.abort(grants[seg.index].handle)
+
+            return Task(f"reserve {seg.domain}#{seg.index}", run, undo, domain=seg.domain)
+
+        schedule = Schedule("reserve").add_step([reserve_task(s) for s in rec.segments])
+        await run_schedule(schedule, self._record(rec.id, "reserve"))
+        return grants
+
+    async def _release_segments(self, rec: SliceRecord, operation: str) -> list[FedError]:
+        """Abort held and terminate committed segments, best effort; return what failed."""
+
+        def release_task(seg: SegmentRecord) -> Task:
+            agent = self._agent(seg.domain)
+
+            async def run() -> None:
+                if seg.state in (S.HELD, S.RESERVING):
+                    await agent.abort(seg.handle)
+                else:
+                    await agent.terminate(seg.handle)
+
+            return Task(f"release {seg.domain}#{seg.index}", run, domain=seg.domain)
+
+        holding = [s for s in rec.segments if s.handle and s.state not in FINAL_STATES]
+        schedule = Schedule(operation, best_effort=True).add_step([release_task(s) for s in holding])
+        try:
+            await run_schedule(schedule, self._record(rec.id, operation))
+        except FedError as exc:
+            return list(getattr(exc, "causes", (exc,)))
+        return []
+
+    # --- commit / abort -----------------------------------------------------------------------
+
+    def _require(self, rec: SliceRecord, allowed: Iterable[SliceState], operation: str) -> None:
+        allowed = tuple(allowed)
+        if rec.state not in allowed:
+            need = " or ".join(s.value for s in allowed)
+            raise FailedPrecondition(f"slice {rec.id} is {rec.state}; {operation} needs {need}")
+
+    async def commit(self, slice_id: str) -> SliceRecord:
+        """Make a held slice permanent in every child, or release it everywhere."""
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            if rec.state in (S.COMMITTED, S.ACTIVE):
+                return rec  # a repeated commit is answered, not refused
+            self._require(rec, [S.HELD], "Commit")
+            if self._clock() >= rec.hold_expires_at:
+                await self._expire(rec)
+                raise FailedPrecondition(f"slice {rec.id}: the hold expired before the commit arrived")
+            rec = self._transition(rec, S.COMMITTING)
+            committed: set[int] = set()
+
+            def commit_task(seg: SegmentRecord) -> Task:
+                agent = self._agent(seg.domain)
+
+                async def run() -> None:
+                    await agent.commit(seg.handle)
+                    committed.add(seg.index)
+
+                async def undo() -> None:
+                    await agent.terminate(seg.handle)
+
+                return Task(f"commit {seg.domain}#{seg.index}", run, undo, domain=seg.domain)
+
+            schedule = Schedule("commit").add_step([commit_task(s) for s in rec.segments])
+            try:
+                await run_schedule(schedule, self._record(rec.id, "commit"))
+            except FedError as exc:
+                # Committed ones were terminated by compensation; release the rest too.
+                rest = replace(rec, segments=tuple(s for s in rec.segments if s.index not in committed))
+                await self._release_segments(rest, "commit-failed")
+                self._save(
+                    replace(
+                        rec,
+                        state=S.FAILED,
+                        reason=f"commit failed: {exc}",
+                        error_code=exc.code.value,
+                        segments=_with_state(rec.segments, S.TERMINATED),
+                    )
+                )
+                raise
+            return self._transition(rec, S.COMMITTED, segments=self._described(rec.segments, S.COMMITTED))
+
+    async def abort(self, slice_id: str) -> SliceRecord:
+        """Release a held slice everywhere."""
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            if rec.state in (S.ABORTED, S.EXPIRED):
+                return rec
+            self._require(rec, [S.HELD], "Abort")
+            rec = self._transition(rec, S.ABORTING)
+            failures = await self._release_segments(rec, "abort")
+            reason = "; ".join(str(f) for f in failures)
+            return self._transition(
+                rec,
+                S.ABORTED,
+                segments=_with_state(rec.segments, S.ABORTED),
+                reason=f"some children did not confirm (their holds expire on their own): {reason}" if reason else "",
+            )
+
+    async def _expire(self, rec: SliceRecord) -> SliceRecord:
+        failures = await self._release_segments(rec, "expire")
+        note = f"; not confirmed by: {', '.join(f.domain or '?' for f in failures)}" if failures else ""
+        return self._transition(
+            rec,
+            S.EXPIRED,
+            segments=_with_state(rec.segments, S.EXPIRED),
+            reason=f"hold time of {rec.hold_time_s:g} s passed without a commit{note}",
+        )
+
+    async def expire_due(self) -> list[str]:
+        """Release every held slice whose hold time has passed; return their ids."""
+        expired = []
+        for slice_id in self._store.expired_holds(self._clock()):
+            async with self._lock(slice_id):
+                rec = self.get(slice_id)
+                if rec.state is S.HELD and self._clock() >= rec.hold_expires_at:
+                    await self._expire(rec)
+                    expired.append(slice_id)
+        return expired
+
+    async def run_expiry(self, stop: asyncio.Event) -> None:
+        """Background loop: release expired holds as their time comes."""
+        while not stop.is_set():
+            try:
+                await self.expire_due()
+            except FedError as exc:
+                log.error("hold expiry pass failed: %s", exc)
+            nxt = self._store.next_hold_expiry()
+            delay = 1.0 if nxt is None else min(1.0, max(0.02, nxt - self._clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    # --- activate / terminate -----------------------------------------------------------------
+
+    def _described(self, segments: Iterable[SegmentRecord], state: SliceState) -> tuple[SegmentRecord, ...]:
+        out = []
+        for s in segments:
+            detail = self._agents[s.domain].describe(s.handle) if s.domain in self._agents else ()
+            out.append(replace(s, state=state, detail=tuple(detail) or s.detail))
+        return tuple(out)
+
+    async def activate(self, slice_id: str) -> SliceRecord:
+        """Bring a committed slice into service: children realise their segments, the WIM stitches."""
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            if rec.state is S.ACTIVE:
+                return rec
+            self._require(rec, [S.COMMITTED], "Activate")
+            rec = self._transition(rec, S.ACTIVATING)
+            handles: dict[tuple[str, str], str] = {}
+
+            def activate_task(seg: SegmentRecord) -> Task:
+                agent = self._agent(seg.domain)
+                return Task(
+                    f"activate {seg.domain}#{seg.index}",
+                    lambda: agent.activate(seg.handle),
+                    domain=seg.domain,
+                )
+
+            def stitch_task(ln: LinkRecord) -> Task:
+                spec = ConnectivitySpec(
+                    key=f"{rec.id}:{ln.a_port}:{ln.b_port}",
+                    points=(
+                        ConnectionPoint(ln.a_port, ln.label_type, ln.label_a or 0),
+                        ConnectionPoint(ln.b_port, ln.label_type, ln.label_b or 0),
+                    ),
+                    bandwidth_mbps=rec.request.bandwidth_mbps,
+                )
+
+                async def run() -> None:
+                    handles[(ln.a_port, ln.b_port)] = await self._wim.create(spec)
+
+                async def undo() -> None:
+                    await self._wim.delete(handles[(ln.a_port, ln.b_port)])
+
+                return Task(f"stitch {ln.a_port}~{ln.b_port}", run, undo, domain=self.sp_id)
+
+            schedule = (
+                Schedule("activate")
+                .add_step([activate_task(s) for s in rec.segments])
+                .add_step([stitch_task(ln) for ln in rec.links])
+            )
+            try:
+                await run_schedule(schedule, self._record(rec.id, "activate"))
+            except FedError as exc:
+                self._save(replace(rec, state=S.COMMITTED, reason=f"activation failed: {exc}"))
+                raise
+            links = tuple(replace(ln, wim_handle=handles.get((ln.a_port, ln.b_port), "")) for ln in rec.links)
+            return self._transition(
+                rec, S.ACTIVE, links=links, reason="", segments=self._described(rec.segments, S.ACTIVE)
+            )
+
+    async def terminate(self, slice_id: str) -> SliceRecord:
+        """Release a slice in any holding state everywhere: WIM stitches first, then the children."""
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            if rec.state is S.TERMINATED:
+                return rec
+            self._require(rec, [S.HELD, S.COMMITTED, S.ACTIVE, S.FAILED], "Terminate")
+            return await self._terminate(rec)
+
+    async def _terminate(self, rec: SliceRecord) -> SliceRecord:
+        rec = self._transition(rec, S.TERMINATING)
+
+        def unstitch_task(ln: LinkRecord) -> Task:
+            return Task(
+                f"unstitch {ln.a_port}~{ln.b_port}",
+                lambda: self._wim.delete(ln.wim_handle),
+                domain=self.sp_id,
+            )
+
+        schedule = Schedule("terminate", best_effort=True).add_step(
+            [unstitch_task(ln) for ln in rec.links if ln.wim_handle]
+        )
+        failures: list[FedError] = []
+        try:
+            await run_schedule(schedule, self._record(rec.id, "terminate"))
+        except FedError as exc:
+            failures.extend(getattr(exc, "causes", (exc,)))
+        failures.extend(await self._release_segments(rec, "terminate"))
+        if failures:
+            reason = "terminate incomplete, retry Terminate: " + "; ".join(str(f) for f in failures)
+            self._save(replace(rec, state=S.FAILED, reason=reason, error_code=failures[0].code.value))
+            raise failures[0] if len(failures) == 1 else FailedPrecondition(reason)
+        links = tuple(replace(ln, wim_handle="") for ln in rec.links)
+        return self._transition(rec, S.TERMINATED, links=links, segments=_with_state(rec.segments, S.TERMINATED))
+
+    # --- restart, usage -----------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """After a restart: re-apply local holdings, settle interrupted operations, expire old holds."""
+        for rec in self._store.holding():
+            for seg in rec.segments:
+                if seg.local and seg.handle and seg.state not in FINAL_STATES and seg.domain in self._agents:
+                    await self._agents[seg.domain].restore(seg.handle, committed=seg.state is not S.HELD)
+            for ln in rec.links:
+                if ln.wim_handle:
+                    await self._wim.restore(ln.wim_handle)
+        for rec in self._store.list([S.RESERVING, S.ABORTING, S.COMMITTING, S.ACTIVATING, S.TERMINATING]):
+            log.warning("slice %s was %s when the broker stopped; settling it", rec.id, rec.state)
+            if rec.state in (S.RESERVING, S.ABORTING):
+                await self._release_segments(rec, "recover")
+                final = S.FAILED if rec.state is S.RESERVING else S.ABORTED
+                self._save(
+                    replace(
+                        rec,
+                        state=final,
+                        reason=f"broker restarted during {rec.state}",
+                        error_code=ErrorCode.UNAVAILABLE.value,
+                        segments=_with_state(rec.segments, S.ABORTED),
+                    )
+                )
+            elif rec.state is S.ACTIVATING:
+                self._save(replace(rec, state=S.COMMITTED, reason="broker restarted during activation"))
+            elif rec.state is S.TERMINATING:
+                try:
+                    await self._terminate(replace(rec, state=S.FAILED))
+                except FedError as exc:
+                    log.error("slice %s: terminate after restart incomplete: %s", rec.id, exc)
+            else:  # COMMITTING: children may be half committed; release everything.
+                try:
+                    await self._terminate(replace(rec, state=S.FAILED))
+                except FedError as exc:
+                    log.error("slice %s: release after interrupted commit incomplete: %s", rec.id, exc)
+        expired = await self.expire_due()
+        if expired:
+            log.info("released %d holds that expired while the broker was down", len(expired))
+
+    def usage(self) -> Usage:
+        """What the broker holds now."""
+        holding = len(self._store.holding())
+        domains = tuple(self._agents[d].usage() for d in sorted(self._local) if d in self._agents)
+        return Usage(holding_slices=holding, domains=domains, wim=self._wim.usage())
+
+
+def _label_at(segments: Iterable[SegmentRecord], port: TerminalId) -> int | None:
+    for s in segments:
+        if port in s.labels:
+            return int(s.labels[port])
+    return None
+
+
+def _with_state(segments: Iterable[SegmentRecord], state: SliceState) -> tuple[SegmentRecord, ...]:
+    return tuple(replace(s, state=state) for s in segments)
+
+
+__all__ = ["HOLDING_STATES", "SliceEvent", "SliceManager", "Usage"]

@@ -1,0 +1,150 @@
+"""What the broker persists about its slices: records of slices, segments and stitched links."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
+from slicing.model import PortConstraint, SliceRequest, SliceState
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """One child's piece of a slice, as this broker holds it."""
+
+    index: int
+    domain: str
+    local: bool
+    sp_id: str
+    request: SliceRequest
+    transit_latency_ms: float
+    latency_share_ms: float
+    state: SliceState
+    order_key: str
+    handle: str = ""
+    labels: Mapping[str, int] = field(default_factory=dict)
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    # The child's own segments (protobuf JSON dicts) when the child is a broker.
+    detail: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def child_ref(self) -> str:
+        """The child's id for this piece: the lower-SP's slice id, or the local order key."""
+        return self.order_key if self.local else self.handle
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    """An inter-domain link between two children of this broker, stitched through its WIM."""
+
+    a_port: TerminalId
+    b_port: TerminalId
+    a_domain: str
+    b_domain: str
+    label_type: LabelType
+    label_a: int | None = None
+    label_b: int | None = None
+    a_can_swap: bool = False
+    b_can_swap: bool = False
+    wim_handle: str = ""
+
+    def labels_agree(self) -> bool:
+        """Both sides chose the same label, or a side that chose differently can swap."""
+        if self.label_a is None or self.label_b is None:
+            return False
+        return self.label_a == self.label_b or self.a_can_swap or self.b_can_swap
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """A slice owned by this broker."""
+
+    id: str
+    requester: str
+    request_id: str
+    request_hash: str
+    request: SliceRequest
+    hold_time_s: float
+    state: SliceState
+    created_at: float
+    updated_at: float
+    hold_expires_at: float = 0.0
+    reason: str = ""
+    error_code: str = ""
+    labels: Mapping[str, int] = field(default_factory=dict)
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    segments: tuple[SegmentRecord, ...] = ()
+    links: tuple[LinkRecord, ...] = ()
+
+    def leaf_sps(self) -> list[str]:
+        """The leaf SPs realising this slice, found by walking nested segments, in path order."""
+        out: list[str] = []
+        for seg in self.segments:
+            found = _leaf_sps_in(seg.detail) if not seg.local else [seg.sp_id]
+            for sp in found:
+                if sp not in out:
+                    out.append(sp)
+        return out
+
+
+def _leaf_sps_in(detail: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for seg in detail:
+        if seg.get("local"):
+            out.append(str(seg.get("spId", "")))
+        else:
+            out.extend(_leaf_sps_in(seg.get("children", [])))
+    return out
+
+
+def labels_to_json(labels: LabelSet) -> list[list[int]]:
+    """A label set as ``[[first, last], ...]``."""
+    return [[r.first, r.last] for r in labels.ranges]
+
+
+def labels_from_json(data: list[list[int]]) -> LabelSet:
+    """The inverse of :func:`labels_to_json`."""
+    return LabelSet.of(LabelRange(int(a), int(b)) for a, b in data)
+
+
+def request_to_dict(req: SliceRequest) -> dict[str, Any]:
+    """A slice request as plain JSON-able data (for the store and the idempotency hash)."""
+    return {
+        "name": req.name,
+        "src": req.src,
+        "dst": req.dst,
+        "bandwidth_mbps": req.bandwidth_mbps,
+        "latency_budget_ms": req.latency_budget_ms,
+        "chain": list(req.chain),
+        "subnet": req.subnet,
+        "port_constraints": [
+            {"port": c.port, "labels": labels_to_json(c.labels), "preferred": c.preferred} for c in req.port_constraints
+        ],
+    }
+
+
+def request_from_dict(d: Mapping[str, Any]) -> SliceRequest:
+    """The inverse of :func:`request_to_dict`."""
+    return SliceRequest(
+        name=d["name"],
+        src=TerminalId(d["src"]),
+        dst=TerminalId(d["dst"]),
+        bandwidth_mbps=int(d["bandwidth_mbps"]),
+        latency_budget_ms=float(d["latency_budget_ms"]),
+        chain=tuple(d["chain"]),
+        subnet=d["subnet"],
+        port_constraints=tuple(
+            PortConstraint(TerminalId(c["port"]), labels_from_json(c["labels"]), c["preferred"])
+            for c in d["port_constraints"]
+        ),
+    )
+
+
+def request_hash(req: SliceRequest, hold_time_s: float) -> str:
+    """A stable digest of a request, to tell a repeated request id from a reused one."""
+    blob = json.dumps({"r": request_to_dict(req), "h": hold_time_s}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()

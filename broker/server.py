@@ -1,0 +1,169 @@
+"""Thin gRPC servicers: decode, call one core function, encode. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+
+from broker import codec
+from broker.catalog import Catalog
+from broker.child_agent import REQUESTER_METADATA
+from broker.lifecycle import SliceManager
+from broker.status import to_grpc
+from slicing.errors import FedError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+ANONYMOUS = "anonymous"
+
+
+def requester_of(context: grpc.aio.ServicerContext) -> str:  # type: ignore[type-arg]
+    """Who is calling. Until authentication lands (issue 6) the caller names itself in metadata."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUESTER_METADATA and isinstance(value, str) and value:
+            return value
+    return ANONYMOUS
+
+
+async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:  # type: ignore[type-arg]
+    try:
+        return await call()
+    except FedError as exc:
+        await context.abort(to_grpc(exc.code), str(exc))
+        raise AssertionError("unreachable") from exc  # context.abort raises
+
+
+class SlicesServicer(pb_grpc.SlicesServicer):
+    """``fedbroker.v1.Slices``."""
+
+    def __init__(self, manager: SliceManager) -> None:
+        self._m = manager
+
+    def _encode(self, rec: object) -> pb.Slice:
+        from broker.records import SliceRecord
+
+        assert isinstance(rec, SliceRecord)
+        return codec.slice_to_pb(rec, self._m.sp_id)
+
+    async def Reserve(self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+        """Hold a slice."""
+
+        async def call() -> pb.Slice:
+            req = codec.request_from_pb(request.request)
+            rec = await self._m.reserve(requester_of(context), request.request_id, req, float(request.hold_time_s))
+            return self._encode(rec)
+
+        return await _answer(context, call)
+
+    async def _by_ref(
+        self,
+        ref: pb.SliceRef,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        op: Callable[[str], Awaitable[object]] | None,
+    ) -> pb.Slice:
+        async def call() -> pb.Slice:
+            rec = self._m.find(requester_of(context), ref.slice_id, ref.request_id)
+            return self._encode(await op(rec.id) if op else rec)
+
+        return await _answer(context, call)
+
+    async def Commit(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+        """Commit a held slice."""
+        return await self._by_ref(request, context, self._m.commit)
+
+    async def Abort(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+        """Release a held slice."""
+        return await self._by_ref(request, context, self._m.abort)
+
+    async def Activate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+        """Bring a committed slice into service."""
+        return await self._by_ref(request, context, self._m.activate)
+
+    async def Terminate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+        """Release a slice everywhere."""
+        return await self._by_ref(request, context, self._m.terminate)
+
+    async def Get(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+        """Read a slice with its per-domain segments."""
+        return await self._by_ref(request, context, None)
+
+    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:  # type: ignore[type-arg]
+        """List slices, optionally by state."""
+
+        async def call() -> pb.ListResponse:
+            states = [codec.state_from_pb(s) for s in request.states]
+            return pb.ListResponse(slices=[self._encode(r) for r in self._m.list(states)])
+
+        return await _answer(context, call)
+
+    async def Watch(
+        self,
+        request: pb.WatchRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> AsyncIterator[pb.SliceEvent]:
+        """Stream state changes."""
+        try:
+            if request.slice_id:
+                self._m.get(request.slice_id)
+            async for ev in self._m.watch(request.slice_id, request.initial):
+                yield pb.SliceEvent(
+                    slice_id=ev.slice_id,
+                    state=codec.state_to_pb(ev.state),  # type: ignore[arg-type]
+                    at=codec.ts(ev.at),
+                    detail=ev.detail,
+                )
+        except FedError as exc:
+            await context.abort(to_grpc(exc.code), str(exc))
+
+    async def GetUsage(self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext) -> pb.Usage:  # type: ignore[type-arg]
+        """What this broker holds now."""
+        u = self._m.usage()
+        return pb.Usage(
+            sp_id=self._m.sp_id,
+            holding_slices=u.holding_slices,
+            domains=[
+                pb.DomainUsage(
+                    domain=d.domain,
+                    bandwidth_mbps=d.bandwidth_mbps,
+                    labels=d.labels,
+                    function_slots=d.function_slots,
+                    addresses=d.addresses,
+                )
+                for d in u.domains
+            ],
+            wim_services=u.wim.services,
+            wim_labels=u.wim.labels,
+            wim_bandwidth_mbps=u.wim.bandwidth_mbps,
+        )
+
+
+class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
+    """``fedbroker.v1.Capabilities``: the note feed upward."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    async def SubscribeNotes(
+        self,
+        request: pb.SubscribeNotesRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> AsyncIterator[pb.CapabilityNote]:
+        """Push our note now and on every change, for as long as the subscriber listens."""
+        log.info("subscriber %s follows our notes", request.subscriber or requester_of(context))
+        async for note in self._catalog.updates():
+            yield codec.note_to_pb(note)
+
+    async def GetCatalog(
+        self, request: pb.GetCatalogRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCatalogResponse:  # type: ignore[type-arg]
+        """The note we publish and the notes we hold from below."""
+        own = self._catalog.own
+        return pb.GetCatalogResponse(
+            own=codec.note_to_pb(own) if own else None,
+            lower=[codec.note_to_pb(n) for _, n in sorted(self._catalog.current().items())],
+        )

@@ -1,0 +1,305 @@
+"""The broker's embedded state: slices, their sub-requests (segments), stitched links, task log.
+
+SQLite in WAL mode in the SP's data directory. Every write is one transaction, so a ``kill -9``
+leaves either the old or the new state of a slice, never half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
+from capability_catalog.model import LabelType, TerminalId
+from slicing.model import HOLDING_STATES, SliceState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS slices (
+    id TEXT PRIMARY KEY,
+    requester TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    request TEXT NOT NULL,
+    hold_time_s REAL NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    hold_expires_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    error_code TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    addresses TEXT NOT NULL,
+    UNIQUE (requester, request_id)
+);
+CREATE INDEX IF NOT EXISTS slices_state ON slices (state, hold_expires_at);
+CREATE TABLE IF NOT EXISTS segments (
+    slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    domain TEXT NOT NULL,
+    local INTEGER NOT NULL,
+    sp_id TEXT NOT NULL,
+    request TEXT NOT NULL,
+    transit_latency_ms REAL NOT NULL,
+    latency_share_ms REAL NOT NULL,
+    state TEXT NOT NULL,
+    order_key TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    addresses TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (slice_id, idx)
+);
+CREATE TABLE IF NOT EXISTS links (
+    slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
+    a_port TEXT NOT NULL,
+    b_port TEXT NOT NULL,
+    a_domain TEXT NOT NULL,
+    b_domain TEXT NOT NULL,
+    label_type TEXT NOT NULL,
+    label_a INTEGER,
+    label_b INTEGER,
+    a_can_swap INTEGER NOT NULL,
+    b_can_swap INTEGER NOT NULL,
+    wim_handle TEXT NOT NULL,
+    PRIMARY KEY (slice_id, a_port, b_port)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    slice_id TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (slice_id, operation, seq, name)
+);
+"""
+
+
+class Store:
+    """Slices and everything under them, in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def save(self, rec: SliceRecord) -> None:
+        """Insert or replace a slice with its segments and links, atomically."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    rec.id,
+                    rec.requester,
+                    rec.request_id,
+                    rec.request_hash,
+                    json.dumps(request_to_dict(rec.request)),
+                    rec.hold_time_s,
+                    rec.state.value,
+                    rec.created_at,
+                    rec.updated_at,
+                    rec.hold_expires_at,
+                    rec.reason,
+                    rec.error_code,
+                    json.dumps(dict(rec.labels)),
+                    json.dumps(dict(rec.addresses)),
+                ),
+            )
+            db.execute("DELETE FROM segments WHERE slice_id = ?", (rec.id,))
+            db.execute("DELETE FROM links WHERE slice_id = ?", (rec.id,))
+            db.executemany(
+                "INSERT INTO segments VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        rec.id,
+                        s.index,
+                        s.domain,
+                        int(s.local),
+                        s.sp_id,
+                        json.dumps(request_to_dict(s.request)),
+                        s.transit_latency_ms,
+                        s.latency_share_ms,
+                        s.state.value,
+                        s.order_key,
+                        s.handle,
+                        json.dumps(dict(s.labels)),
+                        json.dumps(dict(s.addresses)),
+                        json.dumps([dict(d) for d in s.detail]),
+                    )
+                    for s in rec.segments
+                ],
+            )
+            db.executemany(
+                "INSERT INTO links VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        rec.id,
+                        ln.a_port,
+                        ln.b_port,
+                        ln.a_domain,
+                        ln.b_domain,
+                        ln.label_type.value,
+                        ln.label_a,
+                        ln.label_b,
+                        int(ln.a_can_swap),
+                        int(ln.b_can_swap),
+                        ln.wim_handle,
+                    )
+                    for ln in rec.links
+                ],
+            )
+
+    def log_task(self, slice_id: str, operation: str, seq: int, name: str, status: str, detail: str, at: float) -> None:
+        """Record a task's status in the schedule log (written before and after it runs)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?)",
+                (slice_id, operation, seq, name, status, detail, at),
+            )
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def get(self, slice_id: str) -> SliceRecord | None:
+        """The slice with that id, or None."""
+        row = self._db.execute("SELECT * FROM slices WHERE id = ?", (slice_id,)).fetchone()
+        return self._load(row) if row else None
+
+    def find_by_request(self, requester: str, request_id: str) -> SliceRecord | None:
+        """The slice a requester reserved with that request id, or None."""
+        row = self._db.execute(
+            "SELECT * FROM slices WHERE requester = ? AND request_id = ?", (requester, request_id)
+        ).fetchone()
+        return self._load(row) if row else None
+
+    def list(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
+        """Every slice, or those in ``states``, oldest first."""
+        wanted = [s.value for s in states]
+        if wanted:
+            marks = ",".join("?" * len(wanted))
+            rows = self._db.execute(
+                f"SELECT * FROM slices WHERE state IN ({marks}) ORDER BY created_at",  # noqa: S608 - only ? marks
+                wanted,
+            ).fetchall()
+        else:
+            rows = self._db.execute("SELECT * FROM slices ORDER BY created_at").fetchall()
+        return [self._load(r) for r in rows]
+
+    def holding(self) -> list[SliceRecord]:
+        """Slices in a state that holds resources."""
+        return self.list(HOLDING_STATES)
+
+    def expired_holds(self, now: float) -> list[str]:
+        """Ids of held slices whose hold time has passed."""
+        rows = self._db.execute(
+            "SELECT id FROM slices WHERE state = ? AND hold_expires_at <= ?", (SliceState.HELD.value, now)
+        ).fetchall()
+        return [r["id"] for r in rows]
+
+    def next_hold_expiry(self) -> float | None:
+        """The earliest hold expiry among held slices."""
+        row = self._db.execute(
+            "SELECT MIN(hold_expires_at) AS t FROM slices WHERE state = ?", (SliceState.HELD.value,)
+        ).fetchone()
+        return float(row["t"]) if row and row["t"] is not None else None
+
+    def used_link_labels(self) -> dict[tuple[str, str], set[int]]:
+        """Labels taken on each inter-child link by slices that hold resources."""
+        marks = ",".join("?" * len(HOLDING_STATES))
+        rows = self._db.execute(
+            f"SELECT l.a_port, l.b_port, l.label_a, l.label_b FROM links l JOIN slices s ON s.id = l.slice_id "  # noqa: S608
+            f"WHERE s.state IN ({marks})",
+            [s.value for s in HOLDING_STATES],
+        ).fetchall()
+        used: dict[tuple[str, str], set[int]] = {}
+        for r in rows:
+            key = (min(r["a_port"], r["b_port"]), max(r["a_port"], r["b_port"]))
+            for label in (r["label_a"], r["label_b"]):
+                if label is not None:
+                    used.setdefault(key, set()).add(int(label))
+        return used
+
+    def tasks(self, slice_id: str) -> list[dict[str, Any]]:
+        """The task log of a slice."""
+        rows = self._db.execute(
+            "SELECT * FROM tasks WHERE slice_id = ? ORDER BY updated_at, seq", (slice_id,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def _load(self, row: sqlite3.Row) -> SliceRecord:
+        sid = row["id"]
+        segs = self._db.execute("SELECT * FROM segments WHERE slice_id = ? ORDER BY idx", (sid,)).fetchall()
+        links = self._db.execute("SELECT * FROM links WHERE slice_id = ?", (sid,)).fetchall()
+        return SliceRecord(
+            id=sid,
+            requester=row["requester"],
+            request_id=row["request_id"],
+            request_hash=row["request_hash"],
+            request=request_from_dict(json.loads(row["request"])),
+            hold_time_s=row["hold_time_s"],
+            state=SliceState(row["state"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            hold_expires_at=row["hold_expires_at"],
+            reason=row["reason"],
+            error_code=row["error_code"],
+            labels=json.loads(row["labels"]),
+            addresses=json.loads(row["addresses"]),
+            segments=tuple(
+                SegmentRecord(
+                    index=s["idx"],
+                    domain=s["domain"],
+                    local=bool(s["local"]),
+                    sp_id=s["sp_id"],
+                    request=request_from_dict(json.loads(s["request"])),
+                    transit_latency_ms=s["transit_latency_ms"],
+                    latency_share_ms=s["latency_share_ms"],
+                    state=SliceState(s["state"]),
+                    order_key=s["order_key"],
+                    handle=s["handle"],
+                    labels=json.loads(s["labels"]),
+                    addresses=json.loads(s["addresses"]),
+                    detail=tuple(json.loads(s["detail"])),
+                )
+                for s in segs
+            ),
+            links=tuple(
+                LinkRecord(
+                    a_port=TerminalId(ln["a_port"]),
+                    b_port=TerminalId(ln["b_port"]),
+                    a_domain=ln["a_domain"],
+                    b_domain=ln["b_domain"],
+                    label_type=LabelType(ln["label_type"]),
+                    label_a=ln["label_a"],
+                    label_b=ln["label_b"],
+                    a_can_swap=bool(ln["a_can_swap"]),
+                    b_can_swap=bool(ln["b_can_swap"]),
+                    wim_handle=ln["wim_handle"],
+                )
+                for ln in links
+            ),
+        )

@@ -1,0 +1,302 @@
+"""Brokers as separate processes over real gRPC: recursion, two-phase commit, expiry, restart, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.codec import leaf_sps
+from fedbroker.v1 import northsouth_pb2 as pb
+from tests.integration.federation import Federation, leaf_domain, op, reserve, slice_request
+
+pytestmark = pytest.mark.integration
+
+HELD = pb.SLICE_STATE_HELD
+COMMITTED = pb.SLICE_STATE_COMMITTED
+ACTIVE = pb.SLICE_STATE_ACTIVE
+TERMINATED = pb.SLICE_STATE_TERMINATED
+EXPIRED = pb.SLICE_STATE_EXPIRED
+
+
+@pytest.fixture
+async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
+    federation = Federation(tmp_path)
+    try:
+        yield federation
+    finally:
+        await federation.close()
+
+
+async def chain_of_leaves(fed: Federation, names: list[str], **leaf_kw: object) -> None:
+    """Leaves L1–L2–…–Ln in a line, each with overlapping VNI ranges toward its neighbours."""
+    for i, sp in enumerate(names):
+        peers = {}
+        if i > 0:
+            peers[names[i - 1]] = "1000-1999"
+        if i < len(names) - 1:
+            peers[names[i + 1]] = "1500-2999"
+        functions = leaf_kw.get("functions", {}).get(sp) if isinstance(leaf_kw.get("functions"), dict) else None
+        await fed.start(sp, domains=[leaf_domain(sp, peers, functions=functions)])
+
+
+def labels_of(segments: list[pb.Segment] | object) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for seg in segments:  # type: ignore[attr-defined]
+        out.update({pl.port: pl.label for pl in seg.labels})
+        out.update(labels_of(seg.children))
+    return out
+
+
+async def test_two_level_slice_is_held_committed_activated_and_terminated_across_three_leaves(
+    fed: Federation,
+) -> None:
+    await chain_of_leaves(fed, ["L1", "L2", "L3"])
+    top = await fed.start("T", lowers=["L1", "L2", "L3"])
+    await fed.wait_terminals("T", ["L1.ep", "L3.ep"])
+
+    held = await reserve(top, "r1", slice_request("L1.ep", "L3.ep", 500))
+    assert held.state == HELD
+    assert [s.domain for s in held.segments] == ["L1", "L2", "L3"]
+    assert leaf_sps(held.segments) == ["L1", "L2", "L3"]
+    assert held.hold_expires_at.seconds > 0
+
+    committed = await op(top, "Commit", held.id)
+    assert committed.state == COMMITTED
+    active = await op(top, "Activate", held.id)
+    assert active.state == ACTIVE
+    assert {e.endpoint for e in active.addresses} == {"L1.ep", "L3.ep"}
+
+    # Both sides of every inter-domain link carry the same VNI, inside both sides' ranges.
+    labels = labels_of(active.segments)
+    for a, b in (("L1.to-L2", "L2.to-L1"), ("L2.to-L3", "L3.to-L2")):
+        assert labels[a] == labels[b], (a, b, labels)
+        assert 1500 <= labels[a] <= 1999
+    top_usage = await fed.usage("T")
+    assert top_usage.wim_services == 2 and top_usage.wim_bandwidth_mbps == 1000
+    for leaf in ("L1", "L2", "L3"):
+        leaf_usage = await fed.usage(leaf)
+        assert leaf_usage.holding_slices == 1
+        assert leaf_usage.domains[0].bandwidth_mbps > 0
+
+    read = await op(top, "Get", held.id)
+    assert read.state == ACTIVE and [s.state for s in read.segments] == [ACTIVE] * 3
+
+    done = await op(top, "Terminate", held.id)
+    assert done.state == TERMINATED
+    await fed.assert_idle()
+
+
+async def test_three_level_recursion_reaches_leaves_under_both_mid_level_sps(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2", "L3", "L4"])
+    await fed.start("M1", lowers=["L1", "L2"])
+    await fed.start("M2", lowers=["L3", "L4"])
+    top = await fed.start("T", lowers=["M1", "M2"])
+    own = await fed.wait_terminals("T", ["L1.ep", "L4.ep"])
+    # M1's internal link L1–L2 is hidden from T; the L2–L3 link leaving M1's subtree is not.
+    ports = {p.id for p in own.ports}
+    assert "L1.to-L2" not in ports and "L2.to-L3" not in ports
+
+    held = await reserve(top, "deep", slice_request("L1.ep", "L4.ep", 200))
+    assert [s.domain for s in held.segments] == ["M1", "M2"]
+    assert leaf_sps(held.segments) == ["L1", "L2", "L3", "L4"]
+    await op(top, "Commit", held.id)
+    active = await op(top, "Activate", held.id)
+    labels = labels_of(active.segments)
+    assert labels["L2.to-L3"] == labels["L3.to-L2"]  # stitched by T, chosen by leaves two levels down
+    mid = await fed.sps["M1"].slices.List(pb.ListRequest(), timeout=5)
+    assert len(mid.slices) == 1 and mid.slices[0].state == ACTIVE
+
+    await op(top, "Terminate", held.id)
+    await fed.assert_idle()
+
+
+async def test_reserve_aborts_every_held_lower_sp_when_one_refuses(fed: Federation) -> None:
+    # Only L2 hosts a firewall and it has one slot: the second slice is refused there.
+    await chain_of_leaves(fed, ["L1", "L2", "L3"], functions={"L2": {"firewall": 1}})
+    top = await fed.start("T", lowers=["L1", "L2", "L3"])
+    await fed.wait_terminals("T", ["L1.ep", "L3.ep"])
+    first = await reserve(top, "fw-1", slice_request("L1.ep", "L3.ep", 100, chain=["firewall"]))
+    assert first.state == HELD
+    before = {sp: await fed.usage(sp) for sp in ("L1", "L3")}
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await reserve(top, "fw-2", slice_request("L1.ep", "L3.ep", 100, chain=["firewall"]))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "L2" in (info.value.details() or "") and "firewall" in (info.value.details() or "")
+    for sp in ("L1", "L3"):  # what L1 and L3 held for the refused slice was released
+        assert await fed.usage(sp) == before[sp]
+    failed = await top.slices.Get(pb.SliceRef(request_id="fw-2"), metadata=(("x-fedbroker-requester", "tester"),))
+    assert failed.state == pb.SLICE_STATE_FAILED
+
+    await op(top, "Abort", first.id)
+    await fed.assert_idle()
+
+
+async def test_held_reservation_is_released_everywhere_when_its_hold_time_passes(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    held = await reserve(top, "short", slice_request("L1.ep", "L2.ep"), hold_time_s=1)
+    assert held.state == HELD
+    for _ in range(60):  # bounded: 3 s
+        got = await op(top, "Get", held.id)
+        if got.state == EXPIRED:
+            break
+        await asyncio.sleep(0.05)
+    assert got.state == EXPIRED, got
+    assert "hold time" in got.reason
+    await fed.assert_idle()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await op(top, "Commit", held.id)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_reserve_is_idempotent_per_request_id_and_refuses_a_reused_id(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    req = slice_request("L1.ep", "L2.ep", 300)
+    first, second = await asyncio.gather(reserve(top, "same", req), reserve(top, "same", req))
+    assert first.id == second.id
+    again = await reserve(top, "same", req)
+    assert again.id == first.id
+    listed = await top.slices.List(pb.ListRequest(), timeout=5)
+    assert len(listed.slices) == 1
+    assert (await fed.usage("L1")).holding_slices == 1
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await reserve(top, "same", slice_request("L1.ep", "L2.ep", 301))
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "request_id" in (info.value.details() or "")
+
+
+async def test_restart_after_kill_keeps_committed_slices_and_releases_lapsed_holds(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    kept = await reserve(top, "kept", slice_request("L1.ep", "L2.ep", 400))
+    await op(top, "Commit", kept.id)
+    await op(top, "Activate", kept.id)
+    lapsing = await reserve(top, "lapsing", slice_request("L1.ep", "L2.ep", 100), hold_time_s=1)
+    leaf_before = await fed.usage("L1")
+
+    fed.kill("T")
+    fed.kill("L1")
+    await asyncio.sleep(1.2)  # the 1 s hold passes while both are down
+    await fed.restart("L1")
+    top = await fed.restart("T")
+
+    back = await op(top, "Get", kept.id)
+    assert back.state == ACTIVE
+    assert [s.domain for s in back.segments] == ["L1", "L2"]
+    assert all(s.child_ref for s in back.segments)
+    assert (await fed.usage("T")).wim_services == 1
+    lapsed = await op(top, "Get", lapsing.id)
+    assert lapsed.state == EXPIRED
+    # L1 rebuilt its holdings of the committed slice from its store and released the lapsed hold.
+    leaf_after = await fed.usage("L1")
+    assert leaf_after.holding_slices == 1
+    assert leaf_after.domains[0].bandwidth_mbps == leaf_before.domains[0].bandwidth_mbps - 100
+
+    await fed.wait_terminals("T", ["L1.ep"])
+    await op(top, "Terminate", kept.id)
+    await fed.assert_idle()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"bandwidth_mbps": 0}, "request.bandwidth_mbps"),
+        ({"src": "nowhere.ep"}, "request.src"),
+        ({"subnet": "10.0.0.0/33"}, "request.subnet"),
+        ({"dst": "L1.ep"}, "request.dst"),
+        ({"chain": [""]}, "request.chain[0]"),
+    ],
+)
+async def test_bad_request_is_refused_with_invalid_argument_naming_the_field(
+    fed: Federation, change: dict[str, object], field: str
+) -> None:
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    req = slice_request("L1.ep", "L2.ep")
+    for key, value in change.items():
+        if isinstance(value, list):
+            getattr(req, key).extend(value)
+        else:
+            setattr(req, key, value)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await reserve(top, "bad", req)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (info.value.details() or "")
+    await fed.assert_idle()
+
+
+async def test_lower_sp_that_is_down_gives_unavailable_and_nothing_stays_held(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2", "L3"])
+    top = await fed.start("T", lowers=["L1", "L2", "L3"], lower_timeout_s=2)
+    await fed.wait_terminals("T", ["L1.ep", "L3.ep"])
+    fed.kill("L3")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await reserve(top, "down", slice_request("L1.ep", "L3.ep"))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "L3" in (info.value.details() or "")
+    await fed.assert_idle("T", "L1", "L2")
+
+
+async def test_lower_sp_that_hangs_gives_deadline_exceeded_and_its_hold_lapses(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"], lower_timeout_s=1)
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    fed.kill("L2", signal.SIGSTOP)  # frozen: accepts connections, answers nothing
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await reserve(top, "hang", slice_request("L1.ep", "L2.ep"), hold_time_s=2)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "L2" in (info.value.details() or "")
+        await fed.assert_idle("T", "L1")
+    finally:
+        fed.kill("L2", signal.SIGCONT)
+    # L2 now processes the late Reserve and holds; the hold lapses on its own.
+    for _ in range(80):  # bounded: 4 s
+        u = await fed.usage("L2")
+        if u.holding_slices == 0 and (await fed.sps["L2"].slices.List(pb.ListRequest(), timeout=5)).slices:
+            break
+        await asyncio.sleep(0.05)
+    await fed.assert_idle()
+
+
+async def test_stock_reflection_client_lists_the_broker_services(fed: Federation) -> None:
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    leaf = await fed.start("L1", domains=[leaf_domain("L1")])
+    with grpc.insecure_channel(leaf.address) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {"fedbroker.v1.Slices", "fedbroker.v1.Capabilities", "grpc.health.v1.Health"} <= services
+
+
+async def test_watch_streams_state_changes_of_a_slice(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    held = await reserve(top, "watched", slice_request("L1.ep", "L2.ep"))
+    seen: list[int] = []
+
+    async def watch() -> None:
+        async for ev in top.slices.Watch(pb.WatchRequest(slice_id=held.id, initial=True)):
+            seen.append(ev.state)
+            if ev.state == TERMINATED:
+                return
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.2)
+    await op(top, "Commit", held.id)
+    await op(top, "Terminate", held.id)
+    await asyncio.wait_for(watcher, timeout=10)
+    assert seen[0] == HELD
+    assert seen[-3:] == [COMMITTED, pb.SLICE_STATE_TERMINATING, TERMINATED]

@@ -1,0 +1,252 @@
+"""The slice lifecycle core in one process: emulated domains, memory WIM, real planner, a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from broker.lifecycle import SliceManager
+from broker.store import Store
+from capability_catalog.model import CapabilityNote, SpId, TerminalId
+from domain_agents.base import DomainAgent, SegmentGrant, SegmentOrder
+from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig
+from slicing.errors import AlreadyExists, FailedPrecondition, ResourceExhausted, Unavailable
+from slicing.model import SliceRequest, SliceState
+from tests.topology import leaf_domain
+from wim.memory import MemoryWimDriver
+
+S = SliceState
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class LabelSkewingAgent:
+    """Delegates to a real agent but, for the first ``skews`` reservations, reports a label one higher."""
+
+    def __init__(self, inner: EmulatedDomainAgent, skews: int) -> None:
+        self._inner = inner
+        self.skews = skews
+        self.reserves = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    @property
+    def domain_id(self) -> SpId:
+        return self._inner.domain_id
+
+    async def reserve(self, order: SegmentOrder) -> SegmentGrant:
+        grant = await self._inner.reserve(order)
+        self.reserves += 1
+        if self.reserves <= self.skews:
+            return replace(grant, labels={p: v + 1 for p, v in grant.labels.items()})
+        return grant
+
+
+@dataclass
+class World:
+    manager: SliceManager
+    agents: dict[str, DomainAgent]
+    wim: MemoryWimDriver
+    clock: Clock
+    store: Store
+    notes: dict[SpId, CapabilityNote]
+
+    def idle(self) -> bool:
+        u = self.manager.usage()
+        busy = [d for d in u.domains if d.bandwidth_mbps or d.labels or d.function_slots or d.addresses]
+        return u.holding_slices == 0 and not busy and u.wim.services == 0
+
+
+async def first_note(agent: DomainAgent) -> CapabilityNote:
+    stream = agent.notes()
+    assert isinstance(stream, AsyncIterator)
+    note = await anext(stream)
+    await stream.aclose()  # type: ignore[attr-defined]
+    return note
+
+
+def configs(**functions: dict[str, int]) -> list[EmulatedDomainConfig]:
+    specs = [
+        leaf_domain("L1", {"L2": "1000-1999"}, functions=functions.get("L1")),
+        leaf_domain("L2", {"L1": "1500-2999", "L3": "1000-1999"}, functions=functions.get("L2")),
+        leaf_domain("L3", {"L2": "1500-2999"}, functions=functions.get("L3")),
+    ]
+    return [EmulatedDomainConfig.from_dict(s, f"domains[{i}]") for i, s in enumerate(specs)]
+
+
+async def make_world(
+    tmp_path: Path,
+    *,
+    agents: Mapping[str, DomainAgent] | None = None,
+    clock: Clock | None = None,
+    **functions: dict[str, int],
+) -> World:
+    clock = clock or Clock()
+    agents = dict(agents or {c.id: EmulatedDomainAgent(c, clock) for c in configs(**functions)})
+    notes = {SpId(d): await first_note(a) for d, a in agents.items()}
+    store = Store(tmp_path / "state.db")
+    wim = MemoryWimDriver()
+    manager = SliceManager(
+        sp_id="T",
+        store=store,
+        agents=agents,
+        local_domains=list(agents),
+        wim=wim,
+        notes=lambda: notes,
+        clock=clock,
+        default_hold_s=30,
+    )
+    return World(manager, agents, wim, clock, store, notes)
+
+
+def req(mbps: int = 100, chain: tuple[str, ...] = ()) -> SliceRequest:
+    return SliceRequest(src=TerminalId("L1.ep"), dst=TerminalId("L3.ep"), bandwidth_mbps=mbps, chain=chain)
+
+
+async def test_full_lifecycle_holds_in_every_domain_then_releases_everything(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req(250))
+    assert rec.state is S.HELD
+    assert [s.domain for s in rec.segments] == ["L1", "L2", "L3"]
+    assert rec.hold_expires_at == w.clock.now + 30
+    assert all(ln.labels_agree() for ln in rec.links)
+    assert set(rec.addresses) == {"L1.ep", "L3.ep"}
+    rec = await w.manager.commit(rec.id)
+    assert rec.state is S.COMMITTED
+    rec = await w.manager.activate(rec.id)
+    assert rec.state is S.ACTIVE and w.wim.usage().services == 2
+    assert w.manager.usage().holding_slices == 1
+    rec = await w.manager.terminate(rec.id)
+    assert rec.state is S.TERMINATED
+    assert w.idle()
+    ops = {t["operation"] for t in w.store.tasks(rec.id)}
+    assert {"reserve", "commit", "activate", "terminate"} <= ops
+
+
+async def test_labels_that_disagree_are_retried_with_other_labels(tmp_path: Path) -> None:
+    clock = Clock()
+    cfgs = configs()
+    inner = {c.id: EmulatedDomainAgent(c, clock) for c in cfgs}
+    skewing = LabelSkewingAgent(inner["L2"], skews=1)
+    w = await make_world(tmp_path, agents={**inner, "L2": skewing}, clock=clock)  # type: ignore[dict-item]
+    rec = await w.manager.reserve("alice", "r1", req())
+    assert rec.state is S.HELD
+    assert skewing.reserves == 2  # the first attempt disagreed and was released
+    assert all(ln.label_a == ln.label_b for ln in rec.links)
+    await w.manager.abort(rec.id)
+    assert w.idle()
+
+
+async def test_reserve_fails_and_holds_nothing_when_labels_never_agree(tmp_path: Path) -> None:
+    clock = Clock()
+    inner = {c.id: EmulatedDomainAgent(c, clock) for c in configs()}
+    w = await make_world(
+        tmp_path,
+        agents={**inner, "L2": LabelSkewingAgent(inner["L2"], skews=99)},
+        clock=clock,  # type: ignore[dict-item]
+    )
+    with pytest.raises(ResourceExhausted, match="did not agree"):
+        await w.manager.reserve("alice", "r1", req())
+    assert w.manager.list()[0].state is S.FAILED
+    assert w.idle()
+
+
+async def test_reserve_releases_held_domains_when_one_refuses(tmp_path: Path) -> None:
+    w = await make_world(tmp_path, L2={"firewall": 1})
+    first = await w.manager.reserve("alice", "r1", req(chain=("firewall",)))
+    before = {d: w.agents[d].usage() for d in ("L1", "L3")}
+    with pytest.raises(ResourceExhausted) as info:
+        await w.manager.reserve("alice", "r2", req(chain=("firewall",)))
+    assert info.value.domain == "L2"
+    assert {d: w.agents[d].usage() for d in ("L1", "L3")} == before
+    await w.manager.abort(first.id)
+    assert w.idle()
+
+
+async def test_hold_expiry_releases_every_domain(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req(), hold_time_s=5)
+    assert await w.manager.expire_due() == []
+    w.clock.now += 5
+    assert await w.manager.expire_due() == [rec.id]
+    assert w.manager.get(rec.id).state is S.EXPIRED
+    assert w.idle()
+    with pytest.raises(FailedPrecondition):
+        await w.manager.commit(rec.id)
+
+
+async def test_commit_after_hold_time_is_refused_and_releases(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req(), hold_time_s=5)
+    w.clock.now += 6  # the expiry loop has not run yet
+    with pytest.raises(FailedPrecondition, match="expired"):
+        await w.manager.commit(rec.id)
+    assert w.manager.get(rec.id).state is S.EXPIRED
+    assert w.idle()
+
+
+async def test_commit_failure_in_one_domain_releases_every_domain(tmp_path: Path) -> None:
+    clock = Clock()
+    cfgs = configs()
+    agents = {c.id: EmulatedDomainAgent(c, clock, fail_at="commit" if c.id == "L3" else None) for c in cfgs}
+    w = await make_world(tmp_path, agents=agents, clock=clock)
+    rec = await w.manager.reserve("alice", "r1", req())
+    with pytest.raises((ResourceExhausted, Unavailable)):
+        await w.manager.commit(rec.id)
+    assert w.manager.get(rec.id).state is S.FAILED
+    assert w.idle()
+
+
+async def test_same_request_id_returns_the_same_slice_and_a_different_request_is_refused(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+    a = await w.manager.reserve("alice", "r1", req(100))
+    b = await w.manager.reserve("alice", "r1", req(100))
+    assert a.id == b.id and len(w.manager.list()) == 1
+    with pytest.raises(AlreadyExists, match="request_id 'r1'"):
+        await w.manager.reserve("alice", "r1", req(101))
+    other = await w.manager.reserve("bob", "r1", req(100))  # request ids are per requester
+    assert other.id != a.id
+
+
+async def test_state_machine_refuses_operations_in_the_wrong_state(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req())
+    with pytest.raises(FailedPrecondition, match="Activate needs COMMITTED"):
+        await w.manager.activate(rec.id)
+    await w.manager.commit(rec.id)
+    with pytest.raises(FailedPrecondition, match="Abort needs HELD"):
+        await w.manager.abort(rec.id)
+    assert (await w.manager.commit(rec.id)).state is S.COMMITTED  # repeated commit is answered
+
+
+async def test_recover_restores_domain_holdings_and_expires_lapsed_holds(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+    kept = await w.manager.reserve("alice", "kept", req(300))
+    await w.manager.commit(kept.id)
+    await w.manager.activate(kept.id)
+    lapsing = await w.manager.reserve("alice", "lapsing", req(100), hold_time_s=5)
+    usage_before = {d: a.usage() for d, a in w.agents.items()}
+    w.store.close()
+
+    # A new process: fresh agents and WIM over the same database.
+    w.clock.now += 10
+    w2 = await make_world(tmp_path, clock=w.clock)
+    await w2.manager.recover()
+    assert w2.manager.get(kept.id).state is S.ACTIVE
+    assert w2.manager.get(lapsing.id).state is S.EXPIRED
+    after = {d: a.usage() for d, a in w2.agents.items()}
+    for d in after:
+        assert after[d].bandwidth_mbps == usage_before[d].bandwidth_mbps - 100
+    assert w2.wim.usage().services == 2
+    await w2.manager.terminate(kept.id)
+    assert w2.idle()
