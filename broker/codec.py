@@ -246,7 +246,7 @@ def segment_to_pb(seg: SegmentRecord) -> pb.Segment:
         latency_share_ms=seg.latency_share_ms,
     )
     for child in seg.detail:
-        json_format.ParseDict(child, msg.children.add())
+        json_format.ParseDict(dict(child), msg.children.add())
     return msg
 
 

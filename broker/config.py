@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from domain_agents.emulated import EmulatedDomainConfig
 
+from domain_agents.emulated import EmulatedDomainConfig
 from slicing.errors import FedError
 
 
@@ -24,7 +24,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)

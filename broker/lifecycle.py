@@ -137,9 +137,9 @@ class SliceManager:
             return rec
         raise InvalidArgument("slice_id", "give a slice_id or a request_id")
 
-    def list(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
+    def slices(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
         """Every slice, or those in ``states``."""
-        return self._store.list(states)
+        return self._store.slices(states)
 
     # --- watch --------------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ class SliceManager:
         self._watchers.add(q)
         try:
             if initial:
-                recs = [self.get(slice_id)] if slice_id else self.list()
+                recs = [self.get(slice_id)] if slice_id else self.slices()
                 for rec in recs:
                     yield SliceEvent(rec.id, rec.state, rec.updated_at, rec.reason)
             while True:
@@ -265,8 +265,8 @@ class SliceManager:
                     s,
                     state=S.HELD,
                     handle=grants[s.index].handle,
-                    labels=dict(grants[s.index].labels),
-                    addresses=dict(grants[s.index].addresses),
+                    labels={str(k): v for k, v in grants[s.index].labels.items()},
+                    addresses={str(k): v for k, v in grants[s.index].addresses.items()},
                     detail=grants[s.index].detail,
                 )
                 for s in rec.segments
@@ -544,7 +544,7 @@ class SliceManager:
             for ln in rec.links:
                 if ln.wim_handle:
                     await self._wim.restore(ln.wim_handle)
-        for rec in self._store.list([S.RESERVING, S.ABORTING, S.COMMITTING, S.ACTIVATING, S.TERMINATING]):
+        for rec in self._store.slices([S.RESERVING, S.ABORTING, S.COMMITTING, S.ACTIVATING, S.TERMINATING]):
             log.warning("slice %s was %s when the broker stopped; settling it", rec.id, rec.state)
             if rec.state in (S.RESERVING, S.ABORTING):
                 await self._release_segments(rec, "recover")

@@ -22,7 +22,7 @@ T = TypeVar("T")
 ANONYMOUS = "anonymous"
 
 
-def requester_of(context: grpc.aio.ServicerContext) -> str:  # type: ignore[type-arg]
+def requester_of(context: grpc.aio.ServicerContext) -> str:
     """Who is calling. Until authentication lands (issue 6) the caller names itself in metadata."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUESTER_METADATA and isinstance(value, str) and value:
@@ -30,7 +30,7 @@ def requester_of(context: grpc.aio.ServicerContext) -> str:  # type: ignore[type
     return ANONYMOUS
 
 
-async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:  # type: ignore[type-arg]
+async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
     except FedError as exc:
@@ -50,7 +50,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         assert isinstance(rec, SliceRecord)
         return codec.slice_to_pb(rec, self._m.sp_id)
 
-    async def Reserve(self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+    async def Reserve(self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Hold a slice."""
 
         async def call() -> pb.Slice:
@@ -63,7 +63,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
     async def _by_ref(
         self,
         ref: pb.SliceRef,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
         op: Callable[[str], Awaitable[object]] | None,
     ) -> pb.Slice:
         async def call() -> pb.Slice:
@@ -72,39 +72,39 @@ class SlicesServicer(pb_grpc.SlicesServicer):
 
         return await _answer(context, call)
 
-    async def Commit(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+    async def Commit(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Commit a held slice."""
         return await self._by_ref(request, context, self._m.commit)
 
-    async def Abort(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+    async def Abort(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Release a held slice."""
         return await self._by_ref(request, context, self._m.abort)
 
-    async def Activate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+    async def Activate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Bring a committed slice into service."""
         return await self._by_ref(request, context, self._m.activate)
 
-    async def Terminate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+    async def Terminate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Release a slice everywhere."""
         return await self._by_ref(request, context, self._m.terminate)
 
-    async def Get(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:  # type: ignore[type-arg]
+    async def Get(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Read a slice with its per-domain segments."""
         return await self._by_ref(request, context, None)
 
-    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:  # type: ignore[type-arg]
+    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
         """List slices, optionally by state."""
 
         async def call() -> pb.ListResponse:
             states = [codec.state_from_pb(s) for s in request.states]
-            return pb.ListResponse(slices=[self._encode(r) for r in self._m.list(states)])
+            return pb.ListResponse(slices=[self._encode(r) for r in self._m.slices(states)])
 
         return await _answer(context, call)
 
     async def Watch(
         self,
         request: pb.WatchRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.SliceEvent]:
         """Stream state changes."""
         try:
@@ -120,7 +120,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         except FedError as exc:
             await context.abort(to_grpc(exc.code), str(exc))
 
-    async def GetUsage(self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext) -> pb.Usage:  # type: ignore[type-arg]
+    async def GetUsage(self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext) -> pb.Usage:
         """What this broker holds now."""
         u = self._m.usage()
         return pb.Usage(
@@ -151,7 +151,7 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
     async def SubscribeNotes(
         self,
         request: pb.SubscribeNotesRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.CapabilityNote]:
         """Push our note now and on every change, for as long as the subscriber listens."""
         log.info("subscriber %s follows our notes", request.subscriber or requester_of(context))
@@ -160,7 +160,7 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
 
     async def GetCatalog(
         self, request: pb.GetCatalogRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetCatalogResponse:  # type: ignore[type-arg]
+    ) -> pb.GetCatalogResponse:
         """The note we publish and the notes we hold from below."""
         own = self._catalog.own
         return pb.GetCatalogResponse(

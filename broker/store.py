@@ -196,7 +196,7 @@ class Store:
         ).fetchone()
         return self._load(row) if row else None
 
-    def list(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
+    def slices(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
         """Every slice, or those in ``states``, oldest first."""
         wanted = [s.value for s in states]
         if wanted:
@@ -211,7 +211,7 @@ class Store:
 
     def holding(self) -> list[SliceRecord]:
         """Slices in a state that holds resources."""
-        return self.list(HOLDING_STATES)
+        return self.slices(HOLDING_STATES)
 
     def expired_holds(self, now: float) -> list[str]:
         """Ids of held slices whose hold time has passed."""

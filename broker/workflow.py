@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from slicing.errors import FanoutError, FedError, Internal
 
@@ -62,11 +61,8 @@ class Schedule:
         raise KeyError(name)
 
 
-class TaskLog(Protocol):
-    """Where task statuses go (the store, in the broker)."""
-
-    def __call__(self, seq: int, name: str, status: str, detail: str) -> None:
-        """Record that task ``name`` of step ``seq`` has ``status``."""
+#: Where task statuses go (the store, in the broker): ``(step, task name, status, detail)``.
+TaskLog = Callable[[int, str, str, str], None]
 
 
 def _as_fed_error(task: Task, exc: BaseException) -> FedError:

@@ -7,6 +7,7 @@ lowest-latency path's latency and bottleneck bandwidth.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import networkx as nx
@@ -40,7 +41,7 @@ def aggregate(
         for dst, path in paths.items():
             if dst <= src or dst not in exposed_set:
                 continue
-            edges = [graph.edges[a, b] for a, b in zip(path, path[1:], strict=False)]
+            edges = [graph.edges[a, b] for a, b in itertools.pairwise(path)]
             transit.append(
                 Transit(
                     TerminalId(src),

@@ -9,6 +9,7 @@ the labels allowed at its border ports. The decomposition issue deepens placemen
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def _runs(graph: nx.Graph, path: Sequence[TerminalId]) -> tuple[list[_Run], list
     start: TerminalId | None = None
     domain: SpId | None = None
     latency = 0.0
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         edge = graph.edges[a, b]
         if edge["link"] is not None:
             if domain is not None and start is not None:

@@ -157,7 +157,7 @@ async def test_reserve_fails_and_holds_nothing_when_labels_never_agree(tmp_path:
     )
     with pytest.raises(ResourceExhausted, match="did not agree"):
         await w.manager.reserve("alice", "r1", req())
-    assert w.manager.list()[0].state is S.FAILED
+    assert w.manager.slices()[0].state is S.FAILED
     assert w.idle()
 
 
@@ -211,7 +211,7 @@ async def test_same_request_id_returns_the_same_slice_and_a_different_request_is
     w = await make_world(tmp_path)
     a = await w.manager.reserve("alice", "r1", req(100))
     b = await w.manager.reserve("alice", "r1", req(100))
-    assert a.id == b.id and len(w.manager.list()) == 1
+    assert a.id == b.id and len(w.manager.slices()) == 1
     with pytest.raises(AlreadyExists, match="request_id 'r1'"):
         await w.manager.reserve("alice", "r1", req(101))
     other = await w.manager.reserve("bob", "r1", req(100))  # request ids are per requester

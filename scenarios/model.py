@@ -1,0 +1,295 @@
+"""The scenario format: SPs of a federation and the steps to run against it. Errors name their path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.cli import slice_request_from_data
+from broker.config import ConfigError, load_yaml
+from fedbroker.v1 import northsouth_pb2 as pb
+
+ACTIONS = (
+    "wait_catalog",
+    "request",
+    "commit",
+    "abort",
+    "activate",
+    "terminate",
+    "get",
+    "expect_idle",
+    "kill",
+    "stop",
+    "resume",
+    "restart",
+    "sleep",
+)
+STATES = {n.removeprefix("SLICE_STATE_") for n in pb.SliceState.keys() if not n.endswith("UNSPECIFIED")}  # noqa: SIM118
+ERROR_CODES = {
+    "INVALID_ARGUMENT",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "INTERNAL",
+}
+_SP_SETTINGS = {"hold_time_s", "lower_timeout_s", "note_ttl_s", "domains", "wim"}
+_EXPECT_KEYS = {
+    "state",
+    "error",
+    "message_contains",
+    "leaf_sps_min",
+    "leaf_sps_include",
+    "labels_agree",
+    "same_slice_as",
+}
+MAX_SLEEP_S = 60.0
+
+
+class ScenarioError(ConfigError):
+    """The scenario file is wrong; the message names the path of the bad field."""
+
+
+@dataclass(frozen=True)
+class SpSpec:
+    """One SP of the federation."""
+
+    id: str
+    lower: tuple[str, ...]
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a step must observe."""
+
+    state: str | None = None
+    error: str | None = None
+    message_contains: str | None = None
+    leaf_sps_min: int | None = None
+    leaf_sps_include: tuple[str, ...] = ()
+    labels_agree: bool = False
+    same_slice_as: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: an action with its arguments and what to expect."""
+
+    name: str
+    action: str
+    args: Mapping[str, Any]
+    expect: Expect = Expect()
+    always: bool = False
+    request: pb.SliceRequest | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole scenario."""
+
+    name: str
+    description: str
+    sps: tuple[SpSpec, ...]
+    steps: tuple[Step, ...]
+    source: Path | None = None
+    ports: Mapping[str, str] = field(default_factory=dict)  # port id -> peer port id, from leaf domains
+    swapping: frozenset[str] = frozenset()
+
+    def sp(self, sp_id: str) -> SpSpec:
+        """The SP with that id."""
+        return next(s for s in self.sps if s.id == sp_id)
+
+    def start_order(self) -> list[list[str]]:
+        """Start waves, bottom-up: each SP after all its lower-SPs; SPs of one wave start together."""
+        started: set[str] = set()
+        waves: list[list[str]] = []
+        remaining = {s.id: set(s.lower) for s in self.sps}
+        while remaining:
+            wave = sorted(sp for sp, lowers in remaining.items() if lowers <= started)
+            if not wave:
+                raise ScenarioError(f"sps: the lower relation has a cycle among {sorted(remaining)}")
+            waves.append(wave)
+            started.update(wave)
+            for sp in wave:
+                del remaining[sp]
+        return waves
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ScenarioError(f"{path}: must be a mapping")
+    return value
+
+
+def _str(d: Mapping[str, Any], key: str, path: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str) or not value:
+        raise ScenarioError(f"{path}.{key}: required, a non-empty string")
+    return value
+
+
+def _unknown(d: Mapping[str, Any], known: set[str], path: str) -> None:
+    extra = sorted(set(d) - known)
+    if extra:
+        raise ScenarioError(f"{path}.{extra[0]}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _parse_expect(raw: Any, path: str) -> Expect:
+    if raw is None:
+        return Expect()
+    d = _mapping(raw, path)
+    _unknown(d, _EXPECT_KEYS, path)
+    state = d.get("state")
+    if state is not None and state not in STATES:
+        raise ScenarioError(f"{path}.state: unknown state {state!r} (known: {', '.join(sorted(STATES))})")
+    error = d.get("error")
+    if error is not None and error not in ERROR_CODES:
+        raise ScenarioError(f"{path}.error: unknown status code {error!r}")
+    if state and error:
+        raise ScenarioError(f"{path}: expect either a state or an error, not both")
+    minimum = d.get("leaf_sps_min")
+    if minimum is not None and (not isinstance(minimum, int) or minimum < 0):
+        raise ScenarioError(f"{path}.leaf_sps_min: must be a non-negative integer")
+    include = d.get("leaf_sps_include", [])
+    if not isinstance(include, list):
+        raise ScenarioError(f"{path}.leaf_sps_include: must be a list of SP ids")
+    return Expect(
+        state=state,
+        error=error,
+        message_contains=d.get("message_contains"),
+        leaf_sps_min=minimum,
+        leaf_sps_include=tuple(include),
+        labels_agree=bool(d.get("labels_agree", False)),
+        same_slice_as=d.get("same_slice_as"),
+    )
+
+
+def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
+    path = f"steps[{i}]"
+    d = _mapping(raw, path)
+    actions = [a for a in ACTIONS if a in d]
+    if len(actions) != 1:
+        raise ScenarioError(f"{path}: needs exactly one action of {', '.join(ACTIONS)}; found {actions or 'none'}")
+    action = actions[0]
+    _unknown(d, {"name", "expect", "always", action}, path)
+    args = d[action]
+    apath = f"{path}.{action}"
+    if action == "expect_idle":
+        args = {"sps": args} if isinstance(args, str | list) else _mapping(args, apath)
+        sps = args.get("sps", "all")
+        if sps != "all":
+            if not isinstance(sps, list):
+                raise ScenarioError(f"{apath}.sps: 'all' or a list of SP ids")
+            for j, sp in enumerate(sps):
+                if sp not in sp_ids:
+                    raise ScenarioError(f"{apath}.sps[{j}]: unknown SP {sp!r}")
+    elif action == "sleep":
+        args = {"seconds": args} if isinstance(args, int | float) else _mapping(args, apath)
+        secs = args.get("seconds")
+        if isinstance(secs, bool) or not isinstance(secs, int | float) or not 0 < secs <= MAX_SLEEP_S:
+            raise ScenarioError(f"{apath}.seconds: a number of seconds in (0, {MAX_SLEEP_S:g}]")
+    else:
+        args = {"sp": args} if action in ("kill", "stop", "resume", "restart") and isinstance(args, str) else args
+        args = _mapping(args, apath)
+        sp = _str(args, "sp", apath)
+        if sp not in sp_ids:
+            raise ScenarioError(f"{apath}.sp: unknown SP {sp!r} (known: {', '.join(sorted(sp_ids))})")
+    request = None
+    if action == "request":
+        _unknown(args, {"sp", "as", "slice", "request_id", "hold_time_s"}, apath)
+        alias = _str(args, "as", apath)
+        if alias in aliases:
+            raise ScenarioError(f"{apath}.as: alias {alias!r} is used twice")
+        aliases.add(alias)
+        request = slice_request_from_data(_mapping(args.get("slice"), f"{apath}.slice"), path=f"{apath}.slice")
+    elif action in ("commit", "abort", "activate", "terminate", "get"):
+        _unknown(args, {"sp", "slice"}, apath)
+        alias = _str(args, "slice", apath)
+        if alias not in aliases:
+            raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
+    elif action == "wait_catalog":
+        _unknown(args, {"sp", "terminals", "timeout_s"}, apath)
+        if not isinstance(args.get("terminals"), list) or not args["terminals"]:
+            raise ScenarioError(f"{apath}.terminals: a non-empty list of terminal ids")
+    expect = _parse_expect(d.get("expect"), f"{path}.expect")
+    if expect.same_slice_as is not None and expect.same_slice_as not in aliases:
+        raise ScenarioError(f"{path}.expect.same_slice_as: unknown alias {expect.same_slice_as!r}")
+    return Step(
+        name=str(d.get("name") or f"{action} #{i}"),
+        action=action,
+        args=args,
+        expect=expect,
+        always=bool(d.get("always", False)),
+        request=request,
+    )
+
+
+def parse_scenario(data: Any, source: Path | None = None) -> Scenario:
+    """Validate a parsed scenario document."""
+    d = _mapping(data, "scenario")
+    _unknown(d, {"name", "description", "sps", "steps"}, "scenario")
+    name = _str(d, "name", "scenario")
+    raw_sps = d.get("sps")
+    if not isinstance(raw_sps, list) or not raw_sps:
+        raise ScenarioError("sps: a non-empty list of SPs")
+    sps = []
+    ids: set[str] = set()
+    ports: dict[str, str] = {}
+    swapping: set[str] = set()
+    for i, raw in enumerate(raw_sps):
+        path = f"sps[{i}]"
+        sd = _mapping(raw, path)
+        _unknown(sd, {"id", "lower", *_SP_SETTINGS}, path)
+        sp_id = _str(sd, "id", path)
+        if sp_id in ids:
+            raise ScenarioError(f"{path}.id: {sp_id!r} is used twice")
+        ids.add(sp_id)
+        lower = sd.get("lower", [])
+        if not isinstance(lower, list):
+            raise ScenarioError(f"{path}.lower: a list of SP ids")
+        if not lower and not sd.get("domains"):
+            raise ScenarioError(f"{path}: an SP needs lower SPs or domains")
+        for dom in sd.get("domains") or []:
+            for port in (dom.get("ports") or []) if isinstance(dom, Mapping) else []:
+                if isinstance(port, Mapping) and "id" in port:
+                    ports[str(port["id"])] = str(port.get("peer_port", ""))
+                    if port.get("can_swap"):
+                        swapping.add(str(port["id"]))
+        settings = {k: v for k, v in sd.items() if k in _SP_SETTINGS}
+        sps.append(SpSpec(sp_id, tuple(lower), settings))
+    for i, sp in enumerate(sps):
+        for j, lo in enumerate(sp.lower):
+            if lo not in ids:
+                raise ScenarioError(f"sps[{i}].lower[{j}]: unknown SP {lo!r}")
+    raw_steps = d.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ScenarioError("steps: a non-empty list of steps")
+    aliases: set[str] = set()
+    steps = tuple(_parse_step(raw, i, ids, aliases) for i, raw in enumerate(raw_steps))
+    scenario = Scenario(name, str(d.get("description", "")), tuple(sps), steps, source, ports, frozenset(swapping))
+    scenario.start_order()  # refuses cycles now, not half-way through a run
+    return scenario
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario file."""
+    try:
+        return parse_scenario(load_yaml(path), source=path)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    except ConfigError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ScenarioError(f"{path}: {exc}") from None
+
+
+def aliases(steps: Sequence[Step]) -> list[str]:
+    """Aliases of every slice the scenario requests, in order."""
+    return [str(s.args["as"]) for s in steps if s.action == "request"]

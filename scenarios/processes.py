@@ -1,0 +1,220 @@
+"""Broker processes on loopback: start each as its own OS process, wait for health, stop them all.
+
+Used by the scenario runner and by the integration tests, so both start federations the same way:
+ephemeral ports (the broker writes its bound address to ``<data_dir>/address``), data in a
+temporary folder, logs captured per SP, and every process stopped at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+
+FEDBROKER = Path(sys.executable).with_name("fedbroker")
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+
+
+class StartError(RuntimeError):
+    """A broker did not come up; the message carries the tail of its log."""
+
+
+@dataclass
+class BrokerProcess:
+    """One SP's broker process and a channel to it."""
+
+    sp_id: str
+    folder: Path
+    proc: subprocess.Popen[bytes] | None = None
+    address: str = ""
+    channel: grpc.aio.Channel | None = None
+
+    @property
+    def config_path(self) -> Path:
+        """The generated broker config."""
+        return self.folder / "broker.yaml"
+
+    @property
+    def data_dir(self) -> Path:
+        """The broker's data directory."""
+        return self.folder / "data"
+
+    @property
+    def log_path(self) -> Path:
+        """Where the broker's output goes."""
+        return self.folder / "broker.log"
+
+    @property
+    def slices(self) -> pb_grpc.SlicesStub:
+        """A Slices stub on this broker."""
+        assert self.channel is not None, f"{self.sp_id} is not running"
+        return pb_grpc.SlicesStub(self.channel)
+
+    @property
+    def caps(self) -> pb_grpc.CapabilitiesStub:
+        """A Capabilities stub on this broker."""
+        assert self.channel is not None, f"{self.sp_id} is not running"
+        return pb_grpc.CapabilitiesStub(self.channel)
+
+    def running(self) -> bool:
+        """True while the process lives."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines the broker wrote."""
+        with contextlib.suppress(FileNotFoundError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+@dataclass
+class Fleet:
+    """The brokers of one federation, started bottom-up and always stopped together."""
+
+    root: Path
+    brokers: dict[str, BrokerProcess] = field(default_factory=dict)
+
+    def __getitem__(self, sp_id: str) -> BrokerProcess:
+        return self.brokers[sp_id]
+
+    async def start(
+        self,
+        sp_id: str,
+        settings: Mapping[str, Any] | None = None,
+        lowers: Sequence[str] = (),
+    ) -> BrokerProcess:
+        """Write the SP's config (lower-SP addresses taken from running brokers) and start it."""
+        folder = self.root / sp_id
+        folder.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {"sp_id": sp_id, "listen": "127.0.0.1:0", "data_dir": "data", **(settings or {})}
+        if lowers:
+            missing = [lo for lo in lowers if not self.brokers.get(lo) or not self.brokers[lo].address]
+            if missing:
+                raise StartError(f"{sp_id}: lower-SPs {missing} are not running")
+            config["lower_sps"] = [{"id": lo, "address": self.brokers[lo].address} for lo in lowers]
+        broker = BrokerProcess(sp_id, folder)
+        broker.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.brokers[sp_id] = broker
+        await self._launch(broker)
+        return broker
+
+    async def _launch(self, broker: BrokerProcess) -> None:
+        addr_file = broker.data_dir / "address"
+        with contextlib.suppress(FileNotFoundError):
+            addr_file.unlink()
+        with broker.log_path.open("ab") as log:
+            broker.proc = subprocess.Popen(
+                [str(FEDBROKER), "serve", "--config", str(broker.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not addr_file.exists():
+            if broker.proc.poll() is not None:
+                raise StartError(f"{broker.sp_id} exited with status {broker.proc.returncode}:\n{broker.log_tail()}")
+            if time.monotonic() > deadline:
+                raise StartError(f"{broker.sp_id} did not listen within {START_TIMEOUT_S:g} s:\n{broker.log_tail()}")
+            await asyncio.sleep(0.05)
+        broker.address = addr_file.read_text().strip()
+        if broker.channel is not None:
+            await broker.channel.close()
+        broker.channel = grpc.aio.insecure_channel(broker.address)
+        reply = await health_pb2_grpc.HealthStub(broker.channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=START_TIMEOUT_S
+        )
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise StartError(f"{broker.sp_id} reports health {reply.status}")
+
+    def signal(self, sp_id: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send a signal to a broker; after SIGKILL, reap it."""
+        broker = self.brokers[sp_id]
+        if not broker.running():
+            raise StartError(f"{sp_id} is not running")
+        assert broker.proc is not None
+        broker.proc.send_signal(sig)
+        if sig is signal.SIGKILL:
+            broker.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    async def restart(self, sp_id: str) -> BrokerProcess:
+        """Start a stopped broker again with the same config, data and address (its uppers know it)."""
+        broker = self.brokers[sp_id]
+        if broker.running():
+            raise StartError(f"{sp_id} is still running; kill it first")
+        config = yaml.safe_load(broker.config_path.read_text())
+        config["listen"] = broker.address or config["listen"]
+        broker.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        await self._launch(broker)
+        return broker
+
+    async def wait_terminals(self, sp_id: str, terminals: Sequence[str], timeout_s: float = 20.0) -> pb.CapabilityNote:
+        """Wait until the SP's published note lists ``terminals`` (notes climb one level at a time)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            cat = await self.brokers[sp_id].caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
+            have = {e.id for e in cat.own.endpoints} | {p.id for p in cat.own.ports}
+            if set(terminals) <= have:
+                return cat.own
+            if time.monotonic() > deadline:
+                missing = sorted(set(terminals) - have)
+                raise TimeoutError(f"after {timeout_s:g} s {sp_id} still does not publish {missing}")
+            await asyncio.sleep(0.05)
+
+    async def usage(self, sp_id: str) -> pb.Usage:
+        """What the SP holds now."""
+        return await self.brokers[sp_id].slices.GetUsage(pb.GetUsageRequest(), timeout=5)
+
+    async def holdings(self, sp_ids: Sequence[str] = ()) -> dict[str, str]:
+        """What each named SP (default: every running one) still holds, described; empty when idle."""
+        held: dict[str, str] = {}
+        for sp_id in sp_ids or [s for s, b in self.brokers.items() if b.running()]:
+            u = await self.usage(sp_id)
+            parts = [f"{u.holding_slices} slices"] if u.holding_slices else []
+            for d in u.domains:
+                if d.bandwidth_mbps or d.labels or d.function_slots or d.addresses:
+                    parts.append(
+                        f"{d.domain}: {d.bandwidth_mbps} Mb/s, {d.labels} labels, "
+                        f"{d.function_slots} slots, {d.addresses} addresses"
+                    )
+            if u.wim_services or u.wim_labels or u.wim_bandwidth_mbps:
+                parts.append(f"WIM: {u.wim_services} services, {u.wim_labels} labels, {u.wim_bandwidth_mbps} Mb/s")
+            if parts:
+                held[sp_id] = "; ".join(parts)
+        return held
+
+    async def stop_all(self) -> None:
+        """Stop every broker: SIGTERM, then SIGKILL after a bounded wait. Never raises."""
+        for broker in self.brokers.values():
+            if broker.channel is not None:
+                with contextlib.suppress(Exception):
+                    await broker.channel.close()
+                broker.channel = None
+            if broker.running():
+                assert broker.proc is not None
+                with contextlib.suppress(ProcessLookupError):
+                    broker.proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+                    broker.proc.terminate()
+        for broker in self.brokers.values():
+            if broker.proc is None:
+                continue
+            try:
+                broker.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                broker.proc.kill()
+                broker.proc.wait(timeout=STOP_TIMEOUT_S)

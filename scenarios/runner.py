@@ -1,0 +1,279 @@
+"""``fedbroker scenario run FILE``: start every SP as its own process, run the steps, report.
+
+Exit status 0 exactly when every expectation held. Every process started is stopped at the end,
+whatever happened. After a failed step only steps marked ``always: true`` run (clean-up), so one
+failure does not cascade into a wall of noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+
+from broker.codec import leaf_sps
+from broker.config import ConfigError
+from fedbroker.v1 import northsouth_pb2 as pb
+from scenarios.model import Scenario, Step, load_scenario
+from scenarios.processes import Fleet, StartError
+from scenarios.report import SliceResult, StepResult, render_report, report_json
+
+REQUESTER = (("x-fedbroker-requester", "scenario"),)
+CALL_TIMEOUT_S = 60.0
+
+console = Console(stderr=True, highlight=False)
+
+
+class StepFailed(Exception):
+    """An expectation did not hold; the message says expected vs. got."""
+
+
+def _state(value: int) -> str:
+    return pb.SliceState.Name(value).removeprefix("SLICE_STATE_")  # type: ignore[arg-type]
+
+
+def _labels(segments: Iterable[pb.Segment]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for seg in segments:
+        out.update({pl.port: pl.label for pl in seg.labels})
+        out.update(_labels(seg.children))
+    return out
+
+
+@dataclass
+class Run:
+    """The state of one scenario run."""
+
+    scenario: Scenario
+    fleet: Fleet
+    slices: dict[str, tuple[str, str]] = field(default_factory=dict)  # alias -> (sp, slice id)
+    last: dict[str, pb.Slice] = field(default_factory=dict)  # alias -> last answer
+    touched: list[str] = field(default_factory=list)  # SPs whose logs matter for the current step
+
+    async def start(self) -> None:
+        """Start the SPs bottom-up; the SPs of one wave start concurrently."""
+        for wave in self.scenario.start_order():
+            await asyncio.gather(
+                *(self.fleet.start(sp, self.scenario.sp(sp).settings, self.scenario.sp(sp).lower) for sp in wave)
+            )
+            console.print(f"  started {', '.join(f'{sp} ({self.fleet[sp].address})' for sp in wave)}")
+
+    # --- actions ------------------------------------------------------------------------------
+
+    async def step(self, step: Step) -> str:
+        """Run one step; return a detail line, or raise ``StepFailed``."""
+        a = step.args
+        self.touched = [a["sp"]] if "sp" in a else []
+        if step.action == "wait_catalog":
+            timeout = float(a.get("timeout_s", 30))
+            try:
+                await self.fleet.wait_terminals(a["sp"], a["terminals"], timeout_s=timeout)
+            except TimeoutError as exc:
+                raise StepFailed(str(exc)) from None
+            return f"{a['sp']} publishes {len(a['terminals'])} expected terminals"
+        if step.action == "expect_idle":
+            sps = list(self.fleet.brokers) if a.get("sps", "all") == "all" else list(a["sps"])
+            self.touched = sps
+            held = await self.fleet.holdings(sps)
+            if held:
+                raise StepFailed("expected nothing held, but " + " | ".join(f"{sp}: {h}" for sp, h in held.items()))
+            return f"{len(sps)} SPs hold nothing"
+        if step.action == "sleep":
+            await asyncio.sleep(float(a["seconds"]))
+            return f"slept {a['seconds']} s"
+        if step.action == "kill":
+            self.fleet.signal(a["sp"], signal.SIGKILL)
+            return f"{a['sp']} killed (SIGKILL)"
+        if step.action == "stop":
+            self.fleet.signal(a["sp"], signal.SIGSTOP)
+            return f"{a['sp']} frozen (SIGSTOP)"
+        if step.action == "resume":
+            self.fleet.signal(a["sp"], signal.SIGCONT)
+            return f"{a['sp']} resumed (SIGCONT)"
+        if step.action == "restart":
+            await self.fleet.restart(a["sp"])
+            return f"{a['sp']} restarted on {self.fleet[a['sp']].address}"
+        return await self._slice_step(step)
+
+    async def _slice_step(self, step: Step) -> str:
+        a = step.args
+        stub = self.fleet[a["sp"]].slices
+        alias = str(a.get("as") or a.get("slice"))
+        try:
+            if step.action == "request":
+                assert step.request is not None
+                request_id = str(a.get("request_id") or f"{self.scenario.name}-{alias}")
+                msg: pb.Slice = await stub.Reserve(
+                    pb.ReserveRequest(
+                        request_id=request_id, request=step.request, hold_time_s=int(a.get("hold_time_s", 0))
+                    ),
+                    metadata=REQUESTER,
+                    timeout=CALL_TIMEOUT_S,
+                )
+                self.slices[alias] = (a["sp"], msg.id)
+            else:
+                sp, slice_id = self.slices.get(alias, (a["sp"], ""))
+                if not slice_id:
+                    raise StepFailed(f"slice {alias!r} was never reserved (its request failed)")
+                rpc = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
+                method = getattr(stub, rpc.get(step.action, "Get"))
+                msg = await method(pb.SliceRef(slice_id=slice_id), metadata=REQUESTER, timeout=CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            return self._check_error(step, exc)
+        self.last[alias] = msg
+        return self._check_slice(step, alias, msg)
+
+    def _check_error(self, step: Step, exc: grpc.aio.AioRpcError) -> str:
+        got = f"{exc.code().name}: {exc.details()}"
+        want = step.expect.error
+        if want is None:
+            raise StepFailed(f"expected success, got {got}")
+        if exc.code().name != want:
+            raise StepFailed(f"expected {want}, got {got}")
+        if step.expect.message_contains and step.expect.message_contains not in (exc.details() or ""):
+            raise StepFailed(f"expected a message containing {step.expect.message_contains!r}, got {got}")
+        return f"refused as expected — {got}"
+
+    def _check_slice(self, step: Step, alias: str, msg: pb.Slice) -> str:
+        e = step.expect
+        state = _state(msg.state)
+        leaves = leaf_sps(msg.segments)
+        if e.error:
+            raise StepFailed(f"expected {e.error}, got slice {msg.id} in {state}")
+        if e.state and state != e.state:
+            reason = f" ({msg.reason})" if msg.reason else ""
+            raise StepFailed(f"expected state {e.state}, got {state}{reason}")
+        if e.leaf_sps_min is not None and len(leaves) < e.leaf_sps_min:
+            raise StepFailed(f"expected at least {e.leaf_sps_min} leaf SPs, got {leaves}")
+        missing = [sp for sp in e.leaf_sps_include if sp not in leaves]
+        if missing:
+            raise StepFailed(f"expected leaf SPs to include {missing}, got {leaves}")
+        if e.same_slice_as is not None:
+            other = self.slices.get(e.same_slice_as, ("", ""))[1]
+            if msg.id != other:
+                raise StepFailed(f"expected the slice of {e.same_slice_as!r} ({other}), got {msg.id}")
+        if e.labels_agree:
+            self._check_labels(msg)
+        return f"{msg.id} {state} via {' → '.join(leaves) or '-'}"
+
+    def _check_labels(self, msg: pb.Slice) -> None:
+        labels = _labels(msg.segments)
+        checked = 0
+        for port, label in labels.items():
+            peer = self.scenario.ports.get(port)
+            if peer is None or peer not in labels:
+                continue
+            checked += 1
+            if labels[peer] != label and not ({port, peer} & self.scenario.swapping):
+                raise StepFailed(f"labels disagree on link {port}={label} ~ {peer}={labels[peer]}")
+        if checked == 0:
+            raise StepFailed("labels_agree: the slice crosses no inter-domain link whose labels could be compared")
+
+    async def final_slices(self) -> list[SliceResult]:
+        """Every slice the scenario created, as its owner SP reports it now."""
+        out = []
+        seen: set[str] = set()
+        for alias, (sp, slice_id) in self.slices.items():
+            if slice_id in seen:  # a repeated request id names the same slice twice
+                continue
+            seen.add(slice_id)
+            msg = self.last.get(alias)
+            broker = self.fleet.brokers.get(sp)
+            if broker is not None and broker.running():
+                try:
+                    msg = await broker.slices.Get(pb.SliceRef(slice_id=slice_id), metadata=REQUESTER, timeout=10)
+                except grpc.aio.AioRpcError as exc:
+                    console.print(f"  [yellow]could not read back {alias} from {sp}: {exc.code().name}[/]")
+            if msg is not None:
+                out.append(SliceResult(alias, msg.id, _state(msg.state), leaf_sps(msg.segments), sp))
+        return out
+
+
+async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResult], list[SliceResult], Fleet]:
+    """Run a scenario in ``workdir``; return step results and slices. Every process is stopped."""
+    fleet = Fleet(workdir)
+    run = Run(scenario, fleet)
+    results: list[StepResult] = []
+    slices: list[SliceResult] = []
+    failed = False
+    try:
+        t0 = time.monotonic()
+        try:
+            await run.start()
+            results.append(StepResult("start the federation", True, time.monotonic() - t0, f"{len(scenario.sps)} SPs"))
+            console.print(f"[green]✓[/] start the federation ({time.monotonic() - t0:.2f} s)")
+        except (StartError, OSError, grpc.aio.AioRpcError) as exc:
+            results.append(StepResult("start the federation", False, time.monotonic() - t0, str(exc)))
+            console.print(f"[red]✗ start the federation[/]\n{exc}")
+            failed = True
+        for step in scenario.steps:
+            if failed and not step.always:
+                results.append(StepResult(step.name, False, 0.0, "skipped after an earlier failure"))
+                console.print(f"[dim]- {step.name} (skipped)[/]")
+                continue
+            t0 = time.monotonic()
+            try:
+                detail = await run.step(step)
+                ok = True
+            except (StepFailed, StartError, TimeoutError) as exc:
+                detail, ok = str(exc), False
+            except grpc.aio.AioRpcError as exc:
+                detail, ok = f"{exc.code().name}: {exc.details()}", False
+            took = time.monotonic() - t0
+            results.append(StepResult(step.name, ok, took, detail))
+            if ok:
+                console.print(f"[green]✓[/] {step.name} ({took:.2f} s) [dim]{detail}[/]")
+            else:
+                failed = True
+                console.print(f"[red]✗ {step.name}[/] ({took:.2f} s)\n  {detail}")
+                for sp in run.touched:
+                    if sp in fleet.brokers:
+                        console.print(f"  [dim]--- last lines of {sp}'s log ---\n{fleet[sp].log_tail(15)}[/]")
+        slices = await run.final_slices()
+    finally:
+        await fleet.stop_all()
+    return results, slices, fleet
+
+
+def main(argv: list[str]) -> int:
+    """``run FILE [--report-json OUT] [--keep]``."""
+    parser = argparse.ArgumentParser(prog="fedbroker scenario", description="run a federation scenario")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run a scenario file")
+    p.add_argument("file", type=Path)
+    p.add_argument("--report-json", type=Path, help="write the JSON report here")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (configs, data, logs)")
+    ns = parser.parse_args(argv)
+    try:
+        scenario = load_scenario(ns.file)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix=f"fedbroker-{scenario.name}-"))
+    console.print(f"[bold]scenario {scenario.name}[/]: {scenario.description.strip()}")
+    console.print(f"  work folder {workdir}")
+    try:
+        results, slices, _ = asyncio.run(run_scenario(scenario, workdir))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted; every broker was stopped; work folder kept: {workdir}[/]")
+        return 130
+    passed = bool(results) and all(r.passed for r in results)
+    render_report(scenario.name, passed, results, slices, console)
+    if ns.report_json:
+        ns.report_json.write_text(json.dumps(report_json(scenario.name, passed, results, slices), indent=2) + "\n")
+        console.print(f"  report written to {ns.report_json}")
+    if passed and not ns.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        console.print(f"  work folder kept: {workdir} (broker configs, data and logs per SP)")
+    return 0 if passed else 1
