@@ -165,7 +165,7 @@ async def _slice_request(ns: argparse.Namespace) -> int:
     async def run(stub: pb_grpc.SlicesStub) -> pb.Slice:
         if not ns.json:
             err.print(f"reserving at {ns.broker} (request id {request_id}) …")
-        msg = await stub.Reserve(
+        msg: pb.Slice = await stub.Reserve(
             pb.ReserveRequest(request_id=request_id, request=req, hold_time_s=ns.hold_time), metadata=md
         )
         if ns.hold_only:
@@ -174,6 +174,7 @@ async def _slice_request(ns: argparse.Namespace) -> int:
             if not ns.json:
                 err.print(f"{rpc.lower()} {msg.id} …")
             msg = await getattr(stub, rpc)(pb.SliceRef(slice_id=msg.id), metadata=md)
+            assert isinstance(msg, pb.Slice)
         return msg
 
     msg = await _with_stub(ns.broker, run)
@@ -252,7 +253,8 @@ def _serve(ns: argparse.Namespace) -> int:
 def _scenario(ns: argparse.Namespace, rest: list[str]) -> int:
     from scenarios.runner import main as scenario_main
 
-    return scenario_main(rest)
+    status: int = scenario_main(rest)
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -574,7 +574,8 @@ class EmulatedDomainAgent:
             raise InvalidArgument("hold_time_s", f"must be positive (got {order.hold_time_s})", domain=self.domain_id)
         held = self._segments.get(order.key)
         if held is not None:
-            if held.request != order.request:
+            # A segment restored from its handle alone has no request to compare: trust the key.
+            if held.request is not None and held.request != order.request:
                 raise AlreadyExists(f"order key '{order.key}' is held for a different request", domain=self.domain_id)
             return held.grant
         self._inject("reserve")

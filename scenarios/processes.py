@@ -21,10 +21,9 @@ from typing import Any
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 FEDBROKER = Path(sys.executable).with_name("fedbroker")
 START_TIMEOUT_S = 20.0
@@ -119,7 +118,8 @@ class Fleet:
         with contextlib.suppress(FileNotFoundError):
             addr_file.unlink()
         with broker.log_path.open("ab") as log:
-            broker.proc = subprocess.Popen(
+            # Popen only forks and execs; the broker must outlive any one event loop, so no asyncio transport.
+            broker.proc = subprocess.Popen(  # noqa: ASYNC220
                 [str(FEDBROKER), "serve", "--config", str(broker.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -167,7 +167,7 @@ class Fleet:
         """Wait until the SP's published note lists ``terminals`` (notes climb one level at a time)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            cat = await self.brokers[sp_id].caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
+            cat: pb.GetCatalogResponse = await self.brokers[sp_id].caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
             have = {e.id for e in cat.own.endpoints} | {p.id for p in cat.own.ports}
             if set(terminals) <= have:
                 return cat.own
@@ -178,7 +178,8 @@ class Fleet:
 
     async def usage(self, sp_id: str) -> pb.Usage:
         """What the SP holds now."""
-        return await self.brokers[sp_id].slices.GetUsage(pb.GetUsageRequest(), timeout=5)
+        usage: pb.Usage = await self.brokers[sp_id].slices.GetUsage(pb.GetUsageRequest(), timeout=5)
+        return usage
 
     async def holdings(self, sp_ids: Sequence[str] = ()) -> dict[str, str]:
         """What each named SP (default: every running one) still holds, described; empty when idle."""

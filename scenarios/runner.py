@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from fedbroker.v1 import northsouth_pb2 as pb
 from rich.console import Console
 
 from broker.codec import leaf_sps
 from broker.config import ConfigError
-from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.model import Scenario, Step, load_scenario
 from scenarios.processes import Fleet, StartError
 from scenarios.report import SliceResult, StepResult, render_report, report_json
@@ -122,7 +122,7 @@ class Run:
                 )
                 self.slices[alias] = (a["sp"], msg.id)
             else:
-                sp, slice_id = self.slices.get(alias, (a["sp"], ""))
+                _, slice_id = self.slices.get(alias, (a["sp"], ""))
                 if not slice_id:
                     raise StepFailed(f"slice {alias!r} was never reserved (its request failed)")
                 rpc = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}

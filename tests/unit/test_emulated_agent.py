@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
+from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId, Transit
 from domain_agents.base import DomainAgent, SegmentOrder
 from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig
 from slicing.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
@@ -220,7 +220,7 @@ def test_note_transit_takes_min_latency_paths_capped_by_links_and_terminals() ->
     note = agent(clock).note
     assert note.sp_id == "L1" and note.version == int(clock.now * 1000)
     assert note.issued_at == clock.now and note.expires_at == clock.now + 600
-    transit = {frozenset((t.a, t.b)): t for t in note.transit}
+    transit: dict[frozenset[str], Transit] = {frozenset((str(t.a), str(t.b))): t for t in note.transit}
     assert len(transit) == 6  # every unordered pair of 4 terminals
     to_port = transit[frozenset(("L1.ams", "L1.to-L2"))]
     assert (to_port.latency_ms, to_port.bandwidth_mbps) == (5.0, 100)  # the direct link is the bottleneck
@@ -367,7 +367,7 @@ async def test_a_subnet_without_free_hosts_is_refused() -> None:
 async def test_port_terminal_without_constraint_gets_the_lowest_free_label() -> None:
     a = agent()
     grants = [await a.reserve(order(f"k{i}")) for i in range(3)]
-    assert [g.labels["L1.to-L2"] for g in grants] == [1000, 1001, 1002]
+    assert [g.labels[TerminalId("L1.to-L2")] for g in grants] == [1000, 1001, 1002]
     assert a.usage().labels == 3
 
 
@@ -491,3 +491,12 @@ async def test_fail_at_commit_or_activate_is_unavailable_and_keeps_the_hold(step
 def test_unknown_fail_step_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="fail_at"):
         agent(fail_at="terminate")
+
+
+async def test_reserve_after_restore_with_the_same_key_returns_the_restored_grant() -> None:
+    grant = await agent().reserve(order("k"))
+    fresh = agent()
+    await fresh.restore(grant.handle, committed=False)
+    again = await fresh.reserve(order("k"))
+    assert again.handle == grant.handle and again.labels == grant.labels and again.addresses == grant.addresses
+    assert fresh.usage().bandwidth_mbps == 10

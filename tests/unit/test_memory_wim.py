@@ -110,7 +110,7 @@ async def test_restore_ignores_a_shrunk_capacity_but_refuses_a_label_clash() -> 
     fresh = MemoryWimDriver({"L1.to-L2": 100})
     await fresh.restore(big)
     assert fresh.usage().bandwidth_mbps == 500
-    with pytest.raises(ResourceExhausted, match="label 1000 on port L1.to-L2 is already used by service 's1'"):
+    with pytest.raises(ResourceExhausted, match=r"label 1000 on port L1\.to-L2 is already used by service 's1'"):
         await fresh.restore(clash)
     assert fresh.usage().services == 1
 
