@@ -152,7 +152,14 @@ def _print_slice(msg: pb.Slice) -> None:
 
 def _emit(msg: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
     if as_json:
-        print(json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True), indent=2))
+        print(
+            json.dumps(
+                json_format.MessageToDict(
+                    msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                ),
+                indent=2,
+            )
+        )
     else:
         printer(msg)
 
@@ -203,7 +210,8 @@ async def _slice_list(ns: argparse.Namespace) -> int:
 
     def printer(m: pb.ListResponse) -> None:
         table = Table(title=f"slices at {ns.broker}", title_justify="left")
-        for col in ("id", "state", "src → dst", "Mb/s", "leaf SPs", "updated"):
+        table.add_column("id", no_wrap=True)
+        for col in ("state", "src → dst", "Mb/s", "leaf SPs", "updated"):
             table.add_column(col)
         for s in m.slices:
             table.add_row(

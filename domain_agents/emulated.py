@@ -507,12 +507,20 @@ class EmulatedDomainAgent:
         return self._note
 
     async def notes(self) -> AsyncIterator[CapabilityNote]:
-        """The current note at once, then each note ``republish`` issues, until cancelled."""
+        """The current note at once, then each note ``republish`` issues, until cancelled.
+
+        A note is re-issued on its own at half its lifetime, so a long-running broker never
+        holds only an expired note of its domain.
+        """
         note = self._note
         yield note
         while True:
             if self._note is note:
-                await self._changed.wait()
+                refresh_in = max(0.05, (note.expires_at - note.issued_at) / 2)
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=refresh_in)
+                except TimeoutError:
+                    self.republish()
             note = self._note
             yield note
 

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -500,3 +501,17 @@ async def test_reserve_after_restore_with_the_same_key_returns_the_restored_gran
     again = await fresh.reserve(order("k"))
     assert again.handle == grant.handle and again.labels == grant.labels and again.addresses == grant.addresses
     assert fresh.usage().bandwidth_mbps == 10
+
+
+async def test_notes_are_reissued_before_they_expire() -> None:
+    from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig
+    from tests.topology import leaf_domain
+
+    spec = {**leaf_domain("R1", {"R2": "10-20"}), "note_ttl_s": 0.2}
+    agent = EmulatedDomainAgent(EmulatedDomainConfig.from_dict(spec, "domains[0]"), time.time)
+    stream = agent.notes()
+    first = await anext(stream)
+    second = await asyncio.wait_for(anext(stream), timeout=2)
+    await stream.aclose()
+    assert second.version > first.version
+    assert second.issued_at < first.expires_at  # re-issued while the first was still valid

@@ -1,0 +1,149 @@
+"""The command line over real processes: the README walkthrough, scenario runs and their exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from broker.config import load_config
+from scenarios.processes import Fleet
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+FEDBROKER = str(Path(sys.executable).with_name("fedbroker"))
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FEDBROKER, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+async def leaf(tmp_path: Path) -> AsyncIterator[str]:
+    """The example leaf SP, as in the README, but on an ephemeral port with data in tmp_path."""
+    example = yaml.safe_load((ROOT / "scenarios/examples/leaf.yaml").read_text())
+    settings = {k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir")}
+    fleet = Fleet(tmp_path)
+    try:
+        broker = await fleet.start(example["sp_id"], settings)
+        yield broker.address
+    finally:
+        await fleet.stop_all()
+
+
+def test_example_leaf_config_is_valid_as_it_is() -> None:
+    config = load_config(ROOT / "scenarios/examples/leaf.yaml")
+    assert config.sp_id == "demo-leaf" and config.listen == "127.0.0.1:50061"
+    assert config.domains and not config.lower_sps
+
+
+async def test_readme_walkthrough_request_list_show_terminate(leaf: str) -> None:
+    ordered = cli("slice", "request", "scenarios/examples/request.yaml", "--broker", leaf, "--json")
+    assert ordered.returncode == 0, ordered.stderr
+    slice_ = json.loads(ordered.stdout)
+    assert slice_["state"] == "SLICE_STATE_ACTIVE"
+    assert [s["domain"] for s in slice_["segments"]] == ["demo-leaf"]
+    assert slice_["segments"][0]["functions"] == ["firewall"]
+
+    listed = json.loads(cli("slice", "list", "--broker", leaf, "--json").stdout)
+    assert [s["id"] for s in listed["slices"]] == [slice_["id"]]
+    shown = cli("slice", "show", slice_["id"], "--broker", leaf)
+    assert shown.returncode == 0 and "ACTIVE" in shown.stdout and "demo-leaf.ams" in shown.stdout
+    usage = json.loads(cli("usage", "--broker", leaf, "--json").stdout)
+    assert usage["holding_slices"] == 1 and int(usage["domains"][0]["bandwidth_mbps"]) == 500
+
+    ended = json.loads(cli("slice", "terminate", slice_["id"], "--broker", leaf, "--json").stdout)
+    assert ended["state"] == "SLICE_STATE_TERMINATED"
+    usage = json.loads(cli("usage", "--broker", leaf, "--json").stdout)
+    assert usage["holding_slices"] == 0 and int(usage["domains"][0]["bandwidth_mbps"]) == 0
+
+
+async def test_cli_errors_name_the_status_and_reason(leaf: str, tmp_path: Path) -> None:
+    missing = cli("slice", "show", "no-such-slice", "--broker", leaf)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr and "no-such-slice" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("src: demo-leaf.ams\ndst: demo-leaf.par\nbandwidth_mbps: 0\n")
+    refused = cli("slice", "request", str(bad), "--broker", leaf)
+    assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr and "bandwidth_mbps" in refused.stderr
+    bad.write_text("src: a\nsrc: b\n")
+    dup = cli("slice", "request", str(bad), "--broker", leaf)
+    assert dup.returncode == 2 and "duplicate key" in dup.stderr
+
+
+def test_three_tier_demo_passes_and_reports_a_slice_across_three_or_more_leaves(tmp_path: Path) -> None:
+    report_path = tmp_path / "r.json"
+    run = cli("scenario", "run", "scenarios/three-tier.yaml", "--report-json", str(report_path), timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["scenario"] == "three-tier" and report["passed"] is True
+    assert all(step["passed"] for step in report["steps"])
+    assert all(isinstance(step["duration_s"], float) for step in report["steps"])
+    assert any(len(s["domains"]) >= 3 and s["state"] == "TERMINATED" for s in report["slices"])
+
+
+def _write(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _two_leaves(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    from tests.topology import leaf_domain
+
+    return {
+        "name": name,
+        "sps": [
+            {"id": "T", "lower": ["A", "B"]},
+            {"id": "A", "domains": [leaf_domain("A", {"B": "100-199"})]},
+            {"id": "B", "domains": [leaf_domain("B", {"A": "150-299"})]},
+        ],
+        "steps": steps,
+    }
+
+
+def test_failed_expectation_exits_1_runs_only_cleanup_and_stops_every_broker(tmp_path: Path) -> None:
+    name = f"fails-{tmp_path.name}"[:40]
+    scenario = _write(
+        tmp_path / "s.yaml",
+        _two_leaves(
+            name,
+            [
+                {"wait_catalog": {"sp": "T", "terminals": ["A.ep", "B.ep"]}},
+                {
+                    "name": "wrong on purpose",
+                    "request": {"sp": "T", "as": "s", "slice": {"src": "A.ep", "dst": "B.ep", "bandwidth_mbps": 10}},
+                    "expect": {"state": "ACTIVE"},
+                },
+                {"name": "not run", "commit": {"sp": "T", "slice": "s"}},
+                {"name": "cleanup", "abort": {"sp": "T", "slice": "s"}, "always": True},
+                {"name": "idle", "expect_idle": "all", "always": True},
+            ],
+        ),
+    )
+    report_path = tmp_path / "r.json"
+    run = cli("scenario", "run", str(scenario), "--report-json", str(report_path))
+    assert run.returncode == 1
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is False
+    steps = {s["name"]: s for s in report["steps"]}
+    assert "expected state ACTIVE, got HELD" in steps["wrong on purpose"]["detail"]
+    assert steps["not run"]["detail"] == "skipped after an earlier failure"
+    assert steps["cleanup"]["passed"] and steps["idle"]["passed"]
+    leftovers = subprocess.run(["pgrep", "-f", f"fedbroker-{name}"], capture_output=True, text=True)
+    assert leftovers.stdout == "", f"brokers left running: {leftovers.stdout}"
+
+
+def test_invalid_scenario_exits_2_naming_the_path(tmp_path: Path) -> None:
+    scenario = _write(
+        tmp_path / "s.yaml",
+        _two_leaves("bad", [{"request": {"sp": "T", "as": "s", "slice": {"src": "A.ep", "bandwidth_mbps": "x"}}}]),
+    )
+    run = cli("scenario", "run", str(scenario))
+    assert run.returncode == 2
+    assert "steps[0].request.slice" in run.stderr
