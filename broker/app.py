@@ -10,12 +10,8 @@ import time
 from collections.abc import Callable
 
 import grpc
-from domain_agents.emulated import EmulatedDomainAgent
-from fedbroker.v1 import northsouth_pb2 as pb
-from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from wim.memory import MemoryWimDriver
 
 from broker.catalog import Catalog
 from broker.child_agent import ChildBrokerAgent
@@ -24,6 +20,10 @@ from broker.lifecycle import SliceManager
 from broker.server import CapabilitiesServicer, SlicesServicer
 from broker.store import Store
 from domain_agents.base import DomainAgent
+from domain_agents.emulated import EmulatedDomainAgent
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from wim.memory import MemoryWimDriver
 
 log = logging.getLogger(__name__)
 

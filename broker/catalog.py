@@ -7,9 +7,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from capability_catalog.aggregate import aggregate
-from capability_catalog.store import NoteStore
-
 from capability_catalog.model import CapabilityNote, SpId
+from capability_catalog.store import NoteStore
 from domain_agents.base import DomainAgent
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
-from fedbroker.v1 import northsouth_pb2 as pb
-from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 
 from broker import codec
 from broker.status import from_rpc_error
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from domain_agents.base import DomainUsage, SegmentGrant, SegmentOrder
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import FedError
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from fedbroker.v1 import northsouth_pb2 as pb
-from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
@@ -24,6 +22,8 @@ from rich.tree import Tree
 from broker import codec
 from broker.child_agent import REQUESTER_METADATA
 from broker.config import ConfigError, load_config, load_yaml
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 DEFAULT_BROKER = "127.0.0.1:50061"

@@ -6,7 +6,6 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from fedbroker.v1 import northsouth_pb2 as pb
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -24,6 +23,7 @@ from capability_catalog.model import (
     TerminalId,
     Transit,
 )
+from fedbroker.v1 import northsouth_pb2 as pb
 from slicing.errors import InvalidArgument
 from slicing.model import PortConstraint, SliceRequest, SliceState
 

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
-from fedbroker.v1 import northsouth_pb2 as pb
-from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 
 from broker import codec
 from broker.catalog import Catalog
 from broker.child_agent import REQUESTER_METADATA
 from broker.lifecycle import SliceManager
 from broker.status import to_grpc
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import FedError
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedbroker.v1 import northsouth_pb2 as pb
-
 from broker.cli import slice_request_from_data
 from broker.config import ConfigError, load_yaml
+from fedbroker.v1 import northsouth_pb2 as pb
 
 ACTIONS = (
     "wait_catalog",

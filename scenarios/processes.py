@@ -21,9 +21,10 @@ from typing import Any
 
 import grpc
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 FEDBROKER = Path(sys.executable).with_name("fedbroker")
 START_TIMEOUT_S = 20.0

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from fedbroker.v1 import northsouth_pb2 as pb
 from rich.console import Console
 
 from broker.codec import leaf_sps
 from broker.config import ConfigError
+from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.model import Scenario, Step, load_scenario
 from scenarios.processes import Fleet, StartError
 from scenarios.report import SliceResult, StepResult, render_report, report_json

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from fedbroker.v1 import northsouth_pb2 as pb
-
 from scenarios.processes import BrokerProcess, Fleet
 from tests.topology import leaf_domain
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fedbroker.v1 import northsouth_pb2 as pb
 
 from broker.codec import leaf_sps
+from fedbroker.v1 import northsouth_pb2 as pb
 from tests.integration.federation import Federation, leaf_domain, op, reserve, slice_request
 
 pytestmark = pytest.mark.integration
