@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,14 +43,16 @@ MAX_LIST_LEN = 64
 
 def ts(t: float) -> Timestamp:
     """A protobuf timestamp from Unix seconds."""
-    out = Timestamp()
-    out.FromNanoseconds(int(t * 1e9))
-    return out
+    seconds = math.floor(t)
+    nanos = round((t - seconds) * 1e9)
+    if nanos >= 1_000_000_000:  # rounding carried into the next second
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def from_ts(t: Timestamp) -> float:
     """Unix seconds from a protobuf timestamp."""
-    return float(t.ToNanoseconds()) / 1e9
+    return t.seconds + t.nanos / 1e9
 
 
 def state_to_pb(state: SliceState) -> int:

@@ -1,0 +1,138 @@
+"""Protobuf ↔ core conversion: lossless round trips, and malformed fields refused by their path."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from broker import codec
+from broker.status import from_rpc_error, to_grpc
+from capability_catalog.model import (
+    BorderPort,
+    CapabilityNote,
+    Endpoint,
+    FunctionOffer,
+    LabelRange,
+    LabelSet,
+    LabelType,
+    SpId,
+    TerminalId,
+    Transit,
+)
+from fedbroker.v1 import northsouth_pb2 as pb
+from slicing.errors import ErrorCode, InvalidArgument
+from slicing.model import PortConstraint, SliceRequest, SliceState
+
+
+def note() -> CapabilityNote:
+    return CapabilityNote(
+        sp_id=SpId("L1"),
+        version=7,
+        issued_at=1_800_000_000.25,
+        expires_at=1_800_003_600.5,
+        endpoints=(Endpoint(TerminalId("L1.ep"), "nl", 1000),),
+        ports=(
+            BorderPort(
+                TerminalId("L1.to-L2"),
+                SpId("L2"),
+                TerminalId("L2.to-L1"),
+                LabelType.VLAN,
+                LabelSet.of([LabelRange(10, 20), LabelRange(30, 30)]),
+                True,
+                500,
+            ),
+        ),
+        transit=(Transit(TerminalId("L1.ep"), TerminalId("L1.to-L2"), 2.5, 900),),
+        functions=(FunctionOffer("firewall", "L1.core", 3),),
+    )
+
+
+def test_note_round_trips_through_protobuf() -> None:
+    assert codec.note_from_pb(codec.note_to_pb(note())) == note()
+
+
+def test_request_round_trips_through_protobuf() -> None:
+    req = SliceRequest(
+        src=TerminalId("L1.ep"),
+        dst=TerminalId("L2.to-L3"),
+        bandwidth_mbps=100,
+        name="n",
+        latency_budget_ms=12.5,
+        chain=("firewall", "nat"),
+        subnet="10.1.0.0/24",
+        port_constraints=(PortConstraint(TerminalId("L2.to-L3"), LabelSet.of([LabelRange(5, 9)]), 7),),
+    )
+    assert codec.request_from_pb(codec.request_to_pb(req)) == req
+
+
+def test_every_slice_state_maps_both_ways() -> None:
+    for state in SliceState:
+        assert codec.state_from_pb(codec.state_to_pb(state)) is state
+    with pytest.raises(InvalidArgument):
+        codec.state_from_pb(pb.SLICE_STATE_UNSPECIFIED)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"src": ""}, "request.src"),
+        ({"dst": "has space"}, "request.dst"),
+        ({"dst": "a"}, "request.dst"),  # same as src
+        ({"bandwidth_mbps": 0}, "request.bandwidth_mbps"),
+        ({"latency_budget_ms": -1}, "request.latency_budget_ms"),
+        ({"latency_budget_ms": float("nan")}, "request.latency_budget_ms"),
+        ({"subnet": "10.0.0.1/24"}, "request.subnet"),  # host bits set
+        ({"subnet": "fe80::/64"}, "request.subnet"),
+        ({"name": "x" * 201}, "request.name"),
+    ],
+)
+def test_malformed_request_is_refused_naming_the_field(change: dict[str, object], field: str) -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1)
+    for key, value in change.items():
+        setattr(msg, key, value)
+    with pytest.raises(InvalidArgument) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == field
+
+
+def test_port_constraint_must_name_a_terminal_and_hold_its_preferred_label() -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1)
+    msg.port_constraints.add(port="c", labels=[pb.LabelRange(first=1, last=2)])
+    with pytest.raises(InvalidArgument) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == "request.port_constraints[0].port"
+    msg.port_constraints[0].port = "b"
+    msg.port_constraints[0].preferred = 9
+    with pytest.raises(InvalidArgument) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == "request.port_constraints[0].preferred"
+    msg.port_constraints[0].labels[0].last = 0
+    with pytest.raises(InvalidArgument) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == "request.port_constraints[0].labels[0]"
+
+
+def test_leaf_sps_walks_nested_segments_in_path_order() -> None:
+    top = pb.Slice()
+    m1 = top.segments.add(domain="M1", sp_id="M1")
+    m1.children.add(domain="L1", sp_id="L1", local=True)
+    m1.children.add(domain="L2", sp_id="L2", local=True)
+    top.segments.add(domain="L3", sp_id="L3").children.add(domain="L3", sp_id="L3", local=True)
+    assert codec.leaf_sps(top.segments) == ["L1", "L2", "L3"]
+
+
+class FakeRpcError(grpc.aio.AioRpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_every_error_code_survives_a_hop_and_is_attributed_to_the_lower_sp(code: ErrorCode) -> None:
+    err = from_rpc_error(FakeRpcError(to_grpc(code), "why"), "L7")
+    assert err.code is code
+    assert err.domain == "L7" and "why" in str(err) and "[L7]" in str(err)
+
+
+def test_unanswered_lower_sp_errors_say_so() -> None:
+    err = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused"), "L7")
+    assert err.retryable and "did not answer" in str(err)

@@ -1,0 +1,110 @@
+"""The SQLite store: what is saved is what is loaded, and the queries the core relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
+from broker.store import Store
+from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
+from slicing.model import PortConstraint, SliceRequest, SliceState
+
+S = SliceState
+REQ = SliceRequest(
+    src=TerminalId("A.ep"),
+    dst=TerminalId("B.ep"),
+    bandwidth_mbps=10,
+    chain=("fw",),
+    port_constraints=(PortConstraint(TerminalId("A.ep"), LabelSet.of([LabelRange(1, 4)]), 2),),
+)
+
+
+def record(slice_id: str, state: SliceState, *, label: int = 100, hold_until: float = 0.0) -> SliceRecord:
+    seg = SegmentRecord(
+        index=0,
+        domain="A",
+        local=False,
+        sp_id="A",
+        request=REQ,
+        transit_latency_ms=1.5,
+        latency_share_ms=2.0,
+        state=state,
+        order_key=f"{slice_id}.0.0",
+        handle="A-123",
+        labels={"A.to-B": label},
+        addresses={"A.ep": "10.0.0.1/24"},
+        detail=({"domain": "A1", "local": True, "spId": "A"},),
+    )
+    link = LinkRecord(
+        TerminalId("A.to-B"), TerminalId("B.to-A"), "A", "B", LabelType.VXLAN_VNI, label, label, wim_handle="w"
+    )
+    return SliceRecord(
+        id=slice_id,
+        requester="alice",
+        request_id=f"r-{slice_id}",
+        request_hash=request_hash(REQ, 60),
+        request=REQ,
+        hold_time_s=60,
+        state=state,
+        created_at=1.0,
+        updated_at=2.0,
+        hold_expires_at=hold_until,
+        segments=(seg,),
+        links=(link,),
+        labels={"A.ep": 3},
+        addresses={"A.ep": "10.0.0.1/24"},
+    )
+
+
+def test_saved_slice_loads_back_equal_with_segments_and_links(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    rec = record("s1", S.ACTIVE)
+    store.save(rec)
+    assert store.get("s1") == rec
+    assert store.find_by_request("alice", "r-s1") == rec
+    assert store.find_by_request("bob", "r-s1") is None
+    store.close()
+    reopened = Store(tmp_path / "s.db")
+    assert reopened.get("s1") == rec  # survives a new process
+
+
+def test_saving_again_replaces_segments_instead_of_adding(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.save(record("s1", S.HELD))
+    store.save(record("s1", S.COMMITTED))
+    loaded = store.get("s1")
+    assert loaded is not None and loaded.state is S.COMMITTED and len(loaded.segments) == 1
+
+
+def test_expired_holds_lists_only_held_slices_past_their_time(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.save(record("old", S.HELD, hold_until=10))
+    store.save(record("new", S.HELD, hold_until=100))
+    store.save(record("done", S.COMMITTED, hold_until=10))
+    assert store.expired_holds(50) == ["old"]
+    assert store.next_hold_expiry() == 10
+
+
+def test_used_link_labels_count_only_slices_that_hold_resources(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.save(record("a", S.ACTIVE, label=100))
+    store.save(record("b", S.RESERVING, label=101))
+    store.save(record("c", S.TERMINATED, label=102))
+    store.save(record("d", S.EXPIRED, label=103))
+    assert store.used_link_labels() == {("A.to-B", "B.to-A"): {100, 101}}
+    assert {r.id for r in store.holding()} == {"a", "b"}
+
+
+def test_task_log_keeps_each_task_status(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.log_task("s1", "reserve", 0, "reserve A#0", "running", "", 1.0)
+    store.log_task("s1", "reserve", 0, "reserve A#0", "done", "", 2.0)
+    rows = store.tasks("s1")
+    assert [(r["name"], r["status"]) for r in rows] == [("reserve A#0", "done")]
+
+
+def test_request_hash_differs_when_any_field_or_the_hold_time_differs() -> None:
+    base = request_hash(REQ, 60)
+    assert base == request_hash(REQ, 60)
+    assert base != request_hash(REQ, 61)
+    assert base != request_hash(SliceRequest(src=REQ.src, dst=REQ.dst, bandwidth_mbps=11, chain=REQ.chain), 60)
