@@ -2,18 +2,23 @@
 
 The view hides the subtree's internals: links between children disappear, only endpoints and the
 border ports that leave the subtree stay, and transit between them is summarised as the
-lowest-latency path's latency and bottleneck bandwidth.
+lowest-latency path's latency and bottleneck bandwidth (among equally fast paths, the widest).
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import math
 from collections.abc import Iterable
 
 import networkx as nx
 
-from capability_catalog.graph import build_graph, check_unique_terminals, inter_links
+from capability_catalog.graph import build_graph, check_unique_terminals
 from capability_catalog.model import CapabilityNote, FunctionOffer, SpId, TerminalId, Transit
+
+# Path latencies are compared at this many decimals, so float summation order cannot pick the path.
+_LATENCY_DIGITS = 9
 
 
 def aggregate(
@@ -25,31 +30,32 @@ def aggregate(
     expires_at: float,
 ) -> CapabilityNote:
     """The abstract note of ``sp_id`` over its children's ``notes``."""
-    children = {n.sp_id: n for n in notes}
+    children: dict[SpId, CapabilityNote] = {}
+    for note in notes:
+        if note.sp_id in children:
+            raise ValueError(f"two notes from child '{note.sp_id}'")
+        children[note.sp_id] = note
     check_unique_terminals(children.values())
-    internal = {p.id for link in inter_links(children) for p in (link.a, link.b)}
+    port_owner = {p.id: n.sp_id for n in children.values() for p in n.ports}
     endpoints = tuple(sorted((e for n in children.values() for e in n.endpoints), key=lambda e: e.id))
-    ports = tuple(sorted((p for n in children.values() for p in n.ports if p.id not in internal), key=lambda p: p.id))
+    # A port whose peer is another child's port is an internal link (or a broken one): hidden either way.
+    ports = tuple(
+        sorted(
+            (p for n in children.values() for p in n.ports if port_owner.get(p.peer_port, n.sp_id) == n.sp_id),
+            key=lambda p: p.id,
+        )
+    )
     exposed = sorted({e.id for e in endpoints} | {p.id for p in ports})
+    exposed_set = set(exposed)
     graph = build_graph(children)
     transit: list[Transit] = []
-    exposed_set = set(exposed)
     for src in exposed:
         if src not in graph:
             continue
-        _, paths = nx.single_source_dijkstra(graph, src, weight="latency")
-        for dst, path in paths.items():
-            if dst <= src or dst not in exposed_set:
-                continue
-            edges = [graph.edges[a, b] for a, b in itertools.pairwise(path)]
-            transit.append(
-                Transit(
-                    TerminalId(src),
-                    TerminalId(dst),
-                    round(sum(e["latency"] for e in edges), 6),
-                    min(e["bandwidth"] for e in edges),
-                )
-            )
+        for dst, (latency, bandwidth) in _best_paths(graph, src).items():
+            if dst > src and dst in exposed_set:
+                transit.append(Transit(TerminalId(src), TerminalId(dst), round(latency, 6), int(bandwidth)))
+    transit.sort(key=lambda t: (t.a, t.b))
     slots: dict[tuple[str, str], int] = {}
     for n in children.values():
         for f in n.functions:
@@ -62,6 +68,31 @@ def aggregate(
         expires_at=expires_at,
         endpoints=endpoints,
         ports=ports,
-        transit=tuple(sorted(transit, key=lambda t: (t.a, t.b))),
+        transit=tuple(transit),
         functions=functions,
     )
+
+
+def _best_paths(graph: nx.Graph, src: str) -> dict[str, tuple[float, float]]:
+    """(latency, bottleneck) of the best path from ``src`` to every reachable node.
+
+    Dijkstra on the order (lower latency, then higher bottleneck), which is isotone, so it is exact.
+    """
+    best: dict[str, tuple[float, float]] = {src: (0.0, math.inf)}
+    tie = itertools.count()
+    heap: list[tuple[float, float, int, str]] = [(0.0, -math.inf, next(tie), src)]
+    done: set[str] = set()
+    while heap:
+        latency, neg_bw, _, node = heapq.heappop(heap)
+        if node in done:
+            continue
+        done.add(node)
+        for nxt, edge in graph.adj[node].items():
+            if nxt in done:
+                continue
+            cand = (round(latency + edge["latency"], _LATENCY_DIGITS), min(-neg_bw, edge["bandwidth"]))
+            old = best.get(nxt)
+            if old is None or (cand[0], -cand[1]) < (old[0], -old[1]):
+                best[nxt] = cand
+                heapq.heappush(heap, (cand[0], -cand[1], next(tie), nxt))
+    return best

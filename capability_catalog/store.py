@@ -17,7 +17,9 @@ class NoteStore:
         Raises ``ValueError`` naming ``expires_at`` for a note that has already expired.
         """
         if note.is_expired(now):
-            raise ValueError(f"note from {note.sp_id} version {note.version}: expires_at is in the past")
+            raise ValueError(
+                f"note from {note.sp_id} version {note.version} has expired: expires_at={note.expires_at} <= now={now}"
+            )
         held = self._notes.get(note.sp_id)
         if held is not None and note.version <= held.version:
             return False
