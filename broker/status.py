@@ -31,8 +31,10 @@ def from_rpc_error(err: grpc.aio.AioRpcError, domain: str) -> FedError:
     status = err.code()
     code = _FROM_GRPC.get(status, ErrorCode.UNAVAILABLE if status is grpc.StatusCode.CANCELLED else ErrorCode.INTERNAL)
     details = err.details() or status.name
-    if status is grpc.StatusCode.UNAVAILABLE:
+    # A broker's own errors start with "[domain]"; anything else came from the transport.
+    relayed = details.startswith("[")
+    if status is grpc.StatusCode.UNAVAILABLE and not relayed:
         details = f"lower-SP did not answer ({details})"
-    elif status is grpc.StatusCode.DEADLINE_EXCEEDED:
+    elif status is grpc.StatusCode.DEADLINE_EXCEEDED and not relayed:
         details = f"lower-SP did not answer in time ({details})"
     return error_for_code(code, details, domain=domain)

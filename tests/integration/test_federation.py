@@ -300,3 +300,18 @@ async def test_watch_streams_state_changes_of_a_slice(fed: Federation) -> None:
     await asyncio.wait_for(watcher, timeout=10)
     assert seen[0] == HELD
     assert seen[-3:] == [COMMITTED, pb.SLICE_STATE_TERMINATING, TERMINATED]
+
+
+async def test_leaf_down_two_levels_below_gives_unavailable_naming_it_and_nothing_held(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2", "L3", "L4"])
+    await fed.start("M1", lowers=["L1", "L2"], lower_timeout_s=2)
+    await fed.start("M2", lowers=["L3", "L4"], lower_timeout_s=2)
+    top = await fed.start("T", lowers=["M1", "M2"], lower_timeout_s=4)
+    await fed.wait_terminals("T", ["L1.ep", "L4.ep"])
+    fed.kill("L4")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await reserve(top, "deep-down", slice_request("L1.ep", "L4.ep"))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = info.value.details() or ""
+    assert "[M2]" in details and "[L4]" in details and "did not answer" in details
+    await fed.assert_idle("T", "M1", "M2", "L1", "L2", "L3")
