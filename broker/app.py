@@ -16,9 +16,12 @@ from grpc_reflection.v1alpha import reflection
 from broker.catalog import Catalog
 from broker.child_agent import ChildBrokerAgent
 from broker.config import BrokerConfig
+from broker.keys import load_or_create_key
 from broker.lifecycle import SliceManager
+from broker.offers import OfferDesk
 from broker.server import CapabilitiesServicer, SlicesServicer
 from broker.store import Store
+from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
 from fedbroker.v1 import northsouth_pb2 as pb
@@ -41,10 +44,17 @@ class Broker:
         self.config = config
         self._clock = clock
         self.store = Store(config.data_dir / "state.db")
-        self.catalog = Catalog(config.sp_id, clock, config.note_ttl_s)
+        trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
+        self.catalog = Catalog(
+            config.sp_id, clock, key=load_or_create_key(config.signing_key_path), trust=trust, ttl_s=config.note_ttl_s
+        )
         agents: dict[str, DomainAgent] = {}
+        local: dict[str, EmulatedDomainAgent] = {}
         for dom in config.domains:
-            agents[dom.id] = EmulatedDomainAgent(dom, clock)
+            agents[dom.id] = local[dom.id] = EmulatedDomainAgent(
+                dom, clock, latency_s=dom.faults.latency_s, fail_at=dom.faults.fail_at
+            )
+        self.offers = OfferDesk(local, config.data_dir / "offers.json")
         for lower in config.lower_sps:
             agents[lower.id] = ChildBrokerAgent(
                 lower.id, lower.address, requester=config.sp_id, timeout_s=config.lower_timeout_s
@@ -80,6 +90,7 @@ class Broker:
     async def start(self) -> str:
         """Recover state, follow children's notes, serve; returns the bound address."""
         await self.manager.recover()
+        self.offers.restore()
         for agent in self.agents.values():
             self._spawn(self.catalog.follow(agent), f"follow-notes-{agent.domain_id}")
         self._spawn(self.manager.run_expiry(self._stop), "hold-expiry")
@@ -91,7 +102,7 @@ class Broker:
             ]
         )
         pb_grpc.add_SlicesServicer_to_server(SlicesServicer(self.manager), server)
-        pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(self.catalog), server)
+        pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(self.catalog, self.offers), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")

@@ -1,50 +1,118 @@
-"""The broker's side of capability notes: follow children's notes, re-publish its own upward."""
+"""The broker's side of capability notes: verify children's notes, re-publish its own, signed.
+
+Notes from lower-SPs arrive signed and are verified here against the keys configured for that
+lower-SP (signer, signature, expiry, version); a refused note is logged with its reason, kept in a
+short list for operators, and never used. Notes of local domains come from in-process agents and
+are trusted as they are. The broker's own note is the aggregate of everything it holds, signed with
+its key, and pushed to every subscriber whenever it changes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from capability_catalog.aggregate import aggregate
+from capability_catalog.canonical import note_to_canonical
 from capability_catalog.model import CapabilityNote, SpId
+from capability_catalog.signing import NoteRejected, SignedNote, TrustStore, sign_note, verify_note
 from capability_catalog.store import NoteStore
 from domain_agents.base import DomainAgent
 
 log = logging.getLogger(__name__)
+MAX_REJECTIONS_KEPT = 50
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A note this broker refused."""
+
+    sp_id: str
+    version: int
+    reason: str
+    detail: str
+    at: float
 
 
 class Catalog:
-    """Notes held from below, and the abstract note this broker publishes for its whole subtree."""
+    """Notes held from below, and the signed abstract note this broker publishes for its subtree."""
 
-    def __init__(self, sp_id: str, clock: Callable[[], float], ttl_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        sp_id: str,
+        clock: Callable[[], float],
+        *,
+        key: Ed25519PrivateKey,
+        trust: TrustStore,
+        ttl_s: float = 3600.0,
+    ) -> None:
         self.sp_id = SpId(sp_id)
         self._clock = clock
+        self._key = key
+        self._trust = trust
         self._ttl_s = ttl_s
         self._store = NoteStore()
-        self._own: CapabilityNote | None = None
+        self._digests: dict[SpId, str] = {}
+        self._own: SignedNote | None = None
+        self._own_note: CapabilityNote | None = None
         self._changed = asyncio.Condition()
+        self.rejected: deque[Rejection] = deque(maxlen=MAX_REJECTIONS_KEPT)
 
     def current(self) -> Mapping[SpId, CapabilityNote]:
-        """Unexpired notes from below, by child id."""
+        """Unexpired notes from below, by child id: all the planner may use."""
         return self._store.current(self._clock())
 
     @property
     def own(self) -> CapabilityNote | None:
         """The note this broker publishes (None until a child has published)."""
+        return self._own_note
+
+    @property
+    def own_signed(self) -> SignedNote | None:
+        """The note this broker publishes, as signed."""
         return self._own
 
-    async def offer(self, child: SpId, note: CapabilityNote) -> bool:
-        """Take a child's note; re-publish ours when it is news. Returns whether it was taken."""
-        if note.sp_id != child:
-            log.error("child %s sent a note signed as %s; ignored", child, note.sp_id)
+    def _reject(self, child: SpId, version: int, reason: str, detail: str) -> None:
+        log.warning("note from %s (version %d) refused: %s: %s", child, version, reason, detail)
+        self.rejected.append(Rejection(child, version, reason, detail, self._clock()))
+
+    async def offer_signed(self, child: SpId, signed: SignedNote) -> bool:
+        """Verify a lower-SP's signed note and take it when valid and newer. Returns whether taken."""
+        held = self._store.get(child)
+        try:
+            note = verify_note(
+                signed,
+                self._trust,
+                expected_sp=child,
+                held_version=held.version if held else None,
+                now=self._clock(),
+            )
+        except NoteRejected as exc:
+            self._reject(child, getattr(exc, "version", 0) or 0, str(exc.reason), str(exc))
             return False
+        return await self._take(child, note, hashlib.sha256(signed.payload).hexdigest())
+
+    async def offer(self, child: SpId, note: CapabilityNote) -> bool:
+        """Take a local domain's note (from an in-process agent; no signature to check)."""
+        if note.sp_id != child:
+            self._reject(child, note.version, "SIGNER_MISMATCH", f"domain {child} produced a note for {note.sp_id}")
+            return False
+        return await self._take(child, note, hashlib.sha256(note_to_canonical(note)).hexdigest())
+
+    async def _take(self, child: SpId, note: CapabilityNote, digest: str) -> bool:
         try:
             taken = self._store.offer(note, self._clock())
         except ValueError as exc:
-            log.warning("note from %s refused: %s", child, exc)
+            self._reject(child, note.version, "EXPIRED", str(exc))
             return False
         if taken:
+            self._digests[child] = digest
             log.info("note from %s: version %d", child, note.version)
             await self._republish()
         return taken
@@ -54,29 +122,40 @@ class Catalog:
         notes = self.current()
         if not notes:
             return
-        version = max(int(now * 1000), (self._own.version + 1) if self._own else 0)
+        previous = self._own_note.version if self._own_note else 0
+        version = max(int(now * 1000), previous + 1)
         expires = min([now + self._ttl_s, *(n.expires_at for n in notes.values())])
-        own = aggregate(self.sp_id, list(notes.values()), version=version, issued_at=now, expires_at=expires)
+        # Whole milliseconds: the canonical encoding carries times on that grid.
+        now_ms, expires_ms = round(now * 1000) / 1000, int(expires * 1000) / 1000
+        own = aggregate(self.sp_id, list(notes.values()), version=version, issued_at=now_ms, expires_at=expires_ms)
+        # Provenance names no internal SP: a digest of each note it was derived from, with its version.
+        own = replace(
+            own, provenance=tuple(sorted((f"sha256:{self._digests[sp]}", n.version) for sp, n in notes.items()))
+        )
+        signed = sign_note(own, self._key, self.sp_id)
         async with self._changed:
-            self._own = own
+            self._own, self._own_note = signed, own
             self._changed.notify_all()
 
-    async def updates(self) -> AsyncIterator[CapabilityNote]:
-        """Our note now (when there is one), then each new version: what a subscriber above gets."""
+    async def updates(self) -> AsyncIterator[SignedNote]:
+        """Our signed note now (when there is one), then each new version: what a subscriber gets."""
         sent = 0
 
         def news() -> bool:
-            return self._own is not None and self._own.version > sent
+            return self._own_note is not None and self._own_note.version > sent
 
         while True:
             async with self._changed:
                 await self._changed.wait_for(news)
-                own = self._own
-            assert own is not None
-            sent = own.version
-            yield own
+                signed, note = self._own, self._own_note
+            assert signed is not None and note is not None
+            sent = note.version
+            yield signed
 
     async def follow(self, agent: DomainAgent) -> None:
         """Background task: take every note a child publishes, for as long as the broker runs."""
-        async for note in agent.notes():
-            await self.offer(agent.domain_id, note)
+        async for item in agent.notes():
+            if isinstance(item, SignedNote):
+                await self.offer_signed(agent.domain_id, item)
+            else:
+                await self.offer(agent.domain_id, item)

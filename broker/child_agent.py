@@ -16,7 +16,8 @@ import grpc
 
 from broker import codec
 from broker.status import from_rpc_error
-from capability_catalog.model import CapabilityNote, SpId, TerminalId
+from capability_catalog.model import SpId, TerminalId
+from capability_catalog.signing import SignedNote
 from domain_agents.base import DomainUsage, SegmentGrant, SegmentOrder
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
@@ -66,8 +67,8 @@ class ChildBrokerAgent:
         except FedError:
             raise
 
-    async def notes(self) -> AsyncIterator[CapabilityNote]:
-        """The lower-SP's notes as it pushes them; reconnects with bounded backoff until cancelled."""
+    async def notes(self) -> AsyncIterator[SignedNote]:
+        """The lower-SP's signed notes as it pushes them; reconnects with bounded backoff until cancelled."""
         backoff = 0.05
         while True:
             try:
@@ -76,10 +77,7 @@ class ChildBrokerAgent:
                 )
                 async for msg in stream:
                     backoff = 0.05
-                    try:
-                        yield codec.note_from_pb(msg)
-                    except FedError as exc:
-                        log.error("lower-SP %s sent a malformed note: %s", self._domain_id, exc)
+                    yield codec.signed_from_pb(msg)
                 log.info("note stream from %s ended; reconnecting", self._domain_id)
             except grpc.aio.AioRpcError as exc:
                 log.debug("note stream from %s at %s: %s", self._domain_id, self.address, exc.code().name)

@@ -245,6 +245,71 @@ async def _usage(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_init(ns: argparse.Namespace) -> int:
+    from broker.keys import init_key
+
+    path = Path(ns.out)
+    try:
+        public = init_key(path, force=ns.force)
+    except FileExistsError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    err.print(f"private key written to {path} (mode 0600), public key to {path.with_suffix('.pub')}")
+    err.print("upper-SPs trust it with, in their config:  lower_sps: [{id: …, address: …, keys: [<the line below>]}]")
+    print(public)
+    return 0
+
+
+def _catalog_validate(ns: argparse.Namespace) -> int:
+    from capability_catalog.authoring import validate_authoring
+
+    data = load_yaml(Path(ns.file))
+    if not isinstance(data, dict):
+        err.print(f"[red]{ns.file}:[/] the note must be a mapping")
+        return 1
+    problems = validate_authoring(data)
+    for problem in problems:
+        print(f"{ns.file}: {problem}")
+    if problems:
+        err.print(f"[red]{len(problems)} problem(s)[/]")
+        return 1
+    err.print(f"[green]{ns.file}: valid[/] (note of SP {data.get('sp_id')})")
+    return 0
+
+
+async def _catalog_show(ns: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(ns.broker) as channel:
+        msg = await pb_grpc.CapabilitiesStub(channel).GetCatalog(pb.GetCatalogRequest(), metadata=_metadata())
+
+    def printer(m: pb.GetCatalogResponse) -> None:
+        table = Table(title=f"capability notes at {ns.broker}", title_justify="left")
+        for col in ("note of", "version", "expires", "endpoints", "ports", "functions", "held as"):
+            table.add_column(col)
+        rows = [(m.own, "published (signed)")] if m.HasField("own") else []
+        rows += [(n, "received") for n in m.lower]
+        for note, role in rows:
+            table.add_row(
+                note.sp_id,
+                str(note.version),
+                note.expires_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+                ", ".join(e.id for e in note.endpoints),
+                ", ".join(p.id for p in note.ports),
+                ", ".join(sorted({f.type for f in note.functions})),
+                role,
+            )
+        out.print(table)
+        if m.rejected:
+            rej = Table(title="refused notes", title_justify="left")
+            for col in ("from", "version", "reason", "detail"):
+                rej.add_column(col)
+            for r in m.rejected:
+                rej.add_row(r.sp_id, str(r.version), r.reason, r.detail)
+            out.print(rej)
+
+    _emit(msg, ns.json, printer)
+    return 0
+
+
 def _serve(ns: argparse.Namespace) -> int:
     from broker.app import serve
 
@@ -304,6 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     client(sub.add_parser("usage", help="what a broker holds now"))
 
+    k = sub.add_parser("keys", help="signing keys of an SP")
+    ksub = k.add_subparsers(dest="keys_cmd", required=True)
+    ki = ksub.add_parser("init", help="create an SP's Ed25519 key pair (FILE and FILE.pub)")
+    ki.add_argument("--out", required=True, help="private key file to write, e.g. keys/L1.key")
+    ki.add_argument("--force", action="store_true", help="replace an existing key")
+
+    cat = sub.add_parser("catalog", help="capability notes")
+    csub = cat.add_subparsers(dest="catalog_cmd", required=True)
+    client(csub.add_parser("show", help="the notes a broker publishes, holds and refused"))
+    cv = csub.add_parser("validate", help="check a capability note in the YAML authoring format")
+    cv.add_argument("file")
+
     sc = sub.add_parser("scenario", help="run a federation scenario (see scenarios/README.md)")
     sc.add_argument("scenario_args", nargs=argparse.REMAINDER, help="run FILE [--report-json OUT] [--keep]")
     return parser
@@ -320,6 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scenario(ns, list(ns.scenario_args))
         if ns.cmd == "usage":
             return asyncio.run(_usage(ns))
+        if ns.cmd == "keys":
+            return _keys_init(ns)
+        if ns.cmd == "catalog" and ns.catalog_cmd == "validate":
+            return _catalog_validate(ns)
+        if ns.cmd == "catalog":
+            return asyncio.run(_catalog_show(ns))
         if ns.slice_cmd == "request":
             return asyncio.run(_slice_request(ns))
         if ns.slice_cmd == "list":

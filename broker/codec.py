@@ -11,19 +11,16 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.records import SegmentRecord, SliceRecord
+from capability_catalog.authoring import OfferPolicy, parse_policy
 from capability_catalog.model import (
     LABEL_LIMITS,
-    BorderPort,
     CapabilityNote,
-    Endpoint,
-    FunctionOffer,
     LabelRange,
     LabelSet,
     LabelType,
-    SpId,
     TerminalId,
-    Transit,
 )
+from capability_catalog.signing import SignedNote
 from fedbroker.v1 import northsouth_pb2 as pb
 from slicing.errors import InvalidArgument
 from slicing.model import PortConstraint, SliceRequest, SliceState
@@ -94,12 +91,15 @@ def label_ranges_from_pb(ranges: Iterable[pb.LabelRange], path: str) -> LabelSet
 
 def note_to_pb(note: CapabilityNote) -> pb.CapabilityNote:
     """A capability note as protobuf."""
-    return pb.CapabilityNote(
+    msg = pb.CapabilityNote(
         sp_id=note.sp_id,
         version=note.version,
         issued_at=ts(note.issued_at),
         expires_at=ts(note.expires_at),
-        endpoints=[pb.Endpoint(id=e.id, region=e.region, capacity_mbps=e.capacity_mbps) for e in note.endpoints],
+        endpoints=[
+            pb.Endpoint(id=e.id, region=e.region, capacity_mbps=e.capacity_mbps, location=e.location)
+            for e in note.endpoints
+        ],
         ports=[
             pb.BorderPort(
                 id=p.id,
@@ -109,45 +109,75 @@ def note_to_pb(note: CapabilityNote) -> pb.CapabilityNote:
                 labels=label_ranges_to_pb(p.labels),
                 can_swap=p.can_swap,
                 capacity_mbps=p.capacity_mbps,
+                local_labels=label_ranges_to_pb(p.local_labels),
             )
             for p in note.ports
         ],
         transit=[
             pb.Transit(a=t.a, b=t.b, latency_ms=t.latency_ms, bandwidth_mbps=t.bandwidth_mbps) for t in note.transit
         ],
-        functions=[pb.FunctionOffer(type=f.type, site=f.site, slots=f.slots) for f in note.functions],
+        functions=[
+            pb.FunctionOffer(type=f.type, site=f.site, slots=f.slots, throughput_mbps=f.throughput_mbps)
+            for f in note.functions
+        ],
+        qos_classes=[
+            pb.QosClass(name=q.name, native=dict(q.native), delay_ms=q.delay_ms, loss=q.loss) for q in note.qos_classes
+        ],
+        isolation=[str(i) for i in note.isolation],
+        address_pools=list(note.address_pools),
+        transit_policy=[pb.TransitPolicy(a=a, b=b) for a, b in note.transit_policy],
+        provenance=[pb.Provenance(digest=d, version=v) for d, v in note.provenance],
     )
+    if note.price_per_mbps_hour is not None:
+        msg.price_per_mbps_hour = note.price_per_mbps_hour
+    return msg
 
 
-def note_from_pb(msg: pb.CapabilityNote) -> CapabilityNote:
-    """A capability note from protobuf, refusing malformed fields by name."""
-    if not msg.sp_id:
-        raise InvalidArgument("note.sp_id", "must not be empty")
-    ports = []
-    for i, p in enumerate(msg.ports):
-        if p.label_type not in _LABEL_TYPES_BACK:
-            raise InvalidArgument(f"note.ports[{i}].label_type", "unspecified label type")
-        ports.append(
-            BorderPort(
-                id=TerminalId(p.id),
-                peer_sp=SpId(p.peer_sp),
-                peer_port=TerminalId(p.peer_port),
-                label_type=_LABEL_TYPES_BACK[p.label_type],
-                labels=label_ranges_from_pb(p.labels, f"note.ports[{i}].labels"),
-                can_swap=p.can_swap,
-                capacity_mbps=p.capacity_mbps,
-            )
-        )
-    return CapabilityNote(
-        sp_id=SpId(msg.sp_id),
-        version=msg.version,
-        issued_at=from_ts(msg.issued_at),
-        expires_at=from_ts(msg.expires_at),
-        endpoints=tuple(Endpoint(TerminalId(e.id), e.region, e.capacity_mbps) for e in msg.endpoints),
-        ports=tuple(ports),
-        transit=tuple(Transit(TerminalId(t.a), TerminalId(t.b), t.latency_ms, t.bandwidth_mbps) for t in msg.transit),
-        functions=tuple(FunctionOffer(f.type, f.site, f.slots) for f in msg.functions),
+def signed_to_pb(signed: SignedNote) -> pb.SignedNote:
+    """A signed note as protobuf."""
+    return pb.SignedNote(payload=signed.payload, signature=signed.signature, signer=signed.signer, key_id=signed.key_id)
+
+
+def offer_to_pb(offer: OfferPolicy) -> pb.OfferPolicy:
+    """An operator's offer policy as protobuf."""
+    msg = pb.OfferPolicy(
+        qos_classes=[
+            pb.QosClass(name=q.name, native=dict(q.native), delay_ms=q.delay_ms, loss=q.loss) for q in offer.qos_classes
+        ],
+        isolation=[str(i) for i in offer.isolation],
+        address_pools=list(offer.address_pools),
+        transit_policy=[pb.TransitPolicy(a=a, b=b) for a, b in offer.transit_policy],
+        withdrawn=offer.withdrawn,
     )
+    if offer.price_per_mbps_hour is not None:
+        msg.price_per_mbps_hour = offer.price_per_mbps_hour
+    return msg
+
+
+def offer_from_pb(msg: pb.OfferPolicy) -> OfferPolicy:
+    """An offer policy from protobuf, checked like the authoring format; the error names the field."""
+    data: dict[str, Any] = {
+        "qos_classes": [
+            {"name": q.name, "native": dict(q.native), "delay_ms": q.delay_ms, "loss": q.loss} for q in msg.qos_classes
+        ],
+        "isolation": list(msg.isolation),
+        "address_pools": list(msg.address_pools),
+        "transit_policy": [[t.a, t.b] for t in msg.transit_policy],
+        "withdrawn": msg.withdrawn,
+    }
+    if msg.HasField("price_per_mbps_hour"):
+        data["price_per_mbps_hour"] = msg.price_per_mbps_hour
+    offer, problems = parse_policy(data, "offer")
+    if problems:
+        where, _, why = problems[0].partition(": ")
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise InvalidArgument(where, why + more)
+    return offer
+
+
+def signed_from_pb(msg: pb.SignedNote) -> SignedNote:
+    """A signed note from protobuf (verification is the catalog's job)."""
+    return SignedNote(payload=msg.payload, signature=msg.signature, signer=msg.signer, key_id=msg.key_id)
 
 
 # --- requests ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from capability_catalog.signing import public_key_from_text
 from domain_agents.emulated import EmulatedDomainConfig
 from slicing.errors import FedError
 
@@ -47,10 +48,11 @@ def load_yaml(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class LowerSp:
-    """A lower-SP this broker buys from."""
+    """A lower-SP this broker buys from, and the public keys its notes must be signed with."""
 
     id: str
     address: str
+    keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,19 @@ class BrokerConfig:
     domains: tuple[EmulatedDomainConfig, ...] = ()
     wim: WimConfig = WimConfig()
     source: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The SP's Ed25519 private key (default: ``sp.key`` in the data directory)."""
+        return self.key_file or self.data_dir / "sp.key"
 
 
 _TOP_KEYS = {
     "sp_id",
     "listen",
     "data_dir",
+    "key_file",
     "hold_time_s",
     "lower_timeout_s",
     "note_ttl_s",
@@ -127,10 +136,21 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         path = f"{where}lower_sps[{i}]."
         if not isinstance(entry, Mapping):
             raise ConfigError(f"{path[:-1]}: must be a mapping with id and address")
-        extra = sorted(set(entry) - {"id", "address"})
+        extra = sorted(set(entry) - {"id", "address", "keys"})
         if extra:
             raise ConfigError(f"{path}{extra[0]}: unknown setting")
-        lower = LowerSp(_req_str(entry, "id", path), _req_str(entry, "address", path))
+        keys = entry.get("keys")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise ConfigError(
+                f"{path}keys: required, the public keys this lower-SP signs its notes with "
+                "(as printed by `fedbroker keys init`)"
+            )
+        for j, key in enumerate(keys):
+            try:
+                public_key_from_text(key)
+            except ValueError as exc:
+                raise ConfigError(f"{path}keys[{j}]: {exc}") from None
+        lower = LowerSp(_req_str(entry, "id", path), _req_str(entry, "address", path), tuple(keys))
         if lower.id in seen_ids:
             raise ConfigError(f"{path}id: '{lower.id}' is used twice")
         seen_ids.add(lower.id)
@@ -175,6 +195,7 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         domains=tuple(domains),
         wim=WimConfig(driver=driver, capacity_mbps=raw_wim.get("capacity_mbps")),
         source=source,
+        key_file=base / str(data["key_file"]) if data.get("key_file") else None,
     )
 
 

@@ -12,6 +12,7 @@ from broker import codec
 from broker.catalog import Catalog
 from broker.child_agent import REQUESTER_METADATA
 from broker.lifecycle import SliceManager
+from broker.offers import OfferDesk
 from broker.status import to_grpc
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
@@ -145,25 +146,41 @@ class SlicesServicer(pb_grpc.SlicesServicer):
 class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
     """``fedbroker.v1.Capabilities``: the note feed upward."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, offers: OfferDesk) -> None:
         self._catalog = catalog
+        self._offers = offers
+
+    async def SetOffer(self, request: pb.SetOfferRequest, context: grpc.aio.ServicerContext) -> pb.SetOfferResponse:
+        """An operator's edit of a local domain's offer; the new note is published at once."""
+
+        async def call() -> pb.SetOfferResponse:
+            offer = codec.offer_from_pb(request.offer)
+            log.info("SetOffer for domain %s by %s", request.domain, requester_of(context))
+            return pb.SetOfferResponse(note=codec.note_to_pb(self._offers.set(request.domain, offer)))
+
+        return await _answer(context, call)
 
     async def SubscribeNotes(
         self,
         request: pb.SubscribeNotesRequest,
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.CapabilityNote]:
-        """Push our note now and on every change, for as long as the subscriber listens."""
+    ) -> AsyncIterator[pb.SignedNote]:
+        """Push our signed note now and on every change, for as long as the subscriber listens."""
         log.info("subscriber %s follows our notes", request.subscriber or requester_of(context))
-        async for note in self._catalog.updates():
-            yield codec.note_to_pb(note)
+        async for signed in self._catalog.updates():
+            yield codec.signed_to_pb(signed)
 
     async def GetCatalog(
         self, request: pb.GetCatalogRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCatalogResponse:
         """The note we publish and the notes we hold from below."""
-        own = self._catalog.own
+        own, signed = self._catalog.own, self._catalog.own_signed
         return pb.GetCatalogResponse(
             own=codec.note_to_pb(own) if own else None,
+            own_signed=codec.signed_to_pb(signed) if signed else None,
             lower=[codec.note_to_pb(n) for _, n in sorted(self._catalog.current().items())],
+            rejected=[
+                pb.NoteRejection(sp_id=r.sp_id, version=r.version, reason=r.reason, detail=r.detail, at=codec.ts(r.at))
+                for r in self._catalog.rejected
+            ],
         )

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import networkx as nx
 
 from capability_catalog.graph import build_graph, check_unique_terminals
-from capability_catalog.model import CapabilityNote, FunctionOffer, SpId, TerminalId, Transit
+from capability_catalog.model import CapabilityNote, FunctionOffer, Isolation, QosClass, SpId, TerminalId, Transit
 
 # Path latencies are compared at this many decimals, so float summation order cannot pick the path.
 _LATENCY_DIGITS = 9
@@ -61,6 +61,7 @@ def aggregate(
         for f in n.functions:
             slots[(f.type, f.site)] = slots.get((f.type, f.site), 0) + f.slots
     functions = tuple(FunctionOffer(t, s, k) for (t, s), k in sorted(slots.items()))
+    selling = [n for n in children.values() if n.endpoints or n.ports]
     return CapabilityNote(
         sp_id=sp_id,
         version=version,
@@ -70,7 +71,35 @@ def aggregate(
         ports=ports,
         transit=tuple(transit),
         functions=functions,
+        qos_classes=_common_qos(selling),
+        isolation=_common_isolation(selling),
+        address_pools=tuple(sorted({p for n in selling for p in n.address_pools})),
+        price_per_mbps_hour=max(
+            (n.price_per_mbps_hour for n in selling if n.price_per_mbps_hour is not None), default=None
+        ),
     )
+
+
+def _common_qos(notes: list[CapabilityNote]) -> tuple[QosClass, ...]:
+    """Classes every child sells, each at its weakest guarantee: any path below can honour it.
+
+    The native mapping is each child's own business; the abstract class carries none.
+    """
+    if not notes:
+        return ()
+    names = set.intersection(*({q.name for q in n.qos_classes} for n in notes))
+    out = []
+    for name in sorted(names):
+        classes = [q for n in notes if (q := n.qos_class(name)) is not None]
+        out.append(QosClass(name, (), max(q.delay_ms for q in classes), max(q.loss for q in classes)))
+    return tuple(out)
+
+
+def _common_isolation(notes: list[CapabilityNote]) -> tuple[Isolation, ...]:
+    """Isolation mechanisms every child offers."""
+    if not notes:
+        return ()
+    return tuple(sorted(set.intersection(*(set(n.isolation) for n in notes))))
 
 
 def _best_paths(graph: nx.Graph, src: str) -> dict[str, tuple[float, float]]:

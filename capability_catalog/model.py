@@ -120,6 +120,7 @@ class Endpoint:
     id: TerminalId
     region: str = ""
     capacity_mbps: int = 0
+    location: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ class BorderPort:
     labels: LabelSet = field(default_factory=LabelSet)
     can_swap: bool = False
     capacity_mbps: int = 0
+    # Labels kept for the SP's local services on this port: never offered to the federation.
+    local_labels: LabelSet = field(default_factory=LabelSet)
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,28 @@ class FunctionOffer:
     type: str
     site: str
     slots: int
+    throughput_mbps: int = 0
+
+
+class Isolation(StrEnum):
+    """Isolation mechanisms an SP offers, from weakest to strongest."""
+
+    SHARED = "shared"
+    VXLAN = "vxlan"
+    VLAN = "vlan"
+    VRF = "vrf"
+    DEDICATED_POP = "dedicated-pop"
+    PHYSICAL = "physical"
+
+
+@dataclass(frozen=True)
+class QosClass:
+    """A QoS class an SP offers: its native mapping (e.g. ``dscp: "46"``) and what it guarantees."""
+
+    name: str
+    native: tuple[tuple[str, str], ...] = ()
+    delay_ms: float = 0.0
+    loss: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +191,15 @@ class CapabilityNote:
     ports: tuple[BorderPort, ...] = ()
     transit: tuple[Transit, ...] = ()
     functions: tuple[FunctionOffer, ...] = ()
+    qos_classes: tuple[QosClass, ...] = ()
+    isolation: tuple[Isolation, ...] = ()
+    # Prefixes (CIDR) the SP takes federation addresses from.
+    address_pools: tuple[str, ...] = ()
+    # Pairs of peer SPs the SP carries traffic between; empty means any.
+    transit_policy: tuple[tuple[str, str], ...] = ()
+    price_per_mbps_hour: float | None = None
+    # For an aggregated note: (digest, version) of each note it was derived from; names no SP.
+    provenance: tuple[tuple[str, int], ...] = ()
 
     def terminals(self) -> set[TerminalId]:
         """Ids of every endpoint and port in the note."""
@@ -178,6 +212,16 @@ class CapabilityNote:
     def function_types(self) -> set[str]:
         """Function types with at least one slot."""
         return {f.type for f in self.functions if f.slots > 0}
+
+    def qos_class(self, name: str) -> QosClass | None:
+        """The QoS class of that name, if offered."""
+        return next((q for q in self.qos_classes if q.name == name), None)
+
+    def carries(self, a: str, b: str) -> bool:
+        """Whether the transit policy lets traffic pass between peers ``a`` and ``b``."""
+        if not self.transit_policy:
+            return True
+        return (a, b) in self.transit_policy or (b, a) in self.transit_policy
 
     def is_expired(self, now: float) -> bool:
         """True once ``now`` is past the note's expiry."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
+from capability_catalog.signing import SignedNote
 from slicing.model import SliceRequest
 
 
@@ -55,8 +56,12 @@ class DomainAgent(Protocol):
         """The id the planner knows this child by (the sp_id of its notes)."""
         ...
 
-    def notes(self) -> AsyncIterator[CapabilityNote]:
-        """The current note at once, then each new version, until cancelled."""
+    def notes(self) -> AsyncIterator[CapabilityNote | SignedNote]:
+        """The current note at once, then each new version, until cancelled.
+
+        An in-process domain yields plain notes; a remote child (a lower-SP) yields them signed,
+        and the broker verifies them before use.
+        """
         ...
 
     async def reserve(self, order: SegmentOrder) -> SegmentGrant:

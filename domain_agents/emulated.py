@@ -19,20 +19,23 @@ import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations, pairwise
 
 import networkx as nx
 
+from capability_catalog.authoring import OfferPolicy, parse_policy
 from capability_catalog.model import (
     LABEL_LIMITS,
     BorderPort,
     CapabilityNote,
     Endpoint,
     FunctionOffer,
+    Isolation,
     LabelRange,
     LabelSet,
     LabelType,
+    QosClass,
     SpId,
     TerminalId,
     Transit,
@@ -56,6 +59,11 @@ FAIL_STEPS: frozenset[str] = frozenset({"reserve", "commit", "activate"})
 _LATENCY_SLACK_MS = 1e-9
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 _SINGLE = re.compile(r"^\s*(\d+)\s*$")
+#: What a domain offers when its config states no ``offer``: best effort, shared or VXLAN-separated.
+DEFAULT_OFFER = OfferPolicy(
+    qos_classes=(QosClass("best-effort", (("dscp", "0"),), 0.0, 0.0),),
+    isolation=(Isolation.SHARED, Isolation.VXLAN),
+)
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -102,6 +110,14 @@ class FunctionSlots:
 
 
 @dataclass(frozen=True)
+class Faults:
+    """Fault injection for tests and scenarios: fail at one step, answer slowly."""
+
+    fail_at: str | None = None
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class EmulatedDomainConfig:
     """One emulated domain as declared in a broker config (validated by ``from_dict``)."""
 
@@ -112,6 +128,8 @@ class EmulatedDomainConfig:
     ports: tuple[PlacedPort, ...] = ()
     functions: tuple[FunctionSlots, ...] = ()
     note_ttl_s: float = DEFAULT_NOTE_TTL_S
+    offer: OfferPolicy = DEFAULT_OFFER
+    faults: Faults = Faults()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object], path: str) -> EmulatedDomainConfig:
@@ -142,7 +160,7 @@ def _at(path: str, key: str | int) -> str:
 class _Parser:
     """Turns a parsed mapping into an ``EmulatedDomainConfig``; every error names its path."""
 
-    _DOMAIN = ("id", "type", "note_ttl_s", "pops", "links", "endpoints", "ports", "functions")
+    _DOMAIN = ("id", "type", "note_ttl_s", "pops", "links", "endpoints", "ports", "functions", "offer", "faults")
     _LINK = ("a", "b", "bandwidth_mbps", "latency_ms")
     _ENDPOINT = ("id", "pop", "region", "capacity_mbps")
     _PORT = ("id", "pop", "peer_sp", "peer_port", "label_type", "labels", "can_swap", "capacity_mbps")
@@ -190,6 +208,13 @@ class _Parser:
                     f"duplicates functions[{seen_fn[(f.pop, f.type)]}] ({f.type} at {f.pop})",
                 )
             seen_fn[(f.pop, f.type)] = i
+        offer = DEFAULT_OFFER
+        if m.get("offer") is not None:
+            offer, problems = parse_policy(m["offer"], _at(at, "offer"))
+            if problems:
+                where, _, why = problems[0].partition(": ")
+                raise InvalidArgument(where, why)
+        faults = self._faults(m.get("faults"), _at(at, "faults"))
         return EmulatedDomainConfig(
             id=SpId(sp_id),
             pops=pops,
@@ -198,7 +223,21 @@ class _Parser:
             ports=ports,
             functions=functions,
             note_ttl_s=float(ttl),
+            offer=offer,
+            faults=faults,
         )
+
+    def _faults(self, raw: object, at: str) -> Faults:
+        if raw is None:
+            return Faults()
+        m = self._mapping(raw, at, ("fail_at", "latency_s"))
+        fail_at = m.get("fail_at")
+        if fail_at is not None and fail_at not in FAIL_STEPS:
+            raise InvalidArgument(_at(at, "fail_at"), f"must be one of {', '.join(sorted(FAIL_STEPS))}, got {fail_at!r}")
+        latency = m.get("latency_s", 0.0)
+        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+            raise InvalidArgument(_at(at, "latency_s"), f"must be a number >= 0, got {latency!r}")
+        return Faults(None if fail_at is None else str(fail_at), float(latency))
 
     @staticmethod
     def _unique(seen: dict[str, str], ident: str, where: str) -> None:
@@ -482,6 +521,7 @@ class EmulatedDomainAgent:
         self._ports: dict[str, BorderPort] = {p.port.id: p.port for p in config.ports}
         self._slots: dict[tuple[str, str], int] = {(f.pop, f.type): f.slots for f in config.functions}
         self._books = _Books()
+        self._offer = config.offer
         self._segments: dict[str, _Segment] = {}  # by order key
         self._by_handle: dict[str, str] = {}  # handle -> order key
         self._note = self._build_note(previous=None)
@@ -506,6 +546,16 @@ class EmulatedDomainAgent:
         changed.set()
         return self._note
 
+    @property
+    def offer(self) -> OfferPolicy:
+        """The operator's current offer policy."""
+        return self._offer
+
+    def set_offer(self, offer: OfferPolicy) -> CapabilityNote:
+        """An operator's edit of the offer: publish a new note version at once."""
+        self._offer = offer
+        return self.republish()
+
     async def notes(self) -> AsyncIterator[CapabilityNote]:
         """The current note at once, then each note ``republish`` issues, until cancelled.
 
@@ -529,16 +579,30 @@ class EmulatedDomainAgent:
         version = int(now * 1000)
         if previous is not None:
             version = max(version, previous.version + 1)
-        cfg = self.config
-        return CapabilityNote(
+        cfg, offer = self.config, self._offer
+        note = CapabilityNote(
             sp_id=cfg.id,
             version=version,
             issued_at=now,
             expires_at=now + cfg.note_ttl_s,
+            qos_classes=offer.qos_classes,
+            isolation=offer.isolation,
+            address_pools=offer.address_pools,
+            transit_policy=offer.transit_policy,
+            price_per_mbps_hour=offer.price_per_mbps_hour,
+        )
+        if offer.withdrawn:
+            # Withdrawn: a valid note that sells nothing, so every SP above stops using it at once.
+            return note
+        return replace(
+            note,
             endpoints=tuple(e.endpoint for e in cfg.endpoints),
             ports=tuple(p.port for p in cfg.ports),
             transit=self._transit(),
-            functions=tuple(FunctionOffer(f.type, f.pop, f.slots) for f in cfg.functions),
+            functions=tuple(
+                FunctionOffer(f.type, f.pop, max(0, f.slots - self._books.slots[(f.pop, f.type)]))
+                for f in cfg.functions
+            ),
         )
 
     def _transit(self) -> tuple[Transit, ...]:
@@ -548,14 +612,16 @@ class EmulatedDomainAgent:
             nx.all_pairs_dijkstra(self._graph, weight="latency_ms")
         )
         out: list[Transit] = []
+        used = self._books
         for (ta, pa), (tb, pb) in combinations(terminals, 2):
-            cap = min(self._capacity[ta], self._capacity[tb])
+            # What is free now, not what was built: the note follows capacity taken by slices.
+            cap = min(self._capacity[ta] - used.terminals[ta], self._capacity[tb] - used.terminals[tb])
             dist, path_to = routes[pa]
             if pb not in dist:
                 continue  # pops not connected: no transit between these terminals
             path = path_to[pb]
             bottleneck = min(
-                (int(self._graph.edges[u, v]["bandwidth_mbps"]) for u, v in pairwise(path)),
+                (int(self._graph.edges[u, v]["bandwidth_mbps"]) - used.links[_pair(u, v)] for u, v in pairwise(path)),
                 default=cap,
             )
             out.append(Transit(ta, tb, float(dist[pb]), min(cap, bottleneck)))
@@ -595,6 +661,7 @@ class EmulatedDomainAgent:
         self._books.apply(alloc)
         self._segments[order.key] = _Segment(order.request, grant, alloc)
         self._by_handle[grant.handle] = order.key
+        self.republish()
         return grant
 
     def _allocate(self, key: str, req: SliceRequest) -> _Allocation:
@@ -744,6 +811,7 @@ class EmulatedDomainAgent:
             return
         seg = self._segments.pop(key)
         self._books.release(seg.alloc)
+        self.republish()
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Re-apply a handle's allocation after a restart; capacity is not re-checked, holdings are facts."""
@@ -763,6 +831,7 @@ class EmulatedDomainAgent:
         self._books.apply(alloc)
         self._segments[alloc.key] = _Segment(None, grant, alloc, state)
         self._by_handle[handle] = alloc.key
+        self.republish()
 
     def _check_restorable(self, alloc: _Allocation) -> None:
         dom = self.domain_id

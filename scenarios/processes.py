@@ -23,6 +23,8 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from broker.keys import write_key
+from capability_catalog.signing import generate_key
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 
@@ -44,6 +46,7 @@ class BrokerProcess:
     proc: subprocess.Popen[bytes] | None = None
     address: str = ""
     channel: grpc.aio.Channel | None = None
+    public_key: str = ""
 
     @property
     def config_path(self) -> Path:
@@ -102,13 +105,27 @@ class Fleet:
         """Write the SP's config (lower-SP addresses taken from running brokers) and start it."""
         folder = self.root / sp_id
         folder.mkdir(parents=True, exist_ok=True)
-        config: dict[str, Any] = {"sp_id": sp_id, "listen": "127.0.0.1:0", "data_dir": "data", **(settings or {})}
+        config: dict[str, Any] = {
+            "sp_id": sp_id,
+            "listen": "127.0.0.1:0",
+            "data_dir": "data",
+            "key_file": "sp.key",
+            **(settings or {}),
+        }
         if lowers:
             missing = [lo for lo in lowers if not self.brokers.get(lo) or not self.brokers[lo].address]
             if missing:
                 raise StartError(f"{sp_id}: lower-SPs {missing} are not running")
-            config["lower_sps"] = [{"id": lo, "address": self.brokers[lo].address} for lo in lowers]
+            config["lower_sps"] = [
+                {"id": lo, "address": self.brokers[lo].address, "keys": [self.brokers[lo].public_key]} for lo in lowers
+            ]
         broker = BrokerProcess(sp_id, folder)
+        key_path = folder / str(config["key_file"])
+        broker.public_key = (
+            write_key(key_path, generate_key())
+            if not key_path.exists()
+            else (key_path.with_suffix(".pub").read_text().strip())
+        )
         broker.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.brokers[sp_id] = broker
         await self._launch(broker)

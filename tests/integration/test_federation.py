@@ -116,23 +116,40 @@ async def test_three_level_recursion_reaches_leaves_under_both_mid_level_sps(fed
 
 
 async def test_reserve_aborts_every_held_lower_sp_when_one_refuses(fed: Federation) -> None:
-    # Only L2 hosts a firewall and it has one slot: the second slice is refused there.
+    # L2 refuses every reservation (fault injection): what L1 and L3 held meanwhile is released.
+    await fed.start("L1", domains=[leaf_domain("L1", {"L2": "1000-1999"})])
+    l2 = leaf_domain("L2", {"L1": "1000-1999", "L3": "1500-2999"})
+    l2["faults"] = {"fail_at": "reserve", "latency_s": 0.2}  # slow too, so L1 and L3 hold first
+    await fed.start("L2", domains=[l2])
+    await fed.start("L3", domains=[leaf_domain("L3", {"L2": "1000-1999"})])
+    top = await fed.start("T", lowers=["L1", "L2", "L3"])
+    await fed.wait_terminals("T", ["L1.ep", "L3.ep"])
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await reserve(top, "fw-2", slice_request("L1.ep", "L3.ep", 100))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "[L2]" in (info.value.details() or "") and "injected failure at reserve" in (info.value.details() or "")
+    failed = await top.slices.Get(pb.SliceRef(request_id="fw-2"), metadata=(("x-fedbroker-requester", "tester"),))
+    assert failed.state == pb.SLICE_STATE_FAILED
+    await fed.assert_idle()
+
+
+async def test_capacity_taken_below_is_seen_at_the_top_before_planning(fed: Federation) -> None:
+    # Only L2 hosts a firewall, with one slot: once taken, the top's plan fails naming the chain.
     await chain_of_leaves(fed, ["L1", "L2", "L3"], functions={"L2": {"firewall": 1}})
     top = await fed.start("T", lowers=["L1", "L2", "L3"])
     await fed.wait_terminals("T", ["L1.ep", "L3.ep"])
     first = await reserve(top, "fw-1", slice_request("L1.ep", "L3.ep", 100, chain=["firewall"]))
     assert first.state == HELD
-    before = {sp: await fed.usage(sp) for sp in ("L1", "L3")}
-
+    for _ in range(100):  # bounded: the note with the slot taken climbs within 5 s
+        cat = await top.caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
+        if all(f.slots == 0 for f in cat.own.functions if f.type == "firewall"):
+            break
+        await asyncio.sleep(0.05)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await reserve(top, "fw-2", slice_request("L1.ep", "L3.ep", 100, chain=["firewall"]))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "L2" in (info.value.details() or "") and "firewall" in (info.value.details() or "")
-    for sp in ("L1", "L3"):  # what L1 and L3 held for the refused slice was released
-        assert await fed.usage(sp) == before[sp]
-    failed = await top.slices.Get(pb.SliceRef(request_id="fw-2"), metadata=(("x-fedbroker-requester", "tester"),))
-    assert failed.state == pb.SLICE_STATE_FAILED
-
+    assert "chain[0]" in (info.value.details() or "") and "firewall" in (info.value.details() or "")
     await op(top, "Abort", first.id)
     await fed.assert_idle()
 
@@ -315,3 +332,32 @@ async def test_leaf_down_two_levels_below_gives_unavailable_naming_it_and_nothin
     details = info.value.details() or ""
     assert "[M2]" in details and "[L4]" in details and "did not answer" in details
     await fed.assert_idle("T", "M1", "M2", "L1", "L2", "L3")
+
+
+async def test_notes_signed_with_a_key_the_upper_does_not_trust_are_refused_and_unused(fed: Federation) -> None:
+    import yaml
+
+    from capability_catalog.signing import generate_key, public_key_to_text
+
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    fed.kill("T")
+    config = yaml.safe_load(top.config_path.read_text())
+    config["lower_sps"][1]["keys"] = [public_key_to_text(generate_key().public_key())]  # not L2's key
+    top.config_path.write_text(yaml.safe_dump(config))
+    top = await fed.restart("T")
+
+    await fed.wait_terminals("T", ["L1.ep"])
+    for _ in range(100):  # bounded: 5 s
+        cat = await top.caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
+        if cat.rejected:
+            break
+        await asyncio.sleep(0.05)
+    assert [(r.sp_id, r.reason) for r in cat.rejected][:1] == [("L2", "BAD_SIGNATURE")]
+    assert "L2.ep" not in {e.id for e in cat.own.endpoints}
+    assert [n.sp_id for n in cat.lower] == ["L1"]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await reserve(top, "untrusted", slice_request("L1.ep", "L2.ep"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "L2.ep" in (info.value.details() or "")
+    await fed.assert_idle()

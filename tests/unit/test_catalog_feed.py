@@ -1,10 +1,12 @@
-"""The broker's note feed: children's notes in, one aggregated note out, pushed on every change."""
+"""The broker's note feed: signed notes verified, refused ones never used, one signed aggregate out."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from broker.catalog import Catalog
+from capability_catalog.canonical import note_from_canonical
 from capability_catalog.model import (
     BorderPort,
     CapabilityNote,
@@ -15,21 +17,26 @@ from capability_catalog.model import (
     TerminalId,
     Transit,
 )
+from capability_catalog.signing import SignedNote, TrustStore, generate_key, public_key_to_text, sign_note, verify_note
+
+NOW = 1_800_000_000.0
+KEYS = {sp: generate_key() for sp in ("A", "B", "M", "X")}
 
 
 class Clock:
-    now = 1_800_000_000.0
+    def __init__(self) -> None:
+        self.now = NOW
 
     def __call__(self) -> float:
         return self.now
 
 
-def child(sp: str, version: int, peer: str, expires: float = 1_800_010_000.0) -> CapabilityNote:
+def child(sp: str, version: int, peer: str, expires: float = NOW + 10_000) -> CapabilityNote:
     ep, port = TerminalId(f"{sp}.ep"), TerminalId(f"{sp}.to-{peer}")
     return CapabilityNote(
         sp_id=SpId(sp),
         version=version,
-        issued_at=1_800_000_000.0,
+        issued_at=NOW - 1,
         expires_at=expires,
         endpoints=(Endpoint(ep, "", 1000),),
         ports=(
@@ -45,41 +52,72 @@ def child(sp: str, version: int, peer: str, expires: float = 1_800_010_000.0) ->
     )
 
 
-async def test_children_notes_aggregate_into_one_note_hiding_internal_links() -> None:
-    cat = Catalog("M", Clock())
-    assert await cat.offer(SpId("A"), child("A", 1, "B"))
-    assert await cat.offer(SpId("B"), child("B", 1, "A"))
+def signed(note: CapabilityNote, signer: str | None = None, key: str | None = None) -> SignedNote:
+    return sign_note(note, KEYS[key or note.sp_id], signer or note.sp_id)
+
+
+def catalog(clock: Clock | None = None) -> Catalog:
+    trust = TrustStore.of({sp: [public_key_to_text(KEYS[sp].public_key())] for sp in ("A", "B")})
+    return Catalog("M", clock or Clock(), key=KEYS["M"], trust=trust)
+
+
+async def test_signed_children_aggregate_into_one_signed_note_hiding_internal_links() -> None:
+    cat = catalog()
+    assert await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
+    assert await cat.offer_signed(SpId("B"), signed(child("B", 1, "A")))
     own = cat.own
     assert own is not None and own.sp_id == "M"
     assert {e.id for e in own.endpoints} == {"A.ep", "B.ep"}
     assert own.ports == ()  # A–B is internal to M
     assert [(t.a, t.b, t.latency_ms) for t in own.transit] == [("A.ep", "B.ep", 2.0)]
+    # The published note is signed by M and verifies with M's key; its provenance names no child.
+    assert cat.own_signed is not None
+    trust_m = TrustStore.of({"M": [public_key_to_text(KEYS["M"].public_key())]})
+    assert verify_note(cat.own_signed, trust_m, expected_sp="M", held_version=None, now=NOW) == own
+    assert len(own.provenance) == 2
+    assert all(digest.startswith("sha256:") and len(digest) == 71 for digest, _ in own.provenance)
+    assert sorted(version for _, version in own.provenance) == [1, 1]
 
 
-async def test_older_versions_and_impostor_notes_are_ignored() -> None:
-    cat = Catalog("M", Clock())
-    assert await cat.offer(SpId("A"), child("A", 5, "B"))
-    version = cat.own.version if cat.own else 0
-    assert not await cat.offer(SpId("A"), child("A", 4, "B"))
-    assert not await cat.offer(SpId("A"), child("B", 9, "A"))  # signed as B on A's feed
-    assert cat.own is not None and cat.own.version == version
+async def test_each_bad_note_is_refused_with_its_reason_and_never_used() -> None:
+    cat = catalog()
+    good = signed(child("A", 5, "B"))
+    tampered = replace(good, payload=good.payload.replace(b'"A.ep"', b'"Z.ep"'))
+    cases = [
+        (tampered, "BAD_SIGNATURE"),
+        (signed(child("A", 6, "B"), key="X"), "BAD_SIGNATURE"),  # A's name, someone else's key
+        (signed(child("X", 6, "B"), signer="X"), "UNKNOWN_SIGNER"),
+        (signed(child("B", 6, "A")), "SIGNER_MISMATCH"),  # B's valid note on A's feed
+        (signed(child("A", 6, "B", expires=NOW - 1)), "EXPIRED"),
+    ]
+    for bad, reason in cases:
+        assert not await cat.offer_signed(SpId("A"), bad)
+        assert cat.rejected[-1].reason == reason, (reason, cat.rejected[-1])
+    assert cat.current() == {} and cat.own is None
+    assert await cat.offer_signed(SpId("A"), good)
+    assert not await cat.offer_signed(SpId("A"), signed(child("A", 4, "B")))  # replayed older version
+    assert cat.rejected[-1].reason == "REPLAYED_VERSION"
+    assert cat.current()[SpId("A")].version == 5
 
 
-async def test_own_note_expires_no_later_than_the_children_it_summarises() -> None:
+async def test_a_note_that_expires_is_no_longer_offered_to_the_planner() -> None:
     clock = Clock()
-    cat = Catalog("M", clock, ttl_s=3600)
-    await cat.offer(SpId("A"), child("A", 1, "B", expires=clock.now + 60))
-    assert cat.own is not None and cat.own.expires_at == clock.now + 60
+    cat = catalog(clock)
+    await cat.offer_signed(SpId("A"), signed(child("A", 1, "B", expires=NOW + 60)))
+    assert SpId("A") in cat.current()
+    assert cat.own is not None and cat.own.expires_at <= NOW + 60
+    clock.now += 61
+    assert cat.current() == {}
 
 
-async def test_subscribers_get_the_current_note_then_each_new_version() -> None:
+async def test_subscribers_get_the_current_signed_note_then_each_new_version() -> None:
     clock = Clock()
-    cat = Catalog("M", clock)
-    await cat.offer(SpId("A"), child("A", 1, "B"))
+    cat = catalog(clock)
+    await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
     stream = cat.updates()
     first = await asyncio.wait_for(anext(stream), 1)
     clock.now += 1
-    await cat.offer(SpId("A"), child("A", 2, "B"))
+    await cat.offer_signed(SpId("A"), signed(child("A", 2, "B")))
     second = await asyncio.wait_for(anext(stream), 1)
-    assert second.version > first.version
+    assert note_from_canonical(second.payload).version > note_from_canonical(first.payload).version
     await stream.aclose()  # type: ignore[attr-defined]

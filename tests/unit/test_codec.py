@@ -47,8 +47,34 @@ def note() -> CapabilityNote:
     )
 
 
-def test_note_round_trips_through_protobuf() -> None:
-    assert codec.note_from_pb(codec.note_to_pb(note())) == note()
+def test_note_to_protobuf_carries_every_field_for_display() -> None:
+    msg = codec.note_to_pb(note())
+    assert (msg.sp_id, msg.version) == ("L1", 7)
+    assert codec.from_ts(msg.issued_at) == 1_800_000_000.25 and codec.from_ts(msg.expires_at) == 1_800_003_600.5
+    port = msg.ports[0]
+    assert (port.id, port.peer_sp, port.peer_port, port.label_type) == (
+        "L1.to-L2",
+        "L2",
+        "L2.to-L1",
+        pb.LABEL_TYPE_VLAN,
+    )
+    assert [(r.first, r.last) for r in port.labels] == [(10, 20), (30, 30)]
+    assert port.can_swap and port.capacity_mbps == 500
+    assert [(t.a, t.b, t.latency_ms, t.bandwidth_mbps) for t in msg.transit] == [("L1.ep", "L1.to-L2", 2.5, 900)]
+    assert [(f.type, f.site, f.slots) for f in msg.functions] == [("firewall", "L1.core", 3)]
+    assert not msg.HasField("price_per_mbps_hour")
+
+
+def test_signed_note_round_trips_through_protobuf() -> None:
+    from capability_catalog.signing import SignedNote
+
+    signed = SignedNote(payload=b"{}", signature=b"\x01" * 64, signer="L1", key_id="abcd")
+    assert codec.signed_from_pb(codec.signed_to_pb(signed)) == signed
+
+
+@pytest.mark.parametrize("t", [0.0, 1_800_000_000.25, 1_800_000_000.999_999_999_9, 1.5e9 + 0.001])
+def test_timestamps_convert_without_drift(t: float) -> None:
+    assert abs(codec.from_ts(codec.ts(t)) - t) < 1e-6
 
 
 def test_request_round_trips_through_protobuf() -> None:

@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from broker.config import ConfigError, load_config
+from capability_catalog.signing import generate_key, public_key_to_text
 from tests.topology import leaf_domain
+
+KEY = public_key_to_text(generate_key().public_key())
+LOWER = f"{{id: A, address: 'x:1', keys: ['{KEY}']}}"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -29,14 +33,16 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nlower_sps: []\n", "duplicate key 'lower_sps'"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nlower_sps: []\n", "duplicate key 'lower_sps'"),
         ("sp_id: T\n", "needs lower_sps"),
-        ("sp_id: T\nlower_sps: [{id: A}]\n", "lower_sps[0].address"),
-        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}, {id: A, address: 'y:2'}]\n", "lower_sps[1].id"),
-        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nhold_time_s: -1\n", "hold_time_s"),
-        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nlisten: nowhere\n", "listen"),
-        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nwim: {driver: linux}\n", "wim.driver"),
-        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\ncolour: blue\n", "colour: unknown setting"),
+        (f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}']}}]\n", "lower_sps[0].address"),
+        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\n", "lower_sps[0].keys: required"),
+        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1', keys: ['rsa:AAAA']}]\n", "lower_sps[0].keys[0]"),
+        (f"sp_id: T\nlower_sps: [{LOWER}, {LOWER}]\n", "lower_sps[1].id"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nhold_time_s: -1\n", "hold_time_s"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nlisten: nowhere\n", "listen"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{driver: linux}}\n", "wim.driver"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\ncolour: blue\n", "colour: unknown setting"),
         ("sp_id: L\ndomains: [{id: L, type: openstack}]\n", "domains[0].type"),
         (
             "sp_id: L\ndomains: [{id: L, pops: [a], links: [{a: a, b: zz, bandwidth_mbps: 1}]}]\n",

@@ -120,19 +120,22 @@ class Endpoint(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
     CAPACITY_MBPS_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     region: _builtins.str
     capacity_mbps: _builtins.int
+    location: _builtins.str
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         region: _builtins.str = ...,
         capacity_mbps: _builtins.int = ...,
+        location: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_mbps", b"capacity_mbps", "id", b"id", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_mbps", b"capacity_mbps", "id", b"id", "location", b"location", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -151,6 +154,7 @@ class BorderPort(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     CAN_SWAP_FIELD_NUMBER: _builtins.int
     CAPACITY_MBPS_FIELD_NUMBER: _builtins.int
+    LOCAL_LABELS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     peer_sp: _builtins.str
     peer_port: _builtins.str
@@ -162,6 +166,10 @@ class BorderPort(_message.Message):
     def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelRange]:
         """Labels offered to federation use on this port."""
 
+    @_builtins.property
+    def local_labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelRange]:
+        """Labels the SP keeps for its local services on this port (never offered to the federation)."""
+
     def __init__(
         self,
         *,
@@ -172,10 +180,11 @@ class BorderPort(_message.Message):
         labels: _abc.Iterable[Global___LabelRange] | None = ...,
         can_swap: _builtins.bool = ...,
         capacity_mbps: _builtins.int = ...,
+        local_labels: _abc.Iterable[Global___LabelRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_swap", b"can_swap", "capacity_mbps", b"capacity_mbps", "id", b"id", "label_type", b"label_type", "labels", b"labels", "peer_port", b"peer_port", "peer_sp", b"peer_sp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_swap", b"can_swap", "capacity_mbps", b"capacity_mbps", "id", b"id", "label_type", b"label_type", "labels", b"labels", "local_labels", b"local_labels", "peer_port", b"peer_port", "peer_sp", b"peer_sp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,23 +229,125 @@ class FunctionOffer(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     SITE_FIELD_NUMBER: _builtins.int
     SLOTS_FIELD_NUMBER: _builtins.int
+    THROUGHPUT_MBPS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     site: _builtins.str
     slots: _builtins.int
+    throughput_mbps: _builtins.int
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         site: _builtins.str = ...,
         slots: _builtins.int = ...,
+        throughput_mbps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["site", b"site", "slots", b"slots", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["site", b"site", "slots", b"slots", "throughput_mbps", b"throughput_mbps", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FunctionOffer: _TypeAlias = FunctionOffer  # noqa: Y015
+
+@_typing.final
+class QosClass(_message.Message):
+    """A QoS class the SP offers and how it maps it onto its own mechanisms (e.g. dscp=46, mpls_tc=5)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class NativeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NATIVE_FIELD_NUMBER: _builtins.int
+    DELAY_MS_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    delay_ms: _builtins.float
+    loss: _builtins.float
+    @_builtins.property
+    def native(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        native: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        delay_ms: _builtins.float = ...,
+        loss: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_ms", b"delay_ms", "loss", b"loss", "name", b"name", "native", b"native"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QosClass: _TypeAlias = QosClass  # noqa: Y015
+
+@_typing.final
+class TransitPolicy(_message.Message):
+    """The SP carries traffic between these two peers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    A_FIELD_NUMBER: _builtins.int
+    B_FIELD_NUMBER: _builtins.int
+    a: _builtins.str
+    b: _builtins.str
+    def __init__(
+        self,
+        *,
+        a: _builtins.str = ...,
+        b: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a", b"a", "b", b"b"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransitPolicy: _TypeAlias = TransitPolicy  # noqa: Y015
+
+@_typing.final
+class Provenance(_message.Message):
+    """One note an aggregated note was derived from: an opaque digest, so internal SPs stay hidden."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    digest: _builtins.str
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        digest: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
 
 @_typing.final
 class CapabilityNote(_message.Message):
@@ -250,8 +361,15 @@ class CapabilityNote(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     TRANSIT_FIELD_NUMBER: _builtins.int
     FUNCTIONS_FIELD_NUMBER: _builtins.int
+    QOS_CLASSES_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    ADDRESS_POOLS_FIELD_NUMBER: _builtins.int
+    TRANSIT_POLICY_FIELD_NUMBER: _builtins.int
+    PRICE_PER_MBPS_HOUR_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     sp_id: _builtins.str
     version: _builtins.int
+    price_per_mbps_hour: _builtins.float
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -264,6 +382,18 @@ class CapabilityNote(_message.Message):
     def transit(self) -> _containers.RepeatedCompositeFieldContainer[Global___Transit]: ...
     @_builtins.property
     def functions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunctionOffer]: ...
+    @_builtins.property
+    def qos_classes(self) -> _containers.RepeatedCompositeFieldContainer[Global___QosClass]: ...
+    @_builtins.property
+    def isolation(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Isolation mechanisms: shared, vxlan, vlan, vrf, dedicated-pop, physical."""
+
+    @_builtins.property
+    def address_pools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def transit_policy(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransitPolicy]: ...
+    @_builtins.property
+    def provenance(self) -> _containers.RepeatedCompositeFieldContainer[Global___Provenance]: ...
     def __init__(
         self,
         *,
@@ -275,14 +405,90 @@ class CapabilityNote(_message.Message):
         ports: _abc.Iterable[Global___BorderPort] | None = ...,
         transit: _abc.Iterable[Global___Transit] | None = ...,
         functions: _abc.Iterable[Global___FunctionOffer] | None = ...,
+        qos_classes: _abc.Iterable[Global___QosClass] | None = ...,
+        isolation: _abc.Iterable[_builtins.str] | None = ...,
+        address_pools: _abc.Iterable[_builtins.str] | None = ...,
+        transit_policy: _abc.Iterable[Global___TransitPolicy] | None = ...,
+        price_per_mbps_hour: _builtins.float | None = ...,
+        provenance: _abc.Iterable[Global___Provenance] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_price_per_mbps_hour", b"_price_per_mbps_hour", "expires_at", b"expires_at", "issued_at", b"issued_at", "price_per_mbps_hour", b"price_per_mbps_hour"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "expires_at", b"expires_at", "functions", b"functions", "issued_at", b"issued_at", "ports", b"ports", "sp_id", b"sp_id", "transit", b"transit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_price_per_mbps_hour", b"_price_per_mbps_hour", "address_pools", b"address_pools", "endpoints", b"endpoints", "expires_at", b"expires_at", "functions", b"functions", "isolation", b"isolation", "issued_at", b"issued_at", "ports", b"ports", "price_per_mbps_hour", b"price_per_mbps_hour", "provenance", b"provenance", "qos_classes", b"qos_classes", "sp_id", b"sp_id", "transit", b"transit", "transit_policy", b"transit_policy", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__price_per_mbps_hour: _TypeAlias = _typing.Literal["price_per_mbps_hour"]  # noqa: Y015
+    _WhichOneofArgType__price_per_mbps_hour: _TypeAlias = _typing.Literal["_price_per_mbps_hour", b"_price_per_mbps_hour"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_per_mbps_hour) -> _WhichOneofReturnType__price_per_mbps_hour | None: ...
+
+Global___CapabilityNote: _TypeAlias = CapabilityNote  # noqa: Y015
+
+@_typing.final
+class SignedNote(_message.Message):
+    """A note as it travels: the canonical encoding (capability_catalog/canonical.py) and the Ed25519
+    signature over exactly those bytes. The receiver verifies the bytes it got, then decodes them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    SIGNER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    payload: _builtins.bytes
+    signature: _builtins.bytes
+    signer: _builtins.str
+    """The SP id that signed; must equal the note's sp_id."""
+    key_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        payload: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        signer: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "payload", b"payload", "signature", b"signature", "signer", b"signer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CapabilityNote: _TypeAlias = CapabilityNote  # noqa: Y015
+Global___SignedNote: _TypeAlias = SignedNote  # noqa: Y015
+
+@_typing.final
+class NoteRejection(_message.Message):
+    """A note a broker refused, and why (for operators: `fedbroker catalog show`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SP_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    sp_id: _builtins.str
+    version: _builtins.int
+    reason: _builtins.str
+    """BAD_SIGNATURE, UNKNOWN_SIGNER, SIGNER_MISMATCH, EXPIRED, REPLAYED_VERSION, MALFORMED."""
+    detail: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sp_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "detail", b"detail", "reason", b"reason", "sp_id", b"sp_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoteRejection: _TypeAlias = NoteRejection  # noqa: Y015
 
 @_typing.final
 class SubscribeNotesRequest(_message.Message):
@@ -325,27 +531,126 @@ class GetCatalogResponse(_message.Message):
 
     OWN_FIELD_NUMBER: _builtins.int
     LOWER_FIELD_NUMBER: _builtins.int
+    OWN_SIGNED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def own(self) -> Global___CapabilityNote:
-        """The note this broker publishes upward."""
+        """The note this broker publishes upward, decoded, and as signed."""
 
     @_builtins.property
     def lower(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapabilityNote]:
         """The notes it holds from below (lower-SPs and local domains)."""
+
+    @_builtins.property
+    def own_signed(self) -> Global___SignedNote: ...
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoteRejection]:
+        """The most recent notes it refused, newest last."""
 
     def __init__(
         self,
         *,
         own: Global___CapabilityNote | None = ...,
         lower: _abc.Iterable[Global___CapabilityNote] | None = ...,
+        own_signed: Global___SignedNote | None = ...,
+        rejected: _abc.Iterable[Global___NoteRejection] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["own", b"own"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["own", b"own", "own_signed", b"own_signed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lower", b"lower", "own", b"own"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lower", b"lower", "own", b"own", "own_signed", b"own_signed", "rejected", b"rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCatalogResponse: _TypeAlias = GetCatalogResponse  # noqa: Y015
+
+@_typing.final
+class OfferPolicy(_message.Message):
+    """What an operator states about a local domain's offer beyond its infrastructure's facts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QOS_CLASSES_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    ADDRESS_POOLS_FIELD_NUMBER: _builtins.int
+    TRANSIT_POLICY_FIELD_NUMBER: _builtins.int
+    PRICE_PER_MBPS_HOUR_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
+    price_per_mbps_hour: _builtins.float
+    withdrawn: _builtins.bool
+    """A withdrawn domain publishes a note that sells nothing; SPs above stop using it for new slices."""
+    @_builtins.property
+    def qos_classes(self) -> _containers.RepeatedCompositeFieldContainer[Global___QosClass]: ...
+    @_builtins.property
+    def isolation(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def address_pools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def transit_policy(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransitPolicy]: ...
+    def __init__(
+        self,
+        *,
+        qos_classes: _abc.Iterable[Global___QosClass] | None = ...,
+        isolation: _abc.Iterable[_builtins.str] | None = ...,
+        address_pools: _abc.Iterable[_builtins.str] | None = ...,
+        transit_policy: _abc.Iterable[Global___TransitPolicy] | None = ...,
+        price_per_mbps_hour: _builtins.float | None = ...,
+        withdrawn: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_price_per_mbps_hour", b"_price_per_mbps_hour", "price_per_mbps_hour", b"price_per_mbps_hour"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_price_per_mbps_hour", b"_price_per_mbps_hour", "address_pools", b"address_pools", "isolation", b"isolation", "price_per_mbps_hour", b"price_per_mbps_hour", "qos_classes", b"qos_classes", "transit_policy", b"transit_policy", "withdrawn", b"withdrawn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__price_per_mbps_hour: _TypeAlias = _typing.Literal["price_per_mbps_hour"]  # noqa: Y015
+    _WhichOneofArgType__price_per_mbps_hour: _TypeAlias = _typing.Literal["_price_per_mbps_hour", b"_price_per_mbps_hour"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_per_mbps_hour) -> _WhichOneofReturnType__price_per_mbps_hour | None: ...
+
+Global___OfferPolicy: _TypeAlias = OfferPolicy  # noqa: Y015
+
+@_typing.final
+class SetOfferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    OFFER_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    """The local domain whose offer changes."""
+    @_builtins.property
+    def offer(self) -> Global___OfferPolicy: ...
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        offer: Global___OfferPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offer", b"offer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "offer", b"offer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOfferRequest: _TypeAlias = SetOfferRequest  # noqa: Y015
+
+@_typing.final
+class SetOfferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def note(self) -> Global___CapabilityNote:
+        """The domain's new note, as published."""
+
+    def __init__(
+        self,
+        *,
+        note: Global___CapabilityNote | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["note", b"note"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOfferResponse: _TypeAlias = SetOfferResponse  # noqa: Y015
 
 @_typing.final
 class PortConstraint(_message.Message):

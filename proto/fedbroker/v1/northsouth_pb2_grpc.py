@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class CapabilitiesStub:
-    """A lower-SP streams its note to the upper-SP: the current note at once, then each new version.
+    """A lower-SP streams its signed note to the upper-SP: the current note at once, then each new version.
+    SetOffer is the operator's edit of a local domain's offer; the new note is pushed upward at once.
     """
 
     def __init__(self, channel):
@@ -38,17 +39,23 @@ class CapabilitiesStub:
         self.SubscribeNotes = channel.unary_stream(
                 '/fedbroker.v1.Capabilities/SubscribeNotes',
                 request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.SubscribeNotesRequest.SerializeToString,
-                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.CapabilityNote.FromString,
+                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.SignedNote.FromString,
                 _registered_method=True)
         self.GetCatalog = channel.unary_unary(
                 '/fedbroker.v1.Capabilities/GetCatalog',
                 request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.GetCatalogRequest.SerializeToString,
                 response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.GetCatalogResponse.FromString,
                 _registered_method=True)
+        self.SetOffer = channel.unary_unary(
+                '/fedbroker.v1.Capabilities/SetOffer',
+                request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.SetOfferRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.SetOfferResponse.FromString,
+                _registered_method=True)
 
 
 class CapabilitiesServicer:
-    """A lower-SP streams its note to the upper-SP: the current note at once, then each new version.
+    """A lower-SP streams its signed note to the upper-SP: the current note at once, then each new version.
+    SetOffer is the operator's edit of a local domain's offer; the new note is pushed upward at once.
     """
 
     def SubscribeNotes(self, request, context):
@@ -63,18 +70,29 @@ class CapabilitiesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetOffer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CapabilitiesServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SubscribeNotes': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeNotes,
                     request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.SubscribeNotesRequest.FromString,
-                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.CapabilityNote.SerializeToString,
+                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.SignedNote.SerializeToString,
             ),
             'GetCatalog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCatalog,
                     request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.GetCatalogRequest.FromString,
                     response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.GetCatalogResponse.SerializeToString,
+            ),
+            'SetOffer': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOffer,
+                    request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.SetOfferRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.SetOfferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -85,7 +103,8 @@ def add_CapabilitiesServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Capabilities:
-    """A lower-SP streams its note to the upper-SP: the current note at once, then each new version.
+    """A lower-SP streams its signed note to the upper-SP: the current note at once, then each new version.
+    SetOffer is the operator's edit of a local domain's offer; the new note is pushed upward at once.
     """
 
     @staticmethod
@@ -104,7 +123,7 @@ class Capabilities:
             target,
             '/fedbroker.v1.Capabilities/SubscribeNotes',
             fedbroker_dot_v1_dot_northsouth__pb2.SubscribeNotesRequest.SerializeToString,
-            fedbroker_dot_v1_dot_northsouth__pb2.CapabilityNote.FromString,
+            fedbroker_dot_v1_dot_northsouth__pb2.SignedNote.FromString,
             options,
             channel_credentials,
             insecure,
@@ -132,6 +151,33 @@ class Capabilities:
             '/fedbroker.v1.Capabilities/GetCatalog',
             fedbroker_dot_v1_dot_northsouth__pb2.GetCatalogRequest.SerializeToString,
             fedbroker_dot_v1_dot_northsouth__pb2.GetCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOffer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.Capabilities/SetOffer',
+            fedbroker_dot_v1_dot_northsouth__pb2.SetOfferRequest.SerializeToString,
+            fedbroker_dot_v1_dot_northsouth__pb2.SetOfferResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,32 +34,40 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CapabilitiesStub:
-    """A lower-SP streams its note to the upper-SP: the current note at once, then each new version."""
+    """A lower-SP streams its signed note to the upper-SP: the current note at once, then each new version.
+    SetOffer is the operator's edit of a local domain's offer; the new note is pushed upward at once.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CapabilitiesAsyncStub: ...
-    SubscribeNotes: _grpc.UnaryStreamMultiCallable[_northsouth_pb2.SubscribeNotesRequest, _northsouth_pb2.CapabilityNote]
+    SubscribeNotes: _grpc.UnaryStreamMultiCallable[_northsouth_pb2.SubscribeNotesRequest, _northsouth_pb2.SignedNote]
     GetCatalog: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.GetCatalogRequest, _northsouth_pb2.GetCatalogResponse]
+    SetOffer: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.SetOfferRequest, _northsouth_pb2.SetOfferResponse]
 
 @_typing.type_check_only
 class CapabilitiesAsyncStub(CapabilitiesStub):
-    """A lower-SP streams its note to the upper-SP: the current note at once, then each new version."""
+    """A lower-SP streams its signed note to the upper-SP: the current note at once, then each new version.
+    SetOffer is the operator's edit of a local domain's offer; the new note is pushed upward at once.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    SubscribeNotes: _aio.UnaryStreamMultiCallable[_northsouth_pb2.SubscribeNotesRequest, _northsouth_pb2.CapabilityNote]  # type: ignore[assignment]
+    SubscribeNotes: _aio.UnaryStreamMultiCallable[_northsouth_pb2.SubscribeNotesRequest, _northsouth_pb2.SignedNote]  # type: ignore[assignment]
     GetCatalog: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.GetCatalogRequest, _northsouth_pb2.GetCatalogResponse]  # type: ignore[assignment]
+    SetOffer: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.SetOfferRequest, _northsouth_pb2.SetOfferResponse]  # type: ignore[assignment]
 
 class CapabilitiesServicer(metaclass=_abc_1.ABCMeta):
-    """A lower-SP streams its note to the upper-SP: the current note at once, then each new version."""
+    """A lower-SP streams its signed note to the upper-SP: the current note at once, then each new version.
+    SetOffer is the operator's edit of a local domain's offer; the new note is pushed upward at once.
+    """
 
     @_abc_1.abstractmethod
     def SubscribeNotes(
         self,
         request: _northsouth_pb2.SubscribeNotesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_northsouth_pb2.CapabilityNote], _abc.AsyncIterator[_northsouth_pb2.CapabilityNote]]: ...
+    ) -> _typing.Union[_abc.Iterator[_northsouth_pb2.SignedNote], _abc.AsyncIterator[_northsouth_pb2.SignedNote]]: ...
 
     @_abc_1.abstractmethod
     def GetCatalog(
@@ -67,6 +75,13 @@ class CapabilitiesServicer(metaclass=_abc_1.ABCMeta):
         request: _northsouth_pb2.GetCatalogRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_northsouth_pb2.GetCatalogResponse, _abc.Awaitable[_northsouth_pb2.GetCatalogResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetOffer(
+        self,
+        request: _northsouth_pb2.SetOfferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_northsouth_pb2.SetOfferResponse, _abc.Awaitable[_northsouth_pb2.SetOfferResponse]]: ...
 
 def add_CapabilitiesServicer_to_server(servicer: CapabilitiesServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

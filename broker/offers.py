@@ -1,0 +1,88 @@
+"""Operators' edits of their local domains' offers: applied at once, persisted, re-applied on start.
+
+An edit replaces the offer policy of one local domain (QoS classes, isolation, address pools,
+transit policy, price, withdrawal). The domain re-publishes its note at once, and the note climbs
+the hierarchy through the normal feed. Edits live in ``offers.json`` in the data directory, written
+atomically, so a restarted broker publishes what its operator last said, not its config's default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from capability_catalog.authoring import OfferPolicy, parse_policy, policy_to_dict
+from capability_catalog.model import CapabilityNote
+from slicing.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+class OfferingAgent(Protocol):
+    """A local domain agent whose offer an operator may edit."""
+
+    def set_offer(self, offer: OfferPolicy) -> CapabilityNote:
+        """Replace the offer and publish a new note version."""
+        ...
+
+
+class OfferDesk:
+    """The operator's edits of local domains' offers."""
+
+    def __init__(self, agents: Mapping[str, OfferingAgent], path: Path) -> None:
+        self._agents = dict(agents)
+        self._path = path
+
+    def restore(self) -> None:
+        """Re-apply the persisted edits (a file that does not parse is reported and left alone)."""
+        if not self._path.exists():
+            return
+        try:
+            saved = json.loads(self._path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.error("%s: cannot read saved offers (%s); publishing the configured offers", self._path, exc)
+            return
+        for domain, raw in saved.items() if isinstance(saved, dict) else ():
+            offer, problems = parse_policy(raw, f"{self._path.name}.{domain}")
+            if problems or domain not in self._agents:
+                log.error("%s: saved offer of %s not applied: %s", self._path, domain, problems or "unknown domain")
+                continue
+            self._agents[domain].set_offer(offer)
+            log.info("offer of %s restored from %s", domain, self._path)
+
+    def set(self, domain: str, offer: OfferPolicy) -> CapabilityNote:
+        """Apply and persist an edit; ``NotFound`` for a domain this SP does not run."""
+        agent = self._agents.get(domain)
+        if agent is None:
+            raise NotFound(
+                f"domain '{domain}': not a local domain of this SP (local: {', '.join(sorted(self._agents))})"
+            )
+        self._save(domain, offer)
+        note = agent.set_offer(offer)
+        log.info(
+            "offer of %s edited: withdrawn=%s qos=%s isolation=%s price=%s; note version %d published",
+            domain,
+            offer.withdrawn,
+            [q.name for q in offer.qos_classes],
+            [str(i) for i in offer.isolation],
+            offer.price_per_mbps_hour,
+            note.version,
+        )
+        return note
+
+    def _save(self, domain: str, offer: OfferPolicy) -> None:
+        saved: dict[str, object] = {}
+        if self._path.exists():
+            try:
+                loaded = json.loads(self._path.read_text(encoding="utf-8"))
+                saved = loaded if isinstance(loaded, dict) else {}
+            except ValueError:
+                saved = {}
+        saved[domain] = policy_to_dict(offer)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(saved, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self._path)
