@@ -233,7 +233,9 @@ class _Parser:
         m = self._mapping(raw, at, ("fail_at", "latency_s"))
         fail_at = m.get("fail_at")
         if fail_at is not None and fail_at not in FAIL_STEPS:
-            raise InvalidArgument(_at(at, "fail_at"), f"must be one of {', '.join(sorted(FAIL_STEPS))}, got {fail_at!r}")
+            raise InvalidArgument(
+                _at(at, "fail_at"), f"must be one of {', '.join(sorted(FAIL_STEPS))}, got {fail_at!r}"
+            )
         latency = m.get("latency_s", 0.0)
         if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
             raise InvalidArgument(_at(at, "latency_s"), f"must be a number >= 0, got {latency!r}")
