@@ -277,6 +277,29 @@ def _catalog_validate(ns: argparse.Namespace) -> int:
     return 0
 
 
+async def _catalog_offer(ns: argparse.Namespace) -> int:
+    from capability_catalog.authoring import parse_policy
+
+    data = load_yaml(Path(ns.file))
+    offer, problems = parse_policy(data if data is not None else {}, "offer")
+    for problem in problems:
+        print(f"{ns.file}: {problem}")
+    if problems:
+        err.print(f"[red]{len(problems)} problem(s); nothing sent[/]")
+        return 1
+    async with grpc.aio.insecure_channel(ns.broker) as channel:
+        reply = await pb_grpc.CapabilitiesStub(channel).SetOffer(
+            pb.SetOfferRequest(domain=ns.domain, offer=codec.offer_to_pb(offer)), metadata=_metadata(), timeout=10
+        )
+
+    def printer(m: pb.SetOfferResponse) -> None:
+        state = "withdrawn" if offer.withdrawn else "published"
+        out.print(f"offer of {m.note.sp_id} {state}: note version {m.note.version}")
+
+    _emit(reply, ns.json, printer)
+    return 0
+
+
 async def _catalog_show(ns: argparse.Namespace) -> int:
     async with grpc.aio.insecure_channel(ns.broker) as channel:
         msg = await pb_grpc.CapabilitiesStub(channel).GetCatalog(pb.GetCatalogRequest(), metadata=_metadata())
@@ -380,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     client(csub.add_parser("show", help="the notes a broker publishes, holds and refused"))
     cv = csub.add_parser("validate", help="check a capability note in the YAML authoring format")
     cv.add_argument("file")
+    co = csub.add_parser("offer", help="edit a local domain's offer (QoS, isolation, pools, price, withdrawn)")
+    client(co)
+    co.add_argument("--domain", required=True, help="the local domain whose offer changes")
+    co.add_argument("file", help="YAML with the offer policy (capability_catalog/AUTHORING.md)")
 
     sc = sub.add_parser("scenario", help="run a federation scenario (see scenarios/README.md)")
     sc.add_argument("scenario_args", nargs=argparse.REMAINDER, help="run FILE [--report-json OUT] [--keep]")
@@ -401,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys_init(ns)
         if ns.cmd == "catalog" and ns.catalog_cmd == "validate":
             return _catalog_validate(ns)
+        if ns.cmd == "catalog" and ns.catalog_cmd == "offer":
+            return asyncio.run(_catalog_offer(ns))
         if ns.cmd == "catalog":
             return asyncio.run(_catalog_show(ns))
         if ns.slice_cmd == "request":

@@ -358,7 +358,11 @@ class _Parser:
             issued = now
         if "expires_at" in m and "valid_for_s" in m:
             self.p.add("valid_for_s", "give expires_at or valid_for_s, not both")
-        expires = m.get("expires_at", float(issued) + float(m.get("valid_for_s", 3600) or 0))
+        valid_for = m.get("valid_for_s", 3600)
+        if not _num(valid_for) or valid_for <= 0:
+            self.p.add("valid_for_s", f"{valid_for!r} must be a number of seconds > 0")
+            valid_for = 3600
+        expires = m.get("expires_at", float(issued) + float(valid_for))
         if not _num(expires) or expires <= issued:
             self.p.add("expires_at" if "expires_at" in m else "valid_for_s", "the note must expire after it is issued")
             expires = float(issued) + 3600

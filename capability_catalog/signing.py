@@ -88,7 +88,7 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
         raise ValueError(f"a public key must start with '{KEY_PREFIX}' (as `fedbroker keys init` prints it)")
     body = text[len(KEY_PREFIX) :].strip()
     try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the key is not valid base64url") from None
     if len(raw) != 32:

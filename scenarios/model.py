@@ -9,10 +9,12 @@ from typing import Any
 
 from broker.cli import slice_request_from_data
 from broker.config import ConfigError, load_yaml
+from capability_catalog.authoring import parse_policy
 from fedbroker.v1 import northsouth_pb2 as pb
 
 ACTIONS = (
     "wait_catalog",
+    "set_offer",
     "request",
     "commit",
     "abort",
@@ -215,9 +217,18 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
         if alias not in aliases:
             raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
     elif action == "wait_catalog":
-        _unknown(args, {"sp", "terminals", "timeout_s"}, apath)
-        if not isinstance(args.get("terminals"), list) or not args["terminals"]:
-            raise ScenarioError(f"{apath}.terminals: a non-empty list of terminal ids")
+        _unknown(args, {"sp", "terminals", "absent", "timeout_s"}, apath)
+        for key in ("terminals", "absent"):
+            value = args.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+                raise ScenarioError(f"{apath}.{key}: a list of terminal ids")
+        if not args.get("terminals") and not args.get("absent"):
+            raise ScenarioError(f"{apath}: needs terminals (to appear) or absent (to disappear), or both")
+    elif action == "set_offer":
+        _unknown(args, {"sp", "domain", "offer"}, apath)
+        _, problems = parse_policy(args.get("offer", {}), f"{apath}.offer")
+        if problems:
+            raise ScenarioError(problems[0])
     expect = _parse_expect(d.get("expect"), f"{path}.expect")
     if expect.same_slice_as is not None and expect.same_slice_as not in aliases:
         raise ScenarioError(f"{path}.expect.same_slice_as: unknown alias {expect.same_slice_as!r}")

@@ -181,18 +181,27 @@ class Fleet:
         await self._launch(broker)
         return broker
 
-    async def wait_terminals(self, sp_id: str, terminals: Sequence[str], timeout_s: float = 20.0) -> pb.CapabilityNote:
-        """Wait until the SP's published note lists ``terminals`` (notes climb one level at a time)."""
+    async def wait_terminals(
+        self, sp_id: str, terminals: Sequence[str], timeout_s: float = 20.0, absent: Sequence[str] = ()
+    ) -> pb.CapabilityNote:
+        """Wait until the SP's published note lists ``terminals`` and none of ``absent``.
+
+        Notes climb one level at a time; the loop is bounded by ``timeout_s``.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             cat: pb.GetCatalogResponse = await self.brokers[sp_id].caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
             have = {e.id for e in cat.own.endpoints} | {p.id for p in cat.own.ports}
-            if set(terminals) <= have:
+            if set(terminals) <= have and not have & set(absent):
                 return cat.own
             if time.monotonic() > deadline:
-                missing = sorted(set(terminals) - have)
-                raise TimeoutError(f"after {timeout_s:g} s {sp_id} still does not publish {missing}")
-            await asyncio.sleep(0.05)
+                missing, still = sorted(set(terminals) - have), sorted(have & set(absent))
+                raise TimeoutError(
+                    f"after {timeout_s:g} s {sp_id} still"
+                    + (f" does not publish {missing}" if missing else "")
+                    + (f" publishes {still}" if still else "")
+                )
+            await asyncio.sleep(0.01)
 
     async def usage(self, sp_id: str) -> pb.Usage:
         """What the SP holds now."""

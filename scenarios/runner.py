@@ -21,8 +21,10 @@ from pathlib import Path
 import grpc
 from rich.console import Console
 
+from broker import codec
 from broker.codec import leaf_sps
 from broker.config import ConfigError
+from capability_catalog.authoring import parse_policy
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.model import Scenario, Step, load_scenario
 from scenarios.processes import Fleet, StartError
@@ -59,6 +61,7 @@ class Run:
     slices: dict[str, tuple[str, str]] = field(default_factory=dict)  # alias -> (sp, slice id)
     last: dict[str, pb.Slice] = field(default_factory=dict)  # alias -> last answer
     touched: list[str] = field(default_factory=list)  # SPs whose logs matter for the current step
+    offer_edited_at: float | None = None  # monotonic time of the last set_offer, for propagation times
 
     async def start(self) -> None:
         """Start the SPs bottom-up; the SPs of one wave start concurrently."""
@@ -76,11 +79,28 @@ class Run:
         self.touched = [a["sp"]] if "sp" in a else []
         if step.action == "wait_catalog":
             timeout = float(a.get("timeout_s", 30))
+            present, absent = list(a.get("terminals", [])), list(a.get("absent", []))
             try:
-                await self.fleet.wait_terminals(a["sp"], a["terminals"], timeout_s=timeout)
+                await self.fleet.wait_terminals(a["sp"], present, timeout_s=timeout, absent=absent)
             except TimeoutError as exc:
                 raise StepFailed(str(exc)) from None
-            return f"{a['sp']} publishes {len(a['terminals'])} expected terminals"
+            since = ""
+            if self.offer_edited_at is not None:
+                since = f"; {(time.monotonic() - self.offer_edited_at) * 1000:.1f} ms after the offer edit"
+                self.offer_edited_at = None
+            return f"{a['sp']} publishes {len(present)} expected terminals and none of {len(absent)} absent{since}"
+        if step.action == "set_offer":
+            offer, _ = parse_policy(a.get("offer", {}), "offer")
+            domain = str(a.get("domain", a["sp"]))
+            self.offer_edited_at = time.monotonic()
+            try:
+                reply = await self.fleet[a["sp"]].caps.SetOffer(
+                    pb.SetOfferRequest(domain=domain, offer=codec.offer_to_pb(offer)), timeout=10
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise StepFailed(f"SetOffer at {a['sp']}: {exc.code().name}: {exc.details()}") from None
+            state = "withdrawn" if offer.withdrawn else "edited"
+            return f"offer of {domain} at {a['sp']} {state}: note version {reply.note.version} published"
         if step.action == "expect_idle":
             sps = list(self.fleet.brokers) if a.get("sps", "all") == "all" else list(a["sps"])
             self.touched = sps

@@ -147,3 +147,30 @@ def test_invalid_scenario_exits_2_naming_the_path(tmp_path: Path) -> None:
     run = cli("scenario", "run", str(scenario))
     assert run.returncode == 2
     assert "steps[0].request.slice" in run.stderr
+
+
+async def test_operator_edits_and_withdraws_an_offer_and_catalog_show_reflects_it(leaf: str, tmp_path: Path) -> None:
+    offer = tmp_path / "offer.yaml"
+    offer.write_text("isolation: [vrf]\nprice_per_mbps_hour: 0.25\nqos_classes: [{name: gold, native: {dscp: 46}}]\n")
+    edited = cli("catalog", "offer", "--broker", leaf, "--domain", "demo-leaf", str(offer), "--json")
+    assert edited.returncode == 0, edited.stderr
+    note = json.loads(edited.stdout)["note"]
+    assert note["isolation"] == ["vrf"] and note["price_per_mbps_hour"] == 0.25 and note["endpoints"]
+
+    shown = json.loads(cli("catalog", "show", "--broker", leaf, "--json").stdout)
+    held = shown["lower"][0]
+    assert held["sp_id"] == "demo-leaf" and held["isolation"] == ["vrf"] and held["qos_classes"][0]["name"] == "gold"
+
+    offer.write_text("withdrawn: true\n")
+    assert cli("catalog", "offer", "--broker", leaf, "--domain", "demo-leaf", str(offer)).returncode == 0
+    shown = json.loads(cli("catalog", "show", "--broker", leaf, "--json").stdout)
+    assert shown["lower"][0]["sp_id"] == "demo-leaf" and shown["lower"][0]["isolation"] == []
+    assert shown["lower"][0]["endpoints"] == [] and shown["lower"][0]["ports"] == []
+    assert not shown.get("own", {}).get("endpoints")  # nothing of the withdrawn domain is published upward
+
+    offer.write_text("isolation: [telepathy]\n")
+    bad = cli("catalog", "offer", "--broker", leaf, "--domain", "demo-leaf", str(offer))
+    assert bad.returncode == 1 and "offer.isolation[0]: 'telepathy' is not one of" in bad.stdout
+    offer.write_text("price_per_mbps_hour: 1\n")
+    unknown = cli("catalog", "offer", "--broker", leaf, "--domain", "nowhere", str(offer))
+    assert unknown.returncode != 0 and "NOT_FOUND" in unknown.stderr and "nowhere" in unknown.stderr
