@@ -361,3 +361,26 @@ async def test_notes_signed_with_a_key_the_upper_does_not_trust_are_refused_and_
         await reserve(top, "untrusted", slice_request("L1.ep", "L2.ep"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "L2.ep" in (info.value.details() or "")
     await fed.assert_idle()
+
+
+async def test_upper_sp_follows_a_lower_sp_again_after_it_restarts(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    fed.kill("L1")
+    l1 = await fed.restart("L1")
+    # An operator edit after the restart reaches T: T re-subscribed on its own (back-off, no polling).
+    await l1.caps.SetOffer(pb.SetOfferRequest(domain="L1", offer=pb.OfferPolicy(price_per_mbps_hour=0.75)), timeout=5)
+    for _ in range(200):  # bounded: 10 s
+        cat = await top.caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
+        held = {n.sp_id: n for n in cat.lower}
+        if "L1" in held and held["L1"].HasField("price_per_mbps_hour"):
+            break
+        await asyncio.sleep(0.05)
+    assert held["L1"].price_per_mbps_hour == 0.75
+    assert cat.own.price_per_mbps_hour == 0.75  # and T's own abstract note follows
+    # The edit survives L1's next restart: it is persisted in L1's data directory.
+    fed.kill("L1")
+    l1 = await fed.restart("L1")
+    again = await l1.caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
+    assert again.lower[0].price_per_mbps_hour == 0.75

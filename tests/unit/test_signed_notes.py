@@ -371,3 +371,19 @@ async def test_a_lower_sp_whose_note_expired_is_not_used_for_a_new_slice(tmp_pat
     assert set(catalog.current()) == {"L1"}
     with pytest.raises(InvalidArgument, match=r"L2\.ep"):
         await manager.reserve("cust", "r1", request, 30)
+
+
+def test_keys_init_writes_a_private_key_only_its_owner_reads_and_prints_the_public_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broker.cli import main
+    from broker.keys import load_or_create_key
+
+    path = tmp_path / "keys" / "L1.key"
+    assert main(["keys", "init", "--out", str(path)]) == 0
+    public = capsys.readouterr().out.strip()
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert public == path.with_suffix(".pub").read_text().strip()
+    assert public_key_to_text(load_or_create_key(path).public_key()) == public
+    assert main(["keys", "init", "--out", str(path)]) == 2  # never overwrites a key silently
+    assert public_key_to_text(load_or_create_key(path).public_key()) == public
