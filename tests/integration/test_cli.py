@@ -26,11 +26,15 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-async def leaf(tmp_path: Path) -> AsyncIterator[str]:
-    """The example leaf SP, as in the README, but on an ephemeral port with data in tmp_path."""
+async def leaf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """The example leaf SP, as in the README, but on an ephemeral port with data and credentials in tmp_path.
+
+    The CLI finds the fleet's credentials through $FEDBROKER_CREDS and acts as its ``operator``.
+    """
     example = yaml.safe_load((ROOT / "scenarios/examples/leaf.yaml").read_text())
-    settings = {k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir")}
+    settings = {k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir", "security")}
     fleet = Fleet(tmp_path)
+    monkeypatch.setenv("FEDBROKER_CREDS", str(fleet.pki_dir))
     try:
         broker = await fleet.start(example["sp_id"], settings)
         yield broker.address
