@@ -129,15 +129,15 @@ class ClientIdentity:
     on_behalf_of: str = ""
     _cache: dict[str, Metadata] = field(default_factory=dict, compare=False, repr=False)
 
-    def token(self, audience: str) -> str:
+    def token(self, audience: str, on_behalf_of: str = "") -> str:
         """A token for one call to ``audience``: freshly minted, or the session token."""
         if self.minter is not None:
-            return self.minter.mint(audience, on_behalf_of=self.on_behalf_of)
+            return self.minter.mint(audience, on_behalf_of=on_behalf_of or self.on_behalf_of)
         return self.session_token
 
-    def metadata(self, audience: str) -> Metadata:
+    def metadata(self, audience: str, on_behalf_of: str = "") -> Metadata:
         """Call metadata carrying a token for ``audience``; mint per call (a call token is single-use)."""
-        return (("authorization", f"Bearer {self.token(audience)}"),)
+        return (("authorization", f"Bearer {self.token(audience, on_behalf_of)}"),)
 
     def credentials(self) -> grpc.ChannelCredentials:
         """gRPC channel credentials presenting this principal's client certificate."""

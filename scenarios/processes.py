@@ -31,7 +31,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.accounts import Account, AccountKind, Role, dump_accounts
+from broker.accounts import Account, AccountKind, Role, dump_accounts, hash_password
 from broker.auth import ClientIdentity, Metadata
 from broker.keys import load_key, write_key
 from broker.pki import Authority, TlsFiles, load_or_create_authority
@@ -163,13 +163,12 @@ class Fleet:
         self._identities[name] = (ident, role)
         return ident
 
-    def grant(self, sp_id: str, name: str, role: Role = Role.CUSTOMER) -> ClientIdentity:
+    def grant(self, sp_id: str, name: str, role: Role = Role.CUSTOMER, *, password: str = "") -> ClientIdentity:
         """Make ``name`` an account at ``sp_id`` (a running broker picks it up at its first call)."""
         ident = self.identity(name, role)
-        assert ident.minter is not None
         public = (self.pki_dir / f"{name}.ed25519").with_suffix(".pub").read_text().strip()
         kind = AccountKind.SERVICE if role is Role.PEER_SP else AccountKind.USER
-        self._set_account(sp_id, Account(name, kind, role, (public,)))
+        self._set_account(sp_id, Account(name, kind, role, (public,), hash_password(password) if password else ""))
         return ident
 
     def _set_account(self, sp_id: str, account: Account) -> None:
