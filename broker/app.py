@@ -8,19 +8,26 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from broker.accounts import AccountBook
+from broker.audit import AuditLog
+from broker.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, open_channel
 from broker.catalog import Catalog
 from broker.child_agent import ChildBrokerAgent
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, ConfigError
 from broker.keys import load_or_create_key
 from broker.lifecycle import SliceManager
+from broker.login import LoginEndpoint, server_ssl_context
 from broker.offers import OfferDesk
-from broker.server import CapabilitiesServicer, SlicesServicer
+from broker.pki import TlsFiles
+from broker.server import CapabilitiesServicer, Gate, SlicesServicer
 from broker.store import Store
+from broker.tokens import TokenMinter, TokenVerifier, TrustedKey
 from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
@@ -34,20 +41,48 @@ SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Slices"].full_name,
     pb.DESCRIPTOR.services_by_name["Capabilities"].full_name,
 )
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def read_tls(config: BrokerConfig) -> TlsFiles:
+    """The broker's TLS files, read once at start; errors name the setting and say how to make them."""
+    sec = config.security
+    where = f"{config.source}: " if config.source else ""
+    if sec.ca is None or sec.cert is None or sec.key is None:
+        raise ConfigError(
+            f"{where}security: mutual TLS is on by default and needs security.ca, security.cert and security.key "
+            "(make them with `fedbroker certs init`), or run `fedbroker serve --insecure` for plaintext"
+        )
+    for name, path in (("ca", sec.ca), ("cert", sec.cert), ("key", sec.key)):
+        if not path.is_file():
+            raise ConfigError(f"{where}security.{name}: cannot read {path} (make it with `fedbroker certs init`)")
+    return TlsFiles.read(sec.ca, sec.cert, sec.key)
 
 
 class Broker:
-    """A running broker: start it, read ``address``, stop it."""
+    """A running broker: start it, read ``address``, stop it.
 
-    def __init__(self, config: BrokerConfig, clock: Callable[[], float] = time.time) -> None:
+    The SP's Ed25519 key (``key_file``) signs both its capability notes and the call tokens it sends
+    to its lower-SPs, and the session tokens its login endpoint issues: one identity key per SP,
+    rotated as one. The encodings cannot be confused: a note signature covers canonical JSON, a
+    token signature covers ``base64url(header).base64url(claims)``.
+    """
+
+    def __init__(self, config: BrokerConfig, clock: Callable[[], float] = time.time, *, insecure: bool = False) -> None:
         self.config = config
         self._clock = clock
+        self.tls = None if insecure else read_tls(config)
+        key = load_or_create_key(config.signing_key_path)
+        self.accounts = AccountBook(config.accounts_path)
+        self.minter = TokenMinter(key, config.sp_id, ttl_s=config.security.call_ttl_s, clock=clock)
+        verifier = TokenVerifier(
+            config.sp_id, self._trusted_key, own_key=key.public_key(), on_unknown_kid=self.accounts.reload, clock=clock
+        )
+        self.guard = Guard(verifier, self.accounts, require_tls=self.tls is not None)
+        self.audit = AuditLog(config.sp_id, config.audit_log_path, clock)
+        self.identity = ClientIdentity(config.sp_id, self.tls, self.minter)
         self.store = Store(config.data_dir / "state.db")
         trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
-        self.catalog = Catalog(
-            config.sp_id, clock, key=load_or_create_key(config.signing_key_path), trust=trust, ttl_s=config.note_ttl_s
-        )
+        self.catalog = Catalog(config.sp_id, clock, key=key, trust=trust, ttl_s=config.note_ttl_s)
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
         for dom in config.domains:
@@ -57,7 +92,13 @@ class Broker:
         self.offers = OfferDesk(local, config.data_dir / "offers.json")
         for lower in config.lower_sps:
             agents[lower.id] = ChildBrokerAgent(
-                lower.id, lower.address, requester=config.sp_id, timeout_s=config.lower_timeout_s
+                lower.id,
+                lower.address,
+                requester=config.sp_id,
+                timeout_s=config.lower_timeout_s,
+                # The lower-SP's certificate must name its SP id, whatever address it is reached at.
+                channel=open_channel(lower.address, self.identity if self.tls else None, server_name=lower.id),
+                auth=partial(self.identity.metadata, lower.id),
             )
         self.agents = agents
         self.wim = MemoryWimDriver(dict(config.wim.capacity_mbps or {}))
@@ -72,10 +113,15 @@ class Broker:
             default_hold_s=config.hold_time_s,
         )
         self._server: grpc.aio.Server | None = None
+        self.login: LoginEndpoint | None = None
         self._health = health.aio.HealthServicer()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.address = ""
+
+    def _trusted_key(self, kid: str) -> TrustedKey | None:
+        found = self.accounts.by_key_id(kid)
+        return TrustedKey(found[0].id, found[1]) if found else None
 
     def _spawn(self, coro: object, name: str) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
@@ -96,33 +142,67 @@ class Broker:
         self._spawn(self.manager.run_expiry(self._stop), "hold-expiry")
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.max_send_message_length", MAX_SEND_BYTES),
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pb_grpc.add_SlicesServicer_to_server(SlicesServicer(self.manager), server)
-        pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(self.catalog, self.offers), server)
+        gate = Gate(self.guard, self.audit)
+        pb_grpc.add_SlicesServicer_to_server(SlicesServicer(self.manager, gate), server)
+        pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(self.catalog, self.offers, gate), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if self.tls is not None:
+            creds = grpc.ssl_server_credentials(
+                [(self.tls.key, self.tls.cert)], root_certificates=self.tls.ca, require_client_auth=True
+            )
+            bound = server.add_secure_port(f"{host}:{port}", creds)
+        else:
+            log.warning(
+                "SP %s serves PLAINTEXT (--insecure): no TLS, callers unverified by certificate", self.config.sp_id
+            )
+            bound = server.add_insecure_port(f"{host}:{port}")
         if bound == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         await server.start()
         self._server = server
         self.address = f"{host}:{bound}"
+        await self._start_login()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._write_address()
         log.info("SP %s serving on %s (data in %s)", self.config.sp_id, self.address, self.config.data_dir)
         return self.address
 
-    def _write_address(self) -> None:
-        path = self.config.data_dir / "address"
+    async def _start_login(self) -> None:
+        sec = self.config.security
+        if not sec.login_listen:
+            return
+        ctx = None
+        if self.tls is not None:
+            assert sec.cert is not None and sec.key is not None
+            ctx = server_ssl_context(self.tls.ca, str(sec.cert), str(sec.key))
+        self.login = LoginEndpoint(
+            self.config.sp_id,
+            self.accounts,
+            self.minter,
+            self.audit,
+            ssl_context=ctx,
+            session_ttl_s=sec.session_ttl_s,
+            clock=self._clock,
+        )
+        address = await self.login.start(sec.login_listen)
+        self._write_file("login_address", address)
+
+    def _write_file(self, name: str, text: str) -> None:
+        path = self.config.data_dir / name
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.address + "\n", encoding="utf-8")
+        tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, path)
+
+    def _write_address(self) -> None:
+        self._write_file("address", self.address)
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Stop serving, cancel background work, close connections and the store."""
@@ -131,25 +211,29 @@ class Broker:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace_s)
+        if self.login is not None:
+            await self.login.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for agent in self.agents.values():
             await agent.close()
-        with contextlib.suppress(FileNotFoundError):
-            (self.config.data_dir / "address").unlink()
+        for name in ("address", "login_address"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.config.data_dir / name).unlink()
         self.store.close()
+        self.audit.close()
 
     async def wait(self) -> None:
         """Run until ``stop`` is called."""
         await self._stop.wait()
 
 
-async def serve(config: BrokerConfig) -> None:
+async def serve(config: BrokerConfig, *, insecure: bool = False) -> None:
     """Run a broker until SIGTERM or SIGINT."""
     import signal
 
-    broker = Broker(config)
+    broker = Broker(config, insecure=insecure)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, broker._stop.set)

@@ -26,7 +26,7 @@ from slicing.errors import FedError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-REQUESTER_METADATA = "x-fedbroker-requester"
+Metadata = tuple[tuple[str, str], ...]
 
 
 class ChildBrokerAgent:
@@ -40,10 +40,13 @@ class ChildBrokerAgent:
         requester: str,
         timeout_s: float = 10.0,
         channel: grpc.aio.Channel | None = None,
+        auth: Callable[[str], Metadata] | None = None,
     ) -> None:
         self._domain_id = SpId(domain_id)
         self.address = address
         self._requester = requester
+        # Call metadata is made per call: a call token is accepted once, so each call mints its own.
+        self._auth = auth or (lambda on_behalf_of: ())
         self._timeout_s = timeout_s
         self._channel = channel or grpc.aio.insecure_channel(address)
         self._slices = pb_grpc.SlicesStub(self._channel)
@@ -56,8 +59,8 @@ class ChildBrokerAgent:
         return self._domain_id
 
     @property
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((REQUESTER_METADATA, self._requester),)
+    def _metadata(self) -> Metadata:
+        return self._auth("")
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -96,7 +99,8 @@ class ChildBrokerAgent:
             hold_time_s=max(1, round(order.hold_time_s)),
         )
         msg = await self._call(
-            "Reserve", lambda: self._slices.Reserve(req, timeout=self._timeout_s, metadata=self._metadata)
+            "Reserve",
+            lambda: self._slices.Reserve(req, timeout=self._timeout_s, metadata=self._auth(order.on_behalf_of)),
         )
         self._remember(msg)
         return SegmentGrant(

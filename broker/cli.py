@@ -20,13 +20,17 @@ from rich.table import Table
 from rich.tree import Tree
 
 from broker import codec
-from broker.child_agent import REQUESTER_METADATA
+from broker.auth import ClientIdentity, server_identity
 from broker.config import ConfigError, load_config, load_yaml
+from broker.keys import load_key
+from broker.pki import TlsFiles
+from broker.tokens import TokenMinter
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 DEFAULT_BROKER = "127.0.0.1:50061"
+DEFAULT_CREDS = "pki"
 STATE_NAMES = [
     n.removeprefix("SLICE_STATE_")
     for n in pb.SliceState.keys()  # noqa: SIM118 - an EnumTypeWrapper, not a dict
@@ -106,13 +110,52 @@ def slice_request_from_data(data: Any, path: str = "slice") -> pb.SliceRequest:
 # --- client calls -----------------------------------------------------------------------------
 
 
-async def _with_stub(address: str, call: Callable[[pb_grpc.SlicesStub], Awaitable[T]]) -> T:
-    async with grpc.aio.insecure_channel(address) as channel:
-        return await call(pb_grpc.SlicesStub(channel))
+def client_identity(ns: argparse.Namespace) -> ClientIdentity:
+    """Who the CLI is: TLS files and a token source from ``--creds``/``--as`` or the explicit file options."""
+    creds = Path(ns.creds)
+    name = ns.as_user
+    tls = None
+    if not ns.insecure:
+        files = (
+            Path(ns.ca or creds / "ca.crt"),
+            Path(ns.cert or creds / f"{name}.crt"),
+            Path(ns.key or creds / f"{name}.key"),
+        )
+        for flag, path in zip(("--ca", "--cert", "--key"), files, strict=True):
+            if not path.is_file():
+                raise ConfigError(
+                    f"{flag}: cannot read {path} (make credentials with `fedbroker certs init --out {creds} "
+                    f"--client {name}:operator`, or pass --creds/--as)"
+                )
+        tls = TlsFiles.read(*files)
+    if ns.token:
+        return ClientIdentity(name, tls, session_token=ns.token)
+    key_path = Path(ns.token_key or creds / f"{name}.ed25519")
+    if not key_path.is_file():
+        raise ConfigError(f"--token-key: cannot read {key_path} (or pass a session token from `fedbroker login`)")
+    return ClientIdentity(name, tls, TokenMinter(load_key(key_path), name))
 
 
-def _metadata() -> tuple[tuple[str, str], ...]:
-    return ((REQUESTER_METADATA, os.environ.get("FEDBROKER_REQUESTER", os.environ.get("USER", "cli"))),)
+def _audience(ns: argparse.Namespace, identity: ClientIdentity) -> str:
+    if ns.sp:
+        return str(ns.sp)
+    if identity.tls is None:
+        raise ConfigError("--sp: give the broker's SP id (with --insecure it cannot be read from its certificate)")
+    try:
+        return server_identity(ns.broker, identity)
+    except OSError as exc:
+        raise ConfigError(f"--broker: cannot reach {ns.broker} over TLS: {exc}") from None
+
+
+async def _with_channel(ns: argparse.Namespace, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
+    identity = client_identity(ns)
+    audience = await asyncio.to_thread(_audience, ns, identity)
+    async with identity.channel(ns.broker, audience) as channel:
+        return await call(channel)
+
+
+async def _with_stub(ns: argparse.Namespace, call: Callable[[pb_grpc.SlicesStub], Awaitable[T]]) -> T:
+    return await _with_channel(ns, lambda channel: call(pb_grpc.SlicesStub(channel)))
 
 
 def _print_slice(msg: pb.Slice) -> None:
@@ -167,24 +210,23 @@ def _emit(msg: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
 async def _slice_request(ns: argparse.Namespace) -> int:
     req = slice_request_from_data(load_yaml(Path(ns.file)), path=ns.file)
     request_id = ns.request_id or f"cli-{uuid.uuid4().hex[:12]}"
-    md = _metadata()
 
     async def run(stub: pb_grpc.SlicesStub) -> pb.Slice:
         if not ns.json:
             err.print(f"reserving at {ns.broker} (request id {request_id}) …")
         msg: pb.Slice = await stub.Reserve(
-            pb.ReserveRequest(request_id=request_id, request=req, hold_time_s=ns.hold_time), metadata=md
+            pb.ReserveRequest(request_id=request_id, request=req, hold_time_s=ns.hold_time)
         )
         if ns.hold_only:
             return msg
         for rpc in ("Commit", "Activate"):
             if not ns.json:
                 err.print(f"{rpc.lower()} {msg.id} …")
-            msg = await getattr(stub, rpc)(pb.SliceRef(slice_id=msg.id), metadata=md)
+            msg = await getattr(stub, rpc)(pb.SliceRef(slice_id=msg.id))
             assert isinstance(msg, pb.Slice)
         return msg
 
-    msg = await _with_stub(ns.broker, run)
+    msg = await _with_stub(ns, run)
     _emit(msg, ns.json, _print_slice)
     return 0
 
@@ -197,16 +239,14 @@ async def _slice_op(ns: argparse.Namespace) -> int:
         "abort": "Abort",
         "activate": "Activate",
     }[ns.slice_cmd]
-    msg = await _with_stub(
-        ns.broker, lambda stub: getattr(stub, rpc)(pb.SliceRef(slice_id=ns.slice_id), metadata=_metadata())
-    )
+    msg = await _with_stub(ns, lambda stub: getattr(stub, rpc)(pb.SliceRef(slice_id=ns.slice_id)))
     _emit(msg, ns.json, _print_slice)
     return 0
 
 
 async def _slice_list(ns: argparse.Namespace) -> int:
     states = [pb.SliceState.Value(f"SLICE_STATE_{s}") for s in ns.state or []]
-    msg = await _with_stub(ns.broker, lambda stub: stub.List(pb.ListRequest(states=states), metadata=_metadata()))
+    msg = await _with_stub(ns, lambda stub: stub.List(pb.ListRequest(states=states)))
 
     def printer(m: pb.ListResponse) -> None:
         table = Table(title=f"slices at {ns.broker}", title_justify="left")
@@ -229,7 +269,7 @@ async def _slice_list(ns: argparse.Namespace) -> int:
 
 
 async def _usage(ns: argparse.Namespace) -> int:
-    msg = await _with_stub(ns.broker, lambda stub: stub.GetUsage(pb.GetUsageRequest(), metadata=_metadata()))
+    msg = await _with_stub(ns, lambda stub: stub.GetUsage(pb.GetUsageRequest()))
 
     def printer(u: pb.Usage) -> None:
         table = Table(title=f"holdings of SP {u.sp_id}", title_justify="left")
@@ -260,6 +300,93 @@ def _keys_init(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _certs_init(ns: argparse.Namespace) -> int:
+    from broker.accounts import Account, AccountBook, AccountKind, Role, dump_accounts
+    from broker.keys import write_key
+    from broker.pki import load_or_create_authority
+    from capability_catalog.signing import generate_key
+
+    out_dir = Path(ns.out)
+    ca = load_or_create_authority(out_dir)
+    for sp in ns.sp or []:
+        ca.issue_to(out_dir, sp, server=True, hosts=ns.host or ())
+        err.print(f"SP {sp}: {out_dir / sp}.crt, {out_dir / sp}.key")
+    accounts_path = out_dir / "accounts.yaml"
+    accounts: dict[str, Account] = {a.id: a for a in AccountBook(accounts_path).all()}
+    for spec in ns.client or []:
+        name, _, role_text = spec.partition(":")
+        try:
+            role = Role(role_text or "customer")
+        except ValueError:
+            err.print(f"[red]error:[/] --client {spec}: role must be one of {', '.join(Role)}")
+            return 2
+        ca.issue_to(out_dir, name, server=False)
+        public = write_key(out_dir / f"{name}.ed25519", generate_key())
+        kind = AccountKind.SERVICE if role is Role.PEER_SP else AccountKind.USER
+        old = accounts.get(name)
+        accounts[name] = Account(name, kind, role, (public,), old.password_hash if old else "")
+        err.print(f"client {name} ({role}): {out_dir / name}.crt/.key, token key {out_dir / name}.ed25519")
+    if ns.client:
+        import yaml
+
+        accounts_path.write_text(yaml.safe_dump(dump_accounts(list(accounts.values())), sort_keys=False))
+        err.print(f"accounts written to {accounts_path} (point security.accounts_file at it)")
+    err.print(f"CA: {out_dir / 'ca.crt'} (its key ca.key stays with whoever issues certificates)")
+    return 0
+
+
+def _hash_password(ns: argparse.Namespace) -> int:
+    import getpass
+
+    from broker.accounts import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
+    if not password:
+        err.print("[red]error:[/] empty password")
+        return 2
+    print(hash_password(password))
+    return 0
+
+
+def _login(ns: argparse.Namespace) -> int:
+    import getpass
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    identity = client_identity(ns)
+    password = os.environ.get("FEDBROKER_PASSWORD") or getpass.getpass(f"password for {ns.as_user}: ")
+    ctx = None
+    if identity.tls is not None:
+        import tempfile
+
+        ctx = ssl.create_default_context(cadata=identity.tls.ca.decode())
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
+            cert.write_bytes(identity.tls.cert)
+            key.write_bytes(identity.tls.key)
+            ctx.load_cert_chain(cert, key)
+    body = json.dumps({"user": ns.as_user, "password": password}).encode()
+    scheme = "http" if identity.tls is None else "https"
+    req = urllib.request.Request(  # noqa: S310 - the scheme is fixed above
+        f"{scheme}://{ns.url}/login", data=body, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:  # noqa: S310
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        err.print(f"[red]login refused ({exc.code}):[/] {exc.read().decode(errors='replace')}")
+        return 1
+    except OSError as exc:
+        err.print(f"[red]error:[/] cannot reach {ns.url}: {exc}")
+        return 1
+    err.print(
+        f"session token for {ns.as_user}, valid until {answer['expires_at']} (pass it as --token or $FEDBROKER_TOKEN)"
+    )
+    print(answer["token"])
+    return 0
+
+
 def _catalog_validate(ns: argparse.Namespace) -> int:
     from capability_catalog.authoring import validate_authoring
 
@@ -287,10 +414,8 @@ async def _catalog_offer(ns: argparse.Namespace) -> int:
     if problems:
         err.print(f"[red]{len(problems)} problem(s); nothing sent[/]")
         return 1
-    async with grpc.aio.insecure_channel(ns.broker) as channel:
-        reply = await pb_grpc.CapabilitiesStub(channel).SetOffer(
-            pb.SetOfferRequest(domain=ns.domain, offer=codec.offer_to_pb(offer)), metadata=_metadata(), timeout=10
-        )
+    request = pb.SetOfferRequest(domain=ns.domain, offer=codec.offer_to_pb(offer))
+    reply = await _with_channel(ns, lambda channel: pb_grpc.CapabilitiesStub(channel).SetOffer(request, timeout=10))
 
     def printer(m: pb.SetOfferResponse) -> None:
         state = "withdrawn" if offer.withdrawn else "published"
@@ -301,8 +426,7 @@ async def _catalog_offer(ns: argparse.Namespace) -> int:
 
 
 async def _catalog_show(ns: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(ns.broker) as channel:
-        msg = await pb_grpc.CapabilitiesStub(channel).GetCatalog(pb.GetCatalogRequest(), metadata=_metadata())
+    msg = await _with_channel(ns, lambda channel: pb_grpc.CapabilitiesStub(channel).GetCatalog(pb.GetCatalogRequest()))
 
     def printer(m: pb.GetCatalogResponse) -> None:
         table = Table(title=f"capability notes at {ns.broker}", title_justify="left")
@@ -342,7 +466,7 @@ def _serve(ns: argparse.Namespace) -> int:
         format=f"%(asctime)s %(levelname)s {config.sp_id} %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, insecure=ns.insecure))
     return 0
 
 
@@ -361,9 +485,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run one SP's broker")
     p.add_argument("--config", required=True, help="the SP's YAML config")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--insecure", action="store_true", help="serve plaintext gRPC, no TLS (logs a warning)")
 
     s = sub.add_parser("slice", help="order and inspect slices at a broker")
     ssub = s.add_subparsers(dest="slice_cmd", required=True)
+
+    def identity(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        env = os.environ.get
+        p.add_argument(
+            "--creds",
+            default=env("FEDBROKER_CREDS", DEFAULT_CREDS),
+            help=f"folder made by `certs init` (default $FEDBROKER_CREDS or {DEFAULT_CREDS})",
+        )
+        p.add_argument(
+            "--as",
+            dest="as_user",
+            default=env("FEDBROKER_USER", "operator"),
+            help="account to act as: uses CREDS/ca.crt, NAME.crt, NAME.key, NAME.ed25519 (default $FEDBROKER_USER "
+            "or operator)",
+        )
+        p.add_argument("--ca", help="CA certificate (default CREDS/ca.crt)")
+        p.add_argument("--cert", help="client certificate (default CREDS/NAME.crt)")
+        p.add_argument("--key", help="client TLS key (default CREDS/NAME.key)")
+        p.add_argument("--token-key", help="Ed25519 key signing one token per call (default CREDS/NAME.ed25519)")
+        p.add_argument(
+            "--token", default=env("FEDBROKER_TOKEN", ""), help="a session token from `fedbroker login` instead"
+        )
+        p.add_argument("--insecure", action="store_true", help="plaintext, for a broker served with --insecure")
+        return p
 
     def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
@@ -371,8 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=os.environ.get("FEDBROKER_BROKER", DEFAULT_BROKER),
             help=f"broker address HOST:PORT (default $FEDBROKER_BROKER or {DEFAULT_BROKER})",
         )
+        p.add_argument(
+            "--sp",
+            default=os.environ.get("FEDBROKER_SP", ""),
+            help="the broker's SP id (default: from its certificate)",
+        )
         p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-        return p
+        return identity(p)
 
     r = client(ssub.add_parser("request", help="reserve, commit and activate a slice from a YAML file"))
     r.add_argument("file")
@@ -397,6 +551,26 @@ def build_parser() -> argparse.ArgumentParser:
     ki = ksub.add_parser("init", help="create an SP's Ed25519 key pair (FILE and FILE.pub)")
     ki.add_argument("--out", required=True, help="private key file to write, e.g. keys/L1.key")
     ki.add_argument("--force", action="store_true", help="replace an existing key")
+
+    ce = sub.add_parser("certs", help="a lab certificate authority")
+    cesub = ce.add_subparsers(dest="certs_cmd", required=True)
+    ci = cesub.add_parser("init", help="a CA (kept if OUT has one) and certificates for SPs and clients")
+    ci.add_argument("--out", required=True, help="folder for ca.crt/ca.key, NAME.crt/NAME.key, accounts.yaml")
+    ci.add_argument("--sp", action="append", help="an SP's server certificate (repeatable)")
+    ci.add_argument(
+        "--client",
+        action="append",
+        help="NAME[:ROLE]: a client certificate, a token key NAME.ed25519 and an account (role customer, operator "
+        "or peer-sp; default customer; repeatable)",
+    )
+    ci.add_argument("--host", action="append", help="extra host name or address in SP certificates (repeatable)")
+
+    ac = sub.add_parser("accounts", help="account helpers")
+    acsub = ac.add_subparsers(dest="accounts_cmd", required=True)
+    acsub.add_parser("hash-password", help="read a password (stdin or prompt), print its scrypt hash")
+
+    lg = identity(sub.add_parser("login", help="get a session token from a broker's login endpoint"))
+    lg.add_argument("--url", required=True, help="HOST:PORT of the login endpoint (security.login_listen)")
 
     cat = sub.add_parser("catalog", help="capability notes")
     csub = cat.add_subparsers(dest="catalog_cmd", required=True)
@@ -426,6 +600,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_usage(ns))
         if ns.cmd == "keys":
             return _keys_init(ns)
+        if ns.cmd == "certs":
+            return _certs_init(ns)
+        if ns.cmd == "accounts":
+            return _hash_password(ns)
+        if ns.cmd == "login":
+            return _login(ns)
         if ns.cmd == "catalog" and ns.catalog_cmd == "validate":
             return _catalog_validate(ns)
         if ns.cmd == "catalog" and ns.catalog_cmd == "offer":
@@ -437,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.slice_cmd == "list":
             return asyncio.run(_slice_list(ns))
         return asyncio.run(_slice_op(ns))
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
     except grpc.aio.AioRpcError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,6 +37,11 @@ _STATES_BACK = {v: k for k, v in _STATES.items()}
 
 MAX_ID_LEN = 200
 MAX_LIST_LEN = 64
+# Ids (terminals, functions, slices, request ids) are strict: letters, digits and . _ : - only.
+ID_SYNTAX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+# Dotted-quad IPv4 with a prefix: no integer forms, no leading '+', nothing ipaddress would guess at.
+SUBNET_SYNTAX = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}/\d{1,2}")
+MIN_PREFIX, MAX_PREFIX = 8, 30
 
 
 def ts(t: float) -> Timestamp:
@@ -76,13 +82,15 @@ def label_ranges_to_pb(labels: LabelSet) -> list[pb.LabelRange]:
 def label_ranges_from_pb(ranges: Iterable[pb.LabelRange], path: str) -> LabelSet:
     """A label set from protobuf ranges, naming ``path[i]`` when one is malformed."""
     out: list[LabelRange] = []
-    hi = LABEL_LIMITS[LabelType.VXLAN_VNI][1]
-    for i, r in enumerate(ranges):
-        if r.last < r.first or r.last > hi:
-            raise InvalidArgument(f"{path}[{i}]", f"bad label range {r.first}-{r.last}")
+    items = list(ranges)
+    if len(items) > MAX_LIST_LEN:
+        raise InvalidArgument(path, f"more than {MAX_LIST_LEN} ranges")
+    lo = min(low for low, _ in LABEL_LIMITS.values())
+    hi = max(high for _, high in LABEL_LIMITS.values())
+    for i, r in enumerate(items):
+        if r.first < lo or r.last < r.first or r.last > hi:
+            raise InvalidArgument(f"{path}[{i}]", f"bad label range {r.first}-{r.last} (labels are {lo}-{hi})")
         out.append(LabelRange(r.first, r.last))
-        if i >= MAX_LIST_LEN:
-            raise InvalidArgument(path, f"more than {MAX_LIST_LEN} ranges")
     return LabelSet.of(out)
 
 
@@ -183,13 +191,43 @@ def signed_from_pb(msg: pb.SignedNote) -> SignedNote:
 # --- requests ---------------------------------------------------------------------------------
 
 
-def _check_id(value: str, path: str, *, required: bool = True) -> None:
-    if required and not value:
-        raise InvalidArgument(path, "must not be empty")
+def _check_text(value: str, path: str) -> None:
     if len(value) > MAX_ID_LEN:
         raise InvalidArgument(path, f"longer than {MAX_ID_LEN} characters")
     if any(c.isspace() or not c.isprintable() for c in value):
         raise InvalidArgument(path, "must not contain spaces or control characters")
+
+
+def check_id(value: str, path: str, *, required: bool = True) -> None:
+    """Refuse an id that is empty (when required), too long or outside ``ID_SYNTAX``, naming ``path``."""
+    if not value:
+        if required:
+            raise InvalidArgument(path, "must not be empty")
+        return
+    _check_text(value, path)
+    if not ID_SYNTAX.fullmatch(value):
+        raise InvalidArgument(path, "only letters, digits and . _ : - are allowed, starting with a letter or digit")
+
+
+def check_ref(ref: pb.SliceRef) -> None:
+    """A slice reference names a well-formed slice id or request id."""
+    check_id(ref.slice_id, "slice_id", required=False)
+    check_id(ref.request_id, "request_id", required=False)
+    if not ref.slice_id and not ref.request_id:
+        raise InvalidArgument("slice_id", "give a slice_id or a request_id")
+
+
+def check_subnet(text: str, path: str) -> str:
+    """An IPv4 network in strict CIDR form with a prefix from /8 to /30; returns its normal form."""
+    if len(text) > 18 or not SUBNET_SYNTAX.fullmatch(text):
+        raise InvalidArgument(path, f"not a CIDR network (A.B.C.D/N): {text[:40]!r}")
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise InvalidArgument(path, f"not a CIDR network: {exc}") from None
+    if not MIN_PREFIX <= net.prefixlen <= MAX_PREFIX:
+        raise InvalidArgument(path, f"prefix length must be {MIN_PREFIX} to {MAX_PREFIX}, got /{net.prefixlen}")
+    return str(net)
 
 
 def request_to_pb(req: SliceRequest) -> pb.SliceRequest:
@@ -211,9 +249,9 @@ def request_to_pb(req: SliceRequest) -> pb.SliceRequest:
 
 def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest:
     """A slice request from protobuf; every malformed field is refused by its path."""
-    _check_id(msg.src, f"{path}.src")
-    _check_id(msg.dst, f"{path}.dst")
-    _check_id(msg.name, f"{path}.name", required=False)
+    check_id(msg.src, f"{path}.src")
+    check_id(msg.dst, f"{path}.dst")
+    _check_text(msg.name, f"{path}.name")
     if msg.src == msg.dst:
         raise InvalidArgument(f"{path}.dst", "must differ from src")
     if msg.bandwidth_mbps <= 0:
@@ -223,14 +261,10 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
     if len(msg.chain) > MAX_LIST_LEN:
         raise InvalidArgument(f"{path}.chain", f"more than {MAX_LIST_LEN} functions")
     for i, fn in enumerate(msg.chain):
-        _check_id(fn, f"{path}.chain[{i}]")
-    subnet = msg.subnet or "10.0.0.0/16"
-    try:
-        net = ipaddress.ip_network(subnet, strict=True)
-    except ValueError as exc:
-        raise InvalidArgument(f"{path}.subnet", f"not a CIDR network: {exc}") from None
-    if net.version != 4:
+        check_id(fn, f"{path}.chain[{i}]")
+    if ":" in msg.subnet:
         raise InvalidArgument(f"{path}.subnet", "only IPv4 subnets are supported")
+    subnet = check_subnet(msg.subnet or "10.0.0.0/16", f"{path}.subnet")
     if len(msg.port_constraints) > 2:
         raise InvalidArgument(f"{path}.port_constraints", "at most one per terminal (src, dst)")
     constraints = []
@@ -251,7 +285,7 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         bandwidth_mbps=msg.bandwidth_mbps,
         latency_budget_ms=msg.latency_budget_ms,
         chain=tuple(msg.chain),
-        subnet=str(net),
+        subnet=subnet,
         port_constraints=tuple(constraints),
     )
 

@@ -64,6 +64,19 @@ class WimConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Transport and token settings: the TLS files, the account book, the login endpoint, token lives."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    accounts_file: Path | None = None
+    login_listen: str = ""
+    call_ttl_s: float = 60.0
+    session_ttl_s: float = 600.0
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """One SP's broker configuration."""
 
@@ -78,6 +91,17 @@ class BrokerConfig:
     wim: WimConfig = WimConfig()
     source: Path | None = None
     key_file: Path | None = None
+    security: SecurityConfig = SecurityConfig()
+
+    @property
+    def accounts_path(self) -> Path:
+        """The account book (default: ``accounts.yaml`` in the data directory)."""
+        return self.security.accounts_file or self.data_dir / "accounts.yaml"
+
+    @property
+    def audit_log_path(self) -> Path:
+        """Where every state-changing call is recorded, one JSON line each."""
+        return self.data_dir / "audit.log"
 
     @property
     def signing_key_path(self) -> Path:
@@ -96,7 +120,9 @@ _TOP_KEYS = {
     "lower_sps",
     "domains",
     "wim",
+    "security",
 }
+_SECURITY_KEYS = {"ca", "cert", "key", "accounts_file", "login_listen", "call_ttl_s", "session_ttl_s"}
 
 
 def _req_str(d: Mapping[str, Any], key: str, path: str) -> str:
@@ -111,6 +137,37 @@ def _positive(d: Mapping[str, Any], key: str, default: float, path: str) -> floa
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigError(f"{path}{key}: must be a positive number, got {value!r}")
     return float(value)
+
+
+def _security(data: Any, base: Path, where: str) -> SecurityConfig:
+    if data is None:
+        return SecurityConfig()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}security: must be a mapping")
+    extra = sorted(set(data) - _SECURITY_KEYS)
+    if extra:
+        raise ConfigError(f"{where}security.{extra[0]}: unknown setting (known: {', '.join(sorted(_SECURITY_KEYS))})")
+    paths: dict[str, Path | None] = {}
+    for key in ("ca", "cert", "key", "accounts_file"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{where}security.{key}: must be a file path")
+        paths[key] = base / value if value else None
+    given = [k for k in ("ca", "cert", "key") if paths[k] is not None]
+    if given and len(given) != 3:
+        raise ConfigError(f"{where}security: give ca, cert and key together (only {', '.join(given)} given)")
+    login = data.get("login_listen", "")
+    if not isinstance(login, str) or (login and ":" not in login):
+        raise ConfigError(f"{where}security.login_listen: expected HOST:PORT, got {login!r}")
+    return SecurityConfig(
+        ca=paths["ca"],
+        cert=paths["cert"],
+        key=paths["key"],
+        accounts_file=paths["accounts_file"],
+        login_listen=login,
+        call_ttl_s=_positive(data, "call_ttl_s", 60.0, f"{where}security."),
+        session_ttl_s=_positive(data, "session_ttl_s", 600.0, f"{where}security."),
+    )
 
 
 def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
@@ -196,6 +253,7 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         wim=WimConfig(driver=driver, capacity_mbps=raw_wim.get("capacity_mbps")),
         source=source,
         key_file=base / str(data["key_file"]) if data.get("key_file") else None,
+        security=_security(data.get("security"), base, where),
     )
 
 

@@ -33,13 +33,18 @@ def init_key(path: Path, *, force: bool = False) -> str:
     return write_key(path, generate_key())
 
 
+def load_key(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file; ``ValueError`` names the file."""
+    try:
+        return private_key_from_pem(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not an Ed25519 private key in PEM: {exc}") from None
+
+
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """The SP's key; a first start without one creates it and logs the public key for the peers' configs."""
     if path.exists():
-        try:
-            return private_key_from_pem(path.read_bytes())
-        except ValueError as exc:
-            raise ValueError(f"{path}: not an Ed25519 private key in PEM: {exc}") from None
+        return load_key(path)
     key = generate_key()
     public = write_key(path, key)
     log.warning("no signing key at %s: created one; upper-SPs must list this public key: %s", path, public)

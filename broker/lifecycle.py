@@ -302,7 +302,12 @@ class SliceManager:
 
             async def run() -> None:
                 grants[seg.index] = await agent.reserve(
-                    SegmentOrder(key=seg.order_key, request=seg.request, hold_time_s=rec.hold_time_s)
+                    SegmentOrder(
+                        key=seg.order_key,
+                        request=seg.request,
+                        hold_time_s=rec.hold_time_s,
+                        on_behalf_of=rec.requester,
+                    )
                 )
 
             async def undo() -> None:

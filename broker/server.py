@@ -1,4 +1,11 @@
-"""Thin gRPC servicers: decode, call one core function, encode. Nothing else lives here."""
+"""Thin gRPC servicers: authenticate, decode, call one core function, encode. Nothing else lives here.
+
+Every method first asks the ``Gate`` who is calling (mutual TLS peer, token, role; see
+``broker/auth.py``). Tenancy holds here too: a slice belongs to the account that reserved it, and
+anyone else but the SP's operators is told it does not exist (``NOT_FOUND``, the same words as for
+a slice that never existed), so nothing about other tenants leaks. State-changing calls are
+written to the audit log with their outcome, refusals included.
+"""
 
 from __future__ import annotations
 
@@ -9,109 +16,156 @@ from typing import TypeVar
 import grpc
 
 from broker import codec
+from broker.audit import AuditLog
+from broker.auth import Guard, Principal, tls_peer
 from broker.catalog import Catalog
-from broker.child_agent import REQUESTER_METADATA
 from broker.lifecycle import SliceManager
 from broker.offers import OfferDesk
+from broker.records import SliceRecord
 from broker.status import to_grpc
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from slicing.errors import FedError
+from slicing.errors import FedError, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-ANONYMOUS = "anonymous"
+MAX_STATES = 16
 
 
-def requester_of(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling. Until authentication lands (issue 6) the caller names itself in metadata."""
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUESTER_METADATA and isinstance(value, str) and value:
-            return value
-    return ANONYMOUS
+class Gate:
+    """Authentication, error mapping and auditing around one servicer call."""
+
+    def __init__(self, guard: Guard, audit: AuditLog) -> None:
+        self.guard = guard
+        self.audit = audit
+
+    async def answer(
+        self,
+        context: grpc.aio.ServicerContext,
+        rpc: str,
+        call: Callable[[Principal], Awaitable[T]],
+        *,
+        target: str = "",
+        audited: bool = False,
+        outcome: Callable[[T], str] = lambda _: "",
+    ) -> T:
+        """Run ``call`` as the authenticated caller; a ``FedError`` becomes its gRPC status."""
+        principal: Principal | None = None
+        try:
+            principal = self.guard.check(context, rpc)
+            result = await call(principal)
+        except FedError as exc:
+            if audited:
+                self.audit.record(rpc, principal, target, exc.code.value, str(exc), peer=tls_peer(context))
+            await context.abort(to_grpc(exc.code), str(exc))
+            raise AssertionError("unreachable") from exc  # context.abort raises
+        if audited:
+            self.audit.record(rpc, principal, target, "OK", outcome(result))
+        return result
 
 
-async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except FedError as exc:
-        await context.abort(to_grpc(exc.code), str(exc))
-        raise AssertionError("unreachable") from exc  # context.abort raises
+def _no_such_slice(slice_id: str, request_id: str) -> NotFound:
+    # Word for word what the core says about a slice that does not exist.
+    if slice_id:
+        return NotFound(f"slice '{slice_id}' does not exist")
+    return NotFound(f"no slice was reserved with request_id '{request_id}'")
+
+
+def _slice_outcome(msg: pb.Slice) -> str:
+    return f"slice {msg.id} {pb.SliceState.Name(msg.state).removeprefix('SLICE_STATE_')}"
 
 
 class SlicesServicer(pb_grpc.SlicesServicer):
     """``fedbroker.v1.Slices``."""
 
-    def __init__(self, manager: SliceManager) -> None:
+    def __init__(self, manager: SliceManager, gate: Gate) -> None:
         self._m = manager
+        self._gate = gate
 
-    def _encode(self, rec: object) -> pb.Slice:
-        from broker.records import SliceRecord
-
-        assert isinstance(rec, SliceRecord)
+    def _encode(self, rec: SliceRecord) -> pb.Slice:
         return codec.slice_to_pb(rec, self._m.sp_id)
+
+    def _owned(self, principal: Principal, ref: pb.SliceRef) -> SliceRecord:
+        codec.check_ref(ref)
+        rec = self._m.find(principal.id, ref.slice_id, ref.request_id)
+        if not principal.owns(rec.requester):
+            raise _no_such_slice(ref.slice_id, ref.request_id)
+        return rec
 
     async def Reserve(self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Hold a slice."""
 
-        async def call() -> pb.Slice:
+        async def call(principal: Principal) -> pb.Slice:
+            codec.check_id(request.request_id, "request_id")
             req = codec.request_from_pb(request.request)
-            rec = await self._m.reserve(requester_of(context), request.request_id, req, float(request.hold_time_s))
+            rec = await self._m.reserve(principal.id, request.request_id, req, float(request.hold_time_s))
             return self._encode(rec)
 
-        return await _answer(context, call)
+        return await self._gate.answer(
+            context, "Reserve", call, target=request.request_id[:200], audited=True, outcome=_slice_outcome
+        )
 
     async def _by_ref(
         self,
+        rpc: str,
         ref: pb.SliceRef,
         context: grpc.aio.ServicerContext,
-        op: Callable[[str], Awaitable[object]] | None,
+        op: Callable[[str], Awaitable[SliceRecord]] | None,
     ) -> pb.Slice:
-        async def call() -> pb.Slice:
-            rec = self._m.find(requester_of(context), ref.slice_id, ref.request_id)
+        async def call(principal: Principal) -> pb.Slice:
+            rec = self._owned(principal, ref)
             return self._encode(await op(rec.id) if op else rec)
 
-        return await _answer(context, call)
+        target = (ref.slice_id or ref.request_id)[:200]
+        return await self._gate.answer(
+            context, rpc, call, target=target, audited=op is not None, outcome=_slice_outcome
+        )
 
     async def Commit(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Commit a held slice."""
-        return await self._by_ref(request, context, self._m.commit)
+        return await self._by_ref("Commit", request, context, self._m.commit)
 
     async def Abort(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Release a held slice."""
-        return await self._by_ref(request, context, self._m.abort)
+        return await self._by_ref("Abort", request, context, self._m.abort)
 
     async def Activate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Bring a committed slice into service."""
-        return await self._by_ref(request, context, self._m.activate)
+        return await self._by_ref("Activate", request, context, self._m.activate)
 
     async def Terminate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Release a slice everywhere."""
-        return await self._by_ref(request, context, self._m.terminate)
+        return await self._by_ref("Terminate", request, context, self._m.terminate)
 
     async def Get(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Read a slice with its per-domain segments."""
-        return await self._by_ref(request, context, None)
+        return await self._by_ref("Get", request, context, None)
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
-        """List slices, optionally by state."""
+        """List the caller's slices (an operator: all), optionally by state."""
 
-        async def call() -> pb.ListResponse:
+        async def call(principal: Principal) -> pb.ListResponse:
+            if len(request.states) > MAX_STATES:
+                raise InvalidArgument("states", f"more than {MAX_STATES} states")
             states = [codec.state_from_pb(s) for s in request.states]
-            return pb.ListResponse(slices=[self._encode(r) for r in self._m.slices(states)])
+            mine = [r for r in self._m.slices(states) if principal.owns(r.requester)]
+            return pb.ListResponse(slices=[self._encode(r) for r in mine])
 
-        return await _answer(context, call)
+        return await self._gate.answer(context, "List", call)
 
     async def Watch(
         self,
         request: pb.WatchRequest,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.SliceEvent]:
-        """Stream state changes."""
+        """Stream state changes of the caller's slices."""
         try:
+            principal = self._gate.guard.check(context, "Watch")
             if request.slice_id:
-                self._m.get(request.slice_id)
+                self._owned(principal, pb.SliceRef(slice_id=request.slice_id))
             async for ev in self._m.watch(request.slice_id, request.initial):
+                if not principal.sees_all and self._m.get(ev.slice_id).requester != principal.id:
+                    continue
                 yield pb.SliceEvent(
                     slice_id=ev.slice_id,
                     state=codec.state_to_pb(ev.state),  # type: ignore[arg-type]
@@ -122,43 +176,56 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             await context.abort(to_grpc(exc.code), str(exc))
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext) -> pb.Usage:
-        """What this broker holds now."""
-        u = self._m.usage()
-        return pb.Usage(
-            sp_id=self._m.sp_id,
-            holding_slices=u.holding_slices,
-            domains=[
-                pb.DomainUsage(
-                    domain=d.domain,
-                    bandwidth_mbps=d.bandwidth_mbps,
-                    labels=d.labels,
-                    function_slots=d.function_slots,
-                    addresses=d.addresses,
-                )
-                for d in u.domains
-            ],
-            wim_services=u.wim.services,
-            wim_labels=u.wim.labels,
-            wim_bandwidth_mbps=u.wim.bandwidth_mbps,
-        )
+        """What this broker holds now (operators only)."""
+
+        async def call(principal: Principal) -> pb.Usage:
+            u = self._m.usage()
+            return pb.Usage(
+                sp_id=self._m.sp_id,
+                holding_slices=u.holding_slices,
+                domains=[
+                    pb.DomainUsage(
+                        domain=d.domain,
+                        bandwidth_mbps=d.bandwidth_mbps,
+                        labels=d.labels,
+                        function_slots=d.function_slots,
+                        addresses=d.addresses,
+                    )
+                    for d in u.domains
+                ],
+                wim_services=u.wim.services,
+                wim_labels=u.wim.labels,
+                wim_bandwidth_mbps=u.wim.bandwidth_mbps,
+            )
+
+        return await self._gate.answer(context, "GetUsage", call)
 
 
 class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
     """``fedbroker.v1.Capabilities``: the note feed upward."""
 
-    def __init__(self, catalog: Catalog, offers: OfferDesk) -> None:
+    def __init__(self, catalog: Catalog, offers: OfferDesk, gate: Gate) -> None:
         self._catalog = catalog
         self._offers = offers
+        self._gate = gate
 
     async def SetOffer(self, request: pb.SetOfferRequest, context: grpc.aio.ServicerContext) -> pb.SetOfferResponse:
         """An operator's edit of a local domain's offer; the new note is published at once."""
 
-        async def call() -> pb.SetOfferResponse:
+        async def call(principal: Principal) -> pb.SetOfferResponse:
+            codec.check_id(request.domain, "domain")
             offer = codec.offer_from_pb(request.offer)
-            log.info("SetOffer for domain %s by %s", request.domain, requester_of(context))
+            log.info("SetOffer for domain %s by %s", request.domain, principal.id)
             return pb.SetOfferResponse(note=codec.note_to_pb(self._offers.set(request.domain, offer)))
 
-        return await _answer(context, call)
+        return await self._gate.answer(
+            context,
+            "SetOffer",
+            call,
+            target=request.domain[:200],
+            audited=True,
+            outcome=lambda r: f"note version {r.note.version}",
+        )
 
     async def SubscribeNotes(
         self,
@@ -166,7 +233,12 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.SignedNote]:
         """Push our signed note now and on every change, for as long as the subscriber listens."""
-        log.info("subscriber %s follows our notes", request.subscriber or requester_of(context))
+        try:
+            principal = self._gate.guard.check(context, "SubscribeNotes")
+        except FedError as exc:
+            await context.abort(to_grpc(exc.code), str(exc))
+            return
+        log.info("subscriber %s follows our notes", principal.id)
         async for signed in self._catalog.updates():
             yield codec.signed_to_pb(signed)
 
@@ -174,13 +246,19 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
         self, request: pb.GetCatalogRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCatalogResponse:
         """The note we publish and the notes we hold from below."""
-        own, signed = self._catalog.own, self._catalog.own_signed
-        return pb.GetCatalogResponse(
-            own=codec.note_to_pb(own) if own else None,
-            own_signed=codec.signed_to_pb(signed) if signed else None,
-            lower=[codec.note_to_pb(n) for _, n in sorted(self._catalog.current().items())],
-            rejected=[
-                pb.NoteRejection(sp_id=r.sp_id, version=r.version, reason=r.reason, detail=r.detail, at=codec.ts(r.at))
-                for r in self._catalog.rejected
-            ],
-        )
+
+        async def call(principal: Principal) -> pb.GetCatalogResponse:
+            own, signed = self._catalog.own, self._catalog.own_signed
+            return pb.GetCatalogResponse(
+                own=codec.note_to_pb(own) if own else None,
+                own_signed=codec.signed_to_pb(signed) if signed else None,
+                lower=[codec.note_to_pb(n) for _, n in sorted(self._catalog.current().items())],
+                rejected=[
+                    pb.NoteRejection(
+                        sp_id=r.sp_id, version=r.version, reason=r.reason, detail=r.detail, at=codec.ts(r.at)
+                    )
+                    for r in self._catalog.rejected
+                ],
+            )
+
+        return await self._gate.answer(context, "GetCatalog", call)

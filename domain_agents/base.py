@@ -23,6 +23,8 @@ class SegmentOrder:
     key: str
     request: SliceRequest
     hold_time_s: float
+    # Who the order is for at the level above (opaque); a child broker passes it on as a token claim.
+    on_behalf_of: str = ""
 
 
 @dataclass(frozen=True)

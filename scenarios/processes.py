@@ -1,8 +1,16 @@
 """Broker processes on loopback: start each as its own OS process, wait for health, stop them all.
 
-Used by the scenario runner and by the integration tests, so both start federations the same way:
-ephemeral ports (the broker writes its bound address to ``<data_dir>/address``), data in a
-temporary folder, logs captured per SP, and every process stopped at the end, whatever happened.
+Used by the scenario runner, the integration tests and the benchmarks, so all start federations
+the same way: ephemeral ports (the broker writes its bound address to ``<data_dir>/address``), data
+in a temporary folder, logs captured per SP, and every process stopped at the end, whatever happened.
+
+Security is on as in production: the fleet keeps a lab CA in ``<root>/pki``, gives every SP a
+server certificate and an account book, registers each upper-SP as a ``peer-sp`` service account
+at its lower-SPs (with the upper's token key), and makes client identities on demand, each with a
+certificate and an Ed25519 token key (``identity``). Every SP knows the two default users,
+``customer`` (role customer) and ``operator`` (role operator); ``channel(sp, name)`` opens an
+authenticated channel as anyone (tokens minted per call), ``metadata(sp, name)`` gives one call's
+metadata for a channel opened with ``authenticate=False``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,11 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.keys import write_key
+from broker.accounts import Account, AccountKind, Role, dump_accounts, hash_password
+from broker.auth import ClientIdentity, Metadata
+from broker.keys import load_key, write_key
+from broker.pki import Authority, TlsFiles, load_or_create_authority
+from broker.tokens import TokenMinter
 from capability_catalog.signing import generate_key
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
@@ -31,6 +43,8 @@ from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 FEDBROKER = Path(sys.executable).with_name("fedbroker")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
+CUSTOMER = "customer"
+OPERATOR = "operator"
 
 
 class StartError(RuntimeError):
@@ -45,7 +59,8 @@ class BrokerProcess:
     folder: Path
     proc: subprocess.Popen[bytes] | None = None
     address: str = ""
-    channel: grpc.aio.Channel | None = None
+    channel: grpc.aio.Channel | None = None  # as the default customer
+    operator_channel: grpc.aio.Channel | None = None  # as the SP's operator
     public_key: str = ""
 
     @property
@@ -64,16 +79,32 @@ class BrokerProcess:
         return self.folder / "broker.log"
 
     @property
+    def accounts_path(self) -> Path:
+        """The SP's account book, written by the fleet."""
+        return self.folder / "accounts.yaml"
+
+    @property
+    def audit_path(self) -> Path:
+        """The SP's audit log."""
+        return self.data_dir / "audit.log"
+
+    @property
     def slices(self) -> pb_grpc.SlicesStub:
-        """A Slices stub on this broker."""
+        """A Slices stub on this broker, acting as the default customer."""
         assert self.channel is not None, f"{self.sp_id} is not running"
         return pb_grpc.SlicesStub(self.channel)
 
     @property
+    def operator_slices(self) -> pb_grpc.SlicesStub:
+        """A Slices stub acting as the SP's operator (sees every slice, reads usage)."""
+        assert self.operator_channel is not None, f"{self.sp_id} is not running"
+        return pb_grpc.SlicesStub(self.operator_channel)
+
+    @property
     def caps(self) -> pb_grpc.CapabilitiesStub:
-        """A Capabilities stub on this broker."""
-        assert self.channel is not None, f"{self.sp_id} is not running"
-        return pb_grpc.CapabilitiesStub(self.channel)
+        """A Capabilities stub acting as the SP's operator."""
+        assert self.operator_channel is not None, f"{self.sp_id} is not running"
+        return pb_grpc.CapabilitiesStub(self.operator_channel)
 
     def running(self) -> bool:
         """True while the process lives."""
@@ -92,9 +123,78 @@ class Fleet:
 
     root: Path
     brokers: dict[str, BrokerProcess] = field(default_factory=dict)
+    secure: bool = True  # False: brokers run with --insecure (plaintext; tokens still checked)
+    _accounts: dict[str, dict[str, Account]] = field(default_factory=dict)
+    _identities: dict[str, tuple[ClientIdentity, Role]] = field(default_factory=dict)
+    _channels: list[grpc.aio.Channel] = field(default_factory=list)
+    _ca: Authority | None = None
 
     def __getitem__(self, sp_id: str) -> BrokerProcess:
         return self.brokers[sp_id]
+
+    # --- credentials --------------------------------------------------------------------------
+
+    @property
+    def pki_dir(self) -> Path:
+        """The fleet's CA and client credentials."""
+        return self.root / "pki"
+
+    @property
+    def ca(self) -> Authority:
+        """The fleet's lab CA (created on first use)."""
+        if self._ca is None:
+            self._ca = load_or_create_authority(self.pki_dir)
+        return self._ca
+
+    def identity(self, name: str, role: Role = Role.CUSTOMER) -> ClientIdentity:
+        """A client principal with a certificate and a token key, made once and then reused."""
+        if name in self._identities:
+            return self._identities[name][0]
+        folder = self.pki_dir  # laid out as `fedbroker certs init` does, so `--creds` can point at it
+        if not (folder / f"{name}.crt").exists():
+            self.ca.issue_to(folder, name, server=False)
+            write_key(folder / f"{name}.ed25519", generate_key())
+        tls = (
+            TlsFiles.read(self.pki_dir / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key")
+            if self.secure
+            else None
+        )
+        ident = ClientIdentity(name, tls, TokenMinter(load_key(folder / f"{name}.ed25519"), name))
+        self._identities[name] = (ident, role)
+        return ident
+
+    def grant(self, sp_id: str, name: str, role: Role = Role.CUSTOMER, *, password: str = "") -> ClientIdentity:
+        """Make ``name`` an account at ``sp_id`` (a running broker picks it up at its first call)."""
+        ident = self.identity(name, role)
+        public = (self.pki_dir / f"{name}.ed25519").with_suffix(".pub").read_text().strip()
+        kind = AccountKind.SERVICE if role is Role.PEER_SP else AccountKind.USER
+        self._set_account(sp_id, Account(name, kind, role, (public,), hash_password(password) if password else ""))
+        return ident
+
+    def _set_account(self, sp_id: str, account: Account) -> None:
+        book = self._accounts.setdefault(sp_id, {})
+        book[account.id] = account
+        path = self.root / sp_id / "accounts.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(dump_accounts(list(book.values())), sort_keys=False))
+        os.replace(tmp, path)
+
+    def _client_channel(self, broker: BrokerProcess, name: str, *, authenticate: bool = True) -> grpc.aio.Channel:
+        ident = self._identities[name][0] if name in self._identities else self.identity(name)
+        channel: grpc.aio.Channel = ident.channel(
+            broker.address, broker.sp_id, server_name=broker.sp_id if self.secure else "", authenticate=authenticate
+        )
+        self._channels.append(channel)
+        return channel
+
+    def channel(self, sp_id: str, name: str = CUSTOMER, *, authenticate: bool = True) -> grpc.aio.Channel:
+        """A channel to ``sp_id`` as ``name`` (closed by ``stop_all``); every call carries a fresh token."""
+        return self._client_channel(self.brokers[sp_id], name, authenticate=authenticate)
+
+    def metadata(self, sp_id: str, name: str = CUSTOMER) -> Metadata:
+        """One call's metadata (a freshly minted token) for ``name`` calling ``sp_id``."""
+        return self.identity(name).metadata(sp_id)
 
     async def start(
         self,
@@ -112,6 +212,11 @@ class Fleet:
             "key_file": "sp.key",
             **(settings or {}),
         }
+        security: dict[str, Any] = {"accounts_file": "accounts.yaml", **config.get("security", {})}
+        if self.secure:
+            self.ca.issue_to(folder, sp_id, server=True, stem="tls")
+            security.update({"ca": str(self.pki_dir / "ca.crt"), "cert": "tls.crt", "key": "tls.key"})
+        config["security"] = security
         if lowers:
             missing = [lo for lo in lowers if not self.brokers.get(lo) or not self.brokers[lo].address]
             if missing:
@@ -126,6 +231,10 @@ class Fleet:
             if not key_path.exists()
             else (key_path.with_suffix(".pub").read_text().strip())
         )
+        for name, role in ((CUSTOMER, Role.CUSTOMER), (OPERATOR, Role.OPERATOR)):
+            self.grant(sp_id, name, role)
+        for lo in lowers:  # the lower-SP learns this SP's token key; it re-reads its book at the first call
+            self._set_account(lo, Account(sp_id, AccountKind.SERVICE, Role.PEER_SP, (broker.public_key,)))
         broker.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.brokers[sp_id] = broker
         await self._launch(broker)
@@ -138,7 +247,13 @@ class Fleet:
         with broker.log_path.open("ab") as log:
             # Popen only forks and execs; the broker must outlive any one event loop, so no asyncio transport.
             broker.proc = subprocess.Popen(  # noqa: ASYNC220
-                [str(FEDBROKER), "serve", "--config", str(broker.config_path)],
+                [
+                    str(FEDBROKER),
+                    "serve",
+                    "--config",
+                    str(broker.config_path),
+                    *(() if self.secure else ("--insecure",)),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -151,9 +266,11 @@ class Fleet:
                 raise StartError(f"{broker.sp_id} did not listen within {START_TIMEOUT_S:g} s:\n{broker.log_tail()}")
             await asyncio.sleep(0.05)
         broker.address = addr_file.read_text().strip()
-        if broker.channel is not None:
-            await broker.channel.close()
-        broker.channel = grpc.aio.insecure_channel(broker.address)
+        for old in (broker.channel, broker.operator_channel):
+            if old is not None:
+                await old.close()
+        broker.channel = self._client_channel(broker, CUSTOMER)
+        broker.operator_channel = self._client_channel(broker, OPERATOR)
         reply = await health_pb2_grpc.HealthStub(broker.channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=START_TIMEOUT_S
         )
@@ -205,7 +322,7 @@ class Fleet:
 
     async def usage(self, sp_id: str) -> pb.Usage:
         """What the SP holds now."""
-        usage: pb.Usage = await self.brokers[sp_id].slices.GetUsage(pb.GetUsageRequest(), timeout=5)
+        usage: pb.Usage = await self.brokers[sp_id].operator_slices.GetUsage(pb.GetUsageRequest(), timeout=5)
         return usage
 
     async def holdings(self, sp_ids: Sequence[str] = ()) -> dict[str, str]:
@@ -228,11 +345,12 @@ class Fleet:
 
     async def stop_all(self) -> None:
         """Stop every broker: SIGTERM, then SIGKILL after a bounded wait. Never raises."""
+        for channel in self._channels:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._channels.clear()
         for broker in self.brokers.values():
-            if broker.channel is not None:
-                with contextlib.suppress(Exception):
-                    await broker.channel.close()
-                broker.channel = None
+            broker.channel = broker.operator_channel = None
             if broker.running():
                 assert broker.proc is not None
                 with contextlib.suppress(ProcessLookupError):

@@ -30,7 +30,6 @@ from scenarios.model import Scenario, Step, load_scenario
 from scenarios.processes import Fleet, StartError
 from scenarios.report import SliceResult, StepResult, render_report, report_json
 
-REQUESTER = (("x-fedbroker-requester", "scenario"),)
 CALL_TIMEOUT_S = 60.0
 
 console = Console(stderr=True, highlight=False)
@@ -137,7 +136,6 @@ class Run:
                     pb.ReserveRequest(
                         request_id=request_id, request=step.request, hold_time_s=int(a.get("hold_time_s", 0))
                     ),
-                    metadata=REQUESTER,
                     timeout=CALL_TIMEOUT_S,
                 )
                 self.slices[alias] = (a["sp"], msg.id)
@@ -147,7 +145,7 @@ class Run:
                     raise StepFailed(f"slice {alias!r} was never reserved (its request failed)")
                 rpc = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
                 method = getattr(stub, rpc.get(step.action, "Get"))
-                msg = await method(pb.SliceRef(slice_id=slice_id), metadata=REQUESTER, timeout=CALL_TIMEOUT_S)
+                msg = await method(pb.SliceRef(slice_id=slice_id), timeout=CALL_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             return self._check_error(step, exc)
         self.last[alias] = msg
@@ -211,7 +209,7 @@ class Run:
             broker = self.fleet.brokers.get(sp)
             if broker is not None and broker.running():
                 try:
-                    msg = await broker.slices.Get(pb.SliceRef(slice_id=slice_id), metadata=REQUESTER, timeout=10)
+                    msg = await broker.slices.Get(pb.SliceRef(slice_id=slice_id), timeout=10)
                 except grpc.aio.AioRpcError as exc:
                     console.print(f"  [yellow]could not read back {alias} from {sp}: {exc.code().name}[/]")
             if msg is not None:

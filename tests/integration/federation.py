@@ -13,8 +13,6 @@ from tests.topology import leaf_domain
 
 __all__ = ["Federation", "leaf_domain", "op", "reserve", "slice_request"]
 
-REQUESTER = (("x-fedbroker-requester", "tester"),)
-
 
 @dataclass
 class Federation:
@@ -77,12 +75,12 @@ def slice_request(src: str, dst: str, mbps: int = 100, **fields: Any) -> pb.Slic
 async def reserve(sp: BrokerProcess, request_id: str, req: pb.SliceRequest, hold_time_s: int = 60) -> pb.Slice:
     """Reserve at ``sp`` as the test requester."""
     return await sp.slices.Reserve(
-        pb.ReserveRequest(request_id=request_id, request=req, hold_time_s=hold_time_s), metadata=REQUESTER, timeout=30
+        pb.ReserveRequest(request_id=request_id, request=req, hold_time_s=hold_time_s), timeout=30
     )
 
 
 async def op(sp: BrokerProcess, rpc: str, slice_id: str) -> pb.Slice:
     """Call a lifecycle RPC by name on a slice."""
     method = getattr(sp.slices, rpc)
-    reply: pb.Slice = await method(pb.SliceRef(slice_id=slice_id), metadata=REQUESTER, timeout=30)
+    reply: pb.Slice = await method(pb.SliceRef(slice_id=slice_id), timeout=30)
     return reply

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +29,15 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-async def leaf(tmp_path: Path) -> AsyncIterator[str]:
-    """The example leaf SP, as in the README, but on an ephemeral port with data in tmp_path."""
+async def leaf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """The example leaf SP, as in the README, but on an ephemeral port with data and credentials in tmp_path.
+
+    The CLI finds the fleet's credentials through $FEDBROKER_CREDS and acts as its ``operator``.
+    """
     example = yaml.safe_load((ROOT / "scenarios/examples/leaf.yaml").read_text())
-    settings = {k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir")}
+    settings = {k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir", "security")}
     fleet = Fleet(tmp_path)
+    monkeypatch.setenv("FEDBROKER_CREDS", str(fleet.pki_dir))
     try:
         broker = await fleet.start(example["sp_id"], settings)
         yield broker.address
@@ -174,3 +181,91 @@ async def test_operator_edits_and_withdraws_an_offer_and_catalog_show_reflects_i
     offer.write_text("price_per_mbps_hour: 1\n")
     unknown = cli("catalog", "offer", "--broker", leaf, "--domain", "nowhere", str(offer))
     assert unknown.returncode != 0 and "NOT_FOUND" in unknown.stderr and "nowhere" in unknown.stderr
+
+
+@contextlib.contextmanager
+def served(config: Path, *extra: str) -> Iterator[tuple[str, Path]]:
+    """``fedbroker serve`` as in the README; yields its address and log; always stopped."""
+    log = config.with_suffix(".log")
+    data = load_config(config).data_dir
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [FEDBROKER, "serve", "--config", str(config), *extra], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not (data / "address").exists():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield (data / "address").read_text().strip(), log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _lab_config(tmp_path: Path, security: dict[str, Any] | None) -> Path:
+    example = yaml.safe_load((ROOT / "scenarios/examples/leaf.yaml").read_text())
+    example.update(listen="127.0.0.1:0", data_dir=str(tmp_path / "data"))
+    example.pop("security")
+    if security is not None:
+        example["security"] = security
+    return _write(tmp_path / "leaf.yaml", example)
+
+
+def test_certs_init_then_serve_and_the_cli_authenticates_by_default(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    made = cli(
+        "certs", "init", "--out", str(pki), "--sp", "demo-leaf", "--client", "operator:operator", "--client", "alice"
+    )
+    assert made.returncode == 0, made.stderr
+    hashed = subprocess.run([FEDBROKER, "accounts", "hash-password"], input="pw\n", capture_output=True, text=True)
+    accounts = yaml.safe_load((pki / "accounts.yaml").read_text())
+    assert {(a["id"], a["role"]) for a in accounts["accounts"]} == {("operator", "operator"), ("alice", "customer")}
+    for acc in accounts["accounts"]:
+        acc["password_hash"] = hashed.stdout.strip()
+    (pki / "accounts.yaml").write_text(yaml.safe_dump(accounts))
+    security = {
+        "ca": "pki/ca.crt",
+        "cert": "pki/demo-leaf.crt",
+        "key": "pki/demo-leaf.key",
+        "accounts_file": "pki/accounts.yaml",
+        "login_listen": "127.0.0.1:0",
+    }
+    with served(_lab_config(tmp_path, security)) as (address, _):
+        ordered = cli(
+            "slice", "request", "scenarios/examples/request.yaml", "--broker", address, "--creds", str(pki), "--json"
+        )
+        assert ordered.returncode == 0, ordered.stderr
+        as_alice = ("--broker", address, "--creds", str(pki), "--as", "alice", "--json")
+        assert json.loads(cli("slice", "list", *as_alice).stdout) == {"slices": []}  # the operator's, not hers
+        denied = cli("usage", *as_alice)
+        assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr
+        login_at = (tmp_path / "data" / "login_address").read_text().strip()
+        env = {**os.environ, "FEDBROKER_PASSWORD": "pw"}
+        token = subprocess.run(
+            [FEDBROKER, "login", "--url", login_at, "--creds", str(pki), "--as", "alice"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+        assert token.returncode == 0, token.stderr
+        listed = cli("slice", "list", *as_alice, "--token", token.stdout.strip())
+        assert listed.returncode == 0 and json.loads(listed.stdout) == {"slices": []}
+        plain = cli("slice", "list", "--broker", address, "--insecure", "--sp", "demo-leaf", "--creds", str(pki))
+        assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+
+
+def test_serve_without_tls_files_says_how_and_insecure_serves_plaintext_with_a_warning(tmp_path: Path) -> None:
+    config = _lab_config(tmp_path, None)
+    refused = subprocess.run([FEDBROKER, "serve", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "security.ca" in refused.stderr and "--insecure" in refused.stderr
+    pki = tmp_path / "pki"
+    assert cli("certs", "init", "--out", str(pki), "--client", "operator:operator").returncode == 0
+    config = _lab_config(tmp_path, {"accounts_file": "pki/accounts.yaml"})
+    with served(config, "--insecure") as (address, log):
+        assert "PLAINTEXT" in log.read_text() and "WARNING" in log.read_text()
+        used = cli("usage", "--broker", address, "--insecure", "--sp", "demo-leaf", "--creds", str(pki), "--json")
+        assert used.returncode == 0, used.stderr
+        assert json.loads(used.stdout)["sp_id"] == "demo-leaf"

@@ -108,7 +108,7 @@ async def test_three_level_recursion_reaches_leaves_under_both_mid_level_sps(fed
     active = await op(top, "Activate", held.id)
     labels = labels_of(active.segments)
     assert labels["L2.to-L3"] == labels["L3.to-L2"]  # stitched by T, chosen by leaves two levels down
-    mid = await fed.sps["M1"].slices.List(pb.ListRequest(), timeout=5)
+    mid = await fed.sps["M1"].operator_slices.List(pb.ListRequest(), timeout=5)
     assert len(mid.slices) == 1 and mid.slices[0].state == ACTIVE
 
     await op(top, "Terminate", held.id)
@@ -129,7 +129,7 @@ async def test_reserve_aborts_every_held_lower_sp_when_one_refuses(fed: Federati
         await reserve(top, "fw-2", slice_request("L1.ep", "L3.ep", 100))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "[L2]" in (info.value.details() or "") and "injected failure at reserve" in (info.value.details() or "")
-    failed = await top.slices.Get(pb.SliceRef(request_id="fw-2"), metadata=(("x-fedbroker-requester", "tester"),))
+    failed = await top.slices.Get(pb.SliceRef(request_id="fw-2"))
     assert failed.state == pb.SLICE_STATE_FAILED
     await fed.assert_idle()
 
@@ -282,19 +282,25 @@ async def test_lower_sp_that_hangs_gives_deadline_exceeded_and_its_hold_lapses(f
     # L2 now processes the late Reserve and holds; the hold lapses on its own.
     for _ in range(80):  # bounded: 4 s
         u = await fed.usage("L2")
-        if u.holding_slices == 0 and (await fed.sps["L2"].slices.List(pb.ListRequest(), timeout=5)).slices:
+        if u.holding_slices == 0 and (await fed.sps["L2"].operator_slices.List(pb.ListRequest(), timeout=5)).slices:
             break
         await asyncio.sleep(0.05)
     await fed.assert_idle()
 
 
-async def test_stock_reflection_client_lists_the_broker_services(fed: Federation) -> None:
+async def test_stock_reflection_and_health_clients_work_with_a_client_certificate_and_no_token(
+    fed: Federation,
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
     leaf = await fed.start("L1", domains=[leaf_domain("L1")])
-    with grpc.insecure_channel(leaf.address) as channel:
+    creds = fed.fleet.identity("customer").credentials()
+    with grpc.secure_channel(leaf.address, creds) as channel:  # verified by address (127.0.0.1 is in its cert)
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
     assert {"fedbroker.v1.Slices", "fedbroker.v1.Capabilities", "grpc.health.v1.Health"} <= services
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_watch_streams_state_changes_of_a_slice(fed: Federation) -> None:

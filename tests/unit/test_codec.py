@@ -162,3 +162,37 @@ def test_every_error_code_survives_a_hop_and_is_attributed_to_the_lower_sp(code:
 def test_unanswered_lower_sp_errors_say_so() -> None:
     err = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused"), "L7")
     assert err.retryable and "did not answer" in str(err)
+
+
+@pytest.mark.parametrize(
+    "subnet",
+    ["10.0.0.0/33", "10.0.0.0/31", "10.0.0.0/4", "10.0.0.0", "0x0a.0.0.0/8", "010.0.0.0/8", "10.0.0.0/08x", "::/0"],
+)
+def test_malformed_subnets_are_refused_naming_the_field(subnet: str) -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1, subnet=subnet)
+    with pytest.raises(InvalidArgument) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == "request.subnet"
+
+
+@pytest.mark.parametrize(("first", "last"), [(0, 5), (5, 4), (1, 16_777_216)])
+def test_malformed_label_ranges_are_refused_naming_the_range(first: int, last: int) -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1)
+    msg.port_constraints.add(port="b", labels=[pb.LabelRange(first=10, last=20), pb.LabelRange(first=first, last=last)])
+    with pytest.raises(InvalidArgument) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == "request.port_constraints[0].labels[1]"
+
+
+def test_too_many_label_ranges_and_ids_outside_the_syntax_are_refused() -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1)
+    msg.port_constraints.add(port="b", labels=[pb.LabelRange(first=i, last=i) for i in range(1, 100)])
+    with pytest.raises(InvalidArgument) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == "request.port_constraints[0].labels"
+    for bad in ("-a", "a/b", "a;b", "é", "a\u202eb"):
+        with pytest.raises(InvalidArgument) as info:
+            codec.check_id(bad, "request_id")
+        assert info.value.field == "request_id"
+    codec.check_id("T-abc123.0.1", "request_id")
+    codec.check_id("three_tier:s1", "request_id")

@@ -1,0 +1,116 @@
+"""The login endpoint (aiohttp, HTTPS with client certificates): a user's password buys a short session token.
+
+``POST /login`` with ``{"user": …, "password": …}`` answers ``{"token", "token_type": "Bearer",
+"expires_at"}``. The user must hold a password in the account book, and the TLS client certificate
+must name the same user (the token is only accepted from that certificate anyway). Wrong user and
+wrong password give the same 401, after the same scrypt work, so the answer does not tell which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from broker.accounts import AccountBook, AccountKind, hash_password, verify_password
+from broker.audit import AuditLog
+from broker.auth import Principal
+from broker.tokens import TokenMinter
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 4096
+# Compared against when the user is unknown, so that both failures cost one scrypt.
+_DUMMY_HASH = hash_password("not a password")
+
+
+def _peer_name(request: web.Request) -> str:
+    cert: Any = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
+
+
+class LoginEndpoint:
+    """Issues session tokens to users; its own port, its own TLS context (client certificates required)."""
+
+    def __init__(
+        self,
+        sp_id: str,
+        accounts: AccountBook,
+        minter: TokenMinter,
+        audit: AuditLog,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        session_ttl_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._sp_id = sp_id
+        self._accounts = accounts
+        self._minter = minter
+        self._audit = audit
+        self._ssl = ssl_context
+        self._ttl_s = session_ttl_s
+        self._clock = clock
+        self._runner: web.AppRunner | None = None
+        self.address = ""
+
+    async def _login(self, request: web.Request) -> web.Response:
+        peer = _peer_name(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body: expected JSON {user, password}"}, status=400)
+        user, password = (body.get("user"), body.get("password")) if isinstance(body, dict) else (None, None)
+        if not isinstance(user, str) or not isinstance(password, str) or len(user) > 64 or len(password) > 1024:
+            return web.json_response({"error": "body: expected JSON {user, password} (strings)"}, status=400)
+        if self._ssl is not None and peer != user:
+            self._audit.record("Login", None, user, "PERMISSION_DENIED", "certificate names another user", peer=peer)
+            return web.json_response({"error": f"the client certificate is not {user!r}'s"}, status=403)
+        self._accounts.reload()  # a stat: a password set since the start counts at once
+        account = self._accounts.get(user)
+        stored = account.password_hash if account and account.kind is AccountKind.USER else ""
+        ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
+        if not (ok and stored):
+            self._audit.record("Login", None, user, "UNAUTHENTICATED", "bad user or password", peer=peer)
+            return web.json_response({"error": "bad user or password"}, status=401)
+        token = self._minter.mint(self._sp_id, subject=user, ttl_s=self._ttl_s)
+        assert account is not None
+        who = Principal(account.id, account.role, peer=peer)
+        self._audit.record("Login", who, user, "OK", f"session token for {self._ttl_s:g} s")
+        return web.json_response(
+            {"token": token, "token_type": "Bearer", "expires_at": int(self._clock() + self._ttl_s)}
+        )
+
+    async def start(self, listen: str) -> str:
+        """Serve on ``listen`` (HOST:PORT, port 0 for any); returns the bound address."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/login", self._login)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, _, port = listen.rpartition(":")
+        site = web.TCPSite(self._runner, host, int(port), ssl_context=self._ssl)
+        await site.start()
+        bound = int(self._runner.addresses[0][1]) if self._runner.addresses else int(port)
+        self.address = f"{host}:{bound}"
+        log.info("login endpoint on %s://%s/login", "https" if self._ssl else "http", self.address)
+        return self.address
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def server_ssl_context(ca: bytes, cert_path: str, key_path: str) -> ssl.SSLContext:
+    """A TLS server context that requires a client certificate from ``ca``."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca.decode())
+    ctx.load_cert_chain(cert_path, key_path)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

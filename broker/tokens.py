@@ -1,0 +1,243 @@
+"""Per-call JWTs signed with EdDSA (Ed25519), and their verification with replay protection.
+
+Two kinds of token reach a broker, both compact JWS with ``alg: EdDSA`` and a ``kid`` header:
+
+* a **call token**, signed by the caller with its own registered key: ``iss == sub == caller``,
+  ``aud`` the callee SP, a short life (at most ``MAX_CALL_TTL_S``), and a ``jti`` the callee
+  accepts once: a token seen before is refused until it has expired. Peer SPs and operators or
+  customers holding a key use these, one per call.
+* a **session token**, issued by this broker's login endpoint to a user who gave a password:
+  ``iss == aud == this SP``, ``sub`` the user, signed with the SP's own key, living at most
+  ``MAX_SESSION_TTL_S``. A user without a key cannot sign per call, so a session token may be
+  presented on several calls within its short life; it is bound to the user's TLS client
+  certificate by the subject check, so a copied token is useless without the client's key.
+
+The verifier pins the algorithm (``none``, HMAC and anything else are refused before any key is
+looked at), finds the key by ``kid`` among the issuer's keys (several valid at once, for
+rotation), and checks ``iss``, ``aud``, ``exp``, ``nbf``, ``iat`` and ``jti``. Keys are parsed
+once; nothing is read from disk per call.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from capability_catalog.signing import key_id_of
+from slicing.errors import Unauthenticated
+
+ALGORITHM = "EdDSA"
+MAX_TOKEN_CHARS = 4096
+DEFAULT_CALL_TTL_S = 60.0
+MAX_CALL_TTL_S = 300.0
+DEFAULT_SESSION_TTL_S = 600.0
+MAX_SESSION_TTL_S = 3600.0
+LEEWAY_S = 2.0
+MAX_OBO_CHARS = 200
+_REQUIRED = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"]
+_PRUNE_EVERY = 1024
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a verified token says: who signed it, for whom it speaks, and on whose behalf."""
+
+    issuer: str
+    subject: str
+    audience: str
+    jti: str
+    expires_at: float
+    on_behalf_of: str = ""
+    session: bool = False
+
+
+class TokenMinter:
+    """Signs call tokens as one principal with its Ed25519 key; the parsed key is kept, never re-read."""
+
+    def __init__(
+        self,
+        key: Ed25519PrivateKey,
+        issuer: str,
+        *,
+        ttl_s: float = DEFAULT_CALL_TTL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key = key
+        self.issuer = issuer
+        self.key_id = key_id_of(key.public_key())
+        self._headers = {"kid": self.key_id}
+        self._ttl_s = ttl_s
+        self._clock = clock
+
+    def mint(
+        self,
+        audience: str,
+        *,
+        subject: str = "",
+        on_behalf_of: str = "",
+        ttl_s: float | None = None,
+        jti: str = "",
+    ) -> str:
+        """A fresh token for one call to ``audience`` (a new ``jti`` each time)."""
+        now = int(self._clock())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject or self.issuer,
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(self._ttl_s if ttl_s is None else ttl_s),
+            "jti": jti or secrets.token_urlsafe(16),
+        }
+        if on_behalf_of:
+            claims["obo"] = on_behalf_of
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers=self._headers)
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A public key registered for a principal, found by its key id."""
+
+    owner: str
+    key: Ed25519PublicKey
+
+
+KeyLookup = Callable[[str], TrustedKey | None]
+
+
+class ReplayCache:
+    """Token ids seen, each kept until its token expires; expired ones are pruned as new ones arrive."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._inserts = 0
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_use(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record the id; False when it was already seen and its token has not expired yet."""
+        key = (issuer, jti)
+        seen_until = self._seen.get(key)
+        if seen_until is not None and seen_until >= now:
+            return False
+        self._seen[key] = expires_at + LEEWAY_S
+        self._inserts += 1
+        if self._inserts % _PRUNE_EVERY == 0:
+            self._seen = {k: t for k, t in self._seen.items() if t >= now}
+        return True
+
+
+class TokenVerifier:
+    """Checks tokens presented to one SP (the audience); raises ``Unauthenticated`` naming the reason."""
+
+    def __init__(
+        self,
+        audience: str,
+        lookup: KeyLookup,
+        *,
+        own_key: Ed25519PublicKey | None = None,
+        on_unknown_kid: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+        max_call_ttl_s: float = MAX_CALL_TTL_S,
+        max_session_ttl_s: float = MAX_SESSION_TTL_S,
+    ) -> None:
+        self.audience = audience
+        self._lookup = lookup
+        self._own = TrustedKey(audience, own_key) if own_key is not None else None
+        self._own_kid = key_id_of(own_key) if own_key is not None else ""
+        self._on_unknown_kid = on_unknown_kid
+        self._clock = clock
+        self._max_call_ttl_s = max_call_ttl_s
+        self._max_session_ttl_s = max_session_ttl_s
+        self.replays = ReplayCache()
+        self._jwt = jwt.PyJWT()
+
+    def _key_for(self, kid: str) -> TrustedKey:
+        if self._own is not None and kid == self._own_kid:
+            return self._own
+        found = self._lookup(kid)
+        if found is None and self._on_unknown_kid is not None and self._on_unknown_kid():
+            found = self._lookup(kid)  # the account book changed on disk; look again once
+        if found is None:
+            raise Unauthenticated(f"token key id '{kid[:40]}' is not registered here")
+        return found
+
+    def verify(self, token: str) -> Claims:
+        """The token's claims, once every check passed."""
+        if not token:
+            raise Unauthenticated("no token: send 'authorization: Bearer <JWT>'")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated(f"token longer than {MAX_TOKEN_CHARS} characters")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"malformed token: {exc}") from None
+        alg = header.get("alg")
+        if alg != ALGORITHM:
+            raise Unauthenticated(f"token algorithm {str(alg)[:20]!r} refused: only {ALGORITHM} is accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthenticated("token header has no key id (kid)")
+        trusted = self._key_for(kid)
+        now = self._clock()
+        try:
+            claims: Mapping[str, Any] = self._jwt.decode(
+                token,
+                trusted.key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=trusted.owner,
+                # Times are checked below against the injected clock, not pyjwt's own.
+                options={"require": _REQUIRED, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+            )
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated(f"token audience is not this SP ({self.audience})") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthenticated(f"token issuer does not own key '{kid[:40]}'") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthenticated(f"token lacks the '{exc.claim}' claim") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthenticated("token signature does not verify") from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from None
+        return self._check_claims(claims, trusted is self._own, now)
+
+    def _check_claims(self, claims: Mapping[str, Any], session: bool, now: float) -> Claims:
+        sub, jti, exp, iat, nbf = claims["sub"], claims["jti"], claims["exp"], claims["iat"], claims["nbf"]
+        if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (exp, iat, nbf)):
+            raise Unauthenticated("token times (exp, nbf, iat) must be numbers")
+        if now > exp + LEEWAY_S:
+            raise Unauthenticated("token expired")
+        if nbf > now + LEEWAY_S or iat > now + LEEWAY_S:
+            raise Unauthenticated("token not yet valid (nbf or iat in the future)")
+        obo = claims.get("obo", "")
+        if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not 8 <= len(jti) <= 128:
+            raise Unauthenticated("token subject or id (jti) malformed")
+        if not isinstance(obo, str) or len(obo) > MAX_OBO_CHARS:
+            raise Unauthenticated("token 'obo' claim malformed")
+        issuer = str(claims["iss"])
+        limit = self._max_session_ttl_s if session else self._max_call_ttl_s
+        if float(exp) - float(iat) > limit + LEEWAY_S or float(exp) - now > limit + LEEWAY_S:
+            raise Unauthenticated(f"token lives longer than {limit:g} s")
+        if not session:
+            if sub != issuer:
+                raise Unauthenticated("a call token's subject must be its issuer")
+            if not self.replays.first_use(issuer, jti, float(exp), now):
+                raise Unauthenticated("token replayed: its id (jti) was seen before")
+        return Claims(issuer, sub, self.audience, jti, float(exp), obo, session)
+
+
+def bearer(metadata: object) -> str:
+    """The token in gRPC invocation metadata (``authorization: Bearer …``), or ''."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""
