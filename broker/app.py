@@ -21,8 +21,12 @@ from broker.server import CapabilitiesServicer, SlicesServicer
 from broker.store import Store
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
+from domain_agents.netns import NetnsDomainAgent
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from wim import netlink
+from wim.base import WimDriver
+from wim.linux import LinuxWimDriver
 from wim.memory import MemoryWimDriver
 
 log = logging.getLogger(__name__)
@@ -43,14 +47,21 @@ class Broker:
         self.store = Store(config.data_dir / "state.db")
         self.catalog = Catalog(config.sp_id, clock, config.note_ttl_s)
         agents: dict[str, DomainAgent] = {}
+        prefix = config.dataplane.prefix
         for dom in config.domains:
-            agents[dom.id] = EmulatedDomainAgent(dom, clock)
+            if (config.domain_kinds or {}).get(dom.id) == "netns":
+                agents[dom.id] = NetnsDomainAgent(dom, clock, prefix=prefix)
+            else:
+                agents[dom.id] = EmulatedDomainAgent(dom, clock)
         for lower in config.lower_sps:
             agents[lower.id] = ChildBrokerAgent(
                 lower.id, lower.address, requester=config.sp_id, timeout_s=config.lower_timeout_s
             )
         self.agents = agents
-        self.wim = MemoryWimDriver(dict(config.wim.capacity_mbps or {}))
+        capacity = dict(config.wim.capacity_mbps or {})
+        self.wim: WimDriver = (
+            LinuxWimDriver(prefix, capacity) if config.wim.driver == "linux" else MemoryWimDriver(capacity)
+        )
         self.manager = SliceManager(
             sp_id=config.sp_id,
             store=self.store,
@@ -79,6 +90,9 @@ class Broker:
 
     async def start(self) -> str:
         """Recover state, follow children's notes, serve; returns the bound address."""
+        if isinstance(self.wim, LinuxWimDriver) or any(isinstance(a, NetnsDomainAgent) for a in self.agents.values()):
+            # Start the data-plane worker process now, not inside the first activation's deadline.
+            await netlink.call(netlink.namespaces)
         await self.manager.recover()
         for agent in self.agents.values():
             self._spawn(self.catalog.follow(agent), f"follow-notes-{agent.domain_id}")

@@ -35,7 +35,7 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}, {id: A, address: 'y:2'}]\n", "lower_sps[1].id"),
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nhold_time_s: -1\n", "hold_time_s"),
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nlisten: nowhere\n", "listen"),
-        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nwim: {driver: linux}\n", "wim.driver"),
+        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nwim: {driver: carrier-pigeon}\n", "wim.driver"),
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\ncolour: blue\n", "colour: unknown setting"),
         ("sp_id: L\ndomains: [{id: L, type: openstack}]\n", "domains[0].type"),
         (
