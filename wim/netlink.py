@@ -255,23 +255,31 @@ def attach(ns: str, ifname: str, bridge: str) -> None:
         ipr.link("set", index=idx, master=br, state="up")
 
 
-def delete_link(ns: str, ifname: str) -> bool:
-    """Delete the interface (a veth takes its peer along); True when it existed."""
+def _on_link(ns: str, ifname: str, act: Callable[[Any, int], bool]) -> bool:
+    """``act(socket, index)`` when the namespace and the interface exist; False otherwise."""
     if not ns_exists(ns):
         return False
     try:
         with in_ns(ns) as ipr:
             idx = link_index(ipr, ifname)
-            if idx is None:
-                return False
-            ipr.link("del", index=idx)
-            return True
+            return False if idx is None else act(ipr, idx)
     except FileNotFoundError:
         return False
+
+
+def _delete(ipr: Any, idx: int) -> bool:
+    try:
+        ipr.link("del", index=idx)
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return False
         raise
+    return True
+
+
+def delete_link(ns: str, ifname: str) -> bool:
+    """Delete the interface (a veth takes its peer along); True when it existed."""
+    return _on_link(ns, ifname, _delete)
 
 
 def set_up(ns: str, ifname: str, up: bool) -> None:
@@ -295,16 +303,7 @@ def counters(ns: str, ifname: str) -> dict[str, int]:
 
 def is_up(ns: str, ifname: str) -> bool:
     """True when the interface exists and is administratively up."""
-    if not ns_exists(ns):
-        return False
-    try:
-        with in_ns(ns) as ipr:
-            idx = link_index(ipr, ifname)
-            if idx is None:
-                return False
-            return bool(ipr.get_links(idx)[0]["flags"] & 1)
-    except FileNotFoundError:
-        return False
+    return _on_link(ns, ifname, lambda ipr, idx: bool(ipr.get_links(idx)[0]["flags"] & 1))
 
 
 def set_address(ns: str, ifname: str, cidr: str) -> None:

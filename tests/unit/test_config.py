@@ -37,6 +37,8 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nlisten: nowhere\n", "listen"),
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nwim: {driver: carrier-pigeon}\n", "wim.driver"),
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\ncolour: blue\n", "colour: unknown setting"),
+        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\ndataplane: {prefix: eth0}\n", "dataplane.prefix"),
+        ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\ndataplane: {colour: 1}\n", "dataplane.colour"),
         ("sp_id: L\ndomains: [{id: L, type: openstack}]\n", "domains[0].type"),
         (
             "sp_id: L\ndomains: [{id: L, pops: [a], links: [{a: a, b: zz, bandwidth_mbps: 1}]}]\n",
