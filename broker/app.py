@@ -31,8 +31,12 @@ from broker.tokens import TokenMinter, TokenVerifier, TrustedKey
 from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
+from domain_agents.netns import NetnsDomainAgent
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from wim import netlink
+from wim.base import WimDriver
+from wim.linux import LinuxWimDriver
 from wim.memory import MemoryWimDriver
 
 log = logging.getLogger(__name__)
@@ -85,10 +89,14 @@ class Broker:
         self.catalog = Catalog(config.sp_id, clock, key=key, trust=trust, ttl_s=config.note_ttl_s)
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
+        prefix = config.dataplane.prefix
         for dom in config.domains:
-            agents[dom.id] = local[dom.id] = EmulatedDomainAgent(
-                dom, clock, latency_s=dom.faults.latency_s, fail_at=dom.faults.fail_at
-            )
+            agent: EmulatedDomainAgent
+            if (config.domain_kinds or {}).get(dom.id) == "netns":
+                agent = NetnsDomainAgent(dom, clock, prefix=prefix)
+            else:
+                agent = EmulatedDomainAgent(dom, clock, latency_s=dom.faults.latency_s, fail_at=dom.faults.fail_at)
+            agents[dom.id] = local[dom.id] = agent
         self.offers = OfferDesk(local, config.data_dir / "offers.json")
         for lower in config.lower_sps:
             agents[lower.id] = ChildBrokerAgent(
@@ -101,7 +109,10 @@ class Broker:
                 auth=partial(self.identity.metadata, lower.id),
             )
         self.agents = agents
-        self.wim = MemoryWimDriver(dict(config.wim.capacity_mbps or {}))
+        capacity = dict(config.wim.capacity_mbps or {})
+        self.wim: WimDriver = (
+            LinuxWimDriver(prefix, capacity) if config.wim.driver == "linux" else MemoryWimDriver(capacity)
+        )
         self.manager = SliceManager(
             sp_id=config.sp_id,
             store=self.store,
@@ -135,6 +146,9 @@ class Broker:
 
     async def start(self) -> str:
         """Recover state, follow children's notes, serve; returns the bound address."""
+        if isinstance(self.wim, LinuxWimDriver) or any(isinstance(a, NetnsDomainAgent) for a in self.agents.values()):
+            # Start the data-plane worker process now, not inside the first activation's deadline.
+            await netlink.call(netlink.namespaces)
         await self.manager.recover()
         self.offers.restore()
         for agent in self.agents.values():

@@ -27,6 +27,7 @@ from broker.pki import TlsFiles
 from broker.tokens import TokenMinter
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from slicing.errors import FedError
 
 T = TypeVar("T")
 DEFAULT_BROKER = "127.0.0.1:50061"
@@ -582,9 +583,41 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--domain", required=True, help="the local domain whose offer changes")
     co.add_argument("file", help="YAML with the offer policy (capability_catalog/AUTHORING.md)")
 
+    dp = sub.add_parser("dataplane", help="the Linux data plane: find or remove what is left (needs root)")
+    dsub = dp.add_subparsers(dest="dataplane_cmd", required=True)
+    for name, text in (
+        ("audit", "list namespaces and interfaces left under the prefix; exit 1 if there are any"),
+        ("clean", "remove everything under the prefix"),
+    ):
+        d = dsub.add_parser(name, help=text)
+        d.add_argument("--prefix", default="fb", help="an installation's prefix (default: every fedbroker one)")
     sc = sub.add_parser("scenario", help="run a federation scenario (see scenarios/README.md)")
     sc.add_argument("scenario_args", nargs=argparse.REMAINDER, help="run FILE [--report-json OUT] [--keep]")
     return parser
+
+
+def _dataplane(ns: argparse.Namespace) -> int:
+    """``dataplane audit|clean [--prefix P]``: what the data plane left behind under a prefix."""
+    from wim import netlink
+
+    try:
+        prefix = netlink.check_prefix(ns.prefix, "--prefix")
+    except FedError as exc:
+        raise ConfigError(str(exc)) from None
+    if ns.dataplane_cmd == "clean":
+        removed = netlink.clean(prefix)
+        for item in removed:
+            print(f"removed {item}")
+        err.print(f"{len(removed)} objects removed under prefix {prefix}")
+        return 0
+    left = netlink.leftovers(prefix)
+    for item in left:
+        print(item)
+    if left:
+        err.print(f"[red]{len(left)} objects left under prefix {prefix}[/]")
+        return 1
+    err.print(f"nothing left under prefix {prefix}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -596,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(ns)
         if ns.cmd == "scenario":
             return _scenario(ns, list(ns.scenario_args))
+        if ns.cmd == "dataplane":
+            return _dataplane(ns)
         if ns.cmd == "usage":
             return asyncio.run(_usage(ns))
         if ns.cmd == "keys":

@@ -11,7 +11,12 @@ import yaml
 
 from capability_catalog.signing import public_key_from_text
 from domain_agents.emulated import EmulatedDomainConfig
+from domain_agents.netns import parse_netns_domain
 from slicing.errors import FedError
+from wim.netlink import FAMILY_PREFIX, check_prefix
+
+DOMAIN_KINDS = ("emulated", "netns")
+WIM_DRIVERS = ("memory", "linux")
 
 
 class ConfigError(ValueError):
@@ -77,6 +82,13 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class DataplaneConfig:
+    """The installation's data-plane prefix: every namespace and interface the SP makes starts with it."""
+
+    prefix: str = FAMILY_PREFIX
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """One SP's broker configuration."""
 
@@ -108,6 +120,9 @@ class BrokerConfig:
         """The SP's Ed25519 private key (default: ``sp.key`` in the data directory)."""
         return self.key_file or self.data_dir / "sp.key"
 
+    domain_kinds: Mapping[str, str] | None = None  # domain id -> "emulated" | "netns" (default emulated)
+    dataplane: DataplaneConfig = DataplaneConfig()
+
 
 _TOP_KEYS = {
     "sp_id",
@@ -121,6 +136,7 @@ _TOP_KEYS = {
     "domains",
     "wim",
     "security",
+    "dataplane",
 }
 _SECURITY_KEYS = {"ca", "cert", "key", "accounts_file", "login_listen", "call_ttl_s", "session_ttl_s"}
 
@@ -213,6 +229,7 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         seen_ids.add(lower.id)
         lowers.append(lower)
     domains = []
+    kinds: dict[str, str] = {}
     raw_domains = data.get("domains") or []
     if not isinstance(raw_domains, list):
         raise ConfigError(f"{where}domains: must be a list")
@@ -220,27 +237,33 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         if not isinstance(entry, Mapping):
             raise ConfigError(f"{where}domains[{i}]: must be a mapping")
         kind = entry.get("type", "emulated")
-        if kind != "emulated":
-            raise ConfigError(f"{where}domains[{i}].type: unknown domain agent {kind!r} (known: emulated)")
+        if kind not in DOMAIN_KINDS:
+            known = ", ".join(DOMAIN_KINDS)
+            raise ConfigError(f"{where}domains[{i}].type: unknown domain agent {kind!r} (known: {known})")
         try:
-            dom = EmulatedDomainConfig.from_dict(entry, f"domains[{i}]")
+            if kind == "netns":
+                dom = parse_netns_domain(entry, f"domains[{i}]")
+            else:
+                dom = EmulatedDomainConfig.from_dict(entry, f"domains[{i}]")
         except (FedError, ValueError) as exc:
             raise ConfigError(f"{where}{exc}") from None
         if dom.id in seen_ids:
             raise ConfigError(f"{where}domains[{i}].id: '{dom.id}' is used twice")
         seen_ids.add(dom.id)
         domains.append(dom)
+        kinds[dom.id] = str(kind)
     if not lowers and not domains:
         raise ConfigError(f"{where}an SP needs lower_sps (to recurse) or domains (as a leaf); it has neither")
     raw_wim = data.get("wim") or {}
     if not isinstance(raw_wim, Mapping):
         raise ConfigError(f"{where}wim: must be a mapping")
     driver = raw_wim.get("driver", "memory")
-    if driver != "memory":
-        raise ConfigError(f"{where}wim.driver: unknown driver {driver!r} (known: memory)")
+    if driver not in WIM_DRIVERS:
+        raise ConfigError(f"{where}wim.driver: unknown driver {driver!r} (known: {', '.join(WIM_DRIVERS)})")
     extra = sorted(set(raw_wim) - {"driver", "capacity_mbps"})
     if extra:
         raise ConfigError(f"{where}wim.{extra[0]}: unknown setting")
+    dataplane = _dataplane(data.get("dataplane"), where)
     return BrokerConfig(
         sp_id=sp_id,
         listen=listen,
@@ -254,7 +277,23 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         source=source,
         key_file=base / str(data["key_file"]) if data.get("key_file") else None,
         security=_security(data.get("security"), base, where),
+        domain_kinds=kinds,
+        dataplane=dataplane,
     )
+
+
+def _dataplane(raw: Any, where: str) -> DataplaneConfig:
+    if raw is None:
+        return DataplaneConfig()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}dataplane: must be a mapping")
+    extra = sorted(set(raw) - {"prefix"})
+    if extra:
+        raise ConfigError(f"{where}dataplane.{extra[0]}: unknown setting (known: prefix)")
+    try:
+        return DataplaneConfig(prefix=check_prefix(raw.get("prefix", FAMILY_PREFIX)))
+    except FedError as exc:
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def load_config(path: Path) -> BrokerConfig:

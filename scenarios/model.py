@@ -27,7 +27,10 @@ ACTIONS = (
     "resume",
     "restart",
     "sleep",
+    "probe",
+    "dataplane_audit",
 )
+PROBE_CHECKS = ("reachability", "order", "isolation", "shaping")
 STATES = {n.removeprefix("SLICE_STATE_") for n in pb.SliceState.keys() if not n.endswith("UNSPECIFIED")}  # noqa: SIM118
 ERROR_CODES = {
     "INVALID_ARGUMENT",
@@ -103,6 +106,18 @@ class Scenario:
     source: Path | None = None
     ports: Mapping[str, str] = field(default_factory=dict)  # port id -> peer port id, from leaf domains
     swapping: frozenset[str] = frozenset()
+
+    @property
+    def uses_dataplane(self) -> bool:
+        """True when an SP has a ``netns`` domain or the ``linux`` WIM: the run then needs a data-plane prefix."""
+        for sp in self.sps:
+            wim = sp.settings.get("wim")
+            if isinstance(wim, Mapping) and wim.get("driver") == "linux":
+                return True
+            for dom in sp.settings.get("domains") or []:
+                if isinstance(dom, Mapping) and dom.get("type") == "netns":
+                    return True
+        return False
 
     def sp(self, sp_id: str) -> SpSpec:
         """The SP with that id."""
@@ -192,6 +207,9 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
             for j, sp in enumerate(sps):
                 if sp not in sp_ids:
                     raise ScenarioError(f"{apath}.sps[{j}]: unknown SP {sp!r}")
+    elif action == "dataplane_audit":
+        args = _mapping(args or {}, apath)
+        _unknown(args, set(), apath)
     elif action == "sleep":
         args = {"seconds": args} if isinstance(args, int | float) else _mapping(args, apath)
         secs = args.get("seconds")
@@ -216,6 +234,20 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
         alias = _str(args, "slice", apath)
         if alias not in aliases:
             raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
+    elif action == "probe":
+        _unknown(args, {"sp", "slices", "checks"}, apath)
+        names = args.get("slices")
+        if not isinstance(names, list) or not names:
+            raise ScenarioError(f"{apath}.slices: a non-empty list of slice aliases")
+        for j, alias in enumerate(names):
+            if alias not in aliases:
+                raise ScenarioError(f"{apath}.slices[{j}]: {alias!r} is not the alias of an earlier request")
+        checks = args.get("checks", list(PROBE_CHECKS))
+        if not isinstance(checks, list) or not checks:
+            raise ScenarioError(f"{apath}.checks: a non-empty list of {', '.join(PROBE_CHECKS)}")
+        for j, check in enumerate(checks):
+            if check not in PROBE_CHECKS:
+                raise ScenarioError(f"{apath}.checks[{j}]: unknown check {check!r} (known: {', '.join(PROBE_CHECKS)})")
     elif action == "wait_catalog":
         _unknown(args, {"sp", "terminals", "absent", "timeout_s"}, apath)
         for key in ("terminals", "absent"):

@@ -41,7 +41,7 @@ from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 
 FEDBROKER = Path(sys.executable).with_name("fedbroker")
-START_TIMEOUT_S = 20.0
+START_TIMEOUT_S = 60.0  # generous: a loaded CI machine imports slowly; a healthy start takes ~1 s
 STOP_TIMEOUT_S = 5.0
 CUSTOMER = "customer"
 OPERATOR = "operator"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import shutil
 import signal
 import tempfile
@@ -25,10 +26,14 @@ from broker import codec
 from broker.codec import leaf_sps
 from broker.config import ConfigError
 from capability_catalog.authoring import parse_policy
+from domain_agents import probe
+from domain_agents.netns import LocalSegment, slice_view
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.model import Scenario, Step, load_scenario
 from scenarios.processes import Fleet, StartError
 from scenarios.report import SliceResult, StepResult, render_report, report_json
+from slicing.errors import FedError
+from wim import netlink
 
 CALL_TIMEOUT_S = 60.0
 
@@ -61,14 +66,20 @@ class Run:
     last: dict[str, pb.Slice] = field(default_factory=dict)  # alias -> last answer
     touched: list[str] = field(default_factory=list)  # SPs whose logs matter for the current step
     offer_edited_at: float | None = None  # monotonic time of the last set_offer, for propagation times
+    # A fresh data-plane prefix per run, so two runs (or a run and a test) never share a name.
+    prefix: str = field(default_factory=lambda: f"fb{secrets.token_hex(2)}")
 
     async def start(self) -> None:
         """Start the SPs bottom-up; the SPs of one wave start concurrently."""
         for wave in self.scenario.start_order():
-            await asyncio.gather(
-                *(self.fleet.start(sp, self.scenario.sp(sp).settings, self.scenario.sp(sp).lower) for sp in wave)
-            )
+            await asyncio.gather(*(self.fleet.start(sp, self._settings(sp), self.scenario.sp(sp).lower) for sp in wave))
             console.print(f"  started {', '.join(f'{sp} ({self.fleet[sp].address})' for sp in wave)}")
+
+    def _settings(self, sp: str) -> dict[str, object]:
+        settings = dict(self.scenario.sp(sp).settings)
+        if self.scenario.uses_dataplane:
+            settings["dataplane"] = {"prefix": self.prefix}
+        return settings
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -76,6 +87,8 @@ class Run:
         """Run one step; return a detail line, or raise ``StepFailed``."""
         a = step.args
         self.touched = [a["sp"]] if "sp" in a else []
+        if "sp" in a and a["sp"] not in self.fleet.brokers:
+            raise StepFailed(f"{a['sp']} is not running (it never started)")
         if step.action == "wait_catalog":
             timeout = float(a.get("timeout_s", 30))
             present, absent = list(a.get("terminals", [])), list(a.get("absent", []))
@@ -122,7 +135,40 @@ class Run:
         if step.action == "restart":
             await self.fleet.restart(a["sp"])
             return f"{a['sp']} restarted on {self.fleet[a['sp']].address}"
+        if step.action == "probe":
+            return await self._probe(step)
+        if step.action == "dataplane_audit":
+            left = await netlink.call(netlink.leftovers, self.prefix)
+            if left:
+                raise StepFailed(f"left under prefix {self.prefix}: " + ", ".join(str(x) for x in left))
+            return f"nothing left under prefix {self.prefix}"
         return await self._slice_step(step)
+
+    async def _probe(self, step: Step) -> str:
+        """Send traffic through the slices' leaf namespaces and check reachability, order, isolation, shaping."""
+        a = step.args
+        views = []
+        for alias in a["slices"]:
+            sp, slice_id = self.slices.get(alias, (a["sp"], ""))
+            if not slice_id:
+                raise StepFailed(f"slice {alias!r} was never reserved (its request failed)")
+            msg: pb.Slice = await self.fleet[sp].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=CALL_TIMEOUT_S)
+            addresses = {x.endpoint: x.address for x in msg.addresses}
+            segments = local_segments(msg.segments)
+            try:
+                views.append(
+                    slice_view(netlink.Names(self.prefix), alias, segments, addresses, msg.request.bandwidth_mbps)
+                )
+            except FedError as exc:
+                raise StepFailed(str(exc)) from None
+        results = await probe.probe(views, a.get("checks", probe.CHECKS))
+        for r in results:
+            mark = "[green]✓[/]" if r.passed else "[red]✗[/]"
+            console.print(f"    {mark} {r.check} {r.slice}: [dim]{r.detail}[/]")
+        failed = [r for r in results if not r.passed]
+        if failed:
+            raise StepFailed("; ".join(f"{r.check} {r.slice}: {r.detail}" for r in failed))
+        return "; ".join(f"{r.check} {r.slice} ok" + (f" ({r.value:.1f} Mbit/s)" if r.value else "") for r in results)
 
     async def _slice_step(self, step: Step) -> str:
         a = step.args
@@ -260,7 +306,34 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResu
         slices = await run.final_slices()
     finally:
         await fleet.stop_all()
+        if scenario.uses_dataplane:
+            results.append(await _sweep(run.prefix))
+            netlink.shutdown_worker()
     return results, slices, fleet
+
+
+async def _sweep(prefix: str) -> StepResult:
+    """After every broker stopped: remove whatever the data plane left; the run fails if there was anything."""
+    t0 = time.monotonic()
+    removed = await netlink.call(netlink.clean, prefix)
+    took = time.monotonic() - t0
+    if removed:
+        detail = f"{len(removed)} objects were left under prefix {prefix} and removed: " + ", ".join(map(str, removed))
+        console.print(f"[red]✗ the data plane left nothing behind[/]\n  {detail}")
+        return StepResult("the data plane left nothing behind", False, took, detail)
+    console.print(f"[green]✓[/] the data plane left nothing behind [dim]prefix {prefix}[/]")
+    return StepResult("the data plane left nothing behind", True, took, f"nothing under prefix {prefix}")
+
+
+def local_segments(segments: Iterable[pb.Segment]) -> list[LocalSegment]:
+    """The leaf domains' segments of a slice, in path order, from a read-back's nested segments."""
+    out: list[LocalSegment] = []
+    for seg in segments:
+        if seg.local:
+            out.append(LocalSegment(seg.domain, seg.child_ref, seg.ingress, seg.egress, tuple(seg.functions)))
+        else:
+            out.extend(local_segments(seg.children))
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -41,8 +41,10 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         (f"sp_id: T\nlower_sps: [{LOWER}, {LOWER}]\n", "lower_sps[1].id"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\nhold_time_s: -1\n", "hold_time_s"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\nlisten: nowhere\n", "listen"),
-        (f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{driver: linux}}\n", "wim.driver"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\ncolour: blue\n", "colour: unknown setting"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{driver: carrier-pigeon}}\n", "wim.driver"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\ndataplane: {{prefix: eth0}}\n", "dataplane.prefix"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\ndataplane: {{colour: 1}}\n", "dataplane.colour"),
         ("sp_id: L\ndomains: [{id: L, type: openstack}]\n", "domains[0].type"),
         (
             "sp_id: L\ndomains: [{id: L, pops: [a], links: [{a: a, b: zz, bandwidth_mbps: 1}]}]\n",

@@ -1,0 +1,327 @@
+"""The ``netns`` domain agent: a leaf domain realised in Linux network namespaces.
+
+It is the emulated agent (same configuration, same accounting, same choice of path, labels, function
+slots and addresses, subclassed rather than copied) plus a real data plane:
+
+* each **pop** is a namespace; a slice segment gets one **bridge per pop visit** ("stage"), and
+  consecutive stages are joined per slice by a veth between the pops' namespaces;
+* each **network function** is a namespace with a bridge between two slice interfaces (``in``
+  towards the slice's source, ``out`` towards its destination), spliced between two stages in
+  chain order, so traffic really passes it and its interfaces count the packets;
+* each **endpoint** of a segment is a namespace of its own holding the address the agent chose
+  from the slice's subnet (two slices at one endpoint are two namespaces: isolated, even with
+  overlapping subnets);
+* each **border port** is a border namespace, ``Names.port_ns(port)``, where the slice gets a
+  bridge named from (port, label); the upper-SP's ``linux`` WIM finds both by name and stitches the
+  border with a VXLAN of that label. The agent makes the border side; the stitching SP makes the link.
+
+Resources are realised at **activate**, not at reserve or commit: a hold may expire or be aborted
+and must stay cheap, and the core activates every segment before its WIM stitches. ``abort`` and
+``terminate`` remove the segment's objects, and a pop or border namespace goes with the last segment
+that used it. After a broker restart, ``restore`` re-finds a committed segment's objects and
+rebuilds what is missing when any of them is still there (the segment was active); a segment with
+nothing left in the kernel stays committed and is realised again by the next ``activate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import networkx as nx
+from pyroute2.netlink.exceptions import NetlinkError
+
+from capability_catalog.model import TerminalId
+from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig, _Allocation
+from domain_agents.probe import ProbeEndpoint, ProbeFunction, SliceView
+from slicing.errors import FedError, InvalidArgument, Unavailable
+from slicing.model import SliceState
+from wim import netlink
+from wim.netlink import Names
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def parse_netns_domain(d: Mapping[str, object], path: str) -> EmulatedDomainConfig:
+    """A ``type: netns`` domain: the emulated format, validated by the emulated parser."""
+    kind = d.get("type", "netns")
+    if kind != "netns":
+        raise InvalidArgument(f"{path}.type", f"must be 'netns', got {kind!r}")
+    return EmulatedDomainConfig.from_dict({k: v for k, v in d.items() if k != "type"}, path)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one segment is wired: its stages (a bridge per pop visit) and what joins each to the next."""
+
+    domain: str
+    key: str
+    src: TerminalId
+    dst: TerminalId
+    stages: tuple[str, ...]  # the pop of each stage
+    hops: tuple[int | None, ...]  # hops[i] joins stage i to i+1: a veth (None) or the function with that index
+    labels: Mapping[TerminalId, int]
+    addresses: Mapping[TerminalId, str]
+
+    def pops(self) -> set[str]:
+        """Pops the segment crosses."""
+        return set(self.stages)
+
+    def ports(self) -> set[str]:
+        """Border ports the segment ends at."""
+        return set(self.labels)
+
+
+class NetnsDomainAgent(EmulatedDomainAgent):
+    """A ``DomainAgent`` whose segments are bridges, veths and namespaces, made at activate."""
+
+    def __init__(
+        self,
+        config: EmulatedDomainConfig,
+        clock: Callable[[], float],
+        *,
+        prefix: str = netlink.FAMILY_PREFIX,
+        latency_s: float = 0.0,
+        fail_at: str | None = None,
+    ) -> None:
+        super().__init__(config, clock, latency_s=latency_s, fail_at=fail_at)
+        self.names = Names(prefix)
+        self._realised: dict[str, Layout] = {}  # order key -> layout realised in the kernel
+        self._wiring = asyncio.Lock()
+
+    # --- layout ----------------------------------------------------------------------------------
+
+    def _layout(self, alloc: _Allocation) -> Layout:
+        src, dst = alloc.terminals
+        src_pop, dst_pop = self.config.pop_of(src), self.config.pop_of(dst)
+        if src_pop is None or dst_pop is None:
+            raise InvalidArgument("handle", f"terminals {src}, {dst} are not both in domain {self.domain_id}")
+        chosen = nx.Graph()
+        chosen.add_nodes_from(self.config.pops)
+        chosen.add_edges_from(alloc.links)
+        stages: list[str] = [src_pop]
+        hops: list[int | None] = []
+
+        def walk(to: str) -> None:
+            # Along the links the allocation holds; a function placed off that path is reached the short way.
+            try:
+                path = nx.shortest_path(chosen, stages[-1], to)
+            except nx.NetworkXNoPath:
+                path = nx.shortest_path(self._graph, stages[-1], to, weight="latency_ms")
+            for pop in path[1:]:
+                stages.append(str(pop))
+                hops.append(None)
+
+        for index, (pop, _type) in enumerate(alloc.slots):
+            walk(pop)
+            stages.append(pop)
+            hops.append(index)
+        walk(dst_pop)
+        return Layout(
+            domain=self.domain_id,
+            key=alloc.key,
+            src=src,
+            dst=dst,
+            stages=tuple(stages),
+            hops=tuple(hops),
+            labels=dict(alloc.labels),
+            addresses=dict(alloc.addresses),
+        )
+
+    def _layout_of(self, handle: str) -> Layout | None:
+        try:
+            alloc = _Allocation.from_handle(handle)
+            if alloc.domain != self.domain_id or len(alloc.terminals) != 2:
+                return None
+            return self._layout(alloc)
+        except (FedError, nx.NetworkXException):
+            return None
+
+    async def _wire(self, what: str, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return await netlink.call(fn, self.names, *args)
+        except (NetlinkError, OSError, AssertionError, RuntimeError) as exc:
+            raise Unavailable(f"{what} failed: {exc}", domain=self.domain_id) from exc
+
+    # --- the DomainAgent verbs that touch the kernel ---------------------------------------------
+
+    async def activate(self, handle: str) -> None:
+        """Mark the segment active and build it; a failed build removes what it made and raises."""
+        await super().activate(handle)
+        seg = self._segment(handle)
+        lay = self._layout(seg.alloc)
+        async with self._wiring:
+            if lay.key in self._realised:
+                return
+            try:
+                await self._wire(f"building segment {lay.key}", realise, lay)
+            except FedError:
+                seg.state = SliceState.COMMITTED
+                with contextlib.suppress(FedError):
+                    await self._wire(f"cleaning up {lay.key}", unrealise, lay, list(self._realised.values()))
+                raise
+            self._realised[lay.key] = lay
+
+    async def abort(self, handle: str) -> None:
+        """Release a held segment and remove anything built for it."""
+        await super().abort(handle)
+        await self._tear_down(handle)
+
+    async def terminate(self, handle: str) -> None:
+        """Release the segment and remove every namespace, link and bridge made for it."""
+        await super().terminate(handle)
+        await self._tear_down(handle)
+
+    async def _tear_down(self, handle: str) -> None:
+        lay = self._layout_of(handle)
+        if lay is None:
+            return
+        async with self._wiring:
+            self._realised.pop(lay.key, None)
+            await self._wire(f"removing segment {lay.key}", unrealise, lay, list(self._realised.values()))
+
+    async def restore(self, handle: str, committed: bool) -> None:
+        """Re-account the segment; when it was active (something of it is in the kernel), re-find or rebuild it."""
+        await super().restore(handle, committed)
+        if not committed:
+            return
+        lay = self._layout_of(handle)
+        if lay is None or lay.key in self._realised:
+            return
+        async with self._wiring:
+            if not await self._wire(f"looking for segment {lay.key}", any_realised, lay):
+                return
+            await self._wire(f"rebuilding segment {lay.key}", realise, lay)
+            self._realised[lay.key] = lay
+        self._segment(handle).state = SliceState.ACTIVE
+
+    def realised(self) -> list[str]:
+        """Order keys of the segments built in the kernel now."""
+        return sorted(self._realised)
+
+
+# --- wiring: blocking, run in the data-plane worker (module-level so it pickles) ------------------
+
+
+def _stage_bridge(names: Names, lay: Layout, i: int) -> str:
+    return names.ifname("stage", lay.domain, lay.key, i)
+
+
+def realise(n: Names, lay: Layout) -> None:
+    """Build the segment, re-using whatever of it exists already (so a rebuild after a restart is the same call)."""
+    d, k = lay.domain, lay.key
+    for pop in sorted(lay.pops()):
+        netlink.ensure_ns(n.pop_ns(d, pop))
+    for i, pop in enumerate(lay.stages):
+        netlink.ensure_bridge(n.pop_ns(d, pop), _stage_bridge(n, lay, i))
+    for i, fn in enumerate(lay.hops):
+        a_ns, b_ns = n.pop_ns(d, lay.stages[i]), n.pop_ns(d, lay.stages[i + 1])
+        a_br, b_br = _stage_bridge(n, lay, i), _stage_bridge(n, lay, i + 1)
+        if fn is None:
+            a_if, b_if = n.ifname("hop-a", d, k, i), n.ifname("hop-b", d, k, i)
+            netlink.ensure_veth(a_ns, a_if, b_ns, b_if)
+            netlink.attach(a_ns, a_if, a_br)
+            netlink.attach(b_ns, b_if, b_br)
+            continue
+        f_ns = n.function_ns(d, k, fn)
+        f_br = n.ifname("fn-bridge", d, k, fn)
+        in_if, out_if = n.function_ifs(d, k, fn)
+        pop_in, pop_out = n.ifname("fn-a", d, k, fn), n.ifname("fn-b", d, k, fn)
+        netlink.ensure_ns(f_ns)
+        netlink.ensure_bridge(f_ns, f_br)
+        netlink.ensure_veth(a_ns, pop_in, f_ns, in_if)
+        netlink.ensure_veth(b_ns, pop_out, f_ns, out_if)
+        netlink.attach(a_ns, pop_in, a_br)
+        netlink.attach(b_ns, pop_out, b_br)
+        netlink.attach(f_ns, in_if, f_br)
+        netlink.attach(f_ns, out_if, f_br)
+    last = len(lay.stages) - 1
+    for term, stage in ((lay.src, 0), (lay.dst, last)):
+        pop_ns, stage_br = n.pop_ns(d, lay.stages[stage]), _stage_bridge(n, lay, stage)
+        if term in lay.labels:
+            p_ns, p_br = n.port_ns(term), n.port_bridge(term, lay.labels[term])
+            outer, inner = n.ifname("port-a", d, k, term), n.ifname("port-b", d, k, term)
+            netlink.ensure_ns(p_ns)
+            netlink.ensure_bridge(p_ns, p_br)
+            netlink.ensure_veth(pop_ns, outer, p_ns, inner)
+            netlink.attach(pop_ns, outer, stage_br)
+            netlink.attach(p_ns, inner, p_br)
+        else:
+            e_ns, inner = n.endpoint_ns(d, k, term), n.endpoint_if(d, k, term)
+            outer = n.ifname("ep-outer", d, k, term)
+            netlink.ensure_ns(e_ns)
+            netlink.ensure_veth(pop_ns, outer, e_ns, inner)
+            netlink.attach(pop_ns, outer, stage_br)
+            netlink.set_address(e_ns, inner, lay.addresses[term])
+
+
+def unrealise(n: Names, lay: Layout, keep: Sequence[Layout]) -> None:
+    """Remove the segment's objects, then pops and border namespaces no layout in ``keep`` uses."""
+    d, k = lay.domain, lay.key
+    for term in (lay.src, lay.dst):
+        if term in lay.labels:
+            netlink.delete_link(n.port_ns(term), n.port_bridge(term, lay.labels[term]))
+            netlink.delete_link(n.port_ns(term), n.ifname("port-b", d, k, term))
+        else:
+            netlink.remove_ns(n.endpoint_ns(d, k, term))
+    for i, fn in enumerate(lay.hops):
+        if fn is None:
+            netlink.delete_link(n.pop_ns(d, lay.stages[i]), n.ifname("hop-a", d, k, i))
+        else:
+            netlink.remove_ns(n.function_ns(d, k, fn))
+    for i, pop in enumerate(lay.stages):
+        netlink.delete_link(n.pop_ns(d, pop), _stage_bridge(n, lay, i))
+    pops_used = {p for other in keep for p in other.pops()}
+    ports_used = {p for other in keep for p in other.ports()}
+    for pop in lay.pops() - pops_used:
+        netlink.remove_ns(n.pop_ns(d, pop))
+    for port in lay.ports() - ports_used:
+        netlink.remove_ns(n.port_ns(port))
+
+
+def any_realised(n: Names, lay: Layout) -> bool:
+    """True when the segment's first stage bridge exists: the segment was built."""
+    return netlink.link_exists(n.pop_ns(lay.domain, lay.stages[0]), _stage_bridge(n, lay, 0))
+
+
+@dataclass(frozen=True)
+class LocalSegment:
+    """A leaf domain's piece of a slice, as a read-back shows it: where it is and what it carries."""
+
+    domain: str
+    key: str  # the leaf's order key (``child_ref`` of a local segment)
+    src: str
+    dst: str
+    chain: tuple[str, ...] = ()
+
+
+def slice_view(
+    names: Names,
+    name: str,
+    segments: Sequence[LocalSegment],
+    addresses: Mapping[str, str],
+    bandwidth_mbps: int,
+) -> SliceView:
+    """What a probe needs of a slice, derived from its leaf segments in path order and its addresses."""
+    if not segments:
+        raise InvalidArgument("segments", f"slice {name} has no local segments to probe")
+    first, last = segments[0], segments[-1]
+
+    def endpoint(seg: LocalSegment, term: str) -> ProbeEndpoint:
+        if term not in addresses:
+            raise InvalidArgument("addresses", f"slice {name} has no address for endpoint {term}")
+        return ProbeEndpoint(term, names.endpoint_ns(seg.domain, seg.key, term), addresses[term].split("/")[0])
+
+    functions = []
+    for seg in segments:
+        for index, kind in enumerate(seg.chain):
+            in_if, out_if = names.function_ifs(seg.domain, seg.key, index)
+            functions.append(
+                ProbeFunction(kind, seg.domain, names.function_ns(seg.domain, seg.key, index), in_if, out_if)
+            )
+    return SliceView(name, endpoint(first, first.src), endpoint(last, last.dst), tuple(functions), bandwidth_mbps)

@@ -1,0 +1,130 @@
+"""The netns domain agent passes the domain-agent contract and builds (and removes) real namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from capability_catalog.model import LabelRange, LabelSet, TerminalId
+from domain_agents.base import SegmentOrder
+from domain_agents.netns import NetnsDomainAgent, parse_netns_domain
+from slicing.model import SliceRequest
+from tests.unit.contract_domain_agent import AgentMaker, DomainAgentContract
+from wim import netlink
+
+pytestmark = pytest.mark.dataplane
+
+DOMAIN = {
+    "id": "N1",
+    "type": "netns",
+    "pops": ["a", "b", "c"],
+    "links": [
+        {"a": "a", "b": "b", "bandwidth_mbps": 1000, "latency_ms": 1.0},
+        {"a": "b", "b": "c", "bandwidth_mbps": 1000, "latency_ms": 1.0},
+    ],
+    "endpoints": [
+        {"id": "N1.ep", "pop": "a", "capacity_mbps": 100},
+        {"id": "N1.far", "pop": "c", "capacity_mbps": 100},
+    ],
+    "ports": [
+        {
+            "id": "N1.to-X",
+            "pop": "b",
+            "peer_sp": "X",
+            "peer_port": "X.to-N1",
+            "labels": ["1000-1009"],
+            "capacity_mbps": 100,
+        }
+    ],
+    "functions": [{"pop": "b", "type": "firewall", "slots": 2}, {"pop": "c", "type": "dpi", "slots": 1}],
+}
+
+
+def agent_for(prefix: str) -> NetnsDomainAgent:
+    return NetnsDomainAgent(parse_netns_domain(DOMAIN, "domains[0]"), time.time, prefix=prefix)
+
+
+class TestNetnsAgentContract(DomainAgentContract):
+    @pytest.fixture
+    def make_agent(self, prefix: str) -> AgentMaker:
+        return AgentMaker(
+            build=lambda: agent_for(prefix),
+            endpoint=TerminalId("N1.ep"),
+            port=TerminalId("N1.to-X"),
+            port_labels=LabelSet.of([LabelRange(1000, 1009)]),
+            max_mbps=100,
+        )
+
+
+def order(key: str, src: str, dst: str, chain: tuple[str, ...] = ()) -> SegmentOrder:
+    request = SliceRequest(
+        src=TerminalId(src), dst=TerminalId(dst), bandwidth_mbps=10, chain=chain, subnet="10.8.0.0/24"
+    )
+    return SegmentOrder(key=key, request=request, hold_time_s=30)
+
+
+async def test_activate_builds_pops_functions_endpoint_and_border_and_terminate_removes_them(prefix: str) -> None:
+    agent = agent_for(prefix)
+    names = agent.names
+    grant = await agent.reserve(order("k1", "N1.ep", "N1.to-X", ("firewall", "dpi")))
+    await agent.commit(grant.handle)
+    assert await asyncio.to_thread(netlink.leftovers, prefix) == []  # nothing is built before activate
+    await agent.activate(grant.handle)
+    made = {x.name for x in await asyncio.to_thread(netlink.leftovers, prefix)}
+    label = grant.labels[TerminalId("N1.to-X")]
+    assert {
+        names.pop_ns("N1", "a"),
+        names.pop_ns("N1", "b"),
+        names.pop_ns("N1", "c"),  # the dpi sits off the path to the port: visited and come back
+        names.port_ns("N1.to-X"),
+        names.endpoint_ns("N1", "k1", "N1.ep"),
+        names.function_ns("N1", "k1", 0),
+        names.function_ns("N1", "k1", 1),
+    } == made
+    assert await asyncio.to_thread(netlink.link_exists, names.port_ns("N1.to-X"), names.port_bridge("N1.to-X", label))
+    await agent.terminate(grant.handle)
+    assert await asyncio.to_thread(netlink.leftovers, prefix) == []
+
+
+async def test_shared_pops_stay_until_the_last_segment_goes(prefix: str) -> None:
+    agent = agent_for(prefix)
+    one = await agent.reserve(order("k1", "N1.ep", "N1.far"))
+    two = await agent.reserve(order("k2", "N1.ep", "N1.to-X"))
+    for g in (one, two):
+        await agent.commit(g.handle)
+        await agent.activate(g.handle)
+    await agent.terminate(one.handle)
+    left = {x.name for x in await asyncio.to_thread(netlink.leftovers, prefix)}
+    assert agent.names.pop_ns("N1", "a") in left and agent.names.pop_ns("N1", "c") not in left
+    await agent.abort(two.handle)  # a release of an active segment by abort also removes it
+    assert await asyncio.to_thread(netlink.leftovers, prefix) == []
+
+
+async def test_restore_after_restart_re_finds_an_active_segment_and_its_terminate_cleans_up(prefix: str) -> None:
+    agent = agent_for(prefix)
+    grant = await agent.reserve(order("k1", "N1.ep", "N1.far", ("firewall",)))
+    await agent.commit(grant.handle)
+    await agent.activate(grant.handle)
+    names = agent.names
+    # A partial loss while the broker was down: the function namespace vanished.
+    await asyncio.to_thread(netlink.remove_ns, names.function_ns("N1", "k1", 0))
+    fresh = agent_for(prefix)
+    await fresh.restore(grant.handle, committed=True)
+    assert fresh.realised() == ["k1"]
+    assert await asyncio.to_thread(netlink.ns_exists, names.function_ns("N1", "k1", 0))
+    await fresh.terminate(grant.handle)
+    assert await asyncio.to_thread(netlink.leftovers, prefix) == []
+
+
+async def test_a_committed_segment_never_activated_is_not_built_on_restore(prefix: str) -> None:
+    agent = agent_for(prefix)
+    grant = await agent.reserve(order("k1", "N1.ep", "N1.far"))
+    await agent.commit(grant.handle)
+    fresh = agent_for(prefix)
+    await fresh.restore(grant.handle, committed=True)
+    assert fresh.realised() == [] and await asyncio.to_thread(netlink.leftovers, prefix) == []
+    await fresh.activate(grant.handle)
+    assert fresh.realised() == ["k1"]
+    await fresh.terminate(grant.handle)
