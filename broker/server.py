@@ -13,7 +13,7 @@ from broker.catalog import Catalog
 from broker.child_agent import REQUESTER_METADATA
 from broker.lifecycle import SliceManager
 from broker.offers import OfferDesk
-from broker.status import to_grpc
+from broker.status import status_trailer, to_grpc
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import FedError
@@ -35,7 +35,8 @@ async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
     try:
         return await call()
     except FedError as exc:
-        await context.abort(to_grpc(exc.code), str(exc))
+        # The status message is the one-line reason; the trailer carries the explanation tree.
+        await context.abort(to_grpc(exc.code), str(exc), trailing_metadata=status_trailer(exc))
         raise AssertionError("unreachable") from exc  # context.abort raises
 
 
@@ -56,6 +57,9 @@ class SlicesServicer(pb_grpc.SlicesServicer):
 
         async def call() -> pb.Slice:
             req = codec.request_from_pb(request.request)
+            if request.dry_run:
+                plan = self._m.dry_run(req)
+                return pb.Slice(sp_id=self._m.sp_id, request=codec.request_to_pb(req), plan=codec.plan_to_pb(plan))
             rec = await self._m.reserve(requester_of(context), request.request_id, req, float(request.hold_time_s))
             return self._encode(rec)
 

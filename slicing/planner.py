@@ -22,7 +22,8 @@ search over (money, latency) Pareto labels, pruned by a latency lower bound to t
 by the fastest path's money, finds the cheapest path within the budget.
 
 **Explanations.** When nothing fits, the constraints are applied one at a time in a fixed order
-(exclude, include, transit policy, isolation, QoS, bandwidth, labels, chain, latency, price) and the
+(runs refused in crankback, exclude, include, transit policy, isolation, QoS, bandwidth, labels,
+chain, latency, price) and the
 first one after which no candidate is left is named, with the best path found just before it.
 
 Label rule per inter-child link (ports ``a`` and ``b``; ``used`` = used and excluded labels of the
@@ -165,6 +166,7 @@ class _Hop:
 class _Checks:
     """Which constraints a search applies (explanations switch them on one at a time)."""
 
+    avoid: bool = True
     exclude: bool = True
     include: bool = True
     policy: bool = True
@@ -179,6 +181,7 @@ class _Checks:
         names = [c.value for c in _ORDER]
         on = set(names[: names.index(last.value) + 1])
         return _Checks(
+            avoid=Constraint.CRANKBACK in on,
             exclude=Constraint.EXCLUDE in on,
             include=Constraint.INCLUDE in on,
             policy=Constraint.TRANSIT_POLICY in on,
@@ -192,6 +195,7 @@ class _Checks:
 
 _ORDER: Final = (
     Constraint.PATH,
+    Constraint.CRANKBACK,
     Constraint.EXCLUDE,
     Constraint.INCLUDE,
     Constraint.TRANSIT_POLICY,
@@ -294,7 +298,7 @@ class _Query:
             peer_in = idx.peer_sp.get(u)
             for v, front in idx.transit.get(u, ()):
                 lat = next((lat for lat, bw in front if bw >= need), None)
-                if lat is None or (sp, u, v) in self.avoid:
+                if lat is None or (self.checks.avoid and (sp, u, v) in self.avoid):
                     continue
                 if v == req.dst:
                     peer_out = idx.peer_sp.get(v)
@@ -333,7 +337,7 @@ class _Query:
             peer_out = idx.peer_sp.get(v) if entered is None else entered
             for u, front in idx.transit.get(v, ()):
                 lat = next((lat for lat, bw in front if bw >= need), None)
-                if lat is None or (sp, u, v) in self.avoid or u == _DST:
+                if lat is None or (self.checks.avoid and (sp, u, v) in self.avoid):
                     continue
                 peer_in = idx.peer_sp.get(u)
                 if policy and peer_in is not None and peer_out is not None and not note.carries(peer_in, peer_out):
@@ -654,9 +658,16 @@ def _explain(q: _Query) -> FedError:
     )
 
 
-_CAPACITY: Final = frozenset({Constraint.PATH, Constraint.BANDWIDTH, Constraint.LABELS, Constraint.CHAIN})
+_CAPACITY: Final = frozenset(
+    {Constraint.PATH, Constraint.CRANKBACK, Constraint.BANDWIDTH, Constraint.LABELS, Constraint.CHAIN}
+)
 _REASONS: Final[dict[Constraint, Callable[[_Query], str]]] = {
     Constraint.PATH: lambda q: "no route at all in the notes held",
+    Constraint.CRANKBACK: lambda q: (
+        "no route avoids the runs lower SPs refused ("
+        + ", ".join(sorted({f"{d} {a}–{b}" for d, a, b in q.avoid if a < b}))
+        + ")"
+    ),
     Constraint.EXCLUDE: lambda q: f"no route avoids the excluded SPs {', '.join(q.request.exclude_sps)}",
     Constraint.INCLUDE: lambda q: f"no route crosses every included SP {', '.join(q.request.include_sps)}",
     Constraint.TRANSIT_POLICY: lambda q: "no route that every SP's transit policy allows",
