@@ -22,8 +22,8 @@ search over (money, latency) Pareto labels, pruned by a latency lower bound to t
 by the fastest path's money, finds the cheapest path within the budget.
 
 **Explanations.** When nothing fits, the constraints are applied one at a time in a fixed order
-(runs refused in crankback, exclude, include, transit policy, isolation, QoS, bandwidth, labels,
-chain, latency, price) and the
+(exclude, include, transit policy, isolation, QoS, bandwidth, labels, chain, runs refused in
+crankback, latency, price) and the
 first one after which no candidate is left is named, with the best path found just before it.
 
 Label rule per inter-child link (ports ``a`` and ``b``; ``used`` = used and excluded labels of the
@@ -195,7 +195,6 @@ class _Checks:
 
 _ORDER: Final = (
     Constraint.PATH,
-    Constraint.CRANKBACK,
     Constraint.EXCLUDE,
     Constraint.INCLUDE,
     Constraint.TRANSIT_POLICY,
@@ -204,6 +203,8 @@ _ORDER: Final = (
     Constraint.BANDWIDTH,
     Constraint.LABELS,
     Constraint.CHAIN,
+    # Last: when the request's own constraints leave candidates, a refusal below cut the last one.
+    Constraint.CRANKBACK,
 )
 
 
