@@ -47,8 +47,9 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from capability_catalog.graph import InterLink, inter_links, link_key, terminal_owner
+from capability_catalog.graph import InterLink, link_key
 from capability_catalog.model import (
+    BorderPort,
     CapabilityNote,
     FunctionOffer,
     Isolation,
@@ -96,13 +97,71 @@ class Run:
 
 @dataclass
 class _Index:
+    """What the search needs from a set of notes; per-SP parts are built the first time a search touches them."""
+
     notes: Mapping[SpId, CapabilityNote]
     owner: dict[TerminalId, SpId]
-    # terminal -> [(other terminal of the same child, [(latency, bandwidth), ...] fastest first, wider later)]
-    transit: dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]]
-    # port -> the link leaving through it, oriented with ``a`` = that port
-    link_of: dict[TerminalId, InterLink]
-    peer_sp: dict[TerminalId, SpId]
+    ports: dict[TerminalId, tuple[SpId, BorderPort]]
+    _transit: dict[SpId, dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]]] = field(
+        default_factory=dict
+    )
+    _links: dict[TerminalId, InterLink | None] = field(default_factory=dict)
+
+    def transit(self, u: TerminalId) -> list[tuple[TerminalId, list[tuple[float, int]]]]:
+        """The other terminals of ``u``'s SP and the (latency, bandwidth) Pareto front of transit to each."""
+        sp = self.owner[u]
+        adj = self._transit.get(sp)
+        if adj is None:
+            adj = self._transit[sp] = _transit_of(sp, self.notes[sp], self.owner)
+        return adj.get(u, [])
+
+    def link_of(self, pid: TerminalId) -> InterLink | None:
+        """The link leaving through port ``pid``, oriented with ``a`` = that port, when both sides declare it."""
+        if pid in self._links:
+            return self._links[pid]
+        link = None
+        mine = self.ports.get(pid)
+        if mine is not None:
+            sp, port = mine
+            peer = self.ports.get(port.peer_port)
+            # As in capability_catalog.graph.inter_links: both sides declare each other, two SPs.
+            if peer is not None and peer[1].peer_port == pid and peer[0] != sp:
+                link = InterLink(port, peer[1], sp, peer[0])
+        self._links[pid] = link
+        return link
+
+    def peer_sp(self, t: TerminalId) -> SpId | None:
+        """The peer SP a port declares (None for an endpoint)."""
+        mine = self.ports.get(t)
+        return mine[1].peer_sp if mine is not None else None
+
+
+def _transit_of(
+    sp: SpId, note: CapabilityNote, owner: Mapping[TerminalId, SpId]
+) -> dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]]:
+    pairs: dict[tuple[TerminalId, TerminalId], list[tuple[float, int]]] = {}
+    for t in note.transit:
+        a, b = t.a, t.b
+        if a == b or owner.get(a) != sp or owner.get(b) != sp:
+            continue
+        entry = (float(t.latency_ms), int(t.bandwidth_mbps))
+        found = pairs.get((a, b)) or pairs.get((b, a))
+        if found is None:
+            pairs[(a, b)] = [entry]
+        else:
+            found.append(entry)
+    adj: dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]] = {}
+    for (a, b), entries in pairs.items():
+        front = entries
+        if len(entries) > 1:
+            entries.sort(key=lambda e: (e[0], -e[1]))
+            front = []
+            for lat, bw in entries:  # keep the Pareto front: each later entry must be wider
+                if not front or bw > front[-1][1]:
+                    front.append((lat, bw))
+        adj.setdefault(a, []).append((b, front))
+        adj.setdefault(b, []).append((a, front))
+    return adj
 
 
 _CACHE: dict[tuple[tuple[str, int, int], ...], _Index] = {}
@@ -122,29 +181,15 @@ def _index(notes: Mapping[SpId, CapabilityNote]) -> _Index:
 
 
 def _build_index(notes: Mapping[SpId, CapabilityNote]) -> _Index:
-    owner = terminal_owner(notes)
-    pairs: dict[tuple[TerminalId, TerminalId], list[tuple[float, int]]] = {}
+    owner: dict[TerminalId, SpId] = {}
+    ports: dict[TerminalId, tuple[SpId, BorderPort]] = {}
     for sp, note in notes.items():
-        for t in note.transit:
-            if t.a == t.b or owner.get(t.a) != sp or owner.get(t.b) != sp:
-                continue
-            entry = (float(t.latency_ms), int(t.bandwidth_mbps))
-            pairs.setdefault((t.a, t.b), []).append(entry)
-            pairs.setdefault((t.b, t.a), []).append(entry)
-    transit: dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]] = {}
-    for (a, b), entries in pairs.items():
-        entries.sort(key=lambda e: (e[0], -e[1]))
-        front: list[tuple[float, int]] = []
-        for lat, bw in entries:  # keep the Pareto front: each later entry must be wider
-            if not front or bw > front[-1][1]:
-                front.append((lat, bw))
-        transit.setdefault(a, []).append((b, front))
-    link_of: dict[TerminalId, InterLink] = {}
-    for link in inter_links(notes):
-        link_of[link.a.id] = link
-        link_of[link.b.id] = InterLink(link.b, link.a, link.b_domain, link.a_domain)
-    peer_sp = {p.id: p.peer_sp for n in notes.values() for p in n.ports}
-    return _Index(notes, owner, transit, link_of, peer_sp)
+        for e in note.endpoints:
+            owner[e.id] = sp
+        for p in note.ports:
+            owner[p.id] = sp
+            ports[p.id] = (sp, p)
+    return _Index(notes, owner, ports)
 
 
 # --- one query ----------------------------------------------------------------------------------
@@ -296,18 +341,18 @@ class _Query:
             need = req.edge_mbps if self.checks.bandwidth else 0
             note = idx.notes[sp]
             policy = self.checks.policy and bool(note.transit_policy)
-            peer_in = idx.peer_sp.get(u)
-            for v, front in idx.transit.get(u, ()):
+            peer_in = idx.peer_sp(u)
+            for v, front in idx.transit(u):
                 lat = next((lat for lat, bw in front if bw >= need), None)
                 if lat is None or (self.checks.avoid and (sp, u, v) in self.avoid):
                     continue
                 if v == req.dst:
-                    peer_out = idx.peer_sp.get(v)
+                    peer_out = idx.peer_sp(v)
                     if policy and peer_in is not None and peer_out is not None and not note.carries(peer_in, peer_out):
                         continue
                     out.append(_Hop(sp, u, v, lat, None, _DST))
                     continue
-                link = idx.link_of.get(v)
+                link = idx.link_of(v)
                 if link is None or not self.sp_ok(link.b_domain) or not self.link_ok(link):
                     continue
                 if policy and peer_in is not None and not note.carries(peer_in, link.b_domain):
@@ -327,20 +372,20 @@ class _Query:
         if w == _DST:
             v, link, sp, entered = req.dst, None, idx.owner[req.dst], None
         else:
-            back = idx.link_of.get(w)
+            back = idx.link_of(w)
             if back is None:
                 self._rev[w] = out
                 return out
-            v, link, sp, entered = back.b.id, idx.link_of[back.b.id], back.b_domain, back.a_domain
+            v, link, sp, entered = back.b.id, idx.link_of(back.b.id), back.b_domain, back.a_domain
         if self.sp_ok(sp) and (link is None or (self.sp_ok(link.b_domain) and self.link_ok(link))):
             note = idx.notes[sp]
             policy = self.checks.policy and bool(note.transit_policy)
-            peer_out = idx.peer_sp.get(v) if entered is None else entered
-            for u, front in idx.transit.get(v, ()):
+            peer_out = idx.peer_sp(v) if entered is None else entered
+            for u, front in idx.transit(v):
                 lat = next((lat for lat, bw in front if bw >= need), None)
                 if lat is None or (self.checks.avoid and (sp, u, v) in self.avoid):
                     continue
-                peer_in = idx.peer_sp.get(u)
+                peer_in = idx.peer_sp(u)
                 if policy and peer_in is not None and peer_out is not None and not note.carries(peer_in, peer_out):
                     continue
                 out.append(_Hop(sp, u, v, lat, link, w))

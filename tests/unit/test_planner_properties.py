@@ -34,6 +34,7 @@ from capability_catalog.model import (
 from slicing.errors import FedError, InvalidArgument
 from slicing.model import Plan, SliceRequest
 from slicing.planner import link_key, plan
+from slicing.synthetic import synthetic_notes, synthetic_request
 
 ISO = list(Isolation)
 TYPES = ("fw", "nat")
@@ -324,3 +325,21 @@ def test_plan_is_valid_and_as_cheap_as_brute_force_on_small_graphs(seed: int, n:
         assert (round(p.cost.money_per_hour, 6), p.cost.latency_ms) == best
     elif best is not None:
         assert (round(p.cost.money_per_hour, 6), p.cost.latency_ms) <= best
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(20, 150),
+    budget=st.sampled_from([0.0, 15.0, 25.0, 40.0]),
+    qos=st.sampled_from(["", "gold"]),
+)
+def test_plans_on_synthetic_federations_satisfy_every_constraint(seed: int, n: int, budget: float, qos: str) -> None:
+    notes = synthetic_notes(n, seed)
+    request = synthetic_request(notes, seed + 1, latency_budget_ms=budget, qos_class=qos)
+    try:
+        p = plan(request, notes)
+    except FedError as exc:
+        assert exc.constraint in {"latency", "qos", "chain", "labels", "bandwidth", "path"}
+        return
+    check_plan(Case(notes, request, {}), p)
