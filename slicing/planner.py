@@ -487,8 +487,6 @@ def _search(q: _Query, *, latency_first: bool) -> _Found | None:
     )
     best: _Cost | None = None
     meet: _State | None = None
-    if start == goal:  # cannot happen (src is never the goal), kept for clarity of the invariant
-        return None
     while heaps[0] and heaps[1]:
         if best is not None:
             f, b = heaps[0][0], heaps[1][0]
