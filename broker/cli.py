@@ -57,6 +57,12 @@ _SLICE_KEYS = {
     "chain",
     "subnet",
     "port_constraints",
+    "reverse_bandwidth_mbps",
+    "qos_class",
+    "isolation",
+    "include_sps",
+    "exclude_sps",
+    "max_price_per_hour",
 }
 
 
@@ -90,12 +96,39 @@ def slice_request_from_data(data: Any, path: str = "slice") -> pb.SliceRequest:
             msg.bandwidth_mbps = int(data["bandwidth_mbps"])
         if "latency_budget_ms" in data:
             msg.latency_budget_ms = float(data["latency_budget_ms"])
+        if "reverse_bandwidth_mbps" in data:
+            msg.reverse_bandwidth_mbps = int(data["reverse_bandwidth_mbps"])
+        if "max_price_per_hour" in data:
+            msg.max_price_per_hour = float(data["max_price_per_hour"])
+        for key in ("qos_class", "isolation"):
+            if key in data:
+                setattr(msg, key, str(data[key]))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    for key in ("include_sps", "exclude_sps"):
+        value = data.get(key) or []
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}.{key}: must be a list of SP ids")
+        getattr(msg, key).extend(str(v) for v in value)
     chain = data.get("chain") or []
     if not isinstance(chain, list):
-        raise ConfigError(f"{path}.chain: must be a list of function types")
-    msg.chain.extend(str(c) for c in chain)
+        raise ConfigError(f"{path}.chain: must be a list of function types (or {{type, throughput_mbps}})")
+    throughputs: list[int] = []
+    for i, fn in enumerate(chain):
+        if isinstance(fn, dict):  # {type: firewall, throughput_mbps: 500}
+            extra = sorted(set(fn) - {"type", "throughput_mbps"})
+            if extra or "type" not in fn:
+                raise ConfigError(f"{path}.chain[{i}]: needs type (and optionally throughput_mbps), not {extra}")
+            try:
+                throughputs.append(int(fn.get("throughput_mbps", 0)))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{path}.chain[{i}].throughput_mbps: {exc}") from None
+            msg.chain.append(str(fn["type"]))
+        else:
+            throughputs.append(0)
+            msg.chain.append(str(fn))
+    if any(throughputs):
+        msg.chain_throughput_mbps.extend(throughputs)
     for i, pc in enumerate(data.get("port_constraints") or []):
         cpath = f"{path}.port_constraints[{i}]"
         if not isinstance(pc, dict) or "port" not in pc or "labels" not in pc:
@@ -230,6 +263,90 @@ async def _slice_request(ns: argparse.Namespace) -> int:
     msg = await _with_stub(ns, run)
     _emit(msg, ns.json, _print_slice)
     return 0
+
+
+def _print_plan(msg: pb.Slice) -> None:
+    plan = msg.plan
+    req = msg.request
+    head = Table(title=f"plan at {msg.sp_id} (dry run: nothing held)", show_header=False, title_justify="left")
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("request", f"{req.src} → {req.dst}, {req.bandwidth_mbps} Mb/s")
+    head.add_row("path", " → ".join(plan.path))
+    head.add_row(
+        "latency", f"{plan.total_latency_ms:g} ms" + (f" of {req.latency_budget_ms:g}" if req.latency_budget_ms else "")
+    )
+    head.add_row("cost", f"{plan.money_per_hour:g} per hour, {plan.hops} segment(s)")
+    if plan.placements:
+        head.add_row("chain", ", ".join(f"{p.type}@{p.domain}/{p.site}" for p in plan.placements))
+    out.print(head)
+    segs = Table(title="segments", title_justify="left")
+    for col in (
+        "#",
+        "domain",
+        "ingress → egress",
+        "transit ms",
+        "share ms",
+        "QoS",
+        "isolation",
+        "subnet",
+        "labels",
+        "fn",
+    ):
+        segs.add_column(col)
+    for s in plan.segments:
+        labels = " ".join(
+            f"{c.port}={','.join(f'{r.first}-{r.last}' if r.first != r.last else str(r.first) for r in c.labels)}"
+            for c in s.port_constraints
+        )
+        segs.add_row(
+            str(s.index),
+            s.domain,
+            f"{s.ingress} → {s.egress}",
+            f"{s.transit_latency_ms:g}",
+            f"{s.latency_share_ms:g}",
+            ",".join(f"{k}={v}" for k, v in sorted(s.qos_native.items())) or "-",
+            s.isolation or "-",
+            s.subnet,
+            labels or "-",
+            ",".join(s.functions) or "-",
+        )
+    out.print(segs)
+    if plan.links:
+        links = Table(title="inter-domain links (stitched by this SP)", title_justify="left")
+        for col in ("a", "b", "candidates", "preferred", "swap"):
+            links.add_column(col)
+        for ln in plan.links:
+            cands = ",".join(f"{r.first}-{r.last}" if r.first != r.last else str(r.first) for r in ln.candidates)
+            swap = "/".join(x for x, on in ((ln.a_domain, ln.a_can_swap), (ln.b_domain, ln.b_can_swap)) if on)
+            links.add_row(ln.a_port, ln.b_port, cands, str(ln.preferred), swap or "-")
+        out.print(links)
+
+
+async def _slice_plan(ns: argparse.Namespace) -> int:
+    req = slice_request_from_data(load_yaml(Path(ns.file)), path=ns.file)
+    msg = await _with_stub(ns, lambda stub: stub.Reserve(pb.ReserveRequest(request=req, dry_run=True)))
+    _emit(msg, ns.json, _print_plan)
+    return 0
+
+
+def _print_explanation(exc: grpc.aio.AioRpcError) -> None:
+    """The explanation tree a broker sent with a refusal: which SP refused what, level by level."""
+    from broker.status import explanation
+
+    tree = explanation(exc)
+    if tree is None or not tree.causes:
+        return
+    root = Tree(f"[bold]{tree.constraint or tree.code.value}[/]")
+
+    def add(node: Tree, causes: Sequence[Any]) -> None:
+        for c in causes:
+            where = f"[bold]{c.domain}[/] " if c.domain else ""
+            what = f"{c.constraint}: " if c.constraint and not c.message.startswith(c.constraint) else ""
+            add(node.add(f"{where}{c.code.value} {what}{c.message}"), c.causes)
+
+    add(root, tree.causes)
+    err.print(root)
 
 
 async def _slice_op(ns: argparse.Namespace) -> int:
@@ -542,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("activate", "activate a committed slice"),
     ):
         client(ssub.add_parser(name, help=text)).add_argument("slice_id")
+    pl = client(ssub.add_parser("plan", help="show how a broker would decompose a request (dry run, holds nothing)"))
+    pl.add_argument("file")
     lp = client(ssub.add_parser("list", help="list slices"))
     lp.add_argument("--state", action="append", choices=STATE_NAMES, help="only this state (repeatable)")
 
@@ -651,12 +770,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_slice_request(ns))
         if ns.slice_cmd == "list":
             return asyncio.run(_slice_list(ns))
+        if ns.slice_cmd == "plan":
+            return asyncio.run(_slice_plan(ns))
         return asyncio.run(_slice_op(ns))
     except (ConfigError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
     except grpc.aio.AioRpcError as exc:
         err.print(f"[red]{exc.code().name}:[/] {exc.details()}")
+        _print_explanation(exc)
         return 1
     except KeyboardInterrupt:
         return 130

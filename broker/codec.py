@@ -16,6 +16,7 @@ from capability_catalog.authoring import OfferPolicy, parse_policy
 from capability_catalog.model import (
     LABEL_LIMITS,
     CapabilityNote,
+    Isolation,
     LabelRange,
     LabelSet,
     LabelType,
@@ -23,8 +24,8 @@ from capability_catalog.model import (
 )
 from capability_catalog.signing import SignedNote
 from fedbroker.v1 import northsouth_pb2 as pb
-from slicing.errors import InvalidArgument
-from slicing.model import PortConstraint, SliceRequest, SliceState
+from slicing.errors import ErrorCode, FedError, InvalidArgument, error_for_code
+from slicing.model import Plan, PortConstraint, SliceRequest, SliceState
 
 _LABEL_TYPES: dict[LabelType, int] = {
     LabelType.VXLAN_VNI: pb.LABEL_TYPE_VXLAN_VNI,
@@ -244,7 +245,24 @@ def request_to_pb(req: SliceRequest) -> pb.SliceRequest:
             pb.PortConstraint(port=c.port, labels=label_ranges_to_pb(c.labels), preferred=c.preferred or 0)
             for c in req.port_constraints
         ],
+        chain_throughput_mbps=list(req.chain_throughput_mbps),
+        reverse_bandwidth_mbps=req.reverse_bandwidth_mbps,
+        qos_class=req.qos_class,
+        isolation=str(req.isolation) if req.isolation is not None else "",
+        include_sps=list(req.include_sps),
+        exclude_sps=list(req.exclude_sps),
+        max_price_per_hour=req.max_price_per_hour,
+        trace=list(req.trace),
     )
+
+
+def _ids(values: Iterable[str], path: str) -> tuple[str, ...]:
+    out = tuple(values)
+    if len(out) > MAX_LIST_LEN:
+        raise InvalidArgument(path, f"more than {MAX_LIST_LEN} entries")
+    for i, v in enumerate(out):
+        check_id(v, f"{path}[{i}]")
+    return out
 
 
 def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest:
@@ -278,6 +296,19 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         if c.preferred and c.preferred not in labels:
             raise InvalidArgument(f"{cpath}.preferred", f"{c.preferred} is outside the allowed labels")
         constraints.append(PortConstraint(TerminalId(c.port), labels, c.preferred or None))
+    if len(msg.chain_throughput_mbps) > len(msg.chain):
+        raise InvalidArgument(f"{path}.chain_throughput_mbps", "has more entries than the chain has functions")
+    isolation: Isolation | None = None
+    if msg.isolation:
+        try:
+            isolation = Isolation(msg.isolation)
+        except ValueError:
+            known = ", ".join(i.value for i in Isolation)
+            why = f"unknown isolation '{msg.isolation}' (known: {known})"
+            raise InvalidArgument(f"{path}.isolation", why) from None
+    if not math.isfinite(msg.max_price_per_hour) or msg.max_price_per_hour < 0:
+        raise InvalidArgument(f"{path}.max_price_per_hour", "must be zero (no ceiling) or positive")
+    check_id(msg.qos_class, f"{path}.qos_class", required=False)
     return SliceRequest(
         name=msg.name,
         src=TerminalId(msg.src),
@@ -287,7 +318,92 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         chain=tuple(msg.chain),
         subnet=subnet,
         port_constraints=tuple(constraints),
+        chain_throughput_mbps=tuple(msg.chain_throughput_mbps),
+        reverse_bandwidth_mbps=msg.reverse_bandwidth_mbps,
+        qos_class=msg.qos_class,
+        isolation=isolation,
+        include_sps=_ids(msg.include_sps, f"{path}.include_sps"),
+        exclude_sps=_ids(msg.exclude_sps, f"{path}.exclude_sps"),
+        max_price_per_hour=msg.max_price_per_hour,
+        trace=_ids(msg.trace, f"{path}.trace"),
     )
+
+
+# --- plans and explanations -------------------------------------------------------------------
+
+
+def plan_to_pb(plan: Plan) -> pb.SlicePlan:
+    """A decomposition as protobuf (the answer to a dry-run Reserve)."""
+    return pb.SlicePlan(
+        path=list(plan.path),
+        total_latency_ms=plan.total_latency_ms,
+        money_per_hour=plan.cost.money_per_hour,
+        hops=plan.cost.hops,
+        segments=[
+            pb.PlannedSegment(
+                index=s.index,
+                domain=s.domain,
+                ingress=s.request.src,
+                egress=s.request.dst,
+                transit_latency_ms=s.transit_latency_ms,
+                latency_share_ms=s.latency_share_ms,
+                qos_native=dict(s.qos_native),
+                isolation=str(s.isolation) if s.isolation is not None else "",
+                subnet=s.request.subnet,
+                port_constraints=[
+                    pb.PortConstraint(port=c.port, labels=label_ranges_to_pb(c.labels), preferred=c.preferred or 0)
+                    for c in s.request.port_constraints
+                ],
+                functions=list(s.request.chain),
+                price_per_hour=s.price_per_hour,
+            )
+            for s in plan.segments
+        ],
+        links=[
+            pb.PlannedLink(
+                a_port=ln.a_port,
+                b_port=ln.b_port,
+                a_domain=ln.a_domain,
+                b_domain=ln.b_domain,
+                candidates=label_ranges_to_pb(ln.candidates),
+                preferred=ln.preferred,
+                a_can_swap=ln.a_can_swap,
+                b_can_swap=ln.b_can_swap,
+            )
+            for ln in plan.links
+        ],
+        placements=[
+            pb.FunctionPlacement(index=p.index, type=p.type, domain=p.domain, site=p.site) for p in plan.placements
+        ],
+    )
+
+
+#: How deep an explanation tree may be and how many causes a node may list (a bound for hostile peers).
+MAX_ERROR_DEPTH = 8
+
+
+def error_to_detail(exc: FedError, depth: int = 0) -> pb.ErrorDetail:
+    """An error and its causes as the ``ErrorDetail`` tree sent in the status details."""
+    return pb.ErrorDetail(
+        sp_id=exc.domain,
+        code=exc.code.value,
+        constraint=exc.constraint,
+        message=exc.message,
+        field=exc.field,
+        causes=[error_to_detail(c, depth + 1) for c in exc.causes[:MAX_LIST_LEN]] if depth < MAX_ERROR_DEPTH else [],
+    )
+
+
+def error_from_detail(detail: pb.ErrorDetail, depth: int = 0) -> FedError:
+    """The error tree back from ``ErrorDetail`` (unknown codes become INTERNAL)."""
+    try:
+        code = ErrorCode(detail.code)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    causes = [error_from_detail(c, depth + 1) for c in detail.causes[:MAX_LIST_LEN]] if depth < MAX_ERROR_DEPTH else []
+    err = error_for_code(code, detail.message, domain=detail.sp_id, constraint=detail.constraint, causes=causes)
+    err.field = detail.field
+    return err
 
 
 # --- slices -----------------------------------------------------------------------------------

@@ -22,8 +22,10 @@ from domain_agents.base import DomainAgent, DomainUsage, SegmentGrant, SegmentOr
 from slicing import planner
 from slicing.errors import (
     AlreadyExists,
+    Constraint,
     ErrorCode,
     FailedPrecondition,
+    FanoutError,
     FedError,
     InvalidArgument,
     NotFound,
@@ -36,7 +38,8 @@ from wim.base import ConnectionPoint, ConnectivitySpec, WimDriver, WimUsage
 log = logging.getLogger(__name__)
 S = SliceState
 
-MAX_LABEL_ATTEMPTS = 3
+#: Plans tried per Reserve: the first and the crankbacks after lower-SP refusals or label disagreements.
+MAX_PLAN_ATTEMPTS = 4
 MAX_HOLD_TIME_S = 3600.0
 
 
@@ -172,6 +175,7 @@ class SliceManager:
         self, requester: str, request_id: str, request: SliceRequest, hold_time_s: float = 0.0
     ) -> SliceRecord:
         """Hold a slice in every child the plan involves, or hold nothing at all."""
+        self._check_loop(request)
         if not request_id:
             raise InvalidArgument("request_id", "must not be empty")
         if hold_time_s < 0 or hold_time_s > MAX_HOLD_TIME_S:
@@ -209,12 +213,39 @@ class SliceManager:
                     self._save(replace(failed, state=S.FAILED, reason=str(exc), error_code=exc.code.value))
                     raise
 
-    def _plan(self, request: SliceRequest, exclude: Mapping[tuple[str, str], set[int]]) -> Plan:
+    def _check_loop(self, request: SliceRequest) -> None:
+        """Refuse a request that already passed through this SP (loop safety)."""
+        if self.sp_id in request.trace:
+            raise FailedPrecondition(
+                f"loop: the request already passed through {self.sp_id} (trace {' → '.join(request.trace)})",
+                constraint=Constraint.LOOP,
+            )
+
+    def dry_run(self, request: SliceRequest) -> Plan:
+        """The plan a Reserve would try first, holding and recording nothing."""
+        self._check_loop(request)
+        return self._plan(request, {}, ())
+
+    def _plan(
+        self, request: SliceRequest, exclude: Mapping[tuple[str, str], set[int]], avoid: Iterable[planner.Run]
+    ) -> Plan:
         notes = self._notes()
         usable = {sp: n for sp, n in notes.items() if sp in self._agents}
         if not usable:
             raise ResourceExhausted("no capability notes from any child yet; nothing to decompose over")
-        return planner.plan(request, usable, used_labels=self._store.used_link_labels(), exclude_labels=exclude)
+        # Sub-requests carry the trace with this SP on it; an include naming this SP is met already.
+        mine = replace(
+            request,
+            trace=(*request.trace, self.sp_id),
+            include_sps=tuple(sp for sp in request.include_sps if sp != self.sp_id),
+        )
+        return planner.plan(
+            mine,
+            usable,
+            used_labels=self._store.used_link_labels(),
+            exclude_labels=exclude,
+            avoid_runs=tuple(avoid),
+        )
 
     def _records_for(
         self, rec: SliceRecord, plan: Plan, attempt: int
@@ -254,12 +285,45 @@ class SliceManager:
         return segments, tuple(links)
 
     async def _reserve_with_crankback(self, rec: SliceRecord) -> SliceRecord:
+        """Plan, reserve everywhere; on a refusal or a label disagreement release all and re-plan around it.
+
+        A child refusing with RESOURCE_EXHAUSTED (no capacity, a label taken meanwhile) has its run
+        avoided in the next plan; labels that disagreed are excluded. Other errors (a child that
+        does not answer, a bad request) end the reservation at once. Every try releases what it
+        held before the next starts, and after ``MAX_PLAN_ATTEMPTS`` the whole request fails.
+        """
         exclude: dict[tuple[str, str], set[int]] = {}
-        for attempt in range(MAX_LABEL_ATTEMPTS):
-            plan = self._plan(rec.request, exclude)
+        avoid: list[planner.Run] = []
+        refusals: list[FedError] = []
+        for attempt in range(MAX_PLAN_ATTEMPTS):
+            try:
+                plan = self._plan(rec.request, exclude, avoid)
+            except FedError as exc:
+                if not refusals:
+                    raise
+                raise error_for_code(
+                    exc.code,
+                    f"{exc.message} (after crankback around {len(refusals)} refusal(s): "
+                    + "; ".join(str(r) for r in refusals)
+                    + ")",
+                    constraint=exc.constraint,
+                    causes=refusals,
+                ) from None
             segments, links = self._records_for(rec, plan, attempt)
             rec = self._save(replace(rec, segments=segments, links=links))
-            grants = await self._reserve_segments(rec)
+            refused: dict[int, FedError] = {}
+            try:
+                grants = await self._reserve_segments(rec, refused)
+            except FedError as exc:
+                causes = exc.causes if isinstance(exc, FanoutError) else (exc,)
+                if not refused or any(c.code is not ErrorCode.RESOURCE_EXHAUSTED for c in causes):
+                    raise
+                for index, err in sorted(refused.items()):
+                    seg = rec.segments[index]
+                    avoid.append(planner.Run(SpId(seg.domain), seg.request.src, seg.request.dst))
+                    refusals.append(err.in_domain(seg.domain))
+                log.warning("slice %s: attempt %d refused (%s); re-planning around it", rec.id, attempt + 1, exc)
+                continue
             segments = tuple(
                 replace(
                     s,
@@ -289,26 +353,39 @@ class SliceManager:
             log.warning("slice %s: labels disagree (%s); releasing and retrying", rec.id, names)
             rec = self._save(rec)
             await self._release_segments(rec, "crankback")
+            rec = self._save(replace(rec, segments=_with_state(rec.segments, S.ABORTED)))
             for ln in disagree:
                 key = planner.link_key(ln.a_port, ln.b_port)
                 exclude.setdefault(key, set()).update(x for x in (ln.label_a, ln.label_b) if x is not None)
-        raise ResourceExhausted(f"labels on the inter-domain links did not agree after {MAX_LABEL_ATTEMPTS} attempts")
+            refusals.append(
+                ResourceExhausted(f"labels disagree on {names}", constraint=Constraint.LABELS, domain=self.sp_id)
+            )
+        if all(r.constraint == Constraint.LABELS and r.domain == self.sp_id for r in refusals):
+            message = f"labels on the inter-domain links did not agree after {MAX_PLAN_ATTEMPTS} attempts"
+        else:
+            message = f"{MAX_PLAN_ATTEMPTS} plans were refused below: " + "; ".join(str(r) for r in refusals)
+        raise ResourceExhausted(f"crankback: {message}", constraint=Constraint.CRANKBACK, causes=refusals)
 
-    async def _reserve_segments(self, rec: SliceRecord) -> dict[int, SegmentGrant]:
+    async def _reserve_segments(self, rec: SliceRecord, refused: dict[int, FedError]) -> dict[int, SegmentGrant]:
+        """Reserve every segment at once; on failure all held are released and ``refused`` names who said no."""
         grants: dict[int, SegmentGrant] = {}
 
         def reserve_task(seg: SegmentRecord) -> Task:
             agent = self._agent(seg.domain)
 
             async def run() -> None:
-                grants[seg.index] = await agent.reserve(
-                    SegmentOrder(
-                        key=seg.order_key,
-                        request=seg.request,
-                        hold_time_s=rec.hold_time_s,
-                        on_behalf_of=rec.requester,
+                try:
+                    grants[seg.index] = await agent.reserve(
+                        SegmentOrder(
+                            key=seg.order_key,
+                            request=seg.request,
+                            hold_time_s=rec.hold_time_s,
+                            on_behalf_of=rec.requester,
+                        )
                     )
-                )
+                except FedError as exc:
+                    refused[seg.index] = exc
+                    raise
 
             async def undo() -> None:
                 await agent.abort(grants[seg.index].handle)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
+from capability_catalog.model import Isolation, LabelRange, LabelSet, LabelType, TerminalId
 from slicing.model import PortConstraint, SliceRequest, SliceState
 
 
@@ -113,7 +113,7 @@ def labels_from_json(data: list[list[int]]) -> LabelSet:
 
 def request_to_dict(req: SliceRequest) -> dict[str, Any]:
     """A slice request as plain JSON-able data (for the store and the idempotency hash)."""
-    return {
+    out: dict[str, Any] = {
         "name": req.name,
         "src": req.src,
         "dst": req.dst,
@@ -125,6 +125,19 @@ def request_to_dict(req: SliceRequest) -> dict[str, Any]:
             {"port": c.port, "labels": labels_to_json(c.labels), "preferred": c.preferred} for c in req.port_constraints
         ],
     }
+    # Fields added later are stored only when set, so digests of older requests stay the same.
+    extra: dict[str, Any] = {
+        "chain_throughput_mbps": list(req.chain_throughput_mbps),
+        "reverse_bandwidth_mbps": req.reverse_bandwidth_mbps,
+        "qos_class": req.qos_class,
+        "isolation": str(req.isolation) if req.isolation is not None else "",
+        "include_sps": list(req.include_sps),
+        "exclude_sps": list(req.exclude_sps),
+        "max_price_per_hour": req.max_price_per_hour,
+        "trace": list(req.trace),
+    }
+    out.update({k: v for k, v in extra.items() if v})
+    return out
 
 
 def request_from_dict(d: Mapping[str, Any]) -> SliceRequest:
@@ -141,6 +154,14 @@ def request_from_dict(d: Mapping[str, Any]) -> SliceRequest:
             PortConstraint(TerminalId(c["port"]), labels_from_json(c["labels"]), c["preferred"])
             for c in d["port_constraints"]
         ),
+        chain_throughput_mbps=tuple(int(x) for x in d.get("chain_throughput_mbps", ())),
+        reverse_bandwidth_mbps=int(d.get("reverse_bandwidth_mbps", 0)),
+        qos_class=str(d.get("qos_class", "")),
+        isolation=Isolation(d["isolation"]) if d.get("isolation") else None,
+        include_sps=tuple(d.get("include_sps", ())),
+        exclude_sps=tuple(d.get("exclude_sps", ())),
+        max_price_per_hour=float(d.get("max_price_per_hour", 0.0)),
+        trace=tuple(d.get("trace", ())),
     )
 
 

@@ -22,7 +22,7 @@ from broker.catalog import Catalog
 from broker.lifecycle import SliceManager
 from broker.offers import OfferDesk
 from broker.records import SliceRecord
-from broker.status import to_grpc
+from broker.status import status_trailer, to_grpc
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import FedError, InvalidArgument, NotFound
@@ -57,7 +57,8 @@ class Gate:
         except FedError as exc:
             if audited:
                 self.audit.record(rpc, principal, target, exc.code.value, str(exc), peer=tls_peer(context))
-            await context.abort(to_grpc(exc.code), str(exc))
+            # The status message is the one-line reason; the trailer carries the explanation tree.
+            await context.abort(to_grpc(exc.code), str(exc), trailing_metadata=status_trailer(exc))
             raise AssertionError("unreachable") from exc  # context.abort raises
         if audited:
             self.audit.record(rpc, principal, target, "OK", outcome(result))
@@ -96,8 +97,11 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         """Hold a slice."""
 
         async def call(principal: Principal) -> pb.Slice:
-            codec.check_id(request.request_id, "request_id")
+            codec.check_id(request.request_id, "request_id", required=not request.dry_run)
             req = codec.request_from_pb(request.request)
+            if request.dry_run:
+                plan = self._m.dry_run(req)
+                return pb.Slice(sp_id=self._m.sp_id, request=codec.request_to_pb(req), plan=codec.plan_to_pb(plan))
             rec = await self._m.reserve(principal.id, request.request_id, req, float(request.hold_time_s))
             return self._encode(rec)
 

@@ -51,6 +51,7 @@ _EXPECT_KEYS = {
     "message_contains",
     "leaf_sps_min",
     "leaf_sps_include",
+    "leaf_sps_exclude",
     "labels_agree",
     "same_slice_as",
 }
@@ -79,6 +80,7 @@ class Expect:
     message_contains: str | None = None
     leaf_sps_min: int | None = None
     leaf_sps_include: tuple[str, ...] = ()
+    leaf_sps_exclude: tuple[str, ...] = ()
     labels_agree: bool = False
     same_slice_as: str | None = None
 
@@ -177,12 +179,16 @@ def _parse_expect(raw: Any, path: str) -> Expect:
     include = d.get("leaf_sps_include", [])
     if not isinstance(include, list):
         raise ScenarioError(f"{path}.leaf_sps_include: must be a list of SP ids")
+    avoided = d.get("leaf_sps_exclude", [])
+    if not isinstance(avoided, list):
+        raise ScenarioError(f"{path}.leaf_sps_exclude: must be a list of SP ids")
     return Expect(
         state=state,
         error=error,
         message_contains=d.get("message_contains"),
         leaf_sps_min=minimum,
         leaf_sps_include=tuple(include),
+        leaf_sps_exclude=tuple(avoided),
         labels_agree=bool(d.get("labels_agree", False)),
         same_slice_as=d.get("same_slice_as"),
     )

@@ -222,6 +222,9 @@ class Run:
         missing = [sp for sp in e.leaf_sps_include if sp not in leaves]
         if missing:
             raise StepFailed(f"expected leaf SPs to include {missing}, got {leaves}")
+        crossed = [sp for sp in e.leaf_sps_exclude if sp in leaves]
+        if crossed:
+            raise StepFailed(f"expected leaf SPs to avoid {crossed}, got {leaves}")
         if e.same_slice_as is not None:
             other = self.slices.get(e.same_slice_as, ("", ""))[1]
             if msg.id != other:

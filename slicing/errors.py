@@ -15,6 +15,13 @@
     └── FanoutError         several children failed; ``causes`` names each
 
 Codes are the gRPC status names; the broker maps them to and from gRPC status codes in one table.
+
+Every error is also a node of an explanation tree: ``domain`` says which SP (or local domain) raised
+it, ``constraint`` which constraint cut off the last candidate (a ``Constraint`` value, empty when
+it is not about one), and ``causes`` the errors one level down that led to it (the refusals a
+crankback worked around, or each failing child of a fan-out). The broker sends the tree across the
+API in the ``google.rpc.Status`` details (``fedbroker.v1.ErrorDetail``), so an upper-SP and the
+customer see which SP refused what, level by level.
 """
 
 from __future__ import annotations
@@ -38,17 +45,46 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL"
 
 
+class Constraint(StrEnum):
+    """The constraints an explanation can name (the prefix of a planner's refusal message)."""
+
+    PATH = "path"
+    EXCLUDE = "exclude"
+    INCLUDE = "include"
+    TRANSIT_POLICY = "transit-policy"
+    ISOLATION = "isolation"
+    QOS = "qos"
+    BANDWIDTH = "bandwidth"
+    LABELS = "labels"
+    CHAIN = "chain"
+    LATENCY = "latency"
+    PRICE = "price"
+    ADDRESSES = "addresses"
+    LOOP = "loop"
+    CRANKBACK = "crankback"
+
+
 class FedError(Exception):
     """Root of every fedbroker error: a stable code, a retryable flag, the domain that raised it."""
 
     code: ErrorCode = ErrorCode.INTERNAL
     retryable: bool = False
 
-    def __init__(self, message: str, *, domain: str = "", field: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        domain: str = "",
+        field: str = "",
+        constraint: str = "",
+        causes: Sequence[FedError] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.domain = domain
         self.field = field
+        self.constraint = constraint
+        self.causes: tuple[FedError, ...] = tuple(causes)
 
     def __str__(self) -> str:
         prefix = f"[{self.domain}] " if self.domain else ""
@@ -145,21 +181,22 @@ class FanoutError(FedError):
     """Several children failed in one fan-out; the message names each failing domain."""
 
     def __init__(self, causes: Sequence[FedError]) -> None:
-        self.causes = tuple(causes)
-        codes = {c.code for c in self.causes}
+        codes = {c.code for c in causes}
         self.code = next((c for c in _PRECEDENCE if c in codes), ErrorCode.INTERNAL)
-        self.retryable = all(c.retryable for c in self.causes)
-        super().__init__("; ".join(str(c) for c in self.causes))
+        self.retryable = all(c.retryable for c in causes)
+        super().__init__("; ".join(str(c) for c in causes), causes=causes)
 
 
-def error_for_code(code: ErrorCode, message: str, *, domain: str = "") -> FedError:
+def error_for_code(
+    code: ErrorCode, message: str, *, domain: str = "", constraint: str = "", causes: Sequence[FedError] = ()
+) -> FedError:
     """Build the error class for ``code`` (used for errors coming up from a lower-SP)."""
     cls = _BY_CODE.get(code, Internal)
     if cls is InvalidArgument:
-        err: FedError = FedError(message, domain=domain)
+        err: FedError = FedError(message, domain=domain, constraint=constraint, causes=causes)
         err.code = ErrorCode.INVALID_ARGUMENT
         return err
-    return cls(message, domain=domain)
+    return cls(message, domain=domain, constraint=constraint, causes=causes)
 
 
 _BY_CODE: dict[ErrorCode, type[FedError]] = {

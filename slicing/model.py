@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from capability_catalog.model import LabelSet, SpId, TerminalId
+from capability_catalog.model import Isolation, LabelSet, SpId, TerminalId
 
 
 class SliceState(StrEnum):
@@ -64,21 +64,85 @@ class PortConstraint:
 
 
 @dataclass(frozen=True)
+class ChainFunction:
+    """One network function of a request's chain: its type and the throughput it must sustain (0: the slice's)."""
+
+    type: str
+    throughput_mbps: int = 0
+
+
+@dataclass(frozen=True)
 class SliceRequest:
-    """An end-to-end (or per-segment) slice request between two terminals."""
+    """An end-to-end (or per-segment) slice request between two terminals.
+
+    Every field added after the first version has a default that means "no constraint", so older
+    request files and stored records keep their meaning.
+    """
 
     src: TerminalId
     dst: TerminalId
-    bandwidth_mbps: int
+    bandwidth_mbps: int  # src -> dst
     name: str = ""
     latency_budget_ms: float = 0.0  # 0 = unbounded
-    chain: tuple[str, ...] = ()
+    chain: tuple[str, ...] = ()  # function types, in the order traffic traverses them
     subnet: str = "10.0.0.0/16"
     port_constraints: tuple[PortConstraint, ...] = ()
+    # Per chain function, the throughput it must sustain; missing or 0 means the slice's bandwidth.
+    chain_throughput_mbps: tuple[int, ...] = ()
+    reverse_bandwidth_mbps: int = 0  # dst -> src; 0 = the same as bandwidth_mbps
+    qos_class: str = ""  # empty = no QoS class asked
+    isolation: Isolation | None = None  # None = any
+    include_sps: tuple[str, ...] = ()  # SPs the path must cross (visible at the planning level)
+    exclude_sps: tuple[str, ...] = ()  # SPs the path must avoid (at every level)
+    max_price_per_hour: float = 0.0  # 0 = no ceiling
+    # SPs this request has already passed through, the first requester-facing SP first (loop safety).
+    trace: tuple[str, ...] = ()
 
     def constraint(self, port: str) -> PortConstraint | None:
         """The constraint on ``port``, if any."""
         return next((c for c in self.port_constraints if c.port == port), None)
+
+    @property
+    def reverse_mbps(self) -> int:
+        """Bandwidth asked from dst to src."""
+        return self.reverse_bandwidth_mbps or self.bandwidth_mbps
+
+    @property
+    def edge_mbps(self) -> int:
+        """What every edge must carry: notes state capacity per direction (full duplex), so the larger one."""
+        return max(self.bandwidth_mbps, self.reverse_mbps)
+
+    def functions(self) -> tuple[ChainFunction, ...]:
+        """The chain with each function's required throughput resolved."""
+        out = []
+        for i, fn in enumerate(self.chain):
+            asked = self.chain_throughput_mbps[i] if i < len(self.chain_throughput_mbps) else 0
+            out.append(ChainFunction(fn, asked or self.edge_mbps))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class FunctionPlacement:
+    """Where the plan puts one chain function: the child and the site its note offers it at."""
+
+    index: int
+    type: str
+    domain: SpId
+    site: str
+
+
+@dataclass(frozen=True)
+class PlanCost:
+    """What a plan costs, compared in this order: money, then latency, then hops.
+
+    ``money_per_hour`` is the sum over segments of the child's ``price_per_mbps_hour`` times the
+    bandwidth of both directions; a child whose note states no price adds nothing. Among equally
+    priced plans (e.g. none priced) the lower latency wins, then the fewer inter-domain hops.
+    """
+
+    money_per_hour: float
+    latency_ms: float
+    hops: int
 
 
 @dataclass(frozen=True)
@@ -90,6 +154,11 @@ class SegmentPlan:
     request: SliceRequest
     transit_latency_ms: float
     latency_share_ms: float
+    # The requested QoS class in the child's own mechanism (from its note), e.g. (("dscp", "46"),).
+    qos_native: tuple[tuple[str, str], ...] = ()
+    price_per_hour: float = 0.0
+    # The child's weakest isolation mechanism at least as strong as asked (None when none was asked).
+    isolation: Isolation | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +184,8 @@ class Plan:
     links: tuple[LinkPlan, ...]
     total_latency_ms: float
     path: tuple[TerminalId, ...] = field(default=())
+    placements: tuple[FunctionPlacement, ...] = ()
+    cost: PlanCost = PlanCost(0.0, 0.0, 0)
 
     def domains(self) -> list[SpId]:
         """The children involved, in path order (a child may appear twice)."""

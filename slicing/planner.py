@@ -1,15 +1,18 @@
 """Decomposition: one request between two terminals, split into per-child segments. Pure, no I/O.
 
-The lowest-latency path with enough bandwidth on every edge and a usable label on every
-inter-child link; consecutive edges of one child form its segment; each segment gets a latency
-share, the functions placed in it, a subnet carved from the request's, and the labels allowed at
-its border ports.
+``plan`` validates the request, finds the cheapest feasible path (``slicing.search``: cost is money,
+then latency, then segments; an exact budget-constrained search when the cheapest path is too slow)
+and turns it into segments: each child's sub-request with its latency share, QoS mapping, labels
+per border port (``slicing.labels``), chain functions and a disjoint piece of the slice's subnet.
 
-Label rule per inter-child link (ports ``a`` and ``b``; ``used`` = used and excluded labels of the
-link key): when ``a.labels & b.labels - used`` is non-empty, both sides must use one of those.
-Otherwise, when a side can swap, each side picks from its own labels minus ``used``; the link's
-candidates are then the non-swapping side's free labels (the path-first side's when both swap),
-and it is usable only if every side has a free label. Otherwise the link is unusable.
+**Explanations.** When nothing fits, the constraints are applied one at a time in a fixed order
+(exclude, include, transit policy, isolation, QoS, bandwidth, labels, chain, runs refused in
+crankback, latency, price) and the first one after which no candidate is left is named, with the
+best path found just before it.
+
+**Budget split.** Each segment gets its transit latency plus a share of the slack proportional to
+it (equal shares when the path has no latency), rounded down to 1e-6 ms: shares sum to at most the
+budget and none is below the segment's transit latency.
 """
 
 from __future__ import annotations
@@ -17,37 +20,47 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
 
-import networkx as nx
+from capability_catalog.graph import link_key
+from capability_catalog.model import CapabilityNote, SpId, TerminalId
+from slicing.errors import Constraint, FailedPrecondition, FedError, InvalidArgument, ResourceExhausted
+from slicing.labels import link_labels, lowest
+from slicing.model import (
+    ChainFunction,
+    FunctionPlacement,
+    LinkPlan,
+    Plan,
+    PlanCost,
+    PortConstraint,
+    SegmentPlan,
+    SliceRequest,
+)
+from slicing.search import (
+    EXPLAIN_ORDER,
+    MICRO,
+    Found,
+    Query,
+    Run,
+    hosts,
+    index_for,
+    isolation_for,
+    search,
+    search_within,
+)
 
-from capability_catalog.graph import InterLink, build_graph, link_key, terminal_owner
-from capability_catalog.model import CapabilityNote, LabelRange, LabelSet, SpId, TerminalId
-from slicing.errors import InvalidArgument, ResourceExhausted
-from slicing.model import LinkPlan, Plan, PortConstraint, SegmentPlan, SliceRequest
-
-__all__ = ["link_key", "plan"]
+__all__ = ["MAX_INCLUDE_SPS", "Run", "link_key", "plan"]
 
 LabelMap = Mapping[tuple[str, str], set[int]]
 
-#: Latencies are compared on the grid the shares are rounded to (1e-6 ms), so rounding never refuses.
-_LATENCY_EPS = 1e-6
 _MAX_SEGMENT_PREFIX = 30
+#: Each included SP doubles the search space (the include mask); beyond this, refuse.
+MAX_INCLUDE_SPS: Final = 4
 
 
-@dataclass(frozen=True)
-class _Run:
-    domain: SpId
-    ingress: TerminalId
-    egress: TerminalId
-    latency_ms: float
-
-
-@dataclass(frozen=True)
-class _LinkLabels:
-    candidates: LabelSet
-    per_port: dict[TerminalId, LabelSet]
+# --- the entry point ----------------------------------------------------------------------------
 
 
 def plan(
@@ -56,81 +69,251 @@ def plan(
     *,
     used_labels: LabelMap | None = None,
     exclude_labels: LabelMap | None = None,
+    avoid_runs: Collection[Run] = (),
 ) -> Plan:
-    """Decompose ``request`` over the children's ``notes``, or raise why it cannot be done."""
-    owner = terminal_owner(notes)
-    _validate(request, notes, owner)
+    """Decompose ``request`` over the children's ``notes`` at the least cost, or raise why it cannot be done.
+
+    ``used_labels`` are labels held on inter-child links now, ``exclude_labels`` labels to avoid
+    (crankback after a disagreement), ``avoid_runs`` runs a child refused (crankback after a refusal).
+    """
+    idx = index_for(notes)
+    _validate(request, notes, idx.owner)
     taken: dict[tuple[str, str], set[int]] = {}
     for source in (used_labels or {}, exclude_labels or {}):
         for (a, b), values in source.items():
             taken.setdefault(link_key(a, b), set()).update(values)
-    own_constraints = _own_constraints(request, notes, owner)
+    own_constraints = _own_constraints(request, notes, idx.owner)
+    visible = set(notes)
+    include = [sp for sp in dict.fromkeys(request.include_sps)]
+    for i, sp in enumerate(include):
+        if sp not in visible:
+            raise FailedPrecondition(
+                f"include: SP '{sp}' is not among the SPs this level buys from ({', '.join(sorted(visible))})",
+                field=f"request.include_sps[{i}]",
+                constraint=Constraint.INCLUDE,
+            )
+    avoid = frozenset(
+        key for r in avoid_runs for key in ((r.domain, r.ingress, r.egress), (r.domain, r.egress, r.ingress))
+    )
+    q = Query(
+        idx,
+        request,
+        taken,
+        avoid,
+        functions=request.functions(),
+        include_bit={SpId(sp): 1 << i for i, sp in enumerate(include)},
+    )
+    found = _best(q)
+    if found is None:
+        raise _explain(q)
+    return _assemble(q, found, own_constraints)
 
-    graph = build_graph(notes, min_bandwidth_mbps=request.bandwidth_mbps)
-    for a, b, data in list(graph.edges(data=True)):
-        link: InterLink | None = data["link"]
-        if link is not None and _link_labels(link, taken.get(link_key(a, b), set())) is None:
-            graph.remove_edge(a, b)
-    try:
-        latency, path = nx.single_source_dijkstra(graph, request.src, request.dst, weight="latency")
-    except (nx.NetworkXNoPath, nx.NodeNotFound):
-        raise ResourceExhausted(
-            f"no path from {request.src} to {request.dst} with {request.bandwidth_mbps} Mb/s "
-            f"and a free label on every inter-domain link"
-        ) from None
-    budget = request.latency_budget_ms
-    if budget > 0 and latency > budget + _LATENCY_EPS:
-        raise ResourceExhausted(
-            f"the fastest path from {request.src} to {request.dst} with {request.bandwidth_mbps} Mb/s "
-            f"takes {latency:g} ms, over the latency budget of {budget:g} ms"
+
+def _best(q: Query) -> Found | None:
+    """The cheapest feasible path under every constraint, or None."""
+    req = q.request
+    budget = req.latency_budget_ms
+    cheapest = search(q, latency_first=False)
+    if cheapest is None:
+        return None
+    if budget > 0 and cheapest.latency > budget:
+        fastest = search(q, latency_first=True)
+        if fastest is None or fastest.latency > budget:
+            return None
+        cheapest = search_within(q, budget, fastest)
+    ceiling = req.max_price_per_hour
+    if ceiling > 0 and cheapest.money > round(ceiling * MICRO):
+        return None
+    return cheapest
+
+
+def _via(q: Query, found: Found) -> str:
+    doms = [h.domain for h in found.hops]
+    return "→".join(doms)
+
+
+def _explain(q: Query) -> FedError:
+    """The error naming the constraint that cut off the last candidate."""
+    req = q.request
+    route = f"from {req.src} to {req.dst}"
+    previous: Found | None = None
+    for constraint in EXPLAIN_ORDER:
+        found = search(q.with_checks(q.checks.upto(constraint)), latency_first=True)
+        if found is not None:
+            previous = found
+            continue
+        via = f"; without it the best path runs via {_via(q, previous)}" if previous is not None else ""
+        reason = _chain_reason(q) if constraint is Constraint.CHAIN else _REASONS[constraint](q)
+        cls = ResourceExhausted if constraint in _CAPACITY else FailedPrecondition
+        return cls(f"{constraint}: {reason} {route}{via}", constraint=constraint)
+    assert previous is not None
+    budget, ceiling = req.latency_budget_ms, req.max_price_per_hour
+    if budget > 0 and previous.latency > budget:
+        return ResourceExhausted(
+            f"latency: best path {previous.latency:.6g} ms via {_via(q, previous)} exceeds budget {budget:g} ms",
+            constraint=Constraint.LATENCY,
         )
-    runs, links = _runs(graph, path)
-    functions = _place_functions(request, runs, notes)
-    shares = _shares(runs, budget)
-    subnets = _subnets(request.subnet, len(runs))
+    within = search_within(q, budget, previous) if budget > 0 else search(q, latency_first=False)
+    assert within is not None
+    return FailedPrecondition(
+        f"price: cheapest plan costs {within.money / MICRO:.6g} per hour via {_via(q, within)}, "
+        f"over the ceiling of {ceiling:g} per hour",
+        constraint=Constraint.PRICE,
+    )
+
+
+_CAPACITY: Final = frozenset(
+    {Constraint.PATH, Constraint.CRANKBACK, Constraint.BANDWIDTH, Constraint.LABELS, Constraint.CHAIN}
+)
+_REASONS: Final[dict[Constraint, Callable[[Query], str]]] = {
+    Constraint.PATH: lambda q: "no route at all in the notes held",
+    Constraint.CRANKBACK: lambda q: (
+        "no route avoids the runs lower SPs refused ("
+        + ", ".join(sorted({f"{d} {a}–{b}" for d, a, b in q.avoid if a < b}))
+        + ")"
+    ),
+    Constraint.EXCLUDE: lambda q: f"no route avoids the excluded SPs {', '.join(q.request.exclude_sps)}",
+    Constraint.INCLUDE: lambda q: f"no route crosses every included SP {', '.join(q.request.include_sps)}",
+    Constraint.TRANSIT_POLICY: lambda q: "no route that every SP's transit policy allows",
+    Constraint.ISOLATION: lambda q: f"no route whose every SP offers isolation {q.request.isolation} or stronger",
+    Constraint.QOS: lambda q: f"no route whose every SP offers QoS class '{q.request.qos_class}'",
+    Constraint.BANDWIDTH: lambda q: f"no route with {q.request.edge_mbps} Mb/s on every edge",
+    Constraint.LABELS: lambda q: "no route with a free label on every inter-domain link",
+}
+
+
+def _chain_reason(q: Query) -> str:
+    """Name the first chain function that no route can host after the ones before it."""
+    k = 0
+    while k < len(q.functions):
+        prefix = replace(q.with_checks(q.checks), functions=q.functions[: k + 1])
+        if search(prefix, latency_first=True) is None:
+            break
+        k += 1
+    fn = q.functions[min(k, len(q.functions) - 1)]
+    after = " after the functions before it" if k else ""
+    return (
+        f"request.chain[{k}] '{fn.type}' ({fn.throughput_mbps} Mb/s): no SP with a free slot for it{after} on any route"
+    )
+
+
+# --- from a path to a plan ----------------------------------------------------------------------
+
+
+def _assemble(q: Query, found: Found, own_constraints: dict[TerminalId, PortConstraint]) -> Plan:
+    req, notes = q.request, q.idx.notes
+    hops = found.hops
+    placements = _place(q, found)
+    shares = _shares([h.latency for h in hops], req.latency_budget_ms)
+    subnets = _subnets(req.subnet, len(hops))
 
     constraints: dict[TerminalId, PortConstraint] = dict(own_constraints)
     link_plans: list[LinkPlan] = []
-    for link in links:
-        found = _link_labels(link, taken.get(link_key(link.a.id, link.b.id), set()))
-        assert found is not None  # links without a usable label were removed from the graph
-        preferred = _lowest(found.candidates)
+    for hop in hops:
+        if hop.link is None:
+            continue
+        link = hop.link
+        labels = link_labels(link, q.taken.get(link_key(link.a.id, link.b.id), set()))
+        assert labels is not None  # links without a usable label were never expanded
+        preferred = lowest(labels.candidates)
         link_plans.append(
             LinkPlan(
                 a_port=link.a.id,
                 b_port=link.b.id,
                 a_domain=link.a_domain,
                 b_domain=link.b_domain,
-                candidates=found.candidates,
+                candidates=labels.candidates,
                 preferred=preferred,
                 a_can_swap=link.a.can_swap,
                 b_can_swap=link.b.can_swap,
             )
         )
-        for port_id, allowed in found.per_port.items():
-            own_preferred = preferred if preferred in allowed else _lowest(allowed)
+        for port_id, allowed in labels.per_port.items():
+            own_preferred = preferred if preferred in allowed else lowest(allowed)
             constraints[port_id] = PortConstraint(port_id, allowed, own_preferred)
 
-    segments = tuple(
-        SegmentPlan(
-            index=i,
-            domain=run.domain,
-            request=SliceRequest(
-                src=run.ingress,
-                dst=run.egress,
-                bandwidth_mbps=request.bandwidth_mbps,
-                name=f"{request.name}/{i}",
-                latency_budget_ms=shares[i],
-                chain=tuple(functions[i]),
-                subnet=subnets[i],
-                port_constraints=tuple(constraints[t] for t in (run.ingress, run.egress) if t in constraints),
-            ),
-            transit_latency_ms=run.latency_ms,
-            latency_share_ms=shares[i],
+    segments = []
+    for i, hop in enumerate(hops):
+        note = notes[hop.domain]
+        placed = [p for p in placements if p.segment == i]
+        qos = note.qos_class(req.qos_class) if req.qos_class else None
+        sub = SliceRequest(
+            src=hop.ingress,
+            dst=hop.egress,
+            bandwidth_mbps=req.bandwidth_mbps,
+            reverse_bandwidth_mbps=req.reverse_bandwidth_mbps,
+            name=f"{req.name}/{i}",
+            latency_budget_ms=shares[i],
+            chain=tuple(p.fn.type for p in placed),
+            chain_throughput_mbps=tuple(p.fn.throughput_mbps for p in placed) if placed else (),
+            subnet=subnets[i],
+            port_constraints=tuple(constraints[t] for t in (hop.ingress, hop.egress) if t in constraints),
+            qos_class=req.qos_class,
+            isolation=req.isolation,
+            exclude_sps=req.exclude_sps,
+            trace=req.trace,
         )
-        for i, run in enumerate(runs)
+        segments.append(
+            SegmentPlan(
+                index=i,
+                domain=hop.domain,
+                request=sub,
+                transit_latency_ms=hop.latency,
+                latency_share_ms=shares[i],
+                qos_native=qos.native if qos is not None else (),
+                price_per_hour=q.price(hop.domain) / MICRO,
+                isolation=isolation_for(note, req.isolation) if req.isolation is not None else None,
+            )
+        )
+    path: list[TerminalId] = [req.src]
+    for hop in hops:
+        path.append(hop.egress)
+        if hop.link is not None:
+            path.append(hop.link.b.id)
+    return Plan(
+        segments=tuple(segments),
+        links=tuple(link_plans),
+        total_latency_ms=found.latency,
+        path=tuple(path),
+        placements=tuple(FunctionPlacement(p.index, p.fn.type, hops[p.segment].domain, p.site) for p in placements),
+        cost=PlanCost(found.money / MICRO, found.latency, len(hops)),
     )
-    return Plan(segments=segments, links=tuple(link_plans), total_latency_ms=float(latency), path=tuple(path))
+
+
+@dataclass(frozen=True)
+class _Placed:
+    index: int
+    fn: ChainFunction
+    segment: int
+    site: str
+
+
+def _place(q: Query, found: Found) -> list[_Placed]:
+    """Each function at a site of the run the search placed it in; slots counted over the whole path."""
+    used: dict[tuple[SpId, int], int] = {}
+    out: list[_Placed] = []
+    stage = 0
+    for i, (hop, after) in enumerate(zip(found.hops, found.stages, strict=True)):
+        offers = q.idx.notes[hop.domain].functions
+        for k in range(stage, after):
+            fn = q.functions[k]
+            pick = next(
+                (j for j, o in enumerate(offers) if hosts(o, fn) and o.slots - used.get((hop.domain, j), 0) > 0),
+                None,
+            )
+            if pick is None:  # only when a path crosses one SP twice and both runs want its slots
+                raise ResourceExhausted(
+                    f"chain: request.chain[{k}] '{fn.type}' has no free slot left in {hop.domain} "
+                    f"for the path via {_via(q, found)}",
+                    constraint=Constraint.CHAIN,
+                )
+            used[(hop.domain, pick)] = used.get((hop.domain, pick), 0) + 1
+            out.append(_Placed(k, fn, i, offers[pick].site))
+        stage = after
+    return out
+
+
+# --- validation ---------------------------------------------------------------------------------
 
 
 def _validate(request: SliceRequest, notes: Mapping[SpId, CapabilityNote], owner: Mapping[TerminalId, SpId]) -> None:
@@ -149,8 +332,12 @@ def _validate(request: SliceRequest, notes: Mapping[SpId, CapabilityNote], owner
         raise InvalidArgument("request.dst", "must differ from src")
     if request.bandwidth_mbps <= 0:
         raise InvalidArgument("request.bandwidth_mbps", "must be positive")
+    if request.reverse_bandwidth_mbps < 0:
+        raise InvalidArgument("request.reverse_bandwidth_mbps", "must be zero (same as forward) or positive")
     if not math.isfinite(request.latency_budget_ms) or request.latency_budget_ms < 0:
         raise InvalidArgument("request.latency_budget_ms", "must be zero (unbounded) or a positive number")
+    if not math.isfinite(request.max_price_per_hour) or request.max_price_per_hour < 0:
+        raise InvalidArgument("request.max_price_per_hour", "must be zero (no ceiling) or a positive number")
     if "/" not in request.subnet:
         raise InvalidArgument("request.subnet", f"'{request.subnet}' is not in CIDR notation (a.b.c.d/len)")
     try:
@@ -167,6 +354,16 @@ def _validate(request: SliceRequest, notes: Mapping[SpId, CapabilityNote], owner
     for i, fn in enumerate(request.chain):
         if not isinstance(fn, str) or not fn:
             raise InvalidArgument(f"request.chain[{i}]", "must be a non-empty function type")
+    if len(request.chain_throughput_mbps) > len(request.chain):
+        raise InvalidArgument("request.chain_throughput_mbps", "has more entries than the chain has functions")
+    for i, mbps in enumerate(request.chain_throughput_mbps):
+        if mbps < 0:
+            raise InvalidArgument(f"request.chain_throughput_mbps[{i}]", "must be zero (the slice's) or positive")
+    if len(set(request.include_sps)) > MAX_INCLUDE_SPS:
+        raise InvalidArgument("request.include_sps", f"at most {MAX_INCLUDE_SPS} SPs")
+    both = set(request.include_sps) & set(request.exclude_sps)
+    if both:
+        raise InvalidArgument("request.exclude_sps", f"{', '.join(sorted(both))} is also in include_sps")
 
 
 def _internal_peer(
@@ -196,98 +393,38 @@ def _own_constraints(
             continue
         allowed = c.labels.intersect(port.labels)
         if not allowed:
-            raise ResourceExhausted(f"request.port_constraints[{i}].labels: none of them is offered on port {c.port}")
+            raise ResourceExhausted(
+                f"request.port_constraints[{i}].labels: none of them is offered on port {c.port}",
+                constraint=Constraint.LABELS,
+            )
         preferred = c.preferred if c.preferred is not None and c.preferred in allowed else None
         out[c.port] = PortConstraint(c.port, allowed, preferred)
     return out
 
 
-def _link_labels(link: InterLink, used: set[int]) -> _LinkLabels | None:
-    """The labels a link can still carry under the module's label rule; None when it cannot."""
-    common = _subtract(link.a.labels.intersect(link.b.labels), used)
-    if common:
-        return _LinkLabels(common, {link.a.id: common, link.b.id: common})
-    if not (link.a.can_swap or link.b.can_swap):
-        return None
-    free_a, free_b = _subtract(link.a.labels, used), _subtract(link.b.labels, used)
-    if not free_a or not free_b:
-        return None
-    # The wire carries the non-swapping side's labels; when both swap, the path-first side's.
-    candidates = free_b if link.a.can_swap and not link.b.can_swap else free_a
-    return _LinkLabels(candidates, {link.a.id: free_a, link.b.id: free_b})
+# --- shares, subnets ----------------------------------------------------------------------------
 
 
-def _runs(graph: nx.Graph, path: Sequence[TerminalId]) -> tuple[list[_Run], list[InterLink]]:
-    """Split the path into per-child runs of transit edges and the links between them."""
-    runs: list[_Run] = []
-    links: list[InterLink] = []
-    start: TerminalId | None = None
-    domain: SpId | None = None
-    latency = 0.0
-    for a, b in itertools.pairwise(path):
-        edge = graph.edges[a, b]
-        link: InterLink | None = edge["link"]
-        if (link is not None or edge["domain"] != domain) and domain is not None and start is not None:
-            runs.append(_Run(domain, start, a, latency))
-            start, domain, latency = None, None, 0.0
-        if link is not None:
-            links.append(link if link.a.id == a else InterLink(link.b, link.a, link.b_domain, link.a_domain))
-            continue
-        if start is None:
-            start, domain = a, edge["domain"]
-        latency += edge["latency"]
-    if domain is not None and start is not None:
-        runs.append(_Run(domain, start, path[-1], latency))
-    return runs, links
-
-
-def _shares(runs: Sequence[_Run], budget: float) -> list[float]:
-    """Each run's transit latency plus a share of the slack proportional to it, rounded down to 1e-6."""
+def _shares(latencies: Sequence[float], budget: float) -> list[float]:
+    """Each run's latency plus a share of the slack proportional to it (slack part rounded down to 1e-6)."""
     if budget <= 0:
-        return [0.0] * len(runs)
-    total = sum(r.latency_ms for r in runs)
+        return [0.0] * len(latencies)
+    total = math.fsum(latencies)
     slack = max(0.0, budget - total)
     if total > 0:
-        raw = [r.latency_ms + slack * (r.latency_ms / total) for r in runs]
+        extra = [math.floor(slack * (lat / total) * 1e6) / 1e6 for lat in latencies]
     else:
-        raw = [slack / len(runs)] * len(runs)
-    shares = [math.floor(x * 1e6) / 1e6 for x in raw]
-    while math.fsum(shares) > budget:  # float error only; takes a step or two at most
-        i = max(range(len(shares)), key=shares.__getitem__)
-        shares[i] = max(0.0, math.floor(shares[i] * 1e6 - 1) / 1e6)
+        extra = [math.floor(slack / len(latencies) * 1e6) / 1e6] * len(latencies)
+    shares = [lat + x for lat, x in zip(latencies, extra, strict=True)]
+    while math.fsum(shares) > budget and any(extra):  # float error only; a step or two at most
+        i = max(range(len(extra)), key=extra.__getitem__)
+        extra[i] = max(0.0, math.floor(extra[i] * 1e6 - 1) / 1e6)
+        shares[i] = latencies[i] + extra[i]
     return shares
 
 
-def _place_functions(
-    request: SliceRequest, runs: Sequence[_Run], notes: Mapping[SpId, CapabilityNote]
-) -> list[list[str]]:
-    """Each chain function in the earliest run, at or after the previous one, with a free slot."""
-    placed: list[list[str]] = [[] for _ in runs]
-    wanted = set(request.chain)
-    free: dict[SpId, dict[str, int]] = {}
-    for run in runs:
-        if run.domain not in free:
-            slots = {t: 0 for t in wanted}
-            for f in notes[run.domain].functions:
-                if f.type in slots and f.slots > 0:
-                    slots[f.type] += f.slots
-            free[run.domain] = slots
-    at = 0
-    for i, fn in enumerate(request.chain):
-        while at < len(runs) and free[runs[at].domain][fn] <= 0:
-            at += 1
-        if at == len(runs):
-            raise ResourceExhausted(
-                f"request.chain[{i}]: no SP on the path from {request.src} to {request.dst} "
-                f"(at or after the earlier functions) has a free '{fn}' slot"
-            )
-        placed[at].append(fn)
-        free[runs[at].domain][fn] -= 1
-    return placed
-
-
 def _subnets(subnet: str, count: int) -> list[str]:
-    """``count`` equal pieces of ``subnet``, split into the smallest power of two >= ``count``."""
+    """``count`` equal, disjoint pieces of ``subnet``, split into the smallest power of two >= ``count``."""
     net = ipaddress.IPv4Network(subnet)
     extra = (count - 1).bit_length()
     if net.prefixlen + extra > _MAX_SEGMENT_PREFIX:
@@ -295,28 +432,3 @@ def _subnets(subnet: str, count: int) -> list[str]:
             "request.subnet", f"{subnet} is too small for {count} segments (each needs at least a /30)"
         )
     return [str(p) for p in itertools.islice(net.subnets(prefixlen_diff=extra), count)]
-
-
-def _lowest(labels: LabelSet) -> int:
-    return labels.ranges[0].first
-
-
-def _subtract(labels: LabelSet, used: set[int]) -> LabelSet:
-    """``labels`` minus ``used``, in one sweep over both sorted."""
-    if not used or not labels:
-        return labels
-    cuts = sorted(used)
-    out: list[LabelRange] = []
-    j = 0
-    for r in labels.ranges:
-        lo = r.first
-        while j < len(cuts) and cuts[j] < lo:
-            j += 1
-        while j < len(cuts) and cuts[j] <= r.last:
-            if cuts[j] > lo:
-                out.append(LabelRange(lo, cuts[j] - 1))
-            lo = cuts[j] + 1
-            j += 1
-        if lo <= r.last:
-            out.append(LabelRange(lo, r.last))
-    return LabelSet(tuple(out))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -21,15 +19,6 @@ COMMITTED = pb.SLICE_STATE_COMMITTED
 ACTIVE = pb.SLICE_STATE_ACTIVE
 TERMINATED = pb.SLICE_STATE_TERMINATED
 EXPIRED = pb.SLICE_STATE_EXPIRED
-
-
-@pytest.fixture
-async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
-    federation = Federation(tmp_path)
-    try:
-        yield federation
-    finally:
-        await federation.close()
 
 
 async def chain_of_leaves(fed: Federation, names: list[str], **leaf_kw: object) -> None:

@@ -167,7 +167,10 @@ async def test_reserve_releases_held_domains_when_one_refuses(tmp_path: Path) ->
     before = {d: w.agents[d].usage() for d in ("L1", "L3")}
     with pytest.raises(ResourceExhausted) as info:
         await w.manager.reserve("alice", "r2", req(chain=("firewall",)))
-    assert info.value.domain == "L2"
+    # The refusal was cranked back around; with no other route the error names it as its cause.
+    assert info.value.constraint == "crankback"
+    assert [c.domain for c in info.value.causes] == ["L2"]
+    assert "no free 'firewall' function slot in domain L2" in info.value.message
     assert {d: w.agents[d].usage() for d in ("L1", "L3")} == before
     await w.manager.abort(first.id)
     assert w.idle()
@@ -250,3 +253,84 @@ async def test_recover_restores_domain_holdings_and_expires_lapsed_holds(tmp_pat
     assert w2.wim.usage().services == 2
     await w2.manager.terminate(kept.id)
     assert w2.idle()
+
+
+# --- crankback, loop safety, dry run (issue 4) ----------------------------------------------------
+
+
+def diamond_configs(*, refusing: tuple[str, ...] = ()) -> list[EmulatedDomainConfig]:
+    """L1 → L3 via L2 (fast) or L4 (slow); domains in ``refusing`` refuse every reservation."""
+    specs = [
+        leaf_domain("L1", {"L2": "1000-1999", "L4": "1000-1999"}),
+        leaf_domain("L2", {"L1": "1000-1999", "L3": "1000-1999"}),
+        leaf_domain("L3", {"L2": "1000-1999", "L4": "1000-1999"}),
+        leaf_domain("L4", {"L1": "1000-1999", "L3": "1000-1999"}),
+    ]
+    specs[3]["links"][0]["latency_ms"] = 5
+    for spec in specs:
+        if spec["id"] in refusing:
+            spec["faults"] = {"fail_at": "reserve"}
+    return [EmulatedDomainConfig.from_dict(s, f"domains[{i}]") for i, s in enumerate(specs)]
+
+
+async def diamond_world(tmp_path: Path, refusing: tuple[str, ...] = ()) -> World:
+    clock = Clock()
+    agents = {c.id: EmulatedDomainAgent(c, clock, fail_at=c.faults.fail_at) for c in diamond_configs(refusing=refusing)}
+    return await make_world(tmp_path, agents=agents, clock=clock)  # type: ignore[arg-type]
+
+
+async def test_refusal_at_a_domain_cranks_back_onto_the_alternative_and_holds_nothing_there(tmp_path: Path) -> None:
+    w = await diamond_world(tmp_path, refusing=("L2",))
+    assert [s.domain for s in w.manager.dry_run(req()).segments] == ["L1", "L2", "L3"]  # L2 is first choice
+
+    rec = await w.manager.reserve("alice", "r1", req())
+
+    assert rec.state is S.HELD
+    assert [s.domain for s in rec.segments] == ["L1", "L4", "L3"]
+    assert all(ln.labels_agree() for ln in rec.links)
+    statuses = [(t["name"], t["status"]) for t in w.store.tasks(rec.id) if t["operation"] == "reserve"]
+    assert ("reserve L2#1", "failed") in statuses
+    assert w.agents["L2"].usage().bandwidth_mbps == 0
+    await w.manager.abort(rec.id)
+    assert w.idle()
+
+
+async def test_crankback_gives_up_when_every_alternative_refuses_and_names_each_refusal(tmp_path: Path) -> None:
+    w = await diamond_world(tmp_path, refusing=("L2", "L4"))
+
+    with pytest.raises(ResourceExhausted) as info:
+        await w.manager.reserve("alice", "r1", req())
+
+    assert info.value.constraint == "crankback"
+    assert [c.domain for c in info.value.causes] == ["L2", "L4"]
+    assert "no route avoids the runs lower SPs refused" in info.value.message
+    assert w.manager.slices()[0].state is S.FAILED
+    assert w.idle()
+
+
+async def test_request_whose_trace_holds_this_sp_is_refused_as_a_loop(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+
+    with pytest.raises(FailedPrecondition, match=r"^loop: the request already passed through T") as info:
+        await w.manager.reserve("alice", "r1", replace(req(), trace=("X", "T")))
+
+    assert info.value.constraint == "loop"
+    assert w.manager.slices() == []
+
+
+async def test_sub_requests_carry_the_trace_with_this_sp_appended(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", replace(req(), trace=("C",)))
+    assert all(s.request.trace == ("C", "T") for s in rec.segments)
+    await w.manager.abort(rec.id)
+
+
+async def test_dry_run_returns_the_plan_and_holds_or_records_nothing(tmp_path: Path) -> None:
+    w = await make_world(tmp_path, L2={"firewall": 1})
+
+    p = w.manager.dry_run(req(chain=("firewall",)))
+
+    assert p.domains() == ["L1", "L2", "L3"]
+    assert [(pl.type, pl.domain) for pl in p.placements] == [("firewall", "L2")]
+    assert w.manager.slices() == []
+    assert w.idle()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -11,15 +12,17 @@ from capability_catalog.model import (
     CapabilityNote,
     Endpoint,
     FunctionOffer,
+    Isolation,
     LabelRange,
     LabelSet,
+    QosClass,
     SpId,
     TerminalId,
     Transit,
 )
-from slicing.errors import InvalidArgument, ResourceExhausted
-from slicing.model import PortConstraint, SliceRequest
-from slicing.planner import link_key, plan
+from slicing.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from slicing.model import FunctionPlacement, PortConstraint, SliceRequest
+from slicing.planner import Run, link_key, plan
 
 T = TerminalId
 
@@ -240,7 +243,9 @@ def test_plan_refuses_when_fastest_path_exceeds_latency_budget() -> None:
 
 
 def test_plan_refuses_when_no_path_and_names_bandwidth() -> None:
-    with pytest.raises(ResourceExhausted, match=r"no path from A\.ep to C\.ep with 5000 Mb/s"):
+    with pytest.raises(
+        ResourceExhausted, match=r"^bandwidth: no route with 5000 Mb/s on every edge from A\.ep to C\.ep"
+    ):
         plan(req(bandwidth_mbps=5000), chain3())
 
 
@@ -320,7 +325,7 @@ def test_link_key_is_order_free() -> None:
 
 
 def test_plan_refuses_when_no_common_label_and_no_swap() -> None:
-    with pytest.raises(ResourceExhausted, match="no path"):
+    with pytest.raises(ResourceExhausted, match=r"^labels: no route with a free label on every inter-domain link"):
         plan(req(), chain3(b_labels=labels(500, 599)))
 
 
@@ -408,7 +413,11 @@ def test_plan_carves_slash_30_pieces_from_smallest_subnet_that_fits() -> None:
 
 
 def test_plan_gives_single_segment_the_whole_subnet() -> None:
-    p = plan(req("A.up", "A.ep", subnet="10.9.0.0/30"), chain3())
+    notes = chain3()
+    # A run is one transit edge a note declares: it does not hairpin through another border port.
+    a = notes[SpId("A")]
+    notes[SpId("A")] = replace(a, transit=(*a.transit, Transit(T("A.up"), T("A.ep"), 1.5, 1000)))
+    p = plan(req("A.up", "A.ep", subnet="10.9.0.0/30"), notes)
 
     assert p.domains() == ["A"]
     assert p.links == ()
@@ -460,3 +469,164 @@ def test_plan_over_long_chain_of_domains_stays_fast() -> None:
     assert len(p.segments) == n
     assert len(p.links) == n - 1
     assert p.total_latency_ms == float(n)
+
+
+# --- cost, constraints and explanations (issue 4) -------------------------------------------------
+
+
+def diamond(
+    *, b_price: float | None = 0.01, d_price: float | None = 0.05, **b_extra: object
+) -> dict[SpId, CapabilityNote]:
+    """A.ep → C.ep via B (cheap, 20 ms) or via D (dear, 4 ms)."""
+    notes = {
+        SpId("A"): note(
+            "A",
+            endpoints=("A.ep",),
+            ports=(port("A.b", "B.a", labels(1, 9)), port("A.d", "D.a", labels(1, 9))),
+            transit=(("A.ep", "A.b", 1.0, 10_000), ("A.ep", "A.d", 1.0, 10_000)),
+        ),
+        SpId("B"): replace(
+            note(
+                "B",
+                ports=(port("B.a", "A.b", labels(1, 9)), port("B.c", "C.b", labels(1, 9))),
+                transit=(("B.a", "B.c", 20.0, 10_000),),
+            ),
+            price_per_mbps_hour=b_price,
+            **b_extra,  # type: ignore[arg-type]
+        ),
+        SpId("D"): replace(
+            note(
+                "D",
+                ports=(port("D.a", "A.d", labels(1, 9)), port("D.c", "C.d", labels(1, 9))),
+                transit=(("D.a", "D.c", 4.0, 10_000),),
+            ),
+            price_per_mbps_hour=d_price,
+        ),
+        SpId("C"): note(
+            "C",
+            endpoints=("C.ep",),
+            ports=(port("C.b", "B.c", labels(1, 9)), port("C.d", "D.c", labels(1, 9))),
+            transit=(("C.b", "C.ep", 1.0, 10_000), ("C.d", "C.ep", 1.0, 10_000)),
+        ),
+    }
+    return notes
+
+
+def test_plan_takes_the_cheapest_path_and_prices_both_directions() -> None:
+    p = plan(req(bandwidth_mbps=100, reverse_bandwidth_mbps=50), diamond())
+
+    assert p.domains() == ["A", "B", "C"]
+    assert p.cost.money_per_hour == pytest.approx(0.01 * 150)
+    assert p.cost.latency_ms == 22.0 and p.cost.hops == 3
+    assert [s.price_per_hour for s in p.segments] == pytest.approx([0.0, 1.5, 0.0])
+
+
+def test_plan_takes_the_costlier_path_when_only_it_fits_the_latency_budget() -> None:
+    p = plan(req(latency_budget_ms=10.0), diamond())
+
+    assert p.domains() == ["A", "D", "C"]
+    assert p.total_latency_ms == 6.0
+    assert p.cost.money_per_hour == pytest.approx(0.05 * 200)
+
+
+def test_plan_without_prices_minimises_latency() -> None:
+    assert plan(req(), diamond(b_price=None, d_price=None)).domains() == ["A", "D", "C"]
+
+
+def test_latency_refusal_names_best_path_and_budget() -> None:
+    with pytest.raises(ResourceExhausted) as err:
+        plan(req(latency_budget_ms=5.0), diamond())
+
+    assert err.value.constraint == "latency"
+    assert err.value.message == "latency: best path 6 ms via A→D→C exceeds budget 5 ms"
+
+
+def test_price_ceiling_refuses_with_the_cheapest_cost_named() -> None:
+    with pytest.raises(FailedPrecondition, match=r"^price: cheapest plan costs 10 per hour via A→D→C") as err:
+        plan(req(latency_budget_ms=10.0, max_price_per_hour=5.0), diamond())
+    assert err.value.constraint == "price"
+    assert plan(req(max_price_per_hour=5.0), diamond()).domains() == ["A", "B", "C"]
+
+
+def test_excluded_sp_is_avoided_and_excluding_every_route_is_explained() -> None:
+    assert plan(req(exclude_sps=("B",)), diamond()).domains() == ["A", "D", "C"]
+    with pytest.raises(FailedPrecondition, match=r"^exclude: no route avoids the excluded SPs B, D"):
+        plan(req(exclude_sps=("B", "D")), diamond())
+
+
+def test_included_sp_is_crossed_even_when_dearer() -> None:
+    assert plan(req(include_sps=("D",)), diamond()).domains() == ["A", "D", "C"]
+
+
+def test_include_of_an_sp_not_visible_here_is_refused_naming_it() -> None:
+    with pytest.raises(FailedPrecondition, match="include: SP 'L9' is not among") as err:
+        plan(req(include_sps=("L9",)), diamond())
+    assert err.value.field == "request.include_sps[0]"
+
+
+def test_isolation_and_qos_are_required_of_every_sp_on_the_path() -> None:
+    notes = diamond()
+    qos = (QosClass("gold", (("dscp", "46"),)),)
+    for sp in ("A", "C", "D"):
+        notes[SpId(sp)] = replace(notes[SpId(sp)], qos_classes=qos, isolation=(Isolation.VXLAN, Isolation.VRF))
+    notes[SpId("B")] = replace(notes[SpId("B")], qos_classes=(), isolation=(Isolation.VXLAN,))
+
+    p = plan(req(qos_class="gold"), notes)
+    assert p.domains() == ["A", "D", "C"]
+    assert all(s.qos_native == (("dscp", "46"),) for s in p.segments)
+    assert all(s.request.qos_class == "gold" for s in p.segments)
+
+    p = plan(req(isolation=Isolation.VLAN), notes)  # VRF is stronger than VLAN: it qualifies
+    assert p.domains() == ["A", "D", "C"]
+    assert {s.isolation for s in p.segments} == {Isolation.VRF}
+
+    with pytest.raises(FailedPrecondition, match=r"^isolation: no route whose every SP offers isolation physical"):
+        plan(req(isolation=Isolation.PHYSICAL), notes)
+    with pytest.raises(FailedPrecondition, match=r"^qos: no route whose every SP offers QoS class 'platinum'"):
+        plan(req(qos_class="platinum"), notes)
+
+
+def test_transit_policy_keeps_traffic_off_sps_that_do_not_carry_between_those_peers() -> None:
+    notes = diamond(transit_policy=(("X", "Y"),))
+    assert plan(req(), notes).domains() == ["A", "D", "C"]
+    notes[SpId("D")] = replace(notes[SpId("D")], transit_policy=(("A", "C"),))
+    assert plan(req(), notes).domains() == ["A", "D", "C"]
+    notes[SpId("D")] = replace(notes[SpId("D")], transit_policy=(("A", "B"),))
+    with pytest.raises(FailedPrecondition, match=r"^transit-policy: "):
+        plan(req(), notes)
+
+
+def test_chain_function_needs_an_offer_with_enough_throughput() -> None:
+    notes = chain3(a_functions=(), b_functions=())
+    notes[SpId("B")] = replace(notes[SpId("B")], functions=(FunctionOffer("fw", "B-site", 1, 200),))
+    p = plan(req(chain=("fw",), chain_throughput_mbps=(150,)), notes)
+    assert p.placements == (FunctionPlacement(0, "fw", SpId("B"), "B-site"),)
+    assert p.segments[1].request.chain_throughput_mbps == (150,)
+    with pytest.raises(ResourceExhausted, match=r"^chain: request\.chain\[0\] 'fw' \(300 Mb/s\)"):
+        plan(req(chain=("fw",), chain_throughput_mbps=(300,)), notes)
+
+
+def test_reverse_bandwidth_counts_on_every_edge() -> None:
+    with pytest.raises(ResourceExhausted, match=r"^bandwidth: no route with 2000 Mb/s"):
+        plan(req(bandwidth_mbps=10, reverse_bandwidth_mbps=2000), chain3())
+
+
+def test_crankback_runs_are_avoided_in_either_direction() -> None:
+    p = plan(req(), diamond(), avoid_runs=(Run(SpId("B"), T("B.c"), T("B.a")),))
+    assert p.domains() == ["A", "D", "C"]
+    with pytest.raises(ResourceExhausted):
+        plan(req(), diamond(), avoid_runs=(Run(SpId("B"), T("B.a"), T("B.c")), Run(SpId("D"), T("D.a"), T("D.c"))))
+
+
+def test_sub_requests_carry_the_trace_exclusions_and_qos_down() -> None:
+    p = plan(req(trace=("T", "M1"), exclude_sps=("Z",), qos_class=""), chain3())
+    assert all(s.request.trace == ("T", "M1") and s.request.exclude_sps == ("Z",) for s in p.segments)
+    assert all(s.request.include_sps == () for s in p.segments)
+
+
+def test_shares_are_never_below_transit_latency_off_the_rounding_grid() -> None:
+    notes = chain3()
+    notes[SpId("B")] = replace(notes[SpId("B")], transit=(Transit(T("B.pa"), T("B.pc"), 0.1234567, 1000),))
+    p = plan(req(latency_budget_ms=7.0), notes)
+    assert all(s.latency_share_ms >= s.transit_latency_ms for s in p.segments)
+    assert math.fsum(s.latency_share_ms for s in p.segments) <= 7.0

@@ -698,6 +698,14 @@ class SliceRequest(_message.Message):
     CHAIN_FIELD_NUMBER: _builtins.int
     SUBNET_FIELD_NUMBER: _builtins.int
     PORT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    CHAIN_THROUGHPUT_MBPS_FIELD_NUMBER: _builtins.int
+    REVERSE_BANDWIDTH_MBPS_FIELD_NUMBER: _builtins.int
+    QOS_CLASS_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    INCLUDE_SPS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_SPS_FIELD_NUMBER: _builtins.int
+    MAX_PRICE_PER_HOUR_FIELD_NUMBER: _builtins.int
+    TRACE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     src: _builtins.str
     """Terminal ids: an endpoint or a border port."""
@@ -707,12 +715,44 @@ class SliceRequest(_message.Message):
     """End-to-end latency budget; 0 means unbounded."""
     subnet: _builtins.str
     """Address constraint: the CIDR this slice (segment) takes its addresses from."""
+    reverse_bandwidth_mbps: _builtins.int
+    """Bandwidth from dst to src; 0 means the same as bandwidth_mbps (src to dst)."""
+    qos_class: _builtins.str
+    """A QoS class every SP on the path must offer (by name); empty means none asked."""
+    isolation: _builtins.str
+    """The weakest isolation acceptable: shared, vxlan, vlan, vrf, dedicated-pop, physical (in that
+    order of strength); an SP qualifies with this or a stronger one. Empty means any.
+    """
+    max_price_per_hour: _builtins.float
+    """The most the slice may cost per hour (sum of price_per_mbps_hour times the bandwidth of both
+    directions over the SPs used); 0 means no ceiling.
+    """
     @_builtins.property
     def chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Network function types to traverse, in order."""
 
     @_builtins.property
     def port_constraints(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConstraint]: ...
+    @_builtins.property
+    def chain_throughput_mbps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Per chain function, the throughput it must sustain, aligned with chain; missing or 0 means
+        the slice's bandwidth.
+        """
+
+    @_builtins.property
+    def include_sps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SPs the path must cross, among those the receiving broker buys from directly; not passed down."""
+
+    @_builtins.property
+    def exclude_sps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SPs the path must avoid; passed down, so it applies at every level."""
+
+    @_builtins.property
+    def trace(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The SPs this request has passed through, the customer-facing one first. A broker that finds
+        itself in the trace refuses the request (FAILED_PRECONDITION, constraint "loop").
+        """
+
     def __init__(
         self,
         *,
@@ -724,10 +764,18 @@ class SliceRequest(_message.Message):
         chain: _abc.Iterable[_builtins.str] | None = ...,
         subnet: _builtins.str = ...,
         port_constraints: _abc.Iterable[Global___PortConstraint] | None = ...,
+        chain_throughput_mbps: _abc.Iterable[_builtins.int] | None = ...,
+        reverse_bandwidth_mbps: _builtins.int = ...,
+        qos_class: _builtins.str = ...,
+        isolation: _builtins.str = ...,
+        include_sps: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_sps: _abc.Iterable[_builtins.str] | None = ...,
+        max_price_per_hour: _builtins.float = ...,
+        trace: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "chain", b"chain", "dst", b"dst", "latency_budget_ms", b"latency_budget_ms", "name", b"name", "port_constraints", b"port_constraints", "src", b"src", "subnet", b"subnet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "chain", b"chain", "chain_throughput_mbps", b"chain_throughput_mbps", "dst", b"dst", "exclude_sps", b"exclude_sps", "include_sps", b"include_sps", "isolation", b"isolation", "latency_budget_ms", b"latency_budget_ms", "max_price_per_hour", b"max_price_per_hour", "name", b"name", "port_constraints", b"port_constraints", "qos_class", b"qos_class", "reverse_bandwidth_mbps", b"reverse_bandwidth_mbps", "src", b"src", "subnet", b"subnet", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -859,6 +907,7 @@ class Slice(_message.Message):
     ADDRESSES_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     SP_ID_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     request_id: _builtins.str
     state: Global___SliceState.ValueType
@@ -881,6 +930,10 @@ class Slice(_message.Message):
 
     @_builtins.property
     def addresses(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressAssignment]: ...
+    @_builtins.property
+    def plan(self) -> Global___SlicePlan:
+        """The decomposition at this broker's level: set in the answer to a dry-run Reserve."""
+
     def __init__(
         self,
         *,
@@ -896,14 +949,259 @@ class Slice(_message.Message):
         addresses: _abc.Iterable[Global___AddressAssignment] | None = ...,
         reason: _builtins.str = ...,
         sp_id: _builtins.str = ...,
+        plan: Global___SlicePlan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "hold_expires_at", b"hold_expires_at", "request", b"request", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "hold_expires_at", b"hold_expires_at", "plan", b"plan", "request", b"request", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "created_at", b"created_at", "hold_expires_at", b"hold_expires_at", "id", b"id", "labels", b"labels", "reason", b"reason", "request", b"request", "request_id", b"request_id", "segments", b"segments", "sp_id", b"sp_id", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "created_at", b"created_at", "hold_expires_at", b"hold_expires_at", "id", b"id", "labels", b"labels", "plan", b"plan", "reason", b"reason", "request", b"request", "request_id", b"request_id", "segments", b"segments", "sp_id", b"sp_id", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Slice: _TypeAlias = Slice  # noqa: Y015
+
+@_typing.final
+class FunctionPlacement(_message.Message):
+    """Where a plan puts one chain function."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    type: _builtins.str
+    domain: _builtins.str
+    site: _builtins.str
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        type: _builtins.str = ...,
+        domain: _builtins.str = ...,
+        site: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "index", b"index", "site", b"site", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunctionPlacement: _TypeAlias = FunctionPlacement  # noqa: Y015
+
+@_typing.final
+class PlannedSegment(_message.Message):
+    """One child's piece of a plan: its sub-request's terms and what the planner assumed of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class QosNativeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    EGRESS_FIELD_NUMBER: _builtins.int
+    TRANSIT_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_SHARE_MS_FIELD_NUMBER: _builtins.int
+    QOS_NATIVE_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    SUBNET_FIELD_NUMBER: _builtins.int
+    PORT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    FUNCTIONS_FIELD_NUMBER: _builtins.int
+    PRICE_PER_HOUR_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    domain: _builtins.str
+    ingress: _builtins.str
+    egress: _builtins.str
+    transit_latency_ms: _builtins.float
+    latency_share_ms: _builtins.float
+    isolation: _builtins.str
+    """The child's weakest isolation mechanism at least as strong as asked."""
+    subnet: _builtins.str
+    price_per_hour: _builtins.float
+    @_builtins.property
+    def qos_native(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The slice's QoS class in the child's own mechanism, from its note (e.g. dscp=46)."""
+
+    @_builtins.property
+    def port_constraints(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConstraint]:
+        """Labels the child may use at its border ports on the path."""
+
+    @_builtins.property
+    def functions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        domain: _builtins.str = ...,
+        ingress: _builtins.str = ...,
+        egress: _builtins.str = ...,
+        transit_latency_ms: _builtins.float = ...,
+        latency_share_ms: _builtins.float = ...,
+        qos_native: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        isolation: _builtins.str = ...,
+        subnet: _builtins.str = ...,
+        port_constraints: _abc.Iterable[Global___PortConstraint] | None = ...,
+        functions: _abc.Iterable[_builtins.str] | None = ...,
+        price_per_hour: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "egress", b"egress", "functions", b"functions", "index", b"index", "ingress", b"ingress", "isolation", b"isolation", "latency_share_ms", b"latency_share_ms", "port_constraints", b"port_constraints", "price_per_hour", b"price_per_hour", "qos_native", b"qos_native", "subnet", b"subnet", "transit_latency_ms", b"transit_latency_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlannedSegment: _TypeAlias = PlannedSegment  # noqa: Y015
+
+@_typing.final
+class PlannedLink(_message.Message):
+    """An inter-domain link the plan crosses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    A_PORT_FIELD_NUMBER: _builtins.int
+    B_PORT_FIELD_NUMBER: _builtins.int
+    A_DOMAIN_FIELD_NUMBER: _builtins.int
+    B_DOMAIN_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    PREFERRED_FIELD_NUMBER: _builtins.int
+    A_CAN_SWAP_FIELD_NUMBER: _builtins.int
+    B_CAN_SWAP_FIELD_NUMBER: _builtins.int
+    a_port: _builtins.str
+    b_port: _builtins.str
+    a_domain: _builtins.str
+    b_domain: _builtins.str
+    preferred: _builtins.int
+    a_can_swap: _builtins.bool
+    b_can_swap: _builtins.bool
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelRange]: ...
+    def __init__(
+        self,
+        *,
+        a_port: _builtins.str = ...,
+        b_port: _builtins.str = ...,
+        a_domain: _builtins.str = ...,
+        b_domain: _builtins.str = ...,
+        candidates: _abc.Iterable[Global___LabelRange] | None = ...,
+        preferred: _builtins.int = ...,
+        a_can_swap: _builtins.bool = ...,
+        b_can_swap: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_can_swap", b"a_can_swap", "a_domain", b"a_domain", "a_port", b"a_port", "b_can_swap", b"b_can_swap", "b_domain", b"b_domain", "b_port", b"b_port", "candidates", b"candidates", "preferred", b"preferred"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlannedLink: _TypeAlias = PlannedLink  # noqa: Y015
+
+@_typing.final
+class SlicePlan(_message.Message):
+    """A decomposition: cost is money per hour first, then latency, then the number of segments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    TOTAL_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    MONEY_PER_HOUR_FIELD_NUMBER: _builtins.int
+    HOPS_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    PLACEMENTS_FIELD_NUMBER: _builtins.int
+    total_latency_ms: _builtins.float
+    money_per_hour: _builtins.float
+    hops: _builtins.int
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedSegment]: ...
+    @_builtins.property
+    def links(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedLink]: ...
+    @_builtins.property
+    def placements(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunctionPlacement]: ...
+    def __init__(
+        self,
+        *,
+        path: _abc.Iterable[_builtins.str] | None = ...,
+        total_latency_ms: _builtins.float = ...,
+        money_per_hour: _builtins.float = ...,
+        hops: _builtins.int = ...,
+        segments: _abc.Iterable[Global___PlannedSegment] | None = ...,
+        links: _abc.Iterable[Global___PlannedLink] | None = ...,
+        placements: _abc.Iterable[Global___FunctionPlacement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hops", b"hops", "links", b"links", "money_per_hour", b"money_per_hour", "path", b"path", "placements", b"placements", "segments", b"segments", "total_latency_ms", b"total_latency_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlicePlan: _TypeAlias = SlicePlan  # noqa: Y015
+
+@_typing.final
+class ErrorDetail(_message.Message):
+    """Why a call failed, as a tree across levels. A broker sends one as the only detail of the
+    google.rpc.Status of a failed call (grpc-status-details-bin trailer); the message of the status
+    stays the human-readable line. Each lower-SP's refusal becomes a cause of its upper-SP's error.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SP_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    CONSTRAINT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    CAUSES_FIELD_NUMBER: _builtins.int
+    sp_id: _builtins.str
+    """The SP or local domain that raised it (empty: the broker that answers)."""
+    code: _builtins.str
+    """The gRPC status code name, e.g. RESOURCE_EXHAUSTED."""
+    constraint: _builtins.str
+    """The constraint that cut off the last candidate: path, exclude, include, transit-policy,
+    isolation, qos, bandwidth, labels, chain, latency, price, addresses, loop, crankback.
+    """
+    message: _builtins.str
+    field: _builtins.str
+    """The request field at fault, for INVALID_ARGUMENT."""
+    @_builtins.property
+    def causes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorDetail]: ...
+    def __init__(
+        self,
+        *,
+        sp_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        constraint: _builtins.str = ...,
+        message: _builtins.str = ...,
+        field: _builtins.str = ...,
+        causes: _abc.Iterable[Global___ErrorDetail] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["causes", b"causes", "code", b"code", "constraint", b"constraint", "field", b"field", "message", b"message", "sp_id", b"sp_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErrorDetail: _TypeAlias = ErrorDetail  # noqa: Y015
 
 @_typing.final
 class ReserveRequest(_message.Message):
@@ -912,12 +1210,15 @@ class ReserveRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
     HOLD_TIME_S_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key: the same id with the same request returns the same reservation;
     the same id with a different request is refused.
     """
     hold_time_s: _builtins.int
     """How long the reservation is held before it is released on its own; 0 means the default (120 s)."""
+    dry_run: _builtins.bool
+    """Only plan: the answer carries the plan (Slice.plan) and nothing is held, recorded or sent down."""
     @_builtins.property
     def request(self) -> Global___SliceRequest: ...
     def __init__(
@@ -926,10 +1227,11 @@ class ReserveRequest(_message.Message):
         request_id: _builtins.str = ...,
         request: Global___SliceRequest | None = ...,
         hold_time_s: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_time_s", b"hold_time_s", "request", b"request", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "hold_time_s", b"hold_time_s", "request", b"request", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,590 @@
+"""The path search of the planner: states, constraints, and the searches over them. Pure, no I/O.
+
+**Search space.** A path alternates *runs* (one transit edge inside one child, from the terminal
+where it enters the child to the terminal where it leaves) and *inter-domain links* (two ports
+that declare each other as peers). The search walks states ``(entry terminal, chain stage,
+include mask)``: the stage counts the chain functions placed so far (a layered graph over the
+chain), the mask the ``include_sps`` crossed. A run through child X at stage k places, greedily,
+as many of the next functions as X offers with free slots and enough throughput; a state further
+along the chain dominates one behind it at equal cost, so greedy placement loses nothing.
+
+**Feasibility.** Every run and link carries the request's larger direction of bandwidth (notes
+state capacity per direction); every child on the path is not excluded, offers the QoS class and an
+isolation mechanism at least as strong as asked; its transit policy carries traffic between the
+peers on both sides of the run; each inter-domain link has a usable label (``slicing.labels``);
+runs a child refused (crankback) are avoided.
+
+**Cost** (``PlanCost``): money first (sum over runs of the child's ``price_per_mbps_hour`` times
+the bandwidth of both directions; unpriced children add nothing), then latency, then the number of
+runs. ``search`` is a bidirectional Dijkstra over that lexicographic cost (or latency first);
+``search_within`` an exact label-setting search over (money, latency) Pareto labels, pruned by a
+latency lower bound to the destination and by an incumbent's money, for the cheapest path within a
+latency budget.
+
+The index over a set of notes is cached (notes change far less often than requests) and builds
+each SP's part the first time a search touches it, so a search costs what it explores.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from capability_catalog.graph import InterLink, link_key
+from capability_catalog.model import BorderPort, CapabilityNote, FunctionOffer, Isolation, SpId, TerminalId
+from slicing.errors import Constraint
+from slicing.labels import link_labels
+from slicing.model import ChainFunction, SliceRequest
+
+__all__ = [
+    "EXPLAIN_ORDER",
+    "MICRO",
+    "Checks",
+    "Found",
+    "Hop",
+    "Index",
+    "Query",
+    "Run",
+    "build_index",
+    "hosts",
+    "index_for",
+    "isolation_for",
+    "search",
+    "search_within",
+]
+
+#: Money is summed in micro-units as integers so equal prices compare equal whatever the order.
+MICRO: Final = 1_000_000
+_ISOLATION_ORDER: Final = {iso: i for i, iso in enumerate(Isolation)}
+_DST: Final = TerminalId("\x00dst")  # the goal state's terminal; no real terminal id has a NUL
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run the planner must avoid: child ``domain`` between ``ingress`` and ``egress`` (either way)."""
+
+    domain: SpId
+    ingress: TerminalId
+    egress: TerminalId
+
+
+# --- the static index over a set of notes (cached: notes change far less often than requests) ----
+
+
+@dataclass
+class Index:
+    """What the search needs from a set of notes; per-SP parts are built the first time a search touches them."""
+
+    notes: Mapping[SpId, CapabilityNote]
+    owner: dict[TerminalId, SpId]
+    ports: dict[TerminalId, tuple[SpId, BorderPort]]
+    _transit: dict[SpId, dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]]] = field(
+        default_factory=dict
+    )
+    _links: dict[TerminalId, InterLink | None] = field(default_factory=dict)
+
+    def transit(self, u: TerminalId) -> list[tuple[TerminalId, list[tuple[float, int]]]]:
+        """The other terminals of ``u``'s SP and the (latency, bandwidth) Pareto front of transit to each."""
+        sp = self.owner[u]
+        adj = self._transit.get(sp)
+        if adj is None:
+            adj = self._transit[sp] = _transit_of(sp, self.notes[sp], self.owner)
+        return adj.get(u, [])
+
+    def link_of(self, pid: TerminalId) -> InterLink | None:
+        """The link leaving through port ``pid``, oriented with ``a`` = that port, when both sides declare it."""
+        if pid in self._links:
+            return self._links[pid]
+        link = None
+        mine = self.ports.get(pid)
+        if mine is not None:
+            sp, port = mine
+            peer = self.ports.get(port.peer_port)
+            # As in capability_catalog.graph.inter_links: both sides declare each other, two SPs.
+            if peer is not None and peer[1].peer_port == pid and peer[0] != sp:
+                link = InterLink(port, peer[1], sp, peer[0])
+        self._links[pid] = link
+        return link
+
+    def peer_sp(self, t: TerminalId) -> SpId | None:
+        """The peer SP a port declares (None for an endpoint)."""
+        mine = self.ports.get(t)
+        return mine[1].peer_sp if mine is not None else None
+
+
+def _transit_of(
+    sp: SpId, note: CapabilityNote, owner: Mapping[TerminalId, SpId]
+) -> dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]]:
+    pairs: dict[tuple[TerminalId, TerminalId], list[tuple[float, int]]] = {}
+    for t in note.transit:
+        a, b = t.a, t.b
+        if a == b or owner.get(a) != sp or owner.get(b) != sp:
+            continue
+        entry = (float(t.latency_ms), int(t.bandwidth_mbps))
+        found = pairs.get((a, b)) or pairs.get((b, a))
+        if found is None:
+            pairs[(a, b)] = [entry]
+        else:
+            found.append(entry)
+    adj: dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]] = {}
+    for (a, b), entries in pairs.items():
+        front = entries
+        if len(entries) > 1:
+            entries.sort(key=lambda e: (e[0], -e[1]))
+            front = []
+            for lat, bw in entries:  # keep the Pareto front: each later entry must be wider
+                if not front or bw > front[-1][1]:
+                    front.append((lat, bw))
+        adj.setdefault(a, []).append((b, front))
+        adj.setdefault(b, []).append((a, front))
+    return adj
+
+
+_CACHE: dict[tuple[tuple[str, int, int], ...], Index] = {}
+_CACHE_SIZE: Final = 4
+
+
+def index_for(notes: Mapping[SpId, CapabilityNote]) -> Index:
+    """The index of ``notes``, from the cache when the same note objects were indexed before."""
+    key = tuple((sp, n.version, id(n)) for sp, n in notes.items())
+    idx = _CACHE.get(key)
+    if idx is not None and all(idx.notes.get(sp) is n for sp, n in notes.items()):
+        return idx
+    idx = build_index(dict(notes))
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = idx  # the index keeps the notes alive, so their ids cannot be reused meanwhile
+    return idx
+
+
+def build_index(notes: Mapping[SpId, CapabilityNote]) -> Index:
+    """A fresh index: who owns each terminal and each port (the rest is built on first use)."""
+    owner: dict[TerminalId, SpId] = {}
+    ports: dict[TerminalId, tuple[SpId, BorderPort]] = {}
+    for sp, note in notes.items():
+        for e in note.endpoints:
+            owner[e.id] = sp
+        for p in note.ports:
+            owner[p.id] = sp
+            ports[p.id] = (sp, p)
+    return Index(notes, owner, ports)
+
+
+# --- one query ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One run through ``domain`` from ``ingress`` to ``egress``, then ``link`` out of it (None at dst)."""
+
+    domain: SpId
+    ingress: TerminalId
+    egress: TerminalId
+    latency: float
+    link: InterLink | None
+    nxt: TerminalId
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Which constraints a search applies (explanations switch them on one at a time)."""
+
+    avoid: bool = True
+    exclude: bool = True
+    include: bool = True
+    policy: bool = True
+    isolation: bool = True
+    qos: bool = True
+    bandwidth: bool = True
+    labels: bool = True
+    chain: bool = True
+
+    def upto(self, last: Constraint) -> Checks:
+        """Only the constraints up to ``last`` in the explanation order."""
+        names = [c.value for c in EXPLAIN_ORDER]
+        on = set(names[: names.index(last.value) + 1])
+        return Checks(
+            avoid=Constraint.CRANKBACK in on,
+            exclude=Constraint.EXCLUDE in on,
+            include=Constraint.INCLUDE in on,
+            policy=Constraint.TRANSIT_POLICY in on,
+            isolation=Constraint.ISOLATION in on,
+            qos=Constraint.QOS in on,
+            bandwidth=Constraint.BANDWIDTH in on,
+            labels=Constraint.LABELS in on,
+            chain=Constraint.CHAIN in on,
+        )
+
+
+EXPLAIN_ORDER: Final = (
+    Constraint.PATH,
+    Constraint.EXCLUDE,
+    Constraint.INCLUDE,
+    Constraint.TRANSIT_POLICY,
+    Constraint.ISOLATION,
+    Constraint.QOS,
+    Constraint.BANDWIDTH,
+    Constraint.LABELS,
+    Constraint.CHAIN,
+    # Last: when the request's own constraints leave candidates, a refusal below cut the last one.
+    Constraint.CRANKBACK,
+)
+
+
+@dataclass
+class Found:
+    """A path a search found: its runs, the chain stage after each, its money (micro-units) and latency."""
+
+    hops: list[Hop]
+    stages: list[int]  # chain stage after each hop
+    money: int
+    latency: float
+
+
+@dataclass
+class Query:
+    """One request against an index, with the constraints applied and per-query caches."""
+
+    idx: Index
+    request: SliceRequest
+    taken: dict[tuple[str, str], set[int]]
+    avoid: frozenset[tuple[SpId, TerminalId, TerminalId]]
+    checks: Checks = field(default_factory=Checks)
+    functions: tuple[ChainFunction, ...] = ()
+    include_bit: dict[SpId, int] = field(default_factory=dict)
+    _adj: dict[TerminalId, list[Hop]] = field(default_factory=dict)
+    _rev: dict[TerminalId, list[Hop]] = field(default_factory=dict)
+    _sp_ok: dict[SpId, bool] = field(default_factory=dict)
+    _link_ok: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _adv: dict[SpId, list[int]] = field(default_factory=dict)
+    _price: dict[SpId, int] = field(default_factory=dict)
+
+    def with_checks(self, checks: Checks) -> Query:
+        """A fresh query (empty caches) applying ``checks``."""
+        return Query(self.idx, self.request, self.taken, self.avoid, checks, self.functions, self.include_bit)
+
+    @property
+    def stages(self) -> int:
+        """The chain stage of the goal (0 when the chain is not checked)."""
+        return len(self.functions) if self.checks.chain else 0
+
+    @property
+    def full_mask(self) -> int:
+        """The include mask of the goal."""
+        return (1 << len(self.include_bit)) - 1 if self.checks.include else 0
+
+    def sp_ok(self, sp: SpId) -> bool:
+        """Whether ``sp`` may be on the path at all (exclusion, isolation, QoS)."""
+        ok = self._sp_ok.get(sp)
+        if ok is None:
+            ok = self._sp_ok[sp] = self._judge_sp(sp)
+        return ok
+
+    def _judge_sp(self, sp: SpId) -> bool:
+        req, note = self.request, self.idx.notes[sp]
+        if self.checks.exclude and sp in req.exclude_sps:
+            return False
+        if self.checks.isolation and req.isolation is not None and isolation_for(note, req.isolation) is None:
+            return False
+        return not (self.checks.qos and req.qos_class and note.qos_class(req.qos_class) is None)
+
+    def link_ok(self, link: InterLink) -> bool:
+        """Whether ``link`` carries the bandwidth and has a usable label."""
+        key = link_key(link.a.id, link.b.id)
+        ok = self._link_ok.get(key)
+        if ok is None:
+            thin = self.checks.bandwidth and link.capacity_mbps < self.request.edge_mbps
+            ok = not thin and not (self.checks.labels and link_labels(link, self.taken.get(key, set())) is None)
+            self._link_ok[key] = ok
+        return ok
+
+    def price(self, sp: SpId) -> int:
+        """Micro-money per hour of one run through ``sp``."""
+        p = self._price.get(sp)
+        if p is None:
+            unit = self.idx.notes[sp].price_per_mbps_hour or 0.0
+            p = self._price[sp] = round(unit * MICRO) * (self.request.bandwidth_mbps + self.request.reverse_mbps)
+        return p
+
+    def advance(self, sp: SpId, stage: int) -> int:
+        """How many chain functions from ``stage`` on a run through ``sp`` places (greedy, in order)."""
+        if not self.checks.chain or not self.functions:
+            return 0
+        adv = self._adv.get(sp)
+        if adv is None:
+            adv = self._adv[sp] = _advances(self.idx.notes[sp].functions, self.functions)
+        return adv[stage]
+
+    def _run_latency(
+        self, sp: SpId, u: TerminalId, v: TerminalId, front: list[tuple[float, int]], peer_out: str | None
+    ) -> float | None:
+        """The latency of run ``u``→``v`` in ``sp`` when bandwidth, crankback and transit policy allow it."""
+        need = self.request.edge_mbps if self.checks.bandwidth else 0
+        lat = next((lat for lat, bw in front if bw >= need), None)
+        if lat is None or (self.checks.avoid and (sp, u, v) in self.avoid):
+            return None
+        note = self.idx.notes[sp]
+        if self.checks.policy and note.transit_policy:
+            peer_in = self.idx.peer_sp(u)
+            if peer_in is not None and peer_out is not None and not note.carries(peer_in, peer_out):
+                return None
+        return lat
+
+    def hops(self, u: TerminalId) -> list[Hop]:
+        """The runs leaving entry terminal ``u`` that every applied constraint allows (cached)."""
+        out = self._adj.get(u)
+        if out is not None:
+            return out
+        out = []
+        idx, req = self.idx, self.request
+        sp = idx.owner[u]
+        if self.sp_ok(sp):
+            for v, front in idx.transit(u):
+                link: InterLink | None = None
+                if v == req.dst:
+                    nxt, peer_out = _DST, idx.peer_sp(v)
+                else:
+                    link = idx.link_of(v)
+                    if link is None or not self.sp_ok(link.b_domain) or not self.link_ok(link):
+                        continue
+                    nxt, peer_out = link.b.id, link.b_domain
+                lat = self._run_latency(sp, u, v, front, peer_out)
+                if lat is not None:
+                    out.append(Hop(sp, u, v, lat, link, nxt))
+        self._adj[u] = out
+        return out
+
+    def into(self, w: TerminalId) -> list[Hop]:
+        """The runs that every applied constraint allows and that end by entering ``w`` (cached)."""
+        out = self._rev.get(w)
+        if out is not None:
+            return out
+        out = []
+        idx, req = self.idx, self.request
+        if w == _DST:
+            v, link, sp, entered = req.dst, None, idx.owner[req.dst], None
+        else:
+            back = idx.link_of(w)
+            if back is None:
+                self._rev[w] = out
+                return out
+            v, link, sp, entered = back.b.id, idx.link_of(back.b.id), back.b_domain, back.a_domain
+        if self.sp_ok(sp) and (link is None or (self.sp_ok(link.b_domain) and self.link_ok(link))):
+            peer_out = idx.peer_sp(v) if entered is None else entered
+            for u, front in idx.transit(v):
+                lat = self._run_latency(sp, u, v, front, peer_out)
+                if lat is not None:
+                    out.append(Hop(sp, u, v, lat, link, w))
+        self._rev[w] = out
+        return out
+
+    def forward(self, state: tuple[TerminalId, int, int]) -> Iterator[tuple[tuple[TerminalId, int, int], Hop]]:
+        """The states one run after ``state``."""
+        u, stage, mask = state
+        goal_stage, goal_mask = self.stages, self.full_mask
+        for hop in self.hops(u):
+            nstage, nmask = self.step(hop, stage, mask)
+            if hop.nxt == _DST and (nstage != goal_stage or nmask != goal_mask):
+                continue
+            yield (hop.nxt, nstage, nmask), hop
+
+    def backward(self, state: tuple[TerminalId, int, int]) -> Iterator[tuple[tuple[TerminalId, int, int], Hop]]:
+        """The states one run before ``state``."""
+        w, stage, mask = state
+        for hop in self.into(w):
+            bit = self.include_bit.get(hop.domain, 0) if self.checks.include else 0
+            if bit and not mask & bit:
+                continue
+            masks = (mask, mask ^ bit) if bit else (mask,)
+            for k in self.before(hop.domain, stage):
+                for m in masks:
+                    yield (hop.ingress, k, m), hop
+
+    def before(self, sp: SpId, stage: int) -> list[int]:
+        """The stages from which a run through ``sp`` reaches ``stage``."""
+        if not self.checks.chain or not self.functions:
+            return [stage]
+        self.advance(sp, 0)
+        adv = self._adv[sp]
+        return [k for k in range(stage + 1) if k + adv[k] == stage]
+
+    def step(self, hop: Hop, stage: int, mask: int) -> tuple[int, int]:
+        """The (stage, mask) after ``hop``."""
+        if self.checks.include:
+            mask |= self.include_bit.get(hop.domain, 0)
+        return stage + self.advance(hop.domain, stage), mask
+
+
+def _advances(offers: Sequence[FunctionOffer], chain: Sequence[ChainFunction]) -> list[int]:
+    out = []
+    for k in range(len(chain) + 1):
+        free = {i: o.slots for i, o in enumerate(offers) if o.slots > 0}
+        j = k
+        while j < len(chain):
+            fn = chain[j]
+            pick = next((i for i, o in enumerate(offers) if free.get(i, 0) > 0 and hosts(o, fn)), None)
+            if pick is None:
+                break
+            free[pick] -= 1
+            j += 1
+        out.append(j - k)
+    return out
+
+
+def hosts(offer: FunctionOffer, fn: ChainFunction) -> bool:
+    """An offer hosts a function of its type when it states no throughput or enough of it."""
+    return offer.type == fn.type and (offer.throughput_mbps == 0 or offer.throughput_mbps >= fn.throughput_mbps)
+
+
+def isolation_for(note: CapabilityNote, asked: Isolation) -> Isolation | None:
+    """The weakest mechanism the note offers that is at least as strong as ``asked``."""
+    fits = [i for i in note.isolation if _ISOLATION_ORDER[i] >= _ISOLATION_ORDER[asked]]
+    return min(fits, key=_ISOLATION_ORDER.__getitem__) if fits else None
+
+
+# --- searches -----------------------------------------------------------------------------------
+
+_State = tuple[TerminalId, int, int]
+_Cost = tuple[float, float, int]
+
+
+def search(q: Query, *, latency_first: bool) -> Found | None:
+    """Bidirectional Dijkstra over states with the cost (money, latency, hops), or latency first.
+
+    Costs add componentwise and compare lexicographically, an ordered monoid, so the usual rule
+    holds: stop once the two queues' minima add up to no less than the best meeting found.
+    """
+    start: _State = (q.request.src, 0, 0)
+    goal: _State = (_DST, q.stages, q.full_mask)
+
+    def key(money: float, lat: float, hops: int) -> _Cost:
+        return (lat, money, hops) if latency_first else (money, lat, hops)
+
+    dist: tuple[dict[_State, tuple[int, float, int]], dict[_State, tuple[int, float, int]]] = (
+        {start: (0, 0.0, 0)},
+        {goal: (0, 0.0, 0)},
+    )
+    parent: tuple[dict[_State, tuple[_State, Hop]], dict[_State, tuple[_State, Hop]]] = ({}, {})
+    done: tuple[set[_State], set[_State]] = (set(), set())
+    tie = itertools.count()
+    heaps: tuple[list[tuple[float, float, int, int, _State]], ...] = (
+        [(0, 0.0, 0, next(tie), start)],
+        [(0, 0.0, 0, next(tie), goal)],
+    )
+    best: _Cost | None = None
+    meet: _State | None = None
+    while heaps[0] and heaps[1]:
+        if best is not None:
+            f, b = heaps[0][0], heaps[1][0]
+            if (f[0] + b[0], f[1] + b[1], f[2] + b[2]) >= best:
+                break
+        side = 0 if len(heaps[0]) <= len(heaps[1]) else 1
+        _, _, _, _, state = heapq.heappop(heaps[side])
+        if state in done[side]:
+            continue
+        done[side].add(state)
+        money, lat, hops = dist[side][state]
+        other = dist[1 - side]
+        for nxt, hop in q.forward(state) if side == 0 else q.backward(state):
+            if nxt in done[side]:
+                continue
+            cand = (money + q.price(hop.domain), lat + hop.latency, hops + 1)
+            old = dist[side].get(nxt)
+            if old is None or key(*cand) < key(*old):
+                dist[side][nxt] = cand
+                parent[side][nxt] = (state, hop)
+                heapq.heappush(heaps[side], (*key(*cand)[:2], cand[2], next(tie), nxt))
+            theirs = other.get(nxt)
+            if theirs is not None:
+                mine = dist[side][nxt]
+                total = key(mine[0] + theirs[0], mine[1] + theirs[1], mine[2] + theirs[2])
+                if best is None or total < best:
+                    best, meet = total, nxt
+    if meet is None:
+        return None
+    steps: list[tuple[Hop, _State]] = []
+    state = meet
+    while state in parent[0]:
+        prev, hop = parent[0][state]
+        steps.append((hop, state))
+        state = prev
+    steps.reverse()
+    state = meet
+    while state in parent[1]:
+        nxt, hop = parent[1][state]
+        steps.append((hop, nxt))
+        state = nxt
+    hops_list = [h for h, _ in steps]
+    money = dist[0][meet][0] + dist[1][meet][0]
+    return Found(hops_list, [st[1] for _, st in steps], money, math.fsum(h.latency for h in hops_list))
+
+
+def _latency_bound(q: Query) -> dict[TerminalId, float]:
+    """A lower bound on the latency from each entry terminal to dst (ignoring chain and include)."""
+    bound: dict[TerminalId, float] = {}
+    heap: list[tuple[float, str]] = [(0.0, _DST)]
+    while heap:
+        d, v = heapq.heappop(heap)
+        if v in bound:
+            continue
+        bound[TerminalId(v)] = d
+        for hop in q.into(TerminalId(v)):
+            if hop.ingress not in bound:
+                heapq.heappush(heap, (d + hop.latency, hop.ingress))
+    return bound
+
+
+def search_within(q: Query, budget: float, incumbent: Found) -> Found:
+    """The cheapest path within ``budget``: label-setting over (money, latency) Pareto labels."""
+    bound = _latency_bound(q)
+    goal_stage, goal_mask = q.stages, q.full_mask
+    start: _State = (q.request.src, 0, 0)
+    labels: list[tuple[int, Hop | None, _State]] = [(-1, None, start)]  # (parent label, hop, state)
+    settled: dict[_State, float] = {}  # the lowest latency of a label popped at each state
+    tie = itertools.count()
+    heap: list[tuple[int, float, int, int, int]] = [(0, 0.0, 0, next(tie), 0)]
+    limit = incumbent.money
+    while heap:
+        money, lat, hops, _, label = heapq.heappop(heap)
+        state = labels[label][2]
+        if settled.get(state, math.inf) <= lat:
+            continue  # dominated: an earlier label here was no dearer and no slower
+        settled[state] = lat
+        u, stage, mask = state
+        if u == _DST:
+            return _trace_labels(labels, label, money)
+        for hop in q.hops(u):
+            nstage, nmask = q.step(hop, stage, mask)
+            if hop.nxt == _DST and (nstage < goal_stage or nmask != goal_mask):
+                continue
+            nlat = lat + hop.latency
+            rest = bound.get(hop.nxt)
+            if rest is None or nlat + rest > budget:
+                continue
+            nmoney = money + q.price(hop.domain)
+            if nmoney > limit:
+                continue
+            nxt: _State = (hop.nxt, nstage, nmask)
+            if settled.get(nxt, math.inf) <= nlat:
+                continue
+            labels.append((label, hop, nxt))
+            heapq.heappush(heap, (nmoney, nlat, hops + 1, next(tie), len(labels) - 1))
+    return incumbent  # the incumbent is feasible, so the search cannot come back empty-handed
+
+
+def _trace_labels(labels: Sequence[tuple[int, Hop | None, _State]], label: int, money: int) -> Found:
+    hops: list[Hop] = []
+    stages: list[int] = []
+    while labels[label][1] is not None:
+        parent, hop, state = labels[label]
+        assert hop is not None
+        hops.append(hop)
+        stages.append(state[1])
+        label = parent
+    hops.reverse()
+    stages.reverse()
+    return Found(hops, stages, money, math.fsum(h.latency for h in hops))

@@ -1,0 +1,164 @@
+"""Random multi-domain note sets for benchmarks and property tests. Pure, deterministic per seed.
+
+Each SP has one endpoint and one border port per neighbour; every SP-level link is declared by
+both sides. The SP graph is connected (a ring) and then filled up with random chords until every
+SP has ``degree`` neighbours (3 or 4 by default). Transit between every pair of an SP's terminals
+has a random latency and bandwidth; some SPs host the chain's function types; prices, QoS classes,
+isolation mechanisms and swapping ports vary. The benchmark of planning calls::
+
+    notes = synthetic_notes(10_000, seed=1)
+    request = synthetic_request(notes, seed=2)
+    plan(request, notes)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+
+from capability_catalog.model import (
+    BorderPort,
+    CapabilityNote,
+    Endpoint,
+    FunctionOffer,
+    Isolation,
+    LabelRange,
+    LabelSet,
+    QosClass,
+    SpId,
+    TerminalId,
+    Transit,
+)
+from slicing.model import SliceRequest
+
+__all__ = ["synthetic_notes", "synthetic_request"]
+
+DEFAULT_FUNCTIONS: tuple[str, ...] = ("fw", "nat")
+
+
+def _sp(i: int) -> SpId:
+    return SpId(f"S{i}")
+
+
+def _sp_graph(n: int, rng: random.Random, degree: tuple[int, int]) -> list[set[int]]:
+    """A connected graph on ``n`` nodes with every degree in ``degree`` where the random fill allows."""
+    adj: list[set[int]] = [set() for _ in range(n)]
+    if n < 2:
+        return adj
+    for i in range(n):  # a ring keeps it connected
+        j = (i + 1) % n
+        if j != i:
+            adj[i].add(j)
+            adj[j].add(i)
+    want = [rng.randint(*degree) for _ in range(n)]
+    open_nodes = [i for i in range(n) if len(adj[i]) < want[i]]
+    tries = 0
+    while len(open_nodes) > 1 and tries < 20 * n:
+        tries += 1
+        a, b = rng.sample(open_nodes, 2)
+        if b in adj[a]:
+            continue
+        adj[a].add(b)
+        adj[b].add(a)
+        open_nodes = [x for x in open_nodes if len(adj[x]) < want[x]] if tries % 64 == 0 else open_nodes
+        for x in (a, b):
+            if len(adj[x]) >= want[x] and x in open_nodes:
+                open_nodes.remove(x)
+    return adj
+
+
+def synthetic_notes(
+    n_sps: int,
+    seed: int,
+    *,
+    degree: tuple[int, int] = (3, 4),
+    function_types: Sequence[str] = DEFAULT_FUNCTIONS,
+    function_share: float = 0.3,
+    priced_share: float = 0.9,
+    swap_share: float = 0.2,
+) -> dict[SpId, CapabilityNote]:
+    """``n_sps`` notes of a random federation, the same for the same arguments."""
+    if n_sps < 1:
+        raise ValueError("n_sps must be at least 1")
+    rng = random.Random(seed)
+    adj = _sp_graph(n_sps, rng, degree)
+    # Each SP-level link gets a label block both sides offer in part, so most links have common labels.
+    blocks: dict[tuple[int, int], int] = {}
+    for i in range(n_sps):
+        for j in adj[i]:
+            if i < j:
+                blocks[(i, j)] = 1000 + 100 * rng.randrange(50)
+    notes: dict[SpId, CapabilityNote] = {}
+    for i in range(n_sps):
+        sp = _sp(i)
+        ports = []
+        for j in sorted(adj[i]):
+            base = blocks[(min(i, j), max(i, j))]
+            lo = base + (0 if i < j else rng.randrange(0, 60))
+            ports.append(
+                BorderPort(
+                    id=TerminalId(f"{sp}.to-{_sp(j)}"),
+                    peer_sp=_sp(j),
+                    peer_port=TerminalId(f"{_sp(j)}.to-{sp}"),
+                    labels=LabelSet((LabelRange(lo, lo + 59),)),
+                    can_swap=rng.random() < swap_share,
+                    capacity_mbps=rng.choice((1000, 10_000)),
+                )
+            )
+        endpoint = Endpoint(TerminalId(f"{sp}.ep"), region=f"r{i % 17}", capacity_mbps=10_000)
+        terminals = [endpoint.id, *(p.id for p in ports)]
+        transit = tuple(
+            Transit(a, b, round(rng.uniform(0.5, 5.0), 3), rng.choice((500, 1000, 10_000)))
+            for a, b in combinations(terminals, 2)
+        )
+        functions = tuple(
+            FunctionOffer(t, f"{sp}-pop{rng.randrange(3)}", rng.randint(1, 4))
+            for t in function_types
+            if rng.random() < function_share
+        )
+        qos = [QosClass("best-effort", (("dscp", "0"),))]
+        if rng.random() < 0.8:
+            qos.append(QosClass("gold", (("dscp", "46"),), delay_ms=5.0))
+        isolation = [Isolation.SHARED, Isolation.VXLAN]
+        if rng.random() < 0.5:
+            isolation.append(Isolation.VLAN)
+        notes[sp] = CapabilityNote(
+            sp_id=sp,
+            version=1,
+            issued_at=0.0,
+            expires_at=1e12,
+            endpoints=(endpoint,),
+            ports=tuple(ports),
+            transit=transit,
+            functions=functions,
+            qos_classes=tuple(qos),
+            isolation=tuple(isolation),
+            price_per_mbps_hour=round(rng.uniform(0.01, 0.1), 4) if rng.random() < priced_share else None,
+        )
+    return notes
+
+
+def synthetic_request(
+    notes: Mapping[SpId, CapabilityNote],
+    seed: int,
+    *,
+    chain: Sequence[str] = DEFAULT_FUNCTIONS,
+    bandwidth_mbps: int = 100,
+    latency_budget_ms: float = 0.0,
+    qos_class: str = "",
+) -> SliceRequest:
+    """A request between two random endpoints of ``notes`` through ``chain``."""
+    rng = random.Random(seed)
+    endpoints = sorted(e.id for n in notes.values() for e in n.endpoints)
+    src, dst = rng.sample(endpoints, 2)
+    return SliceRequest(
+        src=src,
+        dst=dst,
+        bandwidth_mbps=bandwidth_mbps,
+        name=f"synthetic-{seed}",
+        latency_budget_ms=latency_budget_ms,
+        chain=tuple(chain),
+        subnet="10.0.0.0/8",
+        qos_class=qos_class,
+    )
