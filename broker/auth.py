@@ -17,7 +17,7 @@ import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from broker.accounts import AccountBook, Role
+from broker.accounts import AccountBook, AccountKind, Role
 from broker.pki import TlsFiles, common_name
 from broker.tokens import TokenMinter, TokenVerifier, bearer
 from slicing.errors import PermissionDenied, Unauthenticated
@@ -105,7 +105,7 @@ class Guard:
         account = self._accounts.get(claims.subject)
         if account is None:
             raise Unauthenticated(f"no account '{claims.subject[:64]}' here")
-        if claims.session and account.kind != "user":
+        if claims.session and account.kind is not AccountKind.USER:
             raise Unauthenticated("session tokens are for user accounts")
         principal = Principal(account.id, account.role, claims.on_behalf_of, peer)
         if principal.on_behalf_of and principal.role is not Role.PEER_SP:
@@ -127,7 +127,6 @@ class ClientIdentity:
     minter: TokenMinter | None = None
     session_token: str = ""
     on_behalf_of: str = ""
-    _cache: dict[str, Metadata] = field(default_factory=dict, compare=False, repr=False)
 
     def token(self, audience: str, on_behalf_of: str = "") -> str:
         """A token for one call to ``audience``: freshly minted, or the session token."""

@@ -59,6 +59,10 @@ class Gate:
                 self.audit.record(rpc, principal, target, exc.code.value, str(exc), peer=tls_peer(context))
             await context.abort(to_grpc(exc.code), str(exc))
             raise AssertionError("unreachable") from exc  # context.abort raises
+        except Exception as exc:  # a bug: still on the record, then gRPC answers UNKNOWN
+            if audited:
+                self.audit.record(rpc, principal, target, "INTERNAL", repr(exc), peer=tls_peer(context))
+            raise
         if audited:
             self.audit.record(rpc, principal, target, "OK", outcome(result))
         return result

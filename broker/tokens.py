@@ -31,7 +31,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,12 +199,7 @@ class TokenVerifier:
             trusted.key.verify(_segment(sig, "signature"), f"{head}.{body}".encode("ascii"))
         except InvalidSignature:
             raise Unauthenticated("token signature does not verify") from None
-        try:
-            claims = json.loads(_segment(body, "claims"))
-        except ValueError:
-            raise Unauthenticated("malformed token: the claims are not JSON") from None
-        if not isinstance(claims, dict):
-            raise Unauthenticated("malformed token: the claims are not a JSON object")
+        claims = _json_object(body, "claims")
         for name in _REQUIRED:
             if name not in claims:
                 raise Unauthenticated(f"token lacks the '{name}' claim")
@@ -220,12 +215,7 @@ class TokenVerifier:
         kid = self._headers.get(head)
         if kid is not None:
             return kid
-        try:
-            header = json.loads(_segment(head, "header"))
-        except ValueError:
-            raise Unauthenticated("malformed token: the header is not JSON") from None
-        if not isinstance(header, dict):
-            raise Unauthenticated("malformed token: the header is not a JSON object")
+        header = _json_object(head, "header")
         alg = header.get("alg")
         if alg != ALGORITHM:
             raise Unauthenticated(f"token algorithm {str(alg)[:20]!r} refused: only {ALGORITHM} is accepted")
@@ -274,9 +264,19 @@ def _segment(text: str, what: str) -> bytes:
         raise Unauthenticated(f"malformed token: the {what} is not base64url") from None
 
 
-def bearer(metadata: object) -> str:
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_segment(text, what))
+    except ValueError:
+        raise Unauthenticated(f"malformed token: the {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise Unauthenticated(f"malformed token: the {what} is not a JSON object")
+    return value
+
+
+def bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The token in gRPC invocation metadata (``authorization: Bearer …``), or ''."""
-    for key, value in metadata or ():  # type: ignore[attr-defined]
+    for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
             return token.strip() if scheme.lower() == "bearer" else ""

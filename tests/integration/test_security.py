@@ -372,6 +372,33 @@ async def test_fuzzed_reserve_requests_never_crash_the_broker_nor_leave_anything
     assert not [s.id for s in listed.slices if s.state in live]
 
 
+_REFS = st.builds(
+    pb.SliceRef, slice_id=st.text(max_size=40) | st.just("L-000000000000"), request_id=st.text(max_size=40)
+)
+_STATES = st.lists(st.integers(-5, 20) | st.integers(-(2**31), 2**31 - 1), max_size=40)
+
+
+async def test_fuzzed_references_and_listings_never_crash_the_broker_nor_change_anything(fleet: Fleet) -> None:
+    ident = fleet.identity("customer")
+    assert ident.tls is not None
+    creds = grpc.ssl_channel_credentials(ident.tls.ca, ident.tls.key, ident.tls.cert)
+    before = await snapshot(fleet)
+    with grpc.secure_channel(fleet[SP].address, creds, options=channel_options(SP)) as channel:
+        stub = pb_grpc.SlicesStub(channel)
+
+        @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(_REFS, st.sampled_from(["Get", "Commit", "Abort", "Activate", "Terminate"]), _STATES)
+        def one(ref: pb.SliceRef, rpc: str, states: list[int]) -> None:
+            for call, msg in ((getattr(stub, rpc), ref), (stub.List, pb.ListRequest(states=states))):
+                try:
+                    call(msg, metadata=ident.metadata(SP), timeout=10)
+                except grpc.RpcError as exc:
+                    assert exc.code() in _ALLOWED, exc  # type: ignore[attr-defined]
+
+        one()
+    assert await snapshot(fleet) == before
+
+
 # --- login ------------------------------------------------------------------------------------
 
 
