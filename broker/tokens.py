@@ -169,6 +169,9 @@ class TokenVerifier:
         self._max_call_ttl_s = max_call_ttl_s
         self._max_session_ttl_s = max_session_ttl_s
         self.replays = ReplayCache()
+        # The replay cache starts empty: call tokens issued before this verifier existed are refused,
+        # so a restart does not reopen the window for tokens seen by the previous process.
+        self._born = clock()
         # A caller sends the same header segment on every call: parse it once (only well-formed ones are kept).
         self._headers: dict[str, str] = {}
 
@@ -247,6 +250,8 @@ class TokenVerifier:
         if float(exp) - float(iat) > limit + LEEWAY_S or float(exp) - now > limit + LEEWAY_S:
             raise Unauthenticated(f"token lives longer than {limit:g} s")
         if not session:
+            if iat < self._born - LEEWAY_S:
+                raise Unauthenticated("call token issued before this broker started")
             if sub != issuer:
                 raise Unauthenticated("a call token's subject must be its issuer")
             if not self.replays.first_use(issuer, jti, float(exp), now):

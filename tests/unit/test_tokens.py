@@ -213,3 +213,16 @@ def test_lenient_base64_critical_headers_and_non_object_claims_are_refused(world
     array_body = _b64(b"[1, 2]")
     array_sig = _b64(signer.sign(f"{array_head}.{array_body}".encode()))
     assert "not a JSON object" in refused(verifier, f"{array_head}.{array_body}.{array_sig}")
+
+
+def test_call_tokens_issued_before_the_verifier_started_are_refused() -> None:
+    clock = Clock()
+    caller = generate_key()
+    minter = TokenMinter(caller, "T", clock=clock)
+    early = minter.mint("L1")
+    clock.t += 10  # the broker restarts: a new verifier, an empty replay cache
+    verifier = TokenVerifier(
+        "L1", {key_id_of(caller.public_key()): TrustedKey("T", caller.public_key())}.get, clock=clock
+    )
+    assert "before this broker started" in refused(verifier, early)
+    assert verifier.verify(minter.mint("L1")).subject == "T"
