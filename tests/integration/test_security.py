@@ -436,6 +436,18 @@ async def test_login_gives_a_session_token_bound_to_the_users_certificate(fleet:
     assert any(r["rpc"] == "Login" and r["who"] == "alice" and r["result"] == "OK" for r in audit_lines(fleet[SP]))
 
 
+async def test_repeated_failed_logins_lock_the_user_out_for_a_while(fleet: Fleet) -> None:
+    login = (fleet[SP].data_dir / "login_address").read_text().strip()
+    fleet.grant(SP, "carol", Role.CUSTOMER, password="carol-pw")
+    ctx = _ssl_for(fleet.identity("carol"), fleet.pki_dir)
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for password in ["a", "b", "c", "d", "e", "carol-pw"]:
+            async with http.post(f"https://{login}/login", json={"user": "carol", "password": password}, ssl=ctx) as r:
+                statuses.append(r.status)
+    assert statuses == [401] * 5 + [429]  # even the right password waits out the window
+
+
 # --- between SPs ------------------------------------------------------------------------------
 
 
