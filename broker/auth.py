@@ -145,6 +145,18 @@ class ClientIdentity:
             root_certificates=self.tls.ca, private_key=self.tls.key, certificate_chain=self.tls.cert
         )
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context (for HTTPS and plain sockets) presenting this principal's certificate."""
+        assert self.tls is not None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=self.tls.ca.decode())
+        # The ssl module loads a key pair only from files: a private folder that lives for this call.
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert.write_bytes(self.tls.cert)
+            key.write_bytes(self.tls.key)
+            ctx.load_cert_chain(cert, key)
+        return ctx
+
     def channel(self, address: str, audience: str, *, server_name: str = "", authenticate: bool = True) -> Any:
         """A channel to the broker of SP ``audience`` whose every call carries a fresh token."""
         interceptors = token_interceptors(lambda: self.metadata(audience)) if authenticate else []
@@ -213,16 +225,10 @@ def token_interceptors(metadata: Callable[[], Metadata]) -> list[grpc.aio.Client
 
 def server_identity(address: str, identity: ClientIdentity, timeout_s: float = 5.0) -> str:
     """The common name in a broker's server certificate, learnt by one TLS handshake (the token's audience)."""
-    assert identity.tls is not None
     host, _, port = address.rpartition(":")
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=identity.tls.ca.decode())
+    ctx = identity.ssl_context()
     ctx.check_hostname = False  # the name is what we are learning; the chain is still verified against the CA
     ctx.set_alpn_protocols(["h2"])
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-        cert.write_bytes(identity.tls.cert)
-        key.write_bytes(identity.tls.key)
-        ctx.load_cert_chain(cert, key)
     with (
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock,
         ctx.wrap_socket(sock) as tls,

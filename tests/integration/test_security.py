@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -402,17 +401,10 @@ async def test_fuzzed_references_and_listings_never_crash_the_broker_nor_change_
 # --- login ------------------------------------------------------------------------------------
 
 
-def _ssl_for(ident: ClientIdentity, folder: Path) -> ssl.SSLContext:
-    assert ident.tls is not None
-    ctx = ssl.create_default_context(cadata=ident.tls.ca.decode())
-    ctx.load_cert_chain(folder / f"{ident.name}.crt", folder / f"{ident.name}.key")
-    return ctx
-
-
 async def test_login_gives_a_session_token_bound_to_the_users_certificate(fleet: Fleet) -> None:
     login = (fleet[SP].data_dir / "login_address").read_text().strip()
     alice = fleet.identity("alice")
-    ctx = _ssl_for(alice, fleet.pki_dir)
+    ctx = alice.ssl_context()
     async with aiohttp.ClientSession() as http:
         async with http.post(f"https://{login}/login", json={"user": "alice", "password": "nope"}, ssl=ctx) as bad:
             assert bad.status == 401
@@ -439,7 +431,7 @@ async def test_login_gives_a_session_token_bound_to_the_users_certificate(fleet:
 async def test_repeated_failed_logins_lock_the_user_out_for_a_while(fleet: Fleet) -> None:
     login = (fleet[SP].data_dir / "login_address").read_text().strip()
     fleet.grant(SP, "carol", Role.CUSTOMER, password="carol-pw")
-    ctx = _ssl_for(fleet.identity("carol"), fleet.pki_dir)
+    ctx = fleet.identity("carol").ssl_context()
     statuses = []
     async with aiohttp.ClientSession() as http:
         for password in ["a", "b", "c", "d", "e", "carol-pw"]:
