@@ -320,7 +320,8 @@ def _certs_init(ns: argparse.Namespace) -> int:
         except ValueError:
             err.print(f"[red]error:[/] --client {spec}: role must be one of {', '.join(Role)}")
             return 2
-        ca.issue_to(out_dir, name, server=False)
+        if name not in (ns.sp or []):  # an SP's server certificate also serves it as a client
+            ca.issue_to(out_dir, name, server=False)
         public = write_key(out_dir / f"{name}.ed25519", generate_key())
         kind = AccountKind.SERVICE if role is Role.PEER_SP else AccountKind.USER
         old = accounts.get(name)
