@@ -99,6 +99,7 @@ class Guard:
         peer = tls_peer(context)
         if self._require_tls and not peer:
             raise Unauthenticated("no verified TLS client certificate")
+        self._accounts.refresh()
         claims = self._verifier.verify(bearer(context.invocation_metadata()))
         if self._require_tls and claims.subject != peer:
             raise Unauthenticated(f"token subject '{claims.subject[:64]}' is not the TLS peer '{peer[:64]}'")

@@ -6,6 +6,7 @@ and the SP's holdings are the same before and after, and the audit log recorded 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -193,6 +194,22 @@ async def test_health_answers_a_client_certificate_without_a_token(fleet: Fleet)
         health_pb2.HealthCheckRequest(service="fedbroker.v1.Slices"), timeout=5
     )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_revoked_account_loses_access_within_seconds(fleet: Fleet) -> None:
+    fleet.grant(SP, "dave", Role.CUSTOMER)
+    stub = pb_grpc.SlicesStub(fleet.channel(SP, "dave"))
+    await stub.List(pb.ListRequest(), timeout=5)
+    fleet.revoke(SP, "dave")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await stub.List(pb.ListRequest(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+            break
+        assert time.monotonic() < deadline, "dave still has access 10 s after the revocation"
+        await asyncio.sleep(0.2)
 
 
 # --- roles and tenancy ------------------------------------------------------------------------
