@@ -487,3 +487,19 @@ async def test_lower_sp_sees_the_upper_sp_as_requester_with_its_customer_as_an_o
         assert await fl.holdings() == {}
     finally:
         await fl.stop_all()
+
+
+async def test_an_insecure_fleet_serves_plaintext_but_still_checks_tokens(tmp_path: Path) -> None:
+    fl = Fleet(tmp_path, secure=False)
+    try:
+        leaf = await fl.start("P", {"domains": [leaf_domain("P", {"X": "100-199"})]})
+        assert "PLAINTEXT" in leaf.log_tail()
+        req = pb.SliceRequest(src="P.ep", dst="P.to-X", bandwidth_mbps=1)
+        held = await leaf.slices.Reserve(pb.ReserveRequest(request_id="p", request=req), timeout=10)
+        anonymous = pb_grpc.SlicesStub(fl.channel("P", "customer", authenticate=False))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await anonymous.Abort(pb.SliceRef(slice_id=held.id), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (await leaf.slices.Abort(pb.SliceRef(slice_id=held.id), timeout=10)).state == pb.SLICE_STATE_ABORTED
+    finally:
+        await fl.stop_all()
