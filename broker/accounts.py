@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.config import ConfigError, load_yaml
 from capability_catalog.signing import key_id_of, public_key_from_text
-from slicing.errors import FedError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ _ROLES_OF: dict[AccountKind, frozenset[Role]] = {
 }
 
 
-class AccountError(FedError):
+class AccountError(ConfigError):
     """An account file is wrong; the message names the file and the path of the bad field."""
 
 
