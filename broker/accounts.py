@@ -9,8 +9,9 @@ The account book is a YAML file (``security.accounts_file``)::
 
 ``keys`` are the Ed25519 public keys the account signs call tokens with (two at once during a
 rotation); ``password_hash`` (users only) is what ``fedbroker accounts hash-password`` prints. The
-broker reads the file at start and again only when a token names a key id it does not know and the
-file changed on disk since, so a new peer can be added without a restart and no call reads a file.
+broker reads the file at start, and again when it changed on disk: looked at (a ``stat``) when a
+token names a key id it does not know, and at most once a second otherwise. A new peer needs no
+restart, a removed account loses access within a second, and no call reads the file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,7 +34,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.config import ConfigError, load_yaml
 from capability_catalog.signing import key_id_of, public_key_from_text
-from slicing.errors import FedError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ _ROLES_OF: dict[AccountKind, frozenset[Role]] = {
 }
 
 
-class AccountError(FedError):
+class AccountError(ConfigError):
     """An account file is wrong; the message names the file and the path of the bad field."""
 
 
@@ -177,8 +178,11 @@ def dump_accounts(accounts: list[Account] | tuple[Account, ...]) -> dict[str, An
 class AccountBook:
     """The accounts of one broker by id and by token key id; re-read only when the file changed."""
 
+    REFRESH_S = 1.0
+
     def __init__(self, path: Path | None, accounts: tuple[Account, ...] = ()) -> None:
         self._path = path
+        self._checked = time.monotonic()
         self._stamp: tuple[int, int, int] | None = None
         self._by_id: dict[str, Account] = {}
         self._by_kid: dict[str, tuple[Account, Ed25519PublicKey]] = {}
@@ -224,6 +228,13 @@ class AccountBook:
         self._stamp = stamp
         log.info("accounts loaded from %s: %d", self._path, len(accounts))
         return True
+
+    def refresh(self) -> None:
+        """Look at the file at most once a second (a stat), so a revoked account loses access within a second."""
+        now = time.monotonic()
+        if now - self._checked >= self.REFRESH_S:
+            self._checked = now
+            self.reload()
 
     def get(self, account_id: str) -> Account | None:
         """The account with this id."""

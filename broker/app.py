@@ -77,6 +77,10 @@ class Broker:
         self.tls = None if insecure else read_tls(config)
         key = load_or_create_key(config.signing_key_path)
         self.accounts = AccountBook(config.accounts_path)
+        if not len(self.accounts):
+            log.warning(
+                "no accounts in %s: every call will be refused (see `fedbroker certs init`)", config.accounts_path
+            )
         self.minter = TokenMinter(key, config.sp_id, ttl_s=config.security.call_ttl_s, clock=clock)
         verifier = TokenVerifier(
             config.sp_id, self._trusted_key, own_key=key.public_key(), on_unknown_kid=self.accounts.reload, clock=clock

@@ -17,7 +17,7 @@ import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from broker.accounts import AccountBook, Role
+from broker.accounts import AccountBook, AccountKind, Role
 from broker.pki import TlsFiles, common_name
 from broker.tokens import TokenMinter, TokenVerifier, bearer
 from slicing.errors import PermissionDenied, Unauthenticated
@@ -99,13 +99,14 @@ class Guard:
         peer = tls_peer(context)
         if self._require_tls and not peer:
             raise Unauthenticated("no verified TLS client certificate")
+        self._accounts.refresh()
         claims = self._verifier.verify(bearer(context.invocation_metadata()))
         if self._require_tls and claims.subject != peer:
             raise Unauthenticated(f"token subject '{claims.subject[:64]}' is not the TLS peer '{peer[:64]}'")
         account = self._accounts.get(claims.subject)
         if account is None:
             raise Unauthenticated(f"no account '{claims.subject[:64]}' here")
-        if claims.session and account.kind != "user":
+        if claims.session and account.kind is not AccountKind.USER:
             raise Unauthenticated("session tokens are for user accounts")
         principal = Principal(account.id, account.role, claims.on_behalf_of, peer)
         if principal.on_behalf_of and principal.role is not Role.PEER_SP:
@@ -127,7 +128,6 @@ class ClientIdentity:
     minter: TokenMinter | None = None
     session_token: str = ""
     on_behalf_of: str = ""
-    _cache: dict[str, Metadata] = field(default_factory=dict, compare=False, repr=False)
 
     def token(self, audience: str, on_behalf_of: str = "") -> str:
         """A token for one call to ``audience``: freshly minted, or the session token."""
@@ -145,6 +145,18 @@ class ClientIdentity:
         return grpc.ssl_channel_credentials(
             root_certificates=self.tls.ca, private_key=self.tls.key, certificate_chain=self.tls.cert
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context (for HTTPS and plain sockets) presenting this principal's certificate."""
+        assert self.tls is not None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=self.tls.ca.decode())
+        # The ssl module loads a key pair only from files: a private folder that lives for this call.
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert.write_bytes(self.tls.cert)
+            key.write_bytes(self.tls.key)
+            ctx.load_cert_chain(cert, key)
+        return ctx
 
     def channel(self, address: str, audience: str, *, server_name: str = "", authenticate: bool = True) -> Any:
         """A channel to the broker of SP ``audience`` whose every call carries a fresh token."""
@@ -214,16 +226,10 @@ def token_interceptors(metadata: Callable[[], Metadata]) -> list[grpc.aio.Client
 
 def server_identity(address: str, identity: ClientIdentity, timeout_s: float = 5.0) -> str:
     """The common name in a broker's server certificate, learnt by one TLS handshake (the token's audience)."""
-    assert identity.tls is not None
     host, _, port = address.rpartition(":")
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=identity.tls.ca.decode())
+    ctx = identity.ssl_context()
     ctx.check_hostname = False  # the name is what we are learning; the chain is still verified against the CA
     ctx.set_alpn_protocols(["h2"])
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-        cert.write_bytes(identity.tls.cert)
-        key.write_bytes(identity.tls.key)
-        ctx.load_cert_chain(cert, key)
     with (
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock,
         ctx.wrap_socket(sock) as tls,

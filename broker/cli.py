@@ -438,7 +438,8 @@ def _certs_init(ns: argparse.Namespace) -> int:
         except ValueError:
             err.print(f"[red]error:[/] --client {spec}: role must be one of {', '.join(Role)}")
             return 2
-        ca.issue_to(out_dir, name, server=False)
+        if name not in (ns.sp or []):  # an SP's server certificate also serves it as a client
+            ca.issue_to(out_dir, name, server=False)
         public = write_key(out_dir / f"{name}.ed25519", generate_key())
         kind = AccountKind.SERVICE if role is Role.PEER_SP else AccountKind.USER
         old = accounts.get(name)
@@ -468,22 +469,12 @@ def _hash_password(ns: argparse.Namespace) -> int:
 
 def _login(ns: argparse.Namespace) -> int:
     import getpass
-    import ssl
     import urllib.error
     import urllib.request
 
     identity = client_identity(ns)
     password = os.environ.get("FEDBROKER_PASSWORD") or getpass.getpass(f"password for {ns.as_user}: ")
-    ctx = None
-    if identity.tls is not None:
-        import tempfile
-
-        ctx = ssl.create_default_context(cadata=identity.tls.ca.decode())
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-            cert.write_bytes(identity.tls.cert)
-            key.write_bytes(identity.tls.key)
-            ctx.load_cert_chain(cert, key)
+    ctx = identity.ssl_context() if identity.tls is not None else None
     body = json.dumps({"user": ns.as_user, "password": password}).encode()
     scheme = "http" if identity.tls is None else "https"
     req = urllib.request.Request(  # noqa: S310 - the scheme is fixed above

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from broker.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
 from capability_catalog.signing import public_key_from_text
 from domain_agents.emulated import EmulatedDomainConfig
 from domain_agents.netns import parse_netns_domain
@@ -181,9 +182,19 @@ def _security(data: Any, base: Path, where: str) -> SecurityConfig:
         key=paths["key"],
         accounts_file=paths["accounts_file"],
         login_listen=login,
-        call_ttl_s=_positive(data, "call_ttl_s", 60.0, f"{where}security."),
-        session_ttl_s=_positive(data, "session_ttl_s", 600.0, f"{where}security."),
+        call_ttl_s=_at_most(
+            _positive(data, "call_ttl_s", 60.0, f"{where}security."), MAX_CALL_TTL_S, where, "call_ttl_s"
+        ),
+        session_ttl_s=_at_most(
+            _positive(data, "session_ttl_s", 600.0, f"{where}security."), MAX_SESSION_TTL_S, where, "session_ttl_s"
+        ),
     )
+
+
+def _at_most(value: float, limit: float, where: str, key: str) -> float:
+    if value > limit:
+        raise ConfigError(f"{where}security.{key}: tokens are short-lived: at most {limit:g} s, got {value:g}")
+    return value
 
 
 def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:

@@ -23,6 +23,9 @@ from broker.tokens import TokenMinter
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096
+# After this many failed logins for one user within the window, that user is refused until it passes.
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 60.0
 # Compared against when the user is unknown, so that both failures cost one scrypt.
 _DUMMY_HASH = hash_password("not a password")
 
@@ -58,7 +61,16 @@ class LoginEndpoint:
         self._ttl_s = session_ttl_s
         self._clock = clock
         self._runner: web.AppRunner | None = None
+        self._failures: dict[str, list[float]] = {}
         self.address = ""
+
+    def _locked(self, user: str, now: float) -> bool:
+        recent = [t for t in self._failures.get(user, ()) if now - t < FAILURE_WINDOW_S]
+        if recent:
+            self._failures[user] = recent
+        else:
+            self._failures.pop(user, None)
+        return len(recent) >= MAX_FAILURES
 
     async def _login(self, request: web.Request) -> web.Response:
         peer = _peer_name(request)
@@ -72,11 +84,16 @@ class LoginEndpoint:
         if self._ssl is not None and peer != user:
             self._audit.record("Login", None, user, "PERMISSION_DENIED", "certificate names another user", peer=peer)
             return web.json_response({"error": f"the client certificate is not {user!r}'s"}, status=403)
+        if self._locked(user, self._clock()):
+            self._audit.record("Login", None, user, "RESOURCE_EXHAUSTED", "too many failed logins", peer=peer)
+            return web.json_response({"error": "too many failed logins; try again later"}, status=429)
         self._accounts.reload()  # a stat: a password set since the start counts at once
         account = self._accounts.get(user)
         stored = account.password_hash if account and account.kind is AccountKind.USER else ""
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if not (ok and stored):
+            if len(self._failures) < 10_000:  # bounded: names tried are the caller's choice
+                self._failures.setdefault(user, []).append(self._clock())
             self._audit.record("Login", None, user, "UNAUTHENTICATED", "bad user or password", peer=peer)
             return web.json_response({"error": "bad user or password"}, status=401)
         token = self._minter.mint(self._sp_id, subject=user, ttl_s=self._ttl_s)

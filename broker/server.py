@@ -60,6 +60,10 @@ class Gate:
             # The status message is the one-line reason; the trailer carries the explanation tree.
             await context.abort(to_grpc(exc.code), str(exc), trailing_metadata=status_trailer(exc))
             raise AssertionError("unreachable") from exc  # context.abort raises
+        except Exception as exc:  # a bug: still on the record, then gRPC answers UNKNOWN
+            if audited:
+                self.audit.record(rpc, principal, target, "INTERNAL", repr(exc), peer=tls_peer(context))
+            raise
         if audited:
             self.audit.record(rpc, principal, target, "OK", outcome(result))
         return result

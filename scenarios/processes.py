@@ -171,9 +171,17 @@ class Fleet:
         self._set_account(sp_id, Account(name, kind, role, (public,), hash_password(password) if password else ""))
         return ident
 
+    def revoke(self, sp_id: str, name: str) -> None:
+        """Remove the account ``name`` at ``sp_id`` (the broker notices within a second)."""
+        self._accounts.get(sp_id, {}).pop(name, None)
+        self._write_accounts(sp_id)
+
     def _set_account(self, sp_id: str, account: Account) -> None:
-        book = self._accounts.setdefault(sp_id, {})
-        book[account.id] = account
+        self._accounts.setdefault(sp_id, {})[account.id] = account
+        self._write_accounts(sp_id)
+
+    def _write_accounts(self, sp_id: str) -> None:
+        book = self._accounts.get(sp_id, {})
         path = self.root / sp_id / "accounts.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -356,6 +356,7 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"fedbroker-{scenario.name}-"))
     console.print(f"[bold]scenario {scenario.name}[/]: {scenario.description.strip()}")
     console.print(f"  work folder {workdir}")
+    console.print("  security: mutual TLS, one EdDSA token per call, a lab CA and account books in the work folder")
     try:
         results, slices, _ = asyncio.run(run_scenario(scenario, workdir))
     except KeyboardInterrupt:

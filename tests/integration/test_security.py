@@ -6,11 +6,11 @@ and the SP's holdings are the same before and after, and the audit log recorded 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -196,6 +196,22 @@ async def test_health_answers_a_client_certificate_without_a_token(fleet: Fleet)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_a_revoked_account_loses_access_within_seconds(fleet: Fleet) -> None:
+    fleet.grant(SP, "dave", Role.CUSTOMER)
+    stub = pb_grpc.SlicesStub(fleet.channel(SP, "dave"))
+    await stub.List(pb.ListRequest(), timeout=5)
+    fleet.revoke(SP, "dave")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await stub.List(pb.ListRequest(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+            break
+        assert time.monotonic() < deadline, "dave still has access 10 s after the revocation"
+        await asyncio.sleep(0.2)
+
+
 # --- roles and tenancy ------------------------------------------------------------------------
 
 
@@ -372,20 +388,40 @@ async def test_fuzzed_reserve_requests_never_crash_the_broker_nor_leave_anything
     assert not [s.id for s in listed.slices if s.state in live]
 
 
-# --- login ------------------------------------------------------------------------------------
+_REFS = st.builds(
+    pb.SliceRef, slice_id=st.text(max_size=40) | st.just("L-000000000000"), request_id=st.text(max_size=40)
+)
+_STATES = st.lists(st.integers(-5, 20) | st.integers(-(2**31), 2**31 - 1), max_size=40)
 
 
-def _ssl_for(ident: ClientIdentity, folder: Path) -> ssl.SSLContext:
+async def test_fuzzed_references_and_listings_never_crash_the_broker_nor_change_anything(fleet: Fleet) -> None:
+    ident = fleet.identity("customer")
     assert ident.tls is not None
-    ctx = ssl.create_default_context(cadata=ident.tls.ca.decode())
-    ctx.load_cert_chain(folder / f"{ident.name}.crt", folder / f"{ident.name}.key")
-    return ctx
+    creds = grpc.ssl_channel_credentials(ident.tls.ca, ident.tls.key, ident.tls.cert)
+    before = await snapshot(fleet)
+    with grpc.secure_channel(fleet[SP].address, creds, options=channel_options(SP)) as channel:
+        stub = pb_grpc.SlicesStub(channel)
+
+        @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(_REFS, st.sampled_from(["Get", "Commit", "Abort", "Activate", "Terminate"]), _STATES)
+        def one(ref: pb.SliceRef, rpc: str, states: list[int]) -> None:
+            for call, msg in ((getattr(stub, rpc), ref), (stub.List, pb.ListRequest(states=states))):
+                try:
+                    call(msg, metadata=ident.metadata(SP), timeout=10)
+                except grpc.RpcError as exc:
+                    assert exc.code() in _ALLOWED, exc  # type: ignore[attr-defined]
+
+        one()
+    assert await snapshot(fleet) == before
+
+
+# --- login ------------------------------------------------------------------------------------
 
 
 async def test_login_gives_a_session_token_bound_to_the_users_certificate(fleet: Fleet) -> None:
     login = (fleet[SP].data_dir / "login_address").read_text().strip()
     alice = fleet.identity("alice")
-    ctx = _ssl_for(alice, fleet.pki_dir)
+    ctx = alice.ssl_context()
     async with aiohttp.ClientSession() as http:
         async with http.post(f"https://{login}/login", json={"user": "alice", "password": "nope"}, ssl=ctx) as bad:
             assert bad.status == 401
@@ -407,6 +443,18 @@ async def test_login_gives_a_session_token_bound_to_the_users_certificate(fleet:
         contains="not the TLS peer",
     )
     assert any(r["rpc"] == "Login" and r["who"] == "alice" and r["result"] == "OK" for r in audit_lines(fleet[SP]))
+
+
+async def test_repeated_failed_logins_lock_the_user_out_for_a_while(fleet: Fleet) -> None:
+    login = (fleet[SP].data_dir / "login_address").read_text().strip()
+    fleet.grant(SP, "carol", Role.CUSTOMER, password="carol-pw")
+    ctx = fleet.identity("carol").ssl_context()
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for password in ["a", "b", "c", "d", "e", "carol-pw"]:
+            async with http.post(f"https://{login}/login", json={"user": "carol", "password": password}, ssl=ctx) as r:
+                statuses.append(r.status)
+    assert statuses == [401] * 5 + [429]  # even the right password waits out the window
 
 
 # --- between SPs ------------------------------------------------------------------------------
@@ -437,5 +485,21 @@ async def test_lower_sp_sees_the_upper_sp_as_requester_with_its_customer_as_an_o
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
         await top.slices.Abort(pb.SliceRef(slice_id=held.id), timeout=30)
         assert await fl.holdings() == {}
+    finally:
+        await fl.stop_all()
+
+
+async def test_an_insecure_fleet_serves_plaintext_but_still_checks_tokens(tmp_path: Path) -> None:
+    fl = Fleet(tmp_path, secure=False)
+    try:
+        leaf = await fl.start("P", {"domains": [leaf_domain("P", {"X": "100-199"})]})
+        assert "PLAINTEXT" in leaf.log_tail()
+        req = pb.SliceRequest(src="P.ep", dst="P.to-X", bandwidth_mbps=1)
+        held = await leaf.slices.Reserve(pb.ReserveRequest(request_id="p", request=req), timeout=10)
+        anonymous = pb_grpc.SlicesStub(fl.channel("P", "customer", authenticate=False))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await anonymous.Abort(pb.SliceRef(slice_id=held.id), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (await leaf.slices.Abort(pb.SliceRef(slice_id=held.id), timeout=10)).state == pb.SLICE_STATE_ABORTED
     finally:
         await fl.stop_all()

@@ -50,6 +50,10 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
             "sp_id: L\ndomains: [{id: L, pops: [a], links: [{a: a, b: zz, bandwidth_mbps: 1}]}]\n",
             "domains[0].links[0].b",
         ),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{ca: ca.crt}}\n", "security: give ca, cert and key together"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{tls: on}}\n", "security.tls: unknown setting"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{call_ttl_s: 86400}}\n", "security.call_ttl_s: tokens are short"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{login_listen: 8443}}\n", "security.login_listen"),
         ("[1, 2]\n", "must be a mapping"),
         ("sp_id: [unclosed\n", "sp.yaml"),
     ],
@@ -64,3 +68,10 @@ def test_config_errors_name_the_file_and_the_path(tmp_path: Path, text: str, nee
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_security_paths_are_relative_to_the_file_and_the_account_book_defaults_to_the_data_dir(tmp_path: Path) -> None:
+    text = f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{ca: pki/ca.crt, cert: t.crt, key: t.key}}\n"
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.security.ca == tmp_path / "pki/ca.crt" and cfg.security.key == tmp_path / "t.key"
+    assert cfg.accounts_path == cfg.data_dir / "accounts.yaml" and cfg.security.call_ttl_s == 60

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 
+import jwt
 import pytest
 
 from broker.tokens import LEEWAY_S, TokenMinter, TokenVerifier, TrustedKey
@@ -181,3 +182,47 @@ def test_replay_cache_forgets_expired_ids_as_it_fills(world: World) -> None:
     for _ in range(1100):
         verifier.verify(minter.mint("L1", ttl_s=5))
     assert len(verifier.replays) < 2200
+
+
+def test_pyjwt_and_this_verifier_agree_both_ways(world: World) -> None:
+    minter, verifier, _clock, keys = world
+    public = keys[minter.key_id].key
+    ours = minter.mint("L1", on_behalf_of="alice")
+    decoded = jwt.decode(
+        ours,
+        public,
+        algorithms=["EdDSA"],
+        audience="L1",
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
+    assert decoded["sub"] == "T" and decoded["obo"] == "alice"
+    theirs = jwt.encode(_claims(jti="from-pyjwt-1"), minter._key, algorithm="EdDSA", headers={"kid": minter.key_id})
+    assert verifier.verify(theirs).jti == "from-pyjwt-1"
+
+
+def test_lenient_base64_critical_headers_and_non_object_claims_are_refused(world: World) -> None:
+    minter, verifier, _, _ = world
+    head, body, sig = minter.mint("L1").split(".")
+    assert "base64url" in refused(verifier, f"{head}.{body}.{sig[:10]}+{sig[11:]}")
+    assert "does not verify" in refused(verifier, f"{head}.{body}=.{sig}")  # signed bytes differ
+    assert "expected header.claims.signature" in refused(verifier, f"{head}.{body}.{sig}.x")
+    crit = _b64(json.dumps({"alg": "EdDSA", "kid": minter.key_id, "crit": ["exp"]}).encode())
+    assert "critical" in refused(verifier, f"{crit}.{body}.{sig}")
+    signer = minter._key
+    array_head = _b64(json.dumps({"alg": "EdDSA", "kid": minter.key_id}).encode())
+    array_body = _b64(b"[1, 2]")
+    array_sig = _b64(signer.sign(f"{array_head}.{array_body}".encode()))
+    assert "not a JSON object" in refused(verifier, f"{array_head}.{array_body}.{array_sig}")
+
+
+def test_call_tokens_issued_before_the_verifier_started_are_refused() -> None:
+    clock = Clock()
+    caller = generate_key()
+    minter = TokenMinter(caller, "T", clock=clock)
+    early = minter.mint("L1")
+    clock.t += 10  # the broker restarts: a new verifier, an empty replay cache
+    verifier = TokenVerifier(
+        "L1", {key_id_of(caller.public_key()): TrustedKey("T", caller.public_key())}.get, clock=clock
+    )
+    assert "before this broker started" in refused(verifier, early)
+    assert verifier.verify(minter.mint("L1")).subject == "T"
