@@ -32,6 +32,12 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
+# Benchmarks (not part of `make test`): real broker processes over loopback gRPC; writes
+# bench/results.json, bench/results.md and bench/results.png. Takes a few minutes.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench
+
 # Regenerate the gRPC code from proto/ (tests/unit/test_proto_fresh.py fails when it is stale).
 proto: $(STAMP)
 	$(BIN)/python -m tools.genproto

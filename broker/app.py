@@ -35,6 +35,8 @@ SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Capabilities"].full_name,
 )
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: At most one re-published note per this interval under load (a quiet broker re-publishes at once).
+NOTE_MIN_INTERVAL_S = 0.05
 
 
 class Broker:
@@ -46,7 +48,12 @@ class Broker:
         self.store = Store(config.data_dir / "state.db")
         trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
         self.catalog = Catalog(
-            config.sp_id, clock, key=load_or_create_key(config.signing_key_path), trust=trust, ttl_s=config.note_ttl_s
+            config.sp_id,
+            clock,
+            key=load_or_create_key(config.signing_key_path),
+            trust=trust,
+            ttl_s=config.note_ttl_s,
+            min_interval_s=NOTE_MIN_INTERVAL_S,
         )
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
@@ -134,6 +141,7 @@ class Broker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.catalog.close()
         for agent in self.agents.values():
             await agent.close()
         with contextlib.suppress(FileNotFoundError):

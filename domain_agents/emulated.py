@@ -527,6 +527,8 @@ class EmulatedDomainAgent:
         self._segments: dict[str, _Segment] = {}  # by order key
         self._by_handle: dict[str, str] = {}  # handle -> order key
         self._note = self._build_note(previous=None)
+        # Set when holdings changed without a new note yet (restores): built once, when next read.
+        self._stale = False
         self._changed = asyncio.Event()
 
     # --- notes --------------------------------------------------------------------------------
@@ -539,14 +541,20 @@ class EmulatedDomainAgent:
     @property
     def note(self) -> CapabilityNote:
         """The note published now."""
+        if self._stale:
+            self.republish()
         return self._note
 
     def republish(self) -> CapabilityNote:
         """Issue a new note version now and wake every ``notes()`` subscriber."""
+        self._stale = False
         self._note = self._build_note(previous=self._note)
+        self._wake()
+        return self._note
+
+    def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        return self._note
 
     @property
     def offer(self) -> OfferPolicy:
@@ -564,16 +572,16 @@ class EmulatedDomainAgent:
         A note is re-issued on its own at half its lifetime, so a long-running broker never
         holds only an expired note of its domain.
         """
-        note = self._note
+        note = self.note
         yield note
         while True:
-            if self._note is note:
+            if self.note is note:
                 refresh_in = max(0.05, (note.expires_at - note.issued_at) / 2)
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=refresh_in)
                 except TimeoutError:
                     self.republish()
-            note = self._note
+            note = self.note
             yield note
 
     def _build_note(self, previous: CapabilityNote | None) -> CapabilityNote:
@@ -833,7 +841,9 @@ class EmulatedDomainAgent:
         self._books.apply(alloc)
         self._segments[alloc.key] = _Segment(None, grant, alloc, state)
         self._by_handle[handle] = alloc.key
-        self.republish()
+        # A restart restores every holding at once: one note for all of them, built when next read.
+        self._stale = True
+        self._wake()
 
     def _check_restorable(self, alloc: _Allocation) -> None:
         dom = self.domain_id
