@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="few repetitions, small sizes (the test suite's run)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="where results go (default: bench/)")
+    parser.add_argument("--readme", type=Path, help="also write the table into this README, between its markers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     sizes = MODES["smoke" if args.smoke else "full"]
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_at_end": list(report.machine()["load_average"]),
         "sizes": {k: v for k, v in vars(sizes).items() if k != "mode"},
     }
-    print(report.write(args.out, figures, meta))
+    text = report.write(args.out, figures, meta)
+    if args.readme:
+        report.into_readme(args.readme, text)
+    print(text)
     return 0
 
 

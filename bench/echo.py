@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -58,6 +59,7 @@ async def serve(address_file: Path) -> None:
 def _spawn(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
     folder.mkdir(parents=True, exist_ok=True)
     address_file = folder / "echo.address"
+    address_file.unlink(missing_ok=True)
     with (folder / "echo.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.echo", str(address_file)],
@@ -67,9 +69,17 @@ def _spawn(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
     return proc, address_file
 
 
+@dataclass(frozen=True)
+class Echo:
+    """A running echo server: the call (request bytes in, reply bytes out) and the server's process id."""
+
+    call: grpc.aio.UnaryUnaryMultiCallable
+    pid: int
+
+
 @contextlib.asynccontextmanager
-async def echo_server(folder: Path) -> AsyncIterator[grpc.aio.UnaryUnaryMultiCallable]:
-    """Start the echo server process; yield a callable taking request bytes; stop it afterwards."""
+async def echo_server(folder: Path) -> AsyncIterator[Echo]:
+    """Start the echo server process; yield it; stop it afterwards."""
     proc, address_file = _spawn(folder)
     channel: grpc.aio.Channel | None = None
     try:
@@ -79,7 +89,7 @@ async def echo_server(folder: Path) -> AsyncIterator[grpc.aio.UnaryUnaryMultiCal
                 raise RuntimeError(f"echo server did not start (see {folder / 'echo.log'})")
             await asyncio.sleep(0.02)
         channel = transport.client_channel(address_file.read_text().strip())
-        yield channel.unary_unary(METHOD)
+        yield Echo(channel.unary_unary(METHOD), proc.pid)
     finally:
         if channel is not None:
             await channel.close()

@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import os
 import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -37,6 +38,8 @@ from slicing.errors import FedError
 
 Figures = dict[str, float]
 RPC_TIMEOUT_S = 30.0
+#: Pause before each note change: more than the brokers' minimum re-publication interval (50 ms).
+QUIET_S = 0.15
 SLICE_MBPS = 1
 
 #: The planner benchmark's input. Replace with another generator of the same signature to compare.
@@ -46,6 +49,37 @@ notes_generator: NotesGenerator = synthetic_catalog
 
 def _ms(seconds: float) -> float:
     return seconds * 1000.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After "pid (comm)": state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU time used by some processes and by this one (all its threads), summed over measured spans."""
+
+    pids: list[int]
+    by_pid: dict[int, float] = field(default_factory=dict)
+    harness: float = 0.0
+
+    @property
+    def used(self) -> float:
+        """CPU seconds of every process measured, the harness included."""
+        return sum(self.by_pid.values()) + self.harness
+
+    @contextlib.contextmanager
+    def span(self) -> Iterator[None]:
+        """Count the CPU used while the block runs."""
+        start = {p: cpu_seconds(p) for p in self.pids}
+        own = time.process_time()
+        yield
+        self.harness += time.process_time() - own
+        for p in self.pids:
+            self.by_pid[p] = self.by_pid.get(p, 0.0) + cpu_seconds(p) - start[p]
 
 
 def slice_request(src: str, dst: str, index: int) -> pb.SliceRequest:
@@ -129,14 +163,17 @@ async def floor_and_hop(root: Path, sizes: Sizes) -> Figures:
         direct: list[float] = []
         via: list[float] = []
         async with echo_server(root / "echo") as echo:
+            echo_cpu = CpuMeter([echo.pid])
             for _ in range(sizes.warmup):
-                await echo(exchanges[0])
+                await echo.call(exchanges[0])
                 await health.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT_S)
                 await reserve_commit(leaf)
                 await reserve_commit(upper)
             for _ in range(sizes.rounds):
-                for k in range(sizes.floor_per_round):
-                    floor.append(await _elapsed(functools.partial(echo, exchanges[k % 2], timeout=RPC_TIMEOUT_S)))
+                with echo_cpu.span():
+                    for k in range(sizes.floor_per_round):
+                        call = functools.partial(echo.call, exchanges[k % 2], timeout=RPC_TIMEOUT_S)
+                        floor.append(await _elapsed(call))
                 for _ in range(sizes.floor_per_round):
                     health_rtt.append(
                         await _elapsed(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT_S))
@@ -149,6 +186,8 @@ async def floor_and_hop(root: Path, sizes: Sizes) -> Figures:
             "grpc_floor_rtt_ms": _ms(f),
             "grpc_floor_rtt_ms_p99": _ms(percentile(floor, 99)),
             "grpc_floor_health_rtt_ms": _ms(median(health_rtt)),
+            # Client and server CPU per floor round trip: what any RPC costs the machine, whatever it does.
+            "grpc_cpu_ms_per_rpc": _ms(echo_cpu.used / len(floor)),
             "leaf_reserve_commit_ms": _ms(d),
             "hop_reserve_commit_ms": _ms(v),
             "hop_overhead_ratio": (v - d) / (2 * f),
@@ -218,6 +257,8 @@ async def _note_propagation(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Fi
 
     The clock runs from just before the ``SetOffer`` call at the leaf to the arrival, on the top's
     ``SubscribeNotes`` stream, of the first note whose endpoints lack (or again have) ``L1.ep``.
+    Changes are spaced out by ``QUIET_S``; under a stream of changes each level adds at most its
+    minimum re-publication interval.
     """
     leaf, top = fleet[leaves[0]], fleet["T"]
     watched = f"{leaves[0]}.ep"
@@ -232,6 +273,8 @@ async def _note_propagation(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Fi
             arrivals.put_nowait((time.perf_counter(), any(e.id == watched for e in note.endpoints)))
 
     async def change(withdrawn: bool) -> float:
+        # Each change starts from quiet: brokers re-publish at once unless they did within NOTE_MIN_INTERVAL_S.
+        await asyncio.sleep(QUIET_S)
         while not arrivals.empty():
             arrivals.get_nowait()
         offer = codec.offer_to_pb(replace(DEFAULT_OFFER, withdrawn=withdrawn))
@@ -263,14 +306,34 @@ async def _note_propagation(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Fi
     return {"note_propagation_ms": _ms(median(samples)), "note_propagation_ms_p99": _ms(percentile(samples, 99))}
 
 
+def _role(sp: str) -> str:
+    return {"T": "top", "M": "mids", "L": "leaves"}[sp[0]]
+
+
+def rpcs_per_slice(leaves: list[str], src: str, dst: str) -> int:
+    """Round trips one set-up makes: Reserve, Commit, Activate from the client to T, T to each mid SP
+    involved, each mid SP to each leaf on the path (leaves form a line, split in halves under M1 and M2)."""
+    a, b = leaves.index(src.split(".")[0]), leaves.index(dst.split(".")[0])
+    half = len(leaves) // 2
+    mids = 1 if (a < half) == (b < half) else 2
+    return 3 * (1 + mids + abs(a - b) + 1)
+
+
 async def _throughput(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:
-    """Concurrent clients set up distinct slices between every ordered pair of leaf endpoints, for a bounded time."""
+    """Concurrent clients set up distinct slices between every ordered pair of leaf endpoints, for a bounded time.
+
+    The CPU time of every broker process and of the harness over the run, per slice set up, tells
+    what bounds the rate on this machine: ``cores / CPU per slice``.
+    """
     client = Client(fleet["T"], "tput")
     pairs = [(f"{a}.ep", f"{b}.ep") for a, b in itertools.permutations(leaves, 2)]
     random.Random(7).shuffle(pairs)
     counter = itertools.count()
     done: list[float] = []
+    rpcs: list[int] = []
     errors: Counter[str] = Counter()
+    roles = {b.proc.pid: _role(sp) for sp, b in fleet.brokers.items() if b.proc is not None}
+    meter = CpuMeter(list(roles))
     start = time.perf_counter()
     deadline = start + sizes.throughput_s
 
@@ -286,16 +349,27 @@ async def _throughput(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:
                 errors[exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "STATE"] += 1
                 continue
             done.append(time.perf_counter())
+            rpcs.append(rpcs_per_slice(leaves, src, dst))
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(sizes.throughput_clients):
-            group.create_task(customer())
+    with meter.span():
+        async with asyncio.TaskGroup() as group:
+            for _ in range(sizes.throughput_clients):
+                group.create_task(customer())
     elapsed = (max(done) if done else time.perf_counter()) - start
+    count = max(len(done), 1)
+    per_role: dict[str, float] = {}
+    for pid, used in meter.by_pid.items():
+        per_role[roles[pid]] = per_role.get(roles[pid], 0.0) + used
+    per_role["harness"] = meter.harness
     return {
+        **{f"throughput_cpu_ms_per_slice_{role}": _ms(used / count) for role, used in per_role.items()},
         "e2e_throughput_slices_per_s": len(done) / elapsed,
         "throughput_clients": float(sizes.throughput_clients),
         "throughput_slices": float(len(done)),
         "throughput_errors": float(sum(errors.values())),
+        "throughput_cpu_ms_per_slice": _ms(meter.used / count),
+        "throughput_rpcs_per_slice": sum(rpcs) / count,
+        "throughput_cpu_bound_slices_per_s": (os.cpu_count() or 1) * count / meter.used if meter.used else 0.0,
     }
 
 

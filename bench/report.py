@@ -143,6 +143,7 @@ def chart(figures: Mapping[str, float], path: Path) -> bool:
     shown = [(name, figures[key]) for name, key in ladder if key in figures]
     right.barh([n for n, _ in shown], [v for _, v in shown], color="#1565c0")
     right.set_xscale("log")
+    right.set_xlim(right=max(v for _, v in shown) * 12)  # room for the labels
     right.invert_yaxis()
     right.set_xlabel("milliseconds (log)")
     right.set_title("Latencies beside the transport floor")
@@ -152,6 +153,19 @@ def chart(figures: Mapping[str, float], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+README_BEGIN = "<!-- bench results: begin (written by `make bench`) -->"
+README_END = "<!-- bench results: end -->"
+
+
+def into_readme(readme: Path, text: str) -> None:
+    """Replace what stands between the README's two result markers with ``text``; both must be there."""
+    doc = readme.read_text(encoding="utf-8")
+    start, end = doc.find(README_BEGIN), doc.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme}: no '{README_BEGIN}' … '{README_END}' markers to write the results between")
+    readme.write_text(doc[: start + len(README_BEGIN)] + "\n\n" + text + "\n" + doc[end:], encoding="utf-8")
 
 
 def write(out: Path, figures: Mapping[str, float], meta: Mapping[str, Any]) -> str:

