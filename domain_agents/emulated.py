@@ -527,7 +527,7 @@ class EmulatedDomainAgent:
         self._segments: dict[str, _Segment] = {}  # by order key
         self._by_handle: dict[str, str] = {}  # handle -> order key
         self._note = self._build_note(previous=None)
-        # Set when holdings changed without a new note yet (restores): built once, when next read.
+        # Set when holdings changed without a new note yet: built once, when next read.
         self._stale = False
         self._changed = asyncio.Event()
 
@@ -551,6 +551,15 @@ class EmulatedDomainAgent:
         self._note = self._build_note(previous=self._note)
         self._wake()
         return self._note
+
+    def _holdings_changed(self) -> None:
+        """The note no longer shows what is free: build a new one when it is next read, not now.
+
+        Holdings change in bursts (a restart restores all of them, concurrent customers reserve at
+        once); subscribers are woken now, and one note covers every change made before they read it.
+        """
+        self._stale = True
+        self._wake()
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -671,7 +680,7 @@ class EmulatedDomainAgent:
         self._books.apply(alloc)
         self._segments[order.key] = _Segment(order.request, grant, alloc)
         self._by_handle[grant.handle] = order.key
-        self.republish()
+        self._holdings_changed()
         return grant
 
     def _allocate(self, key: str, req: SliceRequest) -> _Allocation:
@@ -821,7 +830,7 @@ class EmulatedDomainAgent:
             return
         seg = self._segments.pop(key)
         self._books.release(seg.alloc)
-        self.republish()
+        self._holdings_changed()
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Re-apply a handle's allocation after a restart; capacity is not re-checked, holdings are facts."""
@@ -841,9 +850,7 @@ class EmulatedDomainAgent:
         self._books.apply(alloc)
         self._segments[alloc.key] = _Segment(None, grant, alloc, state)
         self._by_handle[handle] = alloc.key
-        # A restart restores every holding at once: one note for all of them, built when next read.
-        self._stale = True
-        self._wake()
+        self._holdings_changed()
 
     def _check_restorable(self, alloc: _Allocation) -> None:
         dom = self.domain_id

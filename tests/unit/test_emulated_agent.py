@@ -537,3 +537,19 @@ async def test_restoring_many_handles_publishes_one_note_that_shows_them_all() -
     assert {(f.site, f.type): f.slots for f in after.functions}[("par", "dpi")] == 0
     ams_par = next(t for t in after.transit if {t.a, t.b} == {"L1.ams", "L1.par"})
     assert ams_par.bandwidth_mbps == 1000 - 300
+
+
+async def test_reservations_made_before_a_subscriber_reads_are_covered_by_one_note() -> None:
+    clock = Clock()
+    a = agent(clock)
+    stream = a.notes()
+    first = await anext(stream)
+    grants = [await a.reserve(order(f"k{i}", "L1.ams", "L1.par", 100)) for i in range(2)]
+    second = await asyncio.wait_for(anext(stream), timeout=1)
+    assert second.version == first.version + 1  # one note for both, the clock standing still
+    ams_par = next(t for t in second.transit if {t.a, t.b} == {"L1.ams", "L1.par"})
+    assert ams_par.bandwidth_mbps == 1000 - 200
+    await a.abort(grants[0].handle)
+    third = await asyncio.wait_for(anext(stream), timeout=1)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert next(t for t in third.transit if {t.a, t.b} == {"L1.ams", "L1.par"}).bandwidth_mbps == 900
