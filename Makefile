@@ -32,6 +32,13 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
+# Benchmarks (not part of `make test`): real broker processes over loopback gRPC; writes
+# bench/results.json, bench/results.md and bench/results.png, and the table into README.md.
+# Takes three to four minutes on two cores.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench --readme README.md
+
 # Regenerate the gRPC code from proto/ (tests/unit/test_proto_fresh.py fails when it is stale).
 proto: $(STAMP)
 	$(BIN)/python -m tools.genproto

@@ -45,6 +45,8 @@ SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Slices"].full_name,
     pb.DESCRIPTOR.services_by_name["Capabilities"].full_name,
 )
+#: At most one re-published note per this interval under load (a quiet broker re-publishes at once).
+NOTE_MIN_INTERVAL_S = 0.05
 
 
 def read_tls(config: BrokerConfig) -> TlsFiles:
@@ -90,7 +92,9 @@ class Broker:
         self.identity = ClientIdentity(config.sp_id, self.tls, self.minter)
         self.store = Store(config.data_dir / "state.db")
         trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
-        self.catalog = Catalog(config.sp_id, clock, key=key, trust=trust, ttl_s=config.note_ttl_s)
+        self.catalog = Catalog(
+            config.sp_id, clock, key=key, trust=trust, ttl_s=config.note_ttl_s, min_interval_s=NOTE_MIN_INTERVAL_S
+        )
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
         prefix = config.dataplane.prefix
@@ -234,6 +238,7 @@ class Broker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.catalog.close()
         for agent in self.agents.values():
             await agent.close()
         for name in ("address", "login_address"):

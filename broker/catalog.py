@@ -5,13 +5,21 @@ lower-SP (signer, signature, expiry, version); a refused note is logged with its
 short list for operators, and never used. Notes of local domains come from in-process agents and
 are trusted as they are. The broker's own note is the aggregate of everything it holds, signed with
 its key, and pushed to every subscriber whenever it changes.
+
+Re-publishing (aggregating the subtree and signing) is the costliest thing a mid-level broker does
+per change below, and under load children change many times a second. With ``min_interval_s`` a
+change is re-published at once when the last re-publication is at least that old, and otherwise
+once when the interval has passed, covering every change taken meanwhile: a quiet federation
+sees each change at once, a busy one at most one note per interval and level.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -51,6 +59,7 @@ class Catalog:
         key: Ed25519PrivateKey,
         trust: TrustStore,
         ttl_s: float = 3600.0,
+        min_interval_s: float = 0.0,
     ) -> None:
         self.sp_id = SpId(sp_id)
         self._clock = clock
@@ -62,6 +71,9 @@ class Catalog:
         self._own: SignedNote | None = None
         self._own_note: CapabilityNote | None = None
         self._changed = asyncio.Condition()
+        self._min_interval_s = min_interval_s
+        self._last_publish = -math.inf
+        self._pending: asyncio.Task[None] | None = None
         self.rejected: deque[Rejection] = deque(maxlen=MAX_REJECTIONS_KEPT)
 
     def current(self) -> Mapping[SpId, CapabilityNote]:
@@ -114,10 +126,39 @@ class Catalog:
         if taken:
             self._digests[child] = digest
             log.info("note from %s: version %d", child, note.version)
-            await self._republish()
+            await self._republish_soon()
         return taken
 
+    async def _republish_soon(self) -> None:
+        """Re-publish now, or once the minimum interval has passed (one pending re-publication covers all)."""
+        if self._pending is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_publish + self._min_interval_s - loop.time()
+        if wait <= 0:
+            await self._republish()
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(wait)
+            self._pending = None
+            try:
+                await self._republish()
+            except ValueError as exc:  # no follow() task above us to die and report it
+                log.error("re-publishing the note of %s failed: %s", self.sp_id, exc)
+
+        self._pending = loop.create_task(later(), name=f"republish-{self.sp_id}")
+
+    async def close(self) -> None:
+        """Drop a pending re-publication (the broker is stopping)."""
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pending
+            self._pending = None
+
     async def _republish(self) -> None:
+        self._last_publish = asyncio.get_running_loop().time()
         now = self._clock()
         notes = self.current()
         if not notes:

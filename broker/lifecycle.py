@@ -104,10 +104,10 @@ class SliceManager:
 
     def _save(self, rec: SliceRecord, detail: str = "") -> SliceRecord:
         """Persist ``rec`` and tell watchers when its state changed."""
-        old = self._store.get(rec.id)
+        old_state = self._store.state_of(rec.id)
         rec = replace(rec, updated_at=self._clock())
         self._store.save(rec)
-        if old is None or old.state != rec.state:
+        if old_state != rec.state:
             self._emit(SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason))
         return rec
 
@@ -619,13 +619,11 @@ class SliceManager:
 
     async def recover(self) -> None:
         """After a restart: re-apply local holdings, settle interrupted operations, expire old holds."""
-        for rec in self._store.holding():
-            for seg in rec.segments:
-                if seg.local and seg.handle and seg.state not in FINAL_STATES and seg.domain in self._agents:
-                    await self._agents[seg.domain].restore(seg.handle, committed=seg.state is not S.HELD)
-            for ln in rec.links:
-                if ln.wim_handle:
-                    await self._wim.restore(ln.wim_handle)
+        for domain, handle, state in self._store.local_holdings():
+            if domain in self._agents:
+                await self._agents[domain].restore(handle, committed=state is not S.HELD)
+        for wim_handle in self._store.wim_handles():
+            await self._wim.restore(wim_handle)
         for rec in self._store.slices([S.RESERVING, S.ABORTING, S.COMMITTING, S.ACTIVATING, S.TERMINATING]):
             log.warning("slice %s was %s when the broker stopped; settling it", rec.id, rec.state)
             if rec.state in (S.RESERVING, S.ABORTING):
@@ -658,7 +656,7 @@ class SliceManager:
 
     def usage(self) -> Usage:
         """What the broker holds now."""
-        holding = len(self._store.holding())
+        holding = self._store.count_holding()
         domains = tuple(self._agents[d].usage() for d in sorted(self._local) if d in self._agents)
         return Usage(holding_slices=holding, domains=domains, wim=self._wim.usage())
 

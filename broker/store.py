@@ -15,7 +15,7 @@ from typing import Any
 
 from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
 from capability_catalog.model import LabelType, TerminalId
-from slicing.model import HOLDING_STATES, SliceState
+from slicing.model import FINAL_STATES, HOLDING_STATES, SliceState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slices (
@@ -189,6 +189,11 @@ class Store:
         row = self._db.execute("SELECT * FROM slices WHERE id = ?", (slice_id,)).fetchone()
         return self._load(row) if row else None
 
+    def state_of(self, slice_id: str) -> SliceState | None:
+        """The stored state of a slice, or None (cheaper than ``get``: one column, nothing decoded)."""
+        row = self._db.execute("SELECT state FROM slices WHERE id = ?", (slice_id,)).fetchone()
+        return SliceState(row["state"]) if row else None
+
     def find_by_request(self, requester: str, request_id: str) -> SliceRecord | None:
         """The slice a requester reserved with that request id, or None."""
         row = self._db.execute(
@@ -212,6 +217,39 @@ class Store:
     def holding(self) -> list[SliceRecord]:
         """Slices in a state that holds resources."""
         return self.slices(HOLDING_STATES)
+
+    def count_holding(self) -> int:
+        """How many slices are in a state that holds resources."""
+        marks = ",".join("?" * len(HOLDING_STATES))
+        row = self._db.execute(
+            f"SELECT COUNT(*) AS n FROM slices WHERE state IN ({marks})",  # noqa: S608 - only ? marks
+            [s.value for s in HOLDING_STATES],
+        ).fetchone()
+        return int(row["n"])
+
+    def local_holdings(self) -> list[tuple[str, str, SliceState]]:
+        """(domain, handle, segment state) of each live local segment of a holding slice, oldest slice first.
+
+        What a restart re-applies to the local domains; read without decoding whole slices.
+        """
+        holding, final = ",".join("?" * len(HOLDING_STATES)), ",".join("?" * len(FINAL_STATES))
+        rows = self._db.execute(
+            "SELECT g.domain, g.handle, g.state FROM segments g JOIN slices s ON s.id = g.slice_id "  # noqa: S608
+            f"WHERE s.state IN ({holding}) AND g.local = 1 AND g.handle != '' AND g.state NOT IN ({final}) "
+            "ORDER BY s.created_at, g.idx",
+            [*(x.value for x in HOLDING_STATES), *(x.value for x in FINAL_STATES)],
+        ).fetchall()
+        return [(r["domain"], r["handle"], SliceState(r["state"])) for r in rows]
+
+    def wim_handles(self) -> list[str]:
+        """WIM handles of the stitched links of holding slices."""
+        marks = ",".join("?" * len(HOLDING_STATES))
+        rows = self._db.execute(
+            "SELECT l.wim_handle FROM links l JOIN slices s ON s.id = l.slice_id "  # noqa: S608
+            f"WHERE s.state IN ({marks}) AND l.wim_handle != '' ORDER BY s.created_at",
+            [x.value for x in HOLDING_STATES],
+        ).fetchall()
+        return [r["wim_handle"] for r in rows]
 
     def expired_holds(self, now: float) -> list[str]:
         """Ids of held slices whose hold time has passed."""

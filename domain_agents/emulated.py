@@ -527,6 +527,8 @@ class EmulatedDomainAgent:
         self._segments: dict[str, _Segment] = {}  # by order key
         self._by_handle: dict[str, str] = {}  # handle -> order key
         self._note = self._build_note(previous=None)
+        # Set when holdings changed without a new note yet: built once, when next read.
+        self._stale = False
         self._changed = asyncio.Event()
 
     # --- notes --------------------------------------------------------------------------------
@@ -539,14 +541,29 @@ class EmulatedDomainAgent:
     @property
     def note(self) -> CapabilityNote:
         """The note published now."""
+        if self._stale:
+            self.republish()
         return self._note
 
     def republish(self) -> CapabilityNote:
         """Issue a new note version now and wake every ``notes()`` subscriber."""
+        self._stale = False
         self._note = self._build_note(previous=self._note)
+        self._wake()
+        return self._note
+
+    def _holdings_changed(self) -> None:
+        """The note no longer shows what is free: build a new one when it is next read, not now.
+
+        Holdings change in bursts (a restart restores all of them, concurrent customers reserve at
+        once); subscribers are woken now, and one note covers every change made before they read it.
+        """
+        self._stale = True
+        self._wake()
+
+    def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        return self._note
 
     @property
     def offer(self) -> OfferPolicy:
@@ -564,16 +581,16 @@ class EmulatedDomainAgent:
         A note is re-issued on its own at half its lifetime, so a long-running broker never
         holds only an expired note of its domain.
         """
-        note = self._note
+        note = self.note
         yield note
         while True:
-            if self._note is note:
+            if self.note is note:
                 refresh_in = max(0.05, (note.expires_at - note.issued_at) / 2)
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=refresh_in)
                 except TimeoutError:
                     self.republish()
-            note = self._note
+            note = self.note
             yield note
 
     def _build_note(self, previous: CapabilityNote | None) -> CapabilityNote:
@@ -663,7 +680,7 @@ class EmulatedDomainAgent:
         self._books.apply(alloc)
         self._segments[order.key] = _Segment(order.request, grant, alloc)
         self._by_handle[grant.handle] = order.key
-        self.republish()
+        self._holdings_changed()
         return grant
 
     def _allocate(self, key: str, req: SliceRequest) -> _Allocation:
@@ -813,7 +830,7 @@ class EmulatedDomainAgent:
             return
         seg = self._segments.pop(key)
         self._books.release(seg.alloc)
-        self.republish()
+        self._holdings_changed()
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Re-apply a handle's allocation after a restart; capacity is not re-checked, holdings are facts."""
@@ -833,7 +850,7 @@ class EmulatedDomainAgent:
         self._books.apply(alloc)
         self._segments[alloc.key] = _Segment(None, grant, alloc, state)
         self._by_handle[handle] = alloc.key
-        self.republish()
+        self._holdings_changed()
 
     def _check_restorable(self, alloc: _Allocation) -> None:
         dom = self.domain_id

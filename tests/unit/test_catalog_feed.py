@@ -56,9 +56,14 @@ def signed(note: CapabilityNote, signer: str | None = None, key: str | None = No
     return sign_note(note, KEYS[key or note.sp_id], signer or note.sp_id)
 
 
-def catalog(clock: Clock | None = None) -> Catalog:
+def catalog(clock: Clock | None = None, min_interval_s: float = 0.0) -> Catalog:
     trust = TrustStore.of({sp: [public_key_to_text(KEYS[sp].public_key())] for sp in ("A", "B")})
-    return Catalog("M", clock or Clock(), key=KEYS["M"], trust=trust)
+    return Catalog("M", clock or Clock(), key=KEYS["M"], trust=trust, min_interval_s=min_interval_s)
+
+
+def child_versions(note: CapabilityNote | None) -> list[int]:
+    assert note is not None
+    return sorted(version for _, version in note.provenance)
 
 
 async def test_signed_children_aggregate_into_one_signed_note_hiding_internal_links() -> None:
@@ -121,3 +126,29 @@ async def test_subscribers_get_the_current_signed_note_then_each_new_version() -
     second = await asyncio.wait_for(anext(stream), 1)
     assert note_from_canonical(second.payload).version > note_from_canonical(first.payload).version
     await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_changes_within_the_minimum_interval_are_republished_once_together() -> None:
+    cat = catalog(min_interval_s=0.05)
+    await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
+    first = cat.own
+    assert child_versions(first) == [1]  # the first change is published at once
+    for version in (2, 3, 4):
+        assert await cat.offer_signed(SpId("A"), signed(child("A", version, "B")))
+    assert cat.own == first  # taken, not yet re-published
+    assert cat.current()[SpId("A")].version == 4
+    async with asyncio.timeout(5):
+        while child_versions(cat.own) != [4]:
+            await asyncio.sleep(0.01)
+    # The clock stands still, so each re-publication raises the version by exactly one.
+    assert first is not None and cat.own is not None and cat.own.version == first.version + 1
+    await cat.close()
+
+
+async def test_closing_drops_a_pending_republication() -> None:
+    cat = catalog(min_interval_s=0.05)
+    await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
+    await cat.offer_signed(SpId("A"), signed(child("A", 2, "B")))
+    await cat.close()
+    await asyncio.sleep(0.2)
+    assert child_versions(cat.own) == [1]

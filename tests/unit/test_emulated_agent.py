@@ -515,3 +515,41 @@ async def test_notes_are_reissued_before_they_expire() -> None:
     await stream.aclose()
     assert second.version > first.version
     assert second.issued_at < first.expires_at  # re-issued while the first was still valid
+
+
+async def test_restoring_many_handles_publishes_one_note_that_shows_them_all() -> None:
+    clock = Clock()
+    source = agent(clock)
+    grants = [
+        await source.reserve(order(f"k{i}", "L1.ams", "L1.par", 100, chain=("dpi",) if i == 0 else ()))
+        for i in range(3)
+    ]
+    fresh = agent(clock)
+    before = fresh.note
+    stream = fresh.notes()
+    assert await anext(stream) == before
+    for g in grants:
+        await fresh.restore(g.handle, committed=True)
+    after = await asyncio.wait_for(anext(stream), timeout=1)
+    await stream.aclose()  # type: ignore[attr-defined]
+    # One new version for all three restores (the clock stands still), showing what they hold.
+    assert after.version == before.version + 1 and fresh.note is after
+    assert {(f.site, f.type): f.slots for f in after.functions}[("par", "dpi")] == 0
+    ams_par = next(t for t in after.transit if {t.a, t.b} == {"L1.ams", "L1.par"})
+    assert ams_par.bandwidth_mbps == 1000 - 300
+
+
+async def test_reservations_made_before_a_subscriber_reads_are_covered_by_one_note() -> None:
+    clock = Clock()
+    a = agent(clock)
+    stream = a.notes()
+    first = await anext(stream)
+    grants = [await a.reserve(order(f"k{i}", "L1.ams", "L1.par", 100)) for i in range(2)]
+    second = await asyncio.wait_for(anext(stream), timeout=1)
+    assert second.version == first.version + 1  # one note for both, the clock standing still
+    ams_par = next(t for t in second.transit if {t.a, t.b} == {"L1.ams", "L1.par"})
+    assert ams_par.bandwidth_mbps == 1000 - 200
+    await a.abort(grants[0].handle)
+    third = await asyncio.wait_for(anext(stream), timeout=1)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert next(t for t in third.transit if {t.a, t.b} == {"L1.ams", "L1.par"}).bandwidth_mbps == 900

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
@@ -74,6 +75,34 @@ def test_saving_again_replaces_segments_instead_of_adding(tmp_path: Path) -> Non
     store.save(record("s1", S.COMMITTED))
     loaded = store.get("s1")
     assert loaded is not None and loaded.state is S.COMMITTED and len(loaded.segments) == 1
+
+
+def test_state_of_reads_the_stored_state_and_none_for_an_unknown_slice(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert store.state_of("s1") is None
+    store.save(record("s1", S.HELD))
+    assert store.state_of("s1") is S.HELD
+    store.save(record("s1", S.COMMITTED))
+    assert store.state_of("s1") is S.COMMITTED
+
+
+def test_restart_reads_live_local_segments_and_wim_handles_of_holding_slices_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+
+    def local(slice_id: str, state: SliceState, seg_state: SliceState, handle: str = "h") -> SliceRecord:
+        rec = record(slice_id, state)
+        seg = replace(rec.segments[0], local=True, state=seg_state, handle=handle)
+        return replace(rec, segments=(seg, replace(seg, index=1, local=False, handle=f"{handle}-remote")))
+
+    store.save(replace(local("s1", S.COMMITTED, S.COMMITTED, "h1"), created_at=1.0))
+    store.save(replace(local("s2", S.HELD, S.HELD, "h2"), created_at=2.0))
+    store.save(local("s3", S.TERMINATED, S.TERMINATED, "h3"))  # final: nothing to restore
+    store.save(replace(local("s4", S.ACTIVE, S.FAILED, "h4"), created_at=3.0))  # a released segment
+    store.save(replace(local("s5", S.ACTIVE, S.ACTIVE, ""), created_at=4.0))  # never granted
+
+    assert store.local_holdings() == [("A", "h1", S.COMMITTED), ("A", "h2", S.HELD)]
+    assert store.wim_handles() == ["w", "w", "w", "w"]  # s1, s2, s4, s5; not the terminated s3
+    assert store.count_holding() == 4 == len(store.holding())
 
 
 def test_expired_holds_lists_only_held_slices_past_their_time(tmp_path: Path) -> None:

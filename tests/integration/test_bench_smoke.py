@@ -1,0 +1,49 @@
+"""The benchmark harness in its smoke mode: it runs end to end and writes every figure, with sane values."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import REQUIRED_KEYS
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(240)
+def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+
+    missing = [k for k in REQUIRED_KEYS if k not in result]
+    assert not missing, missing
+    for key in REQUIRED_KEYS:
+        value = result[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
+    assert result["meta"]["mode"] == "smoke"
+    # A loopback round trip is far under 50 ms; two broker round trips cost more than one bare one.
+    assert 0.01 < result["grpc_floor_rtt_ms"] < 50
+    assert result["leaf_reserve_commit_ms"] > result["grpc_floor_rtt_ms"]
+    assert result["hop_reserve_commit_ms"] > result["leaf_reserve_commit_ms"]
+    assert result["e2e_setup_ms_p99"] >= result["e2e_setup_ms_p50"]
+    assert result["throughput_cpu_ms_per_slice"] > 0 and result["throughput_rpcs_per_slice"] >= 12
+    assert result["throughput_slices"] >= 1 and result["throughput_errors"] == 0
+    assert result["plan_ms_p50_10000"] > result["plan_ms_p50_100"]
+    assert result["slices_held"] == 100
+    assert result["rss_mb_10k_slices"] > 10 and result["rss_mb_empty"] > 10
+    assert result["restart_recovery_s_10k_slices"] < 60
+    table = (tmp_path / "results.md").read_text()
+    assert all(f"`{k}`" in table for k in REQUIRED_KEYS)
