@@ -91,8 +91,8 @@ class Broker:
     async def start(self) -> str:
         """Recover state, follow children's notes, serve; returns the bound address."""
         if isinstance(self.wim, LinuxWimDriver) or any(isinstance(a, NetnsDomainAgent) for a in self.agents.values()):
-            # Start the data-plane worker process now, not inside the first activation's deadline.
-            await netlink.call(netlink.namespaces)
+            # Start the data-plane worker process now, in the background, not inside the first activation.
+            self._spawn(_warm_up_dataplane(), "dataplane-worker")
         await self.manager.recover()
         for agent in self.agents.values():
             self._spawn(self.catalog.follow(agent), f"follow-notes-{agent.domain_id}")
@@ -146,6 +146,10 @@ class Broker:
     async def wait(self) -> None:
         """Run until ``stop`` is called."""
         await self._stop.wait()
+
+
+async def _warm_up_dataplane() -> None:
+    await netlink.call(netlink.namespaces)
 
 
 async def serve(config: BrokerConfig) -> None:

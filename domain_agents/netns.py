@@ -315,7 +315,12 @@ def slice_view(
     def endpoint(seg: LocalSegment, term: str) -> ProbeEndpoint:
         if term not in addresses:
             raise InvalidArgument("addresses", f"slice {name} has no address for endpoint {term}")
-        return ProbeEndpoint(term, names.endpoint_ns(seg.domain, seg.key, term), addresses[term].split("/")[0])
+        return ProbeEndpoint(
+            term,
+            names.endpoint_ns(seg.domain, seg.key, term),
+            addresses[term].split("/")[0],
+            names.endpoint_if(seg.domain, seg.key, term),
+        )
 
     functions = []
     for seg in segments:
