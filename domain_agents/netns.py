@@ -194,9 +194,15 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         if lay is None or lay.key in self._realised:
             return
         async with self._wiring:
-            if not await self._wire(f"looking for segment {lay.key}", any_realised, lay):
+            try:
+                if not await self._wire(f"looking for segment {lay.key}", any_realised, lay):
+                    return
+                await self._wire(f"rebuilding segment {lay.key}", realise, lay)
+            except FedError as exc:
+                # The holding is restored either way; a broken data plane must not stop the broker's start,
+                # and the segment's terminate still removes whatever is there.
+                log.warning("segment %s restored without its data plane: %s", lay.key, exc)
                 return
-            await self._wire(f"rebuilding segment {lay.key}", realise, lay)
             self._realised[lay.key] = lay
         self._segment(handle).state = SliceState.ACTIVE
 
