@@ -155,8 +155,8 @@ class Broker:
     async def start(self) -> str:
         """Recover state, follow children's notes, serve; returns the bound address."""
         if isinstance(self.wim, LinuxWimDriver) or any(isinstance(a, NetnsDomainAgent) for a in self.agents.values()):
-            # Start the data-plane worker process now, not inside the first activation's deadline.
-            await netlink.call(netlink.namespaces)
+            # Start the data-plane worker process now, in the background, not inside the first activation.
+            self._spawn(_warm_up_dataplane(), "dataplane-worker")
         await self.manager.recover()
         self.offers.restore()
         for agent in self.agents.values():
@@ -250,6 +250,10 @@ class Broker:
     async def wait(self) -> None:
         """Run until ``stop`` is called."""
         await self._stop.wait()
+
+
+async def _warm_up_dataplane() -> None:
+    await netlink.call(netlink.namespaces)
 
 
 async def serve(config: BrokerConfig, *, insecure: bool = False) -> None:

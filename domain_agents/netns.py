@@ -194,9 +194,15 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         if lay is None or lay.key in self._realised:
             return
         async with self._wiring:
-            if not await self._wire(f"looking for segment {lay.key}", any_realised, lay):
+            try:
+                if not await self._wire(f"looking for segment {lay.key}", any_realised, lay):
+                    return
+                await self._wire(f"rebuilding segment {lay.key}", realise, lay)
+            except FedError as exc:
+                # The holding is restored either way; a broken data plane must not stop the broker's start,
+                # and the segment's terminate still removes whatever is there.
+                log.warning("segment %s restored without its data plane: %s", lay.key, exc)
                 return
-            await self._wire(f"rebuilding segment {lay.key}", realise, lay)
             self._realised[lay.key] = lay
         self._segment(handle).state = SliceState.ACTIVE
 
@@ -315,7 +321,12 @@ def slice_view(
     def endpoint(seg: LocalSegment, term: str) -> ProbeEndpoint:
         if term not in addresses:
             raise InvalidArgument("addresses", f"slice {name} has no address for endpoint {term}")
-        return ProbeEndpoint(term, names.endpoint_ns(seg.domain, seg.key, term), addresses[term].split("/")[0])
+        return ProbeEndpoint(
+            term,
+            names.endpoint_ns(seg.domain, seg.key, term),
+            addresses[term].split("/")[0],
+            names.endpoint_if(seg.domain, seg.key, term),
+        )
 
     functions = []
     for seg in segments:

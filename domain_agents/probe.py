@@ -8,8 +8,8 @@ Four checks, each bounded in packets and time, all on namespaces the data plane 
   every function counts it. Packets therefore pass the functions in chain order;
 * ``isolation`` — an endpoint of one slice gets no answer from an endpoint of another, whatever
   their addresses (the two slices may use the same customer subnet);
-* ``shaping`` — a UDP blast at twice the slice's rate for about 1.5 s arrives at the destination at
-  the slice's rate, within ±20 %.
+* ``shaping`` — a UDP blast at twice the slice's rate (about 1.5 s, at most 5 s) arrives at the destination at
+  the slice's rate, within ±20 % (read from the destination interface's kernel counters).
 
 The traffic is made by short-lived child processes (``python -m domain_agents.probe --netns NS ...``)
 that enter the namespace with ``setns`` before opening a socket; the parent only starts them and
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import socket
@@ -29,8 +30,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wim import netlink
-
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/var/run/netns"
 PROBE_PORT = 47000
 SHAPING_TOLERANCE = 0.20
 #: Bytes a UDP datagram adds on the way to the tbf qdisc: Ethernet 14 + IPv4 20 + UDP 8.
@@ -42,11 +43,12 @@ CHILD_TIMEOUT_S = 20.0
 
 @dataclass(frozen=True)
 class ProbeEndpoint:
-    """An endpoint of a slice: its terminal id, its namespace, its bare address."""
+    """An endpoint of a slice: its terminal id, its namespace, its bare address, its slice interface."""
 
     terminal: str
     netns: str
     address: str
+    interface: str
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,23 @@ async def _server(ns: str, *args: str) -> asyncio.subprocess.Process:
 
 
 async def _ask(src: ProbeEndpoint, dst: ProbeEndpoint, count: int, timeout_s: float) -> int:
-    """Answers ``src`` got from an echo server at ``dst`` for ``count`` requests."""
+    """Answers ``src`` got from an echo server in ``dst``'s namespace for ``count`` requests."""
     server = await _server(dst.netns, "echo", "--bind", dst.address, "--seconds", str(count * timeout_s + 3))
     try:
-        client = await _spawn(src.netns, "ask", "--to", dst.address, "--count", str(count), "--timeout", str(timeout_s))
+        # Only answers signed with the server's namespace count: another namespace holding the same
+        # address (slices may overlap) never passes for the one asked.
+        client = await _spawn(
+            src.netns,
+            "ask",
+            "--to",
+            dst.address,
+            "--count",
+            str(count),
+            "--timeout",
+            str(timeout_s),
+            "--expect",
+            dst.netns,
+        )
         result = await _finish(client)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -149,8 +164,7 @@ async def _ask(src: ProbeEndpoint, dst: ProbeEndpoint, count: int, timeout_s: fl
 
 async def reachability(view: SliceView, count: int = 5) -> ProbeResult:
     """Source and destination answer each other (at most one request of ``count`` may go unanswered)."""
-    there = await _ask(view.src, view.dst, count, 0.5)
-    back = await _ask(view.dst, view.src, count, 0.5)
+    there, back = await asyncio.gather(_ask(view.src, view.dst, count, 0.5), _ask(view.dst, view.src, count, 0.5))
     ok = there >= count - 1 and back >= count - 1
     detail = (
         f"{view.src.terminal} {view.src.address} → {view.dst.terminal} {view.dst.address}: {there}/{count} answered;"
@@ -159,11 +173,19 @@ async def reachability(view: SliceView, count: int = 5) -> ProbeResult:
     return ProbeResult("reachability", view.name, ok, detail)
 
 
+# The parent side imports ``wim.netlink`` (and so pyroute2) where it needs it: a child only enters a
+# namespace and opens a socket, and two dozen children each importing pyroute2 would cost seconds.
+
+
 def _read_counts(functions: Sequence[ProbeFunction]) -> list[int]:
+    from wim import netlink
+
     return [netlink.counters(f.netns, f.in_if)["rx_packets"] for f in functions]
 
 
 async def _function_counts(view: SliceView) -> list[int]:
+    from wim import netlink
+
     return await netlink.call(_read_counts, view.functions)
 
 
@@ -180,6 +202,8 @@ async def order(view: SliceView, burst: int = ORDER_BURST) -> ProbeResult:
     """Packets pass the functions in chain order: blocking after function k, only functions 0..k count."""
     if not view.functions:
         return ProbeResult("order", view.name, False, "the slice has no functions to check")
+    from wim import netlink
+
     noise = burst // 4  # ARP and the like may cross a function; a burst is far more
     lines = []
     ok = True
@@ -205,43 +229,56 @@ async def order(view: SliceView, burst: int = ORDER_BURST) -> ProbeResult:
 async def isolation(a: SliceView, b: SliceView, count: int = 3) -> ProbeResult:
     """No endpoint of ``a`` gets an answer from an endpoint of ``b``, and the other way round."""
     pairs = [(a.src, b.dst), (a.dst, b.src), (b.src, a.dst), (b.dst, a.src)]
-    lines = []
-    leaked = 0
-    for x, y in pairs:
-        got = await _ask(x, y, count, 0.3)
-        leaked += got
-        lines.append(f"{x.terminal} {x.address} → {y.terminal} {y.address}: {got}/{count}")
+    # Each pair has its own server namespace, so the pairs run at once.
+    answers = await asyncio.gather(*(_ask(x, y, count, 0.3) for x, y in pairs))
+    leaked = sum(answers)
+    lines = [
+        f"{x.terminal} {x.address} → {y.terminal} {y.address}: {got}/{count}"
+        for (x, y), got in zip(pairs, answers, strict=True)
+    ]
     return ProbeResult("isolation", f"{a.name}|{b.name}", leaked == 0, f"{a.name} vs {b.name}: " + "; ".join(lines))
 
 
-async def shaping(view: SliceView, seconds: float = 1.5, tolerance: float = SHAPING_TOLERANCE) -> ProbeResult:
-    """A blast at twice the rate arrives at the slice's rate within ``tolerance``."""
-    asked = view.bandwidth_mbps
-    sink = await _server(view.dst.netns, "sink", "--bind", view.dst.address, "--seconds", str(seconds + 1.0))
+def _rx_sample(ns: str, ifname: str) -> tuple[float, int]:
+    from wim import netlink
+
+    return time.monotonic(), netlink.counters(ns, ifname)["rx_bytes"]
+
+
+async def shaping(view: SliceView, window_s: float = 1.0, tolerance: float = SHAPING_TOLERANCE) -> ProbeResult:
+    """A blast at twice the rate arrives at the slice's rate within ``tolerance``.
+
+    The arrival rate is read from the kernel's counters of the destination's interface over a window
+    that opens once the blast flows (the bucket's first burst spent), so a slow or starved receiving
+    process does not lower it. The blast is bounded: it stops after at most ``window_s`` + 4 s.
+    """
+    from wim import netlink
+
+    asked, dst = view.bandwidth_mbps, view.dst
+    sink = await _server(dst.netns, "sink", "--bind", dst.address, "--seconds", str(window_s + 5))
+    blaster = await _spawn(
+        view.src.netns, "blast", "--to", dst.address, "--mbps", str(2 * asked), "--seconds", str(window_s + 4)
+    )
     try:
-        blaster = await _spawn(
-            view.src.netns,
-            "blast",
-            "--to",
-            view.dst.address,
-            "--mbps",
-            str(2 * asked),
-            "--seconds",
-            str(seconds),
-        )
-        sent = await _finish(blaster)
-        got = await _finish(sink)
+        _, first = await netlink.call(_rx_sample, dst.netns, dst.interface)
+        deadline = time.monotonic() + 4.0
+        while (await netlink.call(_rx_sample, dst.netns, dst.interface))[1] - first < 64 * 1024:
+            if time.monotonic() > deadline:
+                return ProbeResult("shaping", view.name, False, "the blast did not arrive within 4 s", 0.0)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        t1, b1 = await netlink.call(_rx_sample, dst.netns, dst.interface)
+        await asyncio.sleep(window_s)
+        t2, b2 = await netlink.call(_rx_sample, dst.netns, dst.interface)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            sink.kill()
-    span = got["last"] - got["first"]
-    if got["packets"] < 10 or span <= 0:
-        return ProbeResult("shaping", view.name, False, f"only {int(got['packets'])} packets arrived", 0.0)
-    # Frames counted between the first and the last arrival: the first one opens the window.
-    mbps = (got["packets"] - 1) * (PAYLOAD + FRAME_OVERHEAD) * 8 / span / 1e6
+        for proc in (blaster, sink):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    mbps = (b2 - b1) * 8 / (t2 - t1) / 1e6
     ok = abs(mbps - asked) <= tolerance * asked
     detail = (
-        f"asked {asked} Mbit/s; sent {sent['mbps']:.1f} Mbit/s for {seconds:g} s; received {mbps:.1f} Mbit/s"
+        f"asked {asked} Mbit/s; offered {2 * asked} Mbit/s; received {mbps:.1f} Mbit/s over {t2 - t1:.2f} s"
         f" ({(mbps - asked) / asked:+.0%}, tolerance ±{tolerance:.0%})"
     )
     return ProbeResult("shaping", view.name, ok, detail, mbps)
@@ -281,6 +318,7 @@ def _child(argv: Sequence[str]) -> int:
         p.add_argument("--seconds", type=float, required=True)
     p = sub.add_parser("ask")
     p.add_argument("--to", required=True)
+    p.add_argument("--expect", required=True, help="the namespace whose answers count")
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--timeout", type=float, required=True)
     p = sub.add_parser("send")
@@ -292,18 +330,16 @@ def _child(argv: Sequence[str]) -> int:
     p.add_argument("--seconds", type=float, required=True)
     ns = parser.parse_args(argv)
 
-    from pyroute2 import netns as pyroute2_netns
-
-    pyroute2_netns.setns(ns.netns, flags=0)
+    _enter(ns.netns)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         if ns.cmd in ("echo", "sink"):
             sock.bind((ns.bind, PROBE_PORT))
             sock.settimeout(0.1)
             print("ready", flush=True)
-            out = _echo(sock, ns.seconds) if ns.cmd == "echo" else _sink(sock, ns.seconds)
+            out = _echo(sock, ns.seconds, ns.netns) if ns.cmd == "echo" else _sink(sock, ns.seconds)
         elif ns.cmd == "ask":
-            out = _asker(sock, ns.to, ns.count, ns.timeout)
+            out = _asker(sock, ns.to, ns.count, ns.timeout, ns.expect)
         elif ns.cmd == "send":
             for i in range(ns.count):
                 sock.sendto(f"burst {i}".encode().ljust(64, b"."), (ns.to, PROBE_PORT))
@@ -317,7 +353,18 @@ def _child(argv: Sequence[str]) -> int:
     return 0
 
 
-def _echo(sock: socket.socket, seconds: float) -> dict[str, float]:
+def _enter(name: str) -> None:
+    """Move this (single-threaded) process into the named network namespace."""
+    fd = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _echo(sock: socket.socket, seconds: float, tag: str) -> dict[str, float]:
     echoed = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -325,7 +372,7 @@ def _echo(sock: socket.socket, seconds: float) -> dict[str, float]:
             data, peer = sock.recvfrom(2048)
         except TimeoutError:
             continue
-        sock.sendto(data, peer)
+        sock.sendto(data + b"|" + tag.encode(), peer)
         echoed += 1
     return {"echoed": echoed}
 
@@ -347,7 +394,7 @@ def _sink(sock: socket.socket, seconds: float) -> dict[str, float]:
     return {"packets": packets, "bytes": nbytes, "first": first, "last": last}
 
 
-def _asker(sock: socket.socket, to: str, count: int, timeout: float) -> dict[str, float]:
+def _asker(sock: socket.socket, to: str, count: int, timeout: float, expect: str) -> dict[str, float]:
     replies = 0
     for i in range(count):
         nonce = f"ask {os.getpid()} {i}".encode()
@@ -359,7 +406,7 @@ def _asker(sock: socket.socket, to: str, count: int, timeout: float) -> dict[str
                 data = sock.recv(2048)
             except (TimeoutError, ConnectionRefusedError):
                 break
-            if data == nonce:
+            if data == nonce + b"|" + expect.encode():
                 replies += 1
                 break
     return {"sent": count, "replies": replies}

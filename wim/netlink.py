@@ -13,22 +13,26 @@ process that stitches a border (the upper-SP's WIM) finds what another process (
 agent) made without asking it: a border port's namespace is ``Names.port_ns(port)`` and a slice's
 bridge in it ``Names.port_bridge(port, label)``.
 
-All calls here block. Async callers run them with ``call``, in one worker process started with
-``spawn``: pyroute2 forks to enter namespaces, and a fork of a process that runs gRPC threads aborts,
-so a broker never forks itself. One worker also serialises every change this process makes.
+All calls here block. Async callers run them with ``call``, in one worker process of their own
+(``python -m wim.netlink``): pyroute2 forks to enter namespaces, and a fork of a process that runs
+gRPC threads aborts, so a broker never forks itself. One worker also serialises every change this
+process makes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import errno
 import hashlib
-import multiprocessing
+import pickle
 import re
+import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,27 +53,103 @@ RT_SCOPE_LINK = 253
 
 
 T = TypeVar("T")
-_worker: ProcessPoolExecutor | None = None
+_HEADER = struct.Struct("!I")
+
+
+class _Worker:
+    """The data-plane worker: ``python -m wim.netlink`` answering pickled calls over its stdin and stdout.
+
+    It imports little (no gRPC), and it ends when its stdin closes, so it never outlives its broker,
+    even one killed with SIGKILL. Both ends of the pipe are this package's own code.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "wim.netlink"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            atexit.register(self.stop)
+        return self._proc
+
+    def request(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        """Run ``fn(*args)`` in the worker; its exception is raised here."""
+        with self._lock:
+            proc = self._start()
+            assert proc.stdin is not None and proc.stdout is not None
+            data = pickle.dumps((fn, args))
+            try:
+                proc.stdin.write(_HEADER.pack(len(data)) + data)
+                proc.stdin.flush()
+                ok, value = _receive(proc.stdout)
+            except (OSError, EOFError) as exc:
+                self.stop()
+                raise OSError(f"the data-plane worker process died ({exc})") from None
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    def stop(self) -> None:
+        """Close the worker's stdin (it exits) and reap it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _receive(stream: Any) -> Any:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("no answer")
+    (size,) = _HEADER.unpack(header)
+    return pickle.loads(stream.read(size))  # noqa: S301 - our own worker over a private pipe
+
+
+_worker = _Worker()
 
 
 async def call(fn: Callable[..., T], *args: object) -> T:
     """Run a blocking netlink function (module-level, picklable arguments) in the data-plane worker."""
-    global _worker
-    if _worker is None:
-        _worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        return await asyncio.get_running_loop().run_in_executor(_worker, fn, *args)
-    except BrokenProcessPool:
-        _worker = None
-        raise OSError("the data-plane worker process died") from None
+    return await asyncio.to_thread(_worker.request, fn, args)
 
 
 def shutdown_worker() -> None:
     """Stop the worker process (a new one starts with the next ``call``)."""
-    global _worker
-    if _worker is not None:
-        _worker.shutdown(wait=True, cancel_futures=True)
-        _worker = None
+    _worker.stop()
+
+
+def _serve() -> None:
+    """The worker's loop: one pickled call in, one pickled ``(ok, value)`` out, until stdin closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but answers goes to the pipe
+    while True:
+        try:
+            fn, args = _receive(stdin)
+        except EOFError:
+            return
+        try:
+            out: tuple[bool, object] = (True, fn(*args))
+        except Exception as exc:
+            out = (False, exc)
+        try:
+            data = pickle.dumps(out)
+            pickle.loads(data)  # noqa: S301 - an exception that cannot be rebuilt is sent as text
+        except Exception:
+            data = pickle.dumps((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]}")))
+        stdout.write(_HEADER.pack(len(data)) + data)
+        stdout.flush()
 
 
 def check_prefix(prefix: str, path: str = "dataplane.prefix") -> str:
@@ -362,3 +442,7 @@ def clean(prefix: str = FAMILY_PREFIX) -> list[Leftover]:
                     with contextlib.suppress(NetlinkError):
                         ipr.link("del", index=idx)
     return found
+
+
+if __name__ == "__main__":
+    _serve()

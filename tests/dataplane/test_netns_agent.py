@@ -128,3 +128,24 @@ async def test_a_committed_segment_never_activated_is_not_built_on_restore(prefi
     await fresh.activate(grant.handle)
     assert fresh.realised() == ["k1"]
     await fresh.terminate(grant.handle)
+
+
+async def test_two_installations_build_the_same_domain_and_key_side_by_side(prefix: str) -> None:
+    other = f"{prefix[:2]}{'z' if prefix[2] != 'z' else 'y'}{prefix[3:]}"  # another prefix, same length
+    try:
+        one, two = agent_for(prefix), agent_for(other)
+        grants = []
+        for agent in (one, two):
+            grant = await agent.reserve(order("k1", "N1.ep", "N1.to-X", ("firewall",)))
+            await agent.commit(grant.handle)
+            await agent.activate(grant.handle)
+            grants.append(grant)
+        mine = {x.name for x in await asyncio.to_thread(netlink.leftovers, prefix)}
+        theirs = {x.name for x in await asyncio.to_thread(netlink.leftovers, other)}
+        assert len(mine) == len(theirs) == 5 and not mine & theirs  # pops a, b; port; endpoint; firewall
+        await one.terminate(grants[0].handle)
+        assert await asyncio.to_thread(netlink.leftovers, prefix) == []
+        assert {x.name for x in await asyncio.to_thread(netlink.leftovers, other)} == theirs
+        await two.terminate(grants[1].handle)
+    finally:
+        await asyncio.to_thread(netlink.clean, other)

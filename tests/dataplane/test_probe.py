@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -22,6 +23,7 @@ from tests.conftest import require_dataplane
 from wim import netlink
 from wim.base import ConnectionPoint, ConnectivitySpec
 from wim.linux import LinuxWimDriver
+from wim.memory import decode_handle
 
 pytestmark = pytest.mark.dataplane
 
@@ -76,11 +78,19 @@ def request(src: str, dst: str, mbps: int, chain: tuple[str, ...], subnet: str, 
     )
 
 
-async def build(prefix: str) -> tuple[list[probe.SliceView], list[object]]:
+@dataclass(frozen=True)
+class Built:
+    views: list[probe.SliceView]
+    wim: LinuxWimDriver
+    handles: dict[str, str]
+
+
+async def build(prefix: str) -> Built:
     a = NetnsDomainAgent(parse_netns_domain(LEAF_A, "a"), time.time, prefix=prefix)
     b = NetnsDomainAgent(parse_netns_domain(LEAF_B, "b"), time.time, prefix=prefix)
     wim = LinuxWimDriver(prefix)
     views = []
+    handles: dict[str, str] = {}
     for name, dst, mbps, chain_a, chain_b, label in (
         ("fw", "B.ham", 20, ("firewall",), ("dpi",), 2001),
         ("plain", "B.fra", 40, (), (), 2002),
@@ -94,7 +104,7 @@ async def build(prefix: str) -> tuple[list[probe.SliceView], list[object]]:
         for agent, grant in ((a, ga), (b, gb)):
             await agent.commit(grant.handle)
             await agent.activate(grant.handle)
-        await wim.create(
+        handles[name] = await wim.create(
             ConnectivitySpec(
                 f"{name}:A.to-B:B.to-A",
                 (
@@ -110,18 +120,22 @@ async def build(prefix: str) -> tuple[list[probe.SliceView], list[object]]:
             LocalSegment("B", f"{name}.1", "B.to-A", dst, chain_b),
         ]
         views.append(slice_view(netlink.Names(prefix), name, segments, addresses, mbps))
-    return views, [a, b, wim]
+    return Built(views, wim, handles)
 
 
 @pytest.fixture(scope="module")
-def slices() -> Iterator[list[probe.SliceView]]:
+def built() -> Iterator[Built]:
     require_dataplane()
     prefix = f"fb{secrets.token_hex(2)}"
     try:
-        views, _ = asyncio.run(build(prefix))
-        yield views
+        yield asyncio.run(build(prefix))
     finally:
         netlink.clean(prefix)
+
+
+@pytest.fixture
+def slices(built: Built) -> list[probe.SliceView]:
+    return built.views
 
 
 def by_name(views: list[probe.SliceView], name: str) -> probe.SliceView:
@@ -164,3 +178,16 @@ async def test_throughput_is_the_asked_rate_within_20_percent(slices: list[probe
     for view in slices:
         result = await probe.shaping(view)
         assert result.passed, result.detail
+
+
+async def test_the_shaping_check_fails_when_the_border_carries_another_rate(built: Built) -> None:
+    view = by_name(built.views, "plain")
+    handle = built.handles["plain"]
+    spec = decode_handle(handle)
+    await built.wim.edit(handle, replace(spec, bandwidth_mbps=10))  # the border now shapes to 10 Mbit/s
+    try:
+        result = await probe.shaping(view)
+    finally:
+        await built.wim.edit(handle, spec)
+    assert not result.passed, result.detail
+    assert result.value is not None and abs(result.value - 10) <= 2, result.detail

@@ -57,8 +57,9 @@ def test_dataplane_scenario_passes_and_leaves_no_namespace(tmp_path: Path) -> No
     for check in ("reachability s1 ok", "order s1 ok", "reachability s2 ok", "isolation s1|s2 ok", "shaping s1 ok"):
         assert check in probe_step["detail"]
     assert {s["alias"]: s["state"] for s in data["slices"]} == {"s1": "TERMINATED", "s2": "TERMINATED"}
-    # Only this run's prefix: another run on the same machine may hold namespaces of its own meanwhile.
-    audit = next(s for s in data["steps"] if s["detail"].startswith("nothing left under prefix"))
-    prefix = audit["detail"].rsplit(" ", 1)[-1]
-    assert prefix.startswith("fb") and len(prefix) >= 4
-    assert {ns for ns in set(netlink.namespaces()) - before if ns.startswith(prefix)} == set()
+    sweep = next(s for s in data["steps"] if s["name"] == "the data plane left nothing behind")
+    assert sweep["passed"], sweep["detail"]
+    prefix = sweep["detail"].rsplit(" ", 1)[-1]
+    assert netlink.check_prefix(prefix) and netlink.leftovers(prefix) == []
+    # Other runs on this machine may hold namespaces of their own prefixes; none of this run's is left.
+    assert not [n for n in set(netlink.namespaces()) - before if n.startswith(f"{prefix}-")]
