@@ -21,6 +21,7 @@ from broker.server import CapabilitiesServicer, SlicesServicer
 from broker.store import Store
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
+from domain_agents.openstack import OpenStackDomainAgent, OpenStackDomainConfig
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from wim.memory import MemoryWimDriver
@@ -44,7 +45,10 @@ class Broker:
         self.catalog = Catalog(config.sp_id, clock, config.note_ttl_s)
         agents: dict[str, DomainAgent] = {}
         for dom in config.domains:
-            agents[dom.id] = EmulatedDomainAgent(dom, clock)
+            if isinstance(dom, OpenStackDomainConfig):
+                agents[dom.id] = OpenStackDomainAgent(dom, clock)
+            else:
+                agents[dom.id] = EmulatedDomainAgent(dom, clock)
         for lower in config.lower_sps:
             agents[lower.id] = ChildBrokerAgent(
                 lower.id, lower.address, requester=config.sp_id, timeout_s=config.lower_timeout_s
@@ -79,6 +83,9 @@ class Broker:
 
     async def start(self) -> str:
         """Recover state, follow children's notes, serve; returns the bound address."""
+        for agent in self.agents.values():
+            if isinstance(agent, OpenStackDomainAgent):
+                await agent.connect()  # a refused login stops the start, naming the setting
         await self.manager.recover()
         for agent in self.agents.values():
             self._spawn(self.catalog.follow(agent), f"follow-notes-{agent.domain_id}")

@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("scenario", help="run a federation scenario (see scenarios/README.md)")
     sc.add_argument("scenario_args", nargs=argparse.REMAINDER, help="run FILE [--report-json OUT] [--keep]")
+
+    op = sub.add_parser("openstack", help="real Keystone, Placement and Neutron on loopback (for OpenStack leaves)")
+    op.add_argument("openstack_args", nargs=argparse.REMAINDER, help="up|down|status|install [--dir DIR]")
     return parser
 
 
@@ -318,6 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(ns)
         if ns.cmd == "scenario":
             return _scenario(ns, list(ns.scenario_args))
+        if ns.cmd == "openstack":
+            from scenarios.openstack_services import main as openstack_main
+
+            return openstack_main(list(ns.openstack_args))
         if ns.cmd == "usage":
             return asyncio.run(_usage(ns))
         if ns.slice_cmd == "request":

@@ -10,7 +10,15 @@ from typing import Any
 import yaml
 
 from domain_agents.emulated import EmulatedDomainConfig
+from domain_agents.openstack import OpenStackDomainConfig
 from slicing.errors import FedError
+
+#: A leaf domain's configuration, by its ``type``.
+DomainConfig = EmulatedDomainConfig | OpenStackDomainConfig
+DOMAIN_TYPES: dict[str, type[EmulatedDomainConfig] | type[OpenStackDomainConfig]] = {
+    "emulated": EmulatedDomainConfig,
+    "openstack": OpenStackDomainConfig,
+}
 
 
 class ConfigError(ValueError):
@@ -72,7 +80,7 @@ class BrokerConfig:
     lower_timeout_s: float = 10.0
     note_ttl_s: float = 3600.0
     lower_sps: tuple[LowerSp, ...] = ()
-    domains: tuple[EmulatedDomainConfig, ...] = ()
+    domains: tuple[DomainConfig, ...] = ()
     wim: WimConfig = WimConfig()
     source: Path | None = None
 
@@ -143,10 +151,11 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         if not isinstance(entry, Mapping):
             raise ConfigError(f"{where}domains[{i}]: must be a mapping")
         kind = entry.get("type", "emulated")
-        if kind != "emulated":
-            raise ConfigError(f"{where}domains[{i}].type: unknown domain agent {kind!r} (known: emulated)")
+        if kind not in DOMAIN_TYPES:
+            known = ", ".join(DOMAIN_TYPES)
+            raise ConfigError(f"{where}domains[{i}].type: unknown domain agent {kind!r} (known: {known})")
         try:
-            dom = EmulatedDomainConfig.from_dict(entry, f"domains[{i}]")
+            dom: DomainConfig = DOMAIN_TYPES[kind].from_dict(entry, f"domains[{i}]")
         except (FedError, ValueError) as exc:
             raise ConfigError(f"{where}{exc}") from None
         if dom.id in seen_ids:

@@ -25,6 +25,7 @@ ACTIONS = (
     "resume",
     "restart",
     "sleep",
+    "expect_openstack",
 )
 STATES = {n.removeprefix("SLICE_STATE_") for n in pb.SliceState.keys() if not n.endswith("UNSPECIFIED")}  # noqa: SIM118
 ERROR_CODES = {
@@ -214,6 +215,12 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
         alias = _str(args, "slice", apath)
         if alias not in aliases:
             raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
+    elif action == "expect_openstack":
+        _unknown(args, {"sp", "networks", "consumers"}, apath)
+        for key in ("networks", "consumers"):
+            value = args.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ScenarioError(f"{apath}.{key}: a non-negative count")
     elif action == "wait_catalog":
         _unknown(args, {"sp", "terminals", "timeout_s"}, apath)
         if not isinstance(args.get("terminals"), list) or not args["terminals"]:

@@ -37,7 +37,8 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nlisten: nowhere\n", "listen"),
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\nwim: {driver: linux}\n", "wim.driver"),
         ("sp_id: T\nlower_sps: [{id: A, address: 'x:1'}]\ncolour: blue\n", "colour: unknown setting"),
-        ("sp_id: L\ndomains: [{id: L, type: openstack}]\n", "domains[0].type"),
+        ("sp_id: L\ndomains: [{id: L, type: quantum}]\n", "domains[0].type"),
+        ("sp_id: L\ndomains: [{id: L, type: openstack, pops: [{name: a}]}]\n", "domains[0].auth"),
         (
             "sp_id: L\ndomains: [{id: L, pops: [a], links: [{a: a, b: zz, bandwidth_mbps: 1}]}]\n",
             "domains[0].links[0].b",
