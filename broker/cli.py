@@ -24,6 +24,7 @@ from broker.child_agent import REQUESTER_METADATA
 from broker.config import ConfigError, load_config, load_yaml
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from slicing.errors import FedError
 
 T = TypeVar("T")
 DEFAULT_BROKER = "127.0.0.1:50061"
@@ -254,7 +255,11 @@ def _serve(ns: argparse.Namespace) -> int:
         format=f"%(asctime)s %(levelname)s {config.sp_id} %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except FedError as exc:  # e.g. a domain's cloud refused the login: say which setting, no traceback
+        err.print(f"[red]error:[/] {config.sp_id} cannot start: {exc}")
+        return 1
     return 0
 
 

@@ -309,6 +309,7 @@ class _Made:
     slots: tuple[tuple[str, str], ...]
     labels: tuple[tuple[TerminalId, int], ...]
     addresses: tuple[tuple[TerminalId, str], ...]
+    resources: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # pop -> class -> amount
 
     def to_handle(self) -> str:
         return dump_handle(
@@ -324,6 +325,7 @@ class _Made:
                 "slots": [{"pop": p, "type": t} for p, t in self.slots],
                 "labels": dict(self.labels),
                 "addresses": dict(self.addresses),
+                "resources": {pop: dict(res) for pop, res in self.resources.items()},
             }
         )
 
@@ -344,6 +346,7 @@ class _Made:
                 slots=tuple((str(s["pop"]), str(s["type"])) for s in raw["slots"]),
                 labels=tuple((TerminalId(str(p)), int(v)) for p, v in raw["labels"].items()),
                 addresses=tuple((TerminalId(str(e)), str(a)) for e, a in raw["addresses"].items()),
+                resources={str(p): {str(c): int(n) for c, n in r.items()} for p, r in raw["resources"].items()},
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidArgument("handle", f"not an OpenStack-domain handle ({exc})") from None
@@ -362,7 +365,7 @@ class _Plan:
     pops: tuple[str, ...]
     slots: tuple[tuple[str, str], ...]
     labels: tuple[tuple[TerminalId, int], ...]
-    resources: Mapping[str, Mapping[str, int]]  # provider uuid -> class -> amount
+    resources: Mapping[str, Mapping[str, int]]  # pop -> resource class -> amount
 
 
 @dataclass
@@ -519,12 +522,20 @@ class OpenStackDomainAgent:
         changed.set()
         return self._note
 
-    async def _after_change(self) -> None:
-        try:
-            await self._refresh()
-        except FedError as exc:
-            log.warning("domain %s: cannot re-read OpenStack after a change: %s", self.domain_id, exc)
-            return
+    def _after_change(self, made: _Made, sign: int) -> None:
+        """Account a segment made (+1) or released (-1) in the view and re-publish, without asking OpenStack.
+
+        The next poll reconciles the view with what OpenStack says (others change it too).
+        """
+        for pop, res in made.resources.items():
+            free = self._view.free.setdefault(pop, {})
+            for cls, amount in res.items():
+                free[cls] = free.get(cls, 0) - sign * amount
+        vnis = {v for _, v in made.labels}
+        if sign > 0:
+            self._view.used_vnis |= vnis
+        else:
+            self._view.used_vnis -= vnis
         if self._note is not None:
             self._republish()
 
@@ -570,7 +581,7 @@ class OpenStackDomainAgent:
             dist, path_to = routes[pa]
             if pb not in dist:
                 continue
-            bw = min(self._view.free.get(p, {}).get(BANDWIDTH, 0) for p in path_to[pb])
+            bw = max(0, min(self._view.free.get(p, {}).get(BANDWIDTH, 0) for p in path_to[pb]))
             out.append(Transit(ta, tb, float(dist[pb]), min(self._capacity[ta], self._capacity[tb], bw)))
         return tuple(out)
 
@@ -618,7 +629,7 @@ class OpenStackDomainAgent:
         grant = SegmentGrant(handle=made.to_handle(), labels=dict(made.labels), addresses=dict(made.addresses))
         self._segments[order.key] = _Segment(order.request, grant, made)
         self._by_handle[grant.handle] = order.key
-        await self._after_change()
+        self._after_change(made, +1)
         return grant
 
     async def _make(self, cloud: Cloud, order: SegmentOrder, consumer: str, plan: _Plan) -> _Made:
@@ -635,7 +646,8 @@ class OpenStackDomainAgent:
         made = await self._call(cloud.make_network, spec)
         try:
             # Placement last: its refusal (capacity, generation) must undo the network just made.
-            await self._call(cloud.allocate, consumer, plan.resources)
+            by_provider = {self._providers[pop]: res for pop, res in plan.resources.items()}
+            await self._call(cloud.allocate, consumer, by_provider)
         except BaseException:
             with contextlib.suppress(FedError):
                 await self._call(cloud.delete_reservation, consumer)
@@ -650,6 +662,7 @@ class OpenStackDomainAgent:
             slots=plan.slots,
             labels=plan.labels,
             addresses=tuple(made.addresses.items()),
+            resources=plan.resources,
         )
 
     def _validate(self, req: SliceRequest) -> None:
@@ -683,19 +696,17 @@ class OpenStackDomainAgent:
                 f" over the budget of {req.latency_budget_ms:g} ms"
             )
         pops = tuple(str(p) for p in path)
-        resources: dict[str, Counter[str]] = {
-            self._providers[p]: Counter({BANDWIDTH: req.bandwidth_mbps}) for p in pops
-        }
+        resources: dict[str, Counter[str]] = {p: Counter({BANDWIDTH: req.bandwidth_mbps}) for p in pops}
         slots = self._place_functions(req.chain, pops)
         for pop, kind in slots:
             spec = self._functions[(pop, kind)]
-            res = resources.setdefault(self._providers[pop], Counter())
+            res = resources.setdefault(pop, Counter())
             res.update({FUNCTION_SLOTS: 1, "VCPU": spec.vcpu, "MEMORY_MB": spec.memory_mb})
         return _Plan(
             pops=pops,
             slots=slots,
             labels=self._choose_labels(req, exclude),
-            resources={rp: {k: v for k, v in c.items() if v > 0} for rp, c in resources.items()},
+            resources={pop: {k: v for k, v in c.items() if v > 0} for pop, c in resources.items()},
         )
 
     def _place_functions(self, chain: Sequence[str], path: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -775,8 +786,8 @@ class OpenStackDomainAgent:
         await self._call(cloud.release, made.consumer)
         key = self._by_handle.pop(handle, None)
         if key is not None:
-            self._segments.pop(key, None)
-        await self._after_change()
+            held = self._segments.pop(key)
+            self._after_change(held.made, -1)
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Find a handle's network again by its tag after a restart and hold it in memory."""

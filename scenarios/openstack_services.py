@@ -356,6 +356,7 @@ class LoopbackCloud:
             transport_url = fake:/
             notify_nova_on_port_status_changes = false
             notify_nova_on_port_data_changes = false
+            dhcp_agent_notification = false
             [database]
             connection = sqlite:///{d}/neutron.db
             [oslo_concurrency]

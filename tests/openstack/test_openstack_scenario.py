@@ -71,3 +71,20 @@ def test_expect_openstack_fails_when_openstack_holds_other_than_expected(
     first, second = report["steps"][1:]
     assert not first["passed"] and "expected 1 networks in OpenStack, found 0" in first["detail"]
     assert second["passed"]
+
+
+def test_a_broker_whose_cloud_refuses_the_login_exits_naming_the_setting(
+    loopback_cloud: CloudInfo, tmp_path: Path
+) -> None:
+    full = yaml.safe_load((ROOT / "scenarios" / "openstack.yaml").read_text())
+    domain = next(sp for sp in full["sps"] if sp["id"] == "L3")["domains"][0]
+    del domain["cloud"]
+    domain["auth"] = {**loopback_cloud.auth(), "password": "not-the-password"}
+    config = tmp_path / "broker.yaml"
+    config.write_text(yaml.safe_dump({"sp_id": "L3", "listen": "127.0.0.1:0", "data_dir": "data", "domains": [domain]}))
+    proc = subprocess.run(
+        [str(FEDBROKER), "serve", "--config", str(config)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 1
+    assert "domains[0].auth" in proc.stderr and "Keystone refused the credentials" in proc.stderr
+    assert "Traceback" not in proc.stderr
