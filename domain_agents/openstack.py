@@ -406,6 +406,7 @@ class OpenStackDomainAgent:
         self._segments: dict[str, _Segment] = {}  # by order key
         self._by_handle: dict[str, str] = {}
         self._pending_vnis: set[int] = set()
+        self._inflight: dict[str, asyncio.Future[None]] = {}
         self._view = _View()
         self._note: CapabilityNote | None = None
         self._changed = asyncio.Event()
@@ -597,6 +598,20 @@ class OpenStackDomainAgent:
             if held.request is not None and held.request != order.request:
                 raise AlreadyExists(f"order key '{order.key}' is held for a different request", domain=dom)
             return held.grant
+        running = self._inflight.get(order.key)
+        if running is not None:  # the same order again while the first is still being made: one answer
+            await asyncio.shield(running)
+            return await self.reserve(order)
+        done = asyncio.get_running_loop().create_future()
+        self._inflight[order.key] = done
+        try:
+            return await self._reserve(order)
+        finally:
+            del self._inflight[order.key]
+            done.set_result(None)
+
+    async def _reserve(self, order: SegmentOrder) -> SegmentGrant:
+        dom = self.domain_id
         try:
             self._validate(order.request)
         except FedError as exc:
@@ -650,7 +665,7 @@ class OpenStackDomainAgent:
             await self._call(cloud.allocate, consumer, by_provider)
         except BaseException:
             with contextlib.suppress(FedError):
-                await self._call(cloud.delete_reservation, consumer)
+                await self._call(cloud.delete_network, made.network_id)
             raise
         return _Made(
             domain=self.domain_id,

@@ -368,7 +368,9 @@ class Cloud:
             return MadeNetwork(net_id, port_ids, addresses)
         except BaseException as exc:
             try:
-                self.delete_reservation(spec.consumer)
+                # Only what this attempt made: another attempt may hold the same reservation tag.
+                if net_id:
+                    self.delete_network(net_id)
             except FedError as cleanup:
                 log.error("cleaning up the half-made network of %s failed: %s", spec.consumer, cleanup)
             if isinstance(exc, openstack.exceptions.SDKException | ks_exc.ClientException):
@@ -395,6 +397,13 @@ class Cloud:
         """Bring a network into service (or out of it)."""
         with _translated(f"updating network {network_id}"):
             self._conn.network.update_network(network_id, admin_state_up=up)
+
+    def delete_network(self, network_id: str) -> None:
+        """Delete one network with every port on it (its subnets go with it); a missing one is fine."""
+        with _translated(f"deleting network {network_id}"):
+            for port in self._conn.network.ports(network_id=network_id):
+                self._conn.network.delete_port(port, ignore_missing=True)
+            self._conn.network.delete_network(network_id, ignore_missing=True)
 
     def delete_reservation(self, consumer: str) -> None:
         """Delete every port and network tagged with the reservation (subnets go with their network)."""

@@ -472,3 +472,13 @@ async def test_sweep_removes_an_uncommitted_reservation_nobody_holds_once_its_ho
     await later.terminate(kept.handle)
     assert_nothing_left(admin, sp)
     await later.close()
+
+
+async def test_the_same_order_twice_at_once_makes_one_segment_and_gives_one_grant(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    first, second = await asyncio.gather(agent.reserve(order(sp)), agent.reserve(order(sp)))
+    assert first == second
+    assert len(networks(admin, sp)) == 1 and len(allocations(admin, consumer_id(sp, "k1"))) == 2
+    await agent.abort(first.handle)
+    assert_nothing_left(admin, sp)
