@@ -32,6 +32,7 @@ from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.netns import NetnsDomainAgent
+from domain_agents.openstack import OpenStackDomainAgent, OpenStackDomainConfig
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from wim import netlink
@@ -100,6 +101,9 @@ class Broker:
         prefix = config.dataplane.prefix
         for dom in config.domains:
             agent: EmulatedDomainAgent
+            if isinstance(dom, OpenStackDomainConfig):
+                agents[dom.id] = OpenStackDomainAgent(dom, clock)
+                continue
             if (config.domain_kinds or {}).get(dom.id) == "netns":
                 agent = NetnsDomainAgent(dom, clock, prefix=prefix)
             else:
@@ -157,6 +161,9 @@ class Broker:
         if isinstance(self.wim, LinuxWimDriver) or any(isinstance(a, NetnsDomainAgent) for a in self.agents.values()):
             # Start the data-plane worker process now, in the background, not inside the first activation.
             self._spawn(_warm_up_dataplane(), "dataplane-worker")
+        for agent in self.agents.values():
+            if isinstance(agent, OpenStackDomainAgent):
+                await agent.connect()  # a refused login stops the start, naming the setting
         await self.manager.recover()
         self.offers.restore()
         for agent in self.agents.values():

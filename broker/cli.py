@@ -575,7 +575,11 @@ def _serve(ns: argparse.Namespace) -> int:
         format=f"%(asctime)s %(levelname)s {config.sp_id} %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(serve(config, insecure=ns.insecure))
+    try:
+        asyncio.run(serve(config, insecure=ns.insecure))
+    except FedError as exc:  # e.g. a domain's cloud refused the login: say which setting, no traceback
+        err.print(f"[red]error:[/] {config.sp_id} cannot start: {exc}")
+        return 1
     return 0
 
 
@@ -703,6 +707,9 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--prefix", default="fb", help="an installation's prefix (default: every fedbroker one)")
     sc = sub.add_parser("scenario", help="run a federation scenario (see scenarios/README.md)")
     sc.add_argument("scenario_args", nargs=argparse.REMAINDER, help="run FILE [--report-json OUT] [--keep]")
+
+    op = sub.add_parser("openstack", help="real Keystone, Placement and Neutron on loopback (for OpenStack leaves)")
+    op.add_argument("openstack_args", nargs=argparse.REMAINDER, help="up|down|status|install [--dir DIR]")
     return parser
 
 
@@ -741,6 +748,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scenario(ns, list(ns.scenario_args))
         if ns.cmd == "dataplane":
             return _dataplane(ns)
+        if ns.cmd == "openstack":
+            from scenarios.openstack_services import main as openstack_main
+
+            return openstack_main(list(ns.openstack_args))
         if ns.cmd == "usage":
             return asyncio.run(_usage(ns))
         if ns.cmd == "keys":

@@ -13,11 +13,15 @@ from broker.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
 from capability_catalog.signing import public_key_from_text
 from domain_agents.emulated import EmulatedDomainConfig
 from domain_agents.netns import parse_netns_domain
+from domain_agents.openstack import OpenStackDomainConfig
 from slicing.errors import FedError
 from wim.netlink import FAMILY_PREFIX, check_prefix
 
-DOMAIN_KINDS = ("emulated", "netns")
+DOMAIN_KINDS = ("emulated", "netns", "openstack")
 WIM_DRIVERS = ("memory", "linux")
+
+#: A leaf domain's configuration, by its ``type``.
+DomainConfig = EmulatedDomainConfig | OpenStackDomainConfig
 
 
 class ConfigError(ValueError):
@@ -100,7 +104,7 @@ class BrokerConfig:
     lower_timeout_s: float = 10.0
     note_ttl_s: float = 3600.0
     lower_sps: tuple[LowerSp, ...] = ()
-    domains: tuple[EmulatedDomainConfig, ...] = ()
+    domains: tuple[DomainConfig, ...] = ()
     wim: WimConfig = WimConfig()
     source: Path | None = None
     key_file: Path | None = None
@@ -121,7 +125,7 @@ class BrokerConfig:
         """The SP's Ed25519 private key (default: ``sp.key`` in the data directory)."""
         return self.key_file or self.data_dir / "sp.key"
 
-    domain_kinds: Mapping[str, str] | None = None  # domain id -> "emulated" | "netns" (default emulated)
+    domain_kinds: Mapping[str, str] | None = None  # domain id -> "emulated" | "netns" | "openstack"
     dataplane: DataplaneConfig = DataplaneConfig()
 
 
@@ -252,8 +256,11 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
             known = ", ".join(DOMAIN_KINDS)
             raise ConfigError(f"{where}domains[{i}].type: unknown domain agent {kind!r} (known: {known})")
         try:
+            dom: DomainConfig
             if kind == "netns":
                 dom = parse_netns_domain(entry, f"domains[{i}]")
+            elif kind == "openstack":
+                dom = OpenStackDomainConfig.from_dict(entry, f"domains[{i}]")
             else:
                 dom = EmulatedDomainConfig.from_dict(entry, f"domains[{i}]")
         except (FedError, ValueError) as exc:

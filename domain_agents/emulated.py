@@ -138,13 +138,18 @@ class EmulatedDomainConfig:
 
     def pop_of(self, terminal: str) -> str | None:
         """The pop a terminal sits at, or None when the domain has no such terminal."""
-        for e in self.endpoints:
-            if e.endpoint.id == terminal:
-                return e.pop
-        for p in self.ports:
-            if p.port.id == terminal:
-                return p.pop
-        return None
+        return terminal_pop(self.endpoints, self.ports, terminal)
+
+
+def terminal_pop(endpoints: Iterable[PlacedEndpoint], ports: Iterable[PlacedPort], terminal: str) -> str | None:
+    """The pop an endpoint or border port sits at, or None when none of them is ``terminal``."""
+    for e in endpoints:
+        if e.endpoint.id == terminal:
+            return e.pop
+    for p in ports:
+        if p.port.id == terminal:
+            return p.pop
+    return None
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:

@@ -29,6 +29,7 @@ ACTIONS = (
     "sleep",
     "probe",
     "dataplane_audit",
+    "expect_openstack",
 )
 PROBE_CHECKS = ("reachability", "order", "isolation", "shaping")
 STATES = {n.removeprefix("SLICE_STATE_") for n in pb.SliceState.keys() if not n.endswith("UNSPECIFIED")}  # noqa: SIM118
@@ -254,6 +255,12 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
         for j, check in enumerate(checks):
             if check not in PROBE_CHECKS:
                 raise ScenarioError(f"{apath}.checks[{j}]: unknown check {check!r} (known: {', '.join(PROBE_CHECKS)})")
+    elif action == "expect_openstack":
+        _unknown(args, {"sp", "networks", "consumers"}, apath)
+        for key in ("networks", "consumers"):
+            value = args.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ScenarioError(f"{apath}.{key}: a non-negative count")
     elif action == "wait_catalog":
         _unknown(args, {"sp", "terminals", "absent", "timeout_s"}, apath)
         for key in ("terminals", "absent"):

@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from rich.console import Console
@@ -30,6 +32,7 @@ from domain_agents import probe
 from domain_agents.netns import LocalSegment, slice_view
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.model import Scenario, Step, load_scenario
+from scenarios.openstack_services import LoopbackCloud, ServicesError, default_run_dir, read_info
 from scenarios.processes import Fleet, StartError
 from scenarios.report import SliceResult, StepResult, render_report, report_json
 from slicing.errors import FedError
@@ -132,6 +135,8 @@ class Run:
         if step.action == "resume":
             self.fleet.signal(a["sp"], signal.SIGCONT)
             return f"{a['sp']} resumed (SIGCONT)"
+        if step.action == "expect_openstack":
+            return await self._expect_openstack(a)
         if step.action == "restart":
             await self.fleet.restart(a["sp"])
             return f"{a['sp']} restarted on {self.fleet[a['sp']].address}"
@@ -169,6 +174,22 @@ class Run:
         if failed:
             raise StepFailed("; ".join(f"{r.check} {r.slice}: {r.detail}" for r in failed))
         return "; ".join(f"{r.check} {r.slice} ok" + (f" ({r.value:.1f} Mbit/s)" if r.value else "") for r in results)
+
+    async def _expect_openstack(self, a: Mapping[str, Any]) -> str:
+        """Count the SP's networks in Neutron and consumers in Placement, as OpenStack itself reports them."""
+        from scenarios.openstack_checks import holdings
+
+        found = await asyncio.to_thread(holdings, self.scenario.sp(a["sp"]).settings.get("domains") or [])
+        if not found:
+            raise StepFailed(f"{a['sp']} has no OpenStack domain")
+        detail = "; ".join(h.describe() for h in found)
+        for key, got in (
+            ("networks", sum(len(h.networks) for h in found)),
+            ("consumers", sum(len(h.consumers) for h in found)),
+        ):
+            if a.get(key) is not None and got != a[key]:
+                raise StepFailed(f"expected {a[key]} {key} in OpenStack, found {got}: {detail}")
+        return detail
 
     async def _slice_step(self, step: Step) -> str:
         a = step.args
@@ -266,6 +287,23 @@ class Run:
         return out
 
 
+async def _openstack_services(scenario: Scenario, workdir: Path) -> LoopbackCloud | None:
+    """Point OpenStack leaves at services: ``$OS_CLIENT_CONFIG_FILE``, else ``fedbroker openstack up``'s,
+    else start them here (returned, to be stopped after the run)."""
+    from scenarios.openstack_checks import needs_openstack
+
+    if not needs_openstack([sp.settings for sp in scenario.sps]) or os.environ.get("OS_CLIENT_CONFIG_FILE"):
+        return None
+    info = read_info(default_run_dir())
+    services = None
+    if info is None:
+        console.print("  starting Keystone, Placement and Neutron on loopback (a first run installs them from PyPI)")
+        services = LoopbackCloud(workdir / "openstack", say=lambda text: console.print(f"  {text}"))
+        info = await asyncio.to_thread(services.start)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = info.clouds_file  # the brokers inherit it
+    return services
+
+
 async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResult], list[SliceResult], Fleet]:
     """Run a scenario in ``workdir``; return step results and slices. Every process is stopped."""
     fleet = Fleet(workdir)
@@ -273,13 +311,15 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResu
     results: list[StepResult] = []
     slices: list[SliceResult] = []
     failed = False
+    services: LoopbackCloud | None = None
     try:
         t0 = time.monotonic()
         try:
+            services = await _openstack_services(scenario, workdir)
             await run.start()
             results.append(StepResult("start the federation", True, time.monotonic() - t0, f"{len(scenario.sps)} SPs"))
             console.print(f"[green]✓[/] start the federation ({time.monotonic() - t0:.2f} s)")
-        except (StartError, OSError, grpc.aio.AioRpcError) as exc:
+        except (StartError, ServicesError, OSError, grpc.aio.AioRpcError) as exc:
             results.append(StepResult("start the federation", False, time.monotonic() - t0, str(exc)))
             console.print(f"[red]✗ start the federation[/]\n{exc}")
             failed = True
@@ -312,6 +352,8 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResu
         if scenario.uses_dataplane:
             results.append(await _sweep(run.prefix))
             netlink.shutdown_worker()
+        if services is not None:
+            await asyncio.to_thread(services.stop)
     return results, slices, fleet
 
 

@@ -1,0 +1,84 @@
+"""What an OpenStack-backed leaf SP holds in OpenStack itself, read straight from Neutron and Placement.
+
+The scenario step ``expect_openstack`` uses it to check that a slice really made (or really
+removed) networks and allocations, independently of what the broker believes it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from domain_agents.openstack import OpenStackDomainConfig
+from domain_agents.openstack_model import COMMITTED_TAG, domain_tag, tags_of
+
+
+@dataclass(frozen=True)
+class NetworkSeen:
+    """One Neutron network an OpenStack domain made."""
+
+    name: str
+    vnis: tuple[int, ...]
+    committed: bool
+    up: bool
+
+
+@dataclass(frozen=True)
+class OpenStackHoldings:
+    """A domain's networks in Neutron and the Placement consumers on its PoPs' providers."""
+
+    domain: str
+    networks: tuple[NetworkSeen, ...]
+    consumers: frozenset[str]
+
+    def describe(self) -> str:
+        """One line: networks with their VNIs and state, and the consumer count."""
+        nets = "; ".join(
+            f"{n.name} VNI {','.join(map(str, n.vnis)) or '-'}"
+            f"{' committed' if n.committed else ''}{' up' if n.up else ''}"
+            for n in self.networks
+        )
+        listed = f": {nets}" if nets else ""
+        return f"{self.domain}: {len(self.consumers)} Placement consumers, {len(self.networks)} networks{listed}"
+
+
+def _vnis(net: Any) -> tuple[int, ...]:
+    if net.provider_segmentation_id is not None:
+        return (int(net.provider_segmentation_id),)
+    return tuple(int(s["provider:segmentation_id"]) for s in net.segments or () if s.get("provider:segmentation_id"))
+
+
+def holdings(domains: Sequence[Mapping[str, Any]]) -> list[OpenStackHoldings]:
+    """Read every OpenStack domain of an SP's ``domains`` settings (blocking: call it off the loop)."""
+    from domain_agents.openstack_cloud import Cloud
+
+    out = []
+    for i, raw in enumerate(domains):
+        if raw.get("type") != "openstack":
+            continue
+        cfg = OpenStackDomainConfig.from_dict(raw, f"domains[{i}]")
+        cloud = Cloud(cfg.credentials)
+        try:
+            nets = tuple(
+                NetworkSeen(str(n.name), _vnis(n), COMMITTED_TAG in tags_of(n), bool(n.is_admin_state_up))
+                for n in cloud.networks(domain_tag(cfg.id))
+            )
+            consumers: set[str] = set()
+            for pop in cfg.pops:
+                uuid = cloud.provider(pop.resource_provider)
+                if uuid is not None:
+                    consumers |= cloud.consumers(uuid, pop.resource_provider)
+        finally:
+            cloud.close()
+        out.append(OpenStackHoldings(cfg.id, nets, frozenset(consumers)))
+    return out
+
+
+def needs_openstack(sp_settings: Sequence[Mapping[str, Any]]) -> bool:
+    """True when any SP of a scenario has an OpenStack domain."""
+    return any(
+        isinstance(d, Mapping) and d.get("type") == "openstack"
+        for settings in sp_settings
+        for d in settings.get("domains") or ()
+    )

@@ -1,0 +1,85 @@
+"""Real Keystone, Placement and Neutron on loopback for the ``openstack`` tests, once per session.
+
+The services install into venvs cached under ``~/.cache/fedbroker-openstack`` (the first run
+downloads them from PyPI), start on ephemeral loopback ports with SQLite in a temporary folder,
+and stop after the session. When they cannot be installed or started the tests skip, unless
+``FEDBROKER_REQUIRE_OPENSTACK=1`` (CI), which makes them fail with the services' logs.
+
+``FEDBROKER_OPENSTACK_RUN=DIR`` reuses services already running from ``fedbroker openstack up``
+in DIR instead of starting new ones (quicker while iterating).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import openstack
+import openstack.config
+import openstack.connection
+import openstack.warnings
+import pytest
+
+from scenarios.openstack_services import ADMIN_CLOUD, CloudInfo, LoopbackCloud, ServicesError, read_info
+from tests.conftest import require_or_skip
+
+_VNI_BLOCKS = itertools.count()
+#: The first test of the session also waits for the services to install (first run) and start.
+OPENSTACK_TEST_TIMEOUT_S = 420
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give tests against the real services a timeout that covers installing and starting them."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(OPENSTACK_TEST_TIMEOUT_S))
+
+
+def _say(text: str) -> None:
+    print(f"[openstack] {text}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def loopback_cloud() -> Iterator[CloudInfo]:
+    """The running services (started here, or reused from ``FEDBROKER_OPENSTACK_RUN``)."""
+    reuse = os.environ.get("FEDBROKER_OPENSTACK_RUN")
+    if reuse:
+        info = read_info(Path(reuse))
+        require_or_skip("FEDBROKER_REQUIRE_OPENSTACK", info is not None, f"no OpenStack services running in {reuse}")
+        assert info is not None
+        yield info
+        return
+    with tempfile.TemporaryDirectory(prefix="fedbroker-openstack-") as run_dir:
+        cloud = LoopbackCloud(Path(run_dir), say=_say)
+        try:
+            info = cloud.start()
+        except (ServicesError, OSError) as exc:
+            require_or_skip("FEDBROKER_REQUIRE_OPENSTACK", False, f"OpenStack services unavailable: {exc}")
+            raise  # unreachable: require_or_skip skipped or failed
+        try:
+            yield info
+        finally:
+            cloud.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(loopback_cloud: CloudInfo) -> Iterator[openstack.connection.Connection]:
+    """An admin connection, for asserting on Placement and Neutron directly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", openstack.warnings.RemovedInSDK60Warning)
+        cfg = openstack.config.OpenStackConfig(config_files=[loopback_cloud.clouds_file])
+        conn = openstack.connection.Connection(config=cfg.get_one(cloud=ADMIN_CLOUD))
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def vni_block() -> int:
+    """The first VNI of a block of 100 no other test of this session uses (Neutron's VNIs are global)."""
+    return 100_000 + 100 * next(_VNI_BLOCKS)

@@ -1,0 +1,484 @@
+"""The OpenStack domain agent against real Keystone, Placement and Neutron on loopback.
+
+Every test builds its own domain (own resource providers, own VNI block), and asserts on
+Placement allocations and Neutron networks directly through an admin connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import openstack.connection
+import pytest
+
+from broker.lifecycle import SliceManager
+from broker.store import Store
+from capability_catalog.model import LabelRange, LabelSet, SpId, TerminalId
+from domain_agents.base import DomainAgent, SegmentOrder
+from domain_agents.openstack import OpenStackDomainAgent, OpenStackDomainConfig, consumer_id
+from domain_agents.openstack_model import BANDWIDTH, COMMITTED_TAG, FUNCTION_SLOTS, domain_tag, reservation_tag
+from scenarios.openstack_services import CLOUD, CloudInfo
+from slicing.errors import FedError, InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
+from slicing.model import PortConstraint, SliceRequest, SliceState
+from tests.unit.contract_domain_agent import AgentMaker, DomainAgentContract
+from wim.memory import MemoryWimDriver
+
+pytestmark = pytest.mark.openstack
+
+_DOMAINS = itertools.count(1)
+PLACEMENT = {"service_type": "placement"}
+
+
+class Clock:
+    def __init__(self, now: float | None = None) -> None:
+        self.now = now if now is not None else time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def domain_spec(info: CloudInfo, sp: str, vni_first: int, **extra: Any) -> dict[str, Any]:
+    """Two PoPs (core with function capacity, edge with the border port), two endpoints, one port."""
+    return {
+        "id": sp,
+        "type": "openstack",
+        "cloud": CLOUD,
+        "clouds_file": info.clouds_file,
+        "note_ttl_s": 600,
+        "poll_s": 0.2,
+        "pops": [
+            {
+                "name": "core",
+                "inventory": {"VCPU": 8, "MEMORY_MB": 8192, BANDWIDTH: 1000, FUNCTION_SLOTS: 2},
+            },
+            {"name": "edge", "inventory": {BANDWIDTH: 1000}},
+        ],
+        "links": [{"a": "core", "b": "edge", "latency_ms": 2}],
+        "endpoints": [
+            {"id": f"{sp}.ep", "pop": "core", "region": "here", "capacity_mbps": 10_000},
+            {"id": f"{sp}.ep2", "pop": "edge", "capacity_mbps": 10_000},
+        ],
+        "ports": [
+            {
+                "id": f"{sp}.to-X",
+                "pop": "edge",
+                "peer_sp": "X",
+                "peer_port": f"X.to-{sp}",
+                "label_type": "vxlan-vni",
+                "labels": [f"{vni_first}-{vni_first + 49}"],
+                "capacity_mbps": 10_000,
+            }
+        ],
+        "functions": [{"pop": "core", "type": "firewall", "vcpu": 2, "memory_mb": 1024}],
+        **extra,
+    }
+
+
+def config_of(spec: dict[str, Any]) -> OpenStackDomainConfig:
+    return OpenStackDomainConfig.from_dict(spec, "domains[0]")
+
+
+# --- looking at OpenStack directly ---------------------------------------------------------------
+
+
+def placement(admin: openstack.connection.Connection, path: str) -> Any:
+    resp = admin.session.get(path, endpoint_filter=PLACEMENT, microversion="1.38")
+    return resp.json()
+
+
+def provider_uuid(admin: openstack.connection.Connection, name: str) -> str:
+    found = placement(admin, f"/resource_providers?name={name}")["resource_providers"]
+    assert found, f"no provider {name}"
+    return str(found[0]["uuid"])
+
+
+def usages(admin: openstack.connection.Connection, sp: str) -> dict[str, dict[str, int]]:
+    """Used amounts per PoP provider of the domain, only classes with a use."""
+    out = {}
+    for pop in ("core", "edge"):
+        uuid = provider_uuid(admin, f"{sp}-{pop}")
+        out[pop] = {k: v for k, v in placement(admin, f"/resource_providers/{uuid}/usages")["usages"].items() if v}
+    return out
+
+
+def allocations(admin: openstack.connection.Connection, consumer: str) -> dict[str, Any]:
+    return dict(placement(admin, f"/allocations/{consumer}")["allocations"])
+
+
+def networks(admin: openstack.connection.Connection, sp: str) -> list[Any]:
+    return list(admin.network.networks(tags=[domain_tag(sp)]))
+
+
+def ports(admin: openstack.connection.Connection, sp: str) -> list[Any]:
+    return list(admin.network.ports(tags=[domain_tag(sp)]))
+
+
+def assert_nothing_left(admin: openstack.connection.Connection, sp: str) -> None:
+    assert networks(admin, sp) == []
+    assert ports(admin, sp) == []
+    assert usages(admin, sp) == {"core": {}, "edge": {}}
+
+
+def purge(admin: openstack.connection.Connection, sp: str) -> None:
+    """Remove whatever a test left of its domain (ports, networks, allocations, providers)."""
+    for port in ports(admin, sp):
+        admin.network.delete_port(port, ignore_missing=True)
+    for net in networks(admin, sp):
+        admin.network.delete_network(net, ignore_missing=True)
+    for pop in ("core", "edge"):
+        found = placement(admin, f"/resource_providers?name={sp}-{pop}")["resource_providers"]
+        for rp in found:
+            allocs = placement(admin, f"/resource_providers/{rp['uuid']}/allocations")["allocations"]
+            for consumer in allocs:
+                admin.session.delete(f"/allocations/{consumer}", endpoint_filter=PLACEMENT, microversion="1.38")
+            admin.session.delete(f"/resource_providers/{rp['uuid']}", endpoint_filter=PLACEMENT, microversion="1.38")
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sp(admin: openstack.connection.Connection) -> Iterator[str]:
+    """A fresh domain id; whatever the test leaves of it in OpenStack is removed afterwards."""
+    name = f"OS{next(_DOMAINS)}-{int(time.time() * 1000) % 1_000_000}"
+    yield name
+    purge(admin, name)
+
+
+@pytest.fixture
+def spec(loopback_cloud: CloudInfo, sp: str, vni_block: int) -> dict[str, Any]:
+    return domain_spec(loopback_cloud, sp, vni_block)
+
+
+@pytest.fixture
+async def agent(spec: dict[str, Any]) -> AsyncIterator[OpenStackDomainAgent]:
+    a = OpenStackDomainAgent(config_of(spec))
+    yield a
+    await a.close()
+
+
+def order(sp: str, key: str = "k1", mbps: int = 10, **fields: Any) -> SegmentOrder:
+    constraints = fields.pop("constraints", ())
+    req = SliceRequest(
+        src=TerminalId(fields.pop("src", f"{sp}.ep")),
+        dst=TerminalId(fields.pop("dst", f"{sp}.to-X")),
+        bandwidth_mbps=mbps,
+        subnet=fields.pop("subnet", "10.77.0.0/24"),
+        port_constraints=constraints,
+        **fields,
+    )
+    return SegmentOrder(key=key, request=req, hold_time_s=30)
+
+
+def only(sp: str, *vnis: int, preferred: int | None = None) -> tuple[PortConstraint, ...]:
+    labels = LabelSet.of(LabelRange(v, v) for v in vnis)
+    return (PortConstraint(TerminalId(f"{sp}.to-X"), labels, preferred),)
+
+
+# --- the contract --------------------------------------------------------------------------------
+
+
+class TestOpenStackAgentContract(DomainAgentContract):
+    @pytest.fixture
+    def make_agent(self, spec: dict[str, Any], vni_block: int) -> AgentMaker:
+        cfg = config_of(spec)
+
+        def build() -> DomainAgent:
+            return OpenStackDomainAgent(cfg)
+
+        return AgentMaker(
+            build=build,
+            endpoint=TerminalId(f"{cfg.id}.ep"),
+            port=TerminalId(f"{cfg.id}.to-X"),
+            port_labels=LabelSet.of([LabelRange(vni_block, vni_block + 49)]),
+            max_mbps=1000,  # the PoPs' CUSTOM_FED_BANDWIDTH_MBPS inventory
+        )
+
+
+# --- capacity ------------------------------------------------------------------------------------
+
+
+async def test_note_is_built_from_placement_inventories_and_follows_their_changes(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    stream = agent.notes()
+    first = await anext(stream)
+    transit = {frozenset((str(t.a), str(t.b))): t for t in first.transit}
+    assert transit[frozenset((f"{sp}.ep", f"{sp}.to-X"))].bandwidth_mbps == 1000
+    assert transit[frozenset((f"{sp}.ep", f"{sp}.to-X"))].latency_ms == 2.0
+    assert [(f.type, f.site, f.slots) for f in first.functions] == [("firewall", "core", 2)]
+
+    grant = await agent.reserve(order(sp, mbps=300, chain=("firewall",)))
+    second = await asyncio.wait_for(anext(stream), timeout=10)
+    transit = {frozenset((str(t.a), str(t.b))): t for t in second.transit}
+    assert second.version > first.version
+    assert transit[frozenset((f"{sp}.ep", f"{sp}.to-X"))].bandwidth_mbps == 700
+    assert [f.slots for f in second.functions] == [1]
+    port = second.port(f"{sp}.to-X")
+    assert port is not None and grant.labels[TerminalId(f"{sp}.to-X")] not in port.labels
+
+    # The operator shrinks the core PoP's VCPU behind the broker's back: the note follows on its own.
+    rp = provider_uuid(admin, f"{sp}-core")
+    inv = placement(admin, f"/resource_providers/{rp}/inventories")
+    body = {
+        "resource_provider_generation": inv["resource_provider_generation"],
+        "inventories": {**inv["inventories"], "VCPU": {"total": 2}},
+    }
+    resp = admin.session.put(
+        f"/resource_providers/{rp}/inventories", json=body, endpoint_filter=PLACEMENT, microversion="1.38"
+    )
+    assert resp.status_code == 200
+    third = await asyncio.wait_for(anext(stream), timeout=10)
+    assert [f.slots for f in third.functions] == [0]  # 2 VCPU, all held by the firewall
+    await stream.aclose()  # type: ignore[attr-defined]
+    await agent.terminate(grant.handle)
+
+
+# --- reserve, commit, activate, abort, terminate ------------------------------------------------------
+
+
+async def test_reserve_makes_tagged_network_subnet_ports_and_one_consumer_of_allocations(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str, vni_block: int
+) -> None:
+    grant = await agent.reserve(order(sp, mbps=100, chain=("firewall",), constraints=only(sp, vni_block + 7)))
+    assert grant.labels == {f"{sp}.to-X": vni_block + 7}
+    consumer = consumer_id(sp, "k1")
+
+    (net,) = networks(admin, sp)
+    assert net.provider_network_type == "vxlan" and net.provider_segmentation_id == vni_block + 7
+    assert reservation_tag(consumer) in net.tags and COMMITTED_TAG not in net.tags
+    assert net.is_admin_state_up is False
+    (subnet,) = admin.network.subnets(network_id=net.id)
+    assert subnet.cidr == "10.77.0.0/24" and subnet.gateway_ip is None
+    by_name = {p.name.rsplit(":", 1)[1]: p for p in ports(admin, sp)}
+    assert set(by_name) == {f"{sp}.ep", f"{sp}.to-X"}
+    assert [ip["ip_address"] for ip in by_name[f"{sp}.ep"].fixed_ips] == [grant.addresses[f"{sp}.ep"].split("/")[0]]
+    assert by_name[f"{sp}.to-X"].fixed_ips == []
+
+    allocs = allocations(admin, consumer)
+    core, edge = provider_uuid(admin, f"{sp}-core"), provider_uuid(admin, f"{sp}-edge")
+    assert allocs[core]["resources"] == {BANDWIDTH: 100, FUNCTION_SLOTS: 1, "VCPU": 2, "MEMORY_MB": 1024}
+    assert allocs[edge]["resources"] == {BANDWIDTH: 100}
+
+    await agent.commit(grant.handle)
+    assert COMMITTED_TAG in admin.network.get_network(net.id).tags
+    await agent.activate(grant.handle)
+    assert admin.network.get_network(net.id).is_admin_state_up is True
+    await agent.terminate(grant.handle)
+    assert_nothing_left(admin, sp)
+    assert allocations(admin, consumer) == {}
+
+
+async def test_abort_of_a_held_segment_deletes_everything_tagged_and_its_allocations(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    grant = await agent.reserve(order(sp, src=f"{sp}.ep", dst=f"{sp}.ep2"))
+    assert len(networks(admin, sp)) == 1 and usages(admin, sp)["core"] == {BANDWIDTH: 10}
+    await agent.abort(grant.handle)
+    assert_nothing_left(admin, sp)
+
+
+async def test_hold_expiry_in_the_broker_core_leaves_nothing_in_openstack(
+    spec: dict[str, Any], admin: openstack.connection.Connection, sp: str, tmp_path: Path
+) -> None:
+    clock = Clock()
+    agent = OpenStackDomainAgent(config_of(spec), clock)
+    notes = {SpId(sp): await anext(agent.notes())}
+    manager = SliceManager(
+        sp_id="P",
+        store=Store(tmp_path / "state.db"),
+        agents={sp: agent},
+        local_domains=[sp],
+        wim=MemoryWimDriver(),
+        notes=lambda: notes,
+        clock=clock,
+        default_hold_s=30,
+    )
+    request = SliceRequest(src=TerminalId(f"{sp}.ep"), dst=TerminalId(f"{sp}.to-X"), bandwidth_mbps=50)
+    rec = await manager.reserve("tester", "r1", request, hold_time_s=30)
+    assert rec.state is SliceState.HELD
+    assert len(networks(admin, sp)) == 1 and usages(admin, sp)["edge"] == {BANDWIDTH: 50}
+    clock.now += 31
+    assert await manager.expire_due() == [rec.id]
+    assert manager.get(rec.id).state is SliceState.EXPIRED
+    assert_nothing_left(admin, sp)
+    assert agent.usage().bandwidth_mbps == 0
+    await agent.close()
+
+
+async def test_restore_after_a_restart_finds_the_network_by_tag_and_terminate_deletes_it(
+    spec: dict[str, Any], admin: openstack.connection.Connection, sp: str
+) -> None:
+    first = OpenStackDomainAgent(config_of(spec))
+    grant = await first.reserve(order(sp))
+    await first.close()  # the broker stops; OpenStack keeps the holding
+
+    second = OpenStackDomainAgent(config_of(spec))
+    await second.restore(grant.handle, committed=True)  # it was committed before the restart
+    (net,) = networks(admin, sp)
+    assert COMMITTED_TAG in net.tags  # the commit that the restart interrupted is completed
+    assert second.state_of(grant.handle) is SliceState.COMMITTED and second.usage().bandwidth_mbps == 10
+    await second.terminate(grant.handle)
+    assert_nothing_left(admin, sp)
+    await second.close()
+
+
+# --- conflicts -----------------------------------------------------------------------------------
+
+
+async def test_placement_capacity_exhausted_is_resource_exhausted_and_leaves_no_network(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    await agent.reserve(order(sp, "a", mbps=600))
+    with pytest.raises(ResourceExhausted) as info:
+        await agent.reserve(order(sp, "b", mbps=600))
+    assert info.value.domain == sp
+    assert "Placement" in str(info.value) and BANDWIDTH in str(info.value)
+    assert len(networks(admin, sp)) == 1  # only a's
+    assert allocations(admin, consumer_id(sp, "b")) == {}
+    assert usages(admin, sp)["edge"] == {BANDWIDTH: 600}
+
+
+async def test_function_capacity_exhausted_in_placement_is_resource_exhausted(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    await agent.reserve(order(sp, "a", chain=("firewall", "firewall")))
+    with pytest.raises(ResourceExhausted, match="no free 'firewall' function slot"):
+        await agent.reserve(order(sp, "b", chain=("firewall",)))
+    assert len(networks(admin, sp)) == 1
+    assert usages(admin, sp)["core"][FUNCTION_SLOTS] == 2
+
+
+async def test_a_vni_taken_in_neutron_since_the_last_scan_is_skipped_or_refused_naming_it(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str, vni_block: int
+) -> None:
+    await anext(agent.notes())  # the agent has scanned Neutron's VNIs
+    taken = vni_block + 3
+    foreign = admin.network.create_network(
+        name="someone-else", provider_network_type="vxlan", provider_segmentation_id=taken
+    )
+    try:
+        with pytest.raises(ResourceExhausted) as info:
+            await agent.reserve(order(sp, "a", constraints=only(sp, taken)))
+        assert f"VNI {taken} is in use in Neutron" in str(info.value) and info.value.domain == sp
+        assert networks(admin, sp) == [] and allocations(admin, consumer_id(sp, "a")) == {}
+
+        grant = await agent.reserve(order(sp, "b", constraints=only(sp, taken, taken + 1, preferred=taken)))
+        assert grant.labels == {f"{sp}.to-X": taken + 1}
+        (net,) = networks(admin, sp)
+        assert net.provider_segmentation_id == taken + 1
+    finally:
+        admin.network.delete_network(foreign)
+
+
+async def test_ip_pool_exhausted_is_resource_exhausted_naming_the_subnet_and_leaves_nothing(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    # A /32 holds one address; a segment between two endpoints needs two.
+    with pytest.raises(ResourceExhausted, match=r"no free address left in subnet 10\.9\.9\.9/32") as info:
+        await agent.reserve(order(sp, src=f"{sp}.ep", dst=f"{sp}.ep2", subnet="10.9.9.9/32"))
+    assert info.value.domain == sp
+    assert_nothing_left(admin, sp)
+
+
+async def test_placement_generation_conflict_is_retryable_and_leaves_the_other_writer_alone(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    await anext(agent.notes())
+    consumer = consumer_id(sp, "k1")
+    edge = provider_uuid(admin, f"{sp}-edge")
+    body = {
+        "allocations": {edge: {"resources": {BANDWIDTH: 1}}},
+        "project_id": admin.current_project_id,
+        "user_id": admin.current_user_id,
+        "consumer_generation": None,
+        "consumer_type": "OTHER",
+    }
+    resp = admin.session.put(f"/allocations/{consumer}", json=body, endpoint_filter=PLACEMENT, microversion="1.38")
+    assert resp.status_code == 204  # another writer got to the consumer first
+    with pytest.raises(Unavailable, match="generation conflict") as info:
+        await agent.reserve(order(sp))
+    assert info.value.retryable and info.value.domain == sp
+    assert networks(admin, sp) == [] and ports(admin, sp) == []
+    assert {rp: a["resources"] for rp, a in allocations(admin, consumer).items()} == {edge: {BANDWIDTH: 1}}
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+async def test_a_wrong_password_is_unauthenticated_naming_the_setting(
+    loopback_cloud: CloudInfo, sp: str, vni_block: int
+) -> None:
+    auth = {**loopback_cloud.auth(), "password": "wrong"}
+    spec = domain_spec(loopback_cloud, sp, vni_block)
+    del spec["cloud"], spec["clouds_file"]
+    bad = OpenStackDomainAgent(config_of({**spec, "auth": auth}))
+    with pytest.raises(Unauthenticated) as info:
+        await bad.connect()
+    assert info.value.field == "domains[0].auth" and "Keystone refused" in str(info.value)
+
+
+async def test_password_auth_inline_works(loopback_cloud: CloudInfo, sp: str, vni_block: int) -> None:
+    spec = domain_spec(loopback_cloud, sp, vni_block)
+    del spec["cloud"], spec["clouds_file"]
+    good = OpenStackDomainAgent(config_of({**spec, "auth": loopback_cloud.auth()}))
+    note = await anext(good.notes())
+    assert note.sp_id == sp
+    await good.close()
+
+
+async def test_an_unknown_cloud_name_is_invalid_argument_naming_the_setting(
+    loopback_cloud: CloudInfo, sp: str, vni_block: int
+) -> None:
+    spec = domain_spec(loopback_cloud, sp, vni_block, cloud="no-such-cloud")
+    with pytest.raises(InvalidArgument) as info:
+        await OpenStackDomainAgent(config_of(spec)).connect()
+    assert info.value.field == "domains[0].cloud"
+
+
+async def test_a_pop_without_a_provider_is_not_found_naming_the_pop(
+    loopback_cloud: CloudInfo, sp: str, vni_block: int
+) -> None:
+    spec = domain_spec(loopback_cloud, sp, vni_block)
+    spec["pops"][1] = {"name": "edge", "resource_provider": f"{sp}-missing"}
+    with pytest.raises(FedError, match=r"domains\[0\]\.pops\[1\]\.resource_provider") as info:
+        await OpenStackDomainAgent(config_of(spec)).connect()
+    assert info.value.code.value == "NOT_FOUND"
+
+
+async def test_sweep_removes_an_uncommitted_reservation_nobody_holds_once_its_hold_is_long_past(
+    spec: dict[str, Any], admin: openstack.connection.Connection, sp: str
+) -> None:
+    crashed = OpenStackDomainAgent(config_of(spec))
+    orphan = await crashed.reserve(order(sp, "orphan"))  # the broker dies before persisting the handle
+    kept = await crashed.reserve(order(sp, "kept"))
+    await crashed.commit(kept.handle)
+    await crashed.close()
+
+    clock = Clock()
+    later = OpenStackDomainAgent(config_of(spec), clock)
+    assert await later.sweep() == []  # within its hold: it may still be persisted and restored
+    clock.now += 30 + 61
+    assert await later.sweep() == [consumer_id(sp, "orphan")]
+    (net,) = networks(admin, sp)
+    assert reservation_tag(consumer_id(sp, "kept")) in net.tags  # committed: never swept
+    assert allocations(admin, consumer_id(sp, "orphan")) == {}
+    assert orphan.handle != kept.handle
+    await later.terminate(kept.handle)
+    assert_nothing_left(admin, sp)
+    await later.close()
+
+
+async def test_the_same_order_twice_at_once_makes_one_segment_and_gives_one_grant(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    first, second = await asyncio.gather(agent.reserve(order(sp)), agent.reserve(order(sp)))
+    assert first == second
+    assert len(networks(admin, sp)) == 1 and len(allocations(admin, consumer_id(sp, "k1"))) == 2
+    await agent.abort(first.handle)
+    assert_nothing_left(admin, sp)
