@@ -30,7 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -324,8 +324,10 @@ class Query:
     ) -> float | None:
         """The latency of run ``u``→``v`` in ``sp`` when bandwidth, crankback and transit policy allow it."""
         need = self.request.edge_mbps if self.checks.bandwidth else 0
-        lat = next((lat for lat, bw in front if bw >= need), None)
-        if lat is None or (self.checks.avoid and (sp, u, v) in self.avoid):
+        lat: float | None = front[0][0]
+        if front[0][1] < need:  # rare: the fastest transit is too thin, a slower one may do
+            lat = next((lat for lat, bw in front[1:] if bw >= need), None)
+        if lat is None or (self.avoid and self.checks.avoid and (sp, u, v) in self.avoid):
             return None
         note = self.idx.notes[sp]
         if self.checks.policy and note.transit_policy:
@@ -523,33 +525,44 @@ def search(q: Query, *, latency_first: bool) -> Found | None:
     return Found(hops_list, [st[1] for _, st in steps], money, math.fsum(h.latency for h in hops_list))
 
 
-def _latency_bound(q: Query) -> dict[TerminalId, float]:
-    """A lower bound on the latency from each entry terminal to dst (ignoring chain and include)."""
-    bound: dict[TerminalId, float] = {}
+def _reverse_costs(
+    q: Query, weight: Callable[[Hop], float], keep: Callable[[TerminalId, float], bool]
+) -> dict[TerminalId, float]:
+    """Dijkstra from dst backwards over ``weight``, ignoring chain and include; only terminals ``keep`` allows."""
+    costs: dict[TerminalId, float] = {}
     heap: list[tuple[float, str]] = [(0.0, _DST)]
     while heap:
         d, v = heapq.heappop(heap)
-        if v in bound:
+        if v in costs:
             continue
-        bound[TerminalId(v)] = d
+        costs[TerminalId(v)] = d
         for hop in q.into(TerminalId(v)):
-            if hop.ingress not in bound:
-                heapq.heappush(heap, (d + hop.latency, hop.ingress))
-    return bound
+            nd = d + weight(hop)
+            if hop.ingress not in costs and keep(hop.ingress, nd):
+                heapq.heappush(heap, (nd, hop.ingress))
+    return costs
 
 
 def search_within(q: Query, budget: float, incumbent: Found) -> Found:
-    """The cheapest path within ``budget``: label-setting over (money, latency) Pareto labels."""
-    bound = _latency_bound(q)
+    """The cheapest path within ``budget``: A* label-setting over (money, latency) Pareto labels.
+
+    Labels are popped by money plus the least money still to pay (so per state in money order),
+    pruned when even the fastest way on cannot meet the budget or the cheapest cannot beat the
+    incumbent, and dropped when an earlier label at the same state was no slower.
+    """
+    # The least latency to dst (terminals farther than the budget are of no use), then among those
+    # terminals the least money still to pay: a consistent A* heuristic.
+    bound = _reverse_costs(q, lambda h: h.latency, lambda _, d: d <= budget)
+    to_pay = _reverse_costs(q, lambda h: q.price(h.domain), lambda t, _: t in bound)
     goal_stage, goal_mask = q.stages, q.full_mask
     start: _State = (q.request.src, 0, 0)
     labels: list[tuple[int, Hop | None, _State]] = [(-1, None, start)]  # (parent label, hop, state)
     settled: dict[_State, float] = {}  # the lowest latency of a label popped at each state
     tie = itertools.count()
-    heap: list[tuple[int, float, int, int, int]] = [(0, 0.0, 0, next(tie), 0)]
+    heap: list[tuple[float, float, int, int, int, int]] = [(to_pay.get(start[0], 0.0), 0.0, 0, next(tie), 0, 0)]
     limit = incumbent.money
     while heap:
-        money, lat, hops, _, label = heapq.heappop(heap)
+        _, lat, hops, _, money, label = heapq.heappop(heap)
         state = labels[label][2]
         if settled.get(state, math.inf) <= lat:
             continue  # dominated: an earlier label here was no dearer and no slower
@@ -566,13 +579,14 @@ def search_within(q: Query, budget: float, incumbent: Found) -> Found:
             if rest is None or nlat + rest > budget:
                 continue
             nmoney = money + q.price(hop.domain)
-            if nmoney > limit:
+            f = nmoney + to_pay[hop.nxt]
+            if f > limit:
                 continue
             nxt: _State = (hop.nxt, nstage, nmask)
             if settled.get(nxt, math.inf) <= nlat:
                 continue
             labels.append((label, hop, nxt))
-            heapq.heappush(heap, (nmoney, nlat, hops + 1, next(tie), len(labels) - 1))
+            heapq.heappush(heap, (f, nlat, hops + 1, next(tie), nmoney, len(labels) - 1))
     return incumbent  # the incumbent is feasible, so the search cannot come back empty-handed
 
 

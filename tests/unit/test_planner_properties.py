@@ -13,7 +13,7 @@ import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -344,3 +344,51 @@ def test_plans_on_synthetic_federations_satisfy_every_constraint(seed: int, n: i
         assert exc.constraint in {"latency", "qos", "chain", "labels", "bandwidth", "path"}
         return
     check_plan(Case(notes, request, {}), p)
+
+
+def _mean_latency(note: CapabilityNote) -> float:
+    return math.fsum(t.latency_ms for t in note.transit) / len(note.transit) if note.transit else 0.0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 8), where=st.floats(0.0, 1.0))
+def test_budget_between_fastest_and_cheapest_gets_the_cheapest_path_within_it(seed: int, n: int, where: float) -> None:
+    base = build_case(seed, n)
+    # Fast SPs dear, slow ones cheap: the trade-off a latency budget has to settle.
+    # Fewer other constraints, so that more cases have several routes to choose from.
+    priced = {
+        sp: replace(nt, price_per_mbps_hour=max(1, 12 - round(_mean_latency(nt))) / 100, transit_policy=())
+        for sp, nt in base.notes.items()
+    }
+    request = replace(
+        base.request,
+        bandwidth_mbps=10,
+        reverse_bandwidth_mbps=0,
+        qos_class="",
+        isolation=None,
+        include_sps=(),
+        exclude_sps=(),
+        latency_budget_ms=0.0,
+        max_price_per_hour=0.0,
+    )
+    base = Case(priced, request, {})
+    free = {sp: replace(nt, price_per_mbps_hour=None) for sp, nt in base.notes.items()}
+    try:
+        cheapest = plan(request, base.notes, used_labels=base.used)
+        fastest = plan(request, free, used_labels=base.used)  # unpriced: latency decides
+    except FedError:
+        return
+    if cheapest.total_latency_ms <= fastest.total_latency_ms:
+        return  # the cheapest path is also the fastest: nothing for a budget to trade off
+    budget = float(
+        math.floor(fastest.total_latency_ms + where * (cheapest.total_latency_ms - fastest.total_latency_ms))
+    )
+    case = Case(base.notes, replace(request, latency_budget_ms=max(budget, fastest.total_latency_ms)), base.used)
+    p = plan(case.request, case.notes, used_labels=case.used)
+    check_plan(case, p)
+    best = brute_force(case)
+    entries = [s.request.src for s in p.segments]
+    if best is not None and len(entries) == len(set(entries)):
+        assert (round(p.cost.money_per_hour, 6), p.cost.latency_ms) == best
+    elif best is not None:
+        assert (round(p.cost.money_per_hour, 6), p.cost.latency_ms) <= best

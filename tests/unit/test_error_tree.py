@@ -1,0 +1,66 @@
+"""The explanation tree across the API: google.rpc.Status details holding a fedbroker.v1.ErrorDetail."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import status_pb2
+from grpc.aio import AioRpcError, Metadata
+from grpc_status import rpc_status
+
+from broker.cli import _print_explanation
+from broker.status import explanation, from_rpc_error, status_trailer
+from fedbroker.v1 import northsouth_pb2 as pb
+from slicing.errors import ErrorCode, FailedPrecondition, ResourceExhausted
+
+
+def refusal() -> ResourceExhausted:
+    leaf = ResourceExhausted("injected failure at reserve", domain="L2")
+    mid = ResourceExhausted("crankback: no route avoids the runs lower SPs refused", domain="M", causes=[leaf])
+    mid.constraint = "crankback"
+    return ResourceExhausted("crankback: 4 plans were refused below", constraint="crankback", causes=[mid])
+
+
+def rpc_error(exc: ResourceExhausted | FailedPrecondition) -> AioRpcError:
+    return AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, Metadata(), Metadata(*status_trailer(exc)), str(exc))
+
+
+def test_trailer_is_a_standard_google_rpc_status_with_one_error_detail() -> None:
+    ((key, blob),) = status_trailer(refusal())
+    assert key == rpc_status.GRPC_DETAILS_METADATA_KEY == "grpc-status-details-bin"
+    status = status_pb2.Status.FromString(blob)
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert status.message == "crankback: 4 plans were refused below"
+    detail = pb.ErrorDetail()
+    assert status.details[0].Unpack(detail)
+    assert (detail.constraint, detail.causes[0].sp_id, detail.causes[0].causes[0].sp_id) == ("crankback", "M", "L2")
+
+
+def test_tree_survives_the_round_trip_level_by_level() -> None:
+    tree = explanation(rpc_error(refusal()))
+    assert tree is not None and tree.code is ErrorCode.RESOURCE_EXHAUSTED and tree.constraint == "crankback"
+    (mid,) = tree.causes
+    (leaf,) = mid.causes
+    assert (mid.domain, mid.constraint) == ("M", "crankback")
+    assert (leaf.domain, leaf.message, leaf.causes) == ("L2", "injected failure at reserve", ())
+
+
+def test_relayed_error_is_attributed_to_the_child_and_keeps_the_causes_below() -> None:
+    err = from_rpc_error(rpc_error(refusal()), domain="M1")
+    assert err.domain == "M1" and err.constraint == "crankback"
+    assert [c.domain for c in err.causes] == ["M"] and err.causes[0].causes[0].domain == "L2"
+
+
+def test_error_without_details_is_translated_as_before() -> None:
+    plain = AioRpcError(grpc.StatusCode.UNAVAILABLE, Metadata(), Metadata(), "connection refused")
+    assert explanation(plain) is None
+    err = from_rpc_error(plain, domain="L1")
+    assert err.code is ErrorCode.UNAVAILABLE and err.causes == () and "did not answer" in err.message
+
+
+def test_cli_prints_the_tree_of_refusals(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_explanation(rpc_error(refusal()))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "crankback"
+    assert "M RESOURCE_EXHAUSTED crankback: no route avoids" in lines[1]
+    assert "L2 RESOURCE_EXHAUSTED injected failure at reserve" in lines[2]
