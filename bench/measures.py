@@ -16,7 +16,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,20 +27,37 @@ from bench import federations
 from bench.echo import echo_request, echo_server
 from bench.sizes import Sizes
 from bench.stats import median, percentile
-from bench.synthetic import SyntheticCase, synthetic_catalog
 from broker import codec
 from capability_catalog.canonical import note_from_canonical
+from capability_catalog.model import CapabilityNote, SpId
 from domain_agents.emulated import DEFAULT_OFFER
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.processes import BrokerProcess, Fleet
 from slicing import planner
 from slicing.errors import FedError
+from slicing.model import SliceRequest
+from slicing.synthetic import synthetic_notes, synthetic_request
 
 Figures = dict[str, float]
 RPC_TIMEOUT_S = 30.0
 #: Pause before each note change: more than the brokers' minimum re-publication interval (50 ms).
 QUIET_S = 0.15
 SLICE_MBPS = 1
+
+
+@dataclass(frozen=True)
+class SyntheticCase:
+    """One planning workload: the notes a broker holds and the requests to plan over them."""
+
+    notes: Mapping[SpId, CapabilityNote]
+    requests: tuple[SliceRequest, ...]
+
+
+def synthetic_catalog(n_sps: int, *, seed: int, requests: int) -> SyntheticCase:
+    """``n_sps`` notes of a random degree 3–4 federation and two-function requests between random endpoints."""
+    notes = synthetic_notes(n_sps, seed)
+    return SyntheticCase(notes, tuple(synthetic_request(notes, seed * 1_000 + k) for k in range(requests)))
+
 
 #: The planner benchmark's input. Replace with another generator of the same signature to compare.
 NotesGenerator = Callable[..., SyntheticCase]
