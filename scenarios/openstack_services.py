@@ -41,13 +41,15 @@ from typing import Any
 
 import yaml
 
-#: Versions known to work together on Python 3.11 (each in its own venv, so they need not agree).
+#: Versions known to work together on Python 3.11 (each in its own venv, so they need not agree);
+#: every other package of a venv is held to what ``openstack_pins/<service>.txt`` froze.
 PINS: Mapping[str, tuple[str, ...]] = {
     "keystone": ("keystone==30.0.0", "gunicorn==27.0.1"),
     "placement": ("openstack-placement==16.0.0", "gunicorn==27.0.1"),
     "neutron": ("neutron==29.0.0", "gunicorn==27.0.1"),
 }
 SERVICES = tuple(PINS)
+PIN_FILES = Path(__file__).parent / "openstack_pins"
 CLOUD = "fedbroker-loopback"
 ADMIN_CLOUD = "fedbroker-loopback-admin"
 REGION = "RegionOne"
@@ -74,7 +76,8 @@ def default_run_dir() -> Path:
 
 def cache_key() -> str:
     """A key over the pins and the Python version, so a change of either installs afresh."""
-    text = json.dumps({"pins": PINS, "python": list(sys.version_info[:2])}, sort_keys=True)
+    frozen = {svc: (PIN_FILES / f"{svc}.txt").read_text() for svc in SERVICES}
+    text = json.dumps({"pins": PINS, "frozen": frozen, "python": list(sys.version_info[:2])}, sort_keys=True)
     return f"py{sys.version_info[0]}{sys.version_info[1]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
@@ -118,7 +121,14 @@ def install(root: Path | None = None, say: Callable[[str], None] = lambda _: Non
             with log_path.open("wb") as log:
                 procs[svc] = (
                     subprocess.Popen(
-                        [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", *PINS[svc]],
+                        [
+                            str(venv / "bin" / "pip"),
+                            "install",
+                            "--disable-pip-version-check",
+                            "-c",
+                            str(PIN_FILES / f"{svc}.txt"),
+                            *PINS[svc],
+                        ],
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     ),

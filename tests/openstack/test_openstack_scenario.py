@@ -21,7 +21,8 @@ FEDBROKER = Path(sys.executable).with_name("fedbroker")
 
 
 def run(scenario: Path, info: CloudInfo, report: Path) -> tuple[int, dict[str, Any], str]:
-    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": info.clouds_file}
+    # TMPDIR: the runner's work folder (kept after a failing run) lands in the test's own folder.
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": info.clouds_file, "TMPDIR": str(report.parent)}
     proc = subprocess.run(
         [str(FEDBROKER), "scenario", "run", str(scenario), "--report-json", str(report)],
         capture_output=True,
