@@ -125,7 +125,8 @@ class Catalog:
             return False
         if taken:
             self._digests[child] = digest
-            log.info("note from %s: version %d", child, note.version)
+            # Under load a child publishes many times a second: a line per note at INFO drowns the log.
+            log.debug("note from %s: version %d", child, note.version)
             await self._republish_soon()
         return taken
 
