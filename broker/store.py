@@ -90,9 +90,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 #: A label taken on an inter-child link: ((lower port, higher port), label).
 LinkLabel = tuple[tuple[str, str], int]
 #: Encodings kept by object identity; past this many the cache starts afresh.
-_ENCODED_MAX = 4096
-#: Slices whose last written segments and links are remembered (by identity); past this many, afresh.
-_PARTS_MAX = 4096
+_ENCODED_MAX = 1024
+#: Slices whose last written segments and links are remembered (by identity); past this many, afresh
+#: (a slice changes state within seconds of its last save, so recent ones are all that pay off).
+_PARTS_MAX = 1024
 #: Insert a slice, or update it in place: no delete and re-insert of the row and its index entries.
 _UPSERT_SLICE = """
 INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
