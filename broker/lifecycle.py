@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
 from broker.store import Store
-from broker.workflow import Schedule, Task, run_schedule
+from broker.workflow import Schedule, Task, TaskStatus, run_schedule
 from capability_catalog.model import CapabilityNote, LabelType, SpId, TerminalId
 from domain_agents.base import DomainAgent, DomainUsage, SegmentGrant, SegmentOrder
 from slicing import planner
@@ -41,6 +41,7 @@ S = SliceState
 #: Plans tried per Reserve: the first and the crankbacks after lower-SP refusals or label disagreements.
 MAX_PLAN_ATTEMPTS = 4
 MAX_HOLD_TIME_S = 3600.0
+_IN_FLIGHT = frozenset({S.RESERVING, S.COMMITTING, S.ACTIVATING, S.ABORTING, S.TERMINATING})
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,8 @@ class SliceManager:
 
     def _save(self, rec: SliceRecord, detail: str = "") -> SliceRecord:
         """Persist ``rec`` and tell watchers when its state changed."""
-        old_state = self._store.state_of(rec.id)
         rec = replace(rec, updated_at=self._clock())
-        self._store.save(rec)
+        old_state = self._store.save(rec)
         if old_state != rec.state:
             self._emit(SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason))
         return rec
@@ -116,9 +116,9 @@ class SliceManager:
             raise FailedPrecondition(f"slice {rec.id} is {rec.state}; cannot become {state}")
         return self._save(replace(rec, state=state, **changes))  # type: ignore[arg-type]
 
-    def _record(self, slice_id: str, operation: str) -> Callable[[int, str, str, str], None]:
-        def record(seq: int, name: str, status: str, detail: str) -> None:
-            self._store.log_task(slice_id, operation, seq, name, status, detail, self._clock())
+    def _record(self, slice_id: str, operation: str) -> Callable[[Sequence[TaskStatus]], None]:
+        def record(entries: Sequence[TaskStatus]) -> None:
+            self._store.log_tasks(slice_id, operation, entries, self._clock())
 
         return record
 
@@ -147,7 +147,10 @@ class SliceManager:
     # --- watch --------------------------------------------------------------------------------
 
     def _emit(self, event: SliceEvent) -> None:
-        log.info("slice %s -> %s %s", event.slice_id, event.state, event.detail)
+        # Operations in flight are debugging detail; where a slice settles is worth a line at INFO.
+        level = logging.DEBUG if event.state in _IN_FLIGHT else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "slice %s -> %s %s", event.slice_id, event.state, event.detail)
         for q in list(self._watchers):
             if q.full():  # a watcher that does not read loses its oldest event, never blocks us
                 q.get_nowait()

@@ -2,18 +2,25 @@
 
 SQLite in WAL mode in the SP's data directory. Every write is one transaction, so a ``kill -9``
 leaves either the old or the new state of a slice, never half of it.
+
+The store is the only writer of its file, so it keeps two things in memory beside it: the labels the
+links of holding slices take (the planner asks for them on every Reserve; a query joining every
+holding slice grew with the number held), and the JSON of requests and segment details that a slice
+carries unchanged through its state changes (each save would otherwise encode them again).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
+from broker.workflow import TaskStatus
 from capability_catalog.model import LabelType, TerminalId
 from slicing.model import FINAL_STATES, HOLDING_STATES, SliceState
 
@@ -80,6 +87,31 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
+#: A label taken on an inter-child link: ((lower port, higher port), label).
+LinkLabel = tuple[tuple[str, str], int]
+#: Encodings kept by object identity; past this many the cache starts afresh.
+_ENCODED_MAX = 1024
+#: Slices whose last written segments and links are remembered (by identity); past this many, afresh
+#: (a slice changes state within seconds of its last save, so recent ones are all that pay off).
+_PARTS_MAX = 1024
+#: Insert a slice, or update it in place: no delete and re-insert of the row and its index entries.
+_UPSERT_SLICE = """
+INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
+    requester = excluded.requester, request_id = excluded.request_id, request_hash = excluded.request_hash,
+    request = excluded.request, hold_time_s = excluded.hold_time_s, state = excluded.state,
+    created_at = excluded.created_at, updated_at = excluded.updated_at, hold_expires_at = excluded.hold_expires_at,
+    reason = excluded.reason, error_code = excluded.error_code, labels = excluded.labels, addresses = excluded.addresses
+"""
+
+
+def _link_labels(links: Iterable[LinkRecord]) -> tuple[LinkLabel, ...]:
+    out: list[LinkLabel] = []
+    for ln in links:
+        key = (min(ln.a_port, ln.b_port), max(ln.a_port, ln.b_port))
+        out.extend((key, int(label)) for label in (ln.label_a, ln.label_b) if label is not None)
+    return tuple(out)
+
+
 class Store:
     """Slices and everything under them, in one SQLite file."""
 
@@ -91,6 +123,15 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        # Object id -> (the object, kept alive so its id is not reused; its JSON).
+        self._encoded: dict[int, tuple[object, str]] = {}
+        # Slice id -> the segments and links tuples as last written: a save that carries the same
+        # (immutable) tuples, as a state change does, rewrites only the slice row.
+        self._parts: dict[str, tuple[tuple[SegmentRecord, ...], tuple[LinkRecord, ...]]] = {}
+        # Labels held by each holding slice's links, and how many holders each label has.
+        self._held_labels: dict[str, tuple[LinkLabel, ...]] = {}
+        self._label_use: Counter[LinkLabel] = Counter()
+        self._load_held_labels()
 
     def close(self) -> None:
         """Close the database."""
@@ -108,17 +149,29 @@ class Store:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def save(self, rec: SliceRecord) -> None:
-        """Insert or replace a slice with its segments and links, atomically."""
+    def _json(self, value: object, encode: Any) -> str:
+        """``json.dumps(encode(value))``, remembered by identity: records share these immutable parts."""
+        hit = self._encoded.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        text = json.dumps(encode(value))
+        if len(self._encoded) >= _ENCODED_MAX:
+            self._encoded.clear()
+        self._encoded[id(value)] = (value, text)
+        return text
+
+    def save(self, rec: SliceRecord) -> SliceState | None:
+        """Insert or replace a slice with its segments and links, atomically; return the state it had (or None)."""
         with self._tx() as db:
+            row = db.execute("SELECT state FROM slices WHERE id = ?", (rec.id,)).fetchone()
             db.execute(
-                "INSERT OR REPLACE INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                _UPSERT_SLICE,
                 (
                     rec.id,
                     rec.requester,
                     rec.request_id,
                     rec.request_hash,
-                    json.dumps(request_to_dict(rec.request)),
+                    self._json(rec.request, request_to_dict),
                     rec.hold_time_s,
                     rec.state.value,
                     rec.created_at,
@@ -130,57 +183,101 @@ class Store:
                     json.dumps(dict(rec.addresses)),
                 ),
             )
-            db.execute("DELETE FROM segments WHERE slice_id = ?", (rec.id,))
-            db.execute("DELETE FROM links WHERE slice_id = ?", (rec.id,))
+            written = self._parts.get(rec.id)
+            if written is None or written[0] is not rec.segments or written[1] is not rec.links:
+                self._write_parts(db, rec)
+        if rec.state in FINAL_STATES:
+            self._parts.pop(rec.id, None)
+        else:
+            if len(self._parts) >= _PARTS_MAX:
+                self._parts.clear()
+            self._parts[rec.id] = (rec.segments, rec.links)
+        self._hold_labels(rec.id, _link_labels(rec.links) if rec.state in HOLDING_STATES else ())
+        return SliceState(row["state"]) if row else None
+
+    def _write_parts(self, db: sqlite3.Connection, rec: SliceRecord) -> None:
+        """Replace the stored segments and links of ``rec`` (inside the caller's transaction)."""
+        db.execute("DELETE FROM segments WHERE slice_id = ?", (rec.id,))
+        db.execute("DELETE FROM links WHERE slice_id = ?", (rec.id,))
+        db.executemany(
+            "INSERT INTO segments VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    rec.id,
+                    s.index,
+                    s.domain,
+                    int(s.local),
+                    s.sp_id,
+                    self._json(s.request, request_to_dict),
+                    s.transit_latency_ms,
+                    s.latency_share_ms,
+                    s.state.value,
+                    s.order_key,
+                    s.handle,
+                    json.dumps(dict(s.labels)),
+                    json.dumps(dict(s.addresses)),
+                    self._json(s.detail, _detail_list),
+                )
+                for s in rec.segments
+            ],
+        )
+        db.executemany(
+            "INSERT INTO links VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    rec.id,
+                    ln.a_port,
+                    ln.b_port,
+                    ln.a_domain,
+                    ln.b_domain,
+                    ln.label_type.value,
+                    ln.label_a,
+                    ln.label_b,
+                    int(ln.a_can_swap),
+                    int(ln.b_can_swap),
+                    ln.wim_handle,
+                )
+                for ln in rec.links
+            ],
+        )
+
+    def log_tasks(self, slice_id: str, operation: str, entries: Sequence[TaskStatus], at: float) -> None:
+        """Record the status of tasks in the schedule log, in one transaction (written before and after they run)."""
+        with self._tx() as db:
             db.executemany(
-                "INSERT INTO segments VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        rec.id,
-                        s.index,
-                        s.domain,
-                        int(s.local),
-                        s.sp_id,
-                        json.dumps(request_to_dict(s.request)),
-                        s.transit_latency_ms,
-                        s.latency_share_ms,
-                        s.state.value,
-                        s.order_key,
-                        s.handle,
-                        json.dumps(dict(s.labels)),
-                        json.dumps(dict(s.addresses)),
-                        json.dumps([dict(d) for d in s.detail]),
-                    )
-                    for s in rec.segments
-                ],
-            )
-            db.executemany(
-                "INSERT INTO links VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        rec.id,
-                        ln.a_port,
-                        ln.b_port,
-                        ln.a_domain,
-                        ln.b_domain,
-                        ln.label_type.value,
-                        ln.label_a,
-                        ln.label_b,
-                        int(ln.a_can_swap),
-                        int(ln.b_can_swap),
-                        ln.wim_handle,
-                    )
-                    for ln in rec.links
-                ],
+                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?)",
+                [(slice_id, operation, e.seq, e.name, e.status, e.detail, at) for e in entries],
             )
 
-    def log_task(self, slice_id: str, operation: str, seq: int, name: str, status: str, detail: str, at: float) -> None:
-        """Record a task's status in the schedule log (written before and after it runs)."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?)",
-                (slice_id, operation, seq, name, status, detail, at),
-            )
+    def _hold_labels(self, slice_id: str, labels: tuple[LinkLabel, ...]) -> None:
+        """Count ``labels`` as the ones ``slice_id`` now takes, in place of those it took before."""
+        old = self._held_labels.pop(slice_id, ())
+        if old == labels:
+            if labels:
+                self._held_labels[slice_id] = labels
+            return
+        self._label_use.subtract(old)
+        self._label_use.update(labels)
+        for gone in old:
+            if self._label_use[gone] <= 0:
+                del self._label_use[gone]
+        if labels:
+            self._held_labels[slice_id] = labels
+
+    def _load_held_labels(self) -> None:
+        marks = ",".join("?" * len(HOLDING_STATES))
+        rows = self._db.execute(
+            f"SELECT l.slice_id, l.a_port, l.b_port, l.label_a, l.label_b FROM links l "  # noqa: S608 - only ? marks
+            f"JOIN slices s ON s.id = l.slice_id WHERE s.state IN ({marks})",
+            [s.value for s in HOLDING_STATES],
+        ).fetchall()
+        by_slice: dict[str, list[LinkLabel]] = {}
+        for r in rows:
+            key = (min(r["a_port"], r["b_port"]), max(r["a_port"], r["b_port"]))
+            taken = by_slice.setdefault(r["slice_id"], [])
+            taken.extend((key, int(label)) for label in (r["label_a"], r["label_b"]) if label is not None)
+        for slice_id, labels in by_slice.items():
+            self._hold_labels(slice_id, tuple(labels))
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -266,19 +363,10 @@ class Store:
         return float(row["t"]) if row and row["t"] is not None else None
 
     def used_link_labels(self) -> dict[tuple[str, str], set[int]]:
-        """Labels taken on each inter-child link by slices that hold resources."""
-        marks = ",".join("?" * len(HOLDING_STATES))
-        rows = self._db.execute(
-            f"SELECT l.a_port, l.b_port, l.label_a, l.label_b FROM links l JOIN slices s ON s.id = l.slice_id "  # noqa: S608
-            f"WHERE s.state IN ({marks})",
-            [s.value for s in HOLDING_STATES],
-        ).fetchall()
+        """Labels taken on each inter-child link by slices that hold resources (kept in memory, see the module)."""
         used: dict[tuple[str, str], set[int]] = {}
-        for r in rows:
-            key = (min(r["a_port"], r["b_port"]), max(r["a_port"], r["b_port"]))
-            for label in (r["label_a"], r["label_b"]):
-                if label is not None:
-                    used.setdefault(key, set()).add(int(label))
+        for key, label in self._label_use:
+            used.setdefault(key, set()).add(label)
         return used
 
     def tasks(self, slice_id: str) -> list[dict[str, Any]]:
@@ -341,3 +429,7 @@ class Store:
                 for ln in links
             ),
         )
+
+
+def _detail_list(detail: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(d) for d in detail]

@@ -5,7 +5,8 @@ end (a reservation in flight is never cancelled half-way: it would leave a hold 
 step fails, the tasks done so far are compensated in reverse order and one error naming every
 failing task's domain is raised. ``best_effort`` schedules (teardown) run every step regardless
 and report all failures at the end. Each task's status is logged before and after it runs, so a
-later version can resume or compensate a schedule after a crash.
+later version can resume or compensate a schedule after a crash; the statuses of one step's tasks
+are handed over together, so the store writes them in one transaction rather than one per task.
 """
 
 from __future__ import annotations
@@ -61,8 +62,18 @@ class Schedule:
         raise KeyError(name)
 
 
-#: Where task statuses go (the store, in the broker): ``(step, task name, status, detail)``.
-TaskLog = Callable[[int, str, str, str], None]
+@dataclass(frozen=True)
+class TaskStatus:
+    """One line of a slice's task log: a task of a schedule step and where it stands."""
+
+    seq: int
+    name: str
+    status: str
+    detail: str = ""
+
+
+#: Where task statuses go (the store, in the broker): each call's statuses are written together.
+TaskLog = Callable[[Sequence[TaskStatus]], None]
 
 
 def _as_fed_error(task: Task, exc: BaseException) -> FedError:
@@ -72,11 +83,11 @@ def _as_fed_error(task: Task, exc: BaseException) -> FedError:
 
 
 async def _run_step(step: Sequence[Task], seq: int, record: TaskLog) -> tuple[list[Task], list[FedError]]:
-    for t in step:
-        record(seq, t.name, "running", "")
+    record([TaskStatus(seq, t.name, "running") for t in step])
     results = await asyncio.gather(*(t.run() for t in step), return_exceptions=True)
     done: list[Task] = []
     errors: list[FedError] = []
+    statuses: list[TaskStatus] = []
     for t, res in zip(step, results, strict=True):
         if isinstance(res, asyncio.CancelledError):
             raise res
@@ -87,10 +98,11 @@ async def _run_step(step: Sequence[Task], seq: int, record: TaskLog) -> tuple[li
             if not isinstance(res, FedError):
                 log.error("task %s raised an unexpected error", t.name, exc_info=res)
             errors.append(err)
-            record(seq, t.name, "failed", str(err))
+            statuses.append(TaskStatus(seq, t.name, "failed", str(err)))
         else:
             done.append(t)
-            record(seq, t.name, "done", "")
+            statuses.append(TaskStatus(seq, t.name, "done"))
+    record(statuses)
     return done, errors
 
 
@@ -107,10 +119,10 @@ async def compensate(done: Sequence[tuple[int, Task]], record: TaskLog) -> list[
         except Exception as exc:  # a failed compensation must not hide the original error
             err = _as_fed_error(t, exc)
             log.warning("compensation of %s failed: %s (its hold expires on its own)", t.name, err)
-            record(seq, t.name, "compensation-failed", str(err))
+            record([TaskStatus(seq, t.name, "compensation-failed", str(err))])
             failures.append(err)
         else:
-            record(seq, t.name, "compensated", "")
+            record([TaskStatus(seq, t.name, "compensated")])
     return failures
 
 

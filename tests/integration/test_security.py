@@ -253,9 +253,21 @@ async def test_customer_cannot_read_or_terminate_another_customers_slice(fleet: 
     }
 
 
+async def settled_note_version(broker: BrokerProcess) -> int:
+    """The SP's note version once it stops changing (earlier tests' slices may still be re-publishing)."""
+    version = (await broker.caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)).own.version
+    for _ in range(40):
+        await asyncio.sleep(0.25)  # several times the brokers' 50 ms re-publication interval
+        again = (await broker.caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)).own.version
+        if again == version:
+            return version
+        version = again
+    raise AssertionError("the note kept changing for 10 s")
+
+
 async def test_note_edits_and_usage_are_for_operators_only(fleet: Fleet) -> None:
     caps = pb_grpc.CapabilitiesStub(fleet.channel(SP, "alice"))
-    before = (await fleet[SP].caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)).own.version
+    before = await settled_note_version(fleet[SP])
     offer = pb.SetOfferRequest(domain=SP, offer=pb.OfferPolicy(withdrawn=True))
     await refused(
         fleet, lambda: caps.SetOffer(offer, timeout=5), grpc.StatusCode.PERMISSION_DENIED, contains="SetOffer"

@@ -130,25 +130,64 @@ async def test_subscribers_get_the_current_signed_note_then_each_new_version() -
 
 async def test_changes_within_the_minimum_interval_are_republished_once_together() -> None:
     cat = catalog(min_interval_s=0.05)
-    await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
-    first = cat.own
-    assert child_versions(first) == [1]  # the first change is published at once
-    for version in (2, 3, 4):
+    stream = cat.updates()
+    first_signed = asyncio.create_task(anext(stream))  # a subscriber waits: changes are pushed
+    await asyncio.sleep(0)
+    await cat.offer_signed(SpId("A"), signed(child("A", 2, "B")))
+    second = cat.own
+    assert child_versions(second) == [2]  # the first change after a quiet spell is published at once
+    assert note_from_canonical((await asyncio.wait_for(first_signed, 1)).payload) == second
+    for version in (3, 4, 5):
         assert await cat.offer_signed(SpId("A"), signed(child("A", version, "B")))
-    assert cat.own == first  # taken, not yet re-published
-    assert cat.current()[SpId("A")].version == 4
+    assert cat.own == second  # taken, not yet re-published
+    assert cat.current()[SpId("A")].version == 5
     async with asyncio.timeout(5):
-        while child_versions(cat.own) != [4]:
+        while child_versions(cat.own) != [5]:
             await asyncio.sleep(0.01)
     # The clock stands still, so each re-publication raises the version by exactly one.
-    assert first is not None and cat.own is not None and cat.own.version == first.version + 1
+    assert second is not None and cat.own is not None and cat.own.version == second.version + 1
+    await stream.aclose()  # type: ignore[attr-defined]
     await cat.close()
 
 
 async def test_closing_drops_a_pending_republication() -> None:
     cat = catalog(min_interval_s=0.05)
-    await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
+    stream = cat.updates()
+    first = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0)
     await cat.offer_signed(SpId("A"), signed(child("A", 2, "B")))
+    await cat.offer_signed(SpId("A"), signed(child("A", 3, "B")))
+    await asyncio.wait_for(first, 1)
     await cat.close()
     await asyncio.sleep(0.2)
-    assert child_versions(cat.own) == [1]
+    assert child_versions(cat.own) == [2]
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_without_subscribers_changes_are_built_once_when_the_note_is_read() -> None:
+    cat = catalog(min_interval_s=0.05)
+    await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
+    first = cat.own
+    assert child_versions(first) == [1]
+    for version in (2, 3, 4):
+        assert await cat.offer_signed(SpId("A"), signed(child("A", version, "B")))
+    # Read at once, no interval to wait: one new version covering all three changes.
+    latest = cat.own
+    assert first is not None and latest is not None
+    assert child_versions(latest) == [4] and latest.version == first.version + 1
+    assert cat.own is latest  # nothing changed since: not built again
+    signed_now = cat.own_signed
+    assert signed_now is not None and note_from_canonical(signed_now.payload) == latest
+
+
+async def test_a_subscriber_arriving_after_unpushed_changes_gets_the_current_note_first() -> None:
+    cat = catalog()
+    await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
+    await cat.offer_signed(SpId("A"), signed(child("A", 2, "B")))  # nobody subscribed: not built
+    stream = cat.updates()
+    got = note_from_canonical((await asyncio.wait_for(anext(stream), 1)).payload)
+    assert child_versions(got) == [2]
+    await cat.offer_signed(SpId("A"), signed(child("A", 3, "B")))  # now pushed
+    pushed = note_from_canonical((await asyncio.wait_for(anext(stream), 1)).payload)
+    assert child_versions(pushed) == [3]
+    await stream.aclose()  # type: ignore[attr-defined]

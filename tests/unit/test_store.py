@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
 from broker.store import Store
+from broker.workflow import TaskStatus
 from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
 from slicing.model import PortConstraint, SliceRequest, SliceState
 
@@ -126,10 +130,50 @@ def test_used_link_labels_count_only_slices_that_hold_resources(tmp_path: Path) 
 
 def test_task_log_keeps_each_task_status(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    store.log_task("s1", "reserve", 0, "reserve A#0", "running", "", 1.0)
-    store.log_task("s1", "reserve", 0, "reserve A#0", "done", "", 2.0)
+    store.log_tasks(
+        "s1", "reserve", [TaskStatus(0, "reserve A#0", "running"), TaskStatus(0, "reserve B#1", "running")], 1.0
+    )
+    store.log_tasks("s1", "reserve", [TaskStatus(0, "reserve A#0", "done")], 2.0)
     rows = store.tasks("s1")
-    assert [(r["name"], r["status"]) for r in rows] == [("reserve A#0", "done")]
+    assert [(r["name"], r["status"]) for r in rows] == [("reserve B#1", "running"), ("reserve A#0", "done")]
+
+
+def test_save_returns_the_state_the_slice_had_before(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert store.save(record("a", S.RESERVING)) is None
+    assert store.save(record("a", S.HELD)) is S.RESERVING
+    assert store.save(record("a", S.HELD)) is S.HELD
+
+
+def test_used_link_labels_follow_each_state_change_and_survive_a_reopen(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    key = ("A.to-B", "B.to-A")
+    store.save(record("a", S.RESERVING, label=100))
+    store.save(record("b", S.HELD, label=100))
+    assert store.used_link_labels() == {key: {100}}
+    store.save(record("a", S.RESERVING, label=101))  # a re-plan moved slice a to another label
+    assert store.used_link_labels() == {key: {100, 101}}
+    store.save(record("b", S.ABORTED, label=100))  # no longer holding: its label is free again
+    assert store.used_link_labels() == {key: {101}}
+    store.save(replace(record("a", S.HELD, label=101), links=()))
+    assert store.used_link_labels() == {}
+    store.save(record("c", S.COMMITTED, label=105))
+    store.save(record("d", S.TERMINATED, label=106))
+    store.close()
+    assert Store(tmp_path / "s.db").used_link_labels() == {key: {105}}
+
+
+def test_records_sharing_a_request_each_load_back_their_own(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    other = replace(REQ, bandwidth_mbps=99)
+    first = record("a", S.HELD)
+    store.save(first)
+    store.save(replace(first, state=S.COMMITTED))  # same request object, encoded once
+    store.save(replace(record("b", S.HELD), request=other))
+    loaded_a, loaded_b = store.get("a"), store.get("b")
+    assert loaded_a is not None and loaded_b is not None
+    assert loaded_a.request == REQ and loaded_a.state is S.COMMITTED
+    assert loaded_b.request == other and loaded_b.segments[0].detail == first.segments[0].detail
 
 
 def test_request_hash_differs_when_any_field_or_the_hold_time_differs() -> None:
@@ -137,3 +181,34 @@ def test_request_hash_differs_when_any_field_or_the_hold_time_differs() -> None:
     assert base == request_hash(REQ, 60)
     assert base != request_hash(REQ, 61)
     assert base != request_hash(SliceRequest(src=REQ.src, dst=REQ.dst, bandwidth_mbps=11, chain=REQ.chain), 60)
+
+
+def test_state_changes_keep_segments_and_new_segments_replace_the_old(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    held = record("a", S.HELD)
+    store.save(held)
+    committed = replace(held, state=S.COMMITTED)  # the same segment and link tuples: only the row is rewritten
+    store.save(committed)
+    loaded = store.get("a")
+    assert loaded is not None and loaded.state is S.COMMITTED
+    assert loaded.segments == held.segments and loaded.links == held.links
+    moved = replace(committed, segments=(replace(held.segments[0], handle="A-456"),), links=())
+    store.save(moved)
+    loaded = store.get("a")
+    assert loaded is not None and [s.handle for s in loaded.segments] == ["A-456"] and loaded.links == ()
+    store.close()
+    reopened = Store(tmp_path / "s.db")
+    again = reopened.get("a")
+    assert again is not None
+    reopened.save(replace(again, segments=(), state=S.TERMINATED))  # fresh objects after a reopen are written
+    final = reopened.get("a")
+    assert final is not None and final.segments == () and final.state is S.TERMINATED
+
+
+def test_a_second_slice_with_a_used_request_id_is_refused_and_leaves_the_first(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.save(record("a", S.HELD))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.save(replace(record("b", S.HELD), request_id="r-a"))
+    kept = store.get("a")
+    assert kept is not None and kept.segments and store.get("b") is None

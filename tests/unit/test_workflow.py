@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
-from broker.workflow import Schedule, Task, run_schedule
+from broker.workflow import Schedule, Task, TaskStatus, run_schedule
 from slicing.errors import ErrorCode, FanoutError, FedError, ResourceExhausted, Unavailable
 
 
 class Log:
     def __init__(self) -> None:
         self.rows: list[tuple[int, str, str]] = []
+        self.batches: list[list[tuple[int, str, str]]] = []
 
-    def __call__(self, seq: int, name: str, status: str, detail: str) -> None:
-        self.rows.append((seq, name, status))
+    def __call__(self, entries: Sequence[TaskStatus]) -> None:
+        batch = [(e.seq, e.name, e.status) for e in entries]
+        self.batches.append(batch)
+        self.rows.extend(batch)
 
 
 def recorder(events: list[str], name: str, fail: FedError | None = None, delay: float = 0.0) -> Task:
@@ -38,6 +42,20 @@ async def test_schedule_runs_steps_in_order_and_logs_each_task() -> None:
     await run_schedule(sched, log)
     assert events == ["run a", "run b"]
     assert (0, "a", "running") in log.rows and (0, "a", "done") in log.rows and (1, "b", "done") in log.rows
+
+
+async def test_statuses_of_one_step_are_logged_together_before_and_after_its_tasks_run() -> None:
+    events: list[str] = []
+    log = Log()
+
+    async def check_logged() -> None:
+        # By the time a task runs, every task of its step is already logged as running.
+        events.append(f"logged {sorted(log.rows)}")
+
+    sched = Schedule("op").add_step([Task("a", check_logged), Task("b", check_logged)])
+    await run_schedule(sched, log)
+    assert log.batches == [[(0, "a", "running"), (0, "b", "running")], [(0, "a", "done"), (0, "b", "done")]]
+    assert events == [f"logged {[(0, 'a', 'running'), (0, 'b', 'running')]}"] * 2
 
 
 async def test_failed_step_compensates_done_tasks_in_reverse_and_names_the_domain() -> None:
