@@ -107,7 +107,7 @@ class Broker:
             if (config.domain_kinds or {}).get(dom.id) == "netns":
                 agent = NetnsDomainAgent(dom, clock, prefix=prefix)
             else:
-                agent = EmulatedDomainAgent(dom, clock, latency_s=dom.faults.latency_s, fail_at=dom.faults.fail_at)
+                agent = EmulatedDomainAgent(dom, clock)
             agents[dom.id] = local[dom.id] = agent
         self.offers = OfferDesk(local, config.data_dir / "offers.json")
         for lower in config.lower_sps:

@@ -20,6 +20,7 @@ from capability_catalog.model import (
     LabelRange,
     LabelSet,
     LabelType,
+    QosClass,
     TerminalId,
 )
 from capability_catalog.signing import SignedNote
@@ -98,6 +99,10 @@ def label_ranges_from_pb(ranges: Iterable[pb.LabelRange], path: str) -> LabelSet
 # --- notes ------------------------------------------------------------------------------------
 
 
+def _qos_to_pb(classes: Iterable[QosClass]) -> list[pb.QosClass]:
+    return [pb.QosClass(name=q.name, native=dict(q.native), delay_ms=q.delay_ms, loss=q.loss) for q in classes]
+
+
 def note_to_pb(note: CapabilityNote) -> pb.CapabilityNote:
     """A capability note as protobuf."""
     msg = pb.CapabilityNote(
@@ -129,9 +134,7 @@ def note_to_pb(note: CapabilityNote) -> pb.CapabilityNote:
             pb.FunctionOffer(type=f.type, site=f.site, slots=f.slots, throughput_mbps=f.throughput_mbps)
             for f in note.functions
         ],
-        qos_classes=[
-            pb.QosClass(name=q.name, native=dict(q.native), delay_ms=q.delay_ms, loss=q.loss) for q in note.qos_classes
-        ],
+        qos_classes=_qos_to_pb(note.qos_classes),
         isolation=[str(i) for i in note.isolation],
         address_pools=list(note.address_pools),
         transit_policy=[pb.TransitPolicy(a=a, b=b) for a, b in note.transit_policy],
@@ -150,9 +153,7 @@ def signed_to_pb(signed: SignedNote) -> pb.SignedNote:
 def offer_to_pb(offer: OfferPolicy) -> pb.OfferPolicy:
     """An operator's offer policy as protobuf."""
     msg = pb.OfferPolicy(
-        qos_classes=[
-            pb.QosClass(name=q.name, native=dict(q.native), delay_ms=q.delay_ms, loss=q.loss) for q in offer.qos_classes
-        ],
+        qos_classes=_qos_to_pb(offer.qos_classes),
         isolation=[str(i) for i in offer.isolation],
         address_pools=list(offer.address_pools),
         transit_policy=[pb.TransitPolicy(a=a, b=b) for a, b in offer.transit_policy],

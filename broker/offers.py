@@ -36,6 +36,7 @@ class OfferDesk:
     def __init__(self, agents: Mapping[str, OfferingAgent], path: Path) -> None:
         self._agents = dict(agents)
         self._path = path
+        self._saved: dict[str, object] = {}  # what offers.json holds, in its authoring form
 
     def restore(self) -> None:
         """Re-apply the persisted edits (a file that does not parse is reported and left alone)."""
@@ -46,7 +47,11 @@ class OfferDesk:
         except (OSError, ValueError) as exc:
             log.error("%s: cannot read saved offers (%s); publishing the configured offers", self._path, exc)
             return
-        for domain, raw in saved.items() if isinstance(saved, dict) else ():
+        if not isinstance(saved, dict):
+            log.error("%s: not a mapping of domain to offer; publishing the configured offers", self._path)
+            return
+        self._saved = dict(saved)
+        for domain, raw in saved.items():
             offer, problems = parse_policy(raw, f"{self._path.name}.{domain}")
             if problems or domain not in self._agents:
                 log.error("%s: saved offer of %s not applied: %s", self._path, domain, problems or "unknown domain")
@@ -75,14 +80,7 @@ class OfferDesk:
         return note
 
     def _save(self, domain: str, offer: OfferPolicy) -> None:
-        saved: dict[str, object] = {}
-        if self._path.exists():
-            try:
-                loaded = json.loads(self._path.read_text(encoding="utf-8"))
-                saved = loaded if isinstance(loaded, dict) else {}
-            except ValueError:
-                saved = {}
-        saved[domain] = policy_to_dict(offer)
+        self._saved[domain] = policy_to_dict(offer)
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(saved, indent=2, sort_keys=True), encoding="utf-8")
+        tmp.write_text(json.dumps(self._saved, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self._path)

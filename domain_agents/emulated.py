@@ -508,9 +508,12 @@ class EmulatedDomainAgent:
         config: EmulatedDomainConfig,
         clock: Callable[[], float],
         *,
-        latency_s: float = 0.0,
+        latency_s: float | None = None,
         fail_at: str | None = None,
     ) -> None:
+        # The knobs default to the config's ``faults``, so every agent built from a config honours them.
+        fail_at = fail_at if fail_at is not None else config.faults.fail_at
+        latency_s = latency_s if latency_s is not None else config.faults.latency_s
         if fail_at is not None and fail_at not in FAIL_STEPS:
             raise ValueError(f"fail_at must be one of {sorted(FAIL_STEPS)} or None, got {fail_at!r}")
         if latency_s < 0:

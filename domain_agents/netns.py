@@ -86,7 +86,7 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         clock: Callable[[], float],
         *,
         prefix: str = netlink.FAMILY_PREFIX,
-        latency_s: float = 0.0,
+        latency_s: float | None = None,
         fail_at: str | None = None,
     ) -> None:
         super().__init__(config, clock, latency_s=latency_s, fail_at=fail_at)

@@ -9,7 +9,7 @@ from typing import Any
 
 from broker.cli import slice_request_from_data
 from broker.config import ConfigError, load_yaml
-from capability_catalog.authoring import parse_policy
+from capability_catalog.authoring import OfferPolicy, parse_policy
 from fedbroker.v1 import northsouth_pb2 as pb
 
 ACTIONS = (
@@ -96,6 +96,7 @@ class Step:
     expect: Expect = Expect()
     always: bool = False
     request: pb.SliceRequest | None = None
+    offer: OfferPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
         if sp not in sp_ids:
             raise ScenarioError(f"{apath}.sp: unknown SP {sp!r} (known: {', '.join(sorted(sp_ids))})")
     request = None
+    offer: OfferPolicy | None = None
     if action == "request":
         _unknown(args, {"sp", "as", "slice", "request_id", "hold_time_s"}, apath)
         alias = _str(args, "as", apath)
@@ -271,7 +273,7 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
             raise ScenarioError(f"{apath}: needs terminals (to appear) or absent (to disappear), or both")
     elif action == "set_offer":
         _unknown(args, {"sp", "domain", "offer"}, apath)
-        _, problems = parse_policy(args.get("offer", {}), f"{apath}.offer")
+        offer, problems = parse_policy(args.get("offer", {}), f"{apath}.offer")
         if problems:
             raise ScenarioError(problems[0])
     expect = _parse_expect(d.get("expect"), f"{path}.expect")
@@ -284,6 +286,7 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
         expect=expect,
         always=bool(d.get("always", False)),
         request=request,
+        offer=offer,
     )
 
 

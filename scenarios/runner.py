@@ -27,7 +27,6 @@ from rich.console import Console
 from broker import codec
 from broker.codec import leaf_sps
 from broker.config import ConfigError
-from capability_catalog.authoring import parse_policy
 from domain_agents import probe
 from domain_agents.netns import LocalSegment, slice_view
 from fedbroker.v1 import northsouth_pb2 as pb
@@ -105,7 +104,8 @@ class Run:
                 self.offer_edited_at = None
             return f"{a['sp']} publishes {len(present)} expected terminals and none of {len(absent)} absent{since}"
         if step.action == "set_offer":
-            offer, _ = parse_policy(a.get("offer", {}), "offer")
+            offer = step.offer
+            assert offer is not None  # parsed and checked with the scenario
             domain = str(a.get("domain", a["sp"]))
             self.offer_edited_at = time.monotonic()
             try:

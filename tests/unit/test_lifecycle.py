@@ -275,7 +275,7 @@ def diamond_configs(*, refusing: tuple[str, ...] = ()) -> list[EmulatedDomainCon
 
 async def diamond_world(tmp_path: Path, refusing: tuple[str, ...] = ()) -> World:
     clock = Clock()
-    agents = {c.id: EmulatedDomainAgent(c, clock, fail_at=c.faults.fail_at) for c in diamond_configs(refusing=refusing)}
+    agents = {c.id: EmulatedDomainAgent(c, clock) for c in diamond_configs(refusing=refusing)}
     return await make_world(tmp_path, agents=agents, clock=clock)  # type: ignore[arg-type]
 
 

@@ -387,3 +387,16 @@ def test_keys_init_writes_a_private_key_only_its_owner_reads_and_prints_the_publ
     assert public_key_to_text(load_or_create_key(path).public_key()) == public
     assert main(["keys", "init", "--out", str(path)]) == 2  # never overwrites a key silently
     assert public_key_to_text(load_or_create_key(path).public_key()) == public
+
+
+async def test_faults_in_the_domain_config_are_honoured_without_constructor_knobs() -> None:
+    spec = leaf_domain("L1", {"L2": "1-9"}) | {"faults": {"fail_at": "reserve"}}
+    agent = EmulatedDomainAgent(EmulatedDomainConfig.from_dict(spec, "d"), Clock())
+    assert agent.fail_at == "reserve"
+    from domain_agents.base import SegmentOrder
+    from slicing.errors import ResourceExhausted
+
+    order = SegmentOrder("k", SliceRequest(src=T("L1.ep"), dst=T("L1.to-L2"), bandwidth_mbps=1), 30)
+    with pytest.raises(ResourceExhausted, match="injected failure at reserve"):
+        await agent.reserve(order)
+    assert agent.usage().bandwidth_mbps == 0
