@@ -27,7 +27,7 @@ from bench import federations
 from bench.echo import echo_request, echo_server
 from bench.sizes import Sizes
 from bench.stats import median, percentile
-from broker import codec
+from broker.api import codec
 from capability_catalog.canonical import note_from_canonical
 from capability_catalog.model import CapabilityNote, SpId
 from domain_agents.emulated import DEFAULT_OFFER

@@ -14,20 +14,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker.accounts import AccountBook
-from broker.audit import AuditLog
-from broker.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, open_channel
-from broker.catalog import Catalog
-from broker.child_agent import ChildBrokerAgent
-from broker.config import BrokerConfig, ConfigError
-from broker.keys import load_or_create_key
-from broker.lifecycle import SliceManager
-from broker.login import LoginEndpoint, server_ssl_context
-from broker.offers import OfferDesk
-from broker.pki import TlsFiles
-from broker.server import CapabilitiesServicer, Gate, SlicesServicer
-from broker.store import Store
-from broker.tokens import TokenMinter, TokenVerifier, TrustedKey
+from broker.api.child_agent import ChildBrokerAgent
+from broker.api.servicers import CapabilitiesServicer, Gate, SlicesServicer
+from broker.config import BrokerConfig
+from broker.core.catalog import Catalog
+from broker.core.lifecycle import SliceManager
+from broker.core.offers import OfferDesk
+from broker.descriptors import ConfigError
+from broker.security.accounts import AccountBook
+from broker.security.audit import AuditLog
+from broker.security.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, open_channel
+from broker.security.keys import load_or_create_key
+from broker.security.login import LoginEndpoint, server_ssl_context
+from broker.security.pki import TlsFiles
+from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
+from broker.store.sqlite import Store
 from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from broker.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
+from broker.descriptors import ConfigError, load_yaml
+from broker.security.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
 from capability_catalog.signing import public_key_from_text
 from domain_agents.emulated import EmulatedDomainConfig
 from domain_agents.netns import parse_netns_domain
@@ -22,38 +21,6 @@ WIM_DRIVERS = ("memory", "linux")
 
 #: A leaf domain's configuration, by its ``type``.
 DomainConfig = EmulatedDomainConfig | OpenStackDomainConfig
-
-
-class ConfigError(ValueError):
-    """A configuration file is wrong; the message names the file and the path of the bad field."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate mapping keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return dict(loader.construct_mapping(node, deep=deep))
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: Path) -> Any:
-    """Parse a YAML file safely, refusing duplicate keys; errors name the file and line."""
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)

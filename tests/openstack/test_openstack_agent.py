@@ -16,8 +16,8 @@ from typing import Any
 import openstack.connection
 import pytest
 
-from broker.lifecycle import SliceManager
-from broker.store import Store
+from broker.core.lifecycle import SliceManager
+from broker.store.sqlite import Store
 from capability_catalog.model import LabelRange, LabelSet, SpId, TerminalId
 from domain_agents.base import DomainAgent, SegmentOrder
 from domain_agents.openstack import OpenStackDomainAgent, OpenStackDomainConfig, consumer_id

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.lifecycle import SliceManager
-from broker.store import Store
+from broker.core.lifecycle import SliceManager
+from broker.store.sqlite import Store
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from domain_agents.base import DomainAgent, SegmentGrant, SegmentOrder
 from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
-from broker.store import Store
-from broker.workflow import TaskStatus
+from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
+from broker.core.workflow import TaskStatus
+from broker.store.sqlite import Store
 from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
 from slicing.model import PortConstraint, SliceRequest, SliceState
 

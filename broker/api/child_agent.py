@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from broker import codec
-from broker.status import from_rpc_error
+from broker.api import codec
+from broker.api.status import from_rpc_error
 from capability_catalog.model import SpId, TerminalId
 from capability_catalog.signing import SignedNote
 from domain_agents.base import DomainUsage, SegmentGrant, SegmentOrder

@@ -1,7 +1,7 @@
 """The slice lifecycle at one broker: two-phase reservation over its children, then provisioning.
 
 Children are ``DomainAgent``s: local domains or lower-SP brokers; this module cannot tell them apart.
-Every operation is a schedule of tasks (``broker.workflow``) and every state change is persisted
+Every operation is a schedule of tasks (``broker.core.workflow``) and every state change is persisted
 before the next step, so a crash leaves a state the broker can recover from on restart.
 """
 
@@ -14,9 +14,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
-from broker.store import Store
-from broker.workflow import Schedule, Task, TaskStatus, run_schedule
+from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
+from broker.core.workflow import Schedule, Task, TaskStatus, run_schedule
+from broker.store.sqlite import Store
 from capability_catalog.model import CapabilityNote, LabelType, SpId, TerminalId
 from domain_agents.base import DomainAgent, DomainUsage, SegmentGrant, SegmentOrder
 from slicing import planner

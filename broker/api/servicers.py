@@ -15,14 +15,14 @@ from typing import TypeVar
 
 import grpc
 
-from broker import codec
-from broker.audit import AuditLog
-from broker.auth import Guard, Principal, tls_peer
-from broker.catalog import Catalog
-from broker.lifecycle import SliceManager
-from broker.offers import OfferDesk
-from broker.records import SliceRecord
-from broker.status import status_trailer, to_grpc
+from broker.api import codec
+from broker.api.status import status_trailer, to_grpc
+from broker.core.catalog import Catalog
+from broker.core.lifecycle import SliceManager
+from broker.core.offers import OfferDesk
+from broker.core.records import SliceRecord
+from broker.security.audit import AuditLog
+from broker.security.auth import Guard, Principal, tls_peer
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import FedError, InvalidArgument, NotFound
