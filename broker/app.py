@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from broker.api.child_agent import ChildBrokerAgent
-from broker.api.servicers import CapabilitiesServicer, Gate, SlicesServicer
+from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
@@ -28,14 +28,13 @@ from broker.security.keys import load_or_create_key
 from broker.security.login import LoginEndpoint, server_ssl_context
 from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
-from broker.store.sqlite import Store
+from broker.store.sqlite import SqliteStore
 from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.netns import NetnsDomainAgent
-from domain_agents.openstack import OpenStackDomainAgent, OpenStackDomainConfig
-from fedbroker.v1 import northsouth_pb2 as pb
-from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from domain_agents.openstack import OpenStackDomainAgent
+from domain_agents.openstack_config import OpenStackDomainConfig
 from wim import netlink
 from wim.base import WimDriver
 from wim.linux import LinuxWimDriver
@@ -43,10 +42,6 @@ from wim.memory import MemoryWimDriver
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    pb.DESCRIPTOR.services_by_name["Slices"].full_name,
-    pb.DESCRIPTOR.services_by_name["Capabilities"].full_name,
-)
 #: At most one re-published note per this interval under load (a quiet broker re-publishes at once).
 NOTE_MIN_INTERVAL_S = 0.05
 
@@ -92,7 +87,7 @@ class Broker:
         self.guard = Guard(verifier, self.accounts, require_tls=self.tls is not None)
         self.audit = AuditLog(config.sp_id, config.audit_log_path, clock)
         self.identity = ClientIdentity(config.sp_id, self.tls, self.minter)
-        self.store = Store(config.data_dir / "state.db")
+        self.store = SqliteStore(config.data_dir / "state.db")
         trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
         self.catalog = Catalog(
             config.sp_id, clock, key=key, trust=trust, ttl_s=config.note_ttl_s, min_interval_s=NOTE_MIN_INTERVAL_S
@@ -178,8 +173,7 @@ class Broker:
             ]
         )
         gate = Gate(self.guard, self.audit)
-        pb_grpc.add_SlicesServicer_to_server(SlicesServicer(self.manager, gate), server)
-        pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(self.catalog, self.offers, gate), server)
+        add_servicers(server, self.manager, self.catalog, self.offers, gate)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")

@@ -10,9 +10,9 @@ from typing import Any
 from broker.descriptors import ConfigError, load_yaml
 from broker.security.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
 from capability_catalog.signing import public_key_from_text
-from domain_agents.emulated import EmulatedDomainConfig
+from domain_agents.emulated_config import EmulatedDomainConfig
 from domain_agents.netns import parse_netns_domain
-from domain_agents.openstack import OpenStackDomainConfig
+from domain_agents.openstack_config import OpenStackDomainConfig
 from slicing.errors import FedError
 from wim.netlink import FAMILY_PREFIX, check_prefix
 

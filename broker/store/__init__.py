@@ -1,1 +1,1 @@
-"""Where a broker keeps its slices: the store port and its SQLite implementation (the embedded default)."""
+"""Where a broker keeps its slices: implementations of the core's ``SliceStore`` port (SQLite, the embedded default)."""

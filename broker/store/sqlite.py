@@ -112,7 +112,7 @@ def _link_labels(links: Iterable[LinkRecord]) -> tuple[LinkLabel, ...]:
     return tuple(out)
 
 
-class Store:
+class SqliteStore:
     """Slices and everything under them, in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
