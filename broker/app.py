@@ -18,6 +18,7 @@ from broker.api.child_agent import ChildBrokerAgent
 from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig
 from broker.core.catalog import Catalog
+from broker.core.faults import Faults
 from broker.core.lifecycle import SliceManager
 from broker.core.offers import OfferDesk
 from broker.descriptors import ConfigError
@@ -92,6 +93,7 @@ class Broker:
         self.catalog = Catalog(
             config.sp_id, clock, key=key, trust=trust, ttl_s=config.note_ttl_s, min_interval_s=NOTE_MIN_INTERVAL_S
         )
+        self.faults = Faults(config.faults_file)
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
         prefix = config.dataplane.prefix
@@ -115,6 +117,7 @@ class Broker:
                 # The lower-SP's certificate must name its SP id, whatever address it is reached at.
                 channel=open_channel(lower.address, self.identity if self.tls else None, server_name=lower.id),
                 auth=partial(self.identity.metadata, lower.id),
+                faults=self.faults,
             )
         self.agents = agents
         capacity = dict(config.wim.capacity_mbps or {})
@@ -123,6 +126,7 @@ class Broker:
         )
         self.manager = SliceManager(
             sp_id=config.sp_id,
+            faults=self.faults,
             store=self.store,
             agents=agents,
             local_domains=[d.id for d in config.domains],

@@ -76,6 +76,10 @@ class BrokerConfig:
     source: Path | None = None
     key_file: Path | None = None
     security: SecurityConfig = SecurityConfig()
+    # Fault injection for tests and scenarios (broker/core/faults.py); None: no injection points armed.
+    faults_file: Path | None = None
+    # How often the reconciler retries what some SP below has not confirmed, and compares holdings.
+    reconcile_interval_s: float = 2.0
 
     @property
     def accounts_path(self) -> Path:
@@ -98,6 +102,8 @@ class BrokerConfig:
 
 _TOP_KEYS = {
     "sp_id",
+    "faults_file",
+    "reconcile_interval_s",
     "listen",
     "data_dir",
     "key_file",
@@ -261,6 +267,8 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         wim=WimConfig(driver=driver, capacity_mbps=raw_wim.get("capacity_mbps")),
         source=source,
         key_file=base / str(data["key_file"]) if data.get("key_file") else None,
+        faults_file=base / str(data["faults_file"]) if data.get("faults_file") else None,
+        reconcile_interval_s=_positive(data, "reconcile_interval_s", 2.0, where),
         security=_security(data.get("security"), base, where),
         domain_kinds=kinds,
         dataplane=dataplane,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from broker.core.events import SliceEvent, SliceEvents
+from broker.core.faults import NO_FAULTS, Faults
 from broker.core.records import (
     LinkRecord,
     SegmentRecord,
@@ -75,6 +76,7 @@ class SliceManager:
         notes: Callable[[], Mapping[SpId, CapabilityNote]],
         clock: Callable[[], float],
         default_hold_s: float = 120.0,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         self.sp_id = sp_id
         self._store = store
@@ -84,6 +86,7 @@ class SliceManager:
         self._notes = notes
         self._clock = clock
         self._default_hold_s = default_hold_s
+        self._faults = faults
         self._locks: dict[str, asyncio.Lock] = {}
         self._events = SliceEvents()
 
