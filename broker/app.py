@@ -21,6 +21,7 @@ from broker.core.catalog import Catalog
 from broker.core.faults import Faults
 from broker.core.lifecycle import SliceManager
 from broker.core.offers import OfferDesk
+from broker.core.reconciler import Reconciler
 from broker.descriptors import ConfigError
 from broker.security.accounts import AccountBook
 from broker.security.audit import AuditLog
@@ -134,7 +135,9 @@ class Broker:
             notes=self.catalog.current,
             clock=clock,
             default_hold_s=config.hold_time_s,
+            child_timeout_s=config.lower_timeout_s,
         )
+        self.reconciler = Reconciler(self.manager, clock, interval_s=config.reconcile_interval_s)
         self._server: grpc.aio.Server | None = None
         self.login: LoginEndpoint | None = None
         self._health = health.aio.HealthServicer()
@@ -168,7 +171,11 @@ class Broker:
         self.offers.restore()
         for agent in self.agents.values():
             self._spawn(self.catalog.follow(agent), f"follow-notes-{agent.domain_id}")
-        self._spawn(self.manager.run_expiry(self._stop), "hold-expiry")
+        self._spawn(self.reconciler.run(self._stop), "reconciler")
+        for lower in self.config.lower_sps:
+            self._spawn(
+                self.manager.follow_child(lower.id, on_connect=self.reconciler.compare_soon), f"follow-{lower.id}"
+            )
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -241,6 +248,9 @@ class Broker:
             await self._server.stop(grace_s)
         if self.login is not None:
             await self.login.stop()
+        with contextlib.suppress(TimeoutError):  # operations in flight get the grace time to finish
+            await asyncio.wait_for(self.manager.drain(), timeout=grace_s)
+        await self.manager.cancel_running()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -7,13 +7,13 @@ state machines, hold timers and persistence, and hands back the opaque ``handle`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from capability_catalog.signing import SignedNote
-from slicing.model import SliceRequest
+from slicing.model import SliceRequest, SliceState
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class SegmentOrder:
     hold_time_s: float
     # Who the order is for at the level above (opaque); a child broker passes it on as a token claim.
     on_behalf_of: str = ""
+    # How long the child may take to answer (None: the agent's own default). A broker gives its
+    # children less time than its caller gave it, so the lowest level gives up and compensates first.
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,16 @@ class SegmentGrant:
     addresses: Mapping[TerminalId, str] = field(default_factory=dict)
     # A child broker reports its own segments (protobuf-free JSON-able dicts) for read-back.
     detail: tuple[Mapping[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class SegmentEvent:
+    """A child changed a segment on its own (its hold expired, it failed), or — ``handle`` empty — the
+    stream of such events (re)connected, after which what the child holds is worth comparing."""
+
+    handle: str
+    state: SliceState | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,8 +103,26 @@ class DomainAgent(Protocol):
         """Release a committed or active segment. Idempotent."""
         ...
 
+    async def release(self, key: str, handle: str) -> None:
+        """Release whatever is held for the order ``key`` (``handle``: its grant, or "" when none came back).
+
+        Works in every state the segment may be in (held, committed, active, in flight) and is
+        idempotent; it returns only once nothing is held for the order, and raises when that cannot
+        be confirmed (the caller retries). An order never seen holds nothing.
+        """
+        ...
+
     async def restore(self, handle: str, committed: bool) -> None:
         """Re-apply a persisted handle's holdings after a broker restart."""
+        ...
+
+    async def holdings(self) -> Sequence[tuple[str, str]]:
+        """(order key, handle) of every segment the child holds for this broker now (anti-entropy)."""
+        ...
+
+    def segment_events(self) -> AsyncIterator[SegmentEvent]:
+        """What the child does to segments on its own, as it happens, until cancelled (NSI's
+        reserveTimeout / errorEvent). A local domain has none: this broker's core expires its holds."""
         ...
 
     def describe(self, handle: str) -> tuple[Mapping[str, object], ...]:

@@ -7,13 +7,14 @@ it made in a cloud); this base only needs the fields every such record has (``Ho
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from capability_catalog.model import BorderPort, LabelSet, SpId, TerminalId
-from domain_agents.base import DomainUsage, SegmentGrant
+from domain_agents.base import DomainUsage, SegmentEvent, SegmentGrant
 from slicing.errors import NotFound, ResourceExhausted
 from slicing.model import SliceRequest, SliceState
 
@@ -155,6 +156,28 @@ class LocalDomainAgent(Generic[H]):
                 raise ResourceExhausted(f"no free {noun} on port {t} within {within}{why_used}")
             chosen.append((t, label))
         return tuple(chosen)
+
+    async def terminate(self, handle: str) -> None:
+        """Release a segment; implemented by each agent."""
+        raise NotImplementedError
+
+    async def release(self, key: str, handle: str) -> None:
+        """Release whatever is held for order ``key``, by its handle or, when none came back, by the key."""
+        if not handle:
+            held = self._segments.get(key)
+            if held is None:
+                return  # a reservation that never completed here holds nothing in memory
+            handle = held.grant.handle
+        await self.terminate(handle)
+
+    async def segment_events(self) -> AsyncIterator[SegmentEvent]:
+        """A local domain changes nothing on its own: nothing is ever yielded."""
+        await asyncio.Event().wait()
+        yield SegmentEvent("")  # pragma: no cover - never reached
+
+    async def holdings(self) -> Sequence[tuple[str, str]]:
+        """(order key, handle) of every segment held in the domain."""
+        return [(key, seg.grant.handle) for key, seg in self._segments.items()]
 
     def state_of(self, handle: str) -> SliceState:
         """The state the core last moved a held segment to (``NotFound`` when not held)."""

@@ -553,6 +553,24 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
         if held is not None:
             self._after_change(held.holding, -1)
 
+    async def release(self, key: str, handle: str) -> None:
+        """Release order ``key`` by its handle, or, when none came back, by the consumer id the key names.
+
+        A broker that crashed while OpenStack was making a segment never learnt its handle; the
+        consumer id is derived from the order key, so its allocations and tagged objects are found.
+        """
+        if handle:
+            await self._release(handle)
+            return
+        held = self._segments.get(key)
+        if held is not None:
+            await self._release(held.grant.handle)
+            return
+        consumer = consumer_id(self.domain_id, key)
+        cloud = await self._ready()
+        await self._call(cloud.delete_reservation, consumer)
+        await self._call(cloud.release, consumer)
+
     async def restore(self, handle: str, committed: bool) -> None:
         """Find a handle's network again by its tag after a restart and hold it in memory."""
         made = _Made.from_handle(handle)

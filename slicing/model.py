@@ -28,14 +28,17 @@ class SliceState(StrEnum):
 S = SliceState
 #: Allowed transitions, as data (NSI-like: reservation, provisioning, lifecycle folded into one).
 TRANSITIONS: dict[SliceState, frozenset[SliceState]] = {
-    S.RESERVING: frozenset({S.HELD, S.FAILED}),
+    S.RESERVING: frozenset({S.HELD, S.ABORTING, S.FAILED}),
     S.HELD: frozenset({S.COMMITTING, S.ABORTING, S.EXPIRED, S.TERMINATING, S.FAILED}),
-    S.COMMITTING: frozenset({S.COMMITTED, S.FAILED}),
+    # After the commit decision: COMMITTED once every child confirmed; TERMINATING (to FAILED) when
+    # a child lost its hold and everything else is released.
+    S.COMMITTING: frozenset({S.COMMITTED, S.TERMINATING, S.FAILED}),
     S.COMMITTED: frozenset({S.ACTIVATING, S.TERMINATING, S.FAILED}),
-    S.ACTIVATING: frozenset({S.ACTIVE, S.FAILED, S.COMMITTED}),
+    S.ACTIVATING: frozenset({S.ACTIVE, S.FAILED, S.COMMITTED, S.TERMINATING}),
     S.ACTIVE: frozenset({S.TERMINATING, S.FAILED}),
+    # A release in flight ends where the record's settle_to says, once every SP below confirmed it.
     S.TERMINATING: frozenset({S.TERMINATED, S.FAILED}),
-    S.ABORTING: frozenset({S.ABORTED, S.FAILED}),
+    S.ABORTING: frozenset({S.ABORTED, S.EXPIRED, S.FAILED}),
     S.TERMINATED: frozenset(),
     S.ABORTED: frozenset(),
     S.EXPIRED: frozenset(),

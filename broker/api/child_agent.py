@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -19,10 +19,11 @@ from broker.api.status import from_rpc_error
 from broker.core.faults import NO_FAULTS, Faults
 from capability_catalog.model import SpId, TerminalId
 from capability_catalog.signing import SignedNote
-from domain_agents.base import DomainUsage, SegmentGrant, SegmentOrder
+from domain_agents.base import DomainUsage, SegmentEvent, SegmentGrant, SegmentOrder
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from slicing.errors import FedError
+from slicing.errors import ErrorCode, FedError
+from slicing.model import HOLDING_STATES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,6 +92,32 @@ class ChildBrokerAgent:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
+    async def segment_events(self) -> AsyncIterator[SegmentEvent]:
+        """The lower SP's state changes of this broker's slices (its Watch); reconnects with back-off.
+
+        Yields ``SegmentEvent("")`` each time the stream (re)connects, so the caller can compare
+        holdings with a lower SP that was away.
+        """
+        backoff = 0.05
+        while True:
+            if self._faults.partitioned(self._domain_id):
+                await asyncio.sleep(backoff)
+                continue
+            try:
+                stream = self._slices.Watch(pb.WatchRequest(), metadata=self._metadata)
+                await stream.wait_for_connection()
+                backoff = 0.05
+                yield SegmentEvent("")
+                async for msg in stream:
+                    if self._faults.partitioned(self._domain_id):
+                        stream.cancel()
+                        break
+                    yield SegmentEvent(msg.slice_id, codec.state_from_pb(msg.state), msg.detail)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("watch stream from %s at %s: %s", self._domain_id, self.address, exc.code().name)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
     def _remember(self, msg: pb.Slice) -> pb.Slice:
         self._last[msg.id] = msg
         return msg
@@ -102,9 +129,10 @@ class ChildBrokerAgent:
             request=codec.request_to_pb(order.request),
             hold_time_s=max(1, round(order.hold_time_s)),
         )
+        timeout = self._timeout_s if order.timeout_s is None else min(self._timeout_s, order.timeout_s)
         msg = await self._call(
             "Reserve",
-            lambda: self._slices.Reserve(req, timeout=self._timeout_s, metadata=self._auth(order.on_behalf_of)),
+            lambda: self._slices.Reserve(req, timeout=timeout, metadata=self._auth(order.on_behalf_of)),
         )
         self._remember(msg)
         return SegmentGrant(
@@ -144,6 +172,34 @@ class ChildBrokerAgent:
         except FedError as exc:
             if exc.code.value != "NOT_FOUND":
                 raise
+
+    async def release(self, key: str, handle: str) -> None:
+        """Terminate the lower-SP's slice by its id, or by the order key when its id never came back.
+
+        The lower SP accepts Terminate in every state and answers only once it holds nothing (or with
+        an error naming what it could not release yet); NOT_FOUND means it never saw the order. Asked
+        by key before the Reserve itself arrived, the lower SP remembers the key as cancelled, so the
+        late Reserve is refused instead of holding.
+        """
+        ref = pb.SliceRef(slice_id=handle) if handle else pb.SliceRef(request_id=key)
+        try:
+            msg = await self._call(
+                "Terminate", lambda: self._slices.Terminate(ref, timeout=self._timeout_s, metadata=self._metadata)
+            )
+        except FedError as exc:
+            if exc.code is not ErrorCode.NOT_FOUND:
+                raise
+            return
+        self._last.pop(msg.id, None)
+
+    async def holdings(self) -> Sequence[tuple[str, str]]:
+        """(order key, slice id) of every slice the lower SP holds for this broker, by its own List."""
+        states = [pb.SliceState.Value(f"SLICE_STATE_{s.value}") for s in sorted(HOLDING_STATES)]
+        reply = await self._call(
+            "List",
+            lambda: self._slices.List(pb.ListRequest(states=states), timeout=self._timeout_s, metadata=self._metadata),
+        )
+        return [(s.request_id, s.id) for s in reply.slices]
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Nothing to re-apply here: the lower-SP keeps its own state."""

@@ -10,6 +10,7 @@ written to the audit log with their outcome, refusals included.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -76,6 +77,12 @@ class Gate:
         return result
 
 
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline on the broker's clock (``time.time``), or None when it set none."""
+    left = context.time_remaining()
+    return None if left is None else time.time() + left
+
+
 def _no_such_slice(slice_id: str, request_id: str) -> NotFound:
     # Word for word what the core says about a slice that does not exist.
     if slice_id:
@@ -113,7 +120,9 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             if request.dry_run:
                 plan = self._m.dry_run(req)
                 return pb.Slice(sp_id=self._m.sp_id, request=codec.request_to_pb(req), plan=codec.plan_to_pb(plan))
-            rec = await self._m.reserve(principal.id, request.request_id, req, float(request.hold_time_s))
+            rec = await self._m.reserve(
+                principal.id, request.request_id, req, float(request.hold_time_s), deadline=_deadline(context)
+            )
             return self._encode(rec)
 
         return await self._gate.answer(
@@ -149,8 +158,18 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         return await self._by_ref("Activate", request, context, self._m.activate)
 
     async def Terminate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
-        """Release a slice everywhere."""
-        return await self._by_ref("Terminate", request, context, self._m.terminate)
+        """Release a slice everywhere, whatever its state; by request id also one whose Reserve never arrived."""
+
+        async def call(principal: Principal) -> pb.Slice:
+            codec.check_ref(request)
+            if request.request_id and not request.slice_id:
+                # An upper SP releasing an order it got no answer for: the Reserve may still be on its way.
+                return self._encode(await self._m.cancel_request(principal.id, request.request_id))
+            rec = self._owned(principal, request)
+            return self._encode(await self._m.terminate(rec.id))
+
+        target = (request.slice_id or request.request_id)[:200]
+        return await self._gate.answer(context, "Terminate", call, target=target, audited=True, outcome=_slice_outcome)
 
     async def Get(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Read a slice with its per-domain segments."""

@@ -1,45 +1,61 @@
 """The slice lifecycle at one broker: two-phase reservation over its children, then provisioning.
 
 Children are ``DomainAgent``s: local domains or lower-SP brokers; this module cannot tell them apart.
-Every operation is a schedule of tasks (``broker.core.workflow``) and every state change is persisted
-before the next step, so a crash leaves a state the broker can recover from on restart.
+What it promises, whatever fails (a child that does not answer, a crash of this broker at any point):
+
+* **Decisions are durable.** COMMITTING is written before any child is told to commit; a crash before
+  it aborts (presumed abort), after it rolls forward: Commit is re-sent until every child confirmed or
+  one definitively refused (its hold is gone), and then everything is released and the slice FAILED.
+* **Release by the child's real state.** Every release goes through ``DomainAgent.release`` (at a lower
+  SP: Terminate, which works in every state, by slice id or, when none came back, by the order key).
+* **No answer without the truth.** An operation some SP below did not confirm leaves the slice in its
+  in-flight state naming the SPs (``… [pending: M1]``) and the caller gets UNAVAILABLE saying so; the
+  reconciler (``broker.core.reconciler``) drives it on and the final state appears on Watch.
+* **Cancellation never cuts an operation in half.** Each operation runs as a task the manager owns; a
+  caller that gives up ends its call, not the operation. Children get less time than the caller gave.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from broker.core.events import SliceEvent, SliceEvents
 from broker.core.faults import NO_FAULTS, Faults
-from broker.core.records import (
-    LinkRecord,
-    SegmentRecord,
-    SliceRecord,
-    label_at,
-    records_for_plan,
-    request_hash,
-    with_state,
+from broker.core.operations import (
+    OPERATIONS,
+    RELEASED,
+    Operation,
+    labels_to_skip,
+    lost_hold,
+    outcome_unknown,
+    segment_end_state,
+    settle_state,
+    with_pending,
+    without_pending,
+    worth_crankback,
 )
+from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, label_at, records_for_plan, request_hash
 from broker.core.storage import SliceStore
-from broker.core.workflow import Schedule, Task, TaskStatus, run_schedule
+from broker.core.workflow import TaskStatus
 from capability_catalog.model import CapabilityNote, SpId
 from domain_agents.base import DomainAgent, DomainUsage, SegmentGrant, SegmentOrder
 from slicing import planner
 from slicing.errors import (
     AlreadyExists,
     Constraint,
+    DeadlineExceeded,
     ErrorCode,
     FailedPrecondition,
-    FanoutError,
     FedError,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    Unavailable,
     error_for_code,
 )
 from slicing.model import FINAL_STATES, HOLDING_STATES, Plan, SliceRequest, SliceState, can_transition
@@ -47,10 +63,15 @@ from wim.base import ConnectionPoint, ConnectivitySpec, WimDriver, WimUsage
 
 log = logging.getLogger(__name__)
 S = SliceState
+T = TypeVar("T")
 
 #: Plans tried per Reserve: the first and the crankbacks after lower-SP refusals or label disagreements.
 MAX_PLAN_ATTEMPTS = 4
 MAX_HOLD_TIME_S = 3600.0
+#: A child gets this share of the time the caller left us (the rest pays for compensation and answer).
+CHILD_TIME_SHARE = 0.7
+#: The request hash of a request id cancelled before its Reserve arrived.
+CANCELLED = "cancelled-before-arrival"
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,7 @@ class SliceManager:
         clock: Callable[[], float],
         default_hold_s: float = 120.0,
         faults: Faults = NO_FAULTS,
+        child_timeout_s: float = 10.0,
     ) -> None:
         self.sp_id = sp_id
         self._store = store
@@ -87,8 +109,10 @@ class SliceManager:
         self._clock = clock
         self._default_hold_s = default_hold_s
         self._faults = faults
+        self.child_timeout_s = child_timeout_s
         self._locks: dict[str, asyncio.Lock] = {}
         self._events = SliceEvents()
+        self._running: set[asyncio.Task[Any]] = set()
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -97,6 +121,15 @@ class SliceManager:
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         return lock
+
+    def slice_lock(self, slice_id: str) -> asyncio.Lock:
+        """The lock every operation on the slice holds while it runs."""
+        return self._lock(slice_id)
+
+    def busy(self, slice_id: str) -> bool:
+        """Whether an operation on the slice is running in this process now."""
+        lock = self._locks.get(slice_id)
+        return lock is not None and lock.locked()
 
     def _agent(self, domain: str) -> DomainAgent:
         agent = self._agents.get(domain)
@@ -112,16 +145,52 @@ class SliceManager:
             self._events.emit(SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason))
         return rec
 
-    def _transition(self, rec: SliceRecord, state: SliceState, **changes: object) -> SliceRecord:
-        if not can_transition(rec.state, state):
+    def _transition(self, rec: SliceRecord, state: SliceState, **changes: Any) -> SliceRecord:
+        """The one way a slice changes state: checked against the transition table, then persisted."""
+        if rec.state is not state and not can_transition(rec.state, state):
             raise FailedPrecondition(f"slice {rec.id} is {rec.state}; cannot become {state}")
-        return self._save(replace(rec, state=state, **changes))  # type: ignore[arg-type]
+        return self._save(replace(rec, state=state, **changes))
 
-    def _record(self, slice_id: str, operation: str) -> Callable[[Sequence[TaskStatus]], None]:
-        def record(entries: Sequence[TaskStatus]) -> None:
-            self._store.log_tasks(slice_id, operation, entries, self._clock())
+    def _log(self, slice_id: str, operation: str, entries: Iterable[TaskStatus]) -> None:
+        self._store.log_tasks(slice_id, operation, list(entries), self._clock())
 
-        return record
+    async def _detached(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` as a task the manager owns: the caller may give up, the operation goes on."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, FedError):
+                log.error("an operation failed unexpectedly", exc_info=exc)
+
+    async def drain(self) -> None:
+        """Wait for every operation in flight (used at shutdown and in tests)."""
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+
+    async def cancel_running(self) -> None:
+        """Stop every operation in flight, as a crash would: what they leave in flight is the reconciler's."""
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*list(self._running), return_exceptions=True)
+
+    def _child_time(self, deadline: float | None) -> float:
+        """How long a child may take: our own limit, or a share of what the caller left us."""
+        if deadline is None:
+            return self.child_timeout_s
+        left = deadline - self._clock()
+        return max(0.05, min(self.child_timeout_s, left * CHILD_TIME_SHARE))
+
+    async def _bounded(self, work: Awaitable[T], limit_s: float, domain: str) -> T:
+        try:
+            return await asyncio.wait_for(work, limit_s)
+        except TimeoutError:
+            raise DeadlineExceeded(f"{domain} did not answer within {limit_s:.3g} s", domain=domain) from None
 
     def get(self, slice_id: str) -> SliceRecord:
         """The slice, or ``NotFound``."""
@@ -145,8 +214,6 @@ class SliceManager:
         """Every slice, or those in ``states``."""
         return self._store.slices(states)
 
-    # --- watch --------------------------------------------------------------------------------
-
     def watch(self, slice_id: str = "", initial: bool = False) -> AsyncIterator[SliceEvent]:
         """State changes of one slice (or all) until the caller stops iterating."""
         if not initial:
@@ -157,25 +224,39 @@ class SliceManager:
     # --- reserve ------------------------------------------------------------------------------
 
     async def reserve(
-        self, requester: str, request_id: str, request: SliceRequest, hold_time_s: float = 0.0
+        self,
+        requester: str,
+        request_id: str,
+        request: SliceRequest,
+        hold_time_s: float = 0.0,
+        deadline: float | None = None,
     ) -> SliceRecord:
-        """Hold a slice in every child the plan involves, or hold nothing at all."""
+        """Hold a slice in every child the plan involves, or hold nothing at all (``deadline``: the caller's)."""
         self._check_loop(request)
         if not request_id:
             raise InvalidArgument("request_id", "must not be empty")
         if hold_time_s < 0 or hold_time_s > MAX_HOLD_TIME_S:
             raise InvalidArgument("hold_time_s", f"must be between 0 (default) and {MAX_HOLD_TIME_S:.0f}")
+        return await self._detached(self._reserve(requester, request_id, request, hold_time_s, deadline))
+
+    async def _reserve(
+        self, requester: str, request_id: str, request: SliceRequest, hold_time_s: float, deadline: float | None
+    ) -> SliceRecord:
         hold = hold_time_s or self._default_hold_s
         digest = request_hash(request, hold)
         async with self._lock(f"request:{requester}:{request_id}"):
             existing = self._store.find_by_request(requester, request_id)
             if existing is not None:
+                if existing.request_hash == CANCELLED:
+                    raise FailedPrecondition(
+                        f"request_id '{request_id}' was cancelled by its requester before this Reserve arrived"
+                    )
                 if existing.request_hash != digest:
                     raise AlreadyExists(
                         f"request_id '{request_id}' was already used with a different request (slice {existing.id})"
                     )
-                if existing.state is S.FAILED and existing.error_code:
-                    raise error_for_code(ErrorCode(existing.error_code), existing.reason)
+                if existing.state in (S.FAILED, S.ABORTING) and existing.error_code:
+                    raise error_for_code(ErrorCode(existing.error_code), without_pending(existing.reason))
                 return existing
             now = self._clock()
             rec = SliceRecord(
@@ -192,11 +273,39 @@ class SliceManager:
             rec = self._save(rec)
             async with self._lock(rec.id):
                 try:
-                    return await self._reserve_with_crankback(rec)
+                    await self._faults.hit("reserve.start", rec.id)
+                    held = await self._reserve_with_crankback(rec, deadline)
+                    await self._faults.hit("reserve.done", rec.id)
                 except FedError as exc:
-                    failed = self._store.get(rec.id) or rec
-                    self._save(replace(failed, state=S.FAILED, reason=str(exc), error_code=exc.code.value))
+                    await self._fail_reserve(rec.id, exc, deadline)
                     raise
+                return held
+
+    async def cancel_request(self, requester: str, request_id: str) -> SliceRecord:
+        """Release whatever ``request_id`` holds, or remember it as cancelled when its Reserve never arrived.
+
+        An upper SP that got no answer to a Reserve releases by the order key; should the Reserve
+        arrive later (it was queued behind a stopped process, say), it is refused, not held.
+        """
+        async with self._lock(f"request:{requester}:{request_id}"):
+            existing = self._store.find_by_request(requester, request_id)
+            if existing is None:
+                now = self._clock()
+                return self._save(
+                    SliceRecord(
+                        id=f"{self.sp_id}-{uuid.uuid4().hex[:12]}",
+                        requester=requester,
+                        request_id=request_id,
+                        request_hash=CANCELLED,
+                        request=SliceRequest(src="-", dst="-", bandwidth_mbps=0),  # type: ignore[arg-type]
+                        hold_time_s=0.0,
+                        state=S.ABORTED,
+                        created_at=now,
+                        updated_at=now,
+                        reason="cancelled by its requester before the Reserve arrived",
+                    )
+                )
+        return await self.terminate(existing.id)
 
     def _check_loop(self, request: SliceRequest) -> None:
         """Refuse a request that already passed through this SP (loop safety)."""
@@ -232,13 +341,13 @@ class SliceManager:
             avoid_runs=tuple(avoid),
         )
 
-    async def _reserve_with_crankback(self, rec: SliceRecord) -> SliceRecord:
+    async def _reserve_with_crankback(self, rec: SliceRecord, deadline: float | None) -> SliceRecord:
         """Plan, reserve everywhere; on a refusal or a label disagreement release all and re-plan around it.
 
-        A child refusing with RESOURCE_EXHAUSTED (no capacity, a label taken meanwhile) has its run
-        avoided in the next plan; labels that disagreed are excluded. Other errors (a child that
-        does not answer, a bad request) end the reservation at once. Every try releases what it
-        held before the next starts, and after ``MAX_PLAN_ATTEMPTS`` the whole request fails.
+        A child refusing with RESOURCE_EXHAUSTED has its run avoided in the next plan; labels that
+        disagreed are skipped (with every label below them that a side passed over). Other errors end
+        the reservation at once. Every try releases what it held before the next starts (confirmed by
+        every child, else the reservation fails here), and after ``MAX_PLAN_ATTEMPTS`` it fails.
         """
         exclude: dict[tuple[str, str], set[int]] = {}
         avoid: list[planner.Run] = []
@@ -259,52 +368,37 @@ class SliceManager:
                 ) from None
             segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
             rec = self._save(replace(rec, segments=segments, links=links))
-            refused: dict[int, FedError] = {}
-            try:
-                grants = await self._reserve_segments(rec, refused)
-            except FedError as exc:
-                causes = exc.causes if isinstance(exc, FanoutError) else (exc,)
-                if not refused or any(c.code is not ErrorCode.RESOURCE_EXHAUSTED for c in causes):
-                    raise
-                for index, err in sorted(refused.items()):
-                    seg = rec.segments[index]
+            planned = {planner.link_key(ln.a_port, ln.b_port): ln.label_a for ln in links}
+            rec, failed = await self._reserve_segments(rec, deadline)
+            if failed:
+                errors = [e for _, e in failed]
+                rec = await self._release_attempt(rec, deadline, errors)
+                if not worth_crankback(errors):
+                    raise errors[0] if len(errors) == 1 else _fanout(errors)
+                for seg, err in failed:
                     avoid.append(planner.Run(SpId(seg.domain), seg.request.src, seg.request.dst))
-                    refusals.append(err.in_domain(seg.domain))
-                log.warning("slice %s: attempt %d refused (%s); re-planning around it", rec.id, attempt + 1, exc)
+                    refusals.append(err)
+                log.warning("slice %s: attempt %d refused (%s); re-planning around it", rec.id, attempt + 1, errors[0])
                 continue
-            segments = tuple(
-                replace(
-                    s,
-                    state=S.HELD,
-                    handle=grants[s.index].handle,
-                    labels={str(k): v for k, v in grants[s.index].labels.items()},
-                    addresses={str(k): v for k, v in grants[s.index].addresses.items()},
-                    detail=grants[s.index].detail,
-                )
-                for s in rec.segments
-            )
             links = tuple(
-                replace(ln, label_a=label_at(segments, ln.a_port), label_b=label_at(segments, ln.b_port))
+                replace(ln, label_a=label_at(rec.segments, ln.a_port), label_b=label_at(rec.segments, ln.b_port))
                 for ln in rec.links
             )
-            rec = replace(rec, segments=segments, links=links)
+            rec = replace(rec, links=links)
             disagree = [ln for ln in links if not ln.labels_agree()]
             if not disagree:
                 now = self._clock()
-                own_labels = {t: lab for t in (rec.request.src, rec.request.dst) if (lab := label_at(segments, t))}
-                addresses = {e: a for s in segments for e, a in s.addresses.items()}
+                own = {t: lab for t in (rec.request.src, rec.request.dst) if (lab := label_at(rec.segments, t))}
+                addresses = {e: a for s in rec.segments for e, a in s.addresses.items()}
                 return self._transition(
-                    rec, S.HELD, hold_expires_at=now + rec.hold_time_s, labels=own_labels, addresses=addresses
+                    rec, S.HELD, hold_expires_at=now + rec.hold_time_s, labels=own, addresses=addresses
                 )
-            # Crankback: both sides of a link must carry the same label unless one can swap.
             names = ", ".join(f"{ln.a_port}={ln.label_a} vs {ln.b_port}={ln.label_b}" for ln in disagree)
             log.warning("slice %s: labels disagree (%s); releasing and retrying", rec.id, names)
-            rec = self._save(rec)
-            await self._release_segments(rec, "crankback")
-            rec = self._save(replace(rec, segments=with_state(rec.segments, S.ABORTED)))
+            rec = await self._release_attempt(rec, deadline, [])
             for ln in disagree:
                 key = planner.link_key(ln.a_port, ln.b_port)
-                exclude.setdefault(key, set()).update(x for x in (ln.label_a, ln.label_b) if x is not None)
+                exclude.setdefault(key, set()).update(labels_to_skip(planned.get(key), ln.label_a, ln.label_b))
             refusals.append(
                 ResourceExhausted(f"labels disagree on {names}", constraint=Constraint.LABELS, domain=self.sp_id)
             )
@@ -314,161 +408,272 @@ class SliceManager:
             message = f"{MAX_PLAN_ATTEMPTS} plans were refused below: " + "; ".join(str(r) for r in refusals)
         raise ResourceExhausted(f"crankback: {message}", constraint=Constraint.CRANKBACK, causes=refusals)
 
-    async def _reserve_segments(self, rec: SliceRecord, refused: dict[int, FedError]) -> dict[int, SegmentGrant]:
-        """Reserve every segment at once; on failure all held are released and ``refused`` names who said no."""
-        grants: dict[int, SegmentGrant] = {}
+    async def _reserve_segments(
+        self, rec: SliceRecord, deadline: float | None
+    ) -> tuple[SliceRecord, list[tuple[SegmentRecord, FedError]]]:
+        """Ask every child at once; return the slice with each answer recorded, and the errors.
 
-        def reserve_task(seg: SegmentRecord) -> Task:
-            agent = self._agent(seg.domain)
+        A child that answered with an error holds nothing (by the protocol, it releases on its own
+        what it could not confirm); one whose answer never came is left RESERVING, to be released by
+        its order key.
+        """
+        timeout = self._child_time(deadline)
 
-            async def run() -> None:
-                try:
-                    grants[seg.index] = await agent.reserve(
-                        SegmentOrder(
-                            key=seg.order_key,
-                            request=seg.request,
-                            hold_time_s=rec.hold_time_s,
-                            on_behalf_of=rec.requester,
-                        )
+        async def one(seg: SegmentRecord) -> SegmentGrant:
+            await self._faults.hit("reserve.task.before", rec.id, seg.domain)
+            order = SegmentOrder(
+                key=seg.order_key,
+                request=seg.request,
+                hold_time_s=rec.hold_time_s,
+                on_behalf_of=rec.requester,
+                timeout_s=timeout,
+            )
+            grant = await self._bounded(self._agent(seg.domain).reserve(order), timeout + 0.5, seg.domain)
+            await self._faults.hit("reserve.task.after", rec.id, seg.domain)
+            return grant
+
+        self._log(rec.id, "reserve", (TaskStatus(0, _task("reserve", s), "running") for s in rec.segments))
+        results = await asyncio.gather(*(one(s) for s in rec.segments), return_exceptions=True)
+        segments: list[SegmentRecord] = []
+        failed: list[tuple[SegmentRecord, FedError]] = []
+        statuses: list[TaskStatus] = []
+        for seg, res in zip(rec.segments, results, strict=True):
+            if isinstance(res, SegmentGrant):
+                segments.append(
+                    replace(
+                        seg,
+                        state=S.HELD,
+                        handle=res.handle,
+                        labels={str(k): v for k, v in res.labels.items()},
+                        addresses={str(k): v for k, v in res.addresses.items()},
+                        detail=res.detail,
                     )
-                except FedError as exc:
-                    refused[seg.index] = exc
-                    raise
+                )
+                statuses.append(TaskStatus(0, _task("reserve", seg), "done"))
+                continue
+            err = _as_error(res, seg.domain)
+            segments.append(seg if outcome_unknown(err) else replace(seg, state=S.ABORTED))
+            failed.append((seg, err))
+            statuses.append(TaskStatus(0, _task("reserve", seg), "failed", str(err)))
+        self._log(rec.id, "reserve", statuses)
+        return self._save(replace(rec, segments=tuple(segments))), failed
 
-            async def undo() -> None:
-                await agent.abort(grants[seg.index].handle)
+    async def _release_attempt(self, rec: SliceRecord, deadline: float | None, errors: list[FedError]) -> SliceRecord:
+        """Release one reservation attempt before the next; fail the Reserve when a child cannot confirm."""
+        rec, failures = await self._release_all(rec, self._child_time(deadline), "crankback")
+        if failures:
+            raise errors[0] if errors else failures[0][1]
+        return rec
 
-            return Task(f"reserve {seg.domain}#{seg.index}", run, undo, domain=seg.domain)
-
-        schedule = Schedule("reserve").add_step([reserve_task(s) for s in rec.segments])
-        await run_schedule(schedule, self._record(rec.id, "reserve"))
-        return grants
-
-    async def _release_segments(self, rec: SliceRecord, operation: str) -> list[FedError]:
-        """Abort held and terminate committed segments, best effort; return what failed."""
-
-        def release_task(seg: SegmentRecord) -> Task:
-            agent = self._agent(seg.domain)
-
-            async def run() -> None:
-                if seg.state in (S.HELD, S.RESERVING):
-                    await agent.abort(seg.handle)
-                else:
-                    await agent.terminate(seg.handle)
-
-            return Task(f"release {seg.domain}#{seg.index}", run, domain=seg.domain)
-
-        holding = [s for s in rec.segments if s.handle and s.state not in FINAL_STATES]
-        schedule = Schedule(operation, best_effort=True).add_step([release_task(s) for s in holding])
+    async def _fail_reserve(self, slice_id: str, exc: FedError, deadline: float | None) -> None:
+        """A Reserve failed: release what any child may hold; FAILED once all confirmed, else ABORTING."""
+        rec = self.get(slice_id)
+        rec = self._transition(
+            rec, S.ABORTING, reason=str(exc), error_code=exc.code.value, settle_to=S.FAILED, hold_expires_at=0.0
+        )
+        # One short try now; what a child does not confirm is the reconciler's from here on.
+        with_time = max(0.2, min(self.child_timeout_s, self._child_time(deadline)) * 0.5)
         try:
-            await run_schedule(schedule, self._record(rec.id, operation))
-        except FedError as exc:
-            return list(getattr(exc, "causes", (exc,)))
-        return []
+            await self.drive_release(rec, limit_s=with_time)
+        except FedError as pending:
+            log.warning("slice %s: reserve failed and %s; the reconciler goes on", rec.id, pending)
 
-    # --- commit / abort -----------------------------------------------------------------------
+    # --- commit / abort / activate / terminate --------------------------------------------------
 
-    def _require(self, rec: SliceRecord, allowed: Iterable[SliceState], operation: str) -> None:
-        allowed = tuple(allowed)
-        if rec.state not in allowed:
-            need = " or ".join(s.value for s in allowed)
-            raise FailedPrecondition(f"slice {rec.id} is {rec.state}; {operation} needs {need}")
+    def _require(self, rec: SliceRecord, op: Operation) -> None:
+        if rec.state not in op.accepts:
+            need = " or ".join(s.value for s in sorted(op.accepts))
+            raise FailedPrecondition(f"slice {rec.id} is {rec.state}; {op.name} needs {need}")
 
     async def commit(self, slice_id: str) -> SliceRecord:
-        """Make a held slice permanent in every child, or release it everywhere."""
+        """Make a held slice permanent in every child; once decided, it completes or is released everywhere."""
+        return await self._detached(self._commit(slice_id))
+
+    async def _commit(self, slice_id: str) -> SliceRecord:
+        op = OPERATIONS["Commit"]
         async with self._lock(slice_id):
             rec = self.get(slice_id)
-            if rec.state in (S.COMMITTED, S.ACTIVE):
+            if rec.state in op.done:
                 return rec  # a repeated commit is answered, not refused
-            self._require(rec, [S.HELD], "Commit")
+            if rec.state is S.COMMITTING:
+                return await self.drive_commit(rec)
+            self._require(rec, op)
             if self._clock() >= rec.hold_expires_at:
                 await self._expire(rec)
                 raise FailedPrecondition(f"slice {rec.id}: the hold expired before the commit arrived")
-            rec = self._transition(rec, S.COMMITTING)
-            committed: set[int] = set()
+            await self._faults.hit("commit.start", rec.id)
+            rec = self._transition(rec, S.COMMITTING, reason="")  # the decision, durable before any child hears
+            await self._faults.hit("commit.decided", rec.id)
+            return await self.drive_commit(rec)
 
-            def commit_task(seg: SegmentRecord) -> Task:
-                agent = self._agent(seg.domain)
+    async def drive_commit(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
+        """Send Commit to every child that has not confirmed it; the caller holds the slice's lock.
 
-                async def run() -> None:
-                    await agent.commit(seg.handle)
-                    committed.add(seg.index)
+        All confirmed: COMMITTED. One lost its hold: everything is released and the slice ends FAILED
+        naming it. Some did not answer: the slice stays COMMITTING naming them and ``Unavailable`` is
+        raised (the reconciler retries) — until the hold time is over, when their holds are gone too.
+        """
+        timeout = limit_s or self.child_timeout_s
+        todo = [s for s in rec.segments if s.state is not S.COMMITTED]
 
-                async def undo() -> None:
-                    await agent.terminate(seg.handle)
+        async def one(seg: SegmentRecord) -> None:
+            await self._faults.hit("commit.task.before", rec.id, seg.domain)
+            await self._bounded(self._agent(seg.domain).commit(seg.handle), timeout, seg.domain)
+            await self._faults.hit("commit.task.after", rec.id, seg.domain)
 
-                return Task(f"commit {seg.domain}#{seg.index}", run, undo, domain=seg.domain)
-
-            schedule = Schedule("commit").add_step([commit_task(s) for s in rec.segments])
-            try:
-                await run_schedule(schedule, self._record(rec.id, "commit"))
-            except FedError as exc:
-                # Committed ones were terminated by compensation; release the rest too.
-                rest = replace(rec, segments=tuple(s for s in rec.segments if s.index not in committed))
-                await self._release_segments(rest, "commit-failed")
-                self._save(
-                    replace(
-                        rec,
-                        state=S.FAILED,
-                        reason=f"commit failed: {exc}",
-                        error_code=exc.code.value,
-                        segments=with_state(rec.segments, S.TERMINATED),
-                    )
-                )
-                raise
-            return self._transition(rec, S.COMMITTED, segments=self._described(rec.segments, S.COMMITTED))
+        results = await asyncio.gather(*(one(s) for s in todo), return_exceptions=True)
+        done = {s.index for s, r in zip(todo, results, strict=True) if r is None}
+        failed = [(s, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None]
+        errors = [e for _, e in failed]
+        self._log(
+            rec.id,
+            "commit",
+            [TaskStatus(0, _task("commit", s), "done" if s.index in done else "failed") for s in todo],
+        )
+        segments = tuple(replace(s, state=S.COMMITTED) if s.index in done else s for s in rec.segments)
+        rec = self._save(replace(rec, segments=segments))
+        lost = [(sg, e) for sg, e in failed if lost_hold(e)]
+        overdue = bool(failed) and self._clock() >= rec.hold_expires_at
+        if lost or overdue:
+            why = [e for _, e in lost or failed]
+            names = ", ".join(sorted({sg.domain for sg, _ in lost or failed}))
+            lost_at = {sg.index for sg, _ in lost}
+            reason = (
+                f"commit failed: {names} lost the hold ({why[0]}); everything else is released"
+                if lost
+                else f"commit failed: {names} did not confirm within the hold time ({why[0]}); released everywhere"
+            )
+            log.warning("slice %s: %s", rec.id, reason)
+            rec = self._transition(
+                rec,
+                S.TERMINATING,
+                reason=reason,
+                error_code=why[0].code.value,
+                settle_to=S.FAILED,
+                segments=tuple(replace(s, state=S.EXPIRED) if s.index in lost_at else s for s in rec.segments),
+            )
+            rec = await self.drive_release(rec)
+            raise error_for_code(ErrorCode(rec.error_code), reason, causes=why)
+        if failed:
+            waiting = [sg.domain for sg, _ in failed]
+            rec = self._save(replace(rec, reason=with_pending("commit decided; waiting for confirmation", waiting)))
+            raise Unavailable(
+                f"slice {rec.id}: the commit is decided and goes on: {', '.join(sorted(waiting))} did not confirm yet "
+                f"({errors[0]}); watch the slice for COMMITTED",
+                causes=errors,
+            )
+        rec = self._transition(rec, S.COMMITTED, reason="", segments=self._described(rec.segments, S.COMMITTED))
+        await self._faults.hit("commit.done", rec.id)
+        return rec
 
     async def abort(self, slice_id: str) -> SliceRecord:
         """Release a held slice everywhere."""
+        return await self._detached(self._release_op(OPERATIONS["Abort"], slice_id))
+
+    async def terminate(self, slice_id: str) -> SliceRecord:
+        """Release a slice in any state everywhere: WIM stitches first, then the children."""
+        return await self._detached(self._release_op(OPERATIONS["Terminate"], slice_id))
+
+    async def _release_op(self, op: Operation, slice_id: str) -> SliceRecord:
+        point = op.name.lower()
         async with self._lock(slice_id):
             rec = self.get(slice_id)
-            if rec.state in (S.ABORTED, S.EXPIRED):
+            if rec.state in op.done:
                 return rec
-            self._require(rec, [S.HELD], "Abort")
-            rec = self._transition(rec, S.ABORTING)
-            failures = await self._release_segments(rec, "abort")
-            reason = "; ".join(str(f) for f in failures)
-            return self._transition(
-                rec,
-                S.ABORTED,
-                segments=with_state(rec.segments, S.ABORTED),
-                reason=f"some children did not confirm (their holds expire on their own): {reason}" if reason else "",
+            if rec.state in op.resumes:
+                return await self.drive_release(rec)
+            self._require(rec, op)
+            await self._faults.hit(f"{point}.start", rec.id)
+            # A terminate after a failure keeps its reason; a customer's own release needs none.
+            rec = self._transition(rec, op.in_flight, settle_to=op.settle_to, error_code="", reason="")
+            rec = await self.drive_release(rec)
+            await self._faults.hit(f"{point}.done", rec.id)
+            return rec
+
+    async def drive_release(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
+        """Release everything the slice may still hold; the caller holds the slice's lock.
+
+        Every confirmed: the slice ends where ``settle_to`` says. Some did not confirm: it stays in
+        flight naming them and ``Unavailable`` is raised (the reconciler retries).
+        """
+        rec, failures = await self._release_all(rec, limit_s or self.child_timeout_s, _operation_of(rec))
+        if failures:
+            names = [name for name, _ in failures]
+            rec = self._save(replace(rec, reason=with_pending(rec.reason or f"{rec.state.lower()}", names)))
+            raise Unavailable(
+                f"slice {rec.id} is {rec.state}: {', '.join(sorted(set(names)))} did not confirm the release yet "
+                f"({failures[0][1]}); the broker retries until they do",
+                causes=[e for _, e in failures],
             )
+        final = settle_state(rec.state, rec.settle_to, rec.error_code)
+        reason = without_pending(rec.reason) if final is S.FAILED or final is S.EXPIRED else ""
+        return self._transition(rec, final, reason=reason, links=tuple(replace(ln, wim_handle="") for ln in rec.links))
 
-    async def _expire(self, rec: SliceRecord) -> SliceRecord:
-        failures = await self._release_segments(rec, "expire")
-        note = f"; not confirmed by: {', '.join(f.domain or '?' for f in failures)}" if failures else ""
-        return self._transition(
-            rec,
-            S.EXPIRED,
-            segments=with_state(rec.segments, S.EXPIRED),
-            reason=f"hold time of {rec.hold_time_s:g} s passed without a commit{note}",
+    async def _release_all(
+        self, rec: SliceRecord, limit_s: float, operation: str
+    ) -> tuple[SliceRecord, list[tuple[str, FedError]]]:
+        """Unstitch, then release every segment not yet released, by its real state at the child.
+
+        Returns the slice with each confirmation recorded, and (child, error) for each not confirmed.
+        """
+        point = operation if operation in ("abort", "terminate") else ""
+        failures: list[tuple[str, FedError]] = []
+        links = list(rec.links)
+        for i, ln in enumerate(links):
+            if not ln.wim_handle:
+                continue
+            try:
+                await self._bounded(self._wim.delete(ln.wim_handle), limit_s, self.sp_id)
+            except FedError as exc:
+                failures.append((f"{self.sp_id} (WIM)", exc.in_domain(self.sp_id)))
+            else:
+                links[i] = replace(ln, wim_handle="")
+        todo = [s for s in rec.segments if s.state not in RELEASED]
+
+        async def one(seg: SegmentRecord) -> None:
+            if point:
+                await self._faults.hit(f"{point}.task.before", rec.id, seg.domain)
+            await self._bounded(self._agent(seg.domain).release(seg.order_key, seg.handle), limit_s, seg.domain)
+            if point:
+                await self._faults.hit(f"{point}.task.after", rec.id, seg.domain)
+
+        results = await asyncio.gather(*(one(s) for s in todo), return_exceptions=True)
+        released = {s.index for s, r in zip(todo, results, strict=True) if r is None}
+        failures.extend((s.domain, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None)
+        self._log(
+            rec.id,
+            operation,
+            [TaskStatus(0, _task("release", s), "done" if s.index in released else "failed") for s in todo],
         )
+        end = segment_end_state(settle_state(rec.state, rec.settle_to, rec.error_code))
+        segments = tuple(replace(s, state=end) if s.index in released else s for s in rec.segments)
+        return self._save(replace(rec, segments=segments, links=tuple(links))), failures
 
-    async def expire_due(self) -> list[str]:
-        """Release every held slice whose hold time has passed; return their ids."""
+    async def _expire(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
+        """The hold time passed without a commit: release everywhere (the caller holds the lock)."""
+        rec = self._transition(
+            rec, S.ABORTING, settle_to=S.EXPIRED, reason=f"hold time of {rec.hold_time_s:g} s passed without a commit"
+        )
+        try:
+            return await self.drive_release(rec, limit_s)
+        except FedError as exc:
+            log.warning("slice %s: expiry pending: %s", rec.id, exc)
+            return self.get(rec.id)
+
+    async def expire_due(self, limit_s: float | None = None) -> list[str]:
+        """Release every held slice whose hold time has passed; return their ids (``limit_s``: per child call)."""
         expired = []
         for slice_id in self._store.expired_holds(self._clock()):
             async with self._lock(slice_id):
                 rec = self.get(slice_id)
                 if rec.state is S.HELD and self._clock() >= rec.hold_expires_at:
-                    await self._expire(rec)
+                    await self._expire(rec, limit_s)
                     expired.append(slice_id)
         return expired
 
-    async def run_expiry(self, stop: asyncio.Event) -> None:
-        """Background loop: release expired holds as their time comes."""
-        while not stop.is_set():
-            try:
-                await self.expire_due()
-            except FedError as exc:
-                log.error("hold expiry pass failed: %s", exc)
-            nxt = self._store.next_hold_expiry()
-            delay = 1.0 if nxt is None else min(1.0, max(0.02, nxt - self._clock()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-
-    # --- activate / terminate -----------------------------------------------------------------
+    def next_hold_expiry(self) -> float | None:
+        """When the next hold expires, if any slice is held."""
+        return self._store.next_hold_expiry()
 
     def _described(self, segments: Iterable[SegmentRecord], state: SliceState) -> tuple[SegmentRecord, ...]:
         out = []
@@ -479,128 +684,180 @@ class SliceManager:
 
     async def activate(self, slice_id: str) -> SliceRecord:
         """Bring a committed slice into service: children realise their segments, the WIM stitches."""
+        return await self._detached(self._activate(slice_id))
+
+    async def _activate(self, slice_id: str) -> SliceRecord:
+        op = OPERATIONS["Activate"]
         async with self._lock(slice_id):
             rec = self.get(slice_id)
-            if rec.state is S.ACTIVE:
+            if rec.state in op.done:
                 return rec
-            self._require(rec, [S.COMMITTED], "Activate")
+            self._require(rec, op)
+            await self._faults.hit("activate.start", rec.id)
             rec = self._transition(rec, S.ACTIVATING)
-            handles: dict[tuple[str, str], str] = {}
+            timeout = self.child_timeout_s
 
-            def activate_task(seg: SegmentRecord) -> Task:
-                agent = self._agent(seg.domain)
-                return Task(
-                    f"activate {seg.domain}#{seg.index}",
-                    lambda: agent.activate(seg.handle),
-                    domain=seg.domain,
-                )
+            async def activate_one(seg: SegmentRecord) -> None:
+                await self._faults.hit("activate.task.before", rec.id, seg.domain)
+                await self._bounded(self._agent(seg.domain).activate(seg.handle), timeout, seg.domain)
+                await self._faults.hit("activate.task.after", rec.id, seg.domain)
 
-            def stitch_task(ln: LinkRecord) -> Task:
-                spec = ConnectivitySpec(
-                    key=f"{rec.id}:{ln.a_port}:{ln.b_port}",
-                    points=(
-                        ConnectionPoint(ln.a_port, ln.label_type, ln.label_a or 0),
-                        ConnectionPoint(ln.b_port, ln.label_type, ln.label_b or 0),
-                    ),
-                    bandwidth_mbps=rec.request.bandwidth_mbps,
-                )
-
-                async def run() -> None:
-                    handles[(ln.a_port, ln.b_port)] = await self._wim.create(spec)
-
-                async def undo() -> None:
-                    await self._wim.delete(handles[(ln.a_port, ln.b_port)])
-
-                return Task(f"stitch {ln.a_port}~{ln.b_port}", run, undo, domain=self.sp_id)
-
-            schedule = (
-                Schedule("activate")
-                .add_step([activate_task(s) for s in rec.segments])
-                .add_step([stitch_task(ln) for ln in rec.links])
+            results = await asyncio.gather(*(activate_one(s) for s in rec.segments), return_exceptions=True)
+            errors = [_as_error(r, s.domain) for s, r in zip(rec.segments, results, strict=True) if r is not None]
+            links = list(rec.links)
+            if not errors:
+                for i, ln in enumerate(links):
+                    spec = ConnectivitySpec(
+                        key=f"{rec.id}:{ln.a_port}:{ln.b_port}",
+                        points=(
+                            ConnectionPoint(ln.a_port, ln.label_type, ln.label_a or 0),
+                            ConnectionPoint(ln.b_port, ln.label_type, ln.label_b or 0),
+                        ),
+                        bandwidth_mbps=rec.request.bandwidth_mbps,
+                    )
+                    try:
+                        handle = await self._bounded(self._wim.create(spec), timeout, self.sp_id)
+                    except FedError as exc:
+                        errors.append(exc.in_domain(self.sp_id))
+                        break
+                    links[i] = replace(ln, wim_handle=handle)
+                    # Each stitch is persisted as it is made, so a release after a crash finds it.
+                    rec = self._save(replace(rec, links=tuple(links)))
+            self._log(rec.id, "activate", [TaskStatus(0, "activate", "failed" if errors else "done")])
+            if errors:
+                err = errors[0] if len(errors) == 1 else _fanout(errors)
+                # Undo the stitches made; children stay committed (they keep what they hold until terminated).
+                for i, ln in enumerate(links):
+                    if ln.wim_handle:
+                        try:
+                            await self._bounded(self._wim.delete(ln.wim_handle), timeout, self.sp_id)
+                            links[i] = replace(ln, wim_handle="")
+                        except FedError as exc:
+                            log.warning("slice %s: unstitching %s failed: %s", rec.id, ln.a_port, exc)
+                self._transition(rec, S.COMMITTED, links=tuple(links), reason=f"activation failed: {err}")
+                raise err
+            rec = self._transition(
+                rec, S.ACTIVE, links=tuple(links), reason="", segments=self._described(rec.segments, S.ACTIVE)
             )
-            try:
-                await run_schedule(schedule, self._record(rec.id, "activate"))
-            except FedError as exc:
-                self._save(replace(rec, state=S.COMMITTED, reason=f"activation failed: {exc}"))
-                raise
-            links = tuple(replace(ln, wim_handle=handles.get((ln.a_port, ln.b_port), "")) for ln in rec.links)
-            return self._transition(
-                rec, S.ACTIVE, links=links, reason="", segments=self._described(rec.segments, S.ACTIVE)
-            )
-
-    async def terminate(self, slice_id: str) -> SliceRecord:
-        """Release a slice in any holding state everywhere: WIM stitches first, then the children."""
-        async with self._lock(slice_id):
-            rec = self.get(slice_id)
-            if rec.state is S.TERMINATED:
-                return rec
-            self._require(rec, [S.HELD, S.COMMITTED, S.ACTIVE, S.FAILED], "Terminate")
-            return await self._terminate(rec)
-
-    async def _terminate(self, rec: SliceRecord) -> SliceRecord:
-        rec = self._transition(rec, S.TERMINATING)
-
-        def unstitch_task(ln: LinkRecord) -> Task:
-            return Task(
-                f"unstitch {ln.a_port}~{ln.b_port}",
-                lambda: self._wim.delete(ln.wim_handle),
-                domain=self.sp_id,
-            )
-
-        schedule = Schedule("terminate", best_effort=True).add_step(
-            [unstitch_task(ln) for ln in rec.links if ln.wim_handle]
-        )
-        failures: list[FedError] = []
-        try:
-            await run_schedule(schedule, self._record(rec.id, "terminate"))
-        except FedError as exc:
-            failures.extend(getattr(exc, "causes", (exc,)))
-        failures.extend(await self._release_segments(rec, "terminate"))
-        if failures:
-            reason = "terminate incomplete, retry Terminate: " + "; ".join(str(f) for f in failures)
-            self._save(replace(rec, state=S.FAILED, reason=reason, error_code=failures[0].code.value))
-            raise failures[0] if len(failures) == 1 else FailedPrecondition(reason)
-        links = tuple(replace(ln, wim_handle="") for ln in rec.links)
-        return self._transition(rec, S.TERMINATED, links=links, segments=with_state(rec.segments, S.TERMINATED))
+            await self._faults.hit("activate.done", rec.id)
+            return rec
 
     # --- restart, usage -----------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """After a restart: re-apply local holdings, settle interrupted operations, expire old holds."""
+        """After a restart: re-apply local holdings, hand interrupted operations to the reconciler.
+
+        RESERVING is presumed aborted; COMMITTING rolls forward; ABORTING and TERMINATING go on
+        releasing; ACTIVATING falls back to COMMITTED (its children keep what they hold).
+        """
         for domain, handle, state in self._store.local_holdings():
             if domain in self._agents:
                 await self._agents[domain].restore(handle, committed=state is not S.HELD)
         for wim_handle in self._store.wim_handles():
             await self._wim.restore(wim_handle)
-        for rec in self._store.slices([S.RESERVING, S.ABORTING, S.COMMITTING, S.ACTIVATING, S.TERMINATING]):
+        for rec in self._store.slices([S.RESERVING, S.ACTIVATING]):
             log.warning("slice %s was %s when the broker stopped; settling it", rec.id, rec.state)
-            if rec.state in (S.RESERVING, S.ABORTING):
-                await self._release_segments(rec, "recover")
-                final = S.FAILED if rec.state is S.RESERVING else S.ABORTED
-                self._save(
-                    replace(
-                        rec,
-                        state=final,
-                        reason=f"broker restarted during {rec.state}",
-                        error_code=ErrorCode.UNAVAILABLE.value,
-                        segments=with_state(rec.segments, S.ABORTED),
-                    )
+            if rec.state is S.RESERVING:
+                self._transition(
+                    rec,
+                    S.ABORTING,
+                    reason=f"broker {self.sp_id} restarted during the reservation",
+                    error_code=ErrorCode.UNAVAILABLE.value,
+                    settle_to=S.FAILED,
                 )
-            elif rec.state is S.ACTIVATING:
-                self._save(replace(rec, state=S.COMMITTED, reason="broker restarted during activation"))
-            elif rec.state is S.TERMINATING:
-                try:
-                    await self._terminate(replace(rec, state=S.FAILED))
-                except FedError as exc:
-                    log.error("slice %s: terminate after restart incomplete: %s", rec.id, exc)
-            else:  # COMMITTING: children may be half committed; release everything.
-                try:
-                    await self._terminate(replace(rec, state=S.FAILED))
-                except FedError as exc:
-                    log.error("slice %s: release after interrupted commit incomplete: %s", rec.id, exc)
-        expired = await self.expire_due()
+            else:
+                self._transition(rec, S.COMMITTED, reason="broker restarted during activation")
+        # Holds that lapsed while the broker was down; a child that does not answer at once is the
+        # reconciler's, so a dead child cannot hold up the start.
+        expired = await self.expire_due(limit_s=1.0)
         if expired:
             log.info("released %d holds that expired while the broker was down", len(expired))
+
+    async def anti_entropy(self, domain: str) -> list[str]:
+        """Compare what ``domain`` holds for this broker with what this broker knows; release the rest.
+
+        A child's segment is an orphan when its order key names no slice here, an attempt this
+        slice no longer uses, a segment already released, or a slice that ended. Slices with an
+        operation running are left alone (their operation settles them). Returns the keys released.
+        """
+        agent = self._agent(domain)
+        held = await self._bounded(agent.holdings(), self.child_timeout_s, domain)
+        orphans = []
+        for key, handle in held:
+            slice_id = key.rsplit(".", 2)[0] if key.count(".") >= 2 else ""
+            if slice_id and self.busy(slice_id):
+                continue
+            rec = self._store.get(slice_id) if slice_id else None
+            seg = next((s for s in rec.segments if s.order_key == key), None) if rec else None
+            if rec is not None and rec.state not in FINAL_STATES and seg is not None and seg.state not in RELEASED:
+                continue
+            orphans.append((key, handle))
+        released = []
+        for key, handle in orphans:
+            log.warning("%s holds %s for %s, which no slice here holds: releasing it", domain, key, self.sp_id)
+            try:
+                await self._bounded(agent.release(key, handle), self.child_timeout_s, domain)
+            except FedError as exc:
+                log.warning("releasing orphan %s at %s failed: %s (next pass retries)", key, domain, exc)
+                continue
+            released.append(key)
+        return released
+
+    async def follow_child(self, domain: str, on_connect: Callable[[str], None] = lambda _: None) -> None:
+        """React at once to what ``domain`` does to segments on its own, until cancelled.
+
+        A child whose hold expired or that ended a segment makes the slice unable to keep its
+        promise: a held slice is released everywhere as EXPIRED, a committed one as FAILED, and this
+        broker's own Watch carries the news one level further up. ``on_connect`` hears each time the
+        child's stream (re)connects (to compare holdings with a child that was away).
+        """
+        async for ev in self._agent(domain).segment_events():
+            if not ev.handle:
+                on_connect(domain)
+                continue
+            if ev.state not in RELEASED:
+                continue
+            rec = self._store.find_by_segment(domain, ev.handle)
+            if rec is None or rec.state in FINAL_STATES or self.busy(rec.id):
+                continue
+            try:
+                await self._detached(self._child_ended(rec.id, domain, ev.handle, ev.state, ev.detail))
+            except FedError as exc:
+                log.warning("slice %s: after %s ended its segment: %s", rec.id, domain, exc)
+
+    async def _child_ended(self, slice_id: str, domain: str, handle: str, state: SliceState, detail: str) -> None:
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            seg = next((s for s in rec.segments if s.domain == domain and s.handle == handle), None)
+            if seg is None or seg.state in RELEASED or rec.state in FINAL_STATES:
+                return
+            log.warning("slice %s: %s ended its segment on its own (%s: %s)", rec.id, domain, state, detail)
+            segments = tuple(replace(s, state=S.EXPIRED) if s is seg else s for s in rec.segments)
+            rec = self._save(replace(rec, segments=segments))
+            why = f"{domain} ended its segment ({state}{': ' + detail if detail else ''})"
+            if rec.state is S.HELD:
+                rec = self._transition(rec, S.ABORTING, settle_to=S.EXPIRED, reason=f"hold lost: {why}")
+            elif rec.state in (S.COMMITTING, S.COMMITTED, S.ACTIVE):
+                rec = self._transition(
+                    rec, S.TERMINATING, settle_to=S.FAILED, error_code=ErrorCode.FAILED_PRECONDITION.value, reason=why
+                )
+            else:
+                return  # a release is in flight already: the segment is one fewer to confirm
+            await self.drive_release(rec)
+
+    @property
+    def children(self) -> tuple[str, ...]:
+        """The ids of every child domain and lower SP."""
+        return tuple(self._agents)
+
+    async def abandon_reservation(self, rec: SliceRecord, why: str) -> SliceRecord:
+        """Release a RESERVING slice no operation owns any more (the caller holds its lock)."""
+        rec = self._transition(rec, S.ABORTING, reason=why, error_code=ErrorCode.UNAVAILABLE.value, settle_to=S.FAILED)
+        return await self.drive_release(rec)
+
+    def abandon_activation(self, rec: SliceRecord, why: str) -> SliceRecord:
+        """An ACTIVATING slice no operation owns any more falls back to COMMITTED (children keep their holds)."""
+        return self._transition(rec, S.COMMITTED, reason=why)
 
     def usage(self) -> Usage:
         """What the broker holds now."""
@@ -609,4 +866,32 @@ class SliceManager:
         return Usage(holding_slices=holding, domains=domains, wim=self._wim.usage())
 
 
-__all__ = ["HOLDING_STATES", "SliceEvent", "SliceManager", "Usage"]
+def _task(kind: str, seg: SegmentRecord) -> str:
+    return f"{kind} {seg.domain}#{seg.index}"
+
+
+def _as_error(res: BaseException | object, domain: str) -> FedError:
+    """A child's failure as a ``FedError`` naming it; cancellation and non-errors are not swallowed."""
+    if isinstance(res, asyncio.CancelledError):
+        raise res
+    if isinstance(res, FedError):
+        return res.in_domain(domain)
+    if isinstance(res, Exception):
+        log.error("a task at %s raised an unexpected error", domain, exc_info=res)
+        return error_for_code(ErrorCode.INTERNAL, f"{domain}: {type(res).__name__}: {res}", domain=domain)
+    if isinstance(res, BaseException):
+        raise res
+    raise TypeError(f"not an error: {res!r}")
+
+
+def _fanout(errors: list[FedError]) -> FedError:
+    from slicing.errors import FanoutError
+
+    return FanoutError(errors)
+
+
+def _operation_of(rec: SliceRecord) -> str:
+    return "abort" if rec.state is S.ABORTING else "terminate"
+
+
+__all__ = ["CANCELLED", "HOLDING_STATES", "LinkRecord", "SliceEvent", "SliceManager", "Usage"]

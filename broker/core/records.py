@@ -79,6 +79,8 @@ class SliceRecord:
     addresses: Mapping[str, str] = field(default_factory=dict)
     segments: tuple[SegmentRecord, ...] = ()
     links: tuple[LinkRecord, ...] = ()
+    # Where a release in flight (ABORTING, TERMINATING) ends once every SP below confirmed it.
+    settle_to: SliceState | None = None
 
     def leaf_sps(self) -> list[str]:
         """The leaf SPs realising this slice, found by walking nested segments, in path order."""

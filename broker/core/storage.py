@@ -38,6 +38,10 @@ class SliceStore(Protocol):
         """The slice a requester reserved with that request id, or None."""
         ...
 
+    def find_by_segment(self, domain: str, handle: str) -> SliceRecord | None:
+        """The slice one of whose current segments ``domain`` granted under ``handle``, or None."""
+        ...
+
     def slices(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
         """Every slice, or those in ``states``, oldest first."""
         ...

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS slices (
     error_code TEXT NOT NULL,
     labels TEXT NOT NULL,
     addresses TEXT NOT NULL,
+    settle_to TEXT NOT NULL DEFAULT '',
     UNIQUE (requester, request_id)
 );
 CREATE INDEX IF NOT EXISTS slices_state ON slices (state, hold_expires_at);
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS segments (
     detail TEXT NOT NULL,
     PRIMARY KEY (slice_id, idx)
 );
+CREATE INDEX IF NOT EXISTS segments_handle ON segments (domain, handle);
 CREATE TABLE IF NOT EXISTS links (
     slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
     a_port TEXT NOT NULL,
@@ -96,11 +98,12 @@ _ENCODED_MAX = 1024
 _PARTS_MAX = 1024
 #: Insert a slice, or update it in place: no delete and re-insert of the row and its index entries.
 _UPSERT_SLICE = """
-INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
+INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
     requester = excluded.requester, request_id = excluded.request_id, request_hash = excluded.request_hash,
     request = excluded.request, hold_time_s = excluded.hold_time_s, state = excluded.state,
     created_at = excluded.created_at, updated_at = excluded.updated_at, hold_expires_at = excluded.hold_expires_at,
-    reason = excluded.reason, error_code = excluded.error_code, labels = excluded.labels, addresses = excluded.addresses
+    reason = excluded.reason, error_code = excluded.error_code, labels = excluded.labels,
+    addresses = excluded.addresses, settle_to = excluded.settle_to
 """
 
 
@@ -123,6 +126,7 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
         # Object id -> (the object, kept alive so its id is not reused; its JSON).
         self._encoded: dict[int, tuple[object, str]] = {}
         # Slice id -> the segments and links tuples as last written: a save that carries the same
@@ -132,6 +136,12 @@ class SqliteStore:
         self._held_labels: dict[str, tuple[LinkLabel, ...]] = {}
         self._label_use: Counter[LinkLabel] = Counter()
         self._load_held_labels()
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older version up to this schema (columns added since)."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(slices)").fetchall()}
+        if "settle_to" not in columns:  # added with the reconciler: where an in-flight release ends
+            self._db.execute("ALTER TABLE slices ADD COLUMN settle_to TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         """Close the database."""
@@ -181,6 +191,7 @@ class SqliteStore:
                     rec.error_code,
                     json.dumps(dict(rec.labels)),
                     json.dumps(dict(rec.addresses)),
+                    rec.settle_to.value if rec.settle_to else "",
                 ),
             )
             written = self._parts.get(rec.id)
@@ -298,6 +309,14 @@ class SqliteStore:
         ).fetchone()
         return self._load(row) if row else None
 
+    def find_by_segment(self, domain: str, handle: str) -> SliceRecord | None:
+        """The slice one of whose current segments ``domain`` granted under ``handle``, or None."""
+        row = self._db.execute(
+            "SELECT s.* FROM segments g JOIN slices s ON s.id = g.slice_id WHERE g.domain = ? AND g.handle = ?",
+            (domain, handle),
+        ).fetchone()
+        return self._load(row) if row else None
+
     def slices(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
         """Every slice, or those in ``states``, oldest first."""
         wanted = [s.value for s in states]
@@ -395,6 +414,7 @@ class SqliteStore:
             error_code=row["error_code"],
             labels=json.loads(row["labels"]),
             addresses=json.loads(row["addresses"]),
+            settle_to=SliceState(row["settle_to"]) if row["settle_to"] else None,
             segments=tuple(
                 SegmentRecord(
                     index=s["idx"],

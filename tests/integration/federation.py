@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,16 @@ class Federation:
         """No SP named (default: all) holds a slice, bandwidth, label, slot, address or WIM service."""
         held = await self.fleet.holdings(sp_ids)
         assert not held, f"still held: {held}"
+
+    async def wait_idle(self, *sp_ids: str, within_s: float = 15.0) -> None:
+        """Wait (bounded) until no SP named (default: all) holds anything; fail naming what is still held."""
+        held: dict[str, str] = {}
+        for _ in range(int(within_s / 0.1)):
+            held = await self.fleet.holdings(sp_ids)
+            if not held:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"still held after {within_s:g} s: {held}")
 
     async def close(self) -> None:
         """Stop every broker."""

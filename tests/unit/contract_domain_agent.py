@@ -131,6 +131,23 @@ class DomainAgentContract:
         await agent.terminate(other.handle)
         assert agent.usage() == idle(agent)
 
+    async def test_release_frees_a_segment_in_every_state_by_handle_or_by_order_key(
+        self, make_agent: AgentMaker, agent: DomainAgent
+    ) -> None:
+        await agent.reserve(self.order(make_agent, key="held"))
+        committed = await agent.reserve(self.order(make_agent, key="committed"))
+        await agent.commit(committed.handle)
+        active = await agent.reserve(self.order(make_agent, key="active"))
+        await agent.commit(active.handle)
+        await agent.activate(active.handle)
+        await agent.release("held", "")  # the grant never came back to the caller: by key
+        await agent.release("committed", committed.handle)
+        await agent.release("active", active.handle)
+        assert agent.usage() == idle(agent)
+        await agent.release("active", active.handle)  # idempotent
+        await agent.release("never-seen", "")
+        assert agent.usage() == idle(agent)
+
     async def test_commit_of_an_unknown_handle_is_not_found(self, agent: DomainAgent) -> None:
         with pytest.raises(FedError) as info:
             await agent.commit("no-such-handle")

@@ -198,13 +198,24 @@ async def test_commit_after_hold_time_is_refused_and_releases(tmp_path: Path) ->
     assert w.idle()
 
 
-async def test_commit_failure_in_one_domain_releases_every_domain(tmp_path: Path) -> None:
+async def test_commit_a_domain_keeps_failing_is_retried_until_the_hold_time_then_released_everywhere(
+    tmp_path: Path,
+) -> None:
     clock = Clock()
     cfgs = configs()
     agents = {c.id: EmulatedDomainAgent(c, clock, fail_at="commit" if c.id == "L3" else None) for c in cfgs}
     w = await make_world(tmp_path, agents=agents, clock=clock)
     rec = await w.manager.reserve("alice", "r1", req())
-    with pytest.raises((ResourceExhausted, Unavailable)):
+    with pytest.raises(Unavailable, match="the commit is decided and goes on: L3 did not confirm"):
+        await w.manager.commit(rec.id)
+    # The decision stands: the others committed, the slice says whom it waits for.
+    pending = w.manager.get(rec.id)
+    assert pending.state is S.COMMITTING and pending.reason.endswith("[pending: L3]")
+    assert {s.domain: s.state for s in pending.segments} == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.HELD}
+    with pytest.raises(Unavailable):  # a retry before the hold time is over: still waiting
+        await w.manager.commit(rec.id)
+    w.clock.now = pending.hold_expires_at + 1  # L3's hold is gone by now: everything is released
+    with pytest.raises(Unavailable, match="did not confirm within the hold time"):
         await w.manager.commit(rec.id)
     assert w.manager.get(rec.id).state is S.FAILED
     assert w.idle()
