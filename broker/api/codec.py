@@ -44,6 +44,11 @@ ID_SYNTAX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 # Dotted-quad IPv4 with a prefix: no integer forms, no leading '+', nothing ipaddress would guess at.
 SUBNET_SYNTAX = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}/\d{1,2}")
 MIN_PREFIX, MAX_PREFIX = 8, 30
+#: Upper bounds of a request's numbers: far above any real slice, far below where float or SQLite
+#: integer arithmetic overflows (a 1e303 ms budget once overflowed the planner's share rounding).
+MAX_BANDWIDTH_MBPS = 10_000_000  # 10 Tb/s
+MAX_LATENCY_BUDGET_MS = 3_600_000.0  # one hour
+MAX_PRICE_PER_HOUR = 1e12
 
 
 def ts(t: float) -> Timestamp:
@@ -273,10 +278,20 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
     _check_text(msg.name, f"{path}.name")
     if msg.src == msg.dst:
         raise InvalidArgument(f"{path}.dst", "must differ from src")
-    if msg.bandwidth_mbps <= 0:
-        raise InvalidArgument(f"{path}.bandwidth_mbps", "must be positive")
-    if msg.latency_budget_ms < 0 or msg.latency_budget_ms != msg.latency_budget_ms:
-        raise InvalidArgument(f"{path}.latency_budget_ms", "must be zero (unbounded) or positive")
+    if not 0 < msg.bandwidth_mbps <= MAX_BANDWIDTH_MBPS:
+        raise InvalidArgument(f"{path}.bandwidth_mbps", f"must be 1 to {MAX_BANDWIDTH_MBPS:,} Mb/s")
+    if msg.reverse_bandwidth_mbps > MAX_BANDWIDTH_MBPS:
+        raise InvalidArgument(
+            f"{path}.reverse_bandwidth_mbps", f"must be 0 (same as bandwidth_mbps) to {MAX_BANDWIDTH_MBPS:,} Mb/s"
+        )
+    for i, mbps in enumerate(msg.chain_throughput_mbps):
+        if mbps > MAX_BANDWIDTH_MBPS:
+            why = f"must be 0 (the slice's bandwidth) to {MAX_BANDWIDTH_MBPS:,} Mb/s"
+            raise InvalidArgument(f"{path}.chain_throughput_mbps[{i}]", why)
+    if not 0 <= msg.latency_budget_ms <= MAX_LATENCY_BUDGET_MS:  # NaN fails both comparisons
+        raise InvalidArgument(
+            f"{path}.latency_budget_ms", f"must be 0 (unbounded) or a number of ms up to {MAX_LATENCY_BUDGET_MS:g}"
+        )
     if len(msg.chain) > MAX_LIST_LEN:
         raise InvalidArgument(f"{path}.chain", f"more than {MAX_LIST_LEN} functions")
     for i, fn in enumerate(msg.chain):
@@ -307,8 +322,10 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
             known = ", ".join(i.value for i in Isolation)
             why = f"unknown isolation '{msg.isolation}' (known: {known})"
             raise InvalidArgument(f"{path}.isolation", why) from None
-    if not math.isfinite(msg.max_price_per_hour) or msg.max_price_per_hour < 0:
-        raise InvalidArgument(f"{path}.max_price_per_hour", "must be zero (no ceiling) or positive")
+    if not 0 <= msg.max_price_per_hour <= MAX_PRICE_PER_HOUR:  # NaN fails both comparisons
+        raise InvalidArgument(
+            f"{path}.max_price_per_hour", f"must be 0 (no ceiling) or a price per hour up to {MAX_PRICE_PER_HOUR:g}"
+        )
     check_id(msg.qos_class, f"{path}.qos_class", required=False)
     return SliceRequest(
         name=msg.name,

@@ -110,6 +110,13 @@ def test_every_slice_state_maps_both_ways() -> None:
         ({"subnet": "10.0.0.1/24"}, "request.subnet"),  # host bits set
         ({"subnet": "fe80::/64"}, "request.subnet"),
         ({"name": "x" * 201}, "request.name"),
+        # Issue 18 item 1: values that once overflowed the planner's arithmetic.
+        ({"latency_budget_ms": 1e303}, "request.latency_budget_ms"),
+        ({"latency_budget_ms": float("inf")}, "request.latency_budget_ms"),
+        ({"max_price_per_hour": 1e308}, "request.max_price_per_hour"),
+        ({"max_price_per_hour": float("nan")}, "request.max_price_per_hour"),
+        ({"bandwidth_mbps": 2**64 - 1}, "request.bandwidth_mbps"),
+        ({"reverse_bandwidth_mbps": 2**63}, "request.reverse_bandwidth_mbps"),
     ],
 )
 def test_malformed_request_is_refused_naming_the_field(change: dict[str, object], field: str) -> None:
@@ -196,3 +203,21 @@ def test_too_many_label_ranges_and_ids_outside_the_syntax_are_refused() -> None:
         assert info.value.field == "request_id"
     codec.check_id("T-abc123.0.1", "request_id")
     codec.check_id("three_tier:s1", "request_id")
+
+
+def test_out_of_range_number_says_what_is_allowed() -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1, latency_budget_ms=1e303)
+    with pytest.raises(InvalidArgument, match=r"must be 0 \(unbounded\) or a number of ms up to 3\.6e\+06"):
+        codec.request_from_pb(msg)
+
+
+def test_largest_allowed_numbers_are_accepted() -> None:
+    msg = pb.SliceRequest(
+        src="a",
+        dst="b",
+        bandwidth_mbps=codec.MAX_BANDWIDTH_MBPS,
+        latency_budget_ms=codec.MAX_LATENCY_BUDGET_MS,
+        max_price_per_hour=codec.MAX_PRICE_PER_HOUR,
+    )
+    req = codec.request_from_pb(msg)
+    assert (req.latency_budget_ms, req.max_price_per_hour) == (codec.MAX_LATENCY_BUDGET_MS, codec.MAX_PRICE_PER_HOUR)
