@@ -227,6 +227,11 @@ class _Parser:
             except ValueError as exc:
                 self.p.add(f"{at('address_pools')}[{i}]", f"{raw!r} is not a prefix: {exc}")
                 continue
+            if net.is_multicast or net.is_loopback or net.is_link_local:
+                self.p.add(
+                    f"{at('address_pools')}[{i}]", f"{net} is not a unicast range (multicast, loopback, link-local)"
+                )
+                continue
             clash = next((n for n in nets if n.version == net.version and n.overlaps(net)), None)
             if clash is not None:
                 self.p.add(f"{at('address_pools')}[{i}]", f"{net} overlaps {clash}")

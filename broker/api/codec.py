@@ -51,6 +51,19 @@ MAX_LATENCY_BUDGET_MS = 3_600_000.0  # one hour
 MAX_PRICE_PER_HOUR = 1e12
 
 
+#: IPv4 blocks no slice can address its endpoints from.
+_NOT_UNICAST = tuple(
+    (ipaddress.IPv4Network(block), what)
+    for block, what in (
+        ("0.0.0.0/8", "'this network'"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved, with the broadcast address"),
+    )
+)
+
+
 def ts(t: float) -> Timestamp:
     """A protobuf timestamp from Unix seconds."""
     seconds = math.floor(t)
@@ -234,6 +247,9 @@ def check_subnet(text: str, path: str) -> str:
         raise InvalidArgument(path, f"not a CIDR network: {exc}") from None
     if not MIN_PREFIX <= net.prefixlen <= MAX_PREFIX:
         raise InvalidArgument(path, f"prefix length must be {MIN_PREFIX} to {MAX_PREFIX}, got /{net.prefixlen}")
+    for block, what in _NOT_UNICAST:
+        if net.overlaps(block):
+            raise InvalidArgument(path, f"{net} lies in {block} ({what}); give a unicast range such as 10.0.0.0/16")
     return str(net)
 
 

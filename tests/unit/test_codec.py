@@ -182,6 +182,31 @@ def test_malformed_subnets_are_refused_naming_the_field(subnet: str) -> None:
     assert info.value.field == "request.subnet"
 
 
+@pytest.mark.parametrize(
+    ("subnet", "what"),
+    [
+        ("224.0.0.0/8", "multicast"),
+        ("239.1.0.0/16", "multicast"),
+        ("127.0.0.0/8", "loopback"),
+        ("127.5.0.0/24", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("0.0.0.0/8", "this network"),
+        ("240.0.0.0/8", "reserved"),
+        ("0.10.0.0/16", "this network"),
+    ],
+)
+def test_subnets_that_are_not_unicast_are_refused_saying_what_to_give(subnet: str, what: str) -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1, subnet=subnet)
+    with pytest.raises(InvalidArgument, match=what) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == "request.subnet" and "unicast range" in str(info.value)
+
+
+@pytest.mark.parametrize("subnet", ["10.0.0.0/8", "192.168.4.0/24", "100.64.0.0/10", "198.51.100.0/24"])
+def test_unicast_subnets_are_accepted(subnet: str) -> None:
+    assert codec.request_from_pb(pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1, subnet=subnet)).subnet == subnet
+
+
 @pytest.mark.parametrize(("first", "last"), [(0, 5), (5, 4), (1, 16_777_216)])
 def test_malformed_label_ranges_are_refused_naming_the_range(first: int, last: int) -> None:
     msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1)

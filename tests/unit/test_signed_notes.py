@@ -473,3 +473,12 @@ def test_saved_offers_with_infinity_are_not_applied_after_a_restart(tmp_path: Pa
     before = agent.note
     OfferDesk({"d": agent}, path).restore()
     assert agent.note == before  # the configured offer stays; the bad saved one is reported, not applied
+
+
+@pytest.mark.parametrize("pool", ["224.0.0.0/8", "127.0.0.0/8", "ff00::/8", "169.254.0.0/16"])
+def test_an_address_pool_that_is_not_unicast_fails_validation(pool: str) -> None:
+    data = example()
+    data["address_pools"] = [pool]
+    assert validate_authoring(data, NOW) == [
+        f"address_pools[0]: {pool} is not a unicast range (multicast, loopback, link-local)"
+    ]
