@@ -12,8 +12,8 @@ from functools import partial
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from broker.api import reflection
 from broker.api.child_agent import ChildBrokerAgent
 from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig
@@ -179,7 +179,7 @@ class Broker:
         gate = Gate(self.guard, self.audit)
         add_servicers(server, self.manager, self.catalog, self.offers, gate)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")
         if self.tls is not None:
             creds = grpc.ssl_server_credentials(

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import grpc
 
-from broker.api import codec
+from broker.api import codec, handlers
 from broker.api.status import status_trailer, to_grpc
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
@@ -282,6 +282,13 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
 def add_servicers(
     server: grpc.aio.Server, manager: SliceManager, catalog: Catalog, offers: OfferDesk, gate: Gate
 ) -> None:
-    """Register the north–south services on ``server``, every call through ``gate``."""
-    pb_grpc.add_SlicesServicer_to_server(SlicesServicer(manager, gate), server)
-    pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(catalog, offers, gate), server)
+    """Register the north–south services on ``server``, every call through ``gate``.
+
+    Not through the generated ``add_*_to_server``: ``broker.api.handlers`` decodes so that bytes
+    that do not parse are ``INVALID_ARGUMENT`` with an audit line, not grpc's own ``UNKNOWN``.
+    """
+    services = pb.DESCRIPTOR.services_by_name
+    handlers.register(server, services["Slices"], SlicesServicer(manager, gate), gate.guard, gate.audit)
+    handlers.register(
+        server, services["Capabilities"], CapabilitiesServicer(catalog, offers, gate), gate.guard, gate.audit
+    )

@@ -31,7 +31,7 @@ from broker.security.tokens import TokenMinter
 from capability_catalog.signing import generate_key
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from scenarios.processes import BrokerProcess, Fleet
+from scenarios.processes import OPERATOR, BrokerProcess, Fleet
 from tests.topology import leaf_domain
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -194,6 +194,48 @@ async def test_health_answers_a_client_certificate_without_a_token(fleet: Fleet)
         health_pb2.HealthCheckRequest(service="fedbroker.v1.Slices"), timeout=5
     )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xff\xff\xff", b"\x0a\x7fshort", b"\x08" + b"\xff" * 11])
+@pytest.mark.parametrize(
+    "rpc", ["Slices/Reserve", "Slices/Commit", "Slices/List", "Slices/Watch", "Capabilities/SetOffer"]
+)
+async def test_undecodable_bytes_are_invalid_argument_after_the_token_check_and_audited(
+    fleet: Fleet, rpc: str, garbage: bytes
+) -> None:
+    # Issue 18 item 5: grpc's own decoder answered UNKNOWN, before the token check, with no audit line.
+    method = f"/fedbroker.v1.{rpc}"
+    streaming = rpc.endswith("Watch")
+    who = OPERATOR if rpc.startswith("Capabilities") else "customer"  # SetOffer is for operators only
+    channel = fleet.channel(SP, who, authenticate=False)
+    call = channel.unary_stream(method) if streaming else channel.unary_unary(method)
+
+    async def send(md: tuple[tuple[str, str], ...]) -> None:
+        if streaming:
+            async for _ in call(garbage, metadata=md, timeout=5):
+                pass
+        else:
+            await call(garbage, metadata=md, timeout=5)
+
+    await refused(fleet, lambda: send(()), grpc.StatusCode.UNAUTHENTICATED)
+    md = tuple(fleet.metadata(SP, who))
+    err = await refused(fleet, lambda: send(md), grpc.StatusCode.INVALID_ARGUMENT, contains="request: not a valid")
+    assert "fedbroker.v1." in (err.details() or "")
+    line = audit_lines(fleet[SP])[-1]
+    assert (line["rpc"], line["who"], line["result"]) == (rpc.rpartition("/")[2], who, "INVALID_ARGUMENT")
+
+
+async def test_reflection_describes_a_method_and_a_field_as_grpcurl_asks(fleet: Fleet) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(fleet.channel(SP, "bob", authenticate=False))
+    for symbol in ("fedbroker.v1.Slices", "fedbroker.v1.Slices.Reserve", "fedbroker.v1.SliceRequest.src"):
+        req = reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+        answers = [a async for a in stub.ServerReflectionInfo(iter([req]), timeout=5)]
+        assert answers and answers[0].HasField("file_descriptor_response"), (symbol, answers)
+    req = reflection_pb2.ServerReflectionRequest(file_containing_symbol="fedbroker.v1.Slices.Nope")
+    answers = [a async for a in stub.ServerReflectionInfo(iter([req]), timeout=5)]
+    assert answers[0].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 async def test_a_revoked_account_loses_access_within_seconds(fleet: Fleet) -> None:
