@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broker.cli.client import add_identity_args, client_identity, err
+from broker.cli.client import add_identity_args, address, client_identity, err
 
 
 def _keys_init(ns: argparse.Namespace) -> int:
@@ -135,5 +135,7 @@ def register(sub: Any) -> None:
     )
 
     lg = add_identity_args(sub.add_parser("login", help="get a session token from a broker's login endpoint"))
-    lg.add_argument("--url", required=True, help="HOST:PORT of the login endpoint (security.login_listen)")
+    lg.add_argument(
+        "--url", required=True, type=address, help="HOST:PORT of the login endpoint (security.login_listen)"
+    )
     lg.set_defaults(handler=_login)
