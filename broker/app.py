@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: At most one re-published note per this interval under load (a quiet broker re-publishes at once).
 NOTE_MIN_INTERVAL_S = 0.05
+#: How often FAILED records past their retention are removed: often enough that a burst of failing
+#: requests overshoots the count bound by seconds' worth only.
+PRUNE_INTERVAL_S = 5.0
 
 
 def read_tls(config: BrokerConfig) -> TlsFiles:
@@ -169,6 +172,7 @@ class Broker:
         for agent in self.agents.values():
             self._spawn(self.catalog.follow(agent), f"follow-notes-{agent.domain_id}")
         self._spawn(self.manager.run_expiry(self._stop), "hold-expiry")
+        self._spawn(self._prune_failed(), "prune-failed")
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -177,7 +181,7 @@ class Broker:
             ]
         )
         gate = Gate(self.guard, self.audit)
-        add_servicers(server, self.manager, self.catalog, self.offers, gate)
+        add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")
@@ -202,6 +206,16 @@ class Broker:
         self._write_address()
         log.info("SP %s serving on %s (data in %s)", self.config.sp_id, self.address, self.config.data_dir)
         return self.address
+
+    async def _prune_failed(self) -> None:
+        """Keep FAILED records within ``retention`` (a documented time and count); checked every few seconds."""
+        keep = self.config.retention
+        while not self._stop.is_set():
+            removed = self.store.prune_failed(before=self._clock() - keep.failed_s, keep=keep.failed_max)
+            if removed:
+                log.info("removed %d failed slice record(s) past retention", removed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), PRUNE_INTERVAL_S)
 
     async def _start_login(self) -> None:
         sec = self.config.security

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -361,6 +363,32 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         max_price_per_hour=msg.max_price_per_hour,
         trace=_ids(msg.trace, f"{path}.trace"),
     )
+
+
+# --- list pages -------------------------------------------------------------------------------
+
+
+def page_token_to_text(key: tuple[float, str]) -> str:
+    """An opaque List page token for the (created_at, id) key of a page's last slice."""
+    return base64.urlsafe_b64encode(json.dumps([key[0], key[1]]).encode()).decode()
+
+
+def page_token_from_text(text: str, path: str) -> tuple[float, str] | None:
+    """The key a page token stands for (None for an empty token); ``INVALID_ARGUMENT`` for anything else."""
+    if not text:
+        return None
+    why = "not a token from a previous List answer (pass its next_page_token, or nothing for the first page)"
+    if len(text) > 4 * MAX_ID_LEN:
+        raise InvalidArgument(path, why)
+    try:
+        created, slice_id = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise InvalidArgument(path, why) from None
+    if not isinstance(created, int | float) or isinstance(created, bool) or not math.isfinite(created):
+        raise InvalidArgument(path, why)
+    if not isinstance(slice_id, str) or not ID_SYNTAX.fullmatch(slice_id) or len(slice_id) > MAX_ID_LEN:
+        raise InvalidArgument(path, why)
+    return float(created), slice_id
 
 
 # --- plans and explanations -------------------------------------------------------------------

@@ -158,7 +158,19 @@ async def _slice_op(ns: argparse.Namespace) -> int:
 
 async def _slice_list(ns: argparse.Namespace) -> int:
     states = [pb.SliceState.Value(f"SLICE_STATE_{s}") for s in ns.state or []]
-    msg = await with_stub(ns, lambda stub: stub.List(pb.ListRequest(states=states)))
+
+    async def every_page(stub: pb_grpc.SlicesStub) -> pb.ListResponse:
+        # The broker answers a page at a time (at most 500 slices or 2 MiB); the command shows all.
+        out = pb.ListResponse()
+        token = ""
+        while True:
+            page = await stub.List(pb.ListRequest(states=states, page_token=token))
+            out.slices.extend(page.slices)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    msg = await with_stub(ns, every_page)
 
     def printer(m: pb.ListResponse) -> None:
         table = Table(title=f"slices at {ns.broker}", title_justify="left")

@@ -557,3 +557,51 @@ async def test_an_insecure_fleet_serves_plaintext_but_still_checks_tokens(tmp_pa
         assert (await leaf.slices.Abort(pb.SliceRef(slice_id=held.id), timeout=10)).state == pb.SLICE_STATE_ABORTED
     finally:
         await fl.stop_all()
+
+
+# --- storage bounds (issue 18 item 3) -----------------------------------------------------------------
+
+
+async def test_failed_reserves_are_pruned_to_the_retention_count_and_list_pages(tmp_path: Path) -> None:
+    fl = Fleet(tmp_path)
+    try:
+        broker = await fl.start(
+            SP, {"domains": [leaf_domain(SP, {"X": "100-199"})], "retention": {"failed_max": 3, "failed_s": 3600}}
+        )
+        stub = broker.slices  # the fleet's customer
+        for i in range(8):  # an unknown function: refused after the record was made, so each leaves a FAILED one
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Reserve(
+                    pb.ReserveRequest(request_id=f"f{i}", request=_request(chain=["nosuchfn"])), timeout=10
+                )
+        held = [
+            await stub.Reserve(pb.ReserveRequest(request_id=f"h{i}", request=_request(bandwidth_mbps=1)), timeout=10)
+            for i in range(4)
+        ]
+        states = [pb.SLICE_STATE_FAILED]
+        for _ in range(100):  # pruned within the prune interval (5 s)
+            failed = (await broker.operator_slices.List(pb.ListRequest(states=states), timeout=5)).slices
+            if len(failed) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert len(failed) == 3
+        pages, token = [], ""
+        while True:
+            page = await stub.List(pb.ListRequest(page_size=2, page_token=token), timeout=5)
+            pages.append([s.id for s in page.slices])
+            token = page.next_page_token
+            if not token:
+                break
+        assert [len(p) for p in pages] == [2, 2, 2, 1]
+        assert sorted(i for p in pages for i in p) == sorted([s.id for s in failed] + [h.id for h in held])
+        fl.grant(SP, "bob", Role.CUSTOMER)  # another customer's pages hold none of these
+        assert not (await pb_grpc.SlicesStub(fl.channel(SP, "bob")).List(pb.ListRequest(), timeout=5)).slices
+        for bad, field in (
+            (pb.ListRequest(page_size=501), "page_size"),
+            (pb.ListRequest(page_token="x"), "page_token"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.List(bad, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (info.value.details() or "")
+    finally:
+        await fl.stop_all()

@@ -246,3 +246,16 @@ def test_largest_allowed_numbers_are_accepted() -> None:
     )
     req = codec.request_from_pb(msg)
     assert (req.latency_budget_ms, req.max_price_per_hour) == (codec.MAX_LATENCY_BUDGET_MS, codec.MAX_PRICE_PER_HOUR)
+
+
+def test_a_page_token_round_trips_and_anything_else_is_refused_naming_the_field() -> None:
+    token = codec.page_token_to_text((1_800_000_000.25, "L-0123456789ab"))
+    assert codec.page_token_from_text(token, "page_token") == (1_800_000_000.25, "L-0123456789ab")
+    assert codec.page_token_from_text("", "page_token") is None
+    import base64
+
+    forged = [base64.urlsafe_b64encode(x).decode() for x in (b"[1, 2]", b'["x", "a"]', b'[1e999, "a"]', b"{}")]
+    for bad in ["nonsense", "@@@", "x" * 2000, *forged]:
+        with pytest.raises(InvalidArgument, match="not a token from a previous List answer") as info:
+            codec.page_token_from_text(bad, "page_token")
+        assert info.value.field == "page_token"
