@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -78,6 +81,19 @@ class Broker:
         self.config = config
         self._clock = clock
         self.tls = None if insecure else read_tls(config)
+        where = f"{config.source}: " if config.source else ""
+        if config.key_file is not None and not config.key_file.exists():
+            # A typo must not give the SP a new identity that its upper-SPs then refuse.
+            raise ConfigError(
+                f"{where}key_file: {config.key_file} does not exist (create it with `fedbroker keys init --out "
+                f"{config.key_file}`, or leave key_file out to use sp.key in the data directory)"
+            )
+        if config.security.accounts_file is not None and not config.security.accounts_file.is_file():
+            raise ConfigError(
+                f"{where}security.accounts_file: cannot read {config.security.accounts_file} (write it with "
+                "`fedbroker certs init --out DIR --client NAME:ROLE`); without it every call would be refused"
+            )
+        self._data_lock = lock_data_dir(config.data_dir)  # before anything in it is opened
         key = load_or_create_key(config.signing_key_path)
         self.accounts = AccountBook(config.accounts_path)
         if not len(self.accounts):
@@ -189,14 +205,22 @@ class Broker:
             creds = grpc.ssl_server_credentials(
                 [(self.tls.key, self.tls.cert)], root_certificates=self.tls.ca, require_client_auth=True
             )
-            bound = server.add_secure_port(f"{host}:{port}", creds)
         else:
             log.warning(
                 "SP %s serves PLAINTEXT (--insecure): no TLS, callers unverified by certificate", self.config.sp_id
             )
-            bound = server.add_insecure_port(f"{host}:{port}")
+        try:
+            if self.tls is not None:
+                bound = server.add_secure_port(f"{host}:{port}", creds)
+            else:
+                bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # grpc's "Failed to bind": say which setting and what to do
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+            raise ConfigError(
+                f"listen: cannot listen on {self.config.listen}: the port is in use (another broker?) or the "
+                "address is not local; pick a free port, or 0 for any"
+            )
         await server.start()
         self._server = server
         self.address = f"{host}:{bound}"
@@ -266,10 +290,32 @@ class Broker:
                 (self.config.data_dir / name).unlink()
         self.store.close()
         self.audit.close()
+        self._data_lock.close()
 
     async def wait(self) -> None:
         """Run until ``stop`` is called."""
         await self._stop.wait()
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold ``data_dir/lock`` for this process's life: a second broker on the same data is refused."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fh = (data_dir / "lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise ConfigError(
+            f"data_dir: {data_dir} is in use by another broker (pid {holder}); stop it, or give this one "
+            "its own data_dir"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
 
 
 async def _warm_up_dataplane() -> None:

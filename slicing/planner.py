@@ -352,9 +352,13 @@ def _validate(request: SliceRequest, notes: Mapping[SpId, CapabilityNote], owner
         if c.port in seen:
             raise InvalidArgument(f"request.port_constraints[{i}].port", f"second constraint on '{c.port}'")
         seen.add(c.port)
+    offered = {f.type for n in notes.values() for f in n.functions}
     for i, fn in enumerate(request.chain):
         if not isinstance(fn, str) or not fn:
             raise InvalidArgument(f"request.chain[{i}]", "must be a non-empty function type")
+        if fn not in offered:  # a typo is not a capacity problem: say so, with what there is
+            known = ", ".join(sorted(offered)) or "none"
+            raise InvalidArgument(f"request.chain[{i}]", f"no SP here offers function type '{fn}' (offered: {known})")
     if len(request.chain_throughput_mbps) > len(request.chain):
         raise InvalidArgument("request.chain_throughput_mbps", "has more entries than the chain has functions")
     for i, mbps in enumerate(request.chain_throughput_mbps):

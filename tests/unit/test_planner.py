@@ -642,3 +642,10 @@ def test_plan_survives_budgets_and_ceilings_near_the_float_maximum(budget: float
     if budget:
         assert math.fsum(shares) <= budget
         assert all(s.latency_share_ms >= s.transit_latency_ms for s in p.segments)
+
+
+def test_an_unknown_function_type_is_invalid_argument_listing_the_offered_ones() -> None:
+    # Issue 18 item 8: a typo once read as capacity ("no SP with a free slot").
+    with pytest.raises(InvalidArgument, match=r"no SP here offers function type 'firewal' \(offered: fw, nat\)") as err:
+        plan(req(chain=("fw", "firewal")), chain3())
+    assert err.value.field == "request.chain[1]"
