@@ -89,7 +89,17 @@ def _no_such_slice(slice_id: str, request_id: str) -> NotFound:
 
 
 def _slice_outcome(msg: pb.Slice) -> str:
+    if not msg.id and msg.HasField("plan"):  # a dry run holds nothing: say what it planned
+        return f"dry run: plan over {' → '.join(s.domain for s in msg.plan.segments) or 'no segment'}"
     return f"slice {msg.id} {pb.SliceState.Name(msg.state).removeprefix('SLICE_STATE_')}"
+
+
+def _reserve_target(request: pb.ReserveRequest) -> str:
+    """What the audit line of a Reserve names: its request id, else what was asked."""
+    if request.request_id:
+        return request.request_id[:200]
+    asked = f"{request.request.src[:80]} → {request.request.dst[:80]}"
+    return f"dry run {asked}" if request.dry_run else f"no request_id, {asked}"
 
 
 class SlicesServicer(pb_grpc.SlicesServicer):
@@ -123,7 +133,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             return self._encode(rec)
 
         return await self._gate.answer(
-            context, "Reserve", call, target=request.request_id[:200], audited=True, outcome=_slice_outcome
+            context, "Reserve", call, target=_reserve_target(request), audited=True, outcome=_slice_outcome
         )
 
     async def _by_ref(

@@ -605,3 +605,16 @@ async def test_failed_reserves_are_pruned_to_the_retention_count_and_list_pages(
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (info.value.details() or "")
     finally:
         await fl.stop_all()
+
+
+async def test_audit_lines_of_dry_runs_and_refused_reserves_say_what_was_asked(fleet: Fleet) -> None:
+    # Issue 18 item 17: dry runs were logged as 'slice  UNSPECIFIED', refusals with an empty target.
+    stub = fleet[SP].slices
+    await stub.Reserve(pb.ReserveRequest(request=_request(), dry_run=True), timeout=10)
+    line = audit_lines(fleet[SP])[-1]
+    assert (line["target"], line["result"]) == (f"dry run {SRC} → {DST}", "OK")
+    assert line["detail"] == f"dry run: plan over {SP}"
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Reserve(pb.ReserveRequest(request=_request(chain=["nosuchfn"])), timeout=10)
+    line = audit_lines(fleet[SP])[-1]
+    assert (line["target"], line["result"]) == (f"no request_id, {SRC} → {DST}", "INVALID_ARGUMENT")
