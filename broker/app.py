@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from broker.api import reflection
 from broker.api.child_agent import ChildBrokerAgent
 from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig
@@ -46,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: At most one re-published note per this interval under load (a quiet broker re-publishes at once).
 NOTE_MIN_INTERVAL_S = 0.05
+#: How often FAILED records past their retention are removed: often enough that a burst of failing
+#: requests overshoots the count bound by seconds' worth only.
+PRUNE_INTERVAL_S = 5.0
 
 
 def read_tls(config: BrokerConfig) -> TlsFiles:
@@ -76,6 +82,19 @@ class Broker:
         self.config = config
         self._clock = clock
         self.tls = None if insecure else read_tls(config)
+        where = f"{config.source}: " if config.source else ""
+        if config.key_file is not None and not config.key_file.exists():
+            # A typo must not give the SP a new identity that its upper-SPs then refuse.
+            raise ConfigError(
+                f"{where}key_file: {config.key_file} does not exist (create it with `fedbroker keys init --out "
+                f"{config.key_file}`, or leave key_file out to use sp.key in the data directory)"
+            )
+        if config.security.accounts_file is not None and not config.security.accounts_file.is_file():
+            raise ConfigError(
+                f"{where}security.accounts_file: cannot read {config.security.accounts_file} (write it with "
+                "`fedbroker certs init --out DIR --client NAME:ROLE`); without it every call would be refused"
+            )
+        self._data_lock = lock_data_dir(config.data_dir)  # before anything in it is opened
         key = load_or_create_key(config.signing_key_path)
         self.accounts = AccountBook(config.accounts_path)
         if not len(self.accounts):
@@ -176,6 +195,7 @@ class Broker:
             self._spawn(
                 self.manager.follow_child(lower.id, on_connect=self.reconciler.compare_soon), f"follow-{lower.id}"
             )
+        self._spawn(self._prune_failed(), "prune-failed")
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -184,22 +204,30 @@ class Broker:
             ]
         )
         gate = Gate(self.guard, self.audit)
-        add_servicers(server, self.manager, self.catalog, self.offers, gate)
+        add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")
         if self.tls is not None:
             creds = grpc.ssl_server_credentials(
                 [(self.tls.key, self.tls.cert)], root_certificates=self.tls.ca, require_client_auth=True
             )
-            bound = server.add_secure_port(f"{host}:{port}", creds)
         else:
             log.warning(
                 "SP %s serves PLAINTEXT (--insecure): no TLS, callers unverified by certificate", self.config.sp_id
             )
-            bound = server.add_insecure_port(f"{host}:{port}")
+        try:
+            if self.tls is not None:
+                bound = server.add_secure_port(f"{host}:{port}", creds)
+            else:
+                bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # grpc's "Failed to bind": say which setting and what to do
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+            raise ConfigError(
+                f"listen: cannot listen on {self.config.listen}: the port is in use (another broker?) or the "
+                "address is not local; pick a free port, or 0 for any"
+            )
         await server.start()
         self._server = server
         self.address = f"{host}:{bound}"
@@ -209,6 +237,16 @@ class Broker:
         self._write_address()
         log.info("SP %s serving on %s (data in %s)", self.config.sp_id, self.address, self.config.data_dir)
         return self.address
+
+    async def _prune_failed(self) -> None:
+        """Keep FAILED records within ``retention`` (a documented time and count); checked every few seconds."""
+        keep = self.config.retention
+        while not self._stop.is_set():
+            removed = self.store.prune_failed(before=self._clock() - keep.failed_s, keep=keep.failed_max)
+            if removed:
+                log.info("removed %d failed slice record(s) past retention", removed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), PRUNE_INTERVAL_S)
 
     async def _start_login(self) -> None:
         sec = self.config.security
@@ -262,10 +300,32 @@ class Broker:
                 (self.config.data_dir / name).unlink()
         self.store.close()
         self.audit.close()
+        self._data_lock.close()
 
     async def wait(self) -> None:
         """Run until ``stop`` is called."""
         await self._stop.wait()
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold ``data_dir/lock`` for this process's life: a second broker on the same data is refused."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fh = (data_dir / "lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise ConfigError(
+            f"data_dir: {data_dir} is in use by another broker (pid {holder}); stop it, or give this one "
+            "its own data_dir"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
 
 
 async def _warm_up_dataplane() -> None:

@@ -61,6 +61,18 @@ class DataplaneConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long and how many FAILED slice records are kept (they hold nothing; they answer repeats and List).
+
+    A day, as payment APIs keep idempotency keys, and at most 1,000: a caller whose requests keep
+    failing cannot make the store (and every List) grow without bound.
+    """
+
+    failed_s: float = 86_400.0
+    failed_max: int = 1_000
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """One SP's broker configuration."""
 
@@ -98,6 +110,7 @@ class BrokerConfig:
 
     domain_kinds: Mapping[str, str] | None = None  # domain id -> "emulated" | "netns" | "openstack"
     dataplane: DataplaneConfig = DataplaneConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 _TOP_KEYS = {
@@ -115,6 +128,7 @@ _TOP_KEYS = {
     "wim",
     "security",
     "dataplane",
+    "retention",
 }
 _SECURITY_KEYS = {"ca", "cert", "key", "accounts_file", "login_listen", "call_ttl_s", "session_ttl_s"}
 
@@ -255,6 +269,7 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
     if extra:
         raise ConfigError(f"{where}wim.{extra[0]}: unknown setting")
     dataplane = _dataplane(data.get("dataplane"), where)
+    retention = _retention(data.get("retention"), where)
     return BrokerConfig(
         sp_id=sp_id,
         listen=listen,
@@ -272,7 +287,23 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         security=_security(data.get("security"), base, where),
         domain_kinds=kinds,
         dataplane=dataplane,
+        retention=retention,
     )
+
+
+def _retention(raw: Any, where: str) -> RetentionConfig:
+    if raw is None:
+        return RetentionConfig()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}retention: must be a mapping such as {{failed_s: 86400, failed_max: 1000}}")
+    extra = sorted(set(raw) - {"failed_s", "failed_max"})
+    if extra:
+        raise ConfigError(f"{where}retention.{extra[0]}: unknown setting (known: failed_max, failed_s)")
+    failed_s = _positive(raw, "failed_s", RetentionConfig.failed_s, f"{where}retention.")
+    failed_max = raw.get("failed_max", RetentionConfig.failed_max)
+    if isinstance(failed_max, bool) or not isinstance(failed_max, int) or not 0 <= failed_max <= 1_000_000:
+        raise ConfigError(f"{where}retention.failed_max: must be a whole number from 0 to 1000000, got {failed_max!r}")
+    return RetentionConfig(failed_s=failed_s, failed_max=failed_max)
 
 
 def _dataplane(raw: Any, where: str) -> DataplaneConfig:

@@ -11,6 +11,7 @@ is also what an operator may change on a running broker; ``parse_policy`` reads 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,12 @@ _TOP = {
     "transit_policy",
     "price_per_mbps_hour",
 }
+#: Bounds of a note's real numbers: far above any real offer, far below where the canonical
+#: encoding's integer micro-units overflow (an offer of 1e308 or inf once froze the note feed).
+MAX_DELAY_MS = 3_600_000.0
+MAX_PRICE_PER_MBPS_HOUR = 1e6
+#: The values each well-known QoS mechanism allows (others are free text).
+NATIVE_RANGES: dict[str, tuple[int, int]] = {"dscp": (0, 63), "mpls_tc": (0, 7), "pcp": (0, 7), "5qi": (1, 255)}
 _POLICY = {"qos_classes", "isolation", "address_pools", "transit_policy", "price_per_mbps_hour", "withdrawn"}
 
 
@@ -128,11 +135,10 @@ class _Parser:
             return 0
         return value
 
-    def real(self, m: Mapping[str, Any], key: str, path: str, *, upper: float | None = None) -> float:
+    def real(self, m: Mapping[str, Any], key: str, path: str, *, upper: float) -> float:
         value = m.get(key, 0.0)
-        if not _num(value) or value < 0 or (upper is not None and value > upper):
-            bound = f"between 0 and {upper}" if upper is not None else ">= 0"
-            self.p.add(path, f"{value!r} must be a number {bound}")
+        if not _num(value) or not math.isfinite(value) or not 0 <= value <= upper:
+            self.p.add(path, f"{value!r} must be a number between 0 and {upper:g}")
             return 0.0
         return float(value)
 
@@ -183,9 +189,15 @@ class _Parser:
             for k, v in native_raw.items():
                 if not isinstance(k, str) or not isinstance(v, str | int) or isinstance(v, bool):
                     self.p.add(f"{path}.native.{k}", "must map a mechanism name to a value")
+                elif k in NATIVE_RANGES and not (
+                    # an int in YAML, a digit string once stored (native values are kept as text)
+                    str(v).isdigit() and NATIVE_RANGES[k][0] <= int(v) <= NATIVE_RANGES[k][1]
+                ):
+                    lo, hi = NATIVE_RANGES[k]
+                    self.p.add(f"{path}.native.{k}", f"{v!r} is not a {k} value (an integer {lo}-{hi})")
                 else:
                     native.append((k, str(v)))
-        delay = self.real(m, "delay_ms", f"{path}.delay_ms")
+        delay = self.real(m, "delay_ms", f"{path}.delay_ms", upper=MAX_DELAY_MS)
         loss = self.real(m, "loss", f"{path}.loss", upper=1.0)
         return QosClass(name, tuple(sorted(native)), delay, loss) if name else None
 
@@ -215,6 +227,11 @@ class _Parser:
             except ValueError as exc:
                 self.p.add(f"{at('address_pools')}[{i}]", f"{raw!r} is not a prefix: {exc}")
                 continue
+            if net.is_multicast or net.is_loopback or net.is_link_local:
+                self.p.add(
+                    f"{at('address_pools')}[{i}]", f"{net} is not a unicast range (multicast, loopback, link-local)"
+                )
+                continue
             clash = next((n for n in nets if n.version == net.version and n.overlaps(net)), None)
             if clash is not None:
                 self.p.add(f"{at('address_pools')}[{i}]", f"{net} overlaps {clash}")
@@ -228,7 +245,7 @@ class _Parser:
             policy_pairs.append((raw[0], raw[1]))
         price: float | None = None
         if m.get("price_per_mbps_hour") is not None:
-            price = self.real(m, "price_per_mbps_hour", at("price_per_mbps_hour"))
+            price = self.real(m, "price_per_mbps_hour", at("price_per_mbps_hour"), upper=MAX_PRICE_PER_MBPS_HOUR)
         return OfferPolicy(
             qos_classes=tuple(sorted(qos, key=lambda q: q.name)),
             isolation=tuple(sorted(set(isolation))),
@@ -334,7 +351,7 @@ class _Parser:
                 Transit(
                     TerminalId(a),
                     TerminalId(b_),
-                    self.real(t, "latency_ms", f"{at}.latency_ms"),
+                    self.real(t, "latency_ms", f"{at}.latency_ms", upper=MAX_DELAY_MS),
                     self.count(t, "bandwidth_mbps", f"{at}.bandwidth_mbps", positive=True),
                 )
             )

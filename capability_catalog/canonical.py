@@ -23,6 +23,7 @@ A receiver verifies the signature over the bytes it received, then decodes them 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -49,12 +50,21 @@ class CanonicalError(ValueError):
     """The bytes are not a canonical note; the message names the path of the first bad field."""
 
 
+def _grid(value: float, scale: float) -> int:
+    # A non-finite value has no canonical form: refuse it here, as a ValueError the feed can report,
+    # instead of letting round() raise OverflowError in a background task.
+    scaled = value * scale
+    if not math.isfinite(scaled):
+        raise CanonicalError(f"{value!r} is not a finite number, so the note has no canonical form")
+    return round(scaled)
+
+
 def _ms(t: float) -> int:
-    return round(t * 1000)
+    return _grid(t, 1000)
 
 
 def _us(ms: float) -> int:
-    return round(ms * 1000)
+    return _grid(ms, 1000)
 
 
 def _labels(labels: LabelSet) -> list[list[int]]:
@@ -99,7 +109,7 @@ def note_to_dict(note: CapabilityNote) -> dict[str, Any]:
                 "name": q.name,
                 "native": dict(q.native),
                 "delay_us": _us(q.delay_ms),
-                "loss_ppb": round(q.loss * 1e9),
+                "loss_ppb": _grid(q.loss, 1e9),
             }
             for q in sorted(note.qos_classes, key=lambda q: q.name)
         ],
@@ -109,7 +119,7 @@ def note_to_dict(note: CapabilityNote) -> dict[str, Any]:
         "provenance": [{"digest": d, "version": v} for d, v in sorted(note.provenance)],
     }
     if note.price_per_mbps_hour is not None:
-        out["price_micro"] = round(note.price_per_mbps_hour * 1e6)
+        out["price_micro"] = _grid(note.price_per_mbps_hour, 1e6)
     return out
 
 

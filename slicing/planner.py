@@ -122,7 +122,8 @@ def _best(q: Query) -> Found | None:
             return None
         cheapest = search_within(q, budget, fastest)
     ceiling = req.max_price_per_hour
-    if ceiling > 0 and cheapest.money > round(ceiling * MICRO):
+    limit = ceiling * MICRO  # inf for a ceiling near the float maximum: as good as none (round(inf) raises)
+    if ceiling > 0 and math.isfinite(limit) and cheapest.money > round(limit):
         return None
     return cheapest
 
@@ -351,9 +352,13 @@ def _validate(request: SliceRequest, notes: Mapping[SpId, CapabilityNote], owner
         if c.port in seen:
             raise InvalidArgument(f"request.port_constraints[{i}].port", f"second constraint on '{c.port}'")
         seen.add(c.port)
+    offered = {f.type for n in notes.values() for f in n.functions}
     for i, fn in enumerate(request.chain):
         if not isinstance(fn, str) or not fn:
             raise InvalidArgument(f"request.chain[{i}]", "must be a non-empty function type")
+        if fn not in offered:  # a typo is not a capacity problem: say so, with what there is
+            known = ", ".join(sorted(offered)) or "none"
+            raise InvalidArgument(f"request.chain[{i}]", f"no SP here offers function type '{fn}' (offered: {known})")
     if len(request.chain_throughput_mbps) > len(request.chain):
         raise InvalidArgument("request.chain_throughput_mbps", "has more entries than the chain has functions")
     for i, mbps in enumerate(request.chain_throughput_mbps):
@@ -405,12 +410,17 @@ def _own_constraints(
 # --- shares, subnets ----------------------------------------------------------------------------
 
 
+_MAX_SLACK_MS: Final = 1e12
+
+
 def _shares(latencies: Sequence[float], budget: float) -> list[float]:
     """Each run's latency plus a share of the slack proportional to it (slack part rounded down to 1e-6)."""
     if budget <= 0:
         return [0.0] * len(latencies)
     total = math.fsum(latencies)
-    slack = max(0.0, budget - total)
+    # Capped so that slack * 1e6 stays finite (math.floor(inf) raises); a share of more than
+    # _MAX_SLACK_MS above a run's latency is as good as unbounded.
+    slack = min(max(0.0, budget - total), _MAX_SLACK_MS)
     if total > 0:
         extra = [math.floor(slack * (lat / total) * 1e6) / 1e6 for lat in latencies]
     else:

@@ -195,11 +195,20 @@ class ChildBrokerAgent:
     async def holdings(self) -> Sequence[tuple[str, str]]:
         """(order key, slice id) of every slice the lower SP holds for this broker, by its own List."""
         states = [pb.SliceState.Value(f"SLICE_STATE_{s.value}") for s in sorted(HOLDING_STATES)]
-        reply = await self._call(
-            "List",
-            lambda: self._slices.List(pb.ListRequest(states=states), timeout=self._timeout_s, metadata=self._metadata),
-        )
-        return [(s.request_id, s.id) for s in reply.slices]
+        out: list[tuple[str, str]] = []
+        token = ""
+        for _ in range(1000):  # bounded: 500,000 slices
+            req = pb.ListRequest(states=states, page_token=token)
+
+            def page(r: pb.ListRequest = req) -> Awaitable[pb.ListResponse]:
+                return self._slices.List(r, timeout=self._timeout_s, metadata=self._metadata)  # type: ignore[no-any-return]
+
+            reply = await self._call("List", page)
+            out.extend((s.request_id, s.id) for s in reply.slices)
+            token = reply.next_page_token
+            if not token:
+                break
+        return out
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Nothing to re-apply here: the lower-SP keeps its own state."""

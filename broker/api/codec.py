@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -44,6 +46,24 @@ ID_SYNTAX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 # Dotted-quad IPv4 with a prefix: no integer forms, no leading '+', nothing ipaddress would guess at.
 SUBNET_SYNTAX = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}/\d{1,2}")
 MIN_PREFIX, MAX_PREFIX = 8, 30
+#: Upper bounds of a request's numbers: far above any real slice, far below where float or SQLite
+#: integer arithmetic overflows (a 1e303 ms budget once overflowed the planner's share rounding).
+MAX_BANDWIDTH_MBPS = 10_000_000  # 10 Tb/s
+MAX_LATENCY_BUDGET_MS = 3_600_000.0  # one hour
+MAX_PRICE_PER_HOUR = 1e12
+
+
+#: IPv4 blocks no slice can address its endpoints from.
+_NOT_UNICAST = tuple(
+    (ipaddress.IPv4Network(block), what)
+    for block, what in (
+        ("0.0.0.0/8", "'this network'"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved, with the broadcast address"),
+    )
+)
 
 
 def ts(t: float) -> Timestamp:
@@ -229,6 +249,9 @@ def check_subnet(text: str, path: str) -> str:
         raise InvalidArgument(path, f"not a CIDR network: {exc}") from None
     if not MIN_PREFIX <= net.prefixlen <= MAX_PREFIX:
         raise InvalidArgument(path, f"prefix length must be {MIN_PREFIX} to {MAX_PREFIX}, got /{net.prefixlen}")
+    for block, what in _NOT_UNICAST:
+        if net.overlaps(block):
+            raise InvalidArgument(path, f"{net} lies in {block} ({what}); give a unicast range such as 10.0.0.0/16")
     return str(net)
 
 
@@ -273,10 +296,20 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
     _check_text(msg.name, f"{path}.name")
     if msg.src == msg.dst:
         raise InvalidArgument(f"{path}.dst", "must differ from src")
-    if msg.bandwidth_mbps <= 0:
-        raise InvalidArgument(f"{path}.bandwidth_mbps", "must be positive")
-    if msg.latency_budget_ms < 0 or msg.latency_budget_ms != msg.latency_budget_ms:
-        raise InvalidArgument(f"{path}.latency_budget_ms", "must be zero (unbounded) or positive")
+    if not 0 < msg.bandwidth_mbps <= MAX_BANDWIDTH_MBPS:
+        raise InvalidArgument(f"{path}.bandwidth_mbps", f"must be 1 to {MAX_BANDWIDTH_MBPS:,} Mb/s")
+    if msg.reverse_bandwidth_mbps > MAX_BANDWIDTH_MBPS:
+        raise InvalidArgument(
+            f"{path}.reverse_bandwidth_mbps", f"must be 0 (same as bandwidth_mbps) to {MAX_BANDWIDTH_MBPS:,} Mb/s"
+        )
+    for i, mbps in enumerate(msg.chain_throughput_mbps):
+        if mbps > MAX_BANDWIDTH_MBPS:
+            why = f"must be 0 (the slice's bandwidth) to {MAX_BANDWIDTH_MBPS:,} Mb/s"
+            raise InvalidArgument(f"{path}.chain_throughput_mbps[{i}]", why)
+    if not 0 <= msg.latency_budget_ms <= MAX_LATENCY_BUDGET_MS:  # NaN fails both comparisons
+        raise InvalidArgument(
+            f"{path}.latency_budget_ms", f"must be 0 (unbounded) or a number of ms up to {MAX_LATENCY_BUDGET_MS:g}"
+        )
     if len(msg.chain) > MAX_LIST_LEN:
         raise InvalidArgument(f"{path}.chain", f"more than {MAX_LIST_LEN} functions")
     for i, fn in enumerate(msg.chain):
@@ -307,8 +340,10 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
             known = ", ".join(i.value for i in Isolation)
             why = f"unknown isolation '{msg.isolation}' (known: {known})"
             raise InvalidArgument(f"{path}.isolation", why) from None
-    if not math.isfinite(msg.max_price_per_hour) or msg.max_price_per_hour < 0:
-        raise InvalidArgument(f"{path}.max_price_per_hour", "must be zero (no ceiling) or positive")
+    if not 0 <= msg.max_price_per_hour <= MAX_PRICE_PER_HOUR:  # NaN fails both comparisons
+        raise InvalidArgument(
+            f"{path}.max_price_per_hour", f"must be 0 (no ceiling) or a price per hour up to {MAX_PRICE_PER_HOUR:g}"
+        )
     check_id(msg.qos_class, f"{path}.qos_class", required=False)
     return SliceRequest(
         name=msg.name,
@@ -328,6 +363,32 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         max_price_per_hour=msg.max_price_per_hour,
         trace=_ids(msg.trace, f"{path}.trace"),
     )
+
+
+# --- list pages -------------------------------------------------------------------------------
+
+
+def page_token_to_text(key: tuple[float, str]) -> str:
+    """An opaque List page token for the (created_at, id) key of a page's last slice."""
+    return base64.urlsafe_b64encode(json.dumps([key[0], key[1]]).encode()).decode()
+
+
+def page_token_from_text(text: str, path: str) -> tuple[float, str] | None:
+    """The key a page token stands for (None for an empty token); ``INVALID_ARGUMENT`` for anything else."""
+    if not text:
+        return None
+    why = "not a token from a previous List answer (pass its next_page_token, or nothing for the first page)"
+    if len(text) > 4 * MAX_ID_LEN:
+        raise InvalidArgument(path, why)
+    try:
+        created, slice_id = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise InvalidArgument(path, why) from None
+    if not isinstance(created, int | float) or isinstance(created, bool) or not math.isfinite(created):
+        raise InvalidArgument(path, why)
+    if not isinstance(slice_id, str) or not ID_SYNTAX.fullmatch(slice_id) or len(slice_id) > MAX_ID_LEN:
+        raise InvalidArgument(path, why)
+    return float(created), slice_id
 
 
 # --- plans and explanations -------------------------------------------------------------------

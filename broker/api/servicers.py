@@ -16,12 +16,13 @@ from typing import TypeVar
 
 import grpc
 
-from broker.api import codec
+from broker.api import codec, handlers
 from broker.api.status import status_trailer, to_grpc
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
 from broker.core.offers import OfferDesk
 from broker.core.records import SliceRecord
+from broker.core.storage import SliceStore
 from broker.security.audit import AuditLog
 from broker.security.auth import Guard, Principal, tls_peer
 from fedbroker.v1 import northsouth_pb2 as pb
@@ -31,6 +32,10 @@ from slicing.errors import FedError, InvalidArgument, NotFound
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_STATES = 16
+#: The most slices in one List answer, and the default.
+MAX_PAGE_SIZE = 500
+#: A List answer stops before it passes this many bytes (the send limit is 4 MiB).
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 
 
 #: The north–south services, by full name (for reflection).
@@ -91,15 +96,26 @@ def _no_such_slice(slice_id: str, request_id: str) -> NotFound:
 
 
 def _slice_outcome(msg: pb.Slice) -> str:
+    if not msg.id and msg.HasField("plan"):  # a dry run holds nothing: say what it planned
+        return f"dry run: plan over {' → '.join(s.domain for s in msg.plan.segments) or 'no segment'}"
     return f"slice {msg.id} {pb.SliceState.Name(msg.state).removeprefix('SLICE_STATE_')}"
+
+
+def _reserve_target(request: pb.ReserveRequest) -> str:
+    """What the audit line of a Reserve names: its request id, else what was asked."""
+    if request.request_id:
+        return request.request_id[:200]
+    asked = f"{request.request.src[:80]} → {request.request.dst[:80]}"
+    return f"dry run {asked}" if request.dry_run else f"no request_id, {asked}"
 
 
 class SlicesServicer(pb_grpc.SlicesServicer):
     """``fedbroker.v1.Slices``."""
 
-    def __init__(self, manager: SliceManager, gate: Gate) -> None:
+    def __init__(self, manager: SliceManager, gate: Gate, store: SliceStore) -> None:
         self._m = manager
         self._gate = gate
+        self._store = store  # read-only here: List pages straight from the store
 
     def _encode(self, rec: SliceRecord) -> pb.Slice:
         return codec.slice_to_pb(rec, self._m.sp_id)
@@ -126,7 +142,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             return self._encode(rec)
 
         return await self._gate.answer(
-            context, "Reserve", call, target=request.request_id[:200], audited=True, outcome=_slice_outcome
+            context, "Reserve", call, target=_reserve_target(request), audited=True, outcome=_slice_outcome
         )
 
     async def _by_ref(
@@ -176,14 +192,32 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         return await self._by_ref("Get", request, context, None)
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
-        """List the caller's slices (an operator: all), optionally by state."""
+        """List the caller's slices (an operator: all), optionally by state, a page at a time."""
 
         async def call(principal: Principal) -> pb.ListResponse:
             if len(request.states) > MAX_STATES:
                 raise InvalidArgument("states", f"more than {MAX_STATES} states")
             states = [codec.state_from_pb(s) for s in request.states]
-            mine = [r for r in self._m.slices(states) if principal.owns(r.requester)]
-            return pb.ListResponse(slices=[self._encode(r) for r in mine])
+            if request.page_size > MAX_PAGE_SIZE:
+                raise InvalidArgument("page_size", f"at most {MAX_PAGE_SIZE} (0 for the default, {MAX_PAGE_SIZE})")
+            size = request.page_size or MAX_PAGE_SIZE
+            after = codec.page_token_from_text(request.page_token, "page_token")
+            requester = None if principal.sees_all else principal.id
+            # One more than asked, to know whether another page follows.
+            recs = self._store.page(states, requester=requester, after=after, limit=size + 1)
+            page: list[tuple[SliceRecord, pb.Slice]] = []
+            total = 0
+            for rec in recs[:size]:
+                msg = self._encode(rec)
+                total += msg.ByteSize()
+                if page and total > MAX_PAGE_BYTES:  # the rest on the next page, so a page always fits
+                    break
+                page.append((rec, msg))
+            reply = pb.ListResponse(slices=[msg for _, msg in page])
+            if len(recs) > len(page):
+                last = page[-1][0]
+                reply.next_page_token = codec.page_token_to_text((last.created_at, last.id))
+            return reply
 
         return await self._gate.answer(context, "List", call)
 
@@ -299,8 +333,15 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
 
 
 def add_servicers(
-    server: grpc.aio.Server, manager: SliceManager, catalog: Catalog, offers: OfferDesk, gate: Gate
+    server: grpc.aio.Server, manager: SliceManager, catalog: Catalog, offers: OfferDesk, gate: Gate, store: SliceStore
 ) -> None:
-    """Register the north–south services on ``server``, every call through ``gate``."""
-    pb_grpc.add_SlicesServicer_to_server(SlicesServicer(manager, gate), server)
-    pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(catalog, offers, gate), server)
+    """Register the north–south services on ``server``, every call through ``gate``.
+
+    Not through the generated ``add_*_to_server``: ``broker.api.handlers`` decodes so that bytes
+    that do not parse are ``INVALID_ARGUMENT`` with an audit line, not grpc's own ``UNKNOWN``.
+    """
+    services = pb.DESCRIPTOR.services_by_name
+    handlers.register(server, services["Slices"], SlicesServicer(manager, gate, store), gate.guard, gate.audit)
+    handlers.register(
+        server, services["Capabilities"], CapabilitiesServicer(catalog, offers, gate), gate.guard, gate.audit
+    )

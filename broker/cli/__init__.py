@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `fedbroker … | head`: the reader has gone; say nothing more, no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except EOFError:
+        err.print("[red]error:[/] stdin ended before the input this command reads")
+        return 2
 
 
 __all__ = ["build_parser", "main"]

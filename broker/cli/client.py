@@ -41,6 +41,14 @@ def state_name(value: int) -> str:
     return pb.SliceState.Name(value).removeprefix("SLICE_STATE_")  # type: ignore[arg-type]
 
 
+def address(text: str) -> str:
+    """An argparse type: ``HOST:PORT`` with a port from 1 to 65535 (the error says what to give)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (a port from 1 to 65535), e.g. {DEFAULT_BROKER}")
+    return text
+
+
 def add_identity_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options that say who the CLI acts as: credentials folder, account, TLS files, token."""
     env = os.environ.get
@@ -69,6 +77,7 @@ def add_client_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of a command that calls a broker: its address, its SP id, JSON output, and the identity."""
     p.add_argument(
         "--broker",
+        type=address,
         default=os.environ.get("FEDBROKER_BROKER", DEFAULT_BROKER),
         help=f"broker address HOST:PORT (default $FEDBROKER_BROKER or {DEFAULT_BROKER})",
     )

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broker.cli.client import add_identity_args, client_identity, err
+from broker.cli.client import add_identity_args, address, client_identity, err
 
 
 def _keys_init(ns: argparse.Namespace) -> int:
@@ -82,7 +82,19 @@ def _login(ns: argparse.Namespace) -> int:
     import urllib.request
 
     identity = client_identity(ns)
-    password = os.environ.get("FEDBROKER_PASSWORD") or getpass.getpass(f"password for {ns.as_user}: ")
+    password = os.environ.get("FEDBROKER_PASSWORD", "")
+    if not password:
+        try:  # piped on stdin (as `accounts hash-password` reads it), or typed at a prompt
+            tty = sys.stdin.isatty()
+            password = getpass.getpass(f"password for {ns.as_user}: ") if tty else sys.stdin.readline().rstrip("\n")
+        except EOFError:
+            password = ""
+    if not password:
+        err.print(
+            f"[red]error:[/] no password for {ns.as_user}: type it at the prompt, pipe it on stdin, "
+            "or set FEDBROKER_PASSWORD"
+        )
+        return 2
     ctx = identity.ssl_context() if identity.tls is not None else None
     body = json.dumps({"user": ns.as_user, "password": password}).encode()
     scheme = "http" if identity.tls is None else "https"
@@ -135,5 +147,7 @@ def register(sub: Any) -> None:
     )
 
     lg = add_identity_args(sub.add_parser("login", help="get a session token from a broker's login endpoint"))
-    lg.add_argument("--url", required=True, help="HOST:PORT of the login endpoint (security.login_listen)")
+    lg.add_argument(
+        "--url", required=True, type=address, help="HOST:PORT of the login endpoint (security.login_listen)"
+    )
     lg.set_defaults(handler=_login)

@@ -43,8 +43,14 @@ def _dataplane(ns: argparse.Namespace) -> int:
     """``dataplane audit|clean [--prefix P]``: what the data plane left behind under a prefix."""
     from wim import netlink
 
+    if ns.dataplane_cmd == "clean" and ns.prefix is None and not ns.all:
+        # The family prefix matches every installation on the host, running ones included.
+        raise ConfigError(
+            "--prefix: say which installation to clean (its `dataplane: {prefix: …}`), "
+            "or --all for every fedbroker installation on this host, running ones included"
+        )
     try:
-        prefix = netlink.check_prefix(ns.prefix, "--prefix")
+        prefix = netlink.check_prefix(ns.prefix or netlink.FAMILY_PREFIX, "--prefix")
     except FedError as exc:
         raise ConfigError(str(exc)) from None
     if ns.dataplane_cmd == "clean":
@@ -79,13 +85,14 @@ def register(sub: Any) -> None:
 
     dp = sub.add_parser("dataplane", help="the Linux data plane: find or remove what is left (needs root)")
     dsub = dp.add_subparsers(dest="dataplane_cmd", required=True)
-    for name, text in (
-        ("audit", "list namespaces and interfaces left under the prefix; exit 1 if there are any"),
-        ("clean", "remove everything under the prefix"),
-    ):
-        d = dsub.add_parser(name, help=text)
-        d.add_argument("--prefix", default="fb", help="an installation's prefix (default: every fedbroker one)")
-        d.set_defaults(handler=_dataplane)
+    audit = dsub.add_parser("audit", help="list namespaces and interfaces left under the prefix; exit 1 if any")
+    audit.add_argument("--prefix", help="an installation's prefix (default: every fedbroker one)")
+    audit.set_defaults(handler=_dataplane, all=False)
+    clean = dsub.add_parser("clean", help="remove everything under an installation's prefix")
+    which = clean.add_mutually_exclusive_group()
+    which.add_argument("--prefix", help="the installation's prefix (its config's dataplane.prefix)")
+    which.add_argument("--all", action="store_true", help="every fedbroker installation on the host, even running ones")
+    clean.set_defaults(handler=_dataplane)
     sc = sub.add_parser("scenario", help="run a federation scenario (see scenarios/README.md)")
     sc.add_argument("scenario_args", nargs=argparse.REMAINDER, help="run FILE [--report-json OUT] [--keep]")
     sc.set_defaults(handler=_scenario)

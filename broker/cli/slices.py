@@ -12,7 +12,6 @@ from rich.table import Table
 from rich.tree import Tree
 
 from broker.api import codec
-from broker.api.request_file import slice_request_from_data
 from broker.cli.client import STATE_NAMES, add_client_args, emit, err, out, state_name, with_stub
 from broker.descriptors import load_yaml
 from fedbroker.v1 import northsouth_pb2 as pb
@@ -54,8 +53,15 @@ def _print_slice(msg: pb.Slice) -> None:
     out.print(tree)
 
 
+def _read_request(path: str) -> pb.SliceRequest:
+    # Imported here: pydantic costs ~80 ms at import, which `serve` and the other commands need not pay.
+    from broker.api.request_file import slice_request_from_data
+
+    return slice_request_from_data(load_yaml(Path(path)), path=path)
+
+
 async def _slice_request(ns: argparse.Namespace) -> int:
-    req = slice_request_from_data(load_yaml(Path(ns.file)), path=ns.file)
+    req = _read_request(ns.file)
     request_id = ns.request_id or f"cli-{uuid.uuid4().hex[:12]}"
 
     async def run(stub: pb_grpc.SlicesStub) -> pb.Slice:
@@ -137,7 +143,7 @@ def _print_plan(msg: pb.Slice) -> None:
 
 
 async def _slice_plan(ns: argparse.Namespace) -> int:
-    req = slice_request_from_data(load_yaml(Path(ns.file)), path=ns.file)
+    req = _read_request(ns.file)
     msg = await with_stub(ns, lambda stub: stub.Reserve(pb.ReserveRequest(request=req, dry_run=True)))
     emit(msg, ns.json, _print_plan)
     return 0
@@ -152,7 +158,19 @@ async def _slice_op(ns: argparse.Namespace) -> int:
 
 async def _slice_list(ns: argparse.Namespace) -> int:
     states = [pb.SliceState.Value(f"SLICE_STATE_{s}") for s in ns.state or []]
-    msg = await with_stub(ns, lambda stub: stub.List(pb.ListRequest(states=states)))
+
+    async def every_page(stub: pb_grpc.SlicesStub) -> pb.ListResponse:
+        # The broker answers a page at a time (at most 500 slices or 2 MiB); the command shows all.
+        out = pb.ListResponse()
+        token = ""
+        while True:
+            page = await stub.List(pb.ListRequest(states=states, page_token=token))
+            out.slices.extend(page.slices)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    msg = await with_stub(ns, every_page)
 
     def printer(m: pb.ListResponse) -> None:
         table = Table(title=f"slices at {ns.broker}", title_justify="left")

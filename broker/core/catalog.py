@@ -134,7 +134,12 @@ class Catalog:
         if note.sp_id != child:
             self._reject(child, note.version, "SIGNER_MISMATCH", f"domain {child} produced a note for {note.sp_id}")
             return False
-        return await self._take(child, note, hashlib.sha256(note_to_canonical(note)).hexdigest())
+        try:
+            payload = note_to_canonical(note)
+        except ValueError as exc:  # e.g. a non-finite number: refused and kept on record, the feed goes on
+            self._reject(child, note.version, "MALFORMED", str(exc))
+            return False
+        return await self._take(child, note, hashlib.sha256(payload).hexdigest())
 
     async def _take(self, child: SpId, note: CapabilityNote, digest: str) -> bool:
         try:

@@ -82,5 +82,6 @@ class OfferDesk:
     def _save(self, domain: str, offer: OfferPolicy) -> None:
         self._saved[domain] = policy_to_dict(offer)
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._saved, indent=2, sort_keys=True), encoding="utf-8")
+        # allow_nan=False: a non-finite number must never reach the file (it once came back as Infinity).
+        tmp.write_text(json.dumps(self._saved, indent=2, sort_keys=True, allow_nan=False), encoding="utf-8")
         os.replace(tmp, self._path)

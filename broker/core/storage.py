@@ -46,6 +46,22 @@ class SliceStore(Protocol):
         """Every slice, or those in ``states``, oldest first."""
         ...
 
+    def page(
+        self,
+        states: Iterable[SliceState] = (),
+        *,
+        requester: str | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 500,
+    ) -> list[SliceRecord]:
+        """Up to ``limit`` slices (of ``requester``, or everyone's for None), oldest first after the key
+        ``after`` = (created_at, id) of the previous page's last slice."""
+        ...
+
+    def prune_failed(self, *, before: float, keep: int) -> int:
+        """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; how many."""
+        ...
+
     def count_holding(self) -> int:
         """How many slices are in a state that holds resources."""
         ...

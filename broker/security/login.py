@@ -87,15 +87,25 @@ class LoginEndpoint:
         if self._locked(user, self._clock()):
             self._audit.record("Login", None, user, "RESOURCE_EXHAUSTED", "too many failed logins", peer=peer)
             return web.json_response({"error": "too many failed logins; try again later"}, status=429)
+        # Counted as a failure *before* the check, with no await between the lock test and the count:
+        # otherwise 30 concurrent guesses all pass the lock test while the first scrypt still runs.
+        if len(self._failures) >= 10_000 and user not in self._failures:  # names tried are the caller's choice
+            self._audit.record("Login", None, user, "RESOURCE_EXHAUSTED", "too many failing users", peer=peer)
+            return web.json_response({"error": "too many failed logins; try again later"}, status=429)
+        attempt = self._clock()
+        self._failures.setdefault(user, []).append(attempt)
         self._accounts.reload()  # a stat: a password set since the start counts at once
         account = self._accounts.get(user)
         stored = account.password_hash if account and account.kind is AccountKind.USER else ""
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if not (ok and stored):
-            if len(self._failures) < 10_000:  # bounded: names tried are the caller's choice
-                self._failures.setdefault(user, []).append(self._clock())
             self._audit.record("Login", None, user, "UNAUTHENTICATED", "bad user or password", peer=peer)
             return web.json_response({"error": "bad user or password"}, status=401)
+        pending = self._failures.get(user, [])
+        if attempt in pending:  # it was not a failure after all
+            pending.remove(attempt)
+        if not pending:
+            self._failures.pop(user, None)
         token = self._minter.mint(self._sp_id, subject=user, ttl_s=self._ttl_s)
         assert account is not None
         who = Principal(account.id, account.role, peer=peer)

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS slices (
     UNIQUE (requester, request_id)
 );
 CREATE INDEX IF NOT EXISTS slices_state ON slices (state, hold_expires_at);
+CREATE INDEX IF NOT EXISTS slices_created ON slices (created_at, id);
+CREATE INDEX IF NOT EXISTS slices_failed ON slices (state, updated_at);
 CREATE TABLE IF NOT EXISTS segments (
     slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
@@ -89,6 +91,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
+#: Segment states in which a segment holds nothing.
+_RELEASED = (SliceState.TERMINATED.value, SliceState.ABORTED.value, SliceState.EXPIRED.value)
 #: A label taken on an inter-child link: ((lower port, higher port), label).
 LinkLabel = tuple[tuple[str, str], int]
 #: Encodings kept by object identity; past this many the cache starts afresh.
@@ -329,6 +333,64 @@ class SqliteStore:
         else:
             rows = self._db.execute("SELECT * FROM slices ORDER BY created_at").fetchall()
         return [self._load(r) for r in rows]
+
+    def page(
+        self,
+        states: Iterable[SliceState] = (),
+        *,
+        requester: str | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 500,
+    ) -> list[SliceRecord]:
+        """Up to ``limit`` slices, oldest first (by creation, then id), after the key ``after``.
+
+        ``requester`` None means everyone's; ``after`` is the (created_at, id) of the last slice of
+        the previous page.
+        """
+        where: list[str] = []
+        args: list[object] = []
+        wanted = [s.value for s in states]
+        if wanted:
+            where.append(f"state IN ({','.join('?' * len(wanted))})")
+            args.extend(wanted)
+        if requester is not None:
+            where.append("requester = ?")
+            args.append(requester)
+        if after is not None:
+            where.append("(created_at, id) > (?, ?)")
+            args.extend(after)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(
+            f"SELECT * FROM slices {clause} ORDER BY created_at, id LIMIT ?",  # noqa: S608 - only ? marks
+            [*args, limit],
+        ).fetchall()
+        return [self._load(r) for r in rows]
+
+    def prune_failed(self, *, before: float, keep: int) -> int:
+        """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.
+
+        Only those that hold nothing (every segment released, no stitched link): the bound on what
+        a caller's failing requests can make the store keep, never a lost holding.
+        """
+        failed = SliceState.FAILED.value
+        with self._tx() as db:
+            # Only records that hold nothing anywhere: no segment still live, no stitched link. A FAILED
+            # slice whose release failed ("retry Terminate") is kept until it is terminated.
+            ids = [
+                row["id"]
+                for row in db.execute(
+                    "SELECT id FROM slices s WHERE state = ? AND (updated_at < ? OR id NOT IN "
+                    "(SELECT id FROM slices WHERE state = ? ORDER BY updated_at DESC, id DESC LIMIT ?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM segments g WHERE g.slice_id = s.id AND g.state NOT IN (?, ?, ?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM links k WHERE k.slice_id = s.id AND k.wim_handle != '')",
+                    (failed, before, failed, keep, *_RELEASED),
+                )
+            ]
+            for slice_id in ids:  # segments and links go with their slice (ON DELETE CASCADE)
+                db.execute("DELETE FROM tasks WHERE slice_id = ?", (slice_id,))
+                db.execute("DELETE FROM slices WHERE id = ?", (slice_id,))
+                self._parts.pop(slice_id, None)
+        return len(ids)
 
     def holding(self) -> list[SliceRecord]:
         """Slices in a state that holds resources."""

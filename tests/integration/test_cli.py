@@ -78,7 +78,8 @@ async def test_cli_errors_name_the_status_and_reason(leaf: str, tmp_path: Path) 
     bad = tmp_path / "bad.yaml"
     bad.write_text("src: demo-leaf.ams\ndst: demo-leaf.par\nbandwidth_mbps: 0\n")
     refused = cli("slice", "request", str(bad), "--broker", leaf)
-    assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr and "bandwidth_mbps" in refused.stderr
+    # Checked at the edge before anything is sent: the file's field, and what it allows.
+    assert refused.returncode == 2 and "bandwidth_mbps" in refused.stderr and "from 1 to" in refused.stderr
     bad.write_text("src: a\nsrc: b\n")
     dup = cli("slice", "request", str(bad), "--broker", leaf)
     assert dup.returncode == 2 and "duplicate key" in dup.stderr

@@ -31,7 +31,7 @@ from broker.security.tokens import TokenMinter
 from capability_catalog.signing import generate_key
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from scenarios.processes import BrokerProcess, Fleet
+from scenarios.processes import OPERATOR, BrokerProcess, Fleet
 from tests.topology import leaf_domain
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -194,6 +194,48 @@ async def test_health_answers_a_client_certificate_without_a_token(fleet: Fleet)
         health_pb2.HealthCheckRequest(service="fedbroker.v1.Slices"), timeout=5
     )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xff\xff\xff", b"\x0a\x7fshort", b"\x08" + b"\xff" * 11])
+@pytest.mark.parametrize(
+    "rpc", ["Slices/Reserve", "Slices/Commit", "Slices/List", "Slices/Watch", "Capabilities/SetOffer"]
+)
+async def test_undecodable_bytes_are_invalid_argument_after_the_token_check_and_audited(
+    fleet: Fleet, rpc: str, garbage: bytes
+) -> None:
+    # Issue 18 item 5: grpc's own decoder answered UNKNOWN, before the token check, with no audit line.
+    method = f"/fedbroker.v1.{rpc}"
+    streaming = rpc.endswith("Watch")
+    who = OPERATOR if rpc.startswith("Capabilities") else "customer"  # SetOffer is for operators only
+    channel = fleet.channel(SP, who, authenticate=False)
+    call = channel.unary_stream(method) if streaming else channel.unary_unary(method)
+
+    async def send(md: tuple[tuple[str, str], ...]) -> None:
+        if streaming:
+            async for _ in call(garbage, metadata=md, timeout=5):
+                pass
+        else:
+            await call(garbage, metadata=md, timeout=5)
+
+    await refused(fleet, lambda: send(()), grpc.StatusCode.UNAUTHENTICATED)
+    md = tuple(fleet.metadata(SP, who))
+    err = await refused(fleet, lambda: send(md), grpc.StatusCode.INVALID_ARGUMENT, contains="request: not a valid")
+    assert "fedbroker.v1." in (err.details() or "")
+    line = audit_lines(fleet[SP])[-1]
+    assert (line["rpc"], line["who"], line["result"]) == (rpc.rpartition("/")[2], who, "INVALID_ARGUMENT")
+
+
+async def test_reflection_describes_a_method_and_a_field_as_grpcurl_asks(fleet: Fleet) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(fleet.channel(SP, "bob", authenticate=False))
+    for symbol in ("fedbroker.v1.Slices", "fedbroker.v1.Slices.Reserve", "fedbroker.v1.SliceRequest.src"):
+        req = reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+        answers = [a async for a in stub.ServerReflectionInfo(iter([req]), timeout=5)]
+        assert answers and answers[0].HasField("file_descriptor_response"), (symbol, answers)
+    req = reflection_pb2.ServerReflectionRequest(file_containing_symbol="fedbroker.v1.Slices.Nope")
+    answers = [a async for a in stub.ServerReflectionInfo(iter([req]), timeout=5)]
+    assert answers[0].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 async def test_a_revoked_account_loses_access_within_seconds(fleet: Fleet) -> None:
@@ -515,3 +557,64 @@ async def test_an_insecure_fleet_serves_plaintext_but_still_checks_tokens(tmp_pa
         assert (await leaf.slices.Abort(pb.SliceRef(slice_id=held.id), timeout=10)).state == pb.SLICE_STATE_ABORTED
     finally:
         await fl.stop_all()
+
+
+# --- storage bounds (issue 18 item 3) -----------------------------------------------------------------
+
+
+async def test_failed_reserves_are_pruned_to_the_retention_count_and_list_pages(tmp_path: Path) -> None:
+    fl = Fleet(tmp_path)
+    try:
+        broker = await fl.start(
+            SP, {"domains": [leaf_domain(SP, {"X": "100-199"})], "retention": {"failed_max": 3, "failed_s": 3600}}
+        )
+        stub = broker.slices  # the fleet's customer
+        for i in range(8):  # an unknown function: refused after the record was made, so each leaves a FAILED one
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Reserve(
+                    pb.ReserveRequest(request_id=f"f{i}", request=_request(chain=["nosuchfn"])), timeout=10
+                )
+        held = [
+            await stub.Reserve(pb.ReserveRequest(request_id=f"h{i}", request=_request(bandwidth_mbps=1)), timeout=10)
+            for i in range(4)
+        ]
+        states = [pb.SLICE_STATE_FAILED]
+        for _ in range(100):  # pruned within the prune interval (5 s)
+            failed = (await broker.operator_slices.List(pb.ListRequest(states=states), timeout=5)).slices
+            if len(failed) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert len(failed) == 3
+        pages, token = [], ""
+        while True:
+            page = await stub.List(pb.ListRequest(page_size=2, page_token=token), timeout=5)
+            pages.append([s.id for s in page.slices])
+            token = page.next_page_token
+            if not token:
+                break
+        assert [len(p) for p in pages] == [2, 2, 2, 1]
+        assert sorted(i for p in pages for i in p) == sorted([s.id for s in failed] + [h.id for h in held])
+        fl.grant(SP, "bob", Role.CUSTOMER)  # another customer's pages hold none of these
+        assert not (await pb_grpc.SlicesStub(fl.channel(SP, "bob")).List(pb.ListRequest(), timeout=5)).slices
+        for bad, field in (
+            (pb.ListRequest(page_size=501), "page_size"),
+            (pb.ListRequest(page_token="x"), "page_token"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.List(bad, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (info.value.details() or "")
+    finally:
+        await fl.stop_all()
+
+
+async def test_audit_lines_of_dry_runs_and_refused_reserves_say_what_was_asked(fleet: Fleet) -> None:
+    # Issue 18 item 17: dry runs were logged as 'slice  UNSPECIFIED', refusals with an empty target.
+    stub = fleet[SP].slices
+    await stub.Reserve(pb.ReserveRequest(request=_request(), dry_run=True), timeout=10)
+    line = audit_lines(fleet[SP])[-1]
+    assert (line["target"], line["result"]) == (f"dry run {SRC} → {DST}", "OK")
+    assert line["detail"] == f"dry run: plan over {SP}"
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Reserve(pb.ReserveRequest(request=_request(chain=["nosuchfn"])), timeout=10)
+    line = audit_lines(fleet[SP])[-1]
+    assert (line["target"], line["result"]) == (f"no request_id, {SRC} → {DST}", "INVALID_ARGUMENT")

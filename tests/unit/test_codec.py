@@ -110,6 +110,13 @@ def test_every_slice_state_maps_both_ways() -> None:
         ({"subnet": "10.0.0.1/24"}, "request.subnet"),  # host bits set
         ({"subnet": "fe80::/64"}, "request.subnet"),
         ({"name": "x" * 201}, "request.name"),
+        # Issue 18 item 1: values that once overflowed the planner's arithmetic.
+        ({"latency_budget_ms": 1e303}, "request.latency_budget_ms"),
+        ({"latency_budget_ms": float("inf")}, "request.latency_budget_ms"),
+        ({"max_price_per_hour": 1e308}, "request.max_price_per_hour"),
+        ({"max_price_per_hour": float("nan")}, "request.max_price_per_hour"),
+        ({"bandwidth_mbps": 2**64 - 1}, "request.bandwidth_mbps"),
+        ({"reverse_bandwidth_mbps": 2**63}, "request.reverse_bandwidth_mbps"),
     ],
 )
 def test_malformed_request_is_refused_naming_the_field(change: dict[str, object], field: str) -> None:
@@ -175,6 +182,31 @@ def test_malformed_subnets_are_refused_naming_the_field(subnet: str) -> None:
     assert info.value.field == "request.subnet"
 
 
+@pytest.mark.parametrize(
+    ("subnet", "what"),
+    [
+        ("224.0.0.0/8", "multicast"),
+        ("239.1.0.0/16", "multicast"),
+        ("127.0.0.0/8", "loopback"),
+        ("127.5.0.0/24", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("0.0.0.0/8", "this network"),
+        ("240.0.0.0/8", "reserved"),
+        ("0.10.0.0/16", "this network"),
+    ],
+)
+def test_subnets_that_are_not_unicast_are_refused_saying_what_to_give(subnet: str, what: str) -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1, subnet=subnet)
+    with pytest.raises(InvalidArgument, match=what) as info:
+        codec.request_from_pb(msg)
+    assert info.value.field == "request.subnet" and "unicast range" in str(info.value)
+
+
+@pytest.mark.parametrize("subnet", ["10.0.0.0/8", "192.168.4.0/24", "100.64.0.0/10", "198.51.100.0/24"])
+def test_unicast_subnets_are_accepted(subnet: str) -> None:
+    assert codec.request_from_pb(pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1, subnet=subnet)).subnet == subnet
+
+
 @pytest.mark.parametrize(("first", "last"), [(0, 5), (5, 4), (1, 16_777_216)])
 def test_malformed_label_ranges_are_refused_naming_the_range(first: int, last: int) -> None:
     msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1)
@@ -196,3 +228,34 @@ def test_too_many_label_ranges_and_ids_outside_the_syntax_are_refused() -> None:
         assert info.value.field == "request_id"
     codec.check_id("T-abc123.0.1", "request_id")
     codec.check_id("three_tier:s1", "request_id")
+
+
+def test_out_of_range_number_says_what_is_allowed() -> None:
+    msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1, latency_budget_ms=1e303)
+    with pytest.raises(InvalidArgument, match=r"must be 0 \(unbounded\) or a number of ms up to 3\.6e\+06"):
+        codec.request_from_pb(msg)
+
+
+def test_largest_allowed_numbers_are_accepted() -> None:
+    msg = pb.SliceRequest(
+        src="a",
+        dst="b",
+        bandwidth_mbps=codec.MAX_BANDWIDTH_MBPS,
+        latency_budget_ms=codec.MAX_LATENCY_BUDGET_MS,
+        max_price_per_hour=codec.MAX_PRICE_PER_HOUR,
+    )
+    req = codec.request_from_pb(msg)
+    assert (req.latency_budget_ms, req.max_price_per_hour) == (codec.MAX_LATENCY_BUDGET_MS, codec.MAX_PRICE_PER_HOUR)
+
+
+def test_a_page_token_round_trips_and_anything_else_is_refused_naming_the_field() -> None:
+    token = codec.page_token_to_text((1_800_000_000.25, "L-0123456789ab"))
+    assert codec.page_token_from_text(token, "page_token") == (1_800_000_000.25, "L-0123456789ab")
+    assert codec.page_token_from_text("", "page_token") is None
+    import base64
+
+    forged = [base64.urlsafe_b64encode(x).decode() for x in (b"[1, 2]", b'["x", "a"]', b'[1e999, "a"]', b"{}")]
+    for bad in ["nonsense", "@@@", "x" * 2000, *forged]:
+        with pytest.raises(InvalidArgument, match="not a token from a previous List answer") as info:
+            codec.page_token_from_text(bad, "page_token")
+        assert info.value.field == "page_token"

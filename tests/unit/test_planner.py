@@ -630,3 +630,22 @@ def test_shares_are_never_below_transit_latency_off_the_rounding_grid() -> None:
     p = plan(req(latency_budget_ms=7.0), notes)
     assert all(s.latency_share_ms >= s.transit_latency_ms for s in p.segments)
     assert math.fsum(s.latency_share_ms for s in p.segments) <= 7.0
+
+
+@pytest.mark.parametrize(("budget", "ceiling"), [(1e303, 0.0), (1e308, 0.0), (0.0, 1e308), (1e303, 1e308)])
+def test_plan_survives_budgets_and_ceilings_near_the_float_maximum(budget: float, ceiling: float) -> None:
+    # The codec refuses these at the edge; the pure planner must not overflow on them either.
+    p = plan(req(latency_budget_ms=budget, max_price_per_hour=ceiling), diamond())
+    assert p.domains() == ["A", "B", "C"]
+    shares = [s.latency_share_ms for s in p.segments]
+    assert all(math.isfinite(x) for x in shares)
+    if budget:
+        assert math.fsum(shares) <= budget
+        assert all(s.latency_share_ms >= s.transit_latency_ms for s in p.segments)
+
+
+def test_an_unknown_function_type_is_invalid_argument_listing_the_offered_ones() -> None:
+    # Issue 18 item 8: a typo once read as capacity ("no SP with a free slot").
+    with pytest.raises(InvalidArgument, match=r"no SP here offers function type 'firewal' \(offered: fw, nat\)") as err:
+        plan(req(chain=("fw", "firewal")), chain3())
+    assert err.value.field == "request.chain[1]"

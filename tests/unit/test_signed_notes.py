@@ -104,11 +104,11 @@ def test_validation_reports_every_problem_with_its_path() -> None:
         "border_ports[3].local_label_ranges: 1500-1500 is also offered",
         "border_ports[2].label_ranges[0]: 4000-5000 is outside vlan labels 1-4094",
         "transit[0].b: 'L1.nowhere' is not a declared endpoint or border port",
-        "transit[0].latency_ms: -1 must be a number >= 0",
+        "transit[0].latency_ms: -1 must be a number between 0 and 3.6e+06",
         "isolation[1]: 'telepathy' is not one of",
         "address_pools[1]: 10.64.1.0/24 overlaps 10.64.0.0/16",
         "address_pools[2]: '10.0.0.1/8' is not a prefix",
-        "qos_classes[0].loss: 2 must be a number between 0 and 1.0",
+        "qos_classes[0].loss: 2 must be a number between 0 and 1",
         "colour: unknown field",
     ]
     for needle in expected:
@@ -400,3 +400,85 @@ async def test_faults_in_the_domain_config_are_honoured_without_constructor_knob
     with pytest.raises(ResourceExhausted, match="injected failure at reserve"):
         await agent.reserve(order)
     assert agent.usage().bandwidth_mbps == 0
+
+
+# --- hostile numbers in offers (issue 18 item 2) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e308, -0.5])
+@pytest.mark.parametrize(
+    ("offer", "field"),
+    [
+        (lambda v: {"price_per_mbps_hour": v}, "offer.price_per_mbps_hour"),
+        (lambda v: {"qos_classes": [{"name": "gold", "delay_ms": v}]}, "offer.qos_classes[0].delay_ms"),
+        (lambda v: {"qos_classes": [{"name": "gold", "loss": v}]}, "offer.qos_classes[0].loss"),
+    ],
+)
+def test_an_offer_with_a_non_finite_or_huge_number_is_refused_naming_the_field(
+    value: float, offer: object, field: str
+) -> None:
+    from broker.api import codec
+    from fedbroker.v1 import northsouth_pb2 as pb
+
+    data = offer(value)  # type: ignore[operator]
+    _, problems = parse_policy(data, "offer")
+    assert (
+        len(problems) == 1 and problems[0].startswith(f"{field}: ") and "must be a number between 0 and" in problems[0]
+    )
+    msg = pb.OfferPolicy()
+    if "price" in field:
+        msg.price_per_mbps_hour = value
+    else:
+        msg.qos_classes.add(name="gold", **{field.rpartition(".")[2]: value})
+    with pytest.raises(InvalidArgument) as info:  # what SetOffer runs on the wire form
+        codec.offer_from_pb(msg)
+    assert info.value.field == field
+
+
+def test_a_note_with_a_non_finite_number_has_no_canonical_form_and_the_error_is_a_value_error() -> None:
+    note = replace(rich_note(), price_per_mbps_hour=float("inf"))
+    with pytest.raises(CanonicalError, match="not a finite number"):
+        note_to_canonical(note)
+
+
+async def test_a_local_note_with_a_non_finite_number_is_refused_and_the_feed_goes_on() -> None:
+    clock = Clock()
+    catalog = Catalog("T", clock, key=generate_key(), trust=TrustStore.of({}))
+    good = rich_note()
+    assert not await catalog.offer(good.sp_id, replace(good, price_per_mbps_hour=float("inf")))
+    assert catalog.rejected[-1].reason == "MALFORMED"
+    assert await catalog.offer(good.sp_id, good)  # the next, valid note is taken
+    assert set(catalog.current()) == {good.sp_id}
+
+
+@pytest.mark.parametrize(
+    ("dscp", "ok"), [(46, True), (0, True), (63, True), ("46", True), (64, False), (99, False), ("ef", False)]
+)
+def test_a_dscp_outside_0_to_63_fails_validation(dscp: object, ok: bool) -> None:
+    data = example()
+    data["qos_classes"] = [{"name": "gold", "native": {"dscp": dscp}}]
+    problems = validate_authoring(data, NOW)
+    if ok:
+        assert problems == []
+    else:
+        assert problems == [f"qos_classes[0].native.dscp: {dscp!r} is not a dscp value (an integer 0-63)"]
+
+
+def test_saved_offers_with_infinity_are_not_applied_after_a_restart(tmp_path: Path) -> None:
+    from broker.core.offers import OfferDesk
+
+    agent = EmulatedDomainAgent(EmulatedDomainConfig.from_dict(leaf_domain("L1", {"L2": "1-9"}), "d"), Clock())
+    path = tmp_path / "offers.json"
+    path.write_text('{"d": {"price_per_mbps_hour": Infinity}}')
+    before = agent.note
+    OfferDesk({"d": agent}, path).restore()
+    assert agent.note == before  # the configured offer stays; the bad saved one is reported, not applied
+
+
+@pytest.mark.parametrize("pool", ["224.0.0.0/8", "127.0.0.0/8", "ff00::/8", "169.254.0.0/16"])
+def test_an_address_pool_that_is_not_unicast_fails_validation(pool: str) -> None:
+    data = example()
+    data["address_pools"] = [pool]
+    assert validate_authoring(data, NOW) == [
+        f"address_pools[0]: {pool} is not a unicast range (multicast, loopback, link-local)"
+    ]

@@ -212,3 +212,44 @@ def test_a_second_slice_with_a_used_request_id_is_refused_and_leaves_the_first(t
         store.save(replace(record("b", S.HELD), request_id="r-a"))
     kept = store.get("a")
     assert kept is not None and kept.segments and store.get("b") is None
+
+
+# --- List pages and the retention of failed records (issue 18 item 3) --------------------------------
+
+
+def _at(rec: SliceRecord, created: float, *, requester: str = "alice") -> SliceRecord:
+    return replace(rec, created_at=created, updated_at=created, requester=requester, request_id=f"r-{rec.id}")
+
+
+def test_pages_walk_every_slice_once_oldest_first_filtered_by_requester_and_state(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    for i in range(7):
+        state = S.FAILED if i % 2 else S.HELD
+        store.save(_at(record(f"s{i}", state, label=100 + i), float(i // 2), requester="bob" if i == 3 else "alice"))
+    seen, after = [], None
+    while True:
+        page = store.page(limit=3, after=after)
+        seen += [r.id for r in page]
+        if len(page) < 3:
+            break
+        after = (page[-1].created_at, page[-1].id)
+    assert seen == [f"s{i}" for i in range(7)]
+    assert [r.id for r in store.page(requester="bob")] == ["s3"]
+    assert [r.id for r in store.page([S.FAILED], requester="alice")] == ["s1", "s5"]
+    assert [r.id for r in store.page(after=(1.0, "s2"), limit=2)] == ["s3", "s4"]
+
+
+def test_failed_records_are_kept_for_the_retention_time_and_count_and_nothing_else_goes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    released = lambda r: replace(r, segments=(), links=())  # noqa: E731 - a failed reserve holds nothing
+    for i in range(10):
+        store.save(_at(released(record(f"f{i}", S.FAILED)), float(i)))
+    store.save(_at(record("held", S.HELD, label=200), 0.0))
+    # A FAILED slice whose release failed still holds its segment and link: never pruned.
+    store.save(_at(record("stuck", S.FAILED, label=201), 0.0))
+    store.log_tasks("f0", "reserve", [TaskStatus(0, "plan", "done")], 0.0)
+    assert store.prune_failed(before=2.0, keep=100) == 2  # f0, f1: older than the retention time
+    assert store.prune_failed(before=0.0, keep=3) == 5  # f2..f6: beyond the newest three
+    assert sorted(r.id for r in store.slices()) == ["f7", "f8", "f9", "held", "stuck"]
+    assert store.tasks("f0") == []
+    assert store.prune_failed(before=0.0, keep=3) == 0

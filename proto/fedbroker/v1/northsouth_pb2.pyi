@@ -1266,6 +1266,16 @@ class ListRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many slices in one answer; 0 means the broker's default (500, also the maximum).
+    An answer also stops before it would pass 2 MiB, so a page always fits in a message.
+    """
+    page_token: _builtins.str
+    """The next_page_token of the previous answer, to continue after it (with the same states);
+    empty for the first page.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___SliceState.ValueType]:
         """Only slices in these states; empty means all."""
@@ -1274,10 +1284,12 @@ class ListRequest(_message.Message):
         self,
         *,
         states: _abc.Iterable[Global___SliceState.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1288,16 +1300,22 @@ class ListResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SLICES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty when this page is the last."""
     @_builtins.property
-    def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slice]: ...
+    def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slice]:
+        """Oldest first."""
+
     def __init__(
         self,
         *,
         slices: _abc.Iterable[Global___Slice] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["slices", b"slices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "slices", b"slices"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
