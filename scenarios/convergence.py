@@ -321,7 +321,7 @@ async def wait_settled(
             if verdict.outcome != last or first is None:
                 streak, first = 0, time.monotonic()
             streak += 1
-            if streak >= stable_polls:
+            if streak >= stable_polls or time.monotonic() >= deadline:  # at the deadline one good read counts
                 return Convergence(verdict, first - t0, True, polls)
         else:
             streak, first = 0, None
