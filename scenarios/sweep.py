@@ -52,6 +52,7 @@ PREFIX: dict[str, tuple[str, ...]] = {
 }
 #: Answers that say the harness, not a fault, is to blame.
 _REFUSED = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "ALREADY_EXISTS"})
+WARM_UP_ATTEMPTS = 20
 _RPC = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
 
 
@@ -223,6 +224,8 @@ class SweepFederation:
     starts: int = 0
     recycled: list[str] = field(default_factory=list)  # why a federation was replaced
     _generation: int = 0
+    _restarted: bool = False  # an SP was restarted since the last probe slice went through
+    _probes: int = 0
 
     @property
     def top(self) -> str:
@@ -234,6 +237,7 @@ class SweepFederation:
         """Start every SP (bottom-up, each with an empty faults file) and wait for the top's catalog."""
         await self.stop()
         self._generation += 1
+        self._restarted = False
         fleet = self.fleet = Fleet(self.root / f"fed{self._generation}")
         self.starts += 1
         for wave in self.scenario.start_order():
@@ -273,7 +277,25 @@ class SweepFederation:
             if not broker.running():
                 await self.fleet.restart(sp)
                 restarted.append(sp)
+        self._restarted = self._restarted or bool(restarted)
         return restarted
+
+    async def _warm_up(self) -> bool:
+        """After a restart: Reserve and Abort a probe slice until the top reaches every SP again (bounded).
+
+        An upper's channel to a lower that just restarted may still be backing off; a case whose
+        unfaulted prefix failed for that would prove nothing.
+        """
+        hold = int(self.scenario.sp(self.top).settings.get("hold_time_s", 4))
+        self._probes += 1
+        for attempt in range(WARM_UP_ATTEMPTS):
+            answer, slice_id = await self.call("reserve", f"warm-{self._generation}-{self._probes}-{attempt}", "", hold)
+            if answer == "HELD":
+                await self.call("abort", "", slice_id, hold)
+                self._restarted = False
+                return True
+            await asyncio.sleep(0.5)
+        return False
 
     async def ensure_ready(self) -> Fleet:
         """A running federation that holds nothing; a new one if this one does not come clean."""
@@ -293,8 +315,13 @@ class SweepFederation:
                 )
                 if clean.reached:
                     await self.fleet.wait_terminals(self.top, list(self._terminals()), timeout_s=10)
-                    return self.fleet
-                self.recycled.append(f"not clean: {clean.verdict.describe()}"[:300])
+                    if not self._restarted:
+                        return self.fleet
+                    if await self._warm_up():
+                        return await self.ensure_ready()  # the probe must leave nothing behind either
+                    self.recycled.append("the top could not reserve across the federation after a restart")
+                else:
+                    self.recycled.append(f"not clean: {clean.verdict.describe()}"[:300])
             except (StartError, OSError, grpc.aio.AioRpcError, TimeoutError) as exc:
                 self.recycled.append(f"{type(exc).__name__}: {exc}"[:300])
         return await self.start()
@@ -393,7 +420,7 @@ class SweepFederation:
             tuple(restarted),
             "; ".join(died),
         )
-        if case.action == "hang":  # let the hung operation wake before the next case shares the federation
+        if case.action == "hang" and fired:  # let the hung operation wake before the next case shares the federation
             await asyncio.sleep(max(0.0, t_sent + hang_s + 0.2 - time.monotonic()))
         if verdict.outcome in (Outcome.COMMITTED, Outcome.ACTIVE):
             left = await self._clean_up(slice_id, request_id, deadline_s)
