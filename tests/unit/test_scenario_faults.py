@@ -137,11 +137,13 @@ async def test_the_fleet_tells_an_injected_crash_from_a_kill_and_an_unexpected_d
 async def test_stop_then_teardown_thaws_the_process_first(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path)
     frozen = _process(fleet, "L1", "import time; time.sleep(30)")
-    fleet.signal("L1", signal.SIGSTOP)
-    assert frozen.frozen
-    assert fleet.thaw_all() == ["L1"] and not frozen.frozen
-    fleet.signal("L1", signal.SIGSTOP)
-    await fleet.stop_all()  # SIGCONT before SIGTERM: a stopped process could not die of it
+    try:
+        fleet.signal("L1", signal.SIGSTOP)
+        assert frozen.frozen
+        assert fleet.thaw_all() == ["L1"] and not frozen.frozen
+        fleet.signal("L1", signal.SIGSTOP)
+    finally:
+        await fleet.stop_all()  # SIGCONT before SIGTERM: a stopped process could not die of it
     assert frozen.exit_status() is not None and not frozen.frozen
 
 
