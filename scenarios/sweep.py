@@ -100,6 +100,7 @@ class CaseResult:
     restarted: tuple[str, ...] = ()
     error: str = ""  # the harness could not run the case (federation would not start, ...)
     cleanup: str = ""  # what a clean Terminate after a committed outcome left held (empty: all released)
+    cleanup_orphans: tuple[str, ...] = ()  # held after that Terminate with no upper holding them
 
     @property
     def passed(self) -> bool:
@@ -126,6 +127,7 @@ class CaseResult:
             "restarted": list(self.restarted),
             "error": self.error,
             "cleanup": self.cleanup,
+            "cleanup_orphans": list(self.cleanup_orphans),
             "verdict": self.verdict,
         }
 
@@ -158,8 +160,8 @@ class SweepReport:
             "operations_x_points": [f"{op}:{pt}" for op, pt in covered],
             "sps_x_points_covered": len({(r.case.sp, r.case.point or r.case.operation) for r in fired}),
             "outcomes": dict(Counter(str(r.outcome) for r in self.results)),
-            "orphans": sum(len(r.orphans) for r in self.results),
-            "cases_with_orphans": [r.case.name for r in self.results if r.orphans],
+            "orphans": sum(len(r.orphans) + len(r.cleanup_orphans) for r in self.results),
+            "cases_with_orphans": [r.case.name for r in self.results if r.orphans or r.cleanup_orphans],
             "not_converged": [r.case.name for r in self.results if not r.converged],
             "lies": [f"{r.case.name}: {r.lie}" for r in self.results if r.lie],
             "errors": [f"{r.case.name}: {r.error}" for r in self.results if r.error],
@@ -423,15 +425,15 @@ class SweepFederation:
         if case.action == "hang" and fired:  # let the hung operation wake before the next case shares the federation
             await asyncio.sleep(max(0.0, t_sent + hang_s + 0.2 - time.monotonic()))
         if verdict.outcome in (Outcome.COMMITTED, Outcome.ACTIVE):
-            left = await self._clean_up(slice_id, request_id, deadline_s)
+            left, stranded = await self._clean_up(slice_id, request_id, deadline_s)
             if left:
-                case_result = replace(case_result, cleanup=left[:600])
+                case_result = replace(case_result, cleanup=left, cleanup_orphans=stranded)
         else:
             for sp in fleet.brokers:
                 fleet.write_faults(sp)
         return case_result
 
-    async def _clean_up(self, slice_id: str, request_id: str, deadline_s: float) -> str:
+    async def _clean_up(self, slice_id: str, request_id: str, deadline_s: float) -> tuple[str, tuple[str, ...]]:
         """Disarm every faults file, terminate what the case left committed, and check it is all released.
 
         Returns what is still held when it is not: a fault that leaves the federation unable to end
@@ -456,8 +458,9 @@ class SweepFederation:
             want={Outcome.RELEASED},
         )
         if after.reached:
-            return ""
-        return f"Terminate after the case answered {answer or 'an error'}, then {after.verdict.describe()}"
+            return "", ()
+        left = f"Terminate after the case answered {answer or 'an error'}, then {after.verdict.describe()}"
+        return left[:600], after.verdict.orphans
 
 
 def _final(described: str) -> bool:
