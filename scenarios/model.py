@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.api.request_file import slice_request_from_data
+from broker.core.faults import parse_rules
 from broker.descriptors import ConfigError, load_yaml
 from capability_catalog.authoring import OfferPolicy, parse_policy
 from fedbroker.v1 import northsouth_pb2 as pb
@@ -24,8 +25,14 @@ ACTIONS = (
     "expect_idle",
     "kill",
     "stop",
+    "cont",
     "resume",
     "restart",
+    "wait_crash",
+    "faults",
+    "partition",
+    "heal",
+    "expect_everywhere",
     "sleep",
     "probe",
     "dataplane_audit",
@@ -45,7 +52,10 @@ ERROR_CODES = {
     "DEADLINE_EXCEEDED",
     "INTERNAL",
 }
-_SP_SETTINGS = {"hold_time_s", "lower_timeout_s", "note_ttl_s", "domains", "wim"}
+_SP_SETTINGS = {"hold_time_s", "lower_timeout_s", "note_ttl_s", "reconcile_interval_s", "domains", "wim"}
+#: What ``expect_everywhere`` can ask for; ``settled`` is any of released, committed, active.
+OUTCOMES = ("released", "held", "committed", "active", "settled")
+MAX_WAIT_S = 300.0
 _EXPECT_KEYS = {
     "state",
     "error",
@@ -70,6 +80,7 @@ class SpSpec:
     id: str
     lower: tuple[str, ...]
     settings: Mapping[str, Any]
+    faults: tuple[Mapping[str, Any], ...] = ()  # rules armed from the start (the SP's faults file)
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,17 @@ class Scenario:
         """The SP with that id."""
         return next(s for s in self.sps if s.id == sp_id)
 
+    @property
+    def lowers(self) -> dict[str, tuple[str, ...]]:
+        """Each SP's lower-SPs."""
+        return {s.id: s.lower for s in self.sps}
+
+    @property
+    def fault_sps(self) -> frozenset[str]:
+        """SPs that get a faults file: those with ``faults`` rules, or named by a faults/partition/heal step."""
+        named = {str(st.args["sp"]) for st in self.steps if st.action in ("faults", "partition", "heal")}
+        return frozenset(named | {s.id for s in self.sps if s.faults})
+
     def start_order(self) -> list[list[str]]:
         """Start waves, bottom-up: each SP after all its lower-SPs; SPs of one wave start together."""
         started: set[str] = set()
@@ -160,6 +182,42 @@ def _unknown(d: Mapping[str, Any], known: set[str], path: str) -> None:
     extra = sorted(set(d) - known)
     if extra:
         raise ScenarioError(f"{path}.{extra[0]}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _parse_rules(raw: Any, path: str, id_prefix: str) -> tuple[Mapping[str, Any], ...]:
+    """Fault rules as in the faults file (``fedbroker faults list``), each given a run-unique id if it has none.
+
+    A rule that fired is spent for good (``<faults file>.fired``), so ids must not repeat across steps.
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ScenarioError(f"{path}: a list of fault rules")
+    rules = []
+    for j, r in enumerate(raw):
+        if not isinstance(r, Mapping):
+            raise ScenarioError(f"{path}[{j}]: must be a mapping")
+        rules.append({**r, "id": str(r.get("id") or f"{id_prefix}r{j}")})
+    try:
+        parse_rules({"rules": rules}, "@")
+    except ValueError as exc:
+        raise ScenarioError(str(exc).replace("@.rules", path, 1)) from None
+    return tuple(rules)
+
+
+def _lower_list(args: Mapping[str, Any], key: str, path: str, lowers: tuple[str, ...], *, required: bool) -> list[str]:
+    value = args.get(key)
+    if value is None and not required:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or (required and not value):
+        raise ScenarioError(f"{path}.{key}: a {'non-empty ' if required else ''}list of lower-SP ids")
+    for j, lo in enumerate(value):
+        if lo not in lowers:
+            known = ", ".join(lowers) or "none"
+            raise ScenarioError(f"{path}.{key}[{j}]: {lo!r} is not a lower-SP of {args['sp']} (its lower-SPs: {known})")
+    return [str(lo) for lo in value]
 
 
 def _parse_expect(raw: Any, path: str) -> Expect:
@@ -196,7 +254,7 @@ def _parse_expect(raw: Any, path: str) -> Expect:
     )
 
 
-def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
+def _parse_step(raw: Any, i: int, lowers: Mapping[str, tuple[str, ...]], aliases: set[str]) -> Step:
     path = f"steps[{i}]"
     d = _mapping(raw, path)
     actions = [a for a in ACTIONS if a in d]
@@ -206,6 +264,7 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
     _unknown(d, {"name", "expect", "always", action}, path)
     args = d[action]
     apath = f"{path}.{action}"
+    sp_ids = set(lowers)
     if action == "expect_idle":
         args = {"sps": args} if isinstance(args, str | list) else _mapping(args, apath)
         sps = args.get("sps", "all")
@@ -223,12 +282,47 @@ def _parse_step(raw: Any, i: int, sp_ids: set[str], aliases: set[str]) -> Step:
         secs = args.get("seconds")
         if isinstance(secs, bool) or not isinstance(secs, int | float) or not 0 < secs <= MAX_SLEEP_S:
             raise ScenarioError(f"{apath}.seconds: a number of seconds in (0, {MAX_SLEEP_S:g}]")
+    elif action == "expect_everywhere":
+        args = {"slice": args} if isinstance(args, str) else _mapping(args, apath)
+        _unknown(args, {"slice", "outcome", "timeout_s", "exclusive"}, apath)
+        alias = _str(args, "slice", apath)
+        if alias not in aliases:
+            raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
+        outcome = args.get("outcome", "settled")
+        if outcome not in OUTCOMES:
+            raise ScenarioError(f"{apath}.outcome: one of {', '.join(OUTCOMES)}")
+        wait = args.get("timeout_s", 0)
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= MAX_WAIT_S:
+            raise ScenarioError(f"{apath}.timeout_s: a number of seconds in [0, {MAX_WAIT_S:g}]")
+        if not isinstance(args.get("exclusive", False), bool):
+            raise ScenarioError(f"{apath}.exclusive: true or false")
     else:
-        args = {"sp": args} if action in ("kill", "stop", "resume", "restart") and isinstance(args, str) else args
+        simple = ("kill", "stop", "cont", "resume", "restart", "wait_crash", "heal")
+        args = {"sp": args} if action in simple and isinstance(args, str) else args
         args = _mapping(args, apath)
         sp = _str(args, "sp", apath)
         if sp not in sp_ids:
             raise ScenarioError(f"{apath}.sp: unknown SP {sp!r} (known: {', '.join(sorted(sp_ids))})")
+    if action == "faults":
+        _unknown(args, {"sp", "rules", "partitions"}, apath)
+        args = {
+            "sp": args["sp"],
+            "rules": list(_parse_rules(args.get("rules", []), f"{apath}.rules", f"{args['sp']}-s{i}")),
+            "partitions": _lower_list(args, "partitions", apath, lowers[args["sp"]], required=False),
+        }
+    elif action == "partition":
+        _unknown(args, {"sp", "from"}, apath)
+        args = {"sp": args["sp"], "from": _lower_list(args, "from", apath, lowers[args["sp"]], required=True)}
+    elif action == "heal":
+        _unknown(args, {"sp", "from"}, apath)
+        args = {"sp": args["sp"], "from": _lower_list(args, "from", apath, lowers[args["sp"]], required=False)}
+    elif action == "wait_crash":
+        _unknown(args, {"sp", "timeout_s"}, apath)
+        wait = args.get("timeout_s", 10)
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= MAX_WAIT_S:
+            raise ScenarioError(f"{apath}.timeout_s: a number of seconds in (0, {MAX_WAIT_S:g}]")
+    elif action in ("kill", "stop", "cont", "resume", "restart"):
+        _unknown(args, {"sp"}, apath)
     request = None
     offer: OfferPolicy | None = None
     if action == "request":
@@ -305,7 +399,7 @@ def parse_scenario(data: Any, source: Path | None = None) -> Scenario:
     for i, raw in enumerate(raw_sps):
         path = f"sps[{i}]"
         sd = _mapping(raw, path)
-        _unknown(sd, {"id", "lower", *_SP_SETTINGS}, path)
+        _unknown(sd, {"id", "lower", "faults", *_SP_SETTINGS}, path)
         sp_id = _str(sd, "id", path)
         if sp_id in ids:
             raise ScenarioError(f"{path}.id: {sp_id!r} is used twice")
@@ -322,7 +416,8 @@ def parse_scenario(data: Any, source: Path | None = None) -> Scenario:
                     if port.get("can_swap"):
                         swapping.add(str(port["id"]))
         settings = {k: v for k, v in sd.items() if k in _SP_SETTINGS}
-        sps.append(SpSpec(sp_id, tuple(lower), settings))
+        faults = _parse_rules(sd.get("faults"), f"{path}.faults", f"{sp_id}-cfg")
+        sps.append(SpSpec(sp_id, tuple(lower), settings, faults))
     for i, sp in enumerate(sps):
         for j, lo in enumerate(sp.lower):
             if lo not in ids:
@@ -331,7 +426,8 @@ def parse_scenario(data: Any, source: Path | None = None) -> Scenario:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ScenarioError("steps: a non-empty list of steps")
     aliases: set[str] = set()
-    steps = tuple(_parse_step(raw, i, ids, aliases) for i, raw in enumerate(raw_steps))
+    lowers = {sp.id: sp.lower for sp in sps}
+    steps = tuple(_parse_step(raw, i, lowers, aliases) for i, raw in enumerate(raw_steps))
     scenario = Scenario(name, str(d.get("description", "")), tuple(sps), steps, source, ports, frozenset(swapping))
     scenario.start_order()  # refuses cycles now, not half-way through a run
     return scenario

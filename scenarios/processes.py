@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from broker.core.faults import CRASH_EXIT_STATUS
 from broker.security.accounts import Account, AccountKind, Role, dump_accounts, hash_password
 from broker.security.auth import ClientIdentity, Metadata
 from broker.security.keys import load_key, write_key
@@ -47,8 +49,33 @@ CUSTOMER = "customer"
 OPERATOR = "operator"
 
 
+FAULTS_FILE = "faults.json"
+
+
 class StartError(RuntimeError):
     """A broker did not come up; the message carries the tail of its log."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    """A broker process that ended: how, and whether someone meant it."""
+
+    sp_id: str
+    status: int
+    expected: bool  # killed or stopped on purpose (a ``kill`` step, ``stop_all``)
+
+    @property
+    def crashed(self) -> bool:
+        """Whether it was an injected crash (``CRASH_EXIT_STATUS``)."""
+        return self.status == CRASH_EXIT_STATUS
+
+    def describe(self) -> str:
+        """``L3 crashed (injected fault, status 86)`` and the like."""
+        if self.crashed:
+            return f"{self.sp_id} crashed (injected fault, status {self.status})"
+        if self.expected:
+            return f"{self.sp_id} was stopped on purpose (status {self.status})"
+        return f"{self.sp_id} died unexpectedly (status {self.status})"
 
 
 @dataclass
@@ -62,6 +89,9 @@ class BrokerProcess:
     channel: grpc.aio.Channel | None = None  # as the default customer
     operator_channel: grpc.aio.Channel | None = None  # as the SP's operator
     public_key: str = ""
+    frozen: bool = False  # SIGSTOPped and not yet SIGCONTed
+    exit_expected: bool = False  # the fleet killed it on purpose
+    exit_reported: bool = False  # ``Fleet.exits`` has told about this process's end
 
     @property
     def config_path(self) -> Path:
@@ -106,9 +136,24 @@ class BrokerProcess:
         assert self.operator_channel is not None, f"{self.sp_id} is not running"
         return pb_grpc.CapabilitiesStub(self.operator_channel)
 
+    @property
+    def faults_path(self) -> Path:
+        """The broker's faults file (``faults_file`` in its config, when the fleet armed it)."""
+        return self.folder / FAULTS_FILE
+
     def running(self) -> bool:
         """True while the process lives."""
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_status(self) -> int | None:
+        """The process's exit status (negative: the signal that ended it), or None while it lives."""
+        return None if self.proc is None else self.proc.poll()
+
+    def fired(self) -> list[str]:
+        """Ids of the one-shot fault rules that fired in this broker (``<faults file>.fired``), in order."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.faults_path.with_name(FAULTS_FILE + ".fired").read_text(encoding="utf-8").split()
+        return []
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines the broker wrote."""
@@ -209,8 +254,13 @@ class Fleet:
         sp_id: str,
         settings: Mapping[str, Any] | None = None,
         lowers: Sequence[str] = (),
+        faults: Sequence[Mapping[str, Any]] | None = None,
     ) -> BrokerProcess:
-        """Write the SP's config (lower-SP addresses taken from running brokers) and start it."""
+        """Write the SP's config (lower-SP addresses taken from running brokers) and start it.
+
+        With ``faults`` (a list of rules, possibly empty) the broker gets a faults file
+        (``faults_file`` in its config), so ``write_faults`` can arm it later.
+        """
         folder = self.root / sp_id
         folder.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {
@@ -220,6 +270,9 @@ class Fleet:
             "key_file": "sp.key",
             **(settings or {}),
         }
+        if faults is not None:
+            self.write_faults(sp_id, faults)
+            config["faults_file"] = FAULTS_FILE
         security: dict[str, Any] = {"accounts_file": "accounts.yaml", **config.get("security", {})}
         if self.secure:
             self.ca.issue_to(folder, sp_id, server=True, stem="tls")
@@ -249,6 +302,7 @@ class Fleet:
         return broker
 
     async def _launch(self, broker: BrokerProcess) -> None:
+        broker.frozen = broker.exit_expected = broker.exit_reported = False
         addr_file = broker.data_dir / "address"
         with contextlib.suppress(FileNotFoundError):
             addr_file.unlink()
@@ -291,9 +345,56 @@ class Fleet:
         if not broker.running():
             raise StartError(f"{sp_id} is not running")
         assert broker.proc is not None
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            broker.exit_expected = True
         broker.proc.send_signal(sig)
+        if sig is signal.SIGSTOP:
+            broker.frozen = True
+        elif sig is signal.SIGCONT:
+            broker.frozen = False
         if sig is signal.SIGKILL:
             broker.proc.wait(timeout=STOP_TIMEOUT_S)
+            broker.frozen = False
+
+    def thaw_all(self) -> list[str]:
+        """SIGCONT every broker a ``stop`` froze (before reading them back or tearing down); never raises."""
+        thawed = []
+        for broker in self.brokers.values():
+            if broker.frozen and broker.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    broker.proc.send_signal(signal.SIGCONT)
+                broker.frozen = False
+                thawed.append(broker.sp_id)
+        return thawed
+
+    def exits(self) -> list[Exit]:
+        """Brokers that ended since the last call (each process's end is told once)."""
+        ended = []
+        for broker in self.brokers.values():
+            status = broker.exit_status()
+            if status is not None and not broker.exit_reported:
+                broker.exit_reported = True
+                ended.append(Exit(broker.sp_id, status, broker.exit_expected))
+        return ended
+
+    def write_faults(self, sp_id: str, rules: Sequence[Mapping[str, Any]] = (), partitions: Sequence[str] = ()) -> Path:
+        """Replace the SP's faults file (empty lists clear it); the broker picks it up at its next point.
+
+        The file is replaced atomically and its mtime always moves forward, so two writes within the
+        file system's timestamp granularity are still two changes to the broker.
+        """
+        path = self.root / sp_id / FAULTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            before = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            before = 0
+        tmp = path.with_name(FAULTS_FILE + ".tmp")
+        tmp.write_text(json.dumps({"rules": list(rules), "partitions": list(partitions)}, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        mtime = max(time.time_ns(), before + 1_000_000)
+        os.utime(path, ns=(mtime, mtime))
+        return path
 
     async def restart(self, sp_id: str) -> BrokerProcess:
         """Start a stopped broker again with the same config, data and address (its uppers know it)."""
@@ -305,6 +406,10 @@ class Fleet:
         broker.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         await self._launch(broker)
         return broker
+
+    def crashed(self) -> list[str]:
+        """SPs whose broker ended with ``CRASH_EXIT_STATUS`` and has not been restarted yet."""
+        return [sp for sp, b in self.brokers.items() if b.exit_status() == CRASH_EXIT_STATUS]
 
     async def wait_terminals(
         self, sp_id: str, terminals: Sequence[str], timeout_s: float = 20.0, absent: Sequence[str] = ()
@@ -361,8 +466,10 @@ class Fleet:
             broker.channel = broker.operator_channel = None
             if broker.running():
                 assert broker.proc is not None
+                broker.exit_expected = True
                 with contextlib.suppress(ProcessLookupError):
                     broker.proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+                    broker.frozen = False
                     broker.proc.terminate()
         for broker in self.brokers.values():
             if broker.proc is None:

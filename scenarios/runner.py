@@ -26,13 +26,15 @@ from rich.console import Console
 
 from broker.api import codec
 from broker.api.codec import leaf_sps
+from broker.core.faults import CRASH_EXIT_STATUS
 from broker.descriptors import ConfigError
 from domain_agents import probe
 from domain_agents.netns import LocalSegment, slice_view
 from fedbroker.v1 import northsouth_pb2 as pb
+from scenarios.convergence import SETTLED, Outcome, wait_settled
 from scenarios.model import Scenario, Step, load_scenario
 from scenarios.openstack_services import LoopbackCloud, ServicesError, default_run_dir, read_info
-from scenarios.processes import Fleet, StartError
+from scenarios.processes import Exit, Fleet, StartError
 from scenarios.report import SliceResult, StepResult, render_report, report_json
 from slicing.errors import FedError
 from wim import netlink
@@ -65,6 +67,9 @@ class Run:
     scenario: Scenario
     fleet: Fleet
     slices: dict[str, tuple[str, str]] = field(default_factory=dict)  # alias -> (sp, slice id)
+    requests: dict[str, tuple[str, str]] = field(default_factory=dict)  # alias -> (sp, request id), even if refused
+    # What each SP's faults file holds now: its rules and its partitions (the lower-SPs it cannot reach).
+    faults: dict[str, tuple[list[Mapping[str, Any]], list[str]]] = field(default_factory=dict)
     last: dict[str, pb.Slice] = field(default_factory=dict)  # alias -> last answer
     touched: list[str] = field(default_factory=list)  # SPs whose logs matter for the current step
     offer_edited_at: float | None = None  # monotonic time of the last set_offer, for propagation times
@@ -73,8 +78,20 @@ class Run:
 
     async def start(self) -> None:
         """Start the SPs bottom-up; the SPs of one wave start concurrently."""
+        for sp in self.scenario.fault_sps:
+            self.faults[sp] = (list(self.scenario.sp(sp).faults), [])
         for wave in self.scenario.start_order():
-            await asyncio.gather(*(self.fleet.start(sp, self._settings(sp), self.scenario.sp(sp).lower) for sp in wave))
+            await asyncio.gather(
+                *(
+                    self.fleet.start(
+                        sp,
+                        self._settings(sp),
+                        self.scenario.sp(sp).lower,
+                        faults=self.faults[sp][0] if sp in self.faults else None,
+                    )
+                    for sp in wave
+                )
+            )
             console.print(f"  started {', '.join(f'{sp} ({self.fleet[sp].address})' for sp in wave)}")
 
     def _settings(self, sp: str) -> dict[str, object]:
@@ -132,9 +149,15 @@ class Run:
         if step.action == "stop":
             self.fleet.signal(a["sp"], signal.SIGSTOP)
             return f"{a['sp']} frozen (SIGSTOP)"
-        if step.action == "resume":
+        if step.action in ("cont", "resume"):
             self.fleet.signal(a["sp"], signal.SIGCONT)
             return f"{a['sp']} resumed (SIGCONT)"
+        if step.action in ("faults", "partition", "heal"):
+            return self._set_faults(step)
+        if step.action == "wait_crash":
+            return await self._wait_crash(a["sp"], float(a.get("timeout_s", 10)))
+        if step.action == "expect_everywhere":
+            return await self._expect_everywhere(a)
         if step.action == "expect_openstack":
             return await self._expect_openstack(a)
         if step.action == "restart":
@@ -148,6 +171,67 @@ class Run:
                 raise StepFailed(f"left under prefix {self.prefix}: " + ", ".join(str(x) for x in left))
             return f"nothing left under prefix {self.prefix}"
         return await self._slice_step(step)
+
+    def _set_faults(self, step: Step) -> str:
+        """Rewrite an SP's faults file: new rules and partitions, or partitions added or healed."""
+        a = step.args
+        sp = str(a["sp"])
+        rules, parts = self.faults.get(sp, ([], []))
+        if step.action == "faults":
+            rules, parts = list(a["rules"]), list(a["partitions"])
+        elif step.action == "partition":
+            parts = sorted(set(parts) | set(a["from"]))
+        else:
+            parts = sorted(set(parts) - set(a["from"])) if a["from"] else []
+        self.faults[sp] = (rules, parts)
+        self.fleet.write_faults(sp, rules, parts)
+        armed = ", ".join(f"{r['id']}={r['point']}:{r['action']}" for r in rules) or "no rules"
+        return f"{sp}: {armed}; cut off from {', '.join(parts) or 'no lower-SP'}"
+
+    async def _wait_crash(self, sp: str, timeout_s: float) -> str:
+        """Wait (bounded) until the SP's broker exits; only an injected crash's status passes."""
+        broker = self.fleet[sp]
+        deadline = time.monotonic() + timeout_s
+        while broker.exit_status() is None:
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{sp} is still running after {timeout_s:g} s (no injected crash fired)")
+            await asyncio.sleep(0.05)
+        status = broker.exit_status()
+        if status != CRASH_EXIT_STATUS:
+            raise StepFailed(f"{sp} exited with status {status}, not the injected crash's {CRASH_EXIT_STATUS}")
+        fired = broker.fired()
+        return f"{sp} crashed (status {status}); rules fired: {', '.join(fired) or 'none recorded'}"
+
+    async def _expect_everywhere(self, a: Mapping[str, Any]) -> str:
+        """Read the slice at every SP: all of them hold it in one state, or none holds anything of it."""
+        alias = str(a["slice"])
+        sp, request_id = self.requests[alias]
+        slice_id = self.slices.get(alias, ("", ""))[1]
+        outcome = str(a.get("outcome", "settled"))
+        want = SETTLED if outcome == "settled" else frozenset({Outcome(outcome)})
+        self.touched = list(self.fleet.brokers)
+        result = await wait_settled(
+            self.fleet,
+            self.scenario.lowers,
+            sp,
+            slice_id=slice_id,
+            request_id=request_id,
+            timeout_s=float(a.get("timeout_s", 0)),
+            want=want,
+            exclusive=bool(a.get("exclusive", False)),
+        )
+        if not result.reached:
+            raise StepFailed(f"expected {outcome} at every SP, got {result.verdict.describe()}")
+        self.touched = []
+        return f"{result.verdict.describe()} after {result.seconds:.2f} s ({result.polls} reads of every SP)"
+
+    def exits(self) -> tuple[list[Exit], list[Exit]]:
+        """Brokers that ended since the last step: (injected crashes and kills, unexpected deaths)."""
+        told: list[Exit] = []
+        unexpected: list[Exit] = []
+        for ex in self.fleet.exits():
+            (told if ex.crashed or ex.expected else unexpected).append(ex)
+        return told, unexpected
 
     async def _probe(self, step: Step) -> str:
         """Send traffic through the slices' leaf namespaces and check reachability, order, isolation, shaping."""
@@ -199,6 +283,7 @@ class Run:
             if step.action == "request":
                 assert step.request is not None
                 request_id = str(a.get("request_id") or f"{self.scenario.name}-{alias}")
+                self.requests[alias] = (a["sp"], request_id)
                 msg: pb.Slice = await stub.Reserve(
                     pb.ReserveRequest(
                         request_id=request_id, request=step.request, hold_time_s=int(a.get("hold_time_s", 0))
@@ -336,6 +421,12 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResu
                 detail, ok = str(exc), False
             except grpc.aio.AioRpcError as exc:
                 detail, ok = f"{exc.code().name}: {exc.details()}", False
+            told, unexpected = run.exits()
+            if told:
+                detail += " (" + "; ".join(ex.describe() for ex in told) + ")"
+            if unexpected:
+                detail, ok = f"{detail}; " + "; ".join(ex.describe() for ex in unexpected), False
+                run.touched = sorted({*run.touched, *(ex.sp_id for ex in unexpected)})
             took = time.monotonic() - t0
             results.append(StepResult(step.name, ok, took, detail))
             if ok:
@@ -346,8 +437,12 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResu
                 for sp in run.touched:
                     if sp in fleet.brokers:
                         console.print(f"  [dim]--- last lines of {sp}'s log ---\n{fleet[sp].log_tail(15)}[/]")
+        thawed = fleet.thaw_all()  # a frozen broker would make every read-back wait for its timeout
+        if thawed:
+            console.print(f"  [dim]resumed (SIGCONT) {', '.join(thawed)} before reading back and stopping[/]")
         slices = await run.final_slices()
     finally:
+        fleet.thaw_all()
         await fleet.stop_all()
         if scenario.uses_dataplane:
             results.append(await _sweep(run.prefix))

@@ -1,6 +1,6 @@
 """The ``fedbroker`` command: run a broker, order and inspect slices, run scenarios.
 
-One module per command group (``run``, ``slices``, ``credentials``, ``catalog``), each adding its
+One module per command group (``run``, ``slices``, ``credentials``, ``catalog``, ``faults``), each adding its
 sub-parsers with a ``handler``; ``client`` holds what the client commands share.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from broker.cli import catalog, credentials, run, slices
+from broker.cli import catalog, credentials, faults, run, slices
 from broker.cli.client import err, print_explanation
 from broker.descriptors import ConfigError
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fedbroker``."""
     parser = argparse.ArgumentParser(prog="fedbroker", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for group in (run, slices, credentials, catalog):
+    for group in (run, slices, credentials, catalog, faults):
         group.register(sub)
     return parser
 

@@ -48,6 +48,28 @@ POINTS["commit.decided"] = "the commit decision is durable, before any child is 
 POINTS = dict(sorted(POINTS.items()))
 #: The exit status of a crash, so a test can tell it from a real failure.
 CRASH_EXIT_STATUS = 86
+#: What each action does when its rule fires (``fedbroker faults list``).
+ACTIONS: dict[str, str] = {
+    "crash": f"the broker process exits at once with status {CRASH_EXIT_STATUS}, nothing flushed (as kill -9 would)",
+    "hang": "the operation sleeps hang_s seconds at the point, then goes on",
+    "fail": "the point raises the error named by code, as if that step had failed",
+}
+#: The fields of one rule of the faults file, and what each means.
+RULE_FIELDS: dict[str, str] = {
+    "id": "the rule's name, unique in the file; a one-shot rule that fired is listed by it in <file>.fired",
+    "point": "an injection point (required)",
+    "action": "crash, hang or fail (required)",
+    "occurrence": "fire at the n-th matching hit, counted from when the file last changed (default 1; 0: every hit)",
+    "domain": "only hits for this child domain or lower-SP id (default: any)",
+    "slice": "only hits for slice ids starting with this text (default: any)",
+    "hang_s": "seconds a hang lasts, 0 to 3600 (default 30)",
+    "code": "the error a fail raises, a status code name such as UNAVAILABLE (default)",
+}
+#: The top-level keys of the faults file.
+FILE_FIELDS: dict[str, str] = {
+    "rules": "a list of rules; the first rule that matches a hit acts",
+    "partitions": "child SP ids this broker cannot reach: every call to them fails UNAVAILABLE",
+}
 
 
 class FaultAction(StrEnum):
@@ -84,7 +106,7 @@ def parse_rules(raw: object, where: str) -> tuple[tuple[FaultRule, ...], frozens
     """Rules and partitions from the decoded faults file; ``ValueError`` naming the bad field."""
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: must be an object with 'rules' and 'partitions'")
-    unknown = sorted(set(raw) - {"rules", "partitions"})
+    unknown = sorted(set(raw) - set(FILE_FIELDS))
     if unknown:
         raise ValueError(f"{where}.{unknown[0]}: unknown key (known: partitions, rules)")
     rules = []
@@ -92,7 +114,7 @@ def parse_rules(raw: object, where: str) -> tuple[tuple[FaultRule, ...], frozens
         at = f"{where}.rules[{i}]"
         if not isinstance(r, dict):
             raise ValueError(f"{at}: must be an object")
-        extra = sorted(set(r) - {"id", "point", "action", "occurrence", "domain", "slice", "hang_s", "code"})
+        extra = sorted(set(r) - set(RULE_FIELDS))
         if extra:
             raise ValueError(f"{at}.{extra[0]}: unknown key")
         point = str(r.get("point", ""))
@@ -229,10 +251,13 @@ class Faults:
 NO_FAULTS = Faults()
 
 __all__ = [
+    "ACTIONS",
     "CRASH_EXIT_STATUS",
+    "FILE_FIELDS",
     "NO_FAULTS",
     "OPERATIONS",
     "POINTS",
+    "RULE_FIELDS",
     "FaultAction",
     "FaultRule",
     "Faults",

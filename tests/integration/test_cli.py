@@ -270,3 +270,10 @@ def test_serve_without_tls_files_says_how_and_insecure_serves_plaintext_with_a_w
         used = cli("usage", "--broker", address, "--insecure", "--sp", "demo-leaf", "--creds", str(pki), "--json")
         assert used.returncode == 0, used.stderr
         assert json.loads(used.stdout)["sp_id"] == "demo-leaf"
+
+
+def test_faults_list_is_a_console_command() -> None:
+    listed = cli("faults", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    points = {p["point"] for p in json.loads(listed.stdout)["points"]}
+    assert {"reserve.start", "commit.decided", "terminate.done"} <= points

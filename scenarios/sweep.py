@@ -1,0 +1,552 @@
+"""The fault sweep: one slice through each operation with one fault armed, then read back at every SP.
+
+For each case (an operation, an SP on the path, an injection point or an outside kill, an action) a
+federation of ``sweep.yaml`` (a top, two mids, four leaves; every SP its own process) runs the
+slice up to the operation without faults, arms the fault in that SP's faults file, runs the
+operation at the top as the customer, restarts whatever crashed, and waits (bounded) until every SP
+agrees: all-committed/active or all-released (``scenarios.convergence``). Then it cleans up, so the
+next case can reuse the federation; a federation that does not come clean is replaced.
+
+Several federations run side by side (``federations``), each taking the next case from one queue.
+``SweepReport`` counts operations × points covered (a rule that never fired covers nothing),
+outcomes, orphans, answers from the top that the SPs below contradict, and the slowest convergence.
+
+Actions: ``crash`` and ``hang`` are rules at an injection point (``fedbroker faults list``); a hang
+lasts ``hang_s``, longer than the customer's deadline (``call_timeout_s``), which is longer than
+every level's; ``kill`` is SIGKILL of the SP from outside right after the operation answered, then
+a restart (no injection point needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from broker.core.faults import OPERATIONS, POINTS
+from fedbroker.v1 import northsouth_pb2 as pb
+from scenarios.convergence import SETTLED, Convergence, Outcome, state_name, wait_settled
+from scenarios.model import Scenario, load_scenario
+from scenarios.processes import Fleet, StartError
+
+SWEEP_YAML = Path(__file__).with_name("sweep.yaml")
+ACTIONS = ("crash", "hang", "kill")
+#: What runs before the operation under test, without faults.
+PREFIX: dict[str, tuple[str, ...]] = {
+    "reserve": (),
+    "commit": ("reserve",),
+    "abort": ("reserve",),
+    "activate": ("reserve", "commit"),
+    "terminate": ("reserve", "commit", "activate"),
+}
+#: Answers that say the harness, not a fault, is to blame.
+_REFUSED = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "ALREADY_EXISTS"})
+WARM_UP_ATTEMPTS = 20
+_RPC = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fault: at ``sp``, during ``operation``, at ``point`` (empty for ``kill``), doing ``action``."""
+
+    operation: str
+    sp: str
+    action: str
+    point: str = ""
+    domain: str = ""  # for task.* points: only the hit for this child (default: the first hit)
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"operation {self.operation!r}: one of {', '.join(OPERATIONS)}")
+        if self.action not in ACTIONS:
+            raise ValueError(f"action {self.action!r}: one of {', '.join(ACTIONS)}")
+        if self.action == "kill" and self.point:
+            raise ValueError("a kill comes from outside: it has no injection point")
+        if self.action != "kill" and (self.point not in POINTS or not self.point.startswith(self.operation + ".")):
+            raise ValueError(f"point {self.point!r} is not an injection point of {self.operation}")
+
+    @property
+    def name(self) -> str:
+        """``commit.task.after@M1:crash`` (``reserve@L3:kill`` for a kill)."""
+        where = self.point or self.operation
+        return f"{where}@{self.sp}" + (f"/{self.domain}" if self.domain else "") + f":{self.action}"
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """How one case ended."""
+
+    case: Case
+    fired: bool  # the rule fired (a kill always "fires")
+    answer: str  # the top's answer to the operation: a state, or an error code
+    verdict: str  # the last verdict, described
+    outcome: Outcome
+    converged: bool  # a settled outcome held before the deadline
+    seconds: float  # from the operation's answer to the settled verdict (or to giving up)
+    deadline_s: float
+    orphans: tuple[str, ...] = ()
+    lie: str = ""  # the top's answer contradicts what the SPs hold
+    restarted: tuple[str, ...] = ()
+    error: str = ""  # the harness could not run the case (federation would not start, ...)
+    cleanup: str = ""  # what a clean Terminate after a committed outcome left held (empty: all released)
+    cleanup_orphans: tuple[str, ...] = ()  # held after that Terminate with no upper holding them
+
+    @property
+    def passed(self) -> bool:
+        """Fired, converged to all-committed/active or all-released, no orphan, and the top told the truth."""
+        return self.fired and self.converged and not (self.orphans or self.lie or self.error or self.cleanup)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as a JSON object."""
+        return {
+            "case": self.case.name,
+            "operation": self.case.operation,
+            "point": self.case.point,
+            "sp": self.case.sp,
+            "action": self.case.action,
+            "passed": self.passed,
+            "fired": self.fired,
+            "answer": self.answer,
+            "outcome": str(self.outcome),
+            "converged": self.converged,
+            "seconds": round(self.seconds, 3),
+            "deadline_s": self.deadline_s,
+            "orphans": list(self.orphans),
+            "lie": self.lie,
+            "restarted": list(self.restarted),
+            "error": self.error,
+            "cleanup": self.cleanup,
+            "cleanup_orphans": list(self.cleanup_orphans),
+            "verdict": self.verdict,
+        }
+
+
+@dataclass
+class SweepReport:
+    """What a sweep covered and found."""
+
+    results: list[CaseResult] = field(default_factory=list)
+    seconds: float = 0.0
+    federations_started: int = 0
+    recycled: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Every case passed (and there was at least one)."""
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures: cases, operations × points covered, outcomes, orphans, slowest convergence."""
+        fired = [r for r in self.results if r.fired]
+        covered = sorted({(r.case.operation, r.case.point or "(kill)") for r in fired})
+        slowest = max((r for r in self.results if r.converged), key=lambda r: r.seconds, default=None)
+        return {
+            "cases": len(self.results),
+            "passed": sum(r.passed for r in self.results),
+            "fired": len(fired),
+            "not_reached": [r.case.name for r in self.results if not r.fired and not r.error],
+            "operations_x_points_covered": len(covered),
+            "operations_x_points": [f"{op}:{pt}" for op, pt in covered],
+            "sps_x_points_covered": len({(r.case.sp, r.case.point or r.case.operation) for r in fired}),
+            "outcomes": dict(Counter(str(r.outcome) for r in self.results)),
+            "orphans": sum(len(r.orphans) + len(r.cleanup_orphans) for r in self.results),
+            "cases_with_orphans": [r.case.name for r in self.results if r.orphans or r.cleanup_orphans],
+            "not_converged": [r.case.name for r in self.results if not r.converged],
+            "lies": [f"{r.case.name}: {r.lie}" for r in self.results if r.lie],
+            "errors": [f"{r.case.name}: {r.error}" for r in self.results if r.error],
+            "left_after_terminate": [f"{r.case.name}: {r.cleanup}" for r in self.results if r.cleanup],
+            "slowest_convergence_s": round(slowest.seconds, 3) if slowest else None,
+            "slowest_case": slowest.case.name if slowest else None,
+            "federations_started": self.federations_started,
+            "federations_replaced": self.recycled,
+            "seconds": round(self.seconds, 1),
+        }
+
+    def render(self) -> str:
+        """A short text for a test's failure message or a terminal."""
+        s = self.summary()
+        lines = [
+            f"{s['passed']}/{s['cases']} cases passed in {s['seconds']} s on {s['federations_started']} federations; "
+            f"{s['fired']} fired, covering {s['operations_x_points_covered']} operation×point pairs "
+            f"({s['sps_x_points_covered']} SP×point)",
+            f"outcomes {s['outcomes']}; orphans {s['orphans']}; slowest convergence "
+            f"{s['slowest_convergence_s']} s ({s['slowest_case']})",
+        ]
+        for r in self.results:
+            if not r.passed:
+                why = r.error or (
+                    "not reached (the rule never fired)"
+                    if not r.fired
+                    else (
+                        r.lie
+                        or ("orphans " + ", ".join(r.orphans) if r.orphans else "")
+                        or ("did not converge" if not r.converged else r.cleanup)
+                    )
+                )
+                lines.append(f"  ✗ {r.case.name}: answer {r.answer}; {why}; {r.verdict}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """Summary and every case."""
+        return {"summary": self.summary(), "cases": [r.to_json() for r in self.results]}
+
+
+def _answer_contradicts(answer: str, outcome: Outcome) -> str:
+    """Whether the top's answer to the operation says something the settled federation does not hold."""
+    promised = {
+        "COMMITTED": {Outcome.COMMITTED, Outcome.ACTIVE},
+        "ACTIVE": {Outcome.ACTIVE},
+        "TERMINATED": {Outcome.RELEASED},
+        "ABORTED": {Outcome.RELEASED},
+    }.get(answer)
+    if promised is None or outcome in promised or outcome not in SETTLED:
+        return ""
+    return f"the top answered {answer}, but the SPs hold {outcome}"
+
+
+@dataclass
+class SweepFederation:
+    """One federation of the sweep, reused across cases while it comes clean."""
+
+    scenario: Scenario
+    root: Path
+    call_timeout_s: float = 4.0
+    fleet: Fleet | None = None
+    starts: int = 0
+    recycled: list[str] = field(default_factory=list)  # why a federation was replaced
+    _generation: int = 0
+    _restarted: bool = False  # an SP was restarted since the last probe slice went through
+    _probes: int = 0
+
+    @property
+    def top(self) -> str:
+        """The SP no other SP buys from."""
+        below = {lo for sp in self.scenario.sps for lo in sp.lower}
+        return next(sp.id for sp in self.scenario.sps if sp.id not in below)
+
+    async def start(self) -> Fleet:
+        """Start every SP (bottom-up, each with an empty faults file) and wait for the top's catalog."""
+        await self.stop()
+        self._generation += 1
+        self._restarted = False
+        fleet = self.fleet = Fleet(self.root / f"fed{self._generation}")
+        self.starts += 1
+        for wave in self.scenario.start_order():
+            await asyncio.gather(
+                *(
+                    fleet.start(sp, dict(self.scenario.sp(sp).settings), self.scenario.sp(sp).lower, faults=[])
+                    for sp in wave
+                )
+            )
+        await fleet.wait_terminals(self.top, list(self._terminals()), timeout_s=30)
+        return fleet
+
+    def _terminals(self) -> tuple[str, str]:
+        step = next(s for s in self.scenario.steps if s.action == "request")
+        assert step.request is not None
+        return step.request.src, step.request.dst
+
+    def request(self) -> pb.SliceRequest:
+        """The sweep's slice request (the scenario's first ``request``)."""
+        step = next(s for s in self.scenario.steps if s.action == "request")
+        assert step.request is not None
+        return step.request
+
+    async def stop(self) -> None:
+        """Stop every broker (frozen ones are thawed first); the data folder goes too."""
+        if self.fleet is not None:
+            self.fleet.thaw_all()
+            await self.fleet.stop_all()
+            shutil.rmtree(self.fleet.root, ignore_errors=True)
+            self.fleet = None
+
+    async def restart_crashed(self) -> list[str]:
+        """Restart every broker that is not running (an injected crash, a kill); their uppers know the address."""
+        assert self.fleet is not None
+        restarted = []
+        for sp, broker in self.fleet.brokers.items():
+            if not broker.running():
+                await self.fleet.restart(sp)
+                restarted.append(sp)
+        self._restarted = self._restarted or bool(restarted)
+        return restarted
+
+    async def _warm_up(self) -> bool:
+        """After a restart: Reserve and Abort a probe slice until the top reaches every SP again (bounded).
+
+        An upper's channel to a lower that just restarted may still be backing off; a case whose
+        unfaulted prefix failed for that would prove nothing.
+        """
+        hold = int(self.scenario.sp(self.top).settings.get("hold_time_s", 4))
+        self._probes += 1
+        for attempt in range(WARM_UP_ATTEMPTS):
+            answer, slice_id = await self.call("reserve", f"warm-{self._generation}-{self._probes}-{attempt}", "", hold)
+            if answer == "HELD":
+                await self.call("abort", "", slice_id, hold)
+                self._restarted = False
+                return True
+            await asyncio.sleep(0.5)
+        return False
+
+    async def ensure_ready(self) -> Fleet:
+        """A running federation that holds nothing; a new one if this one does not come clean."""
+        if self.fleet is not None:
+            try:
+                await self.restart_crashed()
+                for sp in self.fleet.brokers:
+                    self.fleet.write_faults(sp)
+                settings = self.scenario.sp(self.top).settings
+                clean = await wait_settled(
+                    self.fleet,
+                    self.scenario.lowers,
+                    self.top,
+                    request_id="-none-",  # no slice: released means nothing held anywhere
+                    timeout_s=float(settings.get("hold_time_s", 4)) + float(settings.get("reconcile_interval_s", 2)),
+                    want={Outcome.RELEASED},
+                )
+                if clean.reached:
+                    await self.fleet.wait_terminals(self.top, list(self._terminals()), timeout_s=10)
+                    if not self._restarted:
+                        return self.fleet
+                    if await self._warm_up():
+                        return await self.ensure_ready()  # the probe must leave nothing behind either
+                    self.recycled.append("the top could not reserve across the federation after a restart")
+                else:
+                    self.recycled.append(f"not clean: {clean.verdict.describe()}"[:300])
+            except (StartError, OSError, grpc.aio.AioRpcError, TimeoutError) as exc:
+                self.recycled.append(f"{type(exc).__name__}: {exc}"[:300])
+        return await self.start()
+
+    async def call(self, operation: str, request_id: str, slice_id: str, hold_time_s: int) -> tuple[str, str]:
+        """The operation at the top as the customer: (answer, slice id); the answer is a state or an error code."""
+        assert self.fleet is not None
+        top = self.fleet[self.top]
+        if not top.running():
+            return "NOT_RUNNING", slice_id
+        try:
+            if operation == "reserve":
+                msg: pb.Slice = await top.slices.Reserve(
+                    pb.ReserveRequest(request_id=request_id, request=self.request(), hold_time_s=hold_time_s),
+                    timeout=self.call_timeout_s,
+                )
+            else:
+                method = getattr(top.slices, _RPC[operation])
+                msg = await method(pb.SliceRef(slice_id=slice_id), timeout=self.call_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name, slice_id
+        return state_name(msg.state), msg.id
+
+    async def run(self, case: Case, n: int, *, hang_s: float, margin_s: float) -> CaseResult:
+        """Run one case on this federation (started or reused)."""
+        fleet = await self.ensure_ready()
+        top_settings = self.scenario.sp(self.top).settings
+        hold = int(top_settings.get("hold_time_s", 4))
+        reconcile = float(top_settings.get("reconcile_interval_s", 2.0))
+        deadline_s = hold + reconcile + margin_s + (hang_s if case.action == "hang" else 0.0)
+        request_id = f"sweep-{n}"
+        slice_id = ""
+        for op in PREFIX[case.operation]:
+            answer, slice_id = await self.call(op, request_id, slice_id, hold)
+            want = {"reserve": "HELD", "commit": "COMMITTED", "activate": "ACTIVE"}[op]
+            if answer != want:
+                return CaseResult(
+                    case,
+                    False,
+                    answer,
+                    "",
+                    Outcome.UNREADABLE,
+                    False,
+                    0.0,
+                    deadline_s,
+                    error=f"{op} before the fault answered {answer}",
+                )
+        rule_id = f"sweep{n}"
+        if case.action != "kill":
+            rule: dict[str, Any] = {"id": rule_id, "point": case.point, "action": case.action, "occurrence": 1}
+            if case.domain:
+                rule["domain"] = case.domain
+            if case.action == "hang":
+                rule["hang_s"] = hang_s
+            fleet.write_faults(case.sp, [rule])
+        fleet.exits()  # forget ends told before the fault
+        t_sent = time.monotonic()
+        answer, slice_id = await self.call(case.operation, request_id, slice_id, hold)
+        restarted: list[str] = []
+        died: list[str] = []
+        if case.action == "kill" and fleet[case.sp].running():
+            fleet.signal(case.sp, signal.SIGKILL)
+
+        async def before_poll() -> None:
+            died.extend(ex.describe() for ex in fleet.exits() if not ex.crashed and not ex.expected)
+            restarted.extend(await self.restart_crashed())
+
+        result: Convergence = await wait_settled(
+            fleet,
+            self.scenario.lowers,
+            self.top,
+            slice_id=slice_id,
+            request_id=request_id,
+            timeout_s=deadline_s,
+            before_poll=before_poll,
+        )
+        fired = case.action == "kill" or rule_id in fleet[case.sp].fired()
+        if answer in _REFUSED:  # the harness sent something wrong: that proves nothing about faults
+            died.append(f"the top refused the {case.operation} itself: {answer}")
+        verdict = result.verdict
+        orphans = verdict.orphans if not result.reached else ()
+        if not result.reached and not orphans and verdict.outcome is not Outcome.UNREADABLE:
+            # Not settled at the deadline: whatever is still held below the top is held by no decision.
+            orphans = tuple(f"{sp} {st}" for sp, sts in verdict.states.items() for st in sts if not _final(st))
+        case_result = CaseResult(
+            case,
+            fired,
+            answer,
+            verdict.describe(),
+            verdict.outcome,
+            result.reached,
+            result.seconds,
+            deadline_s,
+            orphans,
+            _answer_contradicts(answer, verdict.outcome) if result.reached else "",
+            tuple(restarted),
+            "; ".join(died),
+        )
+        if case.action == "hang" and fired:  # let the hung operation wake before the next case shares the federation
+            await asyncio.sleep(max(0.0, t_sent + hang_s + 0.2 - time.monotonic()))
+        if verdict.outcome in (Outcome.COMMITTED, Outcome.ACTIVE):
+            left, stranded = await self._clean_up(slice_id, request_id, deadline_s)
+            if left:
+                case_result = replace(case_result, cleanup=left, cleanup_orphans=stranded)
+        else:
+            for sp in fleet.brokers:
+                fleet.write_faults(sp)
+        return case_result
+
+    async def _clean_up(self, slice_id: str, request_id: str, deadline_s: float) -> tuple[str, tuple[str, ...]]:
+        """Disarm every faults file, terminate what the case left committed, and check it is all released.
+
+        Returns what is still held when it is not: a fault that leaves the federation unable to end
+        a slice cleanly breaks the promise as much as one that leaves it split.
+        """
+        assert self.fleet is not None
+        for sp in self.fleet.brokers:
+            self.fleet.write_faults(sp)
+        answer = ""
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            msg = await self.fleet[self.top].slices.Terminate(
+                pb.SliceRef(slice_id=slice_id), timeout=self.call_timeout_s
+            )
+            answer = state_name(msg.state)
+        after = await wait_settled(
+            self.fleet,
+            self.scenario.lowers,
+            self.top,
+            slice_id=slice_id,
+            request_id=request_id,
+            timeout_s=deadline_s,
+            want={Outcome.RELEASED},
+        )
+        if after.reached:
+            return "", ()
+        left = f"Terminate after the case answered {answer or 'an error'}, then {after.verdict.describe()}"
+        return left[:600], after.verdict.orphans
+
+
+def _final(described: str) -> bool:
+    return described.rsplit(" ", 1)[-1] in {"TERMINATED", "ABORTED", "EXPIRED", "FAILED"}
+
+
+def default_cases(
+    scenario: Scenario,
+    *,
+    operations: Sequence[str] = OPERATIONS,
+    actions: Sequence[str] = ("crash", "hang"),
+    sps: Sequence[str] | None = None,
+) -> list[Case]:
+    """Every operation × injection point of it × SP on the path × action (the path of sweep.yaml: every SP)."""
+    on_path = list(sps) if sps is not None else [sp.id for sp in scenario.sps]
+    cases = []
+    for op, point, sp, action in itertools.product(operations, POINTS, on_path, actions):
+        if point.startswith(op + ".") and action != "kill":
+            cases.append(Case(op, sp, action, point))
+    if "kill" in actions:
+        cases.extend(Case(op, sp, "kill") for op in operations for sp in on_path)
+    return cases
+
+
+async def run_sweep(
+    cases: Iterable[Case],
+    workdir: Path,
+    *,
+    federations: int = 2,
+    scenario: Scenario | None = None,
+    hang_s: float = 5.0,
+    margin_s: float = 3.0,
+    call_timeout_s: float = 4.0,
+    case_timeout_s: float = 90.0,
+    progress: Callable[[CaseResult], object] | None = None,
+) -> SweepReport:
+    """Run the cases on ``federations`` federations side by side; every broker is stopped at the end."""
+    sc = scenario or load_scenario(SWEEP_YAML)
+    queue: asyncio.Queue[tuple[int, Case]] = asyncio.Queue()
+    for n, case in enumerate(cases):
+        queue.put_nowait((n, case))
+    report = SweepReport()
+    feds = [SweepFederation(sc, workdir / f"w{i}", call_timeout_s) for i in range(max(1, federations))]
+    t0 = time.monotonic()
+
+    async def worker(fed: SweepFederation) -> None:
+        while not queue.empty():
+            n, case = queue.get_nowait()
+            try:
+                async with asyncio.timeout(case_timeout_s):
+                    result = await fed.run(case, n, hang_s=hang_s, margin_s=margin_s)
+            except (TimeoutError, StartError, OSError, grpc.aio.AioRpcError) as exc:
+                result = CaseResult(
+                    case, False, "", "", Outcome.UNREADABLE, False, 0.0, 0.0, error=f"{type(exc).__name__}: {exc}"[:500]
+                )
+                await fed.stop()  # whatever state it is in, the next case gets a fresh federation
+            report.results.append(result)
+            if progress is not None:
+                progress(result)
+
+    try:
+        await asyncio.gather(*(worker(f) for f in feds))
+    finally:
+        for fed in feds:
+            await fed.stop()
+        report.federations_started = sum(f.starts for f in feds)
+        report.recycled = [why for f in feds for why in f.recycled]
+        report.seconds = time.monotonic() - t0
+    report.results.sort(key=lambda r: (OPERATIONS.index(r.case.operation), r.case.point, r.case.sp, r.case.action))
+    return report
+
+
+def write_report(report: SweepReport, path: Path) -> None:
+    """The report as JSON (summary first, then every case)."""
+    path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+__all__ = [
+    "ACTIONS",
+    "PREFIX",
+    "SWEEP_YAML",
+    "Case",
+    "CaseResult",
+    "SweepFederation",
+    "SweepReport",
+    "default_cases",
+    "run_sweep",
+    "write_report",
+]
