@@ -11,6 +11,7 @@ is also what an operator may change on a running broker; ``parse_policy`` reads 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ class _Parser:
 
     def real(self, m: Mapping[str, Any], key: str, path: str, *, upper: float | None = None) -> float:
         value = m.get(key, 0.0)
-        if not _num(value) or value < 0 or (upper is not None and value > upper):
+        if not _num(value) or not math.isfinite(value) or value < 0 or (upper is not None and value > upper):
             bound = f"between 0 and {upper}" if upper is not None else ">= 0"
             self.p.add(path, f"{value!r} must be a number {bound}")
             return 0.0
@@ -275,6 +276,7 @@ class _Parser:
             "local_label_ranges",
             "can_swap",
             "capacity_mbps",
+            "latency_ms",
         }
         for i, raw in enumerate(self.seq(m, "border_ports", "border_ports")):
             at = f"border_ports[{i}]"
@@ -313,6 +315,7 @@ class _Parser:
                     self.flag(b, "can_swap", f"{at}.can_swap"),
                     self.count(b, "capacity_mbps", f"{at}.capacity_mbps", positive=True),
                     local,
+                    self.real(b, "latency_ms", f"{at}.latency_ms"),
                 )
             )
         transit: list[Transit] = []
