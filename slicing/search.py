@@ -354,9 +354,11 @@ class Query:
         return adv[stage]
 
     def _runs(
-        self, sp: SpId, u: TerminalId, v: TerminalId, entries: list[Entry], peer_out: str | None
+        self, sp: SpId, u: TerminalId, v: TerminalId, entries: list[Entry], peer_out: str | None, *, flip: bool
     ) -> list[tuple[float, int, tuple[str, ...]]]:
         """(latency, money, route) of the runs ``u``→``v`` in ``sp`` that bandwidth, crankback and policy allow.
+
+        ``entries`` are oriented from ``u``, or from ``v`` when ``flip`` (their routes are then read backwards).
 
         Per route, only entries no other is both faster and cheaper than (Pareto over latency, money).
         """
@@ -374,7 +376,7 @@ class Query:
         for e in entries:
             if e.bandwidth < need:
                 continue
-            via = e.via if chain else ()
+            via = (e.via[::-1] if flip else e.via) if chain else ()
             front = best.setdefault(via, [])
             money = e.unit_micro * both
             if any(lat <= e.latency and m <= money for lat, m in front):
@@ -402,7 +404,7 @@ class Query:
                         continue
                     nxt, peer_out = link.b.id, link.b_domain
                 link_ms = link.latency_ms if link is not None else 0.0
-                for lat, money, via in self._runs(sp, u, v, entries, peer_out):
+                for lat, money, via in self._runs(sp, u, v, entries, peer_out, flip=False):
                     out.append(Hop(sp, u, v, lat, link, nxt, money, via, link_ms))
         self._adj[u] = out
         return out
@@ -426,7 +428,7 @@ class Query:
             peer_out = idx.peer_sp(v) if entered is None else entered
             link_ms = link.latency_ms if link is not None else 0.0
             for u, entries in idx.transit(v):
-                for lat, money, via in self._runs(sp, u, v, entries, peer_out):
+                for lat, money, via in self._runs(sp, u, v, entries, peer_out, flip=True):
                     out.append(Hop(sp, u, v, lat, link, w, money, via, link_ms))
         self._rev[w] = out
         return out
