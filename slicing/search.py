@@ -505,8 +505,9 @@ def search(q: Query, *, latency_first: bool) -> Found | None:
     done: tuple[set[_State], set[_State]] = (set(), set())
     tie = itertools.count()
     heaps: tuple[list[tuple[float, float, int, int, _State]], ...] = (
-        [(0, 0.0, 0, next(tie), start)],
-        [(0, 0.0, 0, next(tie), goal)],
+        # Integer zeros: money may outgrow floats (1e308 prices), and int + float would then overflow.
+        [(0, 0, 0, next(tie), start)],
+        [(0, 0, 0, next(tie), goal)],
     )
     best: _Cost | None = None
     meet: _State | None = None
