@@ -1,12 +1,16 @@
 """The path search of the planner: states, constraints, and the searches over them. Pure, no I/O.
 
-**Search space.** A path alternates *runs* (one transit edge inside one child, from the terminal
+**Search space.** A path alternates *runs* (one transit entry inside one child, from the terminal
 where it enters the child to the terminal where it leaves) and *inter-domain links* (two ports
-that declare each other as peers). The search walks states ``(entry terminal, chain stage,
-include mask)``: the stage counts the chain functions placed so far (a layered graph over the
-chain), the mask the ``include_sps`` crossed. A run through child X at stage k places, greedily,
-as many of the next functions as X offers with free slots and enough throughput; a state further
-along the chain dominates one behind it at equal cost, so greedy placement loses nothing.
+that declare each other as peers; a link adds its latency, the larger one its two sides state).
+The search walks states ``(entry terminal, chain stage, include mask)``: the stage counts the chain
+functions placed so far (a layered graph over the chain), the mask the ``include_sps`` crossed.
+A pair of terminals may have several entries (an abstract note's frontier over latency, bandwidth
+and price, each entry with its own price); each entry that carries the bandwidth and that no other
+entry of the same route beats on both latency and money is a separate run. Which chain functions a
+run places is ``capability_catalog.placement.advance``: functions an SP places anywhere greedily
+(a state further along the chain dominates one behind it at equal cost, so greedy loses nothing),
+and functions an SP routes only on the entries that name them, in the order traffic meets them.
 
 **Feasibility.** Every run and link carries the request's larger direction of bandwidth (notes
 state capacity per direction); every child on the path is not excluded, offers the QoS class and an
@@ -14,9 +18,10 @@ isolation mechanism at least as strong as asked; its transit policy carries traf
 peers on both sides of the run; each inter-domain link has a usable label (``slicing.labels``);
 runs a child refused (crankback) are avoided.
 
-**Cost** (``PlanCost``): money first (sum over runs of the child's ``price_per_mbps_hour`` times
-the bandwidth of both directions; unpriced children add nothing), then latency, then the number of
-runs. ``search`` is a bidirectional Dijkstra over that lexicographic cost (or latency first);
+**Cost** (``PlanCost``): money first (sum over runs of the entry's price, else the child's
+``price_per_mbps_hour``, times the bandwidth of both directions, in integer micro-units so huge
+prices neither overflow nor round; unpriced children add nothing), then latency (runs and links),
+then the number of runs. ``search`` is a bidirectional Dijkstra over that lexicographic cost (or latency first);
 ``search_within`` an exact label-setting search over (money, latency) Pareto labels, pruned by a
 latency lower bound to the destination and by an incumbent's money, for the cheapest path within a
 latency budget.
