@@ -37,7 +37,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from capability_catalog.graph import InterLink, link_key
 from capability_catalog.model import BorderPort, CapabilityNote, FunctionOffer, Isolation, SpId, TerminalId
@@ -209,12 +209,12 @@ def build_index(notes: Mapping[SpId, CapabilityNote]) -> Index:
 # --- one query ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Hop:
+class Hop(NamedTuple):
     """One run through ``domain`` from ``ingress`` to ``egress``, then ``link`` out of it (None at dst).
 
     ``latency`` is the run's, ``link_ms`` the link's after it; ``money`` what the run costs per hour
-    (micro-units, both directions); ``via`` the functions its route hosts, in order.
+    (micro-units, both directions); ``via`` the functions its route hosts, in order. A named tuple:
+    searches make one per run they look at, and that is their hot path.
     """
 
     domain: SpId
@@ -349,6 +349,9 @@ class Query:
         """The chain stage after a run through ``sp`` whose route hosts ``via``, from ``stage`` (None: unusable)."""
         if not self.checks.chain or not self.functions:
             return stage
+        return self._advances(sp, via)[stage]
+
+    def _advances(self, sp: SpId, via: tuple[str, ...]) -> list[int | None]:
         adv = self._adv.get((sp, via))
         if adv is None:
             note = self.idx.notes[sp]
@@ -356,7 +359,7 @@ class Query:
             routed = note.routed_types()
             adv = [advance(note.functions, routed, chain, k, via) for k in range(len(chain) + 1)]
             self._adv[(sp, via)] = adv
-        return adv[stage]
+        return adv
 
     def _runs(
         self, sp: SpId, u: TerminalId, v: TerminalId, entries: list[Entry], peer_out: str | None, *, flip: bool
@@ -377,6 +380,11 @@ class Query:
         need = self.request.edge_mbps if self.checks.bandwidth else 0
         both = self.request.bandwidth_mbps + self.request.reverse_mbps
         chain = self.checks.chain and bool(self.functions)
+        if len(entries) == 1:  # the common case (a leaf's note): nothing to compare
+            e = entries[0]
+            if e.bandwidth < need:
+                return []
+            return [(e.latency, e.unit_micro * both, (e.via[::-1] if flip else e.via) if chain else ())]
         best: dict[tuple[str, ...], list[tuple[float, int]]] = {}
         for e in entries:
             if e.bandwidth < need:
@@ -464,7 +472,8 @@ class Query:
         """The stages from which a run through ``sp`` with route ``via`` reaches ``stage``."""
         if not self.checks.chain or not self.functions:
             return [stage]
-        return [k for k in range(stage + 1) if self.advance(sp, via, k) == stage]
+        adv = self._advances(sp, via)
+        return [k for k in range(stage + 1) if adv[k] == stage]
 
     def step(self, hop: Hop, stage: int, mask: int) -> tuple[int | None, int]:
         """The (stage, mask) after ``hop``; the stage is None when the hop's route does not fit the chain here."""
