@@ -27,10 +27,10 @@ from bench import federations
 from bench.echo import echo_request, echo_server
 from bench.sizes import Sizes
 from bench.stats import median, percentile
-from broker import codec
+from broker.api import codec
 from capability_catalog.canonical import note_from_canonical
 from capability_catalog.model import CapabilityNote, SpId
-from domain_agents.emulated import DEFAULT_OFFER
+from domain_agents.emulated_config import DEFAULT_OFFER
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.processes import BrokerProcess, Fleet
 from slicing import planner

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from broker.pki import load_or_create_authority
+from broker.security.pki import load_or_create_authority
 
 ECHO_NAME = "bench-echo"
 CLIENT_NAME = "bench-client"

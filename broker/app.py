@@ -14,27 +14,28 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker.accounts import AccountBook
-from broker.audit import AuditLog
-from broker.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, open_channel
-from broker.catalog import Catalog
-from broker.child_agent import ChildBrokerAgent
-from broker.config import BrokerConfig, ConfigError
-from broker.keys import load_or_create_key
-from broker.lifecycle import SliceManager
-from broker.login import LoginEndpoint, server_ssl_context
-from broker.offers import OfferDesk
-from broker.pki import TlsFiles
-from broker.server import CapabilitiesServicer, Gate, SlicesServicer
-from broker.store import Store
-from broker.tokens import TokenMinter, TokenVerifier, TrustedKey
+from broker.api.child_agent import ChildBrokerAgent
+from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
+from broker.config import BrokerConfig
+from broker.core.catalog import Catalog
+from broker.core.faults import Faults
+from broker.core.lifecycle import SliceManager
+from broker.core.offers import OfferDesk
+from broker.descriptors import ConfigError
+from broker.security.accounts import AccountBook
+from broker.security.audit import AuditLog
+from broker.security.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, open_channel
+from broker.security.keys import load_or_create_key
+from broker.security.login import LoginEndpoint, server_ssl_context
+from broker.security.pki import TlsFiles
+from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
+from broker.store.sqlite import SqliteStore
 from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.netns import NetnsDomainAgent
-from domain_agents.openstack import OpenStackDomainAgent, OpenStackDomainConfig
-from fedbroker.v1 import northsouth_pb2 as pb
-from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from domain_agents.openstack import OpenStackDomainAgent
+from domain_agents.openstack_config import OpenStackDomainConfig
 from wim import netlink
 from wim.base import WimDriver
 from wim.linux import LinuxWimDriver
@@ -42,10 +43,6 @@ from wim.memory import MemoryWimDriver
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    pb.DESCRIPTOR.services_by_name["Slices"].full_name,
-    pb.DESCRIPTOR.services_by_name["Capabilities"].full_name,
-)
 #: At most one re-published note per this interval under load (a quiet broker re-publishes at once).
 NOTE_MIN_INTERVAL_S = 0.05
 
@@ -91,11 +88,12 @@ class Broker:
         self.guard = Guard(verifier, self.accounts, require_tls=self.tls is not None)
         self.audit = AuditLog(config.sp_id, config.audit_log_path, clock)
         self.identity = ClientIdentity(config.sp_id, self.tls, self.minter)
-        self.store = Store(config.data_dir / "state.db")
+        self.store = SqliteStore(config.data_dir / "state.db")
         trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
         self.catalog = Catalog(
             config.sp_id, clock, key=key, trust=trust, ttl_s=config.note_ttl_s, min_interval_s=NOTE_MIN_INTERVAL_S
         )
+        self.faults = Faults(config.faults_file)
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
         prefix = config.dataplane.prefix
@@ -119,6 +117,7 @@ class Broker:
                 # The lower-SP's certificate must name its SP id, whatever address it is reached at.
                 channel=open_channel(lower.address, self.identity if self.tls else None, server_name=lower.id),
                 auth=partial(self.identity.metadata, lower.id),
+                faults=self.faults,
             )
         self.agents = agents
         capacity = dict(config.wim.capacity_mbps or {})
@@ -127,6 +126,7 @@ class Broker:
         )
         self.manager = SliceManager(
             sp_id=config.sp_id,
+            faults=self.faults,
             store=self.store,
             agents=agents,
             local_domains=[d.id for d in config.domains],
@@ -177,8 +177,7 @@ class Broker:
             ]
         )
         gate = Gate(self.guard, self.audit)
-        pb_grpc.add_SlicesServicer_to_server(SlicesServicer(self.manager, gate), server)
-        pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(self.catalog, self.offers, gate), server)
+        add_servicers(server, self.manager, self.catalog, self.offers, gate)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")

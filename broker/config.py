@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from broker.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
+from broker.descriptors import ConfigError, load_yaml
+from broker.security.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
 from capability_catalog.signing import public_key_from_text
-from domain_agents.emulated import EmulatedDomainConfig
+from domain_agents.emulated_config import EmulatedDomainConfig
 from domain_agents.netns import parse_netns_domain
-from domain_agents.openstack import OpenStackDomainConfig
+from domain_agents.openstack_config import OpenStackDomainConfig
 from slicing.errors import FedError
 from wim.netlink import FAMILY_PREFIX, check_prefix
 
@@ -22,38 +21,6 @@ WIM_DRIVERS = ("memory", "linux")
 
 #: A leaf domain's configuration, by its ``type``.
 DomainConfig = EmulatedDomainConfig | OpenStackDomainConfig
-
-
-class ConfigError(ValueError):
-    """A configuration file is wrong; the message names the file and the path of the bad field."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate mapping keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return dict(loader.construct_mapping(node, deep=deep))
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: Path) -> Any:
-    """Parse a YAML file safely, refusing duplicate keys; errors name the file and line."""
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -109,6 +76,10 @@ class BrokerConfig:
     source: Path | None = None
     key_file: Path | None = None
     security: SecurityConfig = SecurityConfig()
+    # Fault injection for tests and scenarios (broker/core/faults.py); None: no injection points armed.
+    faults_file: Path | None = None
+    # How often the reconciler retries what some SP below has not confirmed, and compares holdings.
+    reconcile_interval_s: float = 2.0
 
     @property
     def accounts_path(self) -> Path:
@@ -131,6 +102,8 @@ class BrokerConfig:
 
 _TOP_KEYS = {
     "sp_id",
+    "faults_file",
+    "reconcile_interval_s",
     "listen",
     "data_dir",
     "key_file",
@@ -294,6 +267,8 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         wim=WimConfig(driver=driver, capacity_mbps=raw_wim.get("capacity_mbps")),
         source=source,
         key_file=base / str(data["key_file"]) if data.get("key_file") else None,
+        faults_file=base / str(data["faults_file"]) if data.get("faults_file") else None,
+        reconcile_interval_s=_positive(data, "reconcile_interval_s", 2.0, where),
         security=_security(data.get("security"), base, where),
         domain_kinds=kinds,
         dataplane=dataplane,

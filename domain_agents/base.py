@@ -1,6 +1,6 @@
 """The ``DomainAgent`` port: what the broker core needs from whatever realises a segment.
 
-A local emulated domain, network namespaces, OpenStack, and (in ``broker/child_agent.py``) a whole
+A local emulated domain, network namespaces, OpenStack, and (in ``broker/api/child_agent.py``) a whole
 lower-SP broker all implement it; the core cannot tell them apart. Agents are small: the core owns
 state machines, hold timers and persistence, and hands back the opaque ``handle`` it persisted.
 """

@@ -36,7 +36,8 @@ import networkx as nx
 from pyroute2.netlink.exceptions import NetlinkError
 
 from capability_catalog.model import TerminalId
-from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig, _Allocation
+from domain_agents.emulated import EmulatedDomainAgent, _Allocation
+from domain_agents.emulated_config import EmulatedDomainConfig
 from domain_agents.probe import ProbeEndpoint, ProbeFunction, SliceView
 from slicing.errors import FedError, InvalidArgument, Unavailable
 from slicing.model import SliceState
@@ -154,7 +155,7 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         """Mark the segment active and build it; a failed build removes what it made and raises."""
         await super().activate(handle)
         seg = self._segment(handle)
-        lay = self._layout(seg.alloc)
+        lay = self._layout(seg.holding)
         async with self._wiring:
             if lay.key in self._realised:
                 return

@@ -46,13 +46,13 @@ from capability_catalog.model import (
     FunctionOffer,
     LabelRange,
     LabelSet,
-    LabelType,
     SpId,
     TerminalId,
     Transit,
 )
-from domain_agents.base import DomainUsage, SegmentGrant, SegmentOrder
-from domain_agents.emulated import PlacedEndpoint, PlacedPort, _at, _fmt_labels, _Parser, terminal_pop
+from domain_agents.base import SegmentGrant, SegmentOrder
+from domain_agents.local import LocalDomainAgent
+from domain_agents.openstack_config import FunctionSpec, OpenStackDomainConfig
 from domain_agents.openstack_model import (
     BANDWIDTH,
     COMMITTED_TAG,
@@ -77,8 +77,6 @@ if TYPE_CHECKING:  # openstacksdk loads only when an agent connects, not when a 
 log = logging.getLogger(__name__)
 
 HANDLE_VERSION = 1
-DEFAULT_NOTE_TTL_S = 3600.0
-DEFAULT_POLL_S = 15.0
 _CONSUMERS = uuid.UUID("6f1c1f8e-51f4-4c1e-9b0e-3d7d1c2f0a11")  # namespace of fedbroker consumer uuids
 _VNI_ATTEMPTS = 4
 #: How long after its hold deadline an uncommitted reservation nobody holds is swept away.
@@ -89,208 +87,6 @@ T = TypeVar("T")
 def consumer_id(domain: str, key: str) -> str:
     """The Placement consumer (and reservation tag) of one order: stable, so a retry finds it."""
     return str(uuid.uuid5(_CONSUMERS, f"{domain}/{key}"))
-
-
-# --- configuration ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pop:
-    """A PoP: a Placement resource provider, optionally with the inventory the agent keeps on it."""
-
-    name: str
-    resource_provider: str
-    inventory: Mapping[str, int] | None = None
-
-
-@dataclass(frozen=True)
-class PopLatency:
-    """An internal link between two PoPs, for routing (its bandwidth is the PoPs' own)."""
-
-    a: str
-    b: str
-    latency_ms: float
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """A network function type a PoP hosts, and what one instance costs in Placement."""
-
-    pop: str
-    type: str
-    vcpu: int = 1
-    memory_mb: int = 512
-
-
-@dataclass(frozen=True)
-class OpenStackDomainConfig:
-    """One OpenStack-backed domain as declared in a broker config (validated by ``from_dict``)."""
-
-    id: SpId
-    credentials: Credentials
-    pops: tuple[Pop, ...]
-    links: tuple[PopLatency, ...] = ()
-    endpoints: tuple[PlacedEndpoint, ...] = ()
-    ports: tuple[PlacedPort, ...] = ()
-    functions: tuple[FunctionSpec, ...] = ()
-    note_ttl_s: float = DEFAULT_NOTE_TTL_S
-    poll_s: float = DEFAULT_POLL_S
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, object], path: str) -> OpenStackDomainConfig:
-        """Validate a parsed config mapping; errors are ``InvalidArgument`` naming the field path."""
-        return _OpenStackParser(path).openstack_domain(d)
-
-    def pop_of(self, terminal: str) -> str | None:
-        """The PoP a terminal sits at, or None when the domain has no such terminal."""
-        return terminal_pop(self.endpoints, self.ports, terminal)
-
-
-_AUTH_KEYS = (
-    "auth_url",
-    "username",
-    "password",
-    "project_name",
-    "project_id",
-    "user_domain_name",
-    "project_domain_name",
-    "region_name",
-    "application_credential_id",
-    "application_credential_secret",
-    "auth_type",
-)
-
-
-class _OpenStackParser(_Parser):
-    """The emulated parser's endpoint/port/label checks, plus PoPs, credentials and function costs."""
-
-    _OS_DOMAIN = (
-        "id",
-        "type",
-        "note_ttl_s",
-        "poll_s",
-        "cloud",
-        "clouds_file",
-        "auth",
-        "pops",
-        "links",
-        "endpoints",
-        "ports",
-        "functions",
-    )
-    _OS_POP = ("name", "resource_provider", "inventory")
-    _OS_LINK = ("a", "b", "latency_ms")
-    _OS_FUNCTION = ("pop", "type", "vcpu", "memory_mb")
-
-    def openstack_domain(self, d: object) -> OpenStackDomainConfig:
-        at = self.path
-        m = self._mapping(d, at, self._OS_DOMAIN)
-        sp_id = self._str(m, "id", at)
-        if m.get("type") != "openstack":
-            raise InvalidArgument(_at(at, "type"), f"must be 'openstack', got {m.get('type')!r}")
-        ttl = self._positive(m, "note_ttl_s", DEFAULT_NOTE_TTL_S, at)
-        poll = self._positive(m, "poll_s", DEFAULT_POLL_S, at)
-        creds = self._credentials(m, at)
-        pops = tuple(self._os_pop(x, _at(_at(at, "pops"), i), sp_id) for i, x in self._items(m, "pops", at))
-        if not pops:
-            raise InvalidArgument(_at(at, "pops"), "required, a non-empty list of PoPs")
-        names = tuple(p.name for p in pops)
-        if len(set(names)) != len(names):
-            raise InvalidArgument(_at(at, "pops"), "a PoP name is listed twice")
-        links = tuple(self._os_link(x, _at(_at(at, "links"), i), names) for i, x in self._items(m, "links", at))
-        endpoints = tuple(
-            self._endpoint(x, _at(_at(at, "endpoints"), i), names) for i, x in self._items(m, "endpoints", at)
-        )
-        ports = tuple(self._port(x, _at(_at(at, "ports"), i), names) for i, x in self._items(m, "ports", at))
-        seen: dict[str, str] = {}
-        for i, e in enumerate(endpoints):
-            self._unique(seen, e.endpoint.id, _at(_at(_at(at, "endpoints"), i), "id"))
-        for i, p in enumerate(ports):
-            self._unique(seen, p.port.id, _at(_at(_at(at, "ports"), i), "id"))
-            if p.port.label_type is not LabelType.VXLAN_VNI:
-                raise InvalidArgument(_at(_at(_at(at, "ports"), i), "label_type"), "an OpenStack port uses vxlan-vni")
-        functions = tuple(
-            self._os_function(x, _at(_at(at, "functions"), i), names) for i, x in self._items(m, "functions", at)
-        )
-        return OpenStackDomainConfig(
-            id=SpId(sp_id),
-            credentials=creds,
-            pops=pops,
-            links=links,
-            endpoints=endpoints,
-            ports=ports,
-            functions=functions,
-            note_ttl_s=ttl,
-            poll_s=poll,
-        )
-
-    @staticmethod
-    def _positive(m: Mapping[str, object], key: str, default: float, at: str) -> float:
-        value = m.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise InvalidArgument(_at(at, key), f"must be a positive number, got {value!r}")
-        return float(value)
-
-    def _credentials(self, m: Mapping[str, object], at: str) -> Credentials:
-        cloud, auth = m.get("cloud"), m.get("auth")
-        if (cloud is None) == (auth is None):
-            raise InvalidArgument(
-                _at(at, "auth"), "give either 'cloud' (a clouds.yaml entry) or 'auth' (Keystone settings)"
-            )
-        if cloud is not None:
-            name = self._str(m, "cloud", at)
-            files = m.get("clouds_file", "")
-            if not isinstance(files, str):
-                raise InvalidArgument(_at(at, "clouds_file"), "must be a path")
-            return Credentials(cloud=name, clouds_file=files, path=at)
-        a = self._mapping(auth, _at(at, "auth"), _AUTH_KEYS)
-        if "auth_url" not in a:
-            raise InvalidArgument(_at(_at(at, "auth"), "auth_url"), "required, Keystone's URL")
-        has_password = "username" in a and "password" in a
-        has_app = "application_credential_id" in a and "application_credential_secret" in a
-        if not (has_password or has_app):
-            raise InvalidArgument(
-                _at(at, "auth"),
-                "needs username and password, or application_credential_id and application_credential_secret",
-            )
-        values = {str(k): str(v) for k, v in a.items()}
-        if has_app and "auth_type" not in values:
-            values["auth_type"] = "v3applicationcredential"
-        return Credentials(auth=values, path=at)
-
-    def _os_pop(self, x: object, at: str, sp_id: str) -> Pop:
-        m = self._mapping(x, at, self._OS_POP)
-        name = self._str(m, "name", at)
-        rp = self._str(m, "resource_provider", at, default=f"{sp_id}-{name}") or f"{sp_id}-{name}"
-        raw = m.get("inventory")
-        if raw is None:
-            return Pop(name, rp)
-        inv = self._mapping(raw, _at(at, "inventory"), tuple(str(k) for k in raw) if isinstance(raw, Mapping) else ())
-        out: dict[str, int] = {}
-        for cls in inv:
-            if not str(cls).replace("_", "").isalnum() or str(cls) != str(cls).upper():
-                raise InvalidArgument(_at(_at(at, "inventory"), str(cls)), "a resource class is UPPER_CASE")
-            out[str(cls)] = self._int(inv, str(cls), _at(at, "inventory"))
-        return Pop(name, rp, out)
-
-    def _os_link(self, x: object, at: str, pops: tuple[str, ...]) -> PopLatency:
-        m = self._mapping(x, at, self._OS_LINK)
-        a, b = self._pop(m, "a", at, pops), self._pop(m, "b", at, pops)
-        if a == b:
-            raise InvalidArgument(_at(at, "b"), f"a link must join two different pops (both are '{a}')")
-        latency = m.get("latency_ms")
-        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
-            raise InvalidArgument(_at(at, "latency_ms"), f"must be a non-negative number (got {latency!r})")
-        return PopLatency(a, b, float(latency))
-
-    def _os_function(self, x: object, at: str, pops: tuple[str, ...]) -> FunctionSpec:
-        m = self._mapping(x, at, self._OS_FUNCTION)
-        return FunctionSpec(
-            pop=self._pop(m, "pop", at, pops),
-            type=self._str(m, "type", at),
-            vcpu=self._int(m, "vcpu", at) if "vcpu" in m else 1,
-            memory_mb=self._int(m, "memory_mb", at) if "memory_mb" in m else 512,
-        )
 
 
 # --- segments --------------------------------------------------------------------------------
@@ -352,14 +148,6 @@ class _Made:
             raise InvalidArgument("handle", f"not an OpenStack-domain handle ({exc})") from None
 
 
-@dataclass
-class _Segment:
-    request: SliceRequest | None  # None when restored from a handle alone
-    grant: SegmentGrant
-    made: _Made
-    state: SliceState = SliceState.HELD
-
-
 @dataclass(frozen=True)
 class _Plan:
     pops: tuple[str, ...]
@@ -379,7 +167,7 @@ class _View:
 # --- the agent -------------------------------------------------------------------------------
 
 
-class OpenStackDomainAgent:
+class OpenStackDomainAgent(LocalDomainAgent[_Made]):
     """A ``DomainAgent`` whose segments are Neutron networks and Placement allocations."""
 
     def __init__(
@@ -389,6 +177,7 @@ class OpenStackDomainAgent:
         *,
         cloud_factory: Callable[[Credentials], Cloud] | None = None,
     ) -> None:
+        super().__init__()
         self.config = config
         self._clock = clock
         self._cloud_factory = cloud_factory
@@ -403,8 +192,6 @@ class OpenStackDomainAgent:
         self._capacity.update({p.port.id: p.port.capacity_mbps for p in config.ports})
         self._ports: dict[str, BorderPort] = {p.port.id: p.port for p in config.ports}
         self._functions: dict[tuple[str, str], FunctionSpec] = {(f.pop, f.type): f for f in config.functions}
-        self._segments: dict[str, _Segment] = {}  # by order key
-        self._by_handle: dict[str, str] = {}
         self._pending_vnis: set[int] = set()
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._view = _View()
@@ -642,8 +429,7 @@ class OpenStackDomainAgent:
                 self._pending_vnis -= vnis
             break
         grant = SegmentGrant(handle=made.to_handle(), labels=dict(made.labels), addresses=dict(made.addresses))
-        self._segments[order.key] = _Segment(order.request, grant, made)
-        self._by_handle[grant.handle] = order.key
+        self._hold(grant, made, order.request, SliceState.HELD)
         self._after_change(made, +1)
         return grant
 
@@ -720,65 +506,29 @@ class OpenStackDomainAgent:
         return _Plan(
             pops=pops,
             slots=slots,
-            labels=self._choose_labels(req, exclude),
+            labels=self._pick_labels(
+                req,
+                used_everywhere=self._view.used_vnis
+                | self._pending_vnis
+                | exclude
+                | {v for s in self._segments.values() for _, v in s.holding.labels},
+                noun="VNI",
+                why_used=" (in use in Neutron or held)",
+            ),
             resources={pop: {k: v for k, v in c.items() if v > 0} for pop, c in resources.items()},
         )
-
-    def _place_functions(self, chain: Sequence[str], path: Sequence[str]) -> tuple[tuple[str, str], ...]:
-        taken: Counter[tuple[str, str]] = Counter()
-        placed: list[tuple[str, str]] = []
-        others = [p.name for p in self.config.pops if p.name not in path]
-        for fn in chain:
-            for pop in (*path, *others):
-                spec = self._functions.get((pop, fn))
-                if spec is not None and self._free_slots(spec) - taken[(pop, fn)] > 0:
-                    taken[(pop, fn)] += 1
-                    placed.append((pop, fn))
-                    break
-            else:
-                raise ResourceExhausted(f"no free '{fn}' function slot in domain {self.domain_id}")
-        return tuple(placed)
-
-    def _choose_labels(self, req: SliceRequest, exclude: set[int]) -> tuple[tuple[TerminalId, int], ...]:
-        used = self._view.used_vnis | self._pending_vnis | exclude
-        used |= {v for s in self._segments.values() for _, v in s.made.labels}
-        chosen: list[tuple[TerminalId, int]] = []
-        for t in (req.src, req.dst):
-            port = self._ports.get(t)
-            if port is None:
-                continue
-            allowed, preferred = port.labels, None
-            within = f"{port.id}'s VNIs {_fmt_labels(port.labels)}"
-            constraint = req.constraint(t)
-            if constraint is not None:
-                allowed = allowed.intersect(constraint.labels)
-                preferred = constraint.preferred
-                within = (
-                    f"{_fmt_labels(allowed)} (port {_fmt_labels(port.labels)} ∩ asked {_fmt_labels(constraint.labels)})"
-                )
-            label = allowed.first_free(used | {v for _, v in chosen}, prefer=preferred)
-            if label is None:
-                raise ResourceExhausted(f"no free VNI on port {t} within {within} (in use in Neutron or held)")
-            chosen.append((t, label))
-        return tuple(chosen)
-
-    def _segment(self, handle: str) -> _Segment:
-        key = self._by_handle.get(handle)
-        if key is None:
-            raise NotFound(f"no segment held under this handle in domain {self.domain_id}", domain=self.domain_id)
-        return self._segments[key]
 
     async def commit(self, handle: str) -> None:
         """Tag the segment's network committed (``NotFound`` for a handle not held)."""
         seg = self._segment(handle)
         if seg.state is SliceState.HELD:
-            await self._call((await self._ready()).add_tag, seg.made.network_id, COMMITTED_TAG)
+            await self._call((await self._ready()).add_tag, seg.holding.network_id, COMMITTED_TAG)
             seg.state = SliceState.COMMITTED
 
     async def activate(self, handle: str) -> None:
         """Bring the segment's network up (``NotFound`` for a handle not held)."""
         seg = self._segment(handle)
-        await self._call((await self._ready()).set_admin_state, seg.made.network_id, True)
+        await self._call((await self._ready()).set_admin_state, seg.holding.network_id, True)
         seg.state = SliceState.ACTIVE
 
     async def abort(self, handle: str) -> None:
@@ -799,10 +549,9 @@ class OpenStackDomainAgent:
         cloud = await self._ready()
         await self._call(cloud.delete_reservation, made.consumer)
         await self._call(cloud.release, made.consumer)
-        key = self._by_handle.pop(handle, None)
-        if key is not None:
-            held = self._segments.pop(key)
-            self._after_change(held.made, -1)
+        held = self._unhold(handle)
+        if held is not None:
+            self._after_change(held.holding, -1)
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Find a handle's network again by its tag after a restart and hold it in memory."""
@@ -826,8 +575,7 @@ class OpenStackDomainAgent:
         if committed and COMMITTED_TAG not in tags_of(nets[0]):
             await self._call(cloud.add_tag, made.network_id, COMMITTED_TAG)
         grant = SegmentGrant(handle=handle, labels=dict(made.labels), addresses=dict(made.addresses))
-        self._segments[made.key] = _Segment(None, grant, made, state)
-        self._by_handle[handle] = made.key
+        self._hold(grant, made, None, state)
 
     async def sweep(self) -> list[str]:
         """Delete reservations of this domain that nobody holds: never committed, hold long past.
@@ -837,7 +585,7 @@ class OpenStackDomainAgent:
         here (on each poll) once ``SWEEP_GRACE_S`` past it. Returns the consumers removed.
         """
         cloud = await self._ready()
-        held = {s.made.consumer for s in self._segments.values()}
+        held = {s.holding.consumer for s in self._segments.values()}
         now = self._clock()
         removed = []
         for net in await self._call(cloud.networks, domain_tag(self.domain_id)):
@@ -854,24 +602,12 @@ class OpenStackDomainAgent:
             removed.append(consumer)
         return removed
 
-    def state_of(self, handle: str) -> SliceState:
-        """The state the core last moved a held segment to (``NotFound`` when not held)."""
-        return self._segment(handle).state
+    def _pop_names(self) -> Sequence[str]:
+        return [p.name for p in self.config.pops]
 
-    def describe(self, handle: str) -> tuple[Mapping[str, object], ...]:
-        """A local domain has no segments of its own to report."""
-        return ()
-
-    def usage(self) -> DomainUsage:
-        """Sum of held segments' bandwidth, and counts of their VNIs, function slots and addresses."""
-        made = [s.made for s in self._segments.values()]
-        return DomainUsage(
-            domain=self.domain_id,
-            bandwidth_mbps=sum(m.bandwidth_mbps for m in made),
-            labels=sum(len(m.labels) for m in made),
-            function_slots=sum(len(m.slots) for m in made),
-            addresses=sum(len(m.addresses) for m in made),
-        )
+    def _free_slots_at(self, pop: str, function_type: str) -> int:
+        spec = self._functions.get((pop, function_type))
+        return 0 if spec is None else self._free_slots(spec)
 
     async def close(self) -> None:
         """Close the OpenStack connection; holdings stay."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.cli import slice_request_from_data
-from broker.config import ConfigError, load_yaml
+from broker.api.request_file import slice_request_from_data
+from broker.descriptors import ConfigError, load_yaml
 from capability_catalog.authoring import OfferPolicy, parse_policy
 from fedbroker.v1 import northsouth_pb2 as pb
 

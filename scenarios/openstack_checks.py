@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from domain_agents.openstack import OpenStackDomainConfig
+from domain_agents.openstack_config import OpenStackDomainConfig
 from domain_agents.openstack_model import COMMITTED_TAG, domain_tag, tags_of
 
 

@@ -31,11 +31,11 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.accounts import Account, AccountKind, Role, dump_accounts, hash_password
-from broker.auth import ClientIdentity, Metadata
-from broker.keys import load_key, write_key
-from broker.pki import Authority, TlsFiles, load_or_create_authority
-from broker.tokens import TokenMinter
+from broker.security.accounts import Account, AccountKind, Role, dump_accounts, hash_password
+from broker.security.auth import ClientIdentity, Metadata
+from broker.security.keys import load_key, write_key
+from broker.security.pki import Authority, TlsFiles, load_or_create_authority
+from broker.security.tokens import TokenMinter
 from capability_catalog.signing import generate_key
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc

@@ -24,9 +24,9 @@ from typing import Any
 import grpc
 from rich.console import Console
 
-from broker import codec
-from broker.codec import leaf_sps
-from broker.config import ConfigError
+from broker.api import codec
+from broker.api.codec import leaf_sps
+from broker.descriptors import ConfigError
 from domain_agents import probe
 from domain_agents.netns import LocalSegment, slice_view
 from fedbroker.v1 import northsouth_pb2 as pb

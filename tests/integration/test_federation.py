@@ -8,7 +8,7 @@ import signal
 import grpc
 import pytest
 
-from broker.codec import leaf_sps
+from broker.api.codec import leaf_sps
 from fedbroker.v1 import northsouth_pb2 as pb
 from tests.integration.federation import Federation, leaf_domain, op, reserve, slice_request
 

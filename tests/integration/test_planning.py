@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from broker.status import explanation
+from broker.api.status import explanation
 from fedbroker.v1 import northsouth_pb2 as pb
 from slicing.errors import ErrorCode, FedError
 from tests.integration.federation import Federation, leaf_domain, reserve, slice_request

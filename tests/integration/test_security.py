@@ -23,11 +23,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.accounts import Role
-from broker.auth import ClientIdentity, channel_options
-from broker.keys import load_key
-from broker.pki import Authority, TlsFiles
-from broker.tokens import TokenMinter
+from broker.security.accounts import Role
+from broker.security.auth import ClientIdentity, channel_options
+from broker.security.keys import load_key
+from broker.security.pki import Authority, TlsFiles
+from broker.security.tokens import TokenMinter
 from capability_catalog.signing import generate_key
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc

@@ -16,8 +16,8 @@ from typing import Any
 import openstack.connection
 import pytest
 
-from broker.lifecycle import SliceManager
-from broker.store import Store
+from broker.core.lifecycle import SliceManager
+from broker.store.sqlite import SqliteStore
 from capability_catalog.model import LabelRange, LabelSet, SpId, TerminalId
 from domain_agents.base import DomainAgent, SegmentOrder
 from domain_agents.openstack import OpenStackDomainAgent, OpenStackDomainConfig, consumer_id
@@ -291,7 +291,7 @@ async def test_hold_expiry_in_the_broker_core_leaves_nothing_in_openstack(
     notes = {SpId(sp): await anext(agent.notes())}
     manager = SliceManager(
         sp_id="P",
-        store=Store(tmp_path / "state.db"),
+        store=SqliteStore(tmp_path / "state.db"),
         agents={sp: agent},
         local_domains=[sp],
         wim=MemoryWimDriver(),

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from broker.accounts import (
+from broker.security.accounts import (
     Account,
     AccountBook,
     AccountError,
@@ -20,7 +20,7 @@ from broker.accounts import (
     parse_accounts,
     verify_password,
 )
-from broker.pki import Authority, common_name
+from broker.security.pki import Authority, common_name
 from capability_catalog.signing import generate_key, key_id_of, public_key_to_text
 
 

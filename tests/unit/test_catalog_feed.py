@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from broker.catalog import Catalog
+from broker.core.catalog import Catalog
 from capability_catalog.canonical import note_from_canonical
 from capability_catalog.model import (
     BorderPort,

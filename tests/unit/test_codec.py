@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from broker import codec
-from broker.status import from_rpc_error, to_grpc
+from broker.api import codec
+from broker.api.status import from_rpc_error, to_grpc
 from capability_catalog.model import (
     BorderPort,
     CapabilityNote,

@@ -8,8 +8,8 @@ from google.rpc import status_pb2
 from grpc.aio import AioRpcError, Metadata
 from grpc_status import rpc_status
 
-from broker.cli import _print_explanation
-from broker.status import explanation, from_rpc_error, status_trailer
+from broker.api.status import explanation, from_rpc_error, status_trailer
+from broker.cli.client import print_explanation as _print_explanation
 from fedbroker.v1 import northsouth_pb2 as pb
 from slicing.errors import ErrorCode, FailedPrecondition, ResourceExhausted
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.lifecycle import SliceManager
-from broker.store import Store
+from broker.core.lifecycle import SliceManager
+from broker.store.sqlite import SqliteStore
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from domain_agents.base import DomainAgent, SegmentGrant, SegmentOrder
 from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig
@@ -58,7 +58,7 @@ class World:
     agents: dict[str, DomainAgent]
     wim: MemoryWimDriver
     clock: Clock
-    store: Store
+    store: SqliteStore
     notes: dict[SpId, CapabilityNote]
 
     def idle(self) -> bool:
@@ -94,7 +94,7 @@ async def make_world(
     clock = clock or Clock()
     agents = dict(agents or {c.id: EmulatedDomainAgent(c, clock) for c in configs(**functions)})
     notes = {SpId(d): await first_note(a) for d, a in agents.items()}
-    store = Store(tmp_path / "state.db")
+    store = SqliteStore(tmp_path / "state.db")
     wim = MemoryWimDriver()
     manager = SliceManager(
         sp_id="T",

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from broker.config import load_yaml
+from broker.descriptors import load_yaml
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.model import ScenarioError, load_scenario, parse_scenario
 from scenarios.runner import local_segments

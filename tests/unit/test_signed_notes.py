@@ -11,9 +11,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.catalog import Catalog
-from broker.lifecycle import SliceManager
-from broker.store import Store
+from broker.core.catalog import Catalog
+from broker.core.lifecycle import SliceManager
+from broker.store.sqlite import SqliteStore
 from capability_catalog.aggregate import aggregate
 from capability_catalog.authoring import OfferPolicy, parse_note, parse_policy, policy_to_dict, validate_authoring
 from capability_catalog.canonical import CanonicalError, normalised, note_from_canonical, note_to_canonical
@@ -356,7 +356,7 @@ async def test_a_lower_sp_whose_note_expired_is_not_used_for_a_new_slice(tmp_pat
         assert await catalog.offer_signed(SpId(sp), sign_note(note, keys[sp], sp))
     manager = SliceManager(
         sp_id="T",
-        store=Store(tmp_path / "state.db"),
+        store=SqliteStore(tmp_path / "state.db"),
         agents=agents,  # type: ignore[arg-type]
         local_domains=[],
         wim=MemoryWimDriver(),
@@ -377,7 +377,7 @@ def test_keys_init_writes_a_private_key_only_its_owner_reads_and_prints_the_publ
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from broker.cli import main
-    from broker.keys import load_or_create_key
+    from broker.security.keys import load_or_create_key
 
     path = tmp_path / "keys" / "L1.key"
     assert main(["keys", "init", "--out", str(path)]) == 0

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
-from broker.store import Store
-from broker.workflow import TaskStatus
+from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
+from broker.core.workflow import TaskStatus
+from broker.store.sqlite import SqliteStore
 from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
 from slicing.model import PortConstraint, SliceRequest, SliceState
 
@@ -62,19 +62,19 @@ def record(slice_id: str, state: SliceState, *, label: int = 100, hold_until: fl
 
 
 def test_saved_slice_loads_back_equal_with_segments_and_links(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     rec = record("s1", S.ACTIVE)
     store.save(rec)
     assert store.get("s1") == rec
     assert store.find_by_request("alice", "r-s1") == rec
     assert store.find_by_request("bob", "r-s1") is None
     store.close()
-    reopened = Store(tmp_path / "s.db")
+    reopened = SqliteStore(tmp_path / "s.db")
     assert reopened.get("s1") == rec  # survives a new process
 
 
 def test_saving_again_replaces_segments_instead_of_adding(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     store.save(record("s1", S.HELD))
     store.save(record("s1", S.COMMITTED))
     loaded = store.get("s1")
@@ -82,7 +82,7 @@ def test_saving_again_replaces_segments_instead_of_adding(tmp_path: Path) -> Non
 
 
 def test_state_of_reads_the_stored_state_and_none_for_an_unknown_slice(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     assert store.state_of("s1") is None
     store.save(record("s1", S.HELD))
     assert store.state_of("s1") is S.HELD
@@ -91,7 +91,7 @@ def test_state_of_reads_the_stored_state_and_none_for_an_unknown_slice(tmp_path:
 
 
 def test_restart_reads_live_local_segments_and_wim_handles_of_holding_slices_only(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
 
     def local(slice_id: str, state: SliceState, seg_state: SliceState, handle: str = "h") -> SliceRecord:
         rec = record(slice_id, state)
@@ -110,7 +110,7 @@ def test_restart_reads_live_local_segments_and_wim_handles_of_holding_slices_onl
 
 
 def test_expired_holds_lists_only_held_slices_past_their_time(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     store.save(record("old", S.HELD, hold_until=10))
     store.save(record("new", S.HELD, hold_until=100))
     store.save(record("done", S.COMMITTED, hold_until=10))
@@ -119,7 +119,7 @@ def test_expired_holds_lists_only_held_slices_past_their_time(tmp_path: Path) ->
 
 
 def test_used_link_labels_count_only_slices_that_hold_resources(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     store.save(record("a", S.ACTIVE, label=100))
     store.save(record("b", S.RESERVING, label=101))
     store.save(record("c", S.TERMINATED, label=102))
@@ -129,7 +129,7 @@ def test_used_link_labels_count_only_slices_that_hold_resources(tmp_path: Path) 
 
 
 def test_task_log_keeps_each_task_status(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     store.log_tasks(
         "s1", "reserve", [TaskStatus(0, "reserve A#0", "running"), TaskStatus(0, "reserve B#1", "running")], 1.0
     )
@@ -139,14 +139,14 @@ def test_task_log_keeps_each_task_status(tmp_path: Path) -> None:
 
 
 def test_save_returns_the_state_the_slice_had_before(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     assert store.save(record("a", S.RESERVING)) is None
     assert store.save(record("a", S.HELD)) is S.RESERVING
     assert store.save(record("a", S.HELD)) is S.HELD
 
 
 def test_used_link_labels_follow_each_state_change_and_survive_a_reopen(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     key = ("A.to-B", "B.to-A")
     store.save(record("a", S.RESERVING, label=100))
     store.save(record("b", S.HELD, label=100))
@@ -160,11 +160,11 @@ def test_used_link_labels_follow_each_state_change_and_survive_a_reopen(tmp_path
     store.save(record("c", S.COMMITTED, label=105))
     store.save(record("d", S.TERMINATED, label=106))
     store.close()
-    assert Store(tmp_path / "s.db").used_link_labels() == {key: {105}}
+    assert SqliteStore(tmp_path / "s.db").used_link_labels() == {key: {105}}
 
 
 def test_records_sharing_a_request_each_load_back_their_own(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     other = replace(REQ, bandwidth_mbps=99)
     first = record("a", S.HELD)
     store.save(first)
@@ -184,7 +184,7 @@ def test_request_hash_differs_when_any_field_or_the_hold_time_differs() -> None:
 
 
 def test_state_changes_keep_segments_and_new_segments_replace_the_old(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     held = record("a", S.HELD)
     store.save(held)
     committed = replace(held, state=S.COMMITTED)  # the same segment and link tuples: only the row is rewritten
@@ -197,7 +197,7 @@ def test_state_changes_keep_segments_and_new_segments_replace_the_old(tmp_path: 
     loaded = store.get("a")
     assert loaded is not None and [s.handle for s in loaded.segments] == ["A-456"] and loaded.links == ()
     store.close()
-    reopened = Store(tmp_path / "s.db")
+    reopened = SqliteStore(tmp_path / "s.db")
     again = reopened.get("a")
     assert again is not None
     reopened.save(replace(again, segments=(), state=S.TERMINATED))  # fresh objects after a reopen are written
@@ -206,7 +206,7 @@ def test_state_changes_keep_segments_and_new_segments_replace_the_old(tmp_path: 
 
 
 def test_a_second_slice_with_a_used_request_id_is_refused_and_leaves_the_first(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     store.save(record("a", S.HELD))
     with pytest.raises(sqlite3.IntegrityError):
         store.save(replace(record("b", S.HELD), request_id="r-a"))

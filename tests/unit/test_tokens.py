@@ -10,7 +10,7 @@ import json
 import jwt
 import pytest
 
-from broker.tokens import LEEWAY_S, TokenMinter, TokenVerifier, TrustedKey
+from broker.security.tokens import LEEWAY_S, TokenMinter, TokenVerifier, TrustedKey
 from capability_catalog.signing import generate_key, key_id_of, public_key_to_text
 from slicing.errors import Unauthenticated
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from broker.workflow import Schedule, Task, TaskStatus, run_schedule
+from broker.core.workflow import Schedule, Task, TaskStatus, run_schedule
 from slicing.errors import ErrorCode, FanoutError, FedError, ResourceExhausted, Unavailable
 
 

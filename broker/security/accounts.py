@@ -32,7 +32,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.config import ConfigError, load_yaml
+from broker.descriptors import ConfigError, load_yaml
 from capability_catalog.signing import key_id_of, public_key_from_text
 
 log = logging.getLogger(__name__)

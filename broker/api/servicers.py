@@ -1,7 +1,7 @@
 """Thin gRPC servicers: authenticate, decode, call one core function, encode. Nothing else lives here.
 
 Every method first asks the ``Gate`` who is calling (mutual TLS peer, token, role; see
-``broker/auth.py``). Tenancy holds here too: a slice belongs to the account that reserved it, and
+``broker/security/auth.py``). Tenancy holds here too: a slice belongs to the account that reserved it, and
 anyone else but the SP's operators is told it does not exist (``NOT_FOUND``, the same words as for
 a slice that never existed), so nothing about other tenants leaks. State-changing calls are
 written to the audit log with their outcome, refusals included.
@@ -15,14 +15,14 @@ from typing import TypeVar
 
 import grpc
 
-from broker import codec
-from broker.audit import AuditLog
-from broker.auth import Guard, Principal, tls_peer
-from broker.catalog import Catalog
-from broker.lifecycle import SliceManager
-from broker.offers import OfferDesk
-from broker.records import SliceRecord
-from broker.status import status_trailer, to_grpc
+from broker.api import codec
+from broker.api.status import status_trailer, to_grpc
+from broker.core.catalog import Catalog
+from broker.core.lifecycle import SliceManager
+from broker.core.offers import OfferDesk
+from broker.core.records import SliceRecord
+from broker.security.audit import AuditLog
+from broker.security.auth import Guard, Principal, tls_peer
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import FedError, InvalidArgument, NotFound
@@ -30,6 +30,13 @@ from slicing.errors import FedError, InvalidArgument, NotFound
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_STATES = 16
+
+
+#: The north–south services, by full name (for reflection).
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["Slices"].full_name,
+    pb.DESCRIPTOR.services_by_name["Capabilities"].full_name,
+)
 
 
 class Gate:
@@ -270,3 +277,11 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
             )
 
         return await self._gate.answer(context, "GetCatalog", call)
+
+
+def add_servicers(
+    server: grpc.aio.Server, manager: SliceManager, catalog: Catalog, offers: OfferDesk, gate: Gate
+) -> None:
+    """Register the north–south services on ``server``, every call through ``gate``."""
+    pb_grpc.add_SlicesServicer_to_server(SlicesServicer(manager, gate), server)
+    pb_grpc.add_CapabilitiesServicer_to_server(CapabilitiesServicer(catalog, offers, gate), server)

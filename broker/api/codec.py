@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from broker.records import SegmentRecord, SliceRecord
+from broker.core.records import SegmentRecord, SliceRecord
 from capability_catalog.authoring import OfferPolicy, parse_policy
 from capability_catalog.model import (
     LABEL_LIMITS,

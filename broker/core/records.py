@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from capability_catalog.model import Isolation, LabelRange, LabelSet, LabelType, TerminalId
-from slicing.model import PortConstraint, SliceRequest, SliceState
+from capability_catalog.model import CapabilityNote, Isolation, LabelRange, LabelSet, LabelType, SpId, TerminalId
+from slicing.model import Plan, PortConstraint, SliceRequest, SliceState
 
 
 @dataclass(frozen=True)
@@ -169,3 +169,59 @@ def request_hash(req: SliceRequest, hold_time_s: float) -> str:
     """A stable digest of a request, to tell a repeated request id from a reused one."""
     blob = json.dumps({"r": request_to_dict(req), "h": hold_time_s}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def label_at(segments: Iterable[SegmentRecord], port: TerminalId) -> int | None:
+    """The label a segment confirmed at ``port``, or None."""
+    for s in segments:
+        if port in s.labels:
+            return int(s.labels[port])
+    return None
+
+
+def with_state(segments: Iterable[SegmentRecord], state: SliceState) -> tuple[SegmentRecord, ...]:
+    """The segments, each moved to ``state``."""
+    return tuple(replace(s, state=state) for s in segments)
+
+
+def records_for_plan(
+    rec: SliceRecord,
+    plan: Plan,
+    attempt: int,
+    notes: Mapping[SpId, CapabilityNote],
+    local: Collection[str],
+    sp_id: str,
+) -> tuple[tuple[SegmentRecord, ...], tuple[LinkRecord, ...]]:
+    """The segment and link records of one reservation attempt of ``rec`` along ``plan``."""
+    segments = tuple(
+        SegmentRecord(
+            index=s.index,
+            domain=s.domain,
+            local=s.domain in local,
+            sp_id=sp_id if s.domain in local else s.domain,
+            request=s.request,
+            transit_latency_ms=s.transit_latency_ms,
+            latency_share_ms=s.latency_share_ms,
+            state=SliceState.RESERVING,
+            order_key=f"{rec.id}.{s.index}.{attempt}",
+        )
+        for s in plan.segments
+    )
+    links = []
+    for ln in plan.links:
+        port = notes[ln.a_domain].port(ln.a_port) if ln.a_domain in notes else None
+        links.append(
+            LinkRecord(
+                a_port=ln.a_port,
+                b_port=ln.b_port,
+                a_domain=ln.a_domain,
+                b_domain=ln.b_domain,
+                label_type=port.label_type if port else LabelType.VXLAN_VNI,
+                # The planned label counts as taken while the reservation is in flight.
+                label_a=ln.preferred,
+                label_b=ln.preferred,
+                a_can_swap=ln.a_can_swap,
+                b_can_swap=ln.b_can_swap,
+            )
+        )
+    return segments, tuple(links)

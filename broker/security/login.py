@@ -16,10 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.accounts import AccountBook, AccountKind, hash_password, verify_password
-from broker.audit import AuditLog
-from broker.auth import Principal
-from broker.tokens import TokenMinter
+from broker.security.accounts import AccountBook, AccountKind, hash_password, verify_password
+from broker.security.audit import AuditLog
+from broker.security.auth import Principal
+from broker.security.tokens import TokenMinter
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from broker.auth import Principal
+from broker.security.auth import Principal
 
 
 class AuditLog:

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
-from broker.workflow import TaskStatus
+from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
+from broker.core.workflow import TaskStatus
 from capability_catalog.model import LabelType, TerminalId
 from slicing.model import FINAL_STATES, HOLDING_STATES, SliceState
 
@@ -112,7 +112,7 @@ def _link_labels(links: Iterable[LinkRecord]) -> tuple[LinkLabel, ...]:
     return tuple(out)
 
 
-class Store:
+class SqliteStore:
     """Slices and everything under them, in one SQLite file."""
 
     def __init__(self, path: Path) -> None:

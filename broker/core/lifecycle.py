@@ -1,7 +1,7 @@
 """The slice lifecycle at one broker: two-phase reservation over its children, then provisioning.
 
 Children are ``DomainAgent``s: local domains or lower-SP brokers; this module cannot tell them apart.
-Every operation is a schedule of tasks (``broker.workflow``) and every state change is persisted
+Every operation is a schedule of tasks (``broker.core.workflow``) and every state change is persisted
 before the next step, so a crash leaves a state the broker can recover from on restart.
 """
 
@@ -14,10 +14,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from broker.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
-from broker.store import Store
-from broker.workflow import Schedule, Task, TaskStatus, run_schedule
-from capability_catalog.model import CapabilityNote, LabelType, SpId, TerminalId
+from broker.core.events import SliceEvent, SliceEvents
+from broker.core.faults import NO_FAULTS, Faults
+from broker.core.records import (
+    LinkRecord,
+    SegmentRecord,
+    SliceRecord,
+    label_at,
+    records_for_plan,
+    request_hash,
+    with_state,
+)
+from broker.core.storage import SliceStore
+from broker.core.workflow import Schedule, Task, TaskStatus, run_schedule
+from capability_catalog.model import CapabilityNote, SpId
 from domain_agents.base import DomainAgent, DomainUsage, SegmentGrant, SegmentOrder
 from slicing import planner
 from slicing.errors import (
@@ -41,17 +51,6 @@ S = SliceState
 #: Plans tried per Reserve: the first and the crankbacks after lower-SP refusals or label disagreements.
 MAX_PLAN_ATTEMPTS = 4
 MAX_HOLD_TIME_S = 3600.0
-_IN_FLIGHT = frozenset({S.RESERVING, S.COMMITTING, S.ACTIVATING, S.ABORTING, S.TERMINATING})
-
-
-@dataclass(frozen=True)
-class SliceEvent:
-    """A slice changed state."""
-
-    slice_id: str
-    state: SliceState
-    at: float
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,14 @@ class SliceManager:
         self,
         *,
         sp_id: str,
-        store: Store,
+        store: SliceStore,
         agents: Mapping[str, DomainAgent],
         local_domains: Iterable[str],
         wim: WimDriver,
         notes: Callable[[], Mapping[SpId, CapabilityNote]],
         clock: Callable[[], float],
         default_hold_s: float = 120.0,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         self.sp_id = sp_id
         self._store = store
@@ -86,8 +86,9 @@ class SliceManager:
         self._notes = notes
         self._clock = clock
         self._default_hold_s = default_hold_s
+        self._faults = faults
         self._locks: dict[str, asyncio.Lock] = {}
-        self._watchers: set[asyncio.Queue[SliceEvent]] = set()
+        self._events = SliceEvents()
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -108,7 +109,7 @@ class SliceManager:
         rec = replace(rec, updated_at=self._clock())
         old_state = self._store.save(rec)
         if old_state != rec.state:
-            self._emit(SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason))
+            self._events.emit(SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason))
         return rec
 
     def _transition(self, rec: SliceRecord, state: SliceState, **changes: object) -> SliceRecord:
@@ -146,31 +147,12 @@ class SliceManager:
 
     # --- watch --------------------------------------------------------------------------------
 
-    def _emit(self, event: SliceEvent) -> None:
-        # Operations in flight are debugging detail; where a slice settles is worth a line at INFO.
-        level = logging.DEBUG if event.state in _IN_FLIGHT else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(level, "slice %s -> %s %s", event.slice_id, event.state, event.detail)
-        for q in list(self._watchers):
-            if q.full():  # a watcher that does not read loses its oldest event, never blocks us
-                q.get_nowait()
-            q.put_nowait(event)
-
-    async def watch(self, slice_id: str = "", initial: bool = False) -> AsyncIterator[SliceEvent]:
+    def watch(self, slice_id: str = "", initial: bool = False) -> AsyncIterator[SliceEvent]:
         """State changes of one slice (or all) until the caller stops iterating."""
-        q: asyncio.Queue[SliceEvent] = asyncio.Queue(maxsize=1024)
-        self._watchers.add(q)
-        try:
-            if initial:
-                recs = [self.get(slice_id)] if slice_id else self.slices()
-                for rec in recs:
-                    yield SliceEvent(rec.id, rec.state, rec.updated_at, rec.reason)
-            while True:
-                event = await q.get()
-                if not slice_id or event.slice_id == slice_id:
-                    yield event
-        finally:
-            self._watchers.discard(q)
+        if not initial:
+            return self._events.follow(slice_id)
+        recs = [self.get(slice_id)] if slice_id else self.slices()
+        return self._events.follow(slice_id, [SliceEvent(r.id, r.state, r.updated_at, r.reason) for r in recs])
 
     # --- reserve ------------------------------------------------------------------------------
 
@@ -250,43 +232,6 @@ class SliceManager:
             avoid_runs=tuple(avoid),
         )
 
-    def _records_for(
-        self, rec: SliceRecord, plan: Plan, attempt: int
-    ) -> tuple[tuple[SegmentRecord, ...], tuple[LinkRecord, ...]]:
-        notes = self._notes()
-        segments = tuple(
-            SegmentRecord(
-                index=s.index,
-                domain=s.domain,
-                local=s.domain in self._local,
-                sp_id=self.sp_id if s.domain in self._local else s.domain,
-                request=s.request,
-                transit_latency_ms=s.transit_latency_ms,
-                latency_share_ms=s.latency_share_ms,
-                state=S.RESERVING,
-                order_key=f"{rec.id}.{s.index}.{attempt}",
-            )
-            for s in plan.segments
-        )
-        links = []
-        for ln in plan.links:
-            port = notes[ln.a_domain].port(ln.a_port) if ln.a_domain in notes else None
-            links.append(
-                LinkRecord(
-                    a_port=ln.a_port,
-                    b_port=ln.b_port,
-                    a_domain=ln.a_domain,
-                    b_domain=ln.b_domain,
-                    label_type=port.label_type if port else LabelType.VXLAN_VNI,
-                    # The planned label counts as taken while the reservation is in flight.
-                    label_a=ln.preferred,
-                    label_b=ln.preferred,
-                    a_can_swap=ln.a_can_swap,
-                    b_can_swap=ln.b_can_swap,
-                )
-            )
-        return segments, tuple(links)
-
     async def _reserve_with_crankback(self, rec: SliceRecord) -> SliceRecord:
         """Plan, reserve everywhere; on a refusal or a label disagreement release all and re-plan around it.
 
@@ -312,7 +257,7 @@ class SliceManager:
                     constraint=exc.constraint,
                     causes=refusals,
                 ) from None
-            segments, links = self._records_for(rec, plan, attempt)
+            segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
             rec = self._save(replace(rec, segments=segments, links=links))
             refused: dict[int, FedError] = {}
             try:
@@ -339,14 +284,14 @@ class SliceManager:
                 for s in rec.segments
             )
             links = tuple(
-                replace(ln, label_a=_label_at(segments, ln.a_port), label_b=_label_at(segments, ln.b_port))
+                replace(ln, label_a=label_at(segments, ln.a_port), label_b=label_at(segments, ln.b_port))
                 for ln in rec.links
             )
             rec = replace(rec, segments=segments, links=links)
             disagree = [ln for ln in links if not ln.labels_agree()]
             if not disagree:
                 now = self._clock()
-                own_labels = {t: lab for t in (rec.request.src, rec.request.dst) if (lab := _label_at(segments, t))}
+                own_labels = {t: lab for t in (rec.request.src, rec.request.dst) if (lab := label_at(segments, t))}
                 addresses = {e: a for s in segments for e, a in s.addresses.items()}
                 return self._transition(
                     rec, S.HELD, hold_expires_at=now + rec.hold_time_s, labels=own_labels, addresses=addresses
@@ -356,7 +301,7 @@ class SliceManager:
             log.warning("slice %s: labels disagree (%s); releasing and retrying", rec.id, names)
             rec = self._save(rec)
             await self._release_segments(rec, "crankback")
-            rec = self._save(replace(rec, segments=_with_state(rec.segments, S.ABORTED)))
+            rec = self._save(replace(rec, segments=with_state(rec.segments, S.ABORTED)))
             for ln in disagree:
                 key = planner.link_key(ln.a_port, ln.b_port)
                 exclude.setdefault(key, set()).update(x for x in (ln.label_a, ln.label_b) if x is not None)
@@ -467,7 +412,7 @@ class SliceManager:
                         state=S.FAILED,
                         reason=f"commit failed: {exc}",
                         error_code=exc.code.value,
-                        segments=_with_state(rec.segments, S.TERMINATED),
+                        segments=with_state(rec.segments, S.TERMINATED),
                     )
                 )
                 raise
@@ -486,7 +431,7 @@ class SliceManager:
             return self._transition(
                 rec,
                 S.ABORTED,
-                segments=_with_state(rec.segments, S.ABORTED),
+                segments=with_state(rec.segments, S.ABORTED),
                 reason=f"some children did not confirm (their holds expire on their own): {reason}" if reason else "",
             )
 
@@ -496,7 +441,7 @@ class SliceManager:
         return self._transition(
             rec,
             S.EXPIRED,
-            segments=_with_state(rec.segments, S.EXPIRED),
+            segments=with_state(rec.segments, S.EXPIRED),
             reason=f"hold time of {rec.hold_time_s:g} s passed without a commit{note}",
         )
 
@@ -616,7 +561,7 @@ class SliceManager:
             self._save(replace(rec, state=S.FAILED, reason=reason, error_code=failures[0].code.value))
             raise failures[0] if len(failures) == 1 else FailedPrecondition(reason)
         links = tuple(replace(ln, wim_handle="") for ln in rec.links)
-        return self._transition(rec, S.TERMINATED, links=links, segments=_with_state(rec.segments, S.TERMINATED))
+        return self._transition(rec, S.TERMINATED, links=links, segments=with_state(rec.segments, S.TERMINATED))
 
     # --- restart, usage -----------------------------------------------------------------------
 
@@ -638,7 +583,7 @@ class SliceManager:
                         state=final,
                         reason=f"broker restarted during {rec.state}",
                         error_code=ErrorCode.UNAVAILABLE.value,
-                        segments=_with_state(rec.segments, S.ABORTED),
+                        segments=with_state(rec.segments, S.ABORTED),
                     )
                 )
             elif rec.state is S.ACTIVATING:
@@ -662,17 +607,6 @@ class SliceManager:
         holding = self._store.count_holding()
         domains = tuple(self._agents[d].usage() for d in sorted(self._local) if d in self._agents)
         return Usage(holding_slices=holding, domains=domains, wim=self._wim.usage())
-
-
-def _label_at(segments: Iterable[SegmentRecord], port: TerminalId) -> int | None:
-    for s in segments:
-        if port in s.labels:
-            return int(s.labels[port])
-    return None
-
-
-def _with_state(segments: Iterable[SegmentRecord], state: SliceState) -> tuple[SegmentRecord, ...]:
-    return tuple(replace(s, state=state) for s in segments)
 
 
 __all__ = ["HOLDING_STATES", "SliceEvent", "SliceManager", "Usage"]

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from broker import codec
-from broker.status import from_rpc_error
+from broker.api import codec
+from broker.api.status import from_rpc_error
+from broker.core.faults import NO_FAULTS, Faults
 from capability_catalog.model import SpId, TerminalId
 from capability_catalog.signing import SignedNote
 from domain_agents.base import DomainUsage, SegmentGrant, SegmentOrder
@@ -41,6 +42,7 @@ class ChildBrokerAgent:
         timeout_s: float = 10.0,
         channel: grpc.aio.Channel | None = None,
         auth: Callable[[str], Metadata] | None = None,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         self._domain_id = SpId(domain_id)
         self.address = address
@@ -48,6 +50,7 @@ class ChildBrokerAgent:
         # Call metadata is made per call: a call token is accepted once, so each call mints its own.
         self._auth = auth or (lambda on_behalf_of: ())
         self._timeout_s = timeout_s
+        self._faults = faults
         self._channel = channel or grpc.aio.insecure_channel(address)
         self._slices = pb_grpc.SlicesStub(self._channel)
         self._caps = pb_grpc.CapabilitiesStub(self._channel)
@@ -63,6 +66,7 @@ class ChildBrokerAgent:
         return self._auth("")
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        self._faults.check_partition(self._domain_id)
         try:
             return await call()
         except grpc.aio.AioRpcError as exc:

@@ -8,7 +8,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from broker import codec
+from broker.api import codec
 from fedbroker.v1 import northsouth_pb2 as pb
 from slicing.errors import ErrorCode, FedError, error_for_code
 

@@ -25,9 +25,9 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from broker.accounts import AccountBook, AccountKind, Role
-from broker.pki import TlsFiles, common_name
-from broker.tokens import TokenMinter, TokenVerifier, bearer
+from broker.security.accounts import AccountBook, AccountKind, Role
+from broker.security.pki import TlsFiles, common_name
+from broker.security.tokens import TokenMinter, TokenVerifier, bearer
 from slicing.errors import PermissionDenied, Unauthenticated
 
 MAX_RECEIVE_BYTES = 256 * 1024

@@ -1,0 +1,60 @@
+"""Slice events: every state change a broker makes, fanned out to whoever watches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from slicing.model import SliceState
+
+log = logging.getLogger("broker.core.lifecycle")
+S = SliceState
+#: States an operation passes through; where a slice settles is worth a log line at INFO, these at DEBUG.
+IN_FLIGHT = frozenset({S.RESERVING, S.COMMITTING, S.ACTIVATING, S.ABORTING, S.TERMINATING})
+
+
+@dataclass(frozen=True)
+class SliceEvent:
+    """A slice changed state."""
+
+    slice_id: str
+    state: SliceState
+    at: float
+    detail: str = ""
+
+
+class SliceEvents:
+    """Fan-out of slice events to watchers; a watcher that does not read loses its oldest event, never blocks."""
+
+    def __init__(self, queue_size: int = 1024) -> None:
+        self._queue_size = queue_size
+        self._watchers: set[asyncio.Queue[SliceEvent]] = set()
+
+    def emit(self, event: SliceEvent) -> None:
+        """Log the change and hand it to every watcher."""
+        level = logging.DEBUG if event.state in IN_FLIGHT else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "slice %s -> %s %s", event.slice_id, event.state, event.detail)
+        for q in list(self._watchers):
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(event)
+
+    async def follow(self, slice_id: str = "", first: Iterable[SliceEvent] = ()) -> AsyncIterator[SliceEvent]:
+        """``first``, then the events of one slice (or all) until the caller stops iterating."""
+        q: asyncio.Queue[SliceEvent] = asyncio.Queue(maxsize=self._queue_size)
+        self._watchers.add(q)
+        try:
+            for event in first:
+                yield event
+            while True:
+                event = await q.get()
+                if not slice_id or event.slice_id == slice_id:
+                    yield event
+        finally:
+            self._watchers.discard(q)
+
+
+__all__ = ["IN_FLIGHT", "SliceEvent", "SliceEvents"]

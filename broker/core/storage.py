@@ -1,0 +1,78 @@
+"""The store port: what the broker core needs from wherever it keeps its slices (``broker.store`` implements it).
+
+``SqliteStore`` (one SQLite file, the embedded default) implements it; a PostgreSQL store shared by
+several replicas of one SP is the next implementation. Every write of one slice (its row, segments,
+links, held labels) is atomic; reads never see half a write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from broker.core.records import SliceRecord
+from broker.core.workflow import TaskStatus
+from slicing.model import SliceState
+
+
+class SliceStore(Protocol):
+    """Slices with their segments, links and task logs, and the narrow queries recovery and planning need."""
+
+    def save(self, rec: SliceRecord) -> SliceState | None:
+        """Insert or replace a slice with its segments and links atomically; return the state it had (or None)."""
+        ...
+
+    def log_tasks(self, slice_id: str, operation: str, entries: Sequence[TaskStatus], at: float) -> None:
+        """Record the status of an operation's tasks (one transaction per call)."""
+        ...
+
+    def get(self, slice_id: str) -> SliceRecord | None:
+        """The slice with that id, or None."""
+        ...
+
+    def state_of(self, slice_id: str) -> SliceState | None:
+        """The stored state of a slice, or None."""
+        ...
+
+    def find_by_request(self, requester: str, request_id: str) -> SliceRecord | None:
+        """The slice a requester reserved with that request id, or None."""
+        ...
+
+    def slices(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
+        """Every slice, or those in ``states``, oldest first."""
+        ...
+
+    def count_holding(self) -> int:
+        """How many slices are in a state that holds resources."""
+        ...
+
+    def local_holdings(self) -> list[tuple[str, str, SliceState]]:
+        """(domain, handle, segment state) of each live local segment of a holding slice, oldest first."""
+        ...
+
+    def wim_handles(self) -> list[str]:
+        """WIM handles of the stitched links of holding slices."""
+        ...
+
+    def expired_holds(self, now: float) -> list[str]:
+        """Ids of held slices whose hold time has passed."""
+        ...
+
+    def next_hold_expiry(self) -> float | None:
+        """The earliest hold expiry among held slices."""
+        ...
+
+    def used_link_labels(self) -> dict[tuple[str, str], set[int]]:
+        """Labels taken on each inter-child link by slices that hold resources."""
+        ...
+
+    def tasks(self, slice_id: str) -> list[dict[str, Any]]:
+        """The task log of a slice."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+__all__ = ["SliceStore"]
