@@ -401,7 +401,7 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
                 f" with {bw} Mbit/s free"
             ) from None
         budget = req.latency_budget_ms
-        if budget > 0 and float(latency) > budget + _LATENCY_SLACK_MS:
+        if budget is not None and float(latency) > budget + _LATENCY_SLACK_MS:
             raise ResourceExhausted(
                 f"the path from {req.src} to {req.dst} with {bw} Mbit/s free takes {float(latency):g} ms,"
                 f" over the budget of {budget:g} ms"

@@ -117,7 +117,7 @@ def plan(
 
 def budget_of(req: SliceRequest) -> float | None:
     """The request's latency budget in ms, None when it has none."""
-    return req.latency_budget_ms if req.latency_budget_ms > 0 else None
+    return req.latency_budget_ms
 
 
 def within_budget(latency: float, budget: float | None) -> bool:
@@ -277,7 +277,7 @@ def _assemble(q: Query, found: Found, own_constraints: dict[TerminalId, PortCons
             bandwidth_mbps=req.bandwidth_mbps,
             reverse_bandwidth_mbps=req.reverse_bandwidth_mbps,
             name=f"{req.name}/{i}",
-            latency_budget_ms=shares[i] if budget is not None else 0.0,
+            latency_budget_ms=shares[i] if budget is not None else None,
             chain=tuple(p.fn.type for p in placed),
             chain_throughput_mbps=tuple(p.fn.throughput_mbps for p in placed) if placed else (),
             subnet=subnets[i],
@@ -368,8 +368,9 @@ def _validate(request: SliceRequest, notes: Mapping[SpId, CapabilityNote], owner
         raise InvalidArgument("request.bandwidth_mbps", "must be positive")
     if request.reverse_bandwidth_mbps < 0:
         raise InvalidArgument("request.reverse_bandwidth_mbps", "must be zero (same as forward) or positive")
-    if not math.isfinite(request.latency_budget_ms) or request.latency_budget_ms < 0:
-        raise InvalidArgument("request.latency_budget_ms", "must be zero (unbounded) or a positive number")
+    budget = request.latency_budget_ms
+    if budget is not None and (not math.isfinite(budget) or budget < 0):
+        raise InvalidArgument("request.latency_budget_ms", "must be absent (no budget) or a number >= 0")
     if not math.isfinite(request.max_price_per_hour) or request.max_price_per_hour < 0:
         raise InvalidArgument("request.max_price_per_hour", "must be zero (no ceiling) or a positive number")
     if "/" not in request.subnet:

@@ -148,7 +148,7 @@ def synthetic_request(
     *,
     chain: Sequence[str] = DEFAULT_FUNCTIONS,
     bandwidth_mbps: int = 100,
-    latency_budget_ms: float = 0.0,
+    latency_budget_ms: float | None = None,
     qos_class: str = "",
 ) -> SliceRequest:
     """A request between two random endpoints of ``notes`` through ``chain``."""

@@ -239,7 +239,7 @@ def request_to_pb(req: SliceRequest) -> pb.SliceRequest:
         src=req.src,
         dst=req.dst,
         bandwidth_mbps=req.bandwidth_mbps,
-        latency_budget_ms=req.latency_budget_ms,
+        latency_budget_ms=req.latency_budget_ms,  # None leaves the optional field absent
         chain=list(req.chain),
         subnet=req.subnet,
         port_constraints=[
@@ -275,8 +275,9 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         raise InvalidArgument(f"{path}.dst", "must differ from src")
     if msg.bandwidth_mbps <= 0:
         raise InvalidArgument(f"{path}.bandwidth_mbps", "must be positive")
-    if msg.latency_budget_ms < 0 or msg.latency_budget_ms != msg.latency_budget_ms:
-        raise InvalidArgument(f"{path}.latency_budget_ms", "must be zero (unbounded) or positive")
+    budget = msg.latency_budget_ms if msg.HasField("latency_budget_ms") else None
+    if budget is not None and (not math.isfinite(budget) or budget < 0):
+        raise InvalidArgument(f"{path}.latency_budget_ms", "must be absent (no budget) or a number >= 0")
     if len(msg.chain) > MAX_LIST_LEN:
         raise InvalidArgument(f"{path}.chain", f"more than {MAX_LIST_LEN} functions")
     for i, fn in enumerate(msg.chain):
@@ -315,7 +316,7 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         src=TerminalId(msg.src),
         dst=TerminalId(msg.dst),
         bandwidth_mbps=msg.bandwidth_mbps,
-        latency_budget_ms=msg.latency_budget_ms,
+        latency_budget_ms=budget,
         chain=tuple(msg.chain),
         subnet=subnet,
         port_constraints=tuple(constraints),

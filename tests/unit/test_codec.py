@@ -7,6 +7,7 @@ import pytest
 
 from broker.api import codec
 from broker.api.status import from_rpc_error, to_grpc
+from broker.core.records import request_from_dict, request_to_dict
 from capability_catalog.model import (
     BorderPort,
     CapabilityNote,
@@ -196,3 +197,23 @@ def test_too_many_label_ranges_and_ids_outside_the_syntax_are_refused() -> None:
         assert info.value.field == "request_id"
     codec.check_id("T-abc123.0.1", "request_id")
     codec.check_id("three_tier:s1", "request_id")
+
+
+@pytest.mark.parametrize("budget", [None, 0.0, 12.5, 1e308])
+def test_no_latency_budget_and_a_zero_budget_stay_apart_on_the_wire_and_in_the_store(budget: float | None) -> None:
+
+    req = SliceRequest(src=TerminalId("A.ep"), dst=TerminalId("B.ep"), bandwidth_mbps=10, latency_budget_ms=budget)
+    msg = codec.request_to_pb(req)
+
+    assert msg.HasField("latency_budget_ms") is (budget is not None)
+    assert codec.request_from_pb(pb.SliceRequest.FromString(msg.SerializeToString())).latency_budget_ms == budget
+    assert request_from_dict(request_to_dict(req)).latency_budget_ms == budget
+
+
+def test_a_stored_request_from_before_optional_budgets_keeps_its_meaning_and_digest() -> None:
+
+    old = {"name": "", "src": "A.ep", "dst": "B.ep", "bandwidth_mbps": 10, "latency_budget_ms": 0.0}
+    old |= {"chain": [], "subnet": "10.0.0.0/16", "port_constraints": []}
+
+    assert request_from_dict(old).latency_budget_ms is None
+    assert request_to_dict(request_from_dict(old)) == old

@@ -80,7 +80,7 @@ def order(
     *,
     chain: tuple[str, ...] = (),
     subnet: str = "10.1.0.0/24",
-    latency_budget_ms: float = 0.0,
+    latency_budget_ms: float | None = None,
     constraints: tuple[PortConstraint, ...] = (),
     hold_time_s: float = 30,
 ) -> SegmentOrder:

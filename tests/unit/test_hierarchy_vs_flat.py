@@ -113,7 +113,7 @@ def compare(req: SliceRequest, leaves: dict[SpId, CapabilityNote], tree: Subtree
 def _assert_sound(req: SliceRequest, h: Realised) -> None:
     """Whatever the hierarchy accepts keeps the request's promises at the leaves."""
     assert not {sp for sp, _, _ in h.leaf_runs} & set(req.exclude_sps), (req, h)
-    if req.latency_budget_ms > 0:
+    if req.latency_budget_ms is not None:
         assert h.latency_ms <= req.latency_budget_ms + 1e-6, (req, h)
     if req.max_price_per_hour > 0:
         assert h.money_per_hour <= req.max_price_per_hour * (1 + 1e-9), (req, h)
@@ -128,7 +128,7 @@ def requests(rng: random.Random, leaves: dict[SpId, CapabilityNote]) -> list[Sli
             src,
             dst,
             rng.choice((100, 500, 1000, 2500, 5000)),
-            latency_budget_ms=rng.choice((0.0, rng.uniform(0.5, 40.0))),
+            latency_budget_ms=rng.choice((None, rng.uniform(0.5, 40.0))),
             chain=tuple(rng.choice(("fw", "nat")) for _ in range(rng.choice((0, 0, 1, 2)))),
             max_price_per_hour=rng.choice((0.0, 0.0, rng.uniform(5.0, 3000.0))),
             subnet="10.0.0.0/8",
@@ -139,7 +139,7 @@ def requests(rng: random.Random, leaves: dict[SpId, CapabilityNote]) -> list[Sli
             req = dataclasses.replace(req, exclude_sps=(rng.choice(others),))
         elif mode < 0.4:  # the tightest budget: exactly the flat optimum's latency, no slack anywhere
             try:
-                best = plan(dataclasses.replace(req, latency_budget_ms=0.0, max_price_per_hour=0.0), leaves)
+                best = plan(dataclasses.replace(req, latency_budget_ms=None, max_price_per_hour=0.0), leaves)
             except FedError:
                 pass
             else:
