@@ -235,7 +235,9 @@ class SliceManager:
     async def _reserve_with_crankback(self, rec: SliceRecord) -> SliceRecord:
         """Plan, reserve everywhere; on a refusal or a label disagreement release all and re-plan around it.
 
-        A child refusing with RESOURCE_EXHAUSTED (no capacity, a label taken meanwhile) has its run
+        A child refusing with RESOURCE_EXHAUSTED (no capacity, a label taken meanwhile), or with
+        FAILED_PRECONDITION naming a planning constraint (an excluded SP below it that this level
+        cannot see, a function off every route it has), has its run
         avoided in the next plan; labels that disagreed are excluded. Other errors (a child that
         does not answer, a bad request) end the reservation at once. Every try releases what it
         held before the next starts, and after ``MAX_PLAN_ATTEMPTS`` the whole request fails.
@@ -254,7 +256,7 @@ class SliceManager:
                     f"{exc.message} (after crankback around {len(refusals)} refusal(s): "
                     + "; ".join(str(r) for r in refusals)
                     + ")",
-                    constraint=exc.constraint,
+                    constraint=_named_below(exc.constraint, refusals),
                     causes=refusals,
                 ) from None
             segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
@@ -264,7 +266,7 @@ class SliceManager:
                 grants = await self._reserve_segments(rec, refused)
             except FedError as exc:
                 causes = exc.causes if isinstance(exc, FanoutError) else (exc,)
-                if not refused or any(c.code is not ErrorCode.RESOURCE_EXHAUSTED for c in causes):
+                if not refused or not all(_replannable(c) for c in causes):
                     raise
                 for index, err in sorted(refused.items()):
                     seg = rec.segments[index]
@@ -610,3 +612,32 @@ class SliceManager:
 
 
 __all__ = ["HOLDING_STATES", "SliceEvent", "SliceManager", "Usage"]
+
+
+#: Constraints a child's planner names that another plan at this level might avoid.
+_PLANNING_CONSTRAINTS = frozenset(
+    {
+        Constraint.EXCLUDE,
+        Constraint.INCLUDE,
+        Constraint.TRANSIT_POLICY,
+        Constraint.ISOLATION,
+        Constraint.QOS,
+        Constraint.CHAIN,
+        Constraint.LATENCY,
+        Constraint.PRICE,
+        Constraint.CRANKBACK,
+    }
+)
+
+
+def _named_below(constraint: str, refusals: list[FedError]) -> str:
+    """When only the crankback is left and every refusal below named one constraint, that one is the reason."""
+    named = {r.constraint for r in refusals}
+    return named.pop() if constraint == Constraint.CRANKBACK and len(named) == 1 else constraint
+
+
+def _replannable(err: FedError) -> bool:
+    """A child's refusal that another plan might avoid: no capacity, or a planning constraint it could not meet."""
+    if err.code is ErrorCode.RESOURCE_EXHAUSTED:
+        return True
+    return err.code is ErrorCode.FAILED_PRECONDITION and err.constraint in _PLANNING_CONSTRAINTS
