@@ -80,7 +80,10 @@ def plan_through(request: SliceRequest, tree: Subtree, *, max_attempts: int = 4)
                 raise
             named = {r.constraint for r in refusals}
             # Only the crankback is left: the constraint every refusal below named is the reason.
-            constraint = named.pop() if exc.constraint == Constraint.CRANKBACK and len(named) == 1 else exc.constraint
+            if exc.constraint == Constraint.CRANKBACK and len(named) == 1 and "" not in named:
+                constraint = named.pop()
+            else:
+                constraint = exc.constraint
             raise error_for_code(
                 exc.code,
                 f"{exc.message} (after crankback around {len(refusals)} refusal(s): "
@@ -121,7 +124,7 @@ def plan_through(request: SliceRequest, tree: Subtree, *, max_attempts: int = 4)
     raise error_for_code(
         ErrorCode.RESOURCE_EXHAUSTED,
         f"crankback: {max_attempts} plans were refused below: " + "; ".join(str(r) for r in refusals),
-        constraint=named.pop() if len(named) == 1 else Constraint.CRANKBACK,
+        constraint=named.pop() if len(named) == 1 and "" not in named else Constraint.CRANKBACK,
         causes=refusals,
     )
 

@@ -633,7 +633,7 @@ _PLANNING_CONSTRAINTS = frozenset(
 def _named_below(constraint: str, refusals: list[FedError]) -> str:
     """When only the crankback is left and every refusal below named one constraint, that one is the reason."""
     named = {r.constraint for r in refusals}
-    return named.pop() if constraint == Constraint.CRANKBACK and len(named) == 1 else constraint
+    return named.pop() if constraint == Constraint.CRANKBACK and len(named) == 1 and "" not in named else constraint
 
 
 def _replannable(err: FedError) -> bool:
