@@ -35,7 +35,7 @@ from capability_catalog.model import (
 )
 from slicing.model import SliceRequest
 
-__all__ = ["synthetic_notes", "synthetic_request", "topology_notes"]
+__all__ = ["regional_groups", "synthetic_notes", "synthetic_request", "topology_notes"]
 
 DEFAULT_FUNCTIONS: tuple[str, ...] = ("fw", "nat")
 
@@ -243,3 +243,22 @@ def _link_ms(a: Mapping[str, object], b: Mapping[str, object], rng: random.Rando
     h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
     km = 2 * 6371.0 * math.asin(min(1.0, math.sqrt(h)))
     return max(0.001, round(km * 0.005, 3))
+
+
+def regional_groups(graph: nx.Graph, groups: int) -> list[int]:
+    """A group per node, in ``topology_notes`` order: ``groups`` bands of equal size by longitude (west to east).
+
+    A node without coordinates joins the band of its first neighbour that has them (else the first band).
+    """
+    nodes = sorted(graph.nodes, key=str)
+
+    def lon(n: object) -> float | None:
+        value = graph.nodes[n].get("Longitude")
+        return float(value) if isinstance(value, int | float) else None
+
+    placed = sorted((n for n in nodes if lon(n) is not None), key=lambda n: (lon(n), str(n)))
+    band = {n: min(groups - 1, i * groups // max(1, len(placed))) for i, n in enumerate(placed)}
+    for n in nodes:
+        if n not in band:
+            band[n] = next((band[m] for m in sorted(graph.neighbors(n), key=str) if m in band), 0)
+    return [band[n] for n in nodes]
