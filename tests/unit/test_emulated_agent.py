@@ -605,3 +605,13 @@ async def test_what_the_note_promises_through_a_function_is_what_a_reservation_g
             await a.reserve(
                 order(k + "x", entry.a, entry.b, mbps=10, latency_budget_ms=entry.latency_ms - 0.01, chain=chain)
             )
+
+
+def test_a_port_states_the_latency_of_its_link_and_the_note_carries_it() -> None:
+    d = triangle()
+    d["ports"][0]["latency_ms"] = 3.5
+    assert EmulatedDomainAgent(config(d), Clock()).note.ports[0].latency_ms == 3.5
+    for bad in (-1, float("nan"), "3"):
+        d["ports"][0]["latency_ms"] = bad
+        with pytest.raises(InvalidArgument, match=r"ports\[0\]\.latency_ms"):
+            config(d)
