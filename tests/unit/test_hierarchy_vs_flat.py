@@ -22,8 +22,11 @@ not failed, each recognised by what causes it:
   named or a refusal. Such a case is only required to be sound: nothing realised crosses the
   excluded leaf, exceeds the budget or the price ceiling (checked for every accepted case).
 
-Every other case must agree exactly. Figures from ``derandomize=True`` runs are in the module
-``AGREEMENT`` note below and in the issue 13 report.
+Every other case must agree exactly. Figures (``derandomize=True``, so every run gives the same):
+540 cases, 535 agree exactly (269 accepted with equal money and latency; refused alike: 164
+bandwidth, 42 path, 27 latency, 21 chain, 12 price), 5 ``exclude-below``. A longer run of the same
+generator (2,400 cases, 200 federations) agreed exactly on 2,384; 15 ``exclude-below``, 1
+``out-and-back``, no ``slot-twice``.
 """
 
 from __future__ import annotations
