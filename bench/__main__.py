@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import measures, report
+from bench import hierarchy, measures, report
 from bench.sizes import MODES, Sizes
 
 log = logging.getLogger("bench")
@@ -23,6 +23,7 @@ async def run(sizes: Sizes, work: Path) -> dict[str, float]:
     figures: dict[str, float] = {}
     steps: tuple[tuple[str, Callable[[], Awaitable[measures.Figures]]], ...] = (
         ("planner", lambda: asyncio.to_thread(measures.plan_times, sizes)),
+        ("planner, two levels", lambda: asyncio.to_thread(hierarchy.hierarchy_figures, sizes)),
         ("floor and one hop", lambda: measures.floor_and_hop(work, sizes)),
         ("three levels", lambda: measures.three_levels(work, sizes)),
         (f"{sizes.many_slices} slices", lambda: measures.many_slices(work, sizes)),

@@ -46,6 +46,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("plan_ms_p50_100", "ms", "planner, 100 SPs", 5.0),
     Figure("plan_ms_p50_1000", "ms", "planner, 1,000 SPs", 30.0),
     Figure("plan_ms_p50_10000", "ms", "planner, 10,000 SPs", 400.0),
+    Figure("plan_ms_p50_hier", "ms", "two-level plan, GÉANT: 40 leaves under 3 mid-level SPs", float("inf")),
+    Figure("note_bytes_mid", "B", "largest mid-level note (canonical bytes), GÉANT", float("inf")),
     Figure("note_propagation_ms", "ms", "leaf offer change seen at the top of 3 levels", 100.0),
     Figure("rss_mb_10k_slices", "MiB", "broker RSS holding 10,000 committed slices", 150.0),
     Figure("restart_recovery_s_10k_slices", "s", "kill -9 → serving with 10,000 slices", 2.0),

@@ -25,6 +25,7 @@ class Sizes:
     plan_repetitions: tuple[int, ...]
     many_slices: int
     many_clients: int
+    hier_requests: int = 50
 
 
 FULL = Sizes(
@@ -61,6 +62,7 @@ SMOKE = Sizes(
     plan_repetitions=(2, 1, 1),
     many_slices=100,
     many_clients=8,
+    hier_requests=3,
 )
 
 MODES = {s.mode: s for s in (FULL, SMOKE)}

@@ -1,24 +1,24 @@
 """Aggregation: one abstract note for a whole subtree, as a mid-level SP re-publishes it upward.
 
 The view hides the subtree's internals: links between children disappear, only endpoints and the
-border ports that leave the subtree stay, and transit between them is summarised as the
-lowest-latency path's latency and bottleneck bandwidth (among equally fast paths, the widest).
+border ports that leave the subtree stay, and transit between them is summarised, per pair and
+per route sequence of function types, as the Pareto frontier of internal paths over latency,
+bandwidth and price (``capability_catalog.frontier``; each entry states its own price). Function
+offers are summed per (type, site) and marked ``routed``: above, a function of the subtree is
+placed only on an entry whose route visits it.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 from collections.abc import Iterable
+from typing import Final
 
-import networkx as nx
+from capability_catalog.frontier import FRONTIER_CAP, MAX_VIA, cap_frontier, frontiers, route_sequences
+from capability_catalog.graph import check_unique_terminals
+from capability_catalog.model import CapabilityNote, FunctionOffer, Isolation, QosClass, SpId, Transit
 
-from capability_catalog.graph import build_graph, check_unique_terminals
-from capability_catalog.model import CapabilityNote, FunctionOffer, Isolation, QosClass, SpId, TerminalId, Transit
-
-# Path latencies are compared at this many decimals, so float summation order cannot pick the path.
-_LATENCY_DIGITS = 9
+_MICRO: Final = 1_000_000
 
 
 def aggregate(
@@ -28,6 +28,8 @@ def aggregate(
     version: int,
     issued_at: float,
     expires_at: float,
+    cap: int = FRONTIER_CAP,
+    max_via: int = MAX_VIA,
 ) -> CapabilityNote:
     """The abstract note of ``sp_id`` over its children's ``notes``."""
     children: dict[SpId, CapabilityNote] = {}
@@ -46,21 +48,19 @@ def aggregate(
         )
     )
     exposed = sorted({e.id for e in endpoints} | {p.id for p in ports})
-    exposed_set = set(exposed)
-    graph = build_graph(children)
-    transit: list[Transit] = []
-    for src in exposed:
-        if src not in graph:
-            continue
-        for dst, (latency, bandwidth) in _best_paths(graph, src).items():
-            if dst > src and dst in exposed_set:
-                transit.append(Transit(TerminalId(src), TerminalId(dst), round(latency, 6), int(bandwidth)))
-    transit.sort(key=lambda t: (t.a, t.b))
     slots: dict[tuple[str, str], int] = {}
     for n in children.values():
         for f in n.functions:
-            slots[(f.type, f.site)] = slots.get((f.type, f.site), 0) + f.slots
-    functions = tuple(FunctionOffer(t, s, k) for (t, s), k in sorted(slots.items()))
+            if f.slots > 0:
+                slots[(f.type, f.site)] = slots.get((f.type, f.site), 0) + f.slots
+    # Every function below is placed only on the entries that route through it: the view says
+    # which pairs can reach which function types and at what extra latency.
+    functions = tuple(FunctionOffer(t, s, k, routed=True) for (t, s), k in sorted(slots.items()))
+    sequences = route_sequences({t for t, _ in slots}, max_via)
+    transit: list[Transit] = []
+    for (a, b, seq), front in sorted(frontiers(children, exposed, sequences).items()):
+        for c in cap_frontier(front, cap):
+            transit.append(Transit(a, b, _ceil_us(c.latency_ms), int(c.bandwidth_mbps), c.price_micro / _MICRO, seq))
     selling = [n for n in children.values() if n.endpoints or n.ports]
     return CapabilityNote(
         sp_id=sp_id,
@@ -102,26 +102,11 @@ def _common_isolation(notes: list[CapabilityNote]) -> tuple[Isolation, ...]:
     return tuple(sorted(set.intersection(*(set(n.isolation) for n in notes))))
 
 
-def _best_paths(graph: nx.Graph, src: str) -> dict[str, tuple[float, float]]:
-    """(latency, bottleneck) of the best path from ``src`` to every reachable node.
+def _ceil_us(latency_ms: float) -> float:
+    """Latency rounded up to the note's microsecond grid (summation noise below 1 ns is not a step up).
 
-    Dijkstra on the order (lower latency, then higher bottleneck), which is isotone, so it is exact.
+    Rounding up keeps the view on the safe side: a path above never is faster than the path below.
     """
-    best: dict[str, tuple[float, float]] = {src: (0.0, math.inf)}
-    tie = itertools.count()
-    heap: list[tuple[float, float, int, str]] = [(0.0, -math.inf, next(tie), src)]
-    done: set[str] = set()
-    while heap:
-        latency, neg_bw, _, node = heapq.heappop(heap)
-        if node in done:
-            continue
-        done.add(node)
-        for nxt, edge in graph.adj[node].items():
-            if nxt in done:
-                continue
-            cand = (round(latency + edge["latency"], _LATENCY_DIGITS), min(-neg_bw, edge["bandwidth"]))
-            old = best.get(nxt)
-            if old is None or (cand[0], -cand[1]) < (old[0], -old[1]):
-                best[nxt] = cand
-                heapq.heappush(heap, (cand[0], -cand[1], next(tie), nxt))
-    return best
+    if not math.isfinite(latency_ms) or latency_ms > 1e15:
+        return latency_ms
+    return math.ceil(round(latency_ms * 1000, 6)) / 1000

@@ -135,10 +135,11 @@ class _Parser:
             return 0
         return value
 
-    def real(self, m: Mapping[str, Any], key: str, path: str, *, upper: float) -> float:
+    def real(self, m: Mapping[str, Any], key: str, path: str, *, upper: float | None) -> float:
         value = m.get(key, 0.0)
-        if not _num(value) or not math.isfinite(value) or not 0 <= value <= upper:
-            self.p.add(path, f"{value!r} must be a number between 0 and {upper:g}")
+        if not _num(value) or not math.isfinite(value) or value < 0 or (upper is not None and value > upper):
+            bound = f"between 0 and {upper:g}" if upper is not None else ">= 0"
+            self.p.add(path, f"{value!r} must be a number {bound}")
             return 0.0
         return float(value)
 
@@ -292,6 +293,7 @@ class _Parser:
             "local_label_ranges",
             "can_swap",
             "capacity_mbps",
+            "latency_ms",
         }
         for i, raw in enumerate(self.seq(m, "border_ports", "border_ports")):
             at = f"border_ports[{i}]"
@@ -330,6 +332,7 @@ class _Parser:
                     self.flag(b, "can_swap", f"{at}.can_swap"),
                     self.count(b, "capacity_mbps", f"{at}.capacity_mbps", positive=True),
                     local,
+                    self.real(b, "latency_ms", f"{at}.latency_ms", upper=MAX_DELAY_MS),
                 )
             )
         transit: list[Transit] = []

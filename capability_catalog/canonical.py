@@ -10,7 +10,12 @@ unknown fields, map order, varint forms), so notes are signed over this JSON for
   (``issued_at_ms``, ``expires_at_ms``), latency and delay in microseconds (``latency_us``,
   ``delay_us``), loss in parts per billion (``loss_ppb``), price in millionths of a currency unit
   per Mb/s and hour (``price_micro``, absent when the SP quotes no price), bandwidth in Mb/s.
-* Collections that are sets are sorted: endpoints and ports by id, transit by ``(a, b)``,
+* Optional keys appear only when they say something: a port's ``latency_us`` (to its peer) when
+  not zero, a transit entry's ``price_micro`` when it states its own price and ``functions`` (the
+  function types its route visits, in order from ``a``) when it has some, a function's ``routed``
+  when true. A note without them has the bytes it had before they existed.
+* Collections that are sets are sorted: endpoints and ports by id, transit by
+  ``(a, b, functions, latency_us, bandwidth_mbps, price_micro)``,
   functions by ``(type, site)``, QoS classes by name (their ``native`` mapping as an object),
   isolation, address pools, transit-policy pairs and provenance by value; label ranges are
   normalised ``[first, last]`` pairs.
@@ -71,6 +76,26 @@ def _labels(labels: LabelSet) -> list[list[int]]:
     return [[r.first, r.last] for r in labels.ranges]
 
 
+def _price_micro(price: float) -> int:
+    if not math.isfinite(price):
+        raise CanonicalError(f"{price!r} is not a finite number, so the note has no canonical form")
+    return round(price * 1e6) if abs(price) < 1e290 else int(price) * 1_000_000
+
+
+def _transit_key(t: Transit) -> tuple[str, str, tuple[str, ...], int, int, int]:
+    price = -1 if t.price_per_mbps_hour is None else _price_micro(t.price_per_mbps_hour)
+    return (t.a, t.b, t.functions, _us(t.latency_ms), t.bandwidth_mbps, price)
+
+
+def _transit_dict(t: Transit) -> dict[str, Any]:
+    out: dict[str, Any] = {"a": t.a, "b": t.b, "latency_us": _us(t.latency_ms), "bandwidth_mbps": t.bandwidth_mbps}
+    if t.price_per_mbps_hour is not None:
+        out["price_micro"] = _price_micro(t.price_per_mbps_hour)
+    if t.functions:
+        out["functions"] = list(t.functions)
+    return out
+
+
 def note_to_dict(note: CapabilityNote) -> dict[str, Any]:
     """The note as the JSON-able object the canonical bytes encode."""
     out: dict[str, Any] = {
@@ -93,15 +118,19 @@ def note_to_dict(note: CapabilityNote) -> dict[str, Any]:
                 "local_labels": _labels(p.local_labels),
                 "can_swap": p.can_swap,
                 "capacity_mbps": p.capacity_mbps,
+                **({"latency_us": _us(p.latency_ms)} if _us(p.latency_ms) else {}),
             }
             for p in sorted(note.ports, key=lambda p: p.id)
         ],
-        "transit": [
-            {"a": t.a, "b": t.b, "latency_us": _us(t.latency_ms), "bandwidth_mbps": t.bandwidth_mbps}
-            for t in sorted(note.transit, key=lambda t: (t.a, t.b))
-        ],
+        "transit": [_transit_dict(t) for t in sorted(note.transit, key=_transit_key)],
         "functions": [
-            {"type": f.type, "site": f.site, "slots": f.slots, "throughput_mbps": f.throughput_mbps}
+            {
+                "type": f.type,
+                "site": f.site,
+                "slots": f.slots,
+                "throughput_mbps": f.throughput_mbps,
+                **({"routed": True} if f.routed else {}),
+            }
             for f in sorted(note.functions, key=lambda f: (f.type, f.site))
         ],
         "qos_classes": [
@@ -119,7 +148,7 @@ def note_to_dict(note: CapabilityNote) -> dict[str, Any]:
         "provenance": [{"digest": d, "version": v} for d, v in sorted(note.provenance)],
     }
     if note.price_per_mbps_hour is not None:
-        out["price_micro"] = _grid(note.price_per_mbps_hour, 1e6)
+        out["price_micro"] = _price_micro(note.price_per_mbps_hour)
     return out
 
 
@@ -205,22 +234,41 @@ def _port(x: object, path: str) -> BorderPort:
         can_swap=r.get("can_swap", bool, False),
         capacity_mbps=r.get("capacity_mbps", int, 0),
         local_labels=_label_set(r.get("local_labels", list, []), f"{path}.local_labels"),
+        latency_ms=r.get("latency_us", int, 0) / 1000,
     )
 
 
 def _transit(x: object, path: str) -> Transit:
     r = _Reader(x, path)
+    price = r.data.get("price_micro")
+    if price is not None and (not isinstance(price, int) or isinstance(price, bool)):
+        raise CanonicalError(f"{path}.price_micro: must be int")
     return Transit(
         TerminalId(r.get("a", str)),
         TerminalId(r.get("b", str)),
         r.get("latency_us", int) / 1000,
         r.get("bandwidth_mbps", int),
+        None if price is None else _from_micro(price),
+        r.items("functions", _string),
     )
+
+
+def _from_micro(micro: int) -> float:
+    try:
+        return micro / 1e6
+    except OverflowError:
+        raise CanonicalError(f"price_micro: {micro} is out of range") from None
 
 
 def _function(x: object, path: str) -> FunctionOffer:
     r = _Reader(x, path)
-    return FunctionOffer(r.get("type", str), r.get("site", str), r.get("slots", int), r.get("throughput_mbps", int, 0))
+    return FunctionOffer(
+        r.get("type", str),
+        r.get("site", str),
+        r.get("slots", int),
+        r.get("throughput_mbps", int, 0),
+        r.get("routed", bool, False),
+    )
 
 
 def _qos(x: object, path: str) -> QosClass:
@@ -282,7 +330,7 @@ def note_from_dict(data: Mapping[str, object]) -> CapabilityNote:
         isolation=r.items("isolation", _isolation),
         address_pools=r.items("address_pools", _string),
         transit_policy=r.items("transit_policy", _pair),
-        price_per_mbps_hour=None if price is None else price / 1e6,
+        price_per_mbps_hour=None if price is None else _from_micro(price),
         provenance=r.items("provenance", _provenance),
     )
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import networkx as nx
-
 from capability_catalog.model import BorderPort, CapabilityNote, LabelSet, SpId, TerminalId
 
 
@@ -26,6 +24,11 @@ class InterLink:
     def capacity_mbps(self) -> int:
         """The link carries what the thinner side carries."""
         return min(self.a.capacity_mbps, self.b.capacity_mbps)
+
+    @property
+    def latency_ms(self) -> float:
+        """The link's latency, counted once: the larger of what the two sides state."""
+        return max(self.a.latency_ms, self.b.latency_ms)
 
     def common_labels(self) -> LabelSet:
         """Labels both sides offer."""
@@ -75,39 +78,6 @@ def check_unique_terminals(notes: Iterable[CapabilityNote]) -> None:
             if tid in seen and seen[tid] != note.sp_id:
                 raise ValueError(f"terminal id '{tid}' is declared by both {seen[tid]} and {note.sp_id}")
             seen[tid] = note.sp_id
-
-
-def build_graph(
-    notes: Mapping[SpId, CapabilityNote],
-    *,
-    min_bandwidth_mbps: int = 0,
-    link_ok: Mapping[tuple[str, str], bool] | None = None,
-) -> nx.Graph:
-    """Terminals as nodes; per node pair the lowest-latency edge with enough bandwidth.
-
-    Transit edges carry ``domain`` (the child); inter-child links carry ``link`` (an ``InterLink``).
-    ``link_ok`` may exclude links by key (e.g. no labels left).
-    """
-    graph = nx.Graph()
-    for sp, note in notes.items():
-        for tid in note.terminals():
-            graph.add_node(tid, domain=sp)
-    for sp, note in notes.items():
-        for t in note.transit:
-            if t.bandwidth_mbps < min_bandwidth_mbps or t.a == t.b:
-                continue
-            old = graph.get_edge_data(t.a, t.b)
-            if old is None or t.latency_ms < old["latency"]:
-                graph.add_edge(t.a, t.b, latency=t.latency_ms, bandwidth=t.bandwidth_mbps, domain=sp, link=None)
-    for link in inter_links(notes):
-        if link.capacity_mbps < min_bandwidth_mbps:
-            continue
-        if link_ok is not None and not link_ok.get(link_key(link.a.id, link.b.id), True):
-            continue
-        if not link.candidate_labels():
-            continue
-        graph.add_edge(link.a.id, link.b.id, latency=0.0, bandwidth=link.capacity_mbps, domain=None, link=link)
-    return graph
 
 
 def terminal_owner(notes: Mapping[SpId, CapabilityNote]) -> dict[TerminalId, SpId]:

@@ -136,16 +136,32 @@ class BorderPort:
     capacity_mbps: int = 0
     # Labels kept for the SP's local services on this port: never offered to the federation.
     local_labels: LabelSet = field(default_factory=LabelSet)
+    # One-way latency of the link to the peer port (fibre between the two SPs); both sides may state
+    # it and the planner counts the link once, at the larger of the two.
+    latency_ms: float = 0.0
 
 
 @dataclass(frozen=True)
 class Transit:
-    """Abstract transit between two terminals of one SP (undirected)."""
+    """Abstract transit between two terminals of one SP (undirected).
+
+    A pair may have several entries (a Pareto frontier over latency, bandwidth and price). An entry
+    with ``functions`` is a route from ``a`` to ``b`` that visits a site hosting each of those
+    function types, in that order (read from ``a`` to ``b``, or reversed from ``b`` to ``a``), with
+    the latency of that route. ``price_per_mbps_hour`` is the price of this route; None means the
+    note's price.
+    """
 
     a: TerminalId
     b: TerminalId
     latency_ms: float
     bandwidth_mbps: int
+    price_per_mbps_hour: float | None = None
+    functions: tuple[str, ...] = ()
+
+    def functions_from(self, start: str) -> tuple[str, ...]:
+        """The functions in the order traffic entering at ``start`` meets them."""
+        return self.functions if start == self.a else self.functions[::-1]
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,10 @@ class FunctionOffer:
     site: str
     slots: int
     throughput_mbps: int = 0
+    # True: the function is reachable only on transit entries that name its type (a route through
+    # its site, costed). False (the original meaning): the SP places it on any of its transit at no
+    # extra latency.
+    routed: bool = False
 
 
 class Isolation(StrEnum):
@@ -212,6 +232,10 @@ class CapabilityNote:
     def function_types(self) -> set[str]:
         """Function types with at least one slot."""
         return {f.type for f in self.functions if f.slots > 0}
+
+    def routed_types(self) -> frozenset[str]:
+        """Function types placed only on the transit entries that name them."""
+        return frozenset({f.type for f in self.functions if f.routed} | {x for t in self.transit for x in t.functions})
 
     def qos_class(self, name: str) -> QosClass | None:
         """The QoS class of that name, if offered."""

@@ -24,6 +24,7 @@ from itertools import combinations, pairwise
 import networkx as nx
 
 from capability_catalog.authoring import OfferPolicy
+from capability_catalog.frontier import route_sequences
 from capability_catalog.model import (
     BorderPort,
     CapabilityNote,
@@ -39,6 +40,7 @@ from domain_agents.emulated_config import (
     _pair,
 )
 from domain_agents.local import LocalDomainAgent
+from domain_agents.routing import walk_through
 from slicing.errors import (
     AlreadyExists,
     FedError,
@@ -286,8 +288,9 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
             endpoints=tuple(e.endpoint for e in cfg.endpoints),
             ports=tuple(p.port for p in cfg.ports),
             transit=self._transit(),
+            # Routed: an SP above places a function only on the transit entries that pass its pop.
             functions=tuple(
-                FunctionOffer(f.type, f.pop, max(0, f.slots - self._books.slots[(f.pop, f.type)]))
+                FunctionOffer(f.type, f.pop, max(0, f.slots - self._books.slots[(f.pop, f.type)]), routed=True)
                 for f in cfg.functions
             ),
         )
@@ -312,7 +315,26 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
                 default=cap,
             )
             out.append(Transit(ta, tb, float(dist[pb]), min(cap, bottleneck)))
+            out.extend(self._routed_transit(ta, pa, tb, pb, cap))
         return tuple(out)
+
+    def _routed_transit(self, ta: TerminalId, pa: str, tb: TerminalId, pb: str, cap: int) -> list[Transit]:
+        """Per route sequence of function types with free slots, the least-latency walk through their pops.
+
+        The same walk ``_route`` reserves for a chain: what the note promises is what a reservation gets.
+        """
+        kinds = {f.type for f in self.config.functions if self._free_slots_at(f.pop, f.type) > 0}
+        out = []
+        for seq in route_sequences(kinds)[1:]:
+            walk = walk_through(self._graph, pa, pb, seq, self._free_slots_at)
+            if walk is None:
+                continue
+            free = [
+                (int(self._graph.edges[u, v]["bandwidth_mbps"]) - self._books.links[(u, v)]) // n
+                for (u, v), n in walk.link_uses().items()
+            ]
+            out.append(Transit(ta, tb, walk.latency_ms, min([cap, *free]), functions=seq))
+        return out
 
     # --- segments -----------------------------------------------------------------------------
 
@@ -373,7 +395,7 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
             free = self._capacity[t] - self._books.terminals[t]
             if bw > free:
                 raise ResourceExhausted(f"{t}: {free} of {self._capacity[t]} Mbit/s free, {bw} Mbit/s asked")
-        pops = self._route(req, src_pop, dst_pop)
+        pops, placements = self._route(req, src_pop, dst_pop)
         links = tuple(_pair(u, v) for u, v in pairwise(pops))
         return _Allocation(
             domain=dom,
@@ -381,32 +403,44 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
             bandwidth_mbps=bw,
             links=links,
             terminals=(req.src, req.dst),
-            slots=self._place_functions(req.chain, pops),
+            slots=placements,
             labels=self._pick_labels(req, self._books.labels),
             addresses=self._choose_addresses(req, subnet),
         )
 
-    def _route(self, req: SliceRequest, src_pop: str, dst_pop: str) -> list[str]:
-        """The min-latency pop path over links with enough free bandwidth."""
+    def _route(self, req: SliceRequest, src_pop: str, dst_pop: str) -> tuple[list[str], tuple[tuple[str, str], ...]]:
+        """The min-latency pop walk over links with enough free bandwidth, through each chain function's pop in order.
+
+        Returns the pops walked (a pop may repeat when the walk goes out and back to a function) and
+        the (pop, function type) of each chain function.
+        """
         bw = req.bandwidth_mbps
+        for kind, wanted in Counter(req.chain).items():
+            if sum(self._free_slots_at(pop, kind) for pop in self.config.pops) < wanted:
+                raise ResourceExhausted(f"no free '{kind}' function slot in domain {self.domain_id}")
         usable = nx.subgraph_view(
             self._graph,
             filter_edge=lambda u, v: self._graph.edges[u, v]["bandwidth_mbps"] - self._books.links[_pair(u, v)] >= bw,
         )
-        try:
-            latency, path = nx.single_source_dijkstra(usable, src_pop, dst_pop, weight="latency_ms")
-        except nx.NetworkXNoPath:
+        walk = walk_through(usable, src_pop, dst_pop, req.chain, self._free_slots_at)
+        over = walk is not None and any(
+            self._graph.edges[u, v]["bandwidth_mbps"] - self._books.links[(u, v)] < bw * n
+            for (u, v), n in walk.link_uses().items()
+        )
+        if walk is None or over:
+            through = f" through {', '.join(req.chain)}" if req.chain else ""
             raise ResourceExhausted(
-                f"no path from {req.src} ({src_pop}) to {req.dst} ({dst_pop}) in domain {self.domain_id}"
-                f" with {bw} Mbit/s free"
-            ) from None
+                f"no path from {req.src} ({src_pop}) to {req.dst} ({dst_pop}){through} in domain {self.domain_id}"
+                f" with {bw} Mbit/s free" + (" and a free slot for each function" if req.chain else "")
+            )
+        latency, path = walk.latency_ms, list(walk.pops)
         budget = req.latency_budget_ms
-        if budget > 0 and float(latency) > budget + _LATENCY_SLACK_MS:
+        if budget is not None and float(latency) > budget + _LATENCY_SLACK_MS:
             raise ResourceExhausted(
                 f"the path from {req.src} to {req.dst} with {bw} Mbit/s free takes {float(latency):g} ms,"
                 f" over the budget of {budget:g} ms"
             )
-        return [str(p) for p in path]
+        return [str(p) for p in path], walk.placements
 
     def _choose_addresses(
         self, req: SliceRequest, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -6,6 +6,7 @@ The netns and OpenStack domain configs reuse the parser's pieces.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,7 +142,7 @@ class _Parser:
     _DOMAIN = ("id", "type", "note_ttl_s", "pops", "links", "endpoints", "ports", "functions", "offer", "faults")
     _LINK = ("a", "b", "bandwidth_mbps", "latency_ms")
     _ENDPOINT = ("id", "pop", "region", "capacity_mbps")
-    _PORT = ("id", "pop", "peer_sp", "peer_port", "label_type", "labels", "can_swap", "capacity_mbps")
+    _PORT = ("id", "pop", "peer_sp", "peer_port", "label_type", "labels", "can_swap", "capacity_mbps", "latency_ms")
     _FUNCTION = ("pop", "type", "slots")
 
     def __init__(self, path: str) -> None:
@@ -318,8 +319,17 @@ class _Parser:
             labels=self._labels(m.get("labels"), _at(at, "labels"), label_type),
             can_swap=can_swap,
             capacity_mbps=self._int(m, "capacity_mbps", at),
+            latency_ms=self._port_latency(m, at),
         )
         return PlacedPort(port, pop)
+
+    @staticmethod
+    def _port_latency(m: Mapping[str, object], at: str) -> float:
+        """The latency of the link to the peer port (default 0), a finite number >= 0."""
+        latency = m.get("latency_ms", 0.0)
+        if isinstance(latency, bool) or not isinstance(latency, int | float) or not 0 <= latency < math.inf:
+            raise InvalidArgument(_at(at, "latency_ms"), f"must be a non-negative number (got {latency!r})")
+        return float(latency)
 
     @staticmethod
     def _labels(raw: object, at: str, label_type: LabelType) -> LabelSet:

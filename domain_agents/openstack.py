@@ -491,7 +491,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
             latency, path = nx.single_source_dijkstra(self._graph, src_pop, dst_pop, weight="latency_ms")
         except nx.NetworkXNoPath:
             raise ResourceExhausted(f"no path from {req.src} ({src_pop}) to {req.dst} ({dst_pop})") from None
-        if req.latency_budget_ms > 0 and float(latency) > req.latency_budget_ms + 1e-9:
+        if req.latency_budget_ms is not None and float(latency) > req.latency_budget_ms + 1e-9:
             raise ResourceExhausted(
                 f"the path from {req.src} to {req.dst} takes {float(latency):g} ms,"
                 f" over the budget of {req.latency_budget_ms:g} ms"

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import shutil
 import signal
 import time
@@ -41,7 +42,7 @@ from scenarios.model import Scenario, load_scenario
 from scenarios.processes import Fleet, StartError
 
 SWEEP_YAML = Path(__file__).with_name("sweep.yaml")
-ACTIONS = ("crash", "hang", "kill")
+ACTIONS = ("crash", "hang", "kill", "race")
 #: What runs before the operation under test, without faults.
 PREFIX: dict[str, tuple[str, ...]] = {
     "reserve": (),
@@ -54,6 +55,9 @@ PREFIX: dict[str, tuple[str, ...]] = {
 _REFUSED = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "ALREADY_EXISTS"})
 WARM_UP_ATTEMPTS = 20
 _RPC = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
+#: Whose injection points an operation reaches: an upper SP releases a child with Terminate whatever
+#: the child holds, so below the top a customer's Abort runs through the children's terminate points.
+_POINTS_OF: dict[str, tuple[str, ...]] = {op: (op,) for op in OPERATIONS} | {"abort": ("abort", "terminate")}
 
 
 @dataclass(frozen=True)
@@ -65,22 +69,26 @@ class Case:
     action: str
     point: str = ""
     domain: str = ""  # for task.* points: only the hit for this child (default: the first hit)
+    delay_ms: float = 0.0  # for race: how long after the operation was sent the SP is killed
 
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
             raise ValueError(f"operation {self.operation!r}: one of {', '.join(OPERATIONS)}")
         if self.action not in ACTIONS:
             raise ValueError(f"action {self.action!r}: one of {', '.join(ACTIONS)}")
-        if self.action == "kill" and self.point:
+        if self.action in ("kill", "race") and self.point:
             raise ValueError("a kill comes from outside: it has no injection point")
-        if self.action != "kill" and (self.point not in POINTS or not self.point.startswith(self.operation + ".")):
+        if self.action not in ("kill", "race") and (
+            self.point not in POINTS or self.point.split(".")[0] not in _POINTS_OF[self.operation]
+        ):
             raise ValueError(f"point {self.point!r} is not an injection point of {self.operation}")
 
     @property
     def name(self) -> str:
         """``commit.task.after@M1:crash`` (``reserve@L3:kill`` for a kill)."""
         where = self.point or self.operation
-        return f"{where}@{self.sp}" + (f"/{self.domain}" if self.domain else "") + f":{self.action}"
+        race = f"+{self.delay_ms:.0f}ms" if self.action == "race" else ""
+        return f"{where}@{self.sp}" + (f"/{self.domain}" if self.domain else "") + f":{self.action}{race}"
 
 
 @dataclass(frozen=True)
@@ -372,7 +380,7 @@ class SweepFederation:
                     error=f"{op} before the fault answered {answer}",
                 )
         rule_id = f"sweep{n}"
-        if case.action != "kill":
+        if case.action not in ("kill", "race"):
             rule: dict[str, Any] = {"id": rule_id, "point": case.point, "action": case.action, "occurrence": 1}
             if case.domain:
                 rule["domain"] = case.domain
@@ -381,7 +389,14 @@ class SweepFederation:
             fleet.write_faults(case.sp, [rule])
         fleet.exits()  # forget ends told before the fault
         t_sent = time.monotonic()
-        answer, slice_id = await self.call(case.operation, request_id, slice_id, hold)
+        if case.action == "race":  # kill -9 while the operation is on its way through the federation
+            sent = asyncio.ensure_future(self.call(case.operation, request_id, slice_id, hold))
+            await asyncio.sleep(case.delay_ms / 1000)
+            if fleet[case.sp].running():
+                fleet.signal(case.sp, signal.SIGKILL)
+            answer, slice_id = await sent
+        else:
+            answer, slice_id = await self.call(case.operation, request_id, slice_id, hold)
         restarted: list[str] = []
         died: list[str] = []
         if case.action == "kill" and fleet[case.sp].running():
@@ -400,7 +415,7 @@ class SweepFederation:
             timeout_s=deadline_s,
             before_poll=before_poll,
         )
-        fired = case.action == "kill" or rule_id in fleet[case.sp].fired()
+        fired = case.action in ("kill", "race") or rule_id in fleet[case.sp].fired()
         if answer in _REFUSED:  # the harness sent something wrong: that proves nothing about faults
             died.append(f"the top refused the {case.operation} itself: {answer}")
         verdict = result.verdict
@@ -467,6 +482,30 @@ def _final(described: str) -> bool:
     return described.rsplit(" ", 1)[-1] in {"TERMINATED", "ABORTED", "EXPIRED", "FAILED"}
 
 
+def race_cases(
+    sps: Sequence[str], *, operation: str = "commit", trials: int = 20, max_delay_ms: float = 50.0, seed: int = 19
+) -> list[Case]:
+    """``trials`` kills of each SP in ``sps`` at a random 0–``max_delay_ms`` after ``operation`` was sent."""
+    rng = random.Random(seed)
+    return [
+        Case(operation, sp, "race", delay_ms=round(rng.uniform(0, max_delay_ms), 1))
+        for sp in sps
+        for _ in range(trials)
+    ]
+
+
+def slow_leaves(scenario: Scenario, latency_s: float) -> Scenario:
+    """The scenario with every emulated leaf domain answering ``latency_s`` late at each step."""
+    sps = []
+    for sp in scenario.sps:
+        domains = sp.settings.get("domains")
+        if domains:
+            slowed = [{**d, "faults": {**d.get("faults", {}), "latency_s": latency_s}} for d in domains]
+            sp = replace(sp, settings={**sp.settings, "domains": slowed})
+        sps.append(sp)
+    return replace(scenario, sps=tuple(sps))
+
+
 def default_cases(
     scenario: Scenario,
     *,
@@ -476,9 +515,15 @@ def default_cases(
 ) -> list[Case]:
     """Every operation × injection point of it × SP on the path × action (the path of sweep.yaml: every SP)."""
     on_path = list(sps) if sps is not None else [sp.id for sp in scenario.sps]
+    below = {lo for sp in scenario.sps for lo in sp.lower}
     cases = []
     for op, point, sp, action in itertools.product(operations, POINTS, on_path, actions):
-        if point.startswith(op + ".") and action != "kill":
+        if action in ("kill", "race"):
+            continue
+        # The points this SP reaches during the operation: its own for the top (the customer's call),
+        # for an SP below the top those of the call its upper sends (an Abort arrives as a Terminate).
+        reached = op if sp not in below or op != "abort" else "terminate"
+        if point.startswith(reached + "."):
             cases.append(Case(op, sp, action, point))
     if "kill" in actions:
         cases.extend(Case(op, sp, "kill") for op in operations for sp in on_path)

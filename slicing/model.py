@@ -86,7 +86,8 @@ class SliceRequest:
     dst: TerminalId
     bandwidth_mbps: int  # src -> dst
     name: str = ""
-    latency_budget_ms: float = 0.0  # 0 = unbounded
+    # None: no latency budget. A number is a budget, 0 included (then only a 0 ms path meets it).
+    latency_budget_ms: float | None = None
     chain: tuple[str, ...] = ()  # function types, in the order traffic traverses them
     subnet: str = "10.0.0.0/16"
     port_constraints: tuple[PortConstraint, ...] = ()

@@ -10,9 +10,13 @@ per border port (``slicing.labels``), chain functions and a disjoint piece of th
 crankback, latency, price) and the first one after which no candidate is left is named, with the
 best path found just before it.
 
-**Budget split.** Each segment gets its transit latency plus a share of the slack proportional to
-it (equal shares when the path has no latency), rounded down to 1e-6 ms: shares sum to at most the
-budget and none is below the segment's transit latency.
+**Budget split.** The links' latency is taken off the budget first (each link counted once, at
+the larger latency its two sides state). Each segment then gets its transit latency plus a share
+of the slack proportional to it, a 0 ms segment weighing as much as the mean segment (equal shares
+when the path has no latency), rounded down to 1e-6 ms: shares sum to at most the budget, none is
+below the segment's transit latency, and every segment's share is positive whenever the budget is
+not exactly used up. Budgets are met to within 1 ns (``within_budget``) so that the same path,
+summed in another order a level below, meets the share it was given.
 """
 
 from __future__ import annotations
@@ -47,8 +51,10 @@ from slicing.search import (
     hosts,
     index_for,
     isolation_for,
+    micro,
     search,
     search_within,
+    total_ms,
 )
 
 __all__ = ["MAX_INCLUDE_SPS", "Run", "link_key", "plan"]
@@ -109,23 +115,47 @@ def plan(
     return _assemble(q, found, own_constraints)
 
 
+def budget_of(req: SliceRequest) -> float | None:
+    """The request's latency budget in ms, None when it has none."""
+    return req.latency_budget_ms
+
+
+def within_budget(latency: float, budget: float | None) -> bool:
+    """Whether ``latency`` meets ``budget``, to within 1 ns (float summation noise is not a miss)."""
+    return budget is None or latency <= _limit(budget)
+
+
+def _limit(budget: float) -> float:
+    return budget + max(1e-6, abs(budget) * 1e-12)
+
+
+def _over_ceiling(money: int, ceiling: float) -> bool:
+    return ceiling > 0 and money > micro(ceiling)
+
+
 def _best(q: Query) -> Found | None:
     """The cheapest feasible path under every constraint, or None."""
     req = q.request
-    budget = req.latency_budget_ms
+    budget = budget_of(req)
     cheapest = search(q, latency_first=False)
     if cheapest is None:
         return None
-    if budget > 0 and cheapest.latency > budget:
+    if budget is not None and not within_budget(cheapest.latency, budget):
         fastest = search(q, latency_first=True)
-        if fastest is None or fastest.latency > budget:
+        if fastest is None or not within_budget(fastest.latency, budget):
             return None
-        cheapest = search_within(q, budget, fastest)
-    ceiling = req.max_price_per_hour
-    limit = ceiling * MICRO  # inf for a ceiling near the float maximum: as good as none (round(inf) raises)
-    if ceiling > 0 and math.isfinite(limit) and cheapest.money > round(limit):
+        cheapest = search_within(q, _limit(budget), fastest)
+    if _over_ceiling(cheapest.money, req.max_price_per_hour):
         return None
     return cheapest
+
+
+def _units(money: int) -> float:
+    """Micro-units as units (infinite beyond the float range)."""
+    try:
+        return money / MICRO
+    except OverflowError:
+        return math.inf
 
 
 def _via(q: Query, found: Found) -> str:
@@ -148,16 +178,16 @@ def _explain(q: Query) -> FedError:
         cls = ResourceExhausted if constraint in _CAPACITY else FailedPrecondition
         return cls(f"{constraint}: {reason} {route}{via}", constraint=constraint)
     assert previous is not None
-    budget, ceiling = req.latency_budget_ms, req.max_price_per_hour
-    if budget > 0 and previous.latency > budget:
+    budget, ceiling = budget_of(req), req.max_price_per_hour
+    if budget is not None and not within_budget(previous.latency, budget):
         return ResourceExhausted(
             f"latency: best path {previous.latency:.6g} ms via {_via(q, previous)} exceeds budget {budget:g} ms",
             constraint=Constraint.LATENCY,
         )
-    within = search_within(q, budget, previous) if budget > 0 else search(q, latency_first=False)
+    within = search_within(q, _limit(budget), previous) if budget is not None else search(q, latency_first=False)
     assert within is not None
     return FailedPrecondition(
-        f"price: cheapest plan costs {within.money / MICRO:.6g} per hour via {_via(q, within)}, "
+        f"price: cheapest plan costs {_units(within.money):.6g} per hour via {_via(q, within)}, "
         f"over the ceiling of {ceiling:g} per hour",
         constraint=Constraint.PRICE,
     )
@@ -205,7 +235,9 @@ def _assemble(q: Query, found: Found, own_constraints: dict[TerminalId, PortCons
     req, notes = q.request, q.idx.notes
     hops = found.hops
     placements = _place(q, found)
-    shares = _shares([h.latency for h in hops], req.latency_budget_ms)
+    budget = budget_of(req)
+    links_ms = total_ms(h.link_ms for h in hops)
+    shares = shares_of([h.latency for h in hops], None if budget is None else max(0.0, budget - links_ms))
     subnets = _subnets(req.subnet, len(hops))
 
     constraints: dict[TerminalId, PortConstraint] = dict(own_constraints)
@@ -227,6 +259,7 @@ def _assemble(q: Query, found: Found, own_constraints: dict[TerminalId, PortCons
                 preferred=preferred,
                 a_can_swap=link.a.can_swap,
                 b_can_swap=link.b.can_swap,
+                latency_ms=link.latency_ms,
             )
         )
         for port_id, allowed in labels.per_port.items():
@@ -244,7 +277,7 @@ def _assemble(q: Query, found: Found, own_constraints: dict[TerminalId, PortCons
             bandwidth_mbps=req.bandwidth_mbps,
             reverse_bandwidth_mbps=req.reverse_bandwidth_mbps,
             name=f"{req.name}/{i}",
-            latency_budget_ms=shares[i],
+            latency_budget_ms=shares[i] if budget is not None else None,
             chain=tuple(p.fn.type for p in placed),
             chain_throughput_mbps=tuple(p.fn.throughput_mbps for p in placed) if placed else (),
             subnet=subnets[i],
@@ -260,9 +293,9 @@ def _assemble(q: Query, found: Found, own_constraints: dict[TerminalId, PortCons
                 domain=hop.domain,
                 request=sub,
                 transit_latency_ms=hop.latency,
-                latency_share_ms=shares[i],
+                latency_share_ms=shares[i] if budget is not None else 0.0,
                 qos_native=qos.native if qos is not None else (),
-                price_per_hour=q.price(hop.domain) / MICRO,
+                price_per_hour=_units(hop.money),
                 isolation=isolation_for(note, req.isolation) if req.isolation is not None else None,
             )
         )
@@ -277,7 +310,7 @@ def _assemble(q: Query, found: Found, own_constraints: dict[TerminalId, PortCons
         total_latency_ms=found.latency,
         path=tuple(path),
         placements=tuple(FunctionPlacement(p.index, p.fn.type, hops[p.segment].domain, p.site) for p in placements),
-        cost=PlanCost(found.money / MICRO, found.latency, len(hops)),
+        cost=PlanCost(_units(found.money), found.latency, len(hops)),
     )
 
 
@@ -335,8 +368,9 @@ def _validate(request: SliceRequest, notes: Mapping[SpId, CapabilityNote], owner
         raise InvalidArgument("request.bandwidth_mbps", "must be positive")
     if request.reverse_bandwidth_mbps < 0:
         raise InvalidArgument("request.reverse_bandwidth_mbps", "must be zero (same as forward) or positive")
-    if not math.isfinite(request.latency_budget_ms) or request.latency_budget_ms < 0:
-        raise InvalidArgument("request.latency_budget_ms", "must be zero (unbounded) or a positive number")
+    budget = request.latency_budget_ms
+    if budget is not None and (not math.isfinite(budget) or budget < 0):
+        raise InvalidArgument("request.latency_budget_ms", "must be absent (no budget) or a number >= 0")
     if not math.isfinite(request.max_price_per_hour) or request.max_price_per_hour < 0:
         raise InvalidArgument("request.max_price_per_hour", "must be zero (no ceiling) or a positive number")
     if "/" not in request.subnet:
@@ -410,27 +444,40 @@ def _own_constraints(
 # --- shares, subnets ----------------------------------------------------------------------------
 
 
-_MAX_SLACK_MS: Final = 1e12
+def shares_of(latencies: Sequence[float], budget: float | None) -> list[float]:
+    """Each run's latency plus a share of the slack ``budget - sum(latencies)`` (see the module docstring).
 
-
-def _shares(latencies: Sequence[float], budget: float) -> list[float]:
-    """Each run's latency plus a share of the slack proportional to it (slack part rounded down to 1e-6)."""
-    if budget <= 0:
-        return [0.0] * len(latencies)
-    total = math.fsum(latencies)
-    # Capped so that slack * 1e6 stays finite (math.floor(inf) raises); a share of more than
-    # _MAX_SLACK_MS above a run's latency is as good as unbounded.
-    slack = min(max(0.0, budget - total), _MAX_SLACK_MS)
-    if total > 0:
-        extra = [math.floor(slack * (lat / total) * 1e6) / 1e6 for lat in latencies]
-    else:
-        extra = [math.floor(slack / len(latencies) * 1e6) / 1e6] * len(latencies)
+    None (no budget) gives no shares. Every share is at least its run's latency, positive whenever
+    there is slack, on the 1e-6 ms grid below 1e9 ms, and the shares sum to at most ``budget``, for
+    any finite values up to the float limit.
+    """
+    n = len(latencies)
+    if budget is None or n == 0:
+        return [0.0] * n
+    total = total_ms(latencies)
+    slack = budget - total if math.isfinite(total) and budget > total else 0.0
+    mean = total / n if math.isfinite(total) and total > 0 else 1.0
+    # A 0 ms run (an endpoint and a port on one PoP) weighs as much as the mean run, so it gets slack too.
+    weights = [lat if lat > 0 else mean for lat in latencies]
+    wsum = total_ms(weights)
+    extra = [_down(slack * (w / wsum)) if math.isfinite(wsum) and wsum > 0 else 0.0 for w in weights]
     shares = [lat + x for lat, x in zip(latencies, extra, strict=True)]
-    while math.fsum(shares) > budget and any(extra):  # float error only; a step or two at most
-        i = max(range(len(extra)), key=extra.__getitem__)
-        extra[i] = max(0.0, math.floor(extra[i] * 1e6 - 1) / 1e6)
+    for _ in range(64):  # float error only: each pass trims the largest extra a little
+        if total_ms(shares) <= budget or not any(extra):
+            break
+        i = max(range(n), key=extra.__getitem__)
+        extra[i] = _down(extra[i] * (1 - 1e-9) - 1e-6) if extra[i] > 1e-6 else 0.0
         shares[i] = latencies[i] + extra[i]
     return shares
+
+
+def _down(x: float) -> float:
+    """``x`` rounded down to 1e-6 ms, where that grid is finer than the float's own."""
+    if x <= 0:
+        return 0.0
+    if x >= 1e9:
+        return x
+    return math.floor(x * 1e6) / 1e6
 
 
 def _subnets(subnet: str, count: int) -> list[str]:

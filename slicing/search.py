@@ -1,12 +1,16 @@
 """The path search of the planner: states, constraints, and the searches over them. Pure, no I/O.
 
-**Search space.** A path alternates *runs* (one transit edge inside one child, from the terminal
+**Search space.** A path alternates *runs* (one transit entry inside one child, from the terminal
 where it enters the child to the terminal where it leaves) and *inter-domain links* (two ports
-that declare each other as peers). The search walks states ``(entry terminal, chain stage,
-include mask)``: the stage counts the chain functions placed so far (a layered graph over the
-chain), the mask the ``include_sps`` crossed. A run through child X at stage k places, greedily,
-as many of the next functions as X offers with free slots and enough throughput; a state further
-along the chain dominates one behind it at equal cost, so greedy placement loses nothing.
+that declare each other as peers; a link adds its latency, the larger one its two sides state).
+The search walks states ``(entry terminal, chain stage, include mask)``: the stage counts the chain
+functions placed so far (a layered graph over the chain), the mask the ``include_sps`` crossed.
+A pair of terminals may have several entries (an abstract note's frontier over latency, bandwidth
+and price, each entry with its own price); each entry that carries the bandwidth and that no other
+entry of the same route beats on both latency and money is a separate run. Which chain functions a
+run places is ``capability_catalog.placement.advance``: functions an SP places anywhere greedily
+(a state further along the chain dominates one behind it at equal cost, so greedy loses nothing),
+and functions an SP routes only on the entries that name them, in the order traffic meets them.
 
 **Feasibility.** Every run and link carries the request's larger direction of bandwidth (notes
 state capacity per direction); every child on the path is not excluded, offers the QoS class and an
@@ -14,9 +18,10 @@ isolation mechanism at least as strong as asked; its transit policy carries traf
 peers on both sides of the run; each inter-domain link has a usable label (``slicing.labels``);
 runs a child refused (crankback) are avoided.
 
-**Cost** (``PlanCost``): money first (sum over runs of the child's ``price_per_mbps_hour`` times
-the bandwidth of both directions; unpriced children add nothing), then latency, then the number of
-runs. ``search`` is a bidirectional Dijkstra over that lexicographic cost (or latency first);
+**Cost** (``PlanCost``): money first (sum over runs of the entry's price, else the child's
+``price_per_mbps_hour``, times the bandwidth of both directions, in integer micro-units so huge
+prices neither overflow nor round; unpriced children add nothing), then latency (runs and links),
+then the number of runs. ``search`` is a bidirectional Dijkstra over that lexicographic cost (or latency first);
 ``search_within`` an exact label-setting search over (money, latency) Pareto labels, pruned by a
 latency lower bound to the destination and by an incumbent's money, for the cheapest path within a
 latency budget.
@@ -30,12 +35,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from capability_catalog.graph import InterLink, link_key
 from capability_catalog.model import BorderPort, CapabilityNote, FunctionOffer, Isolation, SpId, TerminalId
+from capability_catalog.placement import advance
 from slicing.errors import Constraint
 from slicing.labels import link_labels
 from slicing.model import ChainFunction, SliceRequest
@@ -82,13 +88,11 @@ class Index:
     notes: Mapping[SpId, CapabilityNote]
     owner: dict[TerminalId, SpId]
     ports: dict[TerminalId, tuple[SpId, BorderPort]]
-    _transit: dict[SpId, dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]]] = field(
-        default_factory=dict
-    )
+    _transit: dict[SpId, dict[TerminalId, list[tuple[TerminalId, list[Entry]]]]] = field(default_factory=dict)
     _links: dict[TerminalId, InterLink | None] = field(default_factory=dict)
 
-    def transit(self, u: TerminalId) -> list[tuple[TerminalId, list[tuple[float, int]]]]:
-        """The other terminals of ``u``'s SP and the (latency, bandwidth) Pareto front of transit to each."""
+    def transit(self, u: TerminalId) -> list[tuple[TerminalId, list[Entry]]]:
+        """The other terminals of ``u``'s SP and the transit entries to each, oriented from ``u``."""
         sp = self.owner[u]
         adj = self._transit.get(sp)
         if adj is None:
@@ -116,32 +120,60 @@ class Index:
         return mine[1].peer_sp if mine is not None else None
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One transit entry as seen from the terminal it is entered at."""
+
+    latency: float
+    bandwidth: int
+    unit_micro: int  # price per Mb/s and hour, micro-units (the entry's, else the note's, else 0)
+    via: tuple[str, ...]  # route functions in the order traffic meets them
+
+
+def micro(amount: float) -> int:
+    """``amount`` in micro-units, exact for huge values (no overflow)."""
+    return round(amount * MICRO) if abs(amount) < 1e290 else int(amount) * MICRO
+
+
 def _transit_of(
     sp: SpId, note: CapabilityNote, owner: Mapping[TerminalId, SpId]
-) -> dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]]:
-    pairs: dict[tuple[TerminalId, TerminalId], list[tuple[float, int]]] = {}
+) -> dict[TerminalId, list[tuple[TerminalId, list[Entry]]]]:
+    pairs: dict[tuple[TerminalId, TerminalId], list[Entry]] = {}
+    unit = note.price_per_mbps_hour or 0.0
     for t in note.transit:
         a, b = t.a, t.b
         if a == b or owner.get(a) != sp or owner.get(b) != sp:
             continue
-        entry = (float(t.latency_ms), int(t.bandwidth_mbps))
-        found = pairs.get((a, b)) or pairs.get((b, a))
-        if found is None:
-            pairs[(a, b)] = [entry]
-        else:
-            found.append(entry)
-    adj: dict[TerminalId, list[tuple[TerminalId, list[tuple[float, int]]]]] = {}
+        price = micro(t.price_per_mbps_hour if t.price_per_mbps_hour is not None else unit)
+        lat, bw = float(t.latency_ms), int(t.bandwidth_mbps)
+        pairs.setdefault((a, b), []).append(Entry(lat, bw, price, t.functions))
+        pairs.setdefault((b, a), []).append(Entry(lat, bw, price, t.functions[::-1]))
+    adj: dict[TerminalId, list[tuple[TerminalId, list[Entry]]]] = {}
     for (a, b), entries in pairs.items():
-        front = entries
-        if len(entries) > 1:
-            entries.sort(key=lambda e: (e[0], -e[1]))
-            front = []
-            for lat, bw in entries:  # keep the Pareto front: each later entry must be wider
-                if not front or bw > front[-1][1]:
-                    front.append((lat, bw))
-        adj.setdefault(a, []).append((b, front))
-        adj.setdefault(b, []).append((a, front))
+        entries.sort(key=lambda e: (e.via, e.latency, e.unit_micro, -e.bandwidth))
+        adj.setdefault(a, []).append((b, _prune(entries)))
     return adj
+
+
+def _prune(entries: list[Entry]) -> list[Entry]:
+    """Drop entries another entry of the same route dominates (sorted by route, latency, price)."""
+    out: list[Entry] = []
+    for e in entries:
+        if not any(
+            o.via == e.via and o.unit_micro <= e.unit_micro and o.bandwidth >= e.bandwidth and o.latency <= e.latency
+            for o in out
+        ):
+            out.append(e)
+    return out
+
+
+def total_ms(values: Iterable[float]) -> float:
+    """An exact float sum that is infinite instead of raising on overflow."""
+    vals = list(values)
+    try:
+        return math.fsum(vals)
+    except OverflowError:
+        return math.inf
 
 
 _CACHE: dict[tuple[tuple[str, int, int], ...], Index] = {}
@@ -177,9 +209,13 @@ def build_index(notes: Mapping[SpId, CapabilityNote]) -> Index:
 # --- one query ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Hop:
-    """One run through ``domain`` from ``ingress`` to ``egress``, then ``link`` out of it (None at dst)."""
+class Hop(NamedTuple):
+    """One run through ``domain`` from ``ingress`` to ``egress``, then ``link`` out of it (None at dst).
+
+    ``latency`` is the run's, ``link_ms`` the link's after it; ``money`` what the run costs per hour
+    (micro-units, both directions); ``via`` the functions its route hosts, in order. A named tuple:
+    searches make one per run they look at, and that is their hot path.
+    """
 
     domain: SpId
     ingress: TerminalId
@@ -187,6 +223,14 @@ class Hop:
     latency: float
     link: InterLink | None
     nxt: TerminalId
+    money: int = 0
+    via: tuple[str, ...] = ()
+    link_ms: float = 0.0
+
+    @property
+    def cost_ms(self) -> float:
+        """The run's latency plus the link's."""
+        return self.latency + self.link_ms
 
 
 @dataclass(frozen=True)
@@ -260,8 +304,7 @@ class Query:
     _rev: dict[TerminalId, list[Hop]] = field(default_factory=dict)
     _sp_ok: dict[SpId, bool] = field(default_factory=dict)
     _link_ok: dict[tuple[str, str], bool] = field(default_factory=dict)
-    _adv: dict[SpId, list[int]] = field(default_factory=dict)
-    _price: dict[SpId, int] = field(default_factory=dict)
+    _adv: dict[tuple[SpId, tuple[str, ...]], list[int | None]] = field(default_factory=dict)
 
     def with_checks(self, checks: Checks) -> Query:
         """A fresh query (empty caches) applying ``checks``."""
@@ -302,39 +345,58 @@ class Query:
             self._link_ok[key] = ok
         return ok
 
-    def price(self, sp: SpId) -> int:
-        """Micro-money per hour of one run through ``sp``."""
-        p = self._price.get(sp)
-        if p is None:
-            unit = self.idx.notes[sp].price_per_mbps_hour or 0.0
-            p = self._price[sp] = round(unit * MICRO) * (self.request.bandwidth_mbps + self.request.reverse_mbps)
-        return p
-
-    def advance(self, sp: SpId, stage: int) -> int:
-        """How many chain functions from ``stage`` on a run through ``sp`` places (greedy, in order)."""
+    def advance(self, sp: SpId, via: tuple[str, ...], stage: int) -> int | None:
+        """The chain stage after a run through ``sp`` whose route hosts ``via``, from ``stage`` (None: unusable)."""
         if not self.checks.chain or not self.functions:
-            return 0
-        adv = self._adv.get(sp)
-        if adv is None:
-            adv = self._adv[sp] = _advances(self.idx.notes[sp].functions, self.functions)
-        return adv[stage]
+            return stage
+        return self._advances(sp, via)[stage]
 
-    def _run_latency(
-        self, sp: SpId, u: TerminalId, v: TerminalId, front: list[tuple[float, int]], peer_out: str | None
-    ) -> float | None:
-        """The latency of run ``u``→``v`` in ``sp`` when bandwidth, crankback and transit policy allow it."""
-        need = self.request.edge_mbps if self.checks.bandwidth else 0
-        lat: float | None = front[0][0]
-        if front[0][1] < need:  # rare: the fastest transit is too thin, a slower one may do
-            lat = next((lat for lat, bw in front[1:] if bw >= need), None)
-        if lat is None or (self.avoid and self.checks.avoid and (sp, u, v) in self.avoid):
-            return None
+    def _advances(self, sp: SpId, via: tuple[str, ...]) -> list[int | None]:
+        adv = self._adv.get((sp, via))
+        if adv is None:
+            note = self.idx.notes[sp]
+            chain = [(f.type, f.throughput_mbps) for f in self.functions]
+            routed = note.routed_types()
+            adv = [advance(note.functions, routed, chain, k, via) for k in range(len(chain) + 1)]
+            self._adv[(sp, via)] = adv
+        return adv
+
+    def _runs(
+        self, sp: SpId, u: TerminalId, v: TerminalId, entries: list[Entry], peer_out: str | None, *, flip: bool
+    ) -> list[tuple[float, int, tuple[str, ...]]]:
+        """(latency, money, route) of the runs ``u``→``v`` in ``sp`` that bandwidth, crankback and policy allow.
+
+        ``entries`` are oriented from ``u``, or from ``v`` when ``flip`` (their routes are then read backwards).
+
+        Per route, only entries no other is both faster and cheaper than (Pareto over latency, money).
+        """
+        if self.avoid and self.checks.avoid and (sp, u, v) in self.avoid:
+            return []
         note = self.idx.notes[sp]
         if self.checks.policy and note.transit_policy:
             peer_in = self.idx.peer_sp(u)
             if peer_in is not None and peer_out is not None and not note.carries(peer_in, peer_out):
-                return None
-        return lat
+                return []
+        need = self.request.edge_mbps if self.checks.bandwidth else 0
+        both = self.request.bandwidth_mbps + self.request.reverse_mbps
+        chain = self.checks.chain and bool(self.functions)
+        if len(entries) == 1:  # the common case (a leaf's note): nothing to compare
+            e = entries[0]
+            if e.bandwidth < need:
+                return []
+            return [(e.latency, e.unit_micro * both, (e.via[::-1] if flip else e.via) if chain else ())]
+        best: dict[tuple[str, ...], list[tuple[float, int]]] = {}
+        for e in entries:
+            if e.bandwidth < need:
+                continue
+            via = (e.via[::-1] if flip else e.via) if chain else ()
+            front = best.setdefault(via, [])
+            money = e.unit_micro * both
+            if any(lat <= e.latency and m <= money for lat, m in front):
+                continue
+            front[:] = [(lat, m) for lat, m in front if not (e.latency <= lat and money <= m)]
+            front.append((e.latency, money))
+        return [(lat, m, via) for via, front in best.items() for lat, m in front]
 
     def hops(self, u: TerminalId) -> list[Hop]:
         """The runs leaving entry terminal ``u`` that every applied constraint allows (cached)."""
@@ -345,7 +407,7 @@ class Query:
         idx, req = self.idx, self.request
         sp = idx.owner[u]
         if self.sp_ok(sp):
-            for v, front in idx.transit(u):
+            for v, entries in idx.transit(u):
                 link: InterLink | None = None
                 if v == req.dst:
                     nxt, peer_out = _DST, idx.peer_sp(v)
@@ -354,9 +416,9 @@ class Query:
                     if link is None or not self.sp_ok(link.b_domain) or not self.link_ok(link):
                         continue
                     nxt, peer_out = link.b.id, link.b_domain
-                lat = self._run_latency(sp, u, v, front, peer_out)
-                if lat is not None:
-                    out.append(Hop(sp, u, v, lat, link, nxt))
+                link_ms = link.latency_ms if link is not None else 0.0
+                for lat, money, via in self._runs(sp, u, v, entries, peer_out, flip=False):
+                    out.append(Hop(sp, u, v, lat, link, nxt, money, via, link_ms))
         self._adj[u] = out
         return out
 
@@ -377,10 +439,10 @@ class Query:
             v, link, sp, entered = back.b.id, idx.link_of(back.b.id), back.b_domain, back.a_domain
         if self.sp_ok(sp) and (link is None or (self.sp_ok(link.b_domain) and self.link_ok(link))):
             peer_out = idx.peer_sp(v) if entered is None else entered
-            for u, front in idx.transit(v):
-                lat = self._run_latency(sp, u, v, front, peer_out)
-                if lat is not None:
-                    out.append(Hop(sp, u, v, lat, link, w))
+            link_ms = link.latency_ms if link is not None else 0.0
+            for u, entries in idx.transit(v):
+                for lat, money, via in self._runs(sp, u, v, entries, peer_out, flip=True):
+                    out.append(Hop(sp, u, v, lat, link, w, money, via, link_ms))
         self._rev[w] = out
         return out
 
@@ -390,7 +452,7 @@ class Query:
         goal_stage, goal_mask = self.stages, self.full_mask
         for hop in self.hops(u):
             nstage, nmask = self.step(hop, stage, mask)
-            if hop.nxt == _DST and (nstage != goal_stage or nmask != goal_mask):
+            if nstage is None or (hop.nxt == _DST and (nstage != goal_stage or nmask != goal_mask)):
                 continue
             yield (hop.nxt, nstage, nmask), hop
 
@@ -402,39 +464,22 @@ class Query:
             if bit and not mask & bit:
                 continue
             masks = (mask, mask ^ bit) if bit else (mask,)
-            for k in self.before(hop.domain, stage):
+            for k in self.before(hop.domain, hop.via, stage):
                 for m in masks:
                     yield (hop.ingress, k, m), hop
 
-    def before(self, sp: SpId, stage: int) -> list[int]:
-        """The stages from which a run through ``sp`` reaches ``stage``."""
+    def before(self, sp: SpId, via: tuple[str, ...], stage: int) -> list[int]:
+        """The stages from which a run through ``sp`` with route ``via`` reaches ``stage``."""
         if not self.checks.chain or not self.functions:
             return [stage]
-        self.advance(sp, 0)
-        adv = self._adv[sp]
-        return [k for k in range(stage + 1) if k + adv[k] == stage]
+        adv = self._advances(sp, via)
+        return [k for k in range(stage + 1) if adv[k] == stage]
 
-    def step(self, hop: Hop, stage: int, mask: int) -> tuple[int, int]:
-        """The (stage, mask) after ``hop``."""
+    def step(self, hop: Hop, stage: int, mask: int) -> tuple[int | None, int]:
+        """The (stage, mask) after ``hop``; the stage is None when the hop's route does not fit the chain here."""
         if self.checks.include:
             mask |= self.include_bit.get(hop.domain, 0)
-        return stage + self.advance(hop.domain, stage), mask
-
-
-def _advances(offers: Sequence[FunctionOffer], chain: Sequence[ChainFunction]) -> list[int]:
-    out = []
-    for k in range(len(chain) + 1):
-        free = {i: o.slots for i, o in enumerate(offers) if o.slots > 0}
-        j = k
-        while j < len(chain):
-            fn = chain[j]
-            pick = next((i for i, o in enumerate(offers) if free.get(i, 0) > 0 and hosts(o, fn)), None)
-            if pick is None:
-                break
-            free[pick] -= 1
-            j += 1
-        out.append(j - k)
-    return out
+        return self.advance(hop.domain, hop.via, stage), mask
 
 
 def hosts(offer: FunctionOffer, fn: ChainFunction) -> bool:
@@ -474,8 +519,9 @@ def search(q: Query, *, latency_first: bool) -> Found | None:
     done: tuple[set[_State], set[_State]] = (set(), set())
     tie = itertools.count()
     heaps: tuple[list[tuple[float, float, int, int, _State]], ...] = (
-        [(0, 0.0, 0, next(tie), start)],
-        [(0, 0.0, 0, next(tie), goal)],
+        # Integer zeros: money may outgrow floats (1e308 prices), and int + float would then overflow.
+        [(0, 0, 0, next(tie), start)],
+        [(0, 0, 0, next(tie), goal)],
     )
     best: _Cost | None = None
     meet: _State | None = None
@@ -494,7 +540,7 @@ def search(q: Query, *, latency_first: bool) -> Found | None:
         for nxt, hop in q.forward(state) if side == 0 else q.backward(state):
             if nxt in done[side]:
                 continue
-            cand = (money + q.price(hop.domain), lat + hop.latency, hops + 1)
+            cand = (money + hop.money, lat + hop.cost_ms, hops + 1)
             old = dist[side].get(nxt)
             if old is None or key(*cand) < key(*old):
                 dist[side][nxt] = cand
@@ -522,7 +568,7 @@ def search(q: Query, *, latency_first: bool) -> Found | None:
         state = nxt
     hops_list = [h for h, _ in steps]
     money = dist[0][meet][0] + dist[1][meet][0]
-    return Found(hops_list, [st[1] for _, st in steps], money, math.fsum(h.latency for h in hops_list))
+    return Found(hops_list, [st[1] for _, st in steps], money, total_ms(h.cost_ms for h in hops_list))
 
 
 def _reverse_costs(
@@ -530,7 +576,7 @@ def _reverse_costs(
 ) -> dict[TerminalId, float]:
     """Dijkstra from dst backwards over ``weight``, ignoring chain and include; only terminals ``keep`` allows."""
     costs: dict[TerminalId, float] = {}
-    heap: list[tuple[float, str]] = [(0.0, _DST)]
+    heap: list[tuple[float, str]] = [(0, _DST)]  # an int start keeps money sums exact integers
     while heap:
         d, v = heapq.heappop(heap)
         if v in costs:
@@ -552,14 +598,14 @@ def search_within(q: Query, budget: float, incumbent: Found) -> Found:
     """
     # The least latency to dst (terminals farther than the budget are of no use), then among those
     # terminals the least money still to pay: a consistent A* heuristic.
-    bound = _reverse_costs(q, lambda h: h.latency, lambda _, d: d <= budget)
-    to_pay = _reverse_costs(q, lambda h: q.price(h.domain), lambda t, _: t in bound)
+    bound = _reverse_costs(q, lambda h: h.cost_ms, lambda _, d: d <= budget)
+    to_pay = _reverse_costs(q, lambda h: h.money, lambda t, _: t in bound)
     goal_stage, goal_mask = q.stages, q.full_mask
     start: _State = (q.request.src, 0, 0)
     labels: list[tuple[int, Hop | None, _State]] = [(-1, None, start)]  # (parent label, hop, state)
     settled: dict[_State, float] = {}  # the lowest latency of a label popped at each state
     tie = itertools.count()
-    heap: list[tuple[float, float, int, int, int, int]] = [(to_pay.get(start[0], 0.0), 0.0, 0, next(tie), 0, 0)]
+    heap: list[tuple[float, float, int, int, int, int]] = [(to_pay.get(start[0], 0), 0.0, 0, next(tie), 0, 0)]
     limit = incumbent.money
     while heap:
         _, lat, hops, _, money, label = heapq.heappop(heap)
@@ -572,13 +618,13 @@ def search_within(q: Query, budget: float, incumbent: Found) -> Found:
             return _trace_labels(labels, label, money)
         for hop in q.hops(u):
             nstage, nmask = q.step(hop, stage, mask)
-            if hop.nxt == _DST and (nstage < goal_stage or nmask != goal_mask):
+            if nstage is None or (hop.nxt == _DST and (nstage < goal_stage or nmask != goal_mask)):
                 continue
-            nlat = lat + hop.latency
+            nlat = lat + hop.cost_ms
             rest = bound.get(hop.nxt)
             if rest is None or nlat + rest > budget:
                 continue
-            nmoney = money + q.price(hop.domain)
+            nmoney = money + hop.money
             f = nmoney + to_pay[hop.nxt]
             if f > limit:
                 continue
@@ -601,4 +647,4 @@ def _trace_labels(labels: Sequence[tuple[int, Hop | None, _State]], label: int, 
         label = parent
     hops.reverse()
     stages.reverse()
-    return Found(hops, stages, money, math.fsum(h.latency for h in hops))
+    return Found(hops, stages, money, total_ms(h.cost_ms for h in hops))

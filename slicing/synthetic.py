@@ -13,9 +13,12 @@ isolation mechanisms and swapping ports vary. The benchmark of planning calls::
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from itertools import combinations
+
+import networkx as nx
 
 from capability_catalog.model import (
     BorderPort,
@@ -32,7 +35,7 @@ from capability_catalog.model import (
 )
 from slicing.model import SliceRequest
 
-__all__ = ["synthetic_notes", "synthetic_request"]
+__all__ = ["regional_groups", "synthetic_notes", "synthetic_request", "topology_notes"]
 
 DEFAULT_FUNCTIONS: tuple[str, ...] = ("fw", "nat")
 
@@ -145,7 +148,7 @@ def synthetic_request(
     *,
     chain: Sequence[str] = DEFAULT_FUNCTIONS,
     bandwidth_mbps: int = 100,
-    latency_budget_ms: float = 0.0,
+    latency_budget_ms: float | None = None,
     qos_class: str = "",
 ) -> SliceRequest:
     """A request between two random endpoints of ``notes`` through ``chain``."""
@@ -162,3 +165,100 @@ def synthetic_request(
         subnet="10.0.0.0/8",
         qos_class=qos_class,
     )
+
+
+def topology_notes(
+    graph: nx.Graph,
+    seed: int,
+    *,
+    function_types: Sequence[str] = DEFAULT_FUNCTIONS,
+    function_share: float = 0.3,
+    priced_share: float = 0.9,
+) -> dict[SpId, CapabilityNote]:
+    """One leaf SP per node of a real topology (e.g. an Internet Topology Zoo graph), the same per seed.
+
+    Each SP is one PoP: its endpoint and its border ports (one per neighbour) are joined by 0 ms
+    transit, so every latency is on the inter-domain links, stated on both border ports: the
+    great-circle distance between the nodes' ``Latitude``/``Longitude`` at 5 µs per km, or a random
+    1–10 ms for a node without coordinates. A link's capacity is its ``LinkSpeedRaw`` (bit/s) when
+    stated, else a random 1, 2.5 or 10 Gb/s. Functions and prices are drawn as in ``synthetic_notes``.
+    """
+    rng = random.Random(seed)
+    nodes = sorted(graph.nodes, key=str)
+    name = {n: SpId(f"N{i}") for i, n in enumerate(nodes)}
+    latency: dict[tuple[str, str], float] = {}
+    capacity: dict[tuple[str, str], int] = {}
+    for a, b, data in sorted(graph.edges(data=True), key=lambda e: (str(e[0]), str(e[1]))):
+        if a == b:
+            continue
+        key = (min(name[a], name[b]), max(name[a], name[b]))
+        latency[key] = _link_ms(graph.nodes[a], graph.nodes[b], rng)
+        raw = data.get("LinkSpeedRaw")
+        capacity[key] = int(float(raw) / 1e6) if raw else rng.choice((1000, 2500, 10_000))
+    notes: dict[SpId, CapabilityNote] = {}
+    for n in nodes:
+        sp = name[n]
+        peers = sorted({name[m] for m in graph.neighbors(n) if m != n})
+        ports = []
+        for peer in peers:
+            key = (min(sp, peer), max(sp, peer))
+            ports.append(
+                BorderPort(
+                    id=TerminalId(f"{sp}.to-{peer}"),
+                    peer_sp=peer,
+                    peer_port=TerminalId(f"{peer}.to-{sp}"),
+                    labels=LabelSet((LabelRange(1000, 1999),)),
+                    capacity_mbps=capacity[key],
+                    latency_ms=latency[key],
+                )
+            )
+        endpoint = Endpoint(TerminalId(f"{sp}.ep"), region=str(graph.nodes[n].get("label", sp)), capacity_mbps=100_000)
+        terminals = [endpoint.id, *(p.id for p in ports)]
+        transit = tuple(Transit(a, b, 0.0, 100_000) for a, b in combinations(terminals, 2))
+        functions = tuple(
+            FunctionOffer(t, f"{sp}-pop", rng.randint(1, 4)) for t in function_types if rng.random() < function_share
+        )
+        notes[sp] = CapabilityNote(
+            sp_id=sp,
+            version=1,
+            issued_at=0.0,
+            expires_at=1e12,
+            endpoints=(endpoint,),
+            ports=tuple(ports),
+            transit=transit,
+            functions=functions,
+            qos_classes=(QosClass("best-effort", (("dscp", "0"),)),),
+            isolation=(Isolation.SHARED, Isolation.VXLAN),
+            price_per_mbps_hour=round(rng.uniform(0.01, 0.1), 4) if rng.random() < priced_share else None,
+        )
+    return notes
+
+
+def _link_ms(a: Mapping[str, object], b: Mapping[str, object], rng: random.Random) -> float:
+    """Fibre latency between two nodes from their coordinates (5 µs per km), on the microsecond grid."""
+    coords = [a.get("Latitude"), a.get("Longitude"), b.get("Latitude"), b.get("Longitude")]
+    if not all(isinstance(c, int | float) for c in coords):
+        return round(rng.uniform(1.0, 10.0), 3)
+    lat1, lon1, lat2, lon2 = (math.radians(float(c)) for c in coords)  # type: ignore[arg-type]
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    km = 2 * 6371.0 * math.asin(min(1.0, math.sqrt(h)))
+    return max(0.001, round(km * 0.005, 3))
+
+
+def regional_groups(graph: nx.Graph, groups: int) -> list[int]:
+    """A group per node, in ``topology_notes`` order: ``groups`` bands of equal size by longitude (west to east).
+
+    A node without coordinates joins the band of its first neighbour that has them (else the first band).
+    """
+    nodes = sorted(graph.nodes, key=str)
+
+    def lon(n: object) -> float | None:
+        value = graph.nodes[n].get("Longitude")
+        return float(value) if isinstance(value, int | float) else None
+
+    placed = sorted((n for n in nodes if lon(n) is not None), key=lambda n: (lon(n), str(n)))
+    band = {n: min(groups - 1, i * groups // max(1, len(placed))) for i, n in enumerate(placed)}
+    for n in nodes:
+        if n not in band:
+            band[n] = next((band[m] for m in sorted(graph.neighbors(n), key=str) if m in band), 0)
+    return [band[n] for n in nodes]

@@ -262,7 +262,7 @@ def request_to_pb(req: SliceRequest) -> pb.SliceRequest:
         src=req.src,
         dst=req.dst,
         bandwidth_mbps=req.bandwidth_mbps,
-        latency_budget_ms=req.latency_budget_ms,
+        latency_budget_ms=req.latency_budget_ms,  # None leaves the optional field absent
         chain=list(req.chain),
         subnet=req.subnet,
         port_constraints=[
@@ -306,9 +306,11 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         if mbps > MAX_BANDWIDTH_MBPS:
             why = f"must be 0 (the slice's bandwidth) to {MAX_BANDWIDTH_MBPS:,} Mb/s"
             raise InvalidArgument(f"{path}.chain_throughput_mbps[{i}]", why)
-    if not 0 <= msg.latency_budget_ms <= MAX_LATENCY_BUDGET_MS:  # NaN fails both comparisons
+    budget = msg.latency_budget_ms if msg.HasField("latency_budget_ms") else None
+    if budget is not None and not 0 <= budget <= MAX_LATENCY_BUDGET_MS:  # NaN fails both comparisons
         raise InvalidArgument(
-            f"{path}.latency_budget_ms", f"must be 0 (unbounded) or a number of ms up to {MAX_LATENCY_BUDGET_MS:g}"
+            f"{path}.latency_budget_ms",
+            f"must be absent (no budget) or a number of ms from 0 to {MAX_LATENCY_BUDGET_MS:g}",
         )
     if len(msg.chain) > MAX_LIST_LEN:
         raise InvalidArgument(f"{path}.chain", f"more than {MAX_LIST_LEN} functions")
@@ -350,7 +352,7 @@ def request_from_pb(msg: pb.SliceRequest, path: str = "request") -> SliceRequest
         src=TerminalId(msg.src),
         dst=TerminalId(msg.dst),
         bandwidth_mbps=msg.bandwidth_mbps,
-        latency_budget_ms=msg.latency_budget_ms,
+        latency_budget_ms=budget,
         chain=tuple(msg.chain),
         subnet=subnet,
         port_constraints=tuple(constraints),

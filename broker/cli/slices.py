@@ -27,7 +27,7 @@ def _print_slice(msg: pb.Slice) -> None:
     table.add_row("request id", msg.request_id)
     table.add_row("path", f"{msg.request.src} → {msg.request.dst}")
     table.add_row("bandwidth", f"{msg.request.bandwidth_mbps} Mb/s")
-    if msg.request.latency_budget_ms:
+    if msg.request.HasField("latency_budget_ms"):
         table.add_row("latency budget", f"{msg.request.latency_budget_ms:g} ms")
     if msg.request.chain:
         table.add_row("chain", " → ".join(msg.request.chain))
@@ -93,7 +93,9 @@ def _print_plan(msg: pb.Slice) -> None:
     head.add_row("request", f"{req.src} → {req.dst}, {req.bandwidth_mbps} Mb/s")
     head.add_row("path", " → ".join(plan.path))
     head.add_row(
-        "latency", f"{plan.total_latency_ms:g} ms" + (f" of {req.latency_budget_ms:g}" if req.latency_budget_ms else "")
+        "latency",
+        f"{plan.total_latency_ms:g} ms"
+        + (f" of {req.latency_budget_ms:g}" if req.HasField("latency_budget_ms") else ""),
     )
     head.add_row("cost", f"{plan.money_per_hour:g} per hour, {plan.hops} segment(s)")
     if plan.placements:

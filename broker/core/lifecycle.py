@@ -32,6 +32,7 @@ from broker.core.operations import (
     Operation,
     labels_to_skip,
     lost_hold,
+    named_below,
     outcome_unknown,
     segment_end_state,
     settle_state,
@@ -344,7 +345,8 @@ class SliceManager:
     async def _reserve_with_crankback(self, rec: SliceRecord, deadline: float | None) -> SliceRecord:
         """Plan, reserve everywhere; on a refusal or a label disagreement release all and re-plan around it.
 
-        A child refusing with RESOURCE_EXHAUSTED has its run avoided in the next plan; labels that
+        A child refusing with RESOURCE_EXHAUSTED, or with FAILED_PRECONDITION naming a planning
+        constraint (``operations.replannable``), has its run avoided in the next plan; labels that
         disagreed are skipped (with every label below them that a side passed over). Other errors end
         the reservation at once. Every try releases what it held before the next starts (confirmed by
         every child, else the reservation fails here), and after ``MAX_PLAN_ATTEMPTS`` it fails.
@@ -363,7 +365,7 @@ class SliceManager:
                     f"{exc.message} (after crankback around {len(refusals)} refusal(s): "
                     + "; ".join(str(r) for r in refusals)
                     + ")",
-                    constraint=exc.constraint,
+                    constraint=named_below(exc.constraint, refusals),
                     causes=refusals,
                 ) from None
             segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)

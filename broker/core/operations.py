@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from slicing.errors import ErrorCode, FedError
+from slicing.errors import Constraint, ErrorCode, FedError
 from slicing.model import SliceState
 
 S = SliceState
@@ -89,9 +89,39 @@ def lost_hold(exc: FedError) -> bool:
     return exc.code in (ErrorCode.FAILED_PRECONDITION, ErrorCode.NOT_FOUND)
 
 
+#: Constraints a child's planner names that another plan at this level might avoid.
+_PLANNING_CONSTRAINTS = frozenset(
+    {
+        Constraint.EXCLUDE,
+        Constraint.INCLUDE,
+        Constraint.TRANSIT_POLICY,
+        Constraint.ISOLATION,
+        Constraint.QOS,
+        Constraint.CHAIN,
+        Constraint.LATENCY,
+        Constraint.PRICE,
+        Constraint.CRANKBACK,
+    }
+)
+
+
+def replannable(err: FedError) -> bool:
+    """A child's refusal that another plan might avoid: no capacity, or a planning constraint it could not meet
+    (an excluded SP below it that this level cannot see, a function off every route it has)."""
+    if err.code is ErrorCode.RESOURCE_EXHAUSTED:
+        return True
+    return err.code is ErrorCode.FAILED_PRECONDITION and err.constraint in _PLANNING_CONSTRAINTS
+
+
 def worth_crankback(errors: Sequence[FedError]) -> bool:
-    """A failed attempt is re-planned around when every child that said no said so for lack of resources."""
-    return bool(errors) and all(e.code is ErrorCode.RESOURCE_EXHAUSTED for e in errors)
+    """A failed attempt is re-planned around when every child that said no said so replannably."""
+    return bool(errors) and all(replannable(e) for e in errors)
+
+
+def named_below(constraint: str, refusals: Sequence[FedError]) -> str:
+    """When only the crankback is left and every refusal below named one constraint, that one is the reason."""
+    named = {r.constraint for r in refusals}
+    return named.pop() if constraint == Constraint.CRANKBACK and len(named) == 1 and "" not in named else constraint
 
 
 def labels_to_skip(preferred: int | None, label_a: int | None, label_b: int | None) -> set[int]:
@@ -145,7 +175,9 @@ __all__ = [
     "Operation",
     "labels_to_skip",
     "lost_hold",
+    "named_below",
     "outcome_unknown",
+    "replannable",
     "segment_end_state",
     "settle_state",
     "with_pending",

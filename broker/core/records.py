@@ -120,7 +120,8 @@ def request_to_dict(req: SliceRequest) -> dict[str, Any]:
         "src": req.src,
         "dst": req.dst,
         "bandwidth_mbps": req.bandwidth_mbps,
-        "latency_budget_ms": req.latency_budget_ms,
+        # No budget is stored as 0.0, as before budgets were optional, so older digests stay the same.
+        "latency_budget_ms": req.latency_budget_ms or 0.0,
         "chain": list(req.chain),
         "subnet": req.subnet,
         "port_constraints": [
@@ -137,9 +138,17 @@ def request_to_dict(req: SliceRequest) -> dict[str, Any]:
         "exclude_sps": list(req.exclude_sps),
         "max_price_per_hour": req.max_price_per_hour,
         "trace": list(req.trace),
+        "zero_latency_budget": req.latency_budget_ms == 0,
     }
     out.update({k: v for k, v in extra.items() if v})
     return out
+
+
+def _budget(d: Mapping[str, Any]) -> float | None:
+    if d.get("zero_latency_budget"):
+        return 0.0
+    value = float(d["latency_budget_ms"])
+    return value if value > 0 else None
 
 
 def request_from_dict(d: Mapping[str, Any]) -> SliceRequest:
@@ -149,7 +158,7 @@ def request_from_dict(d: Mapping[str, Any]) -> SliceRequest:
         src=TerminalId(d["src"]),
         dst=TerminalId(d["dst"]),
         bandwidth_mbps=int(d["bandwidth_mbps"]),
-        latency_budget_ms=float(d["latency_budget_ms"]),
+        latency_budget_ms=_budget(d),
         chain=tuple(d["chain"]),
         subnet=d["subnet"],
         port_constraints=tuple(

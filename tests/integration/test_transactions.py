@@ -21,7 +21,16 @@ from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.convergence import Outcome, wait_settled
 from scenarios.model import load_scenario, parse_scenario
 from scenarios.runner import run_scenario
-from scenarios.sweep import SWEEP_YAML, Case, SweepFederation, default_cases, run_sweep, write_report
+from scenarios.sweep import (
+    SWEEP_YAML,
+    Case,
+    SweepFederation,
+    default_cases,
+    race_cases,
+    run_sweep,
+    slow_leaves,
+    write_report,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -130,8 +139,24 @@ async def test_sweep_every_operation_point_and_sp_with_a_crash_or_a_hang(tmp_pat
     """
     scenario = load_scenario(SWEEP_YAML)
     cases = default_cases(scenario)
-    assert len(cases) == 21 * 7 * 2  # 5 operations × 4 stages + commit.decided, 7 SPs, 2 actions
+    assert (
+        len(cases) == 21 * 7 * 2
+    )  # 5 operations × 4 stages + commit.decided, 7 SPs, 2 actions (abort below T: terminate points)
     report = await run_sweep(cases, tmp_path, federations=_federations())
     if os.environ.get("FEDBROKER_SWEEP_REPORT"):
         write_report(report, Path(os.environ["FEDBROKER_SWEEP_REPORT"]))
     assert report.passed, report.render()
+
+
+@pytest.mark.timeout(900)
+async def test_race_kill_of_the_top_or_a_mid_0_to_50_ms_after_commit_with_slow_leaves(tmp_path: Path) -> None:
+    """Issue 19's race: kill -9 T, and separately M1, at a random 0–50 ms after Commit was sent, with
+    leaves answering 20 ms late; 20 trials each: every outcome all-committed or all-released, 0 orphans."""
+    scenario = slow_leaves(load_scenario(SWEEP_YAML), 0.02)
+    cases = race_cases(["T", "M1"], trials=20)
+    report = await run_sweep(cases, tmp_path, federations=_federations(), scenario=scenario)
+    if os.environ.get("FEDBROKER_RACE_REPORT"):
+        write_report(report, Path(os.environ["FEDBROKER_RACE_REPORT"]))
+    summary = report.summary()
+    assert report.passed and summary["orphans"] == 0, report.render()
+    assert summary["cases"] == 40 and set(summary["outcomes"]) <= {"committed", "released"}, summary

@@ -7,6 +7,7 @@ import pytest
 
 from broker.api import codec
 from broker.api.status import from_rpc_error, to_grpc
+from broker.core.records import request_from_dict, request_to_dict
 from capability_catalog.model import (
     BorderPort,
     CapabilityNote,
@@ -232,7 +233,7 @@ def test_too_many_label_ranges_and_ids_outside_the_syntax_are_refused() -> None:
 
 def test_out_of_range_number_says_what_is_allowed() -> None:
     msg = pb.SliceRequest(src="a", dst="b", bandwidth_mbps=1, latency_budget_ms=1e303)
-    with pytest.raises(InvalidArgument, match=r"must be 0 \(unbounded\) or a number of ms up to 3\.6e\+06"):
+    with pytest.raises(InvalidArgument, match=r"must be absent \(no budget\) or a number of ms from 0 to 3\.6e\+06"):
         codec.request_from_pb(msg)
 
 
@@ -259,3 +260,23 @@ def test_a_page_token_round_trips_and_anything_else_is_refused_naming_the_field(
         with pytest.raises(InvalidArgument, match="not a token from a previous List answer") as info:
             codec.page_token_from_text(bad, "page_token")
         assert info.value.field == "page_token"
+
+
+@pytest.mark.parametrize("budget", [None, 0.0, 12.5, 3.6e6])
+def test_no_latency_budget_and_a_zero_budget_stay_apart_on_the_wire_and_in_the_store(budget: float | None) -> None:
+
+    req = SliceRequest(src=TerminalId("A.ep"), dst=TerminalId("B.ep"), bandwidth_mbps=10, latency_budget_ms=budget)
+    msg = codec.request_to_pb(req)
+
+    assert msg.HasField("latency_budget_ms") is (budget is not None)
+    assert codec.request_from_pb(pb.SliceRequest.FromString(msg.SerializeToString())).latency_budget_ms == budget
+    assert request_from_dict(request_to_dict(req)).latency_budget_ms == budget
+
+
+def test_a_stored_request_from_before_optional_budgets_keeps_its_meaning_and_digest() -> None:
+
+    old = {"name": "", "src": "A.ep", "dst": "B.ep", "bandwidth_mbps": 10, "latency_budget_ms": 0.0}
+    old |= {"chain": [], "subnet": "10.0.0.0/16", "port_constraints": []}
+
+    assert request_from_dict(old).latency_budget_ms is None
+    assert request_to_dict(request_from_dict(old)) == old

@@ -80,7 +80,7 @@ def order(
     *,
     chain: tuple[str, ...] = (),
     subnet: str = "10.1.0.0/24",
-    latency_budget_ms: float = 0.0,
+    latency_budget_ms: float | None = None,
     constraints: tuple[PortConstraint, ...] = (),
     hold_time_s: float = 30,
 ) -> SegmentOrder:
@@ -221,7 +221,9 @@ def test_note_transit_takes_min_latency_paths_capped_by_links_and_terminals() ->
     note = agent(clock).note
     assert note.sp_id == "L1" and note.version == int(clock.now * 1000)
     assert note.issued_at == clock.now and note.expires_at == clock.now + 600
-    transit: dict[frozenset[str], Transit] = {frozenset((str(t.a), str(t.b))): t for t in note.transit}
+    transit: dict[frozenset[str], Transit] = {
+        frozenset((str(t.a), str(t.b))): t for t in note.transit if not t.functions
+    }
     assert len(transit) == 6  # every unordered pair of 4 terminals
     to_port = transit[frozenset(("L1.ams", "L1.to-L2"))]
     assert (to_port.latency_ms, to_port.bandwidth_mbps) == (5.0, 100)  # the direct link is the bottleneck
@@ -553,3 +555,63 @@ async def test_reservations_made_before_a_subscriber_reads_are_covered_by_one_no
     third = await asyncio.wait_for(anext(stream), timeout=1)
     await stream.aclose()  # type: ignore[attr-defined]
     assert next(t for t in third.transit if {t.a, t.b} == {"L1.ams", "L1.par"}).bandwidth_mbps == 900
+
+
+# --- routes through functions (issue 13) ------------------------------------------------------------
+
+
+def line() -> dict[str, Any]:
+    """ams–par direct (5.5 ms); the firewall sits at fra, 5 ms from ams and 5.5 ms from par."""
+    d = triangle()
+    d["links"] = [
+        {"a": "ams", "b": "par", "bandwidth_mbps": 1000, "latency_ms": 5.5},
+        {"a": "ams", "b": "fra", "bandwidth_mbps": 1000, "latency_ms": 5},
+        {"a": "fra", "b": "par", "bandwidth_mbps": 1000, "latency_ms": 5.5},
+    ]
+    d["functions"] = [{"pop": "fra", "type": "firewall", "slots": 2}]
+    return d
+
+
+def test_note_costs_a_function_on_the_route_through_its_pop_and_marks_it_routed() -> None:
+    note = EmulatedDomainAgent(config(line()), Clock()).note
+    entries = {t.functions: t.latency_ms for t in note.transit if {t.a, t.b} == {"L1.ams", "L1.par"}}
+
+    assert entries[()] == 5.5
+    assert entries[("firewall",)] == 10.5  # through fra, not the direct 5.5 ms link
+    assert entries[("firewall", "firewall")] == 10.5
+    assert all(f.routed for f in note.functions)
+
+
+async def test_reserve_routes_through_the_function_pop_and_refuses_a_budget_only_the_direct_link_meets() -> None:
+    a = EmulatedDomainAgent(config(line()), Clock())
+    with pytest.raises(ResourceExhausted, match="over the budget"):
+        await a.reserve(order("k1", "L1.ams", "L1.par", latency_budget_ms=6.0, chain=("firewall",)))
+
+    grant = await a.reserve(order("k2", "L1.ams", "L1.par", latency_budget_ms=10.5, chain=("firewall",)))
+
+    held = json.loads(grant.handle)
+    assert held["slots"] == [{"pop": "fra", "type": "firewall"}]
+    assert sorted((x["a"], x["b"]) for x in held["links"]) == [("ams", "fra"), ("fra", "par")]
+
+
+async def test_what_the_note_promises_through_a_function_is_what_a_reservation_gets() -> None:
+    a = EmulatedDomainAgent(config(triangle()), Clock())
+    for entry in [t for t in a.note.transit if t.functions and t.bandwidth_mbps >= 10]:
+        chain = entry.functions
+        k = f"{entry.a}-{entry.b}-{'-'.join(chain)}"
+        grant = await a.reserve(order(k, entry.a, entry.b, mbps=10, latency_budget_ms=entry.latency_ms, chain=chain))
+        await a.abort(grant.handle)
+        with pytest.raises(ResourceExhausted):
+            await a.reserve(
+                order(k + "x", entry.a, entry.b, mbps=10, latency_budget_ms=entry.latency_ms - 0.01, chain=chain)
+            )
+
+
+def test_a_port_states_the_latency_of_its_link_and_the_note_carries_it() -> None:
+    d = triangle()
+    d["ports"][0]["latency_ms"] = 3.5
+    assert EmulatedDomainAgent(config(d), Clock()).note.ports[0].latency_ms == 3.5
+    for bad in (-1, float("nan"), "3"):
+        d["ports"][0]["latency_ms"] = bad
+        with pytest.raises(InvalidArgument, match=r"ports\[0\]\.latency_ms"):
+            config(d)

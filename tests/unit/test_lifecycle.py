@@ -13,7 +13,7 @@ from broker.store.sqlite import SqliteStore
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from domain_agents.base import DomainAgent, SegmentGrant, SegmentOrder
 from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig
-from slicing.errors import AlreadyExists, FailedPrecondition, ResourceExhausted, Unavailable
+from slicing.errors import AlreadyExists, FailedPrecondition, FedError, ResourceExhausted, Unavailable
 from slicing.model import SliceRequest, SliceState
 from tests.topology import leaf_domain
 from wim.memory import MemoryWimDriver
@@ -344,4 +344,53 @@ async def test_dry_run_returns_the_plan_and_holds_or_records_nothing(tmp_path: P
     assert p.domains() == ["L1", "L2", "L3"]
     assert [(pl.type, pl.domain) for pl in p.placements] == [("firewall", "L2")]
     assert w.manager.slices() == []
+    assert w.idle()
+
+
+class PlanningRefusalAgent(LabelSkewingAgent):
+    """Refuses every reservation as a lower SP's planner would: FAILED_PRECONDITION naming ``constraint``."""
+
+    def __init__(self, inner: EmulatedDomainAgent, constraint: str) -> None:
+        super().__init__(inner, 0)
+        self.constraint = constraint
+
+    async def reserve(self, order: SegmentOrder) -> SegmentGrant:
+        raise FailedPrecondition(f"{self.constraint}: no route below", constraint=self.constraint)
+
+
+async def test_a_childs_planning_refusal_cranks_back_onto_another_plan(tmp_path: Path) -> None:
+    clock = Clock()
+    agents: dict[str, DomainAgent] = {c.id: EmulatedDomainAgent(c, clock) for c in diamond_configs()}
+    agents["L2"] = PlanningRefusalAgent(agents["L2"], "exclude")  # type: ignore[arg-type]
+    w = await make_world(tmp_path, agents=agents, clock=clock)
+
+    rec = await w.manager.reserve("alice", "r1", req())
+
+    assert [s.domain for s in rec.segments] == ["L1", "L4", "L3"]
+    await w.manager.abort(rec.id)
+    assert w.idle()
+
+
+async def test_a_childs_state_refusal_is_not_cranked_back(tmp_path: Path) -> None:
+    clock = Clock()
+    agents: dict[str, DomainAgent] = {c.id: EmulatedDomainAgent(c, clock) for c in diamond_configs()}
+    agents["L2"] = PlanningRefusalAgent(agents["L2"], "")  # type: ignore[arg-type]
+    w = await make_world(tmp_path, agents=agents, clock=clock)
+
+    with pytest.raises(FailedPrecondition):
+        await w.manager.reserve("alice", "r1", req())
+    assert w.idle()
+
+
+async def test_when_every_plan_is_refused_for_one_constraint_below_that_constraint_is_named(tmp_path: Path) -> None:
+    clock = Clock()
+    agents: dict[str, DomainAgent] = {c.id: EmulatedDomainAgent(c, clock) for c in diamond_configs()}
+    for d in ("L2", "L4"):
+        agents[d] = PlanningRefusalAgent(agents[d], "exclude")  # type: ignore[arg-type]
+    w = await make_world(tmp_path, agents=agents, clock=clock)
+
+    with pytest.raises(FedError) as info:
+        await w.manager.reserve("alice", "r1", req())
+    assert info.value.constraint == "exclude"
+    assert [c.domain for c in info.value.causes] == ["L2", "L4"]
     assert w.idle()

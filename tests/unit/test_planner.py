@@ -143,11 +143,16 @@ def test_plan_orients_links_along_the_path_when_travelling_backwards() -> None:
     assert [(s.request.src, s.request.dst) for s in p.segments] == [("C.ep", "C.p"), ("B.pc", "B.pa"), ("A.p", "A.ep")]
 
 
-def test_plan_gives_zero_shares_when_budget_is_unbounded() -> None:
+def test_plan_gives_no_budget_below_when_the_request_has_none() -> None:
     p = plan(req(), chain3())
 
     assert [s.latency_share_ms for s in p.segments] == [0.0, 0.0, 0.0]
-    assert [s.request.latency_budget_ms for s in p.segments] == [0.0, 0.0, 0.0]
+    assert [s.request.latency_budget_ms for s in p.segments] == [None, None, None]
+
+
+def test_a_zero_budget_is_a_budget_not_the_absence_of_one() -> None:
+    with pytest.raises(ResourceExhausted, match="latency"):
+        plan(req(latency_budget_ms=0.0), chain3())
 
 
 def test_plan_accepts_budget_equal_to_path_latency_and_shares_exactly_transit() -> None:
@@ -632,14 +637,14 @@ def test_shares_are_never_below_transit_latency_off_the_rounding_grid() -> None:
     assert math.fsum(s.latency_share_ms for s in p.segments) <= 7.0
 
 
-@pytest.mark.parametrize(("budget", "ceiling"), [(1e303, 0.0), (1e308, 0.0), (0.0, 1e308), (1e303, 1e308)])
-def test_plan_survives_budgets_and_ceilings_near_the_float_maximum(budget: float, ceiling: float) -> None:
+@pytest.mark.parametrize(("budget", "ceiling"), [(1e303, 0.0), (1e308, 0.0), (None, 1e308), (1e303, 1e308)])
+def test_plan_survives_budgets_and_ceilings_near_the_float_maximum(budget: float | None, ceiling: float) -> None:
     # The codec refuses these at the edge; the pure planner must not overflow on them either.
     p = plan(req(latency_budget_ms=budget, max_price_per_hour=ceiling), diamond())
     assert p.domains() == ["A", "B", "C"]
     shares = [s.latency_share_ms for s in p.segments]
     assert all(math.isfinite(x) for x in shares)
-    if budget:
+    if budget is not None:
         assert math.fsum(shares) <= budget
         assert all(s.latency_share_ms >= s.transit_latency_ms for s in p.segments)
 

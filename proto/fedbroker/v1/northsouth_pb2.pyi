@@ -712,7 +712,9 @@ class SliceRequest(_message.Message):
     dst: _builtins.str
     bandwidth_mbps: _builtins.int
     latency_budget_ms: _builtins.float
-    """End-to-end latency budget; 0 means unbounded."""
+    """End-to-end latency budget; absent means none, 0 is a budget of 0 ms. (Senders from before it
+    was optional never set 0, which they meant as "unbounded", so absent keeps their meaning.)
+    """
     subnet: _builtins.str
     """Address constraint: the CIDR this slice (segment) takes its addresses from."""
     reverse_bandwidth_mbps: _builtins.int
@@ -760,7 +762,7 @@ class SliceRequest(_message.Message):
         src: _builtins.str = ...,
         dst: _builtins.str = ...,
         bandwidth_mbps: _builtins.int = ...,
-        latency_budget_ms: _builtins.float = ...,
+        latency_budget_ms: _builtins.float | None = ...,
         chain: _abc.Iterable[_builtins.str] | None = ...,
         subnet: _builtins.str = ...,
         port_constraints: _abc.Iterable[Global___PortConstraint] | None = ...,
@@ -773,11 +775,13 @@ class SliceRequest(_message.Message):
         max_price_per_hour: _builtins.float = ...,
         trace: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_budget_ms", b"_latency_budget_ms", "latency_budget_ms", b"latency_budget_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "chain", b"chain", "chain_throughput_mbps", b"chain_throughput_mbps", "dst", b"dst", "exclude_sps", b"exclude_sps", "include_sps", b"include_sps", "isolation", b"isolation", "latency_budget_ms", b"latency_budget_ms", "max_price_per_hour", b"max_price_per_hour", "name", b"name", "port_constraints", b"port_constraints", "qos_class", b"qos_class", "reverse_bandwidth_mbps", b"reverse_bandwidth_mbps", "src", b"src", "subnet", b"subnet", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_budget_ms", b"_latency_budget_ms", "bandwidth_mbps", b"bandwidth_mbps", "chain", b"chain", "chain_throughput_mbps", b"chain_throughput_mbps", "dst", b"dst", "exclude_sps", b"exclude_sps", "include_sps", b"include_sps", "isolation", b"isolation", "latency_budget_ms", b"latency_budget_ms", "max_price_per_hour", b"max_price_per_hour", "name", b"name", "port_constraints", b"port_constraints", "qos_class", b"qos_class", "reverse_bandwidth_mbps", b"reverse_bandwidth_mbps", "src", b"src", "subnet", b"subnet", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__latency_budget_ms: _TypeAlias = _typing.Literal["latency_budget_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_budget_ms: _TypeAlias = _typing.Literal["_latency_budget_ms", b"_latency_budget_ms"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_budget_ms) -> _WhichOneofReturnType__latency_budget_ms | None: ...
 
 Global___SliceRequest: _TypeAlias = SliceRequest  # noqa: Y015
 
