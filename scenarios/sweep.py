@@ -12,9 +12,10 @@ Several federations run side by side (``federations``), each taking the next cas
 outcomes, orphans, answers from the top that the SPs below contradict, and the slowest convergence.
 
 Actions: ``crash`` and ``hang`` are rules at an injection point (``fedbroker faults list``); a hang
-lasts ``hang_s``, longer than the customer's deadline (``call_timeout_s``), which is longer than
-every level's; ``kill`` is SIGKILL of the SP from outside right after the operation answered, then
-a restart (no injection point needed).
+at the top lasts ``hang_s``, longer than the customer's deadline (``call_timeout_s``); below it, half
+a second past the deadline its upper gives it (its ``lower_timeout_s``); ``kill`` is SIGKILL of the
+SP from outside right after the operation answered, ``race`` the same at a set delay after the
+operation was sent (while it is on its way through the federation), each followed by a restart.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import grpc
 
 from broker.core.faults import OPERATIONS, POINTS
 from fedbroker.v1 import northsouth_pb2 as pb
-from scenarios.convergence import SETTLED, Convergence, Outcome, state_name, wait_settled
+from scenarios.convergence import SETTLED, Convergence, Outcome, Verdict, state_name, wait_settled
 from scenarios.model import Scenario, load_scenario
 from scenarios.processes import Fleet, StartError
 
@@ -54,6 +55,8 @@ PREFIX: dict[str, tuple[str, ...]] = {
 #: Answers that say the harness, not a fault, is to blame.
 _REFUSED = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "ALREADY_EXISTS"})
 WARM_UP_ATTEMPTS = 20
+#: A hang below the top lasts this much past the deadline its upper gives it.
+HANG_PAST_DEADLINE_S = 0.5
 _RPC = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
 #: Whose injection points an operation reaches: an upper SP releases a child with Terminate whatever
 #: the child holds, so below the top a customer's Abort runs through the children's terminate points.
@@ -355,8 +358,16 @@ class SweepFederation:
             return exc.code().name, slice_id
         return state_name(msg.state), msg.id
 
+    def hang_for(self, sp: str, top_hang_s: float) -> float:
+        """How long a hang at ``sp`` lasts: past the deadline its caller gives it (the customer's for the top)."""
+        upper = next((u for u in self.scenario.sps if sp in u.lower), None)
+        if upper is None:
+            return top_hang_s
+        return float(upper.settings.get("lower_timeout_s", 10.0)) + HANG_PAST_DEADLINE_S
+
     async def run(self, case: Case, n: int, *, hang_s: float, margin_s: float) -> CaseResult:
         """Run one case on this federation (started or reused)."""
+        hang_s = self.hang_for(case.sp, hang_s)
         fleet = await self.ensure_ready()
         top_settings = self.scenario.sp(self.top).settings
         hold = int(top_settings.get("hold_time_s", 4))
@@ -388,6 +399,9 @@ class SweepFederation:
                 rule["hang_s"] = hang_s
             fleet.write_faults(case.sp, [rule])
         fleet.exits()  # forget ends told before the fault
+        watched: dict[str, list[str]] = {}
+        watcher = asyncio.ensure_future(self._watch_top(watched))
+        await asyncio.sleep(0.05)  # subscribed before the operation is sent
         t_sent = time.monotonic()
         if case.action == "race":  # kill -9 while the operation is on its way through the federation
             sent = asyncio.ensure_future(self.call(case.operation, request_id, slice_id, hold))
@@ -415,6 +429,7 @@ class SweepFederation:
             timeout_s=deadline_s,
             before_poll=before_poll,
         )
+        told = await self._told_on_watch(watched, result.verdict, watcher)
         fired = case.action in ("kill", "race") or rule_id in fleet[case.sp].fired()
         if answer in _REFUSED:  # the harness sent something wrong: that proves nothing about faults
             died.append(f"the top refused the {case.operation} itself: {answer}")
@@ -433,7 +448,7 @@ class SweepFederation:
             result.seconds,
             deadline_s,
             orphans,
-            _answer_contradicts(answer, verdict.outcome) if result.reached else "",
+            (_answer_contradicts(answer, verdict.outcome) or told) if result.reached else "",
             tuple(restarted),
             "; ".join(died),
         )
@@ -447,6 +462,38 @@ class SweepFederation:
             for sp in fleet.brokers:
                 fleet.write_faults(sp)
         return case_result
+
+    async def _watch_top(self, seen: dict[str, list[str]]) -> None:
+        """Follow the top's Watch as the customer, reconnecting (with the current states) after a restart."""
+        assert self.fleet is not None
+        first = True
+        while True:
+            top = self.fleet[self.top]
+            try:
+                async for ev in top.slices.Watch(pb.WatchRequest(initial=not first)):
+                    seen.setdefault(ev.slice_id, []).append(state_name(ev.state))
+            except grpc.aio.AioRpcError:
+                pass
+            first = False
+            await asyncio.sleep(0.1)
+
+    async def _told_on_watch(self, seen: dict[str, list[str]], verdict: Verdict, watcher: asyncio.Future[None]) -> str:
+        """Whether the last state the top's Watch told its customer agrees with what the SPs settled on."""
+        try:
+            expected = _WATCH_SAYS.get(verdict.outcome)
+            if expected is None or not verdict.root_id:
+                return ""
+            for _ in range(20):  # the last change may still be on its way (bounded: 1 s)
+                told = seen.get(verdict.root_id, [])
+                if told and told[-1] in expected:
+                    return ""
+                await asyncio.sleep(0.05)
+            told = seen.get(verdict.root_id, [])
+            return f"the top's Watch last said {told[-1] if told else 'nothing'}, but the SPs hold {verdict.outcome}"
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await watcher
 
     async def _clean_up(self, slice_id: str, request_id: str, deadline_s: float) -> tuple[str, tuple[str, ...]]:
         """Disarm every faults file, terminate what the case left committed, and check it is all released.
@@ -476,6 +523,14 @@ class SweepFederation:
             return "", ()
         left = f"Terminate after the case answered {answer or 'an error'}, then {after.verdict.describe()}"
         return left[:600], after.verdict.orphans
+
+
+#: The states the top's Watch may last have told for each settled outcome.
+_WATCH_SAYS: dict[Outcome, frozenset[str]] = {
+    Outcome.RELEASED: frozenset({"TERMINATED", "ABORTED", "EXPIRED", "FAILED"}),
+    Outcome.COMMITTED: frozenset({"COMMITTED"}),
+    Outcome.ACTIVE: frozenset({"ACTIVE"}),
+}
 
 
 def _final(described: str) -> bool:

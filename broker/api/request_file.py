@@ -67,7 +67,7 @@ class SliceRequestFile(BaseModel):
     src: Id
     dst: Id
     bandwidth_mbps: Mbps
-    latency_budget_ms: Annotated[float, Field(ge=0, le=MAX_LATENCY_BUDGET_MS, allow_inf_nan=False)] = 0.0
+    latency_budget_ms: Annotated[float, Field(ge=0, le=MAX_LATENCY_BUDGET_MS, allow_inf_nan=False)] | None = None
     chain: Annotated[list[Id | ChainFunction], Field(max_length=MAX_LIST_LEN)] = []
     subnet: Annotated[StrictStr, Field(max_length=40)] = ""
     port_constraints: Annotated[list[PortConstraintFile], Field(max_length=2)] = []
@@ -85,7 +85,6 @@ class SliceRequestFile(BaseModel):
             src=self.src,
             dst=self.dst,
             bandwidth_mbps=self.bandwidth_mbps,
-            latency_budget_ms=self.latency_budget_ms,
             subnet=self.subnet,
             reverse_bandwidth_mbps=self.reverse_bandwidth_mbps,
             qos_class=self.qos_class,
@@ -94,6 +93,8 @@ class SliceRequestFile(BaseModel):
             exclude_sps=self.exclude_sps,
             max_price_per_hour=self.max_price_per_hour,
         )
+        if self.latency_budget_ms is not None:  # absent: no budget; 0 is a budget (nothing may add delay)
+            msg.latency_budget_ms = self.latency_budget_ms
         throughputs = []
         for fn in self.chain:
             if isinstance(fn, ChainFunction):
@@ -119,7 +120,7 @@ ALLOWED: dict[str, str] = {
     "src": "the id of an endpoint or border port, e.g. L1.ams",
     "dst": "the id of an endpoint or border port, e.g. L6.waw",
     "bandwidth_mbps": f"a whole number of Mb/s from 1 to {MAX_BANDWIDTH_MBPS:,}",
-    "latency_budget_ms": f"a number of ms from 0 (unbounded) to {MAX_LATENCY_BUDGET_MS:g}",
+    "latency_budget_ms": f"a number of ms from 0 to {MAX_LATENCY_BUDGET_MS:g} (leave it out for no budget)",
     "chain": "a list of function types, each a name or {type: NAME, throughput_mbps: N}",
     "subnet": "an IPv4 unicast network A.B.C.D/N with N from 8 to 30 (default 10.0.0.0/16)",
     "port_constraints": "at most two of {port: TERMINAL, labels: [N or FIRST-LAST, ...], preferred: N}",
