@@ -71,6 +71,8 @@ MAX_PLAN_ATTEMPTS = 4
 MAX_HOLD_TIME_S = 3600.0
 #: A child gets this share of the time the caller left us (the rest pays for compensation and answer).
 CHILD_TIME_SHARE = 0.7
+#: How long a Reserve refused for capacity waits for a newer note (a release climbing up) before it gives up.
+NOTE_SETTLE_S = 0.3
 #: The request hash of a request id cancelled before its Reserve arrived.
 CANCELLED = "cancelled-before-arrival"
 
@@ -354,10 +356,19 @@ class SliceManager:
         exclude: dict[tuple[str, str], set[int]] = {}
         avoid: list[planner.Run] = []
         refusals: list[FedError] = []
+        waited_for_notes = False
         for attempt in range(MAX_PLAN_ATTEMPTS):
+            seen = self._note_versions()
             try:
                 plan = self._plan(rec.request, exclude, avoid)
             except FedError as exc:
+                # A refusal for capacity may only mean a release below has not climbed up yet: wait
+                # (briefly, once) for a newer note and plan again on it.
+                if exc.code is ErrorCode.RESOURCE_EXHAUSTED and not waited_for_notes:
+                    waited_for_notes = True
+                    if await self._newer_notes(seen, deadline):
+                        log.info("slice %s: refused on notes that changed meanwhile; planning again", rec.id)
+                        continue
                 if not refusals:
                     raise
                 raise error_for_code(
@@ -377,9 +388,14 @@ class SliceManager:
                 rec = await self._release_attempt(rec, deadline, errors)
                 if not worth_crankback(errors):
                     raise errors[0] if len(errors) == 1 else _fanout(errors)
+                now_seen = self._note_versions()
                 for seg, err in failed:
-                    avoid.append(planner.Run(SpId(seg.domain), seg.request.src, seg.request.dst))
                     refusals.append(err)
+                    if now_seen.get(seg.domain) != seen.get(seg.domain) and not waited_for_notes:
+                        # The child's note changed while we planned on the old one: try it again, once.
+                        waited_for_notes = True
+                        continue
+                    avoid.append(planner.Run(SpId(seg.domain), seg.request.src, seg.request.dst))
                 log.warning("slice %s: attempt %d refused (%s); re-planning around it", rec.id, attempt + 1, errors[0])
                 continue
             links = tuple(
@@ -409,6 +425,18 @@ class SliceManager:
         else:
             message = f"{MAX_PLAN_ATTEMPTS} plans were refused below: " + "; ".join(str(r) for r in refusals)
         raise ResourceExhausted(f"crankback: {message}", constraint=Constraint.CRANKBACK, causes=refusals)
+
+    def _note_versions(self) -> dict[str, int]:
+        return {sp: n.version for sp, n in self._notes().items()}
+
+    async def _newer_notes(self, seen: Mapping[str, int], deadline: float | None) -> bool:
+        """Wait up to ``NOTE_SETTLE_S`` (and within the caller's deadline) for a child's note to change."""
+        wait_s = NOTE_SETTLE_S if deadline is None else min(NOTE_SETTLE_S, (deadline - self._clock()) * 0.25)
+        for _ in range(max(0, int(wait_s / 0.02))):
+            if self._note_versions() != dict(seen):
+                return True
+            await asyncio.sleep(0.02)
+        return self._note_versions() != dict(seen)
 
     async def _reserve_segments(
         self, rec: SliceRecord, deadline: float | None

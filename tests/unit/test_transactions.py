@@ -404,3 +404,27 @@ async def test_a_child_that_ends_its_segment_makes_the_slice_end_everywhere(
         assert connected == ["L3"] and w.idle() and held_anywhere(w) == {}
     finally:
         follower.cancel()
+
+
+# --- a refusal on stale notes is planned again on the newer one (issue 13, item 5) ----------------------
+
+
+async def test_a_refusal_for_capacity_on_a_note_that_changes_meanwhile_is_planned_again(tmp_path: Path) -> None:
+    w, _ = await flaky_world(tmp_path)
+    big = await w.manager.reserve("alice", "big", req(9_950))
+    full = {d: a.note for d, a in w.agents.items()}  # what the notes say while the big slice holds
+    free = dict(w.notes)
+    w.notes.update(full)
+    await w.manager.abort(big.id)
+
+    async def release_climbs_up() -> None:
+        await asyncio.sleep(0.05)  # the release reaches this level a little later, as notes coalesce
+        w.notes.update({d: replace(n, version=full[d].version + 1) for d, n in free.items()})
+
+    climbing = asyncio.ensure_future(release_climbs_up())
+    rec = await w.manager.reserve("alice", "after", req(500))
+    await climbing
+    assert rec.state is S.HELD
+    w.notes.update(full)  # and when nothing changes, the refusal stands
+    with pytest.raises(ResourceExhausted):
+        await w.manager.reserve("alice", "stale", req(500))
