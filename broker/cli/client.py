@@ -138,17 +138,15 @@ async def with_stub(ns: argparse.Namespace, call: Callable[[pb_grpc.SlicesStub],
     return await with_channel(ns, lambda channel: call(pb_grpc.SlicesStub(channel)))
 
 
-def emit(msg: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
-    """Print a reply: as JSON (every field, proto names) or through ``printer``."""
+def emit(msg: Any, as_json: bool, printer: Callable[[Any], None], *, drop: Sequence[str] = ()) -> None:
+    """Print a reply: as JSON (every field, proto names, less the ``drop`` ones) or through ``printer``."""
     if as_json:
-        print(
-            json.dumps(
-                json_format.MessageToDict(
-                    msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-                ),
-                indent=2,
-            )
+        data = json_format.MessageToDict(
+            msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
+        for key in drop:
+            data.pop(key, None)
+        print(json.dumps(data, indent=2))
     else:
         printer(msg)
 

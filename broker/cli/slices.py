@@ -190,7 +190,7 @@ async def _slice_list(ns: argparse.Namespace) -> int:
             )
         out.print(table)
 
-    emit(msg, ns.json, printer)
+    emit(msg, ns.json, printer, drop=("next_page_token",))  # every page was followed
     return 0
 
 
