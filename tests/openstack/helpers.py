@@ -125,13 +125,12 @@ def purge(admin: openstack.connection.Connection, sp: str) -> None:
         admin.network.delete_port(port, ignore_missing=True)
     for net in networks(admin, sp):
         admin.network.delete_network(net, ignore_missing=True)
-    for pop in ("core", "edge"):
-        found = placement(admin, f"/resource_providers?name={sp}-{pop}")["resource_providers"]
-        for rp in found:
-            allocs = placement(admin, f"/resource_providers/{rp['uuid']}/allocations")["allocations"]
-            for consumer in allocs:
-                admin.session.delete(f"/allocations/{consumer}", endpoint_filter=PLACEMENT, microversion="1.38")
-            admin.session.delete(f"/resource_providers/{rp['uuid']}", endpoint_filter=PLACEMENT, microversion="1.38")
+    providers = placement(admin, "/resource_providers")["resource_providers"]
+    for rp in (p for p in providers if p["name"].startswith(f"{sp}-")):  # each PoP's ``<sp>-<pop>``
+        allocs = placement(admin, f"/resource_providers/{rp['uuid']}/allocations")["allocations"]
+        for consumer in allocs:
+            admin.session.delete(f"/allocations/{consumer}", endpoint_filter=PLACEMENT, microversion="1.38")
+        admin.session.delete(f"/resource_providers/{rp['uuid']}", endpoint_filter=PLACEMENT, microversion="1.38")
 
 
 def order(sp: str, key: str = "k1", mbps: int = 10, **fields: Any) -> SegmentOrder:
