@@ -15,9 +15,15 @@ A segment is, in OpenStack::
       subnet            the upper-SP's subnet, no gateway, no DHCP
       ports             one per terminal; endpoints get an address from the subnet
 
-all tagged ``fedbroker-res:<consumer>``; commit adds ``fedbroker:committed``; abort, expiry and
-terminate delete everything with the tag and the consumer's allocations. The handle is JSON of
-what was made, so ``restore`` finds it again after a restart.
+each named ``fedbroker-<domain>-<consumer>`` from its create request on (so it is findable from the
+reservation whatever cuts the reserve short) and tagged ``fedbroker-res:<consumer>`` right after;
+commit adds ``fedbroker:committed``; abort, expiry and terminate delete everything with the tag or
+the name and the consumer's allocations. The handle is JSON of what was made, so ``restore`` finds
+it again after a restart.
+
+Every call to OpenStack is bounded (``api_timeout_s``); a reserve runs as a task of the agent, so a
+caller that gives up (its deadline, a cancelled call) does not cut it in half: it ends, and a
+release of the same order waits for it before it looks for what to delete.
 
 openstacksdk blocks: every call goes through ``asyncio.to_thread``, and its errors arrive here
 already translated (``domain_agents/openstack_cloud.py``).
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -35,6 +42,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from itertools import combinations
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -58,13 +66,15 @@ from domain_agents.openstack_model import (
     COMMITTED_TAG,
     FUNCTION_SLOTS,
     HOLD_PREFIX,
-    RES_PREFIX,
     Credentials,
     NetworkSpec,
+    NoAnswer,
     PortSpec,
     VniInUse,
+    consumer_of,
     domain_tag,
     dump_handle,
+    hold_tag,
     reservation_tag,
     tags_of,
 )
@@ -79,8 +89,6 @@ log = logging.getLogger(__name__)
 HANDLE_VERSION = 1
 _CONSUMERS = uuid.UUID("6f1c1f8e-51f4-4c1e-9b0e-3d7d1c2f0a11")  # namespace of fedbroker consumer uuids
 _VNI_ATTEMPTS = 4
-#: How long after its hold deadline an uncommitted reservation nobody holds is swept away.
-SWEEP_GRACE_S = 60.0
 T = TypeVar("T")
 
 
@@ -193,7 +201,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
         self._ports: dict[str, BorderPort] = {p.port.id: p.port for p in config.ports}
         self._functions: dict[tuple[str, str], FunctionSpec] = {(f.pop, f.type): f for f in config.functions}
         self._pending_vnis: set[int] = set()
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._inflight: dict[str, asyncio.Task[SegmentGrant]] = {}  # reserves still running, by order key
         self._view = _View()
         self._note: CapabilityNote | None = None
         self._changed = asyncio.Event()
@@ -387,15 +395,26 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
             return held.grant
         running = self._inflight.get(order.key)
         if running is not None:  # the same order again while the first is still being made: one answer
-            await asyncio.shield(running)
+            await asyncio.wait([running])
             return await self.reserve(order)
-        done = asyncio.get_running_loop().create_future()
-        self._inflight[order.key] = done
-        try:
-            return await self._reserve(order)
-        finally:
-            del self._inflight[order.key]
-            done.set_result(None)
+        # The agent owns the work: a caller that gives up ends its wait, not the reserve (every
+        # OpenStack call in it is bounded), so nothing is left half-made by a cancellation.
+        task = asyncio.get_running_loop().create_task(self._reserve(order), name=f"reserve {order.key}")
+        self._inflight[order.key] = task
+        task.add_done_callback(functools.partial(self._reserve_ended, order.key))
+        return await asyncio.shield(task)
+
+    def _reserve_ended(self, key: str, task: asyncio.Task[SegmentGrant]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("domain %s: reserve of %s failed: %s", self.domain_id, key, task.exception())
+
+    async def _settled(self, key: str) -> None:
+        """Wait until no reserve of order ``key`` runs here (its outcome is then in ``_segments`` or gone)."""
+        running = self._inflight.get(key)
+        if running is not None:
+            await asyncio.wait([running])
 
     async def _reserve(self, order: SegmentOrder) -> SegmentGrant:
         dom = self.domain_id
@@ -437,6 +456,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
         req = order.request
         spec = NetworkSpec(
             name=f"fedbroker-{self.domain_id}-{order.key}"[:250],
+            key=order.key,
             consumer=consumer,
             domain=self.domain_id,
             vnis=tuple(v for _, v in plan.labels),
@@ -444,14 +464,23 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
             ports=tuple(PortSpec(t, t not in self._ports) for t in (req.src, req.dst)),
             hold_until=int(self._clock() + order.hold_time_s),
         )
-        made = await self._call(cloud.make_network, spec)
+        try:
+            made = await self._call(cloud.make_network, spec)
+        except NoAnswer:
+            # Neutron may still make what it did not answer for: look for it by its name (best effort;
+            # whatever shows up later is found by ``release`` of this order, or by the sweep).
+            with contextlib.suppress(FedError):
+                await self._call(cloud.delete_reservation, self.domain_id, consumer)
+            raise
         try:
             # Placement last: its refusal (capacity, generation) must undo the network just made.
             by_provider = {self._providers[pop]: res for pop, res in plan.resources.items()}
             await self._call(cloud.allocate, consumer, by_provider)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FedError):
                 await self._call(cloud.delete_network, made.network_id)
+                if isinstance(exc, NoAnswer):  # the allocation may have been made; a refusal made none
+                    await self._call(cloud.release, consumer)
             raise
         return _Made(
             domain=self.domain_id,
@@ -546,8 +575,9 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
             return  # not one of ours: nothing of it can exist
         if made.domain != self.domain_id:
             return
+        await self._settled(made.key)
         cloud = await self._ready()
-        await self._call(cloud.delete_reservation, made.consumer)
+        await self._call(cloud.delete_reservation, self.domain_id, made.consumer)
         await self._call(cloud.release, made.consumer)
         held = self._unhold(handle)
         if held is not None:
@@ -559,6 +589,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
         A broker that crashed while OpenStack was making a segment never learnt its handle; the
         consumer id is derived from the order key, so its allocations and tagged objects are found.
         """
+        await self._settled(key)  # a reserve of the order still running here ends first
         if handle:
             await self._release(handle)
             return
@@ -568,11 +599,14 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
             return
         consumer = consumer_id(self.domain_id, key)
         cloud = await self._ready()
-        await self._call(cloud.delete_reservation, consumer)
+        await self._call(cloud.delete_reservation, self.domain_id, consumer)
         await self._call(cloud.release, consumer)
 
     async def restore(self, handle: str, committed: bool) -> None:
-        """Find a handle's network again by its tag after a restart and hold it in memory."""
+        """Find a handle's network again (by tag or by name) after a restart and hold it in memory.
+
+        Objects whose tagging a crash cut off get their tags back, so the sweep's view is right.
+        """
         made = _Made.from_handle(handle)
         if made.domain != self.domain_id:
             raise InvalidArgument("handle", f"belongs to domain {made.domain}, not {self.domain_id}")
@@ -584,13 +618,17 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
             existing.state = state
             return
         cloud = await self._ready()
-        nets = await self._call(cloud.networks, reservation_tag(made.consumer))
-        if not nets:
+        found = await self._call(cloud.find, self.domain_id, made.consumer)
+        if not found.networks:
             log.warning(
                 "domain %s: the network of %s is gone from Neutron; nothing to restore", self.domain_id, made.key
             )
             return
-        if committed and COMMITTED_TAG not in tags_of(nets[0]):
+        tags = [reservation_tag(made.consumer), domain_tag(self.domain_id)]
+        if not any(t.startswith(HOLD_PREFIX) for n in found.networks for t in tags_of(n)):
+            tags.append(hold_tag(int(self._clock())))  # the hold's end is the core's; the sweep needs one
+        await self._call(cloud.retag, found, tags)
+        if committed and COMMITTED_TAG not in tags_of(found.networks[0]):
             await self._call(cloud.add_tag, made.network_id, COMMITTED_TAG)
         grant = SegmentGrant(handle=handle, labels=dict(made.labels), addresses=dict(made.addresses))
         self._hold(grant, made, None, state)
@@ -598,24 +636,39 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
     async def sweep(self) -> list[str]:
         """Delete reservations of this domain that nobody holds: never committed, hold long past.
 
-        A broker that crashed between making a segment and persisting its handle leaves such
-        orphans; every network carries its hold deadline as a tag, so they are found and removed
-        here (on each poll) once ``SWEEP_GRACE_S`` past it. Returns the consumers removed.
+        A broker that crashed between making a segment and persisting its handle, or a create that
+        Neutron carried out after the agent stopped waiting for it, leaves such orphans. They are
+        found by tag or by name; one with its hold deadline tag is removed ``sweep_grace_s`` after
+        it, one that never got its tags ``sweep_grace_s`` after Neutron made it. Runs on each poll;
+        returns the consumers removed.
         """
         cloud = await self._ready()
-        held = {s.holding.consumer for s in self._segments.values()}
+        dom = self.domain_id
+        busy = {s.holding.consumer for s in self._segments.values()}
+        busy |= {consumer_id(dom, key) for key in self._inflight}
         now = self._clock()
-        removed = []
-        for net in await self._call(cloud.networks, domain_tag(self.domain_id)):
-            tags = tags_of(net)
-            consumer = next((t.removeprefix(RES_PREFIX) for t in tags if t.startswith(RES_PREFIX)), None)
+        grace = self.config.sweep_grace_s
+        found = await self._call(cloud.domain_objects, dom)
+        deadline: dict[str, float] = {}  # consumer -> when it may go (inf: never)
+        for obj in (*found.networks, *found.subnets, *found.ports):
+            consumer = consumer_of(dom, obj)
+            if consumer is None:
+                continue
+            tags = tags_of(obj)
             until = next((t.removeprefix(HOLD_PREFIX) for t in tags if t.startswith(HOLD_PREFIX)), None)
-            if consumer is None or until is None or not until.isdigit() or COMMITTED_TAG in tags:
+            if COMMITTED_TAG in tags:
+                when = float("inf")
+            elif until is not None and until.isdigit():
+                when = int(until) + grace
+            else:
+                when = _created(obj) + grace
+            deadline[consumer] = max(deadline.get(consumer, when), when)
+        removed = []
+        for consumer, when in sorted(deadline.items()):
+            if consumer in busy or now < when:
                 continue
-            if consumer in held or now < int(until) + SWEEP_GRACE_S:
-                continue
-            log.warning("domain %s: removing orphaned reservation %s (hold ended %s)", self.domain_id, consumer, until)
-            await self._call(cloud.delete_reservation, consumer)
+            log.warning("domain %s: removing orphaned reservation %s (nobody holds it)", dom, consumer)
+            await self._call(cloud.delete_reservation, dom, consumer)
             await self._call(cloud.release, consumer)
             removed.append(consumer)
         return removed
@@ -628,7 +681,18 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
         return 0 if spec is None else self._free_slots(spec)
 
     async def close(self) -> None:
-        """Close the OpenStack connection; holdings stay."""
+        """Let running reserves end (each OpenStack call is bounded), then close the connection; holdings stay."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()))
         cloud, self._cloud = self._cloud, None
         if cloud is not None:
             await asyncio.to_thread(cloud.close)
+
+
+def _created(obj: Any) -> float:
+    """When Neutron made an object (its ``created_at``, UTC), in epoch seconds; now when it does not say."""
+    raw = getattr(obj, "created_at", None)
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()

@@ -13,16 +13,22 @@ fedbroker error tree, so the agent only ever sees ``FedError``::
     400                               -> InvalidArgument (``field`` given by the caller)
     5xx, connection failures          -> Unavailable (retryable)
 
-Resources a segment makes are tagged (``fedbroker-res:<consumer uuid>`` and the domain's tag),
-so deleting "everything of a reservation" is a tag query, also after a broker restart.
+    no answer within ``api_timeout_s`` -> NoAnswer (an Unavailable: the call's effect is unknown)
+
+Every Neutron object a segment makes is named for its reservation from its first call
+(``fedbroker-<domain>-<consumer uuid>``, ports ``…:<terminal>``: this Neutron takes no tags in a
+create request) and tagged (``fedbroker-res:<consumer uuid>``, the domain's tag, the hold deadline)
+in the next; deleting "everything of a reservation" and the sweep find objects by tag or by name,
+so one whose tagging a crash or a timeout cut off is found too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +46,12 @@ from domain_agents.openstack_model import (
     Credentials,
     MadeNetwork,
     NetworkSpec,
+    NoAnswer,
     VniInUse,
+    consumer_of,
     domain_tag,
     hold_tag,
+    object_name,
     reservation_tag,
 )
 from slicing.errors import (
@@ -77,12 +86,18 @@ def _status(exc: BaseException) -> tuple[int | None, str]:
     return None, str(exc)
 
 
-def translate(exc: Exception, doing: str, *, field: str = "") -> FedError:
+def translate(
+    exc: Exception, doing: str, *, field: str = "", service: str = "OpenStack", timeout_s: float | None = None
+) -> FedError:
     """An openstacksdk/keystoneauth exception as a ``FedError`` whose message says what was being done."""
     if isinstance(exc, FedError):
         return exc
-    status, detail = _status(exc)
     inner = exc.__cause__ or exc.__context__
+    for candidate in (exc, inner):
+        if isinstance(candidate, ks_exc.ConnectTimeout):
+            within = f" within {timeout_s:g} s" if timeout_s is not None else " in time"
+            return NoAnswer(f"{doing}: {service} did not answer{within} ({candidate})")
+    status, detail = _status(exc)
     if status is None and isinstance(inner, ks_exc.HttpError):
         # openstacksdk wraps keystoneauth's answer (e.g. a 401 while logging in) in a bare SDKException.
         status, detail = _status(inner)
@@ -104,21 +119,40 @@ def translate(exc: Exception, doing: str, *, field: str = "") -> FedError:
         if status >= 500:
             return Unavailable(f"{doing}: OpenStack failed ({status}: {detail})")
         return Internal(f"{doing}: unexpected answer {status} ({detail})")
-    if isinstance(exc, ks_exc.ConnectFailure | ks_exc.ConnectTimeout | ks_exc.DiscoveryFailure):
-        return Unavailable(f"{doing}: cannot reach OpenStack ({exc})")
+    if isinstance(exc, ks_exc.ConnectFailure | ks_exc.DiscoveryFailure):
+        return Unavailable(f"{doing}: cannot reach {service} ({exc})")
     if isinstance(exc, ks_exc.ClientException | openstack.exceptions.SDKException | OSError):
         return Unavailable(f"{doing}: {exc}")
     return Internal(f"{doing}: {type(exc).__name__}: {exc}")
 
 
-@contextmanager
-def _translated(doing: str, *, field: str = "") -> Iterator[None]:
+@contextlib.contextmanager
+def _translated(
+    doing: str, *, field: str = "", service: str = "OpenStack", timeout_s: float | None = None
+) -> Iterator[None]:
     try:
         yield
     except FedError:
         raise
     except (openstack.exceptions.SDKException, ks_exc.ClientException, OSError) as exc:
-        raise translate(exc, doing, field=field) from exc
+        raise translate(exc, doing, field=field, service=service, timeout_s=timeout_s) from exc
+
+
+@dataclass(frozen=True)
+class Found:
+    """Neutron objects of one domain (or one reservation), by tag or by name."""
+
+    networks: tuple[Any, ...] = ()
+    subnets: tuple[Any, ...] = ()
+    ports: tuple[Any, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.networks or self.subnets or self.ports)
+
+    def consumers(self, domain: str) -> set[str]:
+        """The reservations these objects belong to."""
+        found = (consumer_of(domain, o) for o in (*self.networks, *self.subnets, *self.ports))
+        return {c for c in found if c}
 
 
 class Cloud:
@@ -127,7 +161,8 @@ class Cloud:
     def __init__(self, creds: Credentials) -> None:
         self.creds = creds
         self._conn = self._connect(creds)
-        with _translated("finding Placement in the Keystone catalog"):
+        finding = "finding Placement in the Keystone catalog"
+        with _translated(finding, service="Keystone", timeout_s=creds.api_timeout_s):
             self._placement_url = str(self._conn.endpoint_for("placement")).rstrip("/")
 
     @staticmethod
@@ -142,7 +177,9 @@ class Cloud:
         except openstack.exceptions.ConfigException as exc:
             raise InvalidArgument(setting, f"no usable OpenStack cloud: {exc}") from None
         except (openstack.exceptions.SDKException, ks_exc.ClientException) as exc:
-            err = translate(exc, f"logging in to Keystone with {setting}")
+            err = translate(
+                exc, f"logging in to Keystone with {setting}", service="Keystone", timeout_s=creds.api_timeout_s
+            )
             if isinstance(err, Unauthenticated | PermissionDenied):
                 err.field = setting
             raise err from None
@@ -153,13 +190,18 @@ class Cloud:
         if creds.cloud:
             files = [str(Path(creds.clouds_file).expanduser())] if creds.clouds_file else None
             cfg = openstack.config.OpenStackConfig(config_files=files) if files else openstack.config.OpenStackConfig()
-            return openstack.connection.Connection(config=cfg.get_one(cloud=creds.cloud))
+            # api_timeout becomes the keystoneauth session's timeout: every request (logins too) is bounded.
+            region = cfg.get_one(cloud=creds.cloud, api_timeout=creds.api_timeout_s)
+            return openstack.connection.Connection(config=region)
         # openstack.connect's typed positional parameters hide that it takes Keystone settings as keywords.
         connect: Any = openstack.connect
         conn: openstack.connection.Connection = connect(
-            load_yaml_config=False, load_envvars=False, **dict(creds.auth or {})
+            load_yaml_config=False, load_envvars=False, api_timeout=creds.api_timeout_s, **dict(creds.auth or {})
         )
         return conn
+
+    def _neutron(self, doing: str, *, field: str = "") -> contextlib.AbstractContextManager[None]:
+        return _translated(doing, field=field, service="Neutron", timeout_s=self.creds.api_timeout_s)
 
     @property
     def project_id(self) -> str:
@@ -178,7 +220,7 @@ class Cloud:
     # --- Placement ----------------------------------------------------------------------------
 
     def _placement(self, method: str, path: str, doing: str, body: object = None) -> tuple[int, Any]:
-        with _translated(doing):
+        with _translated(doing, service="Placement", timeout_s=self.creds.api_timeout_s):
             # The raw keystoneauth session: openstacksdk's Placement proxy covers no allocations.
             resp = self._conn.session.request(
                 self._placement_url + path,
@@ -309,7 +351,7 @@ class Cloud:
     def used_vnis(self) -> set[int]:
         """Every VXLAN VNI any Neutron network uses now (single- and multi-segment networks)."""
         used: set[int] = set()
-        with _translated("listing Neutron networks"):
+        with self._neutron("listing Neutron networks"):
             for net in self._conn.network.networks():
                 if net.provider_network_type == "vxlan" and net.provider_segmentation_id is not None:
                     used.add(int(net.provider_segmentation_id))
@@ -319,11 +361,18 @@ class Cloud:
         return used
 
     def make_network(self, spec: NetworkSpec) -> MadeNetwork:
-        """Network (VXLAN on the given VNIs), subnet and ports, all tagged; on any failure none of it stays."""
+        """Network (VXLAN on the given VNIs), subnet and ports, each named for the reservation from its create
+        request on and tagged right after; on any failure none of what this call made stays.
+
+        A create that got no answer may still take effect later: its object carries the name, so
+        ``delete_reservation`` and the sweep find it.
+        """
         tags = [reservation_tag(spec.consumer), domain_tag(spec.domain), hold_tag(spec.hold_until)]
+        name = object_name(spec.domain, spec.consumer)
+        description = f"fedbroker order {spec.key}, held until {spec.hold_until}"[:255]
         net_id = ""
         try:
-            attrs: dict[str, Any] = {"name": spec.name, "admin_state_up": False}
+            attrs: dict[str, Any] = {"name": name, "description": description, "admin_state_up": False}
             if len(spec.vnis) == 1:
                 attrs.update(provider_network_type="vxlan", provider_segmentation_id=spec.vnis[0])
             elif spec.vnis:
@@ -340,17 +389,21 @@ class Cloud:
                 raise
             net_id = str(net.id)
             self._conn.network.set_tags(net, tags)
-            with _translated(f"making subnet {spec.subnet}", field="request.subnet"):
+            with self._neutron(f"making subnet {spec.subnet}", field="request.subnet"):
                 sub = self._conn.network.create_subnet(
                     network_id=net_id, cidr=spec.subnet, ip_version=_ip_version(spec.subnet),
-                    gateway_ip=None, enable_dhcp=False, name=spec.name,
+                    gateway_ip=None, enable_dhcp=False, name=name, description=description,
                 )  # fmt: skip
             self._conn.network.set_tags(sub, tags)
             port_ids: dict[TerminalId, str] = {}
             addresses: dict[TerminalId, str] = {}
             prefix = spec.subnet.rsplit("/", 1)[1]
             for p in spec.ports:
-                attrs = {"network_id": net_id, "name": f"{spec.name}:{p.terminal}"}
+                attrs = {
+                    "network_id": net_id,
+                    "name": object_name(spec.domain, spec.consumer, p.terminal),
+                    "description": description,
+                }
                 if not p.with_address:
                     attrs["fixed_ips"] = []
                 try:
@@ -367,54 +420,100 @@ class Cloud:
                     addresses[p.terminal] = f"{port.fixed_ips[0]['ip_address']}/{prefix}"
             return MadeNetwork(net_id, port_ids, addresses)
         except BaseException as exc:
+            err: BaseException = exc
+            if isinstance(exc, openstack.exceptions.SDKException | ks_exc.ClientException):
+                err = translate(
+                    exc, f"making the Neutron network of {spec.key or name}", service="Neutron",
+                    timeout_s=self.creds.api_timeout_s,
+                )  # fmt: skip
             try:
-                # Only what this attempt made: another attempt may hold the same reservation tag.
+                # Only what this attempt made: the network (its subnet and ports go with it).
                 if net_id:
                     self.delete_network(net_id)
             except FedError as cleanup:
                 log.error("cleaning up the half-made network of %s failed: %s", spec.consumer, cleanup)
-            if isinstance(exc, openstack.exceptions.SDKException | ks_exc.ClientException):
-                raise translate(exc, f"making the Neutron network of {spec.name}") from exc
+            if err is not exc:
+                raise err from exc
             raise
+
+    def find(self, domain: str, consumer: str) -> Found:
+        """The networks, subnets and ports of one reservation, tagged or only named for it."""
+        tag = reservation_tag(consumer)
+        name = object_name(domain, consumer)
+        with self._neutron(f"finding the Neutron objects of {consumer}"):
+            nets = {n.id: n for n in self._conn.network.networks(tags=[tag])}
+            nets.update((n.id, n) for n in self._conn.network.networks(name=name))
+            subnets = {s.id: s for s in self._conn.network.subnets(tags=[tag])}
+            subnets.update((s.id, s) for s in self._conn.network.subnets(name=name))
+            ports = {p.id: p for p in self._conn.network.ports(tags=[tag])}
+            for net_id in nets:
+                ports.update((p.id, p) for p in self._conn.network.ports(network_id=net_id))
+        return Found(tuple(nets.values()), tuple(subnets.values()), tuple(ports.values()))
+
+    def domain_objects(self, domain: str) -> Found:
+        """Every network, subnet and port ``domain``'s agent made: with its tag, or with a name marking it ours."""
+        with self._neutron(f"listing the Neutron objects of domain {domain}"):
+            nets = [n for n in self._conn.network.networks() if consumer_of(domain, n)]
+            subnets = [s for s in self._conn.network.subnets() if consumer_of(domain, s)]
+            ports = [p for p in self._conn.network.ports() if consumer_of(domain, p)]
+        return Found(tuple(nets), tuple(subnets), tuple(ports))
 
     def networks(self, tag: str) -> list[Any]:
         """Networks carrying ``tag``."""
-        with _translated(f"listing networks tagged {tag}"):
+        with self._neutron(f"listing networks tagged {tag}"):
             return list(self._conn.network.networks(tags=[tag]))
+
+    def get_network(self, network_id: str) -> Any | None:
+        """One network by id, or None when it is gone."""
+        with self._neutron(f"reading network {network_id}"):
+            return self._conn.network.find_network(network_id, ignore_missing=True)
 
     def ports(self, tag: str) -> list[Any]:
         """Ports carrying ``tag``."""
-        with _translated(f"listing ports tagged {tag}"):
+        with self._neutron(f"listing ports tagged {tag}"):
             return list(self._conn.network.ports(tags=[tag]))
 
     def add_tag(self, network_id: str, tag: str) -> None:
         """Tag a network (e.g. committed)."""
-        with _translated(f"tagging network {network_id}"):
+        with self._neutron(f"tagging network {network_id}"):
             net = self._conn.network.get_network(network_id)
             self._conn.network.add_tag(net, tag)
 
+    def retag(self, found: Found, tags: list[str]) -> None:
+        """Give every object found the tags it is missing (after a crash cut its tagging off)."""
+        with self._neutron("tagging Neutron objects"):
+            for obj in (*found.networks, *found.subnets, *found.ports):
+                have = set(obj.tags or ())
+                if not set(tags) <= have:
+                    self._conn.network.set_tags(obj, sorted(have | set(tags)))
+
     def set_admin_state(self, network_id: str, up: bool) -> None:
         """Bring a network into service (or out of it)."""
-        with _translated(f"updating network {network_id}"):
+        with self._neutron(f"updating network {network_id}"):
             self._conn.network.update_network(network_id, admin_state_up=up)
 
     def delete_network(self, network_id: str) -> None:
         """Delete one network with every port on it (its subnets go with it); a missing one is fine."""
-        with _translated(f"deleting network {network_id}"):
+        with self._neutron(f"deleting network {network_id}"):
             for port in self._conn.network.ports(network_id=network_id):
                 self._conn.network.delete_port(port, ignore_missing=True)
             self._conn.network.delete_network(network_id, ignore_missing=True)
 
-    def delete_reservation(self, consumer: str) -> None:
-        """Delete every port and network tagged with the reservation (subnets go with their network)."""
-        tag = reservation_tag(consumer)
-        with _translated(f"deleting the Neutron resources of {consumer}"):
-            for port in self._conn.network.ports(tags=[tag]):
+    def delete_reservation(self, domain: str, consumer: str) -> None:
+        """Delete every port and network of the reservation, tagged or only named for it (subnets go with
+        their network; one left without its network is deleted too)."""
+        found = self.find(domain, consumer)
+        with self._neutron(f"deleting the Neutron objects of {consumer}"):
+            for port in found.ports:
                 self._conn.network.delete_port(port, ignore_missing=True)
-            for net in self._conn.network.networks(tags=[tag]):
+            for net in found.networks:
                 for port in self._conn.network.ports(network_id=net.id):
                     self._conn.network.delete_port(port, ignore_missing=True)
                 self._conn.network.delete_network(net, ignore_missing=True)
+            gone = {n.id for n in found.networks}
+            for sub in found.subnets:
+                if sub.network_id not in gone:
+                    self._conn.network.delete_subnet(sub, ignore_missing=True)
 
 
 def _ip_version(cidr: str) -> int:

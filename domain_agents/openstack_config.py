@@ -2,12 +2,18 @@
 
 Parsed from the ``domains[i]`` mapping of a broker config with the emulated domain's parser pieces;
 every error names the path of the bad field.
+
+Besides the cloud, PoPs and terminals: ``api_timeout_s`` (default 5) bounds every HTTP request to
+Keystone, Placement and Neutron, so a hung service makes the call fail ``UNAVAILABLE`` naming it
+instead of blocking a Reserve; keep it well under the broker's ``lower_timeout_s``.
+``sweep_grace_s`` (default 60) is how long past its hold (or, for an object that never got its tags,
+past its creation) a reservation nobody holds is left before the sweep removes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from capability_catalog.model import (
@@ -16,6 +22,7 @@ from capability_catalog.model import (
 )
 from domain_agents.emulated_config import PlacedEndpoint, PlacedPort, _at, _Parser, terminal_pop
 from domain_agents.openstack_model import (
+    DEFAULT_API_TIMEOUT_S,
     Credentials,
 )
 from slicing.errors import InvalidArgument
@@ -25,6 +32,8 @@ if TYPE_CHECKING:  # openstacksdk loads only when an agent connects, not when a 
 
 DEFAULT_NOTE_TTL_S = 3600.0
 DEFAULT_POLL_S = 15.0
+#: How long after its hold ended (or, carrying no tags, after it was made) an object nobody holds is swept.
+DEFAULT_SWEEP_GRACE_S = 60.0
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -71,6 +80,12 @@ class OpenStackDomainConfig:
     functions: tuple[FunctionSpec, ...] = ()
     note_ttl_s: float = DEFAULT_NOTE_TTL_S
     poll_s: float = DEFAULT_POLL_S
+    sweep_grace_s: float = DEFAULT_SWEEP_GRACE_S
+
+    @property
+    def api_timeout_s(self) -> float:
+        """How long one call to Keystone, Placement or Neutron may take (``api_timeout_s`` in the config)."""
+        return self.credentials.api_timeout_s
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object], path: str) -> OpenStackDomainConfig:
@@ -105,6 +120,8 @@ class _OpenStackParser(_Parser):
         "type",
         "note_ttl_s",
         "poll_s",
+        "api_timeout_s",
+        "sweep_grace_s",
         "cloud",
         "clouds_file",
         "auth",
@@ -126,7 +143,9 @@ class _OpenStackParser(_Parser):
             raise InvalidArgument(_at(at, "type"), f"must be 'openstack', got {m.get('type')!r}")
         ttl = self._positive(m, "note_ttl_s", DEFAULT_NOTE_TTL_S, at)
         poll = self._positive(m, "poll_s", DEFAULT_POLL_S, at)
-        creds = self._credentials(m, at)
+        grace = self._positive(m, "sweep_grace_s", DEFAULT_SWEEP_GRACE_S, at)
+        timeout = self._positive(m, "api_timeout_s", DEFAULT_API_TIMEOUT_S, at)
+        creds = replace(self._credentials(m, at), api_timeout_s=timeout)
         pops = tuple(self._os_pop(x, _at(_at(at, "pops"), i), sp_id) for i, x in self._items(m, "pops", at))
         if not pops:
             raise InvalidArgument(_at(at, "pops"), "required, a non-empty list of PoPs")
@@ -158,6 +177,7 @@ class _OpenStackParser(_Parser):
             functions=functions,
             note_ttl_s=ttl,
             poll_s=poll,
+            sweep_grace_s=grace,
         )
 
     @staticmethod

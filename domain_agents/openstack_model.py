@@ -6,12 +6,13 @@ Broker configs are parsed without loading openstacksdk; only a running agent nee
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from capability_catalog.model import TerminalId
-from slicing.errors import ResourceExhausted
+from slicing.errors import ResourceExhausted, Unavailable
 
 PLACEMENT_VERSION = "1.38"  # consumer_type on allocations
 CONSUMER_TYPE = "FEDBROKER"
@@ -22,6 +23,10 @@ FUNCTION_SLOTS = "CUSTOM_FED_FUNCTION_SLOTS"
 
 RES_PREFIX = "fedbroker-res:"
 HOLD_PREFIX = "fedbroker-hold-until:"
+NAME_PREFIX = "fedbroker-"
+#: How long one call to Keystone, Placement or Neutron may take before it counts as unanswered.
+DEFAULT_API_TIMEOUT_S = 5.0
+_UUID_LEN = 36
 
 
 def reservation_tag(consumer: str) -> str:
@@ -39,6 +44,51 @@ def domain_tag(domain: str) -> str:
     return f"fedbroker-domain:{domain}"
 
 
+def object_name(domain: str, consumer: str, terminal: str = "") -> str:
+    """The name of a reservation's network and subnet (``terminal`` empty) or of its port for ``terminal``.
+
+    Neutron 29 takes no tags in a create request (measured: ``Attribute 'tags' not allowed in POST``
+    for networks and subnets; on ports they are accepted and dropped), so the name is what makes an
+    object findable from the reservation from its first call on; the tags follow in a second call.
+    """
+    base = f"{NAME_PREFIX}{domain}-{consumer}"
+    return (f"{base}:{terminal}" if terminal else base)[:255]
+
+
+def name_prefix(domain: str) -> str:
+    """What the name of every Neutron object a domain's agent made starts with."""
+    return f"{NAME_PREFIX}{domain}-"
+
+
+def consumer_of_name(domain: str, name: str | None) -> str | None:
+    """The consumer a Neutron object's name marks it as made for by ``domain``, or None when not ours."""
+    prefix = name_prefix(domain)
+    if not name or not name.startswith(prefix):
+        return None
+    rest = name[len(prefix) :]
+    consumer, tail = rest[:_UUID_LEN], rest[_UUID_LEN:]
+    if tail and not tail.startswith(":"):
+        return None  # another domain whose id starts with this one's and a dash
+    try:
+        return str(uuid.UUID(consumer)) if len(consumer) == _UUID_LEN else None
+    except ValueError:
+        return None
+
+
+def consumer_of(domain: str, resource: Any) -> str | None:
+    """The consumer a Neutron object belongs to, by its reservation tag or else by its name."""
+    tags = tags_of(resource)
+    if domain_tag(domain) in tags:
+        found = next((t.removeprefix(RES_PREFIX) for t in tags if t.startswith(RES_PREFIX)), None)
+        if found:
+            return found
+    return consumer_of_name(domain, getattr(resource, "name", None))
+
+
+class NoAnswer(Unavailable):
+    """An OpenStack service did not answer in time: whether the call took effect is unknown."""
+
+
 class VniInUse(ResourceExhausted):
     """Neutron refused a VNI as already in use (someone took it since the last scan)."""
 
@@ -49,12 +99,14 @@ class VniInUse(ResourceExhausted):
 
 @dataclass(frozen=True)
 class Credentials:
-    """How to log in to Keystone: a clouds.yaml entry, or inline settings (password or app credential)."""
+    """How to reach the cloud: a clouds.yaml entry or inline Keystone settings, and how long a call may take."""
 
     cloud: str = ""
     clouds_file: str = ""
     auth: Mapping[str, str] | None = None
     path: str = "domains[?]"  # the config path, for error messages
+    # Every HTTP request to Keystone, Placement or Neutron gives up after this long (NoAnswer).
+    api_timeout_s: float = DEFAULT_API_TIMEOUT_S
 
     def setting(self) -> str:
         """The config path of the setting that carries the credentials."""
@@ -80,6 +132,7 @@ class NetworkSpec:
     subnet: str
     ports: tuple[PortSpec, ...]
     hold_until: int
+    key: str = ""  # the order key, for people reading Neutron (in each object's description)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain_agents.openstack_config import OpenStackDomainConfig
-from domain_agents.openstack_model import COMMITTED_TAG, domain_tag, tags_of
+from domain_agents.openstack_model import COMMITTED_TAG, tags_of
 
 
 @dataclass(frozen=True)
@@ -26,21 +26,25 @@ class NetworkSeen:
 
 @dataclass(frozen=True)
 class OpenStackHoldings:
-    """A domain's networks in Neutron and the Placement consumers on its PoPs' providers."""
+    """A domain's networks, subnets and ports in Neutron (tagged or only named as its own) and the
+    Placement consumers on its PoPs' providers."""
 
     domain: str
     networks: tuple[NetworkSeen, ...]
     consumers: frozenset[str]
+    subnets: int = 0
+    ports: int = 0
 
     def describe(self) -> str:
-        """One line: networks with their VNIs and state, and the consumer count."""
+        """One line: the consumer count, networks with their VNIs and state, subnet and port counts."""
         nets = "; ".join(
             f"{n.name} VNI {','.join(map(str, n.vnis)) or '-'}"
             f"{' committed' if n.committed else ''}{' up' if n.up else ''}"
             for n in self.networks
         )
         listed = f": {nets}" if nets else ""
-        return f"{self.domain}: {len(self.consumers)} Placement consumers, {len(self.networks)} networks{listed}"
+        counts = f"{len(self.consumers)} Placement consumers, {len(self.networks)} networks"
+        return f"{self.domain}: {counts}{listed}; {self.subnets} subnets, {self.ports} ports"
 
 
 def _vnis(net: Any) -> tuple[int, ...]:
@@ -60,9 +64,10 @@ def holdings(domains: Sequence[Mapping[str, Any]]) -> list[OpenStackHoldings]:
         cfg = OpenStackDomainConfig.from_dict(raw, f"domains[{i}]")
         cloud = Cloud(cfg.credentials)
         try:
+            found = cloud.domain_objects(cfg.id)
             nets = tuple(
                 NetworkSeen(str(n.name), _vnis(n), COMMITTED_TAG in tags_of(n), bool(n.is_admin_state_up))
-                for n in cloud.networks(domain_tag(cfg.id))
+                for n in found.networks
             )
             consumers: set[str] = set()
             for pop in cfg.pops:
@@ -71,7 +76,7 @@ def holdings(domains: Sequence[Mapping[str, Any]]) -> list[OpenStackHoldings]:
                     consumers |= cloud.consumers(uuid, pop.resource_provider)
         finally:
             cloud.close()
-        out.append(OpenStackHoldings(cfg.id, nets, frozenset(consumers)))
+        out.append(OpenStackHoldings(cfg.id, nets, frozenset(consumers), len(found.subnets), len(found.ports)))
     return out
 
 

@@ -15,9 +15,11 @@ import itertools
 import os
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openstack
 import openstack.config
@@ -27,6 +29,7 @@ import pytest
 
 from scenarios.openstack_services import ADMIN_CLOUD, CloudInfo, LoopbackCloud, ServicesError, read_info
 from tests.conftest import require_or_skip
+from tests.openstack.helpers import DOMAINS, domain_spec, purge
 
 _VNI_BLOCKS = itertools.count()
 #: The first test of the session also waits for the services to install (first run) and start.
@@ -83,3 +86,16 @@ def admin(loopback_cloud: CloudInfo) -> Iterator[openstack.connection.Connection
 def vni_block() -> int:
     """The first VNI of a block of 100 no other test of this session uses (Neutron's VNIs are global)."""
     return 100_000 + 100 * next(_VNI_BLOCKS)
+
+
+@pytest.fixture
+def sp(admin: openstack.connection.Connection) -> Iterator[str]:
+    """A fresh domain id; whatever the test leaves of it in OpenStack is removed afterwards."""
+    name = f"OS{next(DOMAINS)}-{int(time.time() * 1000) % 1_000_000}"
+    yield name
+    purge(admin, name)
+
+
+@pytest.fixture
+def spec(loopback_cloud: CloudInfo, sp: str, vni_block: int) -> dict[str, Any]:
+    return domain_spec(loopback_cloud, sp, vni_block)

@@ -7,9 +7,7 @@ Placement allocations and Neutron networks directly through an admin connection.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,140 +17,36 @@ import pytest
 from broker.core.lifecycle import SliceManager
 from broker.store.sqlite import SqliteStore
 from capability_catalog.model import LabelRange, LabelSet, SpId, TerminalId
-from domain_agents.base import DomainAgent, SegmentOrder
-from domain_agents.openstack import OpenStackDomainAgent, OpenStackDomainConfig, consumer_id
-from domain_agents.openstack_model import BANDWIDTH, COMMITTED_TAG, FUNCTION_SLOTS, domain_tag, reservation_tag
-from scenarios.openstack_services import CLOUD, CloudInfo
+from domain_agents.base import DomainAgent
+from domain_agents.openstack import OpenStackDomainAgent, consumer_id
+from domain_agents.openstack_model import (
+    BANDWIDTH,
+    COMMITTED_TAG,
+    FUNCTION_SLOTS,
+    reservation_tag,
+)
+from scenarios.openstack_services import CloudInfo
 from slicing.errors import FedError, InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
-from slicing.model import PortConstraint, SliceRequest, SliceState
+from slicing.model import SliceRequest, SliceState
+from tests.openstack.helpers import (
+    PLACEMENT,
+    Clock,
+    allocations,
+    assert_nothing_left,
+    config_of,
+    domain_spec,
+    networks,
+    only,
+    order,
+    placement,
+    ports,
+    provider_uuid,
+    usages,
+)
 from tests.unit.contract_domain_agent import AgentMaker, DomainAgentContract
 from wim.memory import MemoryWimDriver
 
 pytestmark = pytest.mark.openstack
-
-_DOMAINS = itertools.count(1)
-PLACEMENT = {"service_type": "placement"}
-
-
-class Clock:
-    def __init__(self, now: float | None = None) -> None:
-        self.now = now if now is not None else time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def domain_spec(info: CloudInfo, sp: str, vni_first: int, **extra: Any) -> dict[str, Any]:
-    """Two PoPs (core with function capacity, edge with the border port), two endpoints, one port."""
-    return {
-        "id": sp,
-        "type": "openstack",
-        "cloud": CLOUD,
-        "clouds_file": info.clouds_file,
-        "note_ttl_s": 600,
-        "poll_s": 0.2,
-        "pops": [
-            {
-                "name": "core",
-                "inventory": {"VCPU": 8, "MEMORY_MB": 8192, BANDWIDTH: 1000, FUNCTION_SLOTS: 2},
-            },
-            {"name": "edge", "inventory": {BANDWIDTH: 1000}},
-        ],
-        "links": [{"a": "core", "b": "edge", "latency_ms": 2}],
-        "endpoints": [
-            {"id": f"{sp}.ep", "pop": "core", "region": "here", "capacity_mbps": 10_000},
-            {"id": f"{sp}.ep2", "pop": "edge", "capacity_mbps": 10_000},
-        ],
-        "ports": [
-            {
-                "id": f"{sp}.to-X",
-                "pop": "edge",
-                "peer_sp": "X",
-                "peer_port": f"X.to-{sp}",
-                "label_type": "vxlan-vni",
-                "labels": [f"{vni_first}-{vni_first + 49}"],
-                "capacity_mbps": 10_000,
-            }
-        ],
-        "functions": [{"pop": "core", "type": "firewall", "vcpu": 2, "memory_mb": 1024}],
-        **extra,
-    }
-
-
-def config_of(spec: dict[str, Any]) -> OpenStackDomainConfig:
-    return OpenStackDomainConfig.from_dict(spec, "domains[0]")
-
-
-# --- looking at OpenStack directly ---------------------------------------------------------------
-
-
-def placement(admin: openstack.connection.Connection, path: str) -> Any:
-    resp = admin.session.get(path, endpoint_filter=PLACEMENT, microversion="1.38")
-    return resp.json()
-
-
-def provider_uuid(admin: openstack.connection.Connection, name: str) -> str:
-    found = placement(admin, f"/resource_providers?name={name}")["resource_providers"]
-    assert found, f"no provider {name}"
-    return str(found[0]["uuid"])
-
-
-def usages(admin: openstack.connection.Connection, sp: str) -> dict[str, dict[str, int]]:
-    """Used amounts per PoP provider of the domain, only classes with a use."""
-    out = {}
-    for pop in ("core", "edge"):
-        uuid = provider_uuid(admin, f"{sp}-{pop}")
-        out[pop] = {k: v for k, v in placement(admin, f"/resource_providers/{uuid}/usages")["usages"].items() if v}
-    return out
-
-
-def allocations(admin: openstack.connection.Connection, consumer: str) -> dict[str, Any]:
-    return dict(placement(admin, f"/allocations/{consumer}")["allocations"])
-
-
-def networks(admin: openstack.connection.Connection, sp: str) -> list[Any]:
-    return list(admin.network.networks(tags=[domain_tag(sp)]))
-
-
-def ports(admin: openstack.connection.Connection, sp: str) -> list[Any]:
-    return list(admin.network.ports(tags=[domain_tag(sp)]))
-
-
-def assert_nothing_left(admin: openstack.connection.Connection, sp: str) -> None:
-    assert networks(admin, sp) == []
-    assert ports(admin, sp) == []
-    assert usages(admin, sp) == {"core": {}, "edge": {}}
-
-
-def purge(admin: openstack.connection.Connection, sp: str) -> None:
-    """Remove whatever a test left of its domain (ports, networks, allocations, providers)."""
-    for port in ports(admin, sp):
-        admin.network.delete_port(port, ignore_missing=True)
-    for net in networks(admin, sp):
-        admin.network.delete_network(net, ignore_missing=True)
-    for pop in ("core", "edge"):
-        found = placement(admin, f"/resource_providers?name={sp}-{pop}")["resource_providers"]
-        for rp in found:
-            allocs = placement(admin, f"/resource_providers/{rp['uuid']}/allocations")["allocations"]
-            for consumer in allocs:
-                admin.session.delete(f"/allocations/{consumer}", endpoint_filter=PLACEMENT, microversion="1.38")
-            admin.session.delete(f"/resource_providers/{rp['uuid']}", endpoint_filter=PLACEMENT, microversion="1.38")
-
-
-# --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sp(admin: openstack.connection.Connection) -> Iterator[str]:
-    """A fresh domain id; whatever the test leaves of it in OpenStack is removed afterwards."""
-    name = f"OS{next(_DOMAINS)}-{int(time.time() * 1000) % 1_000_000}"
-    yield name
-    purge(admin, name)
-
-
-@pytest.fixture
-def spec(loopback_cloud: CloudInfo, sp: str, vni_block: int) -> dict[str, Any]:
-    return domain_spec(loopback_cloud, sp, vni_block)
 
 
 @pytest.fixture
@@ -160,24 +54,6 @@ async def agent(spec: dict[str, Any]) -> AsyncIterator[OpenStackDomainAgent]:
     a = OpenStackDomainAgent(config_of(spec))
     yield a
     await a.close()
-
-
-def order(sp: str, key: str = "k1", mbps: int = 10, **fields: Any) -> SegmentOrder:
-    constraints = fields.pop("constraints", ())
-    req = SliceRequest(
-        src=TerminalId(fields.pop("src", f"{sp}.ep")),
-        dst=TerminalId(fields.pop("dst", f"{sp}.to-X")),
-        bandwidth_mbps=mbps,
-        subnet=fields.pop("subnet", "10.77.0.0/24"),
-        port_constraints=constraints,
-        **fields,
-    )
-    return SegmentOrder(key=key, request=req, hold_time_s=30)
-
-
-def only(sp: str, *vnis: int, preferred: int | None = None) -> tuple[PortConstraint, ...]:
-    labels = LabelSet.of(LabelRange(v, v) for v in vnis)
-    return (PortConstraint(TerminalId(f"{sp}.to-X"), labels, preferred),)
 
 
 # --- the contract --------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_openstack_scenario_holds_commits_activates_terminates_and_leaves_openst
     held = steps["the held segment is a Neutron network with one Placement consumer"]["detail"]
     assert "L3: 1 Placement consumers, 1 networks: fedbroker-L3-" in held
     assert steps["Placement shows no allocation and Neutron no network of the slices"]["detail"] == (
-        "L3: 0 Placement consumers, 0 networks"
+        "L3: 0 Placement consumers, 0 networks; 0 subnets, 0 ports"
     )
     states = {s["alias"]: s["state"] for s in report["slices"]}
     assert states == {"s1": "TERMINATED", "s2": "EXPIRED"}
