@@ -51,8 +51,9 @@ def aggregate(
     slots: dict[tuple[str, str], int] = {}
     for n in children.values():
         for f in n.functions:
-            if f.slots > 0:
-                slots[(f.type, f.site)] = slots.get((f.type, f.site), 0) + f.slots
+            # A function whose slots are all taken stays on the note with 0 free: its type is still
+            # sold here (a request for it is short of capacity, not asking for something unknown).
+            slots[(f.type, f.site)] = slots.get((f.type, f.site), 0) + max(0, f.slots)
     # Every function below is placed only on the entries that route through it: the view says
     # which pairs can reach which function types and at what extra latency.
     functions = tuple(FunctionOffer(t, s, k, routed=True) for (t, s), k in sorted(slots.items()))

@@ -538,15 +538,46 @@ def _final(described: str) -> bool:
 
 
 def race_cases(
-    sps: Sequence[str], *, operation: str = "commit", trials: int = 20, max_delay_ms: float = 50.0, seed: int = 19
+    sps: Sequence[str],
+    *,
+    operation: str = "commit",
+    operations: Sequence[str] = (),
+    trials: int = 20,
+    max_delay_ms: float = 50.0,
+    seed: int = 19,
 ) -> list[Case]:
-    """``trials`` kills of each SP in ``sps`` at a random 0–``max_delay_ms`` after ``operation`` was sent."""
+    """``trials`` kills of each SP in ``sps`` at a random 0–``max_delay_ms`` after each operation was sent."""
     rng = random.Random(seed)
     return [
-        Case(operation, sp, "race", delay_ms=round(rng.uniform(0, max_delay_ms), 1))
+        Case(op, sp, "race", delay_ms=round(rng.uniform(0, max_delay_ms), 1))
+        for op in (operations or (operation,))
         for sp in sps
         for _ in range(trials)
     ]
+
+
+def tuned(scenario: Scenario, *, hold_s: float = 4, reconcile_s: float = 0.5, top_timeout_s: float = 3.0) -> Scenario:
+    """The scenario's federation with sweep timings: a short hold, a fast reconciler, and lower-SP
+    deadlines that shrink by one second per level below the top (at least one second)."""
+    below = {lo for sp in scenario.sps for lo in sp.lower}
+    depth = {sp.id: 0 for sp in scenario.sps if sp.id not in below}
+    for _ in scenario.sps:
+        for sp in scenario.sps:
+            if sp.id in depth:
+                depth.update({lo: depth[sp.id] + 1 for lo in sp.lower if lo not in depth})
+    sps = [
+        replace(
+            sp,
+            settings={
+                **sp.settings,
+                "hold_time_s": hold_s,
+                "reconcile_interval_s": reconcile_s,
+                "lower_timeout_s": max(1.0, top_timeout_s - depth.get(sp.id, 0)),
+            },
+        )
+        for sp in scenario.sps
+    ]
+    return replace(scenario, sps=tuple(sps))
 
 
 def slow_leaves(scenario: Scenario, latency_s: float) -> Scenario:

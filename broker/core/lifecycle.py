@@ -390,11 +390,11 @@ class SliceManager:
                     raise errors[0] if len(errors) == 1 else _fanout(errors)
                 now_seen = self._note_versions()
                 for seg, err in failed:
-                    refusals.append(err)
                     if now_seen.get(seg.domain) != seen.get(seg.domain) and not waited_for_notes:
                         # The child's note changed while we planned on the old one: try it again, once.
                         waited_for_notes = True
                         continue
+                    refusals.append(err)
                     avoid.append(planner.Run(SpId(seg.domain), seg.request.src, seg.request.dst))
                 log.warning("slice %s: attempt %d refused (%s); re-planning around it", rec.id, attempt + 1, errors[0])
                 continue
