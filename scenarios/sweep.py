@@ -489,7 +489,7 @@ class SweepFederation:
                     return ""
                 await asyncio.sleep(0.05)
             told = seen.get(verdict.root_id, [])
-            return f"the top's Watch last said {told[-1] if told else 'nothing'}, but the SPs hold {verdict.outcome}"
+            return f"the top's Watch last said {told[-1] if told else 'nothing'} (told {told}), but the SPs hold {verdict.outcome}"
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
