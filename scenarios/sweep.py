@@ -470,7 +470,9 @@ class SweepFederation:
         while True:
             top = self.fleet[self.top]
             try:
-                async for ev in top.slices.Watch(pb.WatchRequest(initial=not first)):
+                # wait_for_ready: a reconnect waits for the restarted top instead of failing during the
+                # channel's back-off, as a watching customer's client would.
+                async for ev in top.slices.Watch(pb.WatchRequest(initial=not first), wait_for_ready=True):
                     seen.setdefault(ev.slice_id, []).append(state_name(ev.state))
             except grpc.aio.AioRpcError:
                 pass
@@ -483,13 +485,14 @@ class SweepFederation:
             expected = _WATCH_SAYS.get(verdict.outcome)
             if expected is None or not verdict.root_id:
                 return ""
-            for _ in range(20):  # the last change may still be on its way (bounded: 1 s)
+            for _ in range(60):  # the last change may still be on its way (bounded: 3 s)
                 told = seen.get(verdict.root_id, [])
                 if told and told[-1] in expected:
                     return ""
                 await asyncio.sleep(0.05)
             told = seen.get(verdict.root_id, [])
-            return f"the top's Watch last said {told[-1] if told else 'nothing'} (told {told}), but the SPs hold {verdict.outcome}"
+            last = told[-1] if told else "nothing"
+            return f"the top's Watch last said {last} (told {told}), but the SPs hold {verdict.outcome}"
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):

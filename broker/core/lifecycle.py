@@ -722,81 +722,102 @@ class SliceManager:
             rec = self.get(slice_id)
             if rec.state in op.done:
                 return rec
+            if rec.state in op.resumes:
+                return await self.drive_activate(rec)
             self._require(rec, op)
             await self._faults.hit("activate.start", rec.id)
-            rec = self._transition(rec, S.ACTIVATING)
-            timeout = self.child_timeout_s
+            rec = self._transition(rec, S.ACTIVATING)  # decided: from here it rolls forward
+            return await self.drive_activate(rec)
 
-            async def activate_one(seg: SegmentRecord) -> None:
-                await self._faults.hit("activate.task.before", rec.id, seg.domain)
-                await self._bounded(self._agent(seg.domain).activate(seg.handle), timeout, seg.domain)
-                await self._faults.hit("activate.task.after", rec.id, seg.domain)
+    async def drive_activate(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
+        """Activate every child not yet active, then stitch every link not yet stitched (lock held).
 
-            results = await asyncio.gather(*(activate_one(s) for s in rec.segments), return_exceptions=True)
-            errors = [_as_error(r, s.domain) for s, r in zip(rec.segments, results, strict=True) if r is not None]
-            links = list(rec.links)
-            if not errors:
-                for i, ln in enumerate(links):
-                    spec = ConnectivitySpec(
-                        key=f"{rec.id}:{ln.a_port}:{ln.b_port}",
-                        points=(
-                            ConnectionPoint(ln.a_port, ln.label_type, ln.label_a or 0),
-                            ConnectionPoint(ln.b_port, ln.label_type, ln.label_b or 0),
-                        ),
-                        bandwidth_mbps=rec.request.bandwidth_mbps,
-                    )
-                    try:
-                        handle = await self._bounded(self._wim.create(spec), timeout, self.sp_id)
-                    except FedError as exc:
-                        errors.append(exc.in_domain(self.sp_id))
-                        break
-                    links[i] = replace(ln, wim_handle=handle)
-                    # Each stitch is persisted as it is made, so a release after a crash finds it.
-                    rec = self._save(replace(rec, links=tuple(links)))
-            self._log(rec.id, "activate", [TaskStatus(0, "activate", "failed" if errors else "done")])
-            if errors:
-                err = errors[0] if len(errors) == 1 else _fanout(errors)
-                # Undo the stitches made; children stay committed (they keep what they hold until terminated).
-                for i, ln in enumerate(links):
-                    if ln.wim_handle:
-                        try:
-                            await self._bounded(self._wim.delete(ln.wim_handle), timeout, self.sp_id)
-                            links[i] = replace(ln, wim_handle="")
-                        except FedError as exc:
-                            log.warning("slice %s: unstitching %s failed: %s", rec.id, ln.a_port, exc)
-                self._transition(rec, S.COMMITTED, links=tuple(links), reason=f"activation failed: {err}")
-                raise err
-            rec = self._transition(
-                rec, S.ACTIVE, links=tuple(links), reason="", segments=self._described(rec.segments, S.ACTIVE)
+        Activation rolls forward like a commit: children that did not answer leave the slice
+        ACTIVATING naming them (``Unavailable``; the reconciler retries), so no level ends ACTIVE
+        while another stays merely committed. A child that refuses outright makes the slice unable to
+        serve: everything is released and it ends FAILED naming the child.
+        """
+        timeout = limit_s or self.child_timeout_s
+        todo = [s for s in rec.segments if s.state is not S.ACTIVE]
+
+        async def activate_one(seg: SegmentRecord) -> None:
+            await self._faults.hit("activate.task.before", rec.id, seg.domain)
+            await self._bounded(self._agent(seg.domain).activate(seg.handle), timeout, seg.domain)
+            await self._faults.hit("activate.task.after", rec.id, seg.domain)
+
+        results = await asyncio.gather(*(activate_one(s) for s in todo), return_exceptions=True)
+        done = {s.index for s, r in zip(todo, results, strict=True) if r is None}
+        failed = [(s.domain, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None]
+        segments = tuple(replace(s, state=S.ACTIVE) if s.index in done else s for s in rec.segments)
+        rec = self._save(replace(rec, segments=segments))
+        links = list(rec.links)
+        if not failed:
+            for i, ln in enumerate(links):
+                if ln.wim_handle:
+                    continue  # stitched by an earlier try
+                spec = ConnectivitySpec(
+                    key=f"{rec.id}:{ln.a_port}:{ln.b_port}",
+                    points=(
+                        ConnectionPoint(ln.a_port, ln.label_type, ln.label_a or 0),
+                        ConnectionPoint(ln.b_port, ln.label_type, ln.label_b or 0),
+                    ),
+                    bandwidth_mbps=rec.request.bandwidth_mbps,
+                )
+                try:
+                    handle = await self._bounded(self._wim.create(spec), timeout, self.sp_id)
+                except FedError as exc:
+                    failed.append((f"{self.sp_id} (WIM)", exc.in_domain(self.sp_id)))
+                    break
+                links[i] = replace(ln, wim_handle=handle)
+                # Each stitch is persisted as it is made, so a release after a crash finds it.
+                rec = self._save(replace(rec, links=tuple(links)))
+        self._log(rec.id, "activate", [TaskStatus(0, "activate", "failed" if failed else "done")])
+        if failed:
+            names = sorted({name for name, _ in failed})
+            errors = [e for _, e in failed]
+            refused = [e for e in errors if not outcome_unknown(e)]
+            if refused:
+                reason = f"activation failed: {', '.join(names)} refused ({refused[0]}); released everywhere"
+                log.warning("slice %s: %s", rec.id, reason)
+                rec = self._transition(
+                    rec, S.TERMINATING, reason=reason, error_code=refused[0].code.value, settle_to=S.FAILED
+                )
+                rec = await self.drive_release(rec)
+                raise error_for_code(refused[0].code, reason, causes=errors)
+            rec = self._save(replace(rec, reason=with_pending("activation decided; waiting for confirmation", names)))
+            raise Unavailable(
+                f"slice {rec.id}: the activation is decided and goes on: {', '.join(names)} did not confirm yet "
+                f"({errors[0]}); watch the slice for ACTIVE",
+                causes=errors,
             )
-            await self._faults.hit("activate.done", rec.id)
-            return rec
+        rec = self._transition(
+            rec, S.ACTIVE, links=tuple(links), reason="", segments=self._described(rec.segments, S.ACTIVE)
+        )
+        await self._faults.hit("activate.done", rec.id)
+        return rec
 
     # --- restart, usage -----------------------------------------------------------------------
 
     async def recover(self) -> None:
         """After a restart: re-apply local holdings, hand interrupted operations to the reconciler.
 
-        RESERVING is presumed aborted; COMMITTING rolls forward; ABORTING and TERMINATING go on
-        releasing; ACTIVATING falls back to COMMITTED (its children keep what they hold).
+        RESERVING is presumed aborted; COMMITTING and ACTIVATING roll forward; ABORTING and
+        TERMINATING go on releasing.
         """
         for domain, handle, state in self._store.local_holdings():
             if domain in self._agents:
                 await self._agents[domain].restore(handle, committed=state is not S.HELD)
         for wim_handle in self._store.wim_handles():
             await self._wim.restore(wim_handle)
-        for rec in self._store.slices([S.RESERVING, S.ACTIVATING]):
-            log.warning("slice %s was %s when the broker stopped; settling it", rec.id, rec.state)
-            if rec.state is S.RESERVING:
-                self._transition(
-                    rec,
-                    S.ABORTING,
-                    reason=f"broker {self.sp_id} restarted during the reservation",
-                    error_code=ErrorCode.UNAVAILABLE.value,
-                    settle_to=S.FAILED,
-                )
-            else:
-                self._transition(rec, S.COMMITTED, reason="broker restarted during activation")
+        for rec in self._store.slices([S.RESERVING]):
+            log.warning("slice %s was %s when the broker stopped; releasing it", rec.id, rec.state)
+            self._transition(
+                rec,
+                S.ABORTING,
+                reason=f"broker {self.sp_id} restarted during the reservation",
+                error_code=ErrorCode.UNAVAILABLE.value,
+                settle_to=S.FAILED,
+            )
         # Holds that lapsed while the broker was down; a child that does not answer at once is the
         # reconciler's, so a dead child cannot hold up the start.
         expired = await self.expire_due(limit_s=1.0)
@@ -884,10 +905,6 @@ class SliceManager:
         """Release a RESERVING slice no operation owns any more (the caller holds its lock)."""
         rec = self._transition(rec, S.ABORTING, reason=why, error_code=ErrorCode.UNAVAILABLE.value, settle_to=S.FAILED)
         return await self.drive_release(rec)
-
-    def abandon_activation(self, rec: SliceRecord, why: str) -> SliceRecord:
-        """An ACTIVATING slice no operation owns any more falls back to COMMITTED (children keep their holds)."""
-        return self._transition(rec, S.COMMITTED, reason=why)
 
     def usage(self) -> Usage:
         """What the broker holds now."""

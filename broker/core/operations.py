@@ -40,7 +40,13 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
-        Operation("Commit", frozenset({S.HELD}), S.COMMITTING, frozenset({S.COMMITTED, S.ACTIVATING, S.ACTIVE})),
+        Operation(
+            "Commit",
+            frozenset({S.HELD}),
+            S.COMMITTING,
+            frozenset({S.COMMITTED, S.ACTIVATING, S.ACTIVE}),
+            frozenset({S.COMMITTING}),
+        ),
         Operation(
             "Abort",
             frozenset({S.HELD}),
@@ -49,12 +55,12 @@ OPERATIONS: dict[str, Operation] = {
             frozenset({S.ABORTING}),
             settle_to=S.ABORTED,
         ),
-        Operation("Activate", frozenset({S.COMMITTED}), S.ACTIVATING, frozenset({S.ACTIVE})),
+        Operation("Activate", frozenset({S.COMMITTED}), S.ACTIVATING, frozenset({S.ACTIVE}), frozenset({S.ACTIVATING})),
         # Terminate is the one release that works in every state: what an upper SP sends to release
         # a segment whatever the child holds. A slice that ended already holds nothing.
         Operation(
             "Terminate",
-            frozenset({S.HELD, S.COMMITTING, S.COMMITTED, S.ACTIVE, S.FAILED}),
+            frozenset({S.HELD, S.COMMITTING, S.COMMITTED, S.ACTIVATING, S.ACTIVE, S.FAILED}),
             S.TERMINATING,
             frozenset({S.TERMINATED, S.ABORTED, S.EXPIRED}),
             frozenset({S.TERMINATING, S.ABORTING}),

@@ -6,8 +6,8 @@ One background loop per broker. Each pass
 * re-sends Commit for COMMITTING slices (the decision is durable; it completes, or the slice is
   released everywhere once a child lost its hold or the hold time is over);
 * re-sends the release of ABORTING and TERMINATING slices until every child confirmed;
-* settles RESERVING and ACTIVATING slices no operation in this process owns (their task died):
-  after ``stale_after_s`` a reservation is released, an activation falls back to COMMITTED.
+* re-sends Activate for ACTIVATING slices (activation rolls forward like a commit);
+* releases RESERVING slices no operation in this process owns (their task died) after ``stale_after_s``.
 
 A slice that failed again waits before its next try, doubling up to ``MAX_BACKOFF_INTERVALS`` intervals; slices are
 driven concurrently, at most ``CONCURRENCY`` at once, so one dead child does not hold up the rest.
@@ -95,8 +95,7 @@ class Reconciler:
         todo = [
             r
             for r in self._m.slices([S.COMMITTING, S.ABORTING, S.TERMINATING, S.RESERVING, S.ACTIVATING])
-            if self._due(r, now)
-            and (r.state not in (S.RESERVING, S.ACTIVATING) or now - r.updated_at >= self.stale_after_s)
+            if self._due(r, now) and (r.state is not S.RESERVING or now - r.updated_at >= self.stale_after_s)
         ]
         gate = asyncio.Semaphore(CONCURRENCY)
         after: dict[str, SliceState] = {}
@@ -127,7 +126,7 @@ class Reconciler:
                     log.warning("slice %s: RESERVING with no operation running; releasing it", rec.id)
                     rec = await m.abandon_reservation(rec, "the reservation was interrupted")
                 elif rec.state is S.ACTIVATING:
-                    rec = m.abandon_activation(rec, "activation was interrupted")
+                    rec = await m.drive_activate(rec)
         except FedError as exc:
             n = self._failures[slice_id] = self._failures.get(slice_id, 0) + 1
             wait = self.interval_s * min(MAX_BACKOFF_INTERVALS, 2 ** min(n - 1, 8))
@@ -136,7 +135,7 @@ class Reconciler:
             return m.get(slice_id).state
         self._failures.pop(slice_id, None)
         self._next_try.pop(slice_id, None)
-        if rec.state not in (S.COMMITTING, S.ABORTING, S.TERMINATING):
+        if rec.state not in (S.COMMITTING, S.ACTIVATING, S.ABORTING, S.TERMINATING):
             log.info("slice %s settled: %s", slice_id, rec.state)
         return rec.state
 
