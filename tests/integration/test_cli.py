@@ -55,7 +55,7 @@ async def test_readme_walkthrough_request_list_show_terminate(leaf: str) -> None
     ordered = cli("slice", "request", "scenarios/examples/request.yaml", "--broker", leaf, "--json")
     assert ordered.returncode == 0, ordered.stderr
     slice_ = json.loads(ordered.stdout)
-    assert slice_["state"] == "SLICE_STATE_ACTIVE"
+    assert slice_["state"] == "ACTIVE"  # as the tables print it
     assert [s["domain"] for s in slice_["segments"]] == ["demo-leaf"]
     assert slice_["segments"][0]["functions"] == ["firewall"]
 
@@ -64,17 +64,26 @@ async def test_readme_walkthrough_request_list_show_terminate(leaf: str) -> None
     shown = cli("slice", "show", slice_["id"], "--broker", leaf)
     assert shown.returncode == 0 and "ACTIVE" in shown.stdout and "demo-leaf.ams" in shown.stdout
     usage = json.loads(cli("usage", "--broker", leaf, "--json").stdout)
-    assert usage["holding_slices"] == 1 and int(usage["domains"][0]["bandwidth_mbps"]) == 500
+    assert usage["holding_slices"] == 1 and usage["domains"][0]["bandwidth_mbps"] == 500  # a number
 
     ended = json.loads(cli("slice", "terminate", slice_["id"], "--broker", leaf, "--json").stdout)
-    assert ended["state"] == "SLICE_STATE_TERMINATED"
+    assert ended["state"] == "TERMINATED" and ended["updated_at"].endswith("+00:00")
     usage = json.loads(cli("usage", "--broker", leaf, "--json").stdout)
-    assert usage["holding_slices"] == 0 and int(usage["domains"][0]["bandwidth_mbps"]) == 0
+    assert usage["holding_slices"] == 0 and usage["domains"][0]["bandwidth_mbps"] == 0
 
 
 async def test_cli_errors_name_the_status_and_reason(leaf: str, tmp_path: Path) -> None:
     missing = cli("slice", "show", "no-such-slice", "--broker", leaf)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr and "no-such-slice" in missing.stderr
+    as_json = cli("slice", "show", "no-such-slice", "--broker", leaf, "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout) == {
+        "error": {"code": "NOT_FOUND", "message": "slice 'no-such-slice' does not exist", "field": ""}
+    }
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("src: demo-leaf.ams\ndst: nowhere.x\nbandwidth_mbps: 10\n")
+    refused_json = json.loads(cli("slice", "plan", str(odd), "--broker", leaf, "--json").stdout)["error"]
+    assert refused_json["code"] in {"NOT_FOUND", "INVALID_ARGUMENT"} and "nowhere.x" in refused_json["message"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("src: demo-leaf.ams\ndst: demo-leaf.par\nbandwidth_mbps: 0\n")
     refused = cli("slice", "request", str(bad), "--broker", leaf)
