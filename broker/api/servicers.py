@@ -20,6 +20,7 @@ from broker.api import codec, handlers
 from broker.api.status import status_trailer, to_grpc
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
+from broker.core.log_fields import log_fields
 from broker.core.offers import OfferDesk
 from broker.core.records import SliceRecord
 from broker.core.storage import SliceStore
@@ -61,12 +62,18 @@ class Gate:
         target: str = "",
         audited: bool = False,
         outcome: Callable[[T], str] = lambda _: "",
+        slice_id: str = "",
+        request_id: str = "",
     ) -> T:
-        """Run ``call`` as the authenticated caller; a ``FedError`` becomes its gRPC status."""
+        """Run ``call`` as the authenticated caller; a ``FedError`` becomes its gRPC status.
+
+        What is logged meanwhile carries ``slice_id``, ``request_id`` and the caller as fields.
+        """
         principal: Principal | None = None
         try:
             principal = self.guard.check(context, rpc)
-            result = await call(principal)
+            with log_fields(slice_id=slice_id[:200], request_id=request_id[:200], caller=principal.id):
+                result = await call(principal)
         except FedError as exc:
             if audited:
                 self.audit.record(rpc, principal, target, exc.code.value, str(exc), peer=tls_peer(context))
@@ -142,7 +149,13 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             return self._encode(rec)
 
         return await self._gate.answer(
-            context, "Reserve", call, target=_reserve_target(request), audited=True, outcome=_slice_outcome
+            context,
+            "Reserve",
+            call,
+            target=_reserve_target(request),
+            audited=True,
+            outcome=_slice_outcome,
+            request_id=request.request_id,
         )
 
     async def _by_ref(
@@ -158,7 +171,14 @@ class SlicesServicer(pb_grpc.SlicesServicer):
 
         target = (ref.slice_id or ref.request_id)[:200]
         return await self._gate.answer(
-            context, rpc, call, target=target, audited=op is not None, outcome=_slice_outcome
+            context,
+            rpc,
+            call,
+            target=target,
+            audited=op is not None,
+            outcome=_slice_outcome,
+            slice_id=ref.slice_id,
+            request_id=ref.request_id,
         )
 
     async def Commit(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
@@ -185,7 +205,16 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             return self._encode(await self._m.terminate(rec.id))
 
         target = (request.slice_id or request.request_id)[:200]
-        return await self._gate.answer(context, "Terminate", call, target=target, audited=True, outcome=_slice_outcome)
+        return await self._gate.answer(
+            context,
+            "Terminate",
+            call,
+            target=target,
+            audited=True,
+            outcome=_slice_outcome,
+            slice_id=request.slice_id,
+            request_id=request.request_id,
+        )
 
     async def Get(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Read a slice with its per-domain segments."""

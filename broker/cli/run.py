@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +15,10 @@ from slicing.errors import FedError
 
 def _serve(ns: argparse.Namespace) -> int:
     from broker.app import serve
+    from broker.cli import logs
 
     config = load_config(Path(ns.config))
-    logging.basicConfig(
-        level=ns.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {config.sp_id} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(ns.log_level, ns.log_format, config.sp_id)
     try:
         asyncio.run(serve(config, insecure=ns.insecure))
     except FedError as exc:  # e.g. a domain's cloud refused the login: say which setting, no traceback
@@ -84,7 +79,13 @@ def register(sub: Any) -> None:
     """Add ``serve``, ``scenario``, ``dataplane`` and ``openstack`` to the command's sub-parsers."""
     p = sub.add_parser("serve", help="run one SP's broker")
     p.add_argument("--config", required=True, help="the SP's YAML config")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default info")
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one object per line with sp_id, slice_id, request_id as fields (default text)",
+    )
     p.add_argument("--insecure", action="store_true", help="serve plaintext gRPC, no TLS (logs a warning)")
     p.set_defaults(handler=_serve)
 

@@ -286,3 +286,63 @@ def test_faults_list_is_a_console_command() -> None:
     assert listed.returncode == 0, listed.stderr
     points = {p["point"] for p in json.loads(listed.stdout)["points"]}
     assert {"reserve.start", "commit.decided", "terminate.done"} <= points
+
+
+def _tls_lab(tmp_path: Path) -> tuple[Path, Path]:
+    """A lab CA, the leaf's certificate, an operator and a customer; the leaf's config over TLS with login."""
+    pki = tmp_path / "pki"
+    made = cli(
+        "certs", "init", "--out", str(pki), "--sp", "demo-leaf", "--client", "operator:operator", "--client", "alice"
+    )
+    assert made.returncode == 0, made.stderr
+    security = {
+        "ca": "pki/ca.crt",
+        "cert": "pki/demo-leaf.crt",
+        "key": "pki/demo-leaf.key",
+        "accounts_file": "pki/accounts.yaml",
+        "login_listen": "127.0.0.1:0",
+    }
+    return pki, _lab_config(tmp_path, security)
+
+
+def test_serve_log_format_json_has_the_ids_as_fields_and_no_grpc_core_lines(tmp_path: Path) -> None:
+    pki, config = _tls_lab(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("GRPC_VERBOSITY", "GRPC_TRACE")}
+    log = tmp_path / "serve.log"
+    data = tmp_path / "data"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [FEDBROKER, "serve", "--config", str(config), "--log-format", "json"], stderr=sink, env=env
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not (data / "address").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        address = (data / "address").read_text().strip()
+        # A plaintext caller makes the C core log a failed handshake: it must not reach the log.
+        plain = cli("usage", "--broker", address, "--insecure", "--sp", "demo-leaf", "--creds", str(pki))
+        assert plain.returncode == 1, plain.stderr
+        ordered = cli(
+            "slice",
+            "request",
+            "scenarios/examples/request.yaml",
+            "--broker",
+            address,
+            "--creds",
+            str(pki),
+            "--request-id",
+            "r-log-1",
+            "--json",
+        )
+        assert ordered.returncode == 0, ordered.stderr
+        slice_id = json.loads(ordered.stdout)["id"]
+        time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line is one JSON object
+    assert all(line["sp_id"] == "demo-leaf" and line["time"].endswith("+00:00") for line in lines)
+    held = next(line for line in lines if line["message"].startswith(f"slice {slice_id} -> HELD"))
+    assert held["slice_id"] == slice_id and held["request_id"] == "r-log-1" and held["caller"] == "operator"
+    assert held["level"] == "INFO" and held["logger"] == "broker.core.lifecycle"
