@@ -22,7 +22,7 @@ import grpc
 from rich.markup import escape
 
 from broker.cli import catalog, credentials, faults, run, slices
-from broker.cli.client import print_explanation
+from broker.cli.client import print_explanation, transport_hint
 from broker.cli.output import err, error_json, print_json
 from broker.descriptors import ConfigError
 
@@ -102,9 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         tree = explanation(exc)
         message = exc.details() or exc.code().name
+        hint = transport_hint(ns, exc)
         if as_json:
-            return _fail(True, exc.code().name, message, tree.field if tree is not None else "", 1)
+            text = f"{message} ({hint})" if hint else message
+            return _fail(True, exc.code().name, text, tree.field if tree is not None else "", 1)
         err.print(f"[red]{exc.code().name}:[/] {escape(message)}", highlight=False)
+        if hint:
+            err.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False)
         print_explanation(exc)
         return 1
     except KeyboardInterrupt:

@@ -182,6 +182,44 @@ def emit(msg: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
         printer(msg)
 
 
+def transport_hint(ns: argparse.Namespace, exc: grpc.aio.AioRpcError) -> str:
+    """What to do when a broker could not be reached because of how the CLI called, or ''."""
+    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+        return ""
+    details = exc.details() or ""
+    broker = str(getattr(ns, "broker", ""))
+    if "ALPN" in details:
+        return (
+            f"{broker} speaks TLS but not gRPC: is it the login endpoint (security.login_listen)? --broker takes the "
+            "broker's gRPC address (its `listen`); the login port is for `fedbroker login --url`"
+        )
+    if getattr(ns, "insecure", False) and broker and _speaks_tls(broker):
+        return f"{broker} serves TLS: drop --insecure (it is only for a broker run with `serve --insecure`)"
+    return ""
+
+
+def _speaks_tls(address: str) -> bool:
+    """Whether the server at ``address`` answers a TLS handshake (certificates not checked: only the protocol)."""
+    import socket
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2) as sock,
+            ctx.wrap_socket(sock) as tls,
+        ):
+            tls.do_handshake()
+        return True
+    except ssl.SSLError as exc:  # an alert (e.g. no client certificate) is still TLS speaking
+        return "ALERT" in str(exc.reason or "").upper() or "CERTIFICATE" in str(exc.reason or "").upper()
+    except OSError:
+        return False
+
+
 def print_explanation(exc: grpc.aio.AioRpcError) -> None:
     """The explanation tree a broker sent with a refusal: which SP refused what, level by level."""
     from broker.api.status import explanation

@@ -346,3 +346,15 @@ def test_serve_log_format_json_has_the_ids_as_fields_and_no_grpc_core_lines(tmp_
     held = next(line for line in lines if line["message"].startswith(f"slice {slice_id} -> HELD"))
     assert held["slice_id"] == slice_id and held["request_id"] == "r-log-1" and held["caller"] == "operator"
     assert held["level"] == "INFO" and held["logger"] == "broker.core.lifecycle"
+
+
+def test_insecure_against_tls_and_the_login_port_as_broker_say_what_to_do(tmp_path: Path) -> None:
+    pki, config = _tls_lab(tmp_path)
+    with served(config) as (address, _):
+        login_at = (tmp_path / "data" / "login_address").read_text().strip()
+        plain = cli("usage", "--broker", address, "--insecure", "--sp", "demo-leaf", "--creds", str(pki))
+        assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+        assert f"{address} serves TLS: drop --insecure" in plain.stderr
+        wrong_port = cli("usage", "--broker", login_at, "--creds", str(pki))
+        assert wrong_port.returncode == 1 and "login endpoint" in wrong_port.stderr
+        assert "`listen`" in wrong_port.stderr and "fedbroker login --url" in wrong_port.stderr
