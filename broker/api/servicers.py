@@ -119,10 +119,17 @@ def _reserve_target(request: pb.ReserveRequest) -> str:
 class SlicesServicer(pb_grpc.SlicesServicer):
     """``fedbroker.v1.Slices``."""
 
-    def __init__(self, manager: SliceManager, gate: Gate, store: SliceStore) -> None:
+    def __init__(
+        self,
+        manager: SliceManager,
+        gate: Gate,
+        store: SliceStore,
+        explain: Callable[[FedError, str, str], FedError] = lambda exc, _src, _dst: exc,
+    ) -> None:
         self._m = manager
         self._gate = gate
         self._store = store  # read-only here: List pages straight from the store
+        self._explain = explain  # a refused plan said better where the catalog knows more
 
     def _encode(self, rec: SliceRecord) -> pb.Slice:
         return codec.slice_to_pb(rec, self._m.sp_id)
@@ -140,12 +147,15 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         async def call(principal: Principal) -> pb.Slice:
             codec.check_id(request.request_id, "request_id", required=not request.dry_run)
             req = codec.request_from_pb(request.request)
-            if request.dry_run:
-                plan = self._m.dry_run(req)
-                return pb.Slice(sp_id=self._m.sp_id, request=codec.request_to_pb(req), plan=codec.plan_to_pb(plan))
-            rec = await self._m.reserve(
-                principal.id, request.request_id, req, float(request.hold_time_s), deadline=_deadline(context)
-            )
+            try:
+                if request.dry_run:
+                    plan = self._m.dry_run(req)
+                    return pb.Slice(sp_id=self._m.sp_id, request=codec.request_to_pb(req), plan=codec.plan_to_pb(plan))
+                rec = await self._m.reserve(
+                    principal.id, request.request_id, req, float(request.hold_time_s), deadline=_deadline(context)
+                )
+            except FedError as exc:
+                raise self._explain(exc, req.src, req.dst) from None
             return self._encode(rec)
 
         return await self._gate.answer(
@@ -370,7 +380,8 @@ def add_servicers(
     that do not parse are ``INVALID_ARGUMENT`` with an audit line, not grpc's own ``UNKNOWN``.
     """
     services = pb.DESCRIPTOR.services_by_name
-    handlers.register(server, services["Slices"], SlicesServicer(manager, gate, store), gate.guard, gate.audit)
+    slices = SlicesServicer(manager, gate, store, catalog.explain)
+    handlers.register(server, services["Slices"], slices, gate.guard, gate.audit)
     handlers.register(
         server, services["Capabilities"], CapabilitiesServicer(catalog, offers, gate), gate.guard, gate.audit
     )

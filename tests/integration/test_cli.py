@@ -183,7 +183,10 @@ async def test_operator_edits_and_withdraws_an_offer_and_catalog_show_reflects_i
     shown = json.loads(cli("catalog", "show", "--broker", leaf, "--json").stdout)
     assert shown["lower"][0]["sp_id"] == "demo-leaf" and shown["lower"][0]["isolation"] == []
     assert shown["lower"][0]["endpoints"] == [] and shown["lower"][0]["ports"] == []
-    assert not shown.get("own", {}).get("endpoints")  # nothing of the withdrawn domain is published upward
+    assert not (shown.get("own") or {}).get("endpoints")  # nothing of the withdrawn domain is published upward
+    planned = cli("slice", "plan", "scenarios/examples/request.yaml", "--broker", leaf)
+    assert planned.returncode == 1 and "unknown terminal" not in planned.stderr
+    assert "'demo-leaf.ams' is withdrawn: demo-leaf no longer offers it" in planned.stderr
 
     offer.write_text("isolation: [telepathy]\n")
     bad = cli("catalog", "offer", "--broker", leaf, "--domain", "demo-leaf", str(offer))
