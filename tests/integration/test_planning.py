@@ -64,6 +64,10 @@ async def test_refusal_two_levels_down_comes_up_as_a_structured_error_tree(fed: 
     assert [n.domain for n in tree.causes] == ["M"]
     assert any(n.domain == "L2" and n.message == "injected failure at reserve" for n in nodes)
     assert all(n.code is ErrorCode.RESOURCE_EXHAUSTED for n in nodes)
+    # The message says the real cause first, once, then what was tried (the tree keeps the rest).
+    said = info.value.details() or ""
+    assert said.startswith("[L2] injected failure at reserve"), said
+    assert said.count("injected failure at reserve") == 1 and "crankback around" in said
     await fed.assert_idle()
 
 
