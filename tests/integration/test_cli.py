@@ -361,3 +361,129 @@ def test_insecure_against_tls_and_the_login_port_as_broker_say_what_to_do(tmp_pa
         wrong_port = cli("usage", "--broker", login_at, "--creds", str(pki))
         assert wrong_port.returncode == 1 and "login endpoint" in wrong_port.stderr
         assert "`listen`" in wrong_port.stderr and "fedbroker login --url" in wrong_port.stderr
+
+
+def _walkthrough_blocks() -> list[list[str]]:
+    """The shell blocks of the README's walkthrough, one command per entry (continuations joined)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Walkthrough", 1)[1].split("\n## ", 1)[0]
+    blocks = []
+    for block in section.split("```sh\n")[1:]:
+        text = block.split("```", 1)[0].replace("\\\n", " ")
+        blocks.append([line.strip() for line in text.splitlines() if line.strip()])
+    return blocks
+
+
+def _grpc_list_with_token(address: str, pki: Path, token: str) -> int:
+    """What the README's grpcurl call does, by a stock gRPC client: Slices/List as alice with the printed token."""
+    import grpc
+
+    from fedbroker.v1 import northsouth_pb2 as pb
+
+    creds = grpc.ssl_channel_credentials(
+        (pki / "ca.crt").read_bytes(), (pki / "alice.key").read_bytes(), (pki / "alice.crt").read_bytes()
+    )
+    with grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", "demo-leaf")]) as channel:
+        call = channel.unary_unary(
+            "/fedbroker.v1.Slices/List",
+            request_serializer=pb.ListRequest.SerializeToString,
+            response_deserializer=pb.ListResponse.FromString,
+        )
+        reply = call(pb.ListRequest(), metadata=[("authorization", f"Bearer {token}")], timeout=10)
+        return len(reply.slices)
+
+
+def test_the_readme_walkthrough_runs_literally_on_a_fresh_clone_as_its_customer(tmp_path: Path) -> None:
+    """Every command of the README's walkthrough, in order, in a folder laid out as a fresh clone.
+
+    Only the ports change (the fixed ones may be taken on a shared machine): the config listens on
+    port 0, the commands' 127.0.0.1:50061 / :50062 become the bound addresses, and $FEDBROKER_BROKER
+    (the default of --broker) is the bound one. grpcurl lines run
+    when grpcurl is installed; otherwise the token they use is checked by a stock gRPC client.
+    """
+    import re
+    import shutil
+
+    clone = tmp_path / "clone"
+    (clone / "scenarios" / "examples").mkdir(parents=True)
+    (clone / ".venv").symlink_to(Path(sys.executable).parents[1])
+    for name in ("leaf.yaml", "request.yaml"):
+        shutil.copy(ROOT / "scenarios" / "examples" / name, clone / "scenarios" / "examples" / name)
+    leaf = clone / "scenarios" / "examples" / "leaf.yaml"
+    leaf.write_text(
+        leaf.read_text()
+        .replace("listen: 127.0.0.1:50061", "listen: 127.0.0.1:0")
+        .replace("login_listen: 127.0.0.1:50062", "login_listen: 127.0.0.1:0")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDBROKER_")}
+    have_grpcurl = shutil.which("grpcurl") is not None
+    blocks = _walkthrough_blocks()
+    setup, *rest = blocks
+    assert setup[0].startswith(".venv/bin/fedbroker certs init") and setup[1].startswith(".venv/bin/fedbroker serve")
+
+    def sh(line: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", line], cwd=clone, env=env, capture_output=True, text=True, timeout=60)
+
+    made = sh(setup[0])
+    assert made.returncode == 0, made.stderr
+    data = clone / "scenarios" / "examples" / "data-demo-leaf"
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(["bash", "-c", f"exec {setup[1]}"], cwd=clone, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while not (data / "login_address").exists():
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.05)
+        address = (data / "address").read_text().strip()
+        login = (data / "login_address").read_text().strip()
+        env["FEDBROKER_BROKER"] = address  # the commands' default broker, 127.0.0.1:50061 in the README
+        slice_id = ""
+        ran = []
+        for line in [cmd for block in rest for cmd in block]:
+            line = line.split("   #", 1)[0].strip()  # the README's trailing comments
+            line = line.replace("127.0.0.1:50061", address).replace("127.0.0.1:50062", login)
+            line = line.replace("<slice-id>", slice_id)
+            if line.startswith("grpcurl") and not have_grpcurl:
+                token = re.search(r"\$\((.*?)\)", line)
+                if token:
+                    printed = sh(token.group(1))
+                    assert printed.returncode == 0, printed.stderr
+                    assert _grpc_list_with_token(address, clone / "pki", printed.stdout.strip()) == 1
+                ran.append(line)
+                continue
+            name, is_export, value = "", line.startswith("export "), ""
+            if is_export:
+                name, _, value = line.removeprefix("export ").partition("=")
+                done = sh(f'{name}={value}; printf %s "${name}"')
+                assert done.returncode == 0, (line, done.stderr)
+                env[name] = done.stdout
+                ran.append(line)
+                continue
+            if line.startswith("unset "):
+                for gone in line.split()[1:]:
+                    env.pop(gone, None)
+                ran.append(line)
+                continue
+            done = sh(line)
+            assert done.returncode == 0, (line, done.stdout, done.stderr)
+            ran.append(line)
+            if " slice request " in line:
+                slice_id = re.search(r"slice (\S+)", done.stdout).group(1)  # type: ignore[union-attr]
+            if "slice list" in line and "FEDBROKER_TOKEN" not in env:
+                assert slice_id in done.stdout or "terminate" in " ".join(ran)
+            if "hash-password" in line:
+                # The README's step in words: add the printed hash to alice's entry as password_hash.
+                book = clone / "pki" / "accounts.yaml"
+                accounts = yaml.safe_load(book.read_text())
+                for account in accounts["accounts"]:
+                    if account["id"] == "alice":
+                        account["password_hash"] = done.stdout.strip()
+                book.write_text(yaml.safe_dump(accounts, sort_keys=False))
+            if " usage" in line:
+                assert "demo-leaf" in done.stdout
+        assert any("login" in line for line in ran) and any("token" in line for line in ran)
+        assert slice_id and "slice terminate" in " ".join(ran)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
