@@ -1,5 +1,5 @@
 """``python -m broker`` is ``fedbroker``."""
 
-from broker.cli import main
+from broker.console import main
 
 raise SystemExit(main())

@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker.api import reflection
 from broker.api.child_agent import ChildBrokerAgent
+from broker.api.lower_presence import follow_presence
 from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig
 from broker.core.catalog import Catalog
@@ -128,14 +129,17 @@ class Broker:
                 agent = EmulatedDomainAgent(dom, clock)
             agents[dom.id] = local[dom.id] = agent
         self.offers = OfferDesk(local, config.data_dir / "offers.json")
+        self._lower_channels: dict[str, grpc.aio.Channel] = {}
         for lower in config.lower_sps:
+            # The lower-SP's certificate must name its SP id, whatever address it is reached at.
+            channel = open_channel(lower.address, self.identity if self.tls else None, server_name=lower.id)
+            self._lower_channels[lower.id] = channel
             agents[lower.id] = ChildBrokerAgent(
                 lower.id,
                 lower.address,
                 requester=config.sp_id,
                 timeout_s=config.lower_timeout_s,
-                # The lower-SP's certificate must name its SP id, whatever address it is reached at.
-                channel=open_channel(lower.address, self.identity if self.tls else None, server_name=lower.id),
+                channel=channel,
                 auth=partial(self.identity.metadata, lower.id),
                 faults=self.faults,
             )
@@ -194,6 +198,9 @@ class Broker:
         for lower in self.config.lower_sps:
             self._spawn(
                 self.manager.follow_child(lower.id, on_connect=self.reconciler.compare_soon), f"follow-{lower.id}"
+            )
+            self._spawn(
+                follow_presence(lower.id, lower.address, self._lower_channels[lower.id]), f"presence-{lower.id}"
             )
         self._spawn(self._prune_failed(), "prune-failed")
         server = grpc.aio.server(

@@ -9,7 +9,14 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration file is wrong; the message names the file and the path of the bad field."""
+    """A configuration file is wrong; the message names the file and the path of the bad field.
+
+    ``field`` is that path alone (``bandwidth_mbps``, ``--broker``), for output that carries it apart.
+    """
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

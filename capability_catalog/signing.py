@@ -150,15 +150,20 @@ def verify_note(
         raise NoteRejected(RejectReason.UNKNOWN_SIGNER, f"no key is configured for signer '{signed.signer}'")
     public = keys.get(signed.key_id)
     if public is None:
-        known = ", ".join(sorted(keys))
+        # Said in the form the config lists keys in: the operator compares it with lower_sps[].keys.
+        known = ", ".join(sorted(public_key_to_text(k) for k in keys.values()))
         raise NoteRejected(
-            RejectReason.BAD_SIGNATURE, f"key {signed.key_id or '-'} is not one of {signed.signer}'s keys ({known})"
+            RejectReason.BAD_SIGNATURE,
+            f"signed with a key that is not configured for {signed.signer} (key id {signed.key_id or '-'}); "
+            f"configured: {known}. List {signed.signer}'s public key (its key_file's .pub, as `fedbroker keys init` "
+            f"printed it) in lower_sps[{signed.signer}].keys",
         )
     try:
         public.verify(signed.signature, signed.payload)
     except InvalidSignature:
         raise NoteRejected(
-            RejectReason.BAD_SIGNATURE, f"signature does not verify with {signed.signer}'s key"
+            RejectReason.BAD_SIGNATURE,
+            f"the signature does not verify with {signed.signer}'s key {public_key_to_text(public)}",
         ) from None
     try:
         note = note_from_canonical(signed.payload)

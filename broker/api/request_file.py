@@ -131,6 +131,22 @@ ALLOWED: dict[str, str] = {
     "exclude_sps": "a list of SP ids the path must avoid",
     "max_price_per_hour": f"a price per hour from 0 (no ceiling) to {MAX_PRICE_PER_HOUR:g}",
 }
+
+
+def fields_help() -> str:
+    """Every field of a request file, from the model: required or its default, and what it allows."""
+    lines = ["fields of the request file (YAML; unknown fields are refused):"]
+    for name, info in SliceRequestFile.model_fields.items():
+        if info.is_required():
+            state = "required"
+        else:
+            default = info.get_default(call_default_factory=True)
+            state = "optional" if default in ("", [], 0, 0.0) else f"default {default!r}"
+        lines.append(f"  {name} ({state}): {info.description or ALLOWED[name]}")
+    lines.append("example: scenarios/examples/request.yaml; more in the README, 'Planning a slice'")
+    return "\n".join(lines)
+
+
 _UNION_MEMBERS = ("str", "int", "ChainFunction", "list[union[str,int]]")
 
 
@@ -180,12 +196,13 @@ def slice_request_from_data(data: Any, path: str = "slice") -> pb.SliceRequest:
     if isinstance(data, dict) and set(data) == {"slice"}:
         data = data["slice"]
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: must be a mapping of slice fields ({', '.join(FIELDS)})")
+        raise ConfigError(f"{path}: must be a mapping of slice fields ({', '.join(FIELDS)})", field="slice")
     try:
         model = SliceRequestFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_message(exc, path)) from None
+        first = exc.errors()[0]["loc"] if exc.errors() else ()
+        raise ConfigError(validation_message(exc, path), field=_where("", tuple(first))) from None
     return model.to_pb()
 
 
-__all__ = ["ALLOWED", "FIELDS", "SliceRequestFile", "slice_request_from_data", "validation_message"]
+__all__ = ["ALLOWED", "FIELDS", "SliceRequestFile", "fields_help", "slice_request_from_data", "validation_message"]

@@ -20,6 +20,7 @@ from broker.api import codec, handlers
 from broker.api.status import status_trailer, to_grpc
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
+from broker.core.log_fields import log_fields
 from broker.core.offers import OfferDesk
 from broker.core.records import SliceRecord
 from broker.core.storage import SliceStore
@@ -27,7 +28,7 @@ from broker.security.audit import AuditLog
 from broker.security.auth import Guard, Principal, tls_peer
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from slicing.errors import FedError, InvalidArgument, NotFound
+from slicing.errors import FedError, InvalidArgument, NotFound, causes_first
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,12 +62,18 @@ class Gate:
         target: str = "",
         audited: bool = False,
         outcome: Callable[[T], str] = lambda _: "",
+        slice_id: str = "",
+        request_id: str = "",
     ) -> T:
-        """Run ``call`` as the authenticated caller; a ``FedError`` becomes its gRPC status."""
+        """Run ``call`` as the authenticated caller; a ``FedError`` becomes its gRPC status.
+
+        What is logged meanwhile carries ``slice_id``, ``request_id`` and the caller as fields.
+        """
         principal: Principal | None = None
         try:
             principal = self.guard.check(context, rpc)
-            result = await call(principal)
+            with log_fields(slice_id=slice_id[:200], request_id=request_id[:200], caller=principal.id):
+                result = await call(principal)
         except FedError as exc:
             if audited:
                 self.audit.record(rpc, principal, target, exc.code.value, str(exc), peer=tls_peer(context))
@@ -112,10 +119,17 @@ def _reserve_target(request: pb.ReserveRequest) -> str:
 class SlicesServicer(pb_grpc.SlicesServicer):
     """``fedbroker.v1.Slices``."""
 
-    def __init__(self, manager: SliceManager, gate: Gate, store: SliceStore) -> None:
+    def __init__(
+        self,
+        manager: SliceManager,
+        gate: Gate,
+        store: SliceStore,
+        explain: Callable[[FedError, str, str], FedError] = lambda exc, _src, _dst: exc,
+    ) -> None:
         self._m = manager
         self._gate = gate
         self._store = store  # read-only here: List pages straight from the store
+        self._explain = explain  # a refused plan said better where the catalog knows more
 
     def _encode(self, rec: SliceRecord) -> pb.Slice:
         return codec.slice_to_pb(rec, self._m.sp_id)
@@ -133,16 +147,25 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         async def call(principal: Principal) -> pb.Slice:
             codec.check_id(request.request_id, "request_id", required=not request.dry_run)
             req = codec.request_from_pb(request.request)
-            if request.dry_run:
-                plan = self._m.dry_run(req)
-                return pb.Slice(sp_id=self._m.sp_id, request=codec.request_to_pb(req), plan=codec.plan_to_pb(plan))
-            rec = await self._m.reserve(
-                principal.id, request.request_id, req, float(request.hold_time_s), deadline=_deadline(context)
-            )
+            try:
+                if request.dry_run:
+                    plan = self._m.dry_run(req)
+                    return pb.Slice(sp_id=self._m.sp_id, request=codec.request_to_pb(req), plan=codec.plan_to_pb(plan))
+                rec = await self._m.reserve(
+                    principal.id, request.request_id, req, float(request.hold_time_s), deadline=_deadline(context)
+                )
+            except FedError as exc:
+                raise self._explain(causes_first(exc), req.src, req.dst) from None
             return self._encode(rec)
 
         return await self._gate.answer(
-            context, "Reserve", call, target=_reserve_target(request), audited=True, outcome=_slice_outcome
+            context,
+            "Reserve",
+            call,
+            target=_reserve_target(request),
+            audited=True,
+            outcome=_slice_outcome,
+            request_id=request.request_id,
         )
 
     async def _by_ref(
@@ -158,7 +181,14 @@ class SlicesServicer(pb_grpc.SlicesServicer):
 
         target = (ref.slice_id or ref.request_id)[:200]
         return await self._gate.answer(
-            context, rpc, call, target=target, audited=op is not None, outcome=_slice_outcome
+            context,
+            rpc,
+            call,
+            target=target,
+            audited=op is not None,
+            outcome=_slice_outcome,
+            slice_id=ref.slice_id,
+            request_id=ref.request_id,
         )
 
     async def Commit(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
@@ -185,7 +215,16 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             return self._encode(await self._m.terminate(rec.id))
 
         target = (request.slice_id or request.request_id)[:200]
-        return await self._gate.answer(context, "Terminate", call, target=target, audited=True, outcome=_slice_outcome)
+        return await self._gate.answer(
+            context,
+            "Terminate",
+            call,
+            target=target,
+            audited=True,
+            outcome=_slice_outcome,
+            slice_id=request.slice_id,
+            request_id=request.request_id,
+        )
 
     async def Get(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Read a slice with its per-domain segments."""
@@ -341,7 +380,8 @@ def add_servicers(
     that do not parse are ``INVALID_ARGUMENT`` with an audit line, not grpc's own ``UNKNOWN``.
     """
     services = pb.DESCRIPTOR.services_by_name
-    handlers.register(server, services["Slices"], SlicesServicer(manager, gate, store), gate.guard, gate.audit)
+    slices = SlicesServicer(manager, gate, store, catalog.explain)
+    handlers.register(server, services["Slices"], slices, gate.guard, gate.audit)
     handlers.register(
         server, services["Capabilities"], CapabilitiesServicer(catalog, offers, gate), gate.guard, gate.audit
     )

@@ -9,7 +9,8 @@ from typing import Any
 from rich.table import Table
 
 from broker.api import codec
-from broker.cli.client import add_client_args, emit, err, out, with_channel
+from broker.cli.client import add_client_args, emit, with_channel
+from broker.cli.output import err, out, table_time
 from broker.descriptors import load_yaml
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
@@ -66,7 +67,7 @@ async def _catalog_show(ns: argparse.Namespace) -> int:
             table.add_row(
                 note.sp_id,
                 str(note.version),
-                note.expires_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+                table_time(note.expires_at),
                 ", ".join(e.id for e in note.endpoints),
                 ", ".join(p.id for p in note.ports),
                 ", ".join(sorted({f.type for f in note.functions})),
@@ -93,7 +94,9 @@ def register(sub: Any) -> None:
         handler=_catalog_show
     )
     cv = csub.add_parser("validate", help="check a capability note in the YAML authoring format")
-    cv.add_argument("file")
+    cv.add_argument(
+        "file", metavar="FILE", help="a note in the YAML authoring format (capability_catalog/AUTHORING.md)"
+    )
     cv.set_defaults(handler=_catalog_validate)
     co = csub.add_parser("offer", help="edit a local domain's offer (QoS, isolation, pools, price, withdrawn)")
     add_client_args(co)

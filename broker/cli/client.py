@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format
-from rich.console import Console
 from rich.tree import Tree
 
+from broker.cli.output import err, message_json, print_json
 from broker.descriptors import ConfigError
 from broker.security.auth import ClientIdentity, server_identity
 from broker.security.keys import load_key
 from broker.security.pki import TlsFiles
-from broker.security.tokens import TokenMinter
+from broker.security.tokens import TokenMinter, claimed_subject
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 
@@ -31,9 +29,6 @@ STATE_NAMES = [
     for n in pb.SliceState.keys()  # noqa: SIM118 - an EnumTypeWrapper, not a dict
     if not n.endswith("UNSPECIFIED")
 ]
-
-out = Console()
-err = Console(stderr=True)
 
 
 def state_name(value: int) -> str:
@@ -49,26 +44,41 @@ def address(text: str) -> str:
     return text
 
 
-def add_identity_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options that say who the CLI acts as: credentials folder, account, TLS files, token."""
+def add_identity_args(
+    p: argparse.ArgumentParser, *, tokens: bool = True, session: bool = True
+) -> argparse.ArgumentParser:
+    """The options that say who the CLI acts as: credentials folder, account, TLS files, and the token.
+
+    ``tokens``: the key that signs call tokens; ``session``: a session token instead (``--token``).
+    """
     env = os.environ.get
     p.add_argument(
         "--creds",
         default=env("FEDBROKER_CREDS", DEFAULT_CREDS),
         help=f"folder made by `certs init` (default $FEDBROKER_CREDS or {DEFAULT_CREDS})",
     )
+    files = "NAME.crt, NAME.key, NAME.ed25519" if tokens else "NAME.crt, NAME.key"
     p.add_argument(
         "--as",
         dest="as_user",
         default=env("FEDBROKER_USER", "operator"),
-        help="account to act as: uses CREDS/ca.crt, NAME.crt, NAME.key, NAME.ed25519 (default $FEDBROKER_USER "
-        "or operator)",
+        metavar="NAME",
+        help=f"account to act as: uses CREDS/ca.crt, {files} (default $FEDBROKER_USER or operator)",
     )
-    p.add_argument("--ca", help="CA certificate (default CREDS/ca.crt)")
-    p.add_argument("--cert", help="client certificate (default CREDS/NAME.crt)")
-    p.add_argument("--key", help="client TLS key (default CREDS/NAME.key)")
-    p.add_argument("--token-key", help="Ed25519 key signing one token per call (default CREDS/NAME.ed25519)")
-    p.add_argument("--token", default=env("FEDBROKER_TOKEN", ""), help="a session token from `fedbroker login` instead")
+    p.add_argument("--ca", metavar="FILE", help="CA certificate (default CREDS/ca.crt)")
+    p.add_argument("--cert", metavar="FILE", help="client certificate (default CREDS/NAME.crt)")
+    p.add_argument("--key", metavar="FILE", help="client TLS key (default CREDS/NAME.key)")
+    if tokens:
+        p.add_argument(
+            "--token-key", metavar="FILE", help="Ed25519 key signing one token per call (default CREDS/NAME.ed25519)"
+        )
+    if tokens and session:
+        p.add_argument(
+            "--token",
+            default=None,
+            help="a session token from `fedbroker login` instead (default $FEDBROKER_TOKEN, used only when it "
+            "is NAME's)",
+        )
     p.add_argument("--insecure", action="store_true", help="plaintext, for a broker served with --insecure")
     return p
 
@@ -90,8 +100,8 @@ def add_client_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return add_identity_args(p)
 
 
-def client_identity(ns: argparse.Namespace) -> ClientIdentity:
-    """Who the CLI is: TLS files and a token source from ``--creds``/``--as`` or the explicit file options."""
+def client_identity(ns: argparse.Namespace, *, tokens: bool = True) -> ClientIdentity:
+    """Who the CLI is: TLS files and (``tokens``) a token source from ``--creds``/``--as`` or the file options."""
     creds = Path(ns.creds)
     name = ns.as_user
     tls = None
@@ -108,15 +118,41 @@ def client_identity(ns: argparse.Namespace) -> ClientIdentity:
                     f"--client {name}:operator`, or pass --creds/--as)"
                 )
         tls = TlsFiles.read(*files)
-    if ns.token:
-        return ClientIdentity(name, tls, session_token=ns.token)
+    if not tokens:
+        return ClientIdentity(name, tls)
+    token = session_token(ns)
+    if token:
+        return ClientIdentity(name, tls, session_token=token)
     key_path = Path(ns.token_key or creds / f"{name}.ed25519")
     if not key_path.is_file():
         raise ConfigError(f"--token-key: cannot read {key_path} (or pass a session token from `fedbroker login`)")
     return ClientIdentity(name, tls, TokenMinter(load_key(key_path), name))
 
 
-def _audience(ns: argparse.Namespace, identity: ClientIdentity) -> str:
+def session_token(ns: argparse.Namespace) -> str:
+    """The session token to call with: ``--token``, else ``$FEDBROKER_TOKEN`` when it is ``--as``'s.
+
+    An exported token is another user's as soon as ``--as`` names someone else: it would be refused
+    (a token's subject must be the certificate's name), so it is set aside with a warning that says so.
+    """
+    if getattr(ns, "token", None) is not None:
+        return str(ns.token)
+    token = os.environ.get("FEDBROKER_TOKEN", "")
+    if not token:
+        return ""
+    owner = claimed_subject(token)
+    if owner and owner != ns.as_user:
+        err.print(
+            f"[yellow]warning:[/] $FEDBROKER_TOKEN holds a session token of {owner}, not of {ns.as_user} (--as): "
+            f"not using it; {ns.as_user} signs its own tokens. Unset FEDBROKER_TOKEN, or pass --as {owner}.",
+            highlight=False,
+        )
+        return ""
+    return token
+
+
+def audience(ns: argparse.Namespace, identity: ClientIdentity) -> str:
+    """The SP id of the broker to call (the token audience): ``--sp``, or the name in the broker's certificate."""
     if ns.sp:
         return str(ns.sp)
     if identity.tls is None:
@@ -129,8 +165,8 @@ def _audience(ns: argparse.Namespace, identity: ClientIdentity) -> str:
 
 async def with_channel(ns: argparse.Namespace, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
     identity = client_identity(ns)
-    audience = await asyncio.to_thread(_audience, ns, identity)
-    async with identity.channel(ns.broker, audience) as channel:
+    sp = await asyncio.to_thread(audience, ns, identity)
+    async with identity.channel(ns.broker, sp) as channel:
         return await call(channel)
 
 
@@ -139,16 +175,53 @@ async def with_stub(ns: argparse.Namespace, call: Callable[[pb_grpc.SlicesStub],
 
 
 def emit(msg: Any, as_json: bool, printer: Callable[[Any], None], *, drop: Sequence[str] = ()) -> None:
-    """Print a reply: as JSON (every field, proto names, less the ``drop`` ones) or through ``printer``."""
+    """Print a reply: as typed JSON (every field, proto names, less the ``drop`` ones; ``broker.cli.output``)
+    or through ``printer``."""
     if as_json:
-        data = json_format.MessageToDict(
-            msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
+        data = message_json(msg)
         for key in drop:
             data.pop(key, None)
-        print(json.dumps(data, indent=2))
+        print_json(data)
     else:
         printer(msg)
+
+
+def transport_hint(ns: argparse.Namespace, exc: grpc.aio.AioRpcError) -> str:
+    """What to do when a broker could not be reached because of how the CLI called, or ''."""
+    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+        return ""
+    details = exc.details() or ""
+    broker = str(getattr(ns, "broker", ""))
+    if "ALPN" in details:
+        return (
+            f"{broker} speaks TLS but not gRPC: is it the login endpoint (security.login_listen)? --broker takes the "
+            "broker's gRPC address (its `listen`); the login port is for `fedbroker login --url`"
+        )
+    if getattr(ns, "insecure", False) and broker and _speaks_tls(broker):
+        return f"{broker} serves TLS: drop --insecure (it is only for a broker run with `serve --insecure`)"
+    return ""
+
+
+def _speaks_tls(address: str) -> bool:
+    """Whether the server at ``address`` answers a TLS handshake (certificates not checked: only the protocol)."""
+    import socket
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2) as sock,
+            ctx.wrap_socket(sock) as tls,
+        ):
+            tls.do_handshake()
+        return True
+    except ssl.SSLError as exc:  # an alert (e.g. no client certificate) is still TLS speaking
+        return "ALERT" in str(exc.reason or "").upper() or "CERTIFICATE" in str(exc.reason or "").upper()
+    except OSError:
+        return False
 
 
 def print_explanation(exc: grpc.aio.AioRpcError) -> None:

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broker.cli.client import add_identity_args, address, client_identity, err
+from broker.cli.client import DEFAULT_BROKER, add_identity_args, address, client_identity
+from broker.cli.output import err, print_json
+from broker.descriptors import ConfigError
 
 
 def _keys_init(ns: argparse.Namespace) -> int:
@@ -81,7 +83,7 @@ def _login(ns: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
-    identity = client_identity(ns)
+    identity = client_identity(ns, tokens=False)
     password = os.environ.get("FEDBROKER_PASSWORD", "")
     if not password:
         try:  # piped on stdin (as `accounts hash-password` reads it), or typed at a prompt
@@ -110,10 +112,49 @@ def _login(ns: argparse.Namespace) -> int:
     except OSError as exc:
         err.print(f"[red]error:[/] cannot reach {ns.url}: {exc}")
         return 1
+    expires = _iso_time(answer.get("expires_at"))
+    if ns.json:
+        print_json({"user": ns.as_user, "token": answer["token"], "expires_at": expires})
+        return 0
     err.print(
-        f"session token for {ns.as_user}, valid until {answer['expires_at']} (pass it as --token or $FEDBROKER_TOKEN)"
+        f"session token for {ns.as_user}, valid until {expires} (pass it as --token or $FEDBROKER_TOKEN)",
+        highlight=False,
     )
     print(answer["token"])
+    return 0
+
+
+def _iso_time(unix_s: object) -> str:
+    from datetime import UTC, datetime
+
+    if not isinstance(unix_s, int | float) or isinstance(unix_s, bool):
+        return "unknown"
+    return datetime.fromtimestamp(unix_s, tz=UTC).isoformat(timespec="seconds")
+
+
+def _token(ns: argparse.Namespace) -> int:
+    """Print one call token for a stock client (grpcurl): signed with the account's key, accepted once."""
+    from broker.cli.client import audience
+    from broker.security.keys import load_key
+    from broker.security.tokens import MAX_CALL_TTL_S, TokenMinter
+
+    if not 1 <= ns.ttl <= MAX_CALL_TTL_S:
+        raise ConfigError(f"--ttl: {ns.ttl:g} is not from 1 to {MAX_CALL_TTL_S:g} seconds", field="--ttl")
+    key_path = Path(ns.token_key or Path(ns.creds) / f"{ns.as_user}.ed25519")
+    if not key_path.is_file():
+        raise ConfigError(
+            f"--token-key: cannot read {key_path}: a call token is signed with the account's key; "
+            "a user without one gets a session token from `fedbroker login` instead",
+            field="--token-key",
+        )
+    identity = client_identity(ns, tokens=False)
+    sp = audience(ns, identity)
+    print(TokenMinter(load_key(key_path), ns.as_user).mint(sp, ttl_s=ns.ttl))
+    err.print(
+        f"call token of {ns.as_user} for SP {sp}, valid {ns.ttl:g} s and for one call "
+        '(grpcurl: -H "authorization: Bearer $(fedbroker token …)")',
+        highlight=False,
+    )
     return 0
 
 
@@ -146,8 +187,37 @@ def register(sub: Any) -> None:
         handler=_hash_password
     )
 
-    lg = add_identity_args(sub.add_parser("login", help="get a session token from a broker's login endpoint"))
+    lg = add_identity_args(
+        sub.add_parser(
+            "login",
+            help="get a session token from a broker's login endpoint",
+            description="Log in with a password (typed, piped on stdin, or $FEDBROKER_PASSWORD) and print a session "
+            "token for --token or $FEDBROKER_TOKEN. The account needs a password_hash (`accounts hash-password`).",
+        ),
+        tokens=False,
+    )
     lg.add_argument(
         "--url", required=True, type=address, help="HOST:PORT of the login endpoint (security.login_listen)"
     )
+    lg.add_argument("--json", action="store_true", help="print user, token and expires_at (ISO 8601) as JSON")
     lg.set_defaults(handler=_login)
+
+    tk = add_identity_args(
+        sub.add_parser(
+            "token",
+            help="print one call token for a stock gRPC client such as grpcurl",
+            description="Sign one call token as --as with its key (CREDS/NAME.ed25519) for the broker of --sp "
+            "(or the one at --broker, read from its certificate). A call token is accepted once: make one per call.",
+        ),
+        session=False,
+    )
+    tk.add_argument("--sp", default=os.environ.get("FEDBROKER_SP", ""), help="the SP id of the broker to call")
+    tk.add_argument(
+        "--broker",
+        type=address,
+        default=os.environ.get("FEDBROKER_BROKER", DEFAULT_BROKER),
+        help="without --sp: the broker whose certificate names its SP id (default $FEDBROKER_BROKER or "
+        f"{DEFAULT_BROKER})",
+    )
+    tk.add_argument("--ttl", type=float, default=60.0, help="seconds the token is valid, 1 to 300 (default 60)")
+    tk.set_defaults(handler=_token)

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from broker.cli.client import err, out
+from broker.cli.output import err, out
 from broker.core.faults import ACTIONS, CRASH_EXIT_STATUS, FILE_FIELDS, OPERATIONS, POINTS, RULE_FIELDS, parse_rules
 
 EXAMPLE: dict[str, Any] = {
@@ -105,5 +105,5 @@ def register(sub: Any) -> None:
     fl.add_argument("--json", action="store_true", help="print it as one JSON document")
     fl.set_defaults(handler=_list)
     fc = fsub.add_parser("check", help="validate a faults file (exit 1 naming the bad field)")
-    fc.add_argument("file")
+    fc.add_argument("file", metavar="FILE", help="the faults file (JSON) to check, as `faults list` describes it")
     fc.set_defaults(handler=_check)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from broker.cli.client import err
+from broker.cli.output import err
 from broker.config import load_config
 from broker.descriptors import ConfigError
 from slicing.errors import FedError
@@ -17,13 +15,10 @@ from slicing.errors import FedError
 
 def _serve(ns: argparse.Namespace) -> int:
     from broker.app import serve
+    from broker.cli import logs
 
     config = load_config(Path(ns.config))
-    logging.basicConfig(
-        level=ns.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {config.sp_id} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(ns.log_level, ns.log_format, config.sp_id)
     try:
         asyncio.run(serve(config, insecure=ns.insecure))
     except FedError as exc:  # e.g. a domain's cloud refused the login: say which setting, no traceback
@@ -35,7 +30,12 @@ def _serve(ns: argparse.Namespace) -> int:
 def _scenario(ns: argparse.Namespace) -> int:
     from scenarios.runner import main as scenario_main
 
-    status: int = scenario_main(list(ns.scenario_args))
+    argv = ["run", ns.file]
+    if ns.report_json:
+        argv += ["--report-json", ns.report_json]
+    if ns.keep:
+        argv.append("--keep")
+    status: int = scenario_main(argv)
     return status
 
 
@@ -72,14 +72,20 @@ def _dataplane(ns: argparse.Namespace) -> int:
 def _openstack(ns: argparse.Namespace) -> int:
     from scenarios.openstack_services import main as openstack_main
 
-    return openstack_main(list(ns.openstack_args))
+    return openstack_main([ns.action, *(["--dir", ns.dir] if ns.dir else [])])
 
 
 def register(sub: Any) -> None:
     """Add ``serve``, ``scenario``, ``dataplane`` and ``openstack`` to the command's sub-parsers."""
     p = sub.add_parser("serve", help="run one SP's broker")
     p.add_argument("--config", required=True, help="the SP's YAML config")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default info")
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one object per line with sp_id, slice_id, request_id as fields (default text)",
+    )
     p.add_argument("--insecure", action="store_true", help="serve plaintext gRPC, no TLS (logs a warning)")
     p.set_defaults(handler=_serve)
 
@@ -94,9 +100,22 @@ def register(sub: Any) -> None:
     which.add_argument("--all", action="store_true", help="every fedbroker installation on the host, even running ones")
     clean.set_defaults(handler=_dataplane)
     sc = sub.add_parser("scenario", help="run a federation scenario (see scenarios/README.md)")
-    sc.add_argument("scenario_args", nargs=argparse.REMAINDER, help="run FILE [--report-json OUT] [--keep]")
-    sc.set_defaults(handler=_scenario)
+    scsub = sc.add_subparsers(dest="scenario_cmd", required=True, metavar="COMMAND")
+    scr = scsub.add_parser(
+        "run",
+        help="start every SP of a scenario as its own process, run its steps, check every expectation",
+        description="Exit status 0 exactly when every expectation held, 1 when one failed, 2 for a bad file.",
+    )
+    scr.add_argument("file", metavar="FILE", help="the scenario's YAML file, e.g. scenarios/three-tier.yaml")
+    scr.add_argument("--report-json", metavar="OUT", help="write the JSON report here")
+    scr.add_argument("--keep", action="store_true", help="keep the work folder (configs, data, logs)")
+    scr.set_defaults(handler=_scenario)
 
     op = sub.add_parser("openstack", help="real Keystone, Placement and Neutron on loopback (for OpenStack leaves)")
-    op.add_argument("openstack_args", nargs=argparse.REMAINDER, help="up|down|status|install [--dir DIR]")
+    op.add_argument(
+        "action",
+        choices=["up", "down", "status", "install"],
+        help="up: install (cached) and start; down: stop; status: what runs; install: only install",
+    )
+    op.add_argument("--dir", help="run folder (default $FEDBROKER_OPENSTACK_RUN or the cache's run/)")
     op.set_defaults(handler=_openstack)

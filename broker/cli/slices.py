@@ -12,7 +12,8 @@ from rich.table import Table
 from rich.tree import Tree
 
 from broker.api import codec
-from broker.cli.client import STATE_NAMES, add_client_args, emit, err, out, state_name, with_stub
+from broker.cli.client import STATE_NAMES, add_client_args, emit, state_name, with_stub
+from broker.cli.output import err, out, table_time
 from broker.descriptors import load_yaml
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
@@ -186,7 +187,7 @@ async def _slice_list(ns: argparse.Namespace) -> int:
                 f"{s.request.src} → {s.request.dst}",
                 str(s.request.bandwidth_mbps),
                 ", ".join(codec.leaf_sps(s.segments)),
-                s.updated_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+                table_time(s.updated_at),
             )
         out.print(table)
 
@@ -211,6 +212,24 @@ async def _usage(ns: argparse.Namespace) -> int:
     return 0
 
 
+_FILE_HELP = "YAML slice request (its fields below), e.g. scenarios/examples/request.yaml"
+
+
+class _RequestFileHelp(argparse.Action):
+    """``--help`` that lists a request file's fields, read from the model only when help is asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        # Imported here: pydantic costs ~80 ms at import, which the other commands need not pay.
+        from broker.api.request_file import fields_help
+
+        parser.epilog = fields_help()
+        parser.print_help()
+        parser.exit()
+
+
 _OPS = {
     "show": ("Get", "show a slice with its per-domain segments"),
     "terminate": ("Terminate", "release a slice everywhere"),
@@ -224,20 +243,36 @@ def register(sub: Any) -> None:
     """Add ``slice`` and ``usage`` to the command's sub-parsers."""
     s = sub.add_parser("slice", help="order and inspect slices at a broker")
     ssub = s.add_subparsers(dest="slice_cmd", required=True)
-    r = add_client_args(ssub.add_parser("request", help="reserve, commit and activate a slice from a YAML file"))
-    r.add_argument("file")
+    r = add_client_args(
+        ssub.add_parser(
+            "request",
+            help="reserve, commit and activate a slice from a YAML file",
+            add_help=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    r.add_argument("-h", "--help", action=_RequestFileHelp, help="show this help, with the fields of FILE, and exit")
+    r.add_argument("file", metavar="FILE", help=_FILE_HELP)
     r.add_argument("--request-id", default="", help="idempotency key (default: a new one)")
     r.add_argument("--hold-time", type=int, default=0, help="hold time in seconds (default: the broker's)")
     r.add_argument("--hold-only", action="store_true", help="only reserve; commit later with 'slice commit'")
     r.set_defaults(handler=_slice_request)
     for name, (_, text) in _OPS.items():
         op = add_client_args(ssub.add_parser(name, help=text))
-        op.add_argument("slice_id")
+        op.add_argument(
+            "slice_id", metavar="SLICE_ID", help="the slice's id, as `slice list` and `slice request` print it"
+        )
         op.set_defaults(handler=_slice_op)
     pl = add_client_args(
-        ssub.add_parser("plan", help="show how a broker would decompose a request (dry run, holds nothing)")
+        ssub.add_parser(
+            "plan",
+            help="show how a broker would decompose a request (dry run, holds nothing)",
+            add_help=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     )
-    pl.add_argument("file")
+    pl.add_argument("-h", "--help", action=_RequestFileHelp, help="show this help, with the fields of FILE, and exit")
+    pl.add_argument("file", metavar="FILE", help=_FILE_HELP)
     pl.set_defaults(handler=_slice_plan)
     lp = add_client_args(ssub.add_parser("list", help="list slices"))
     lp.add_argument("--state", action="append", choices=STATE_NAMES, help="only this state (repeatable)")

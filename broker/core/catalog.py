@@ -31,10 +31,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from capability_catalog.aggregate import aggregate
 from capability_catalog.canonical import note_to_canonical
-from capability_catalog.model import CapabilityNote, SpId
+from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from capability_catalog.signing import NoteRejected, SignedNote, TrustStore, sign_note, verify_note
 from capability_catalog.store import NoteStore
 from domain_agents.base import DomainAgent
+from slicing.errors import FedError, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
 MAX_REJECTIONS_KEPT = 50
@@ -80,6 +81,10 @@ class Catalog:
         self._subscribers = 0
         self._stale = False
         self.rejected: deque[Rejection] = deque(maxlen=MAX_REJECTIONS_KEPT)
+        self._last_rejection: dict[SpId, Rejection] = {}
+        # Terminals each child's current note offers, and those a later note stopped offering.
+        self._offered: dict[SpId, set[TerminalId]] = {}
+        self._withdrawn: dict[TerminalId, tuple[SpId, int]] = {}
 
     def current(self) -> Mapping[SpId, CapabilityNote]:
         """Unexpired notes from below, by child id: all the planner may use."""
@@ -110,8 +115,44 @@ class Catalog:
             self._own, self._own_note = built
 
     def _reject(self, child: SpId, version: int, reason: str, detail: str) -> None:
-        log.warning("note from %s (version %d) refused: %s: %s", child, version, reason, detail)
-        self.rejected.append(Rejection(child, version, reason, detail, self._clock()))
+        last = self._last_rejection.get(child)
+        # A lower-SP re-sends the same refused note at every reconnect: one log line until it changes.
+        if last is None or (last.version, last.reason, last.detail) != (version, reason, detail):
+            log.warning("note from %s (version %d) refused: %s: %s", child, version, reason, detail)
+        rejection = Rejection(child, version, reason, detail, self._clock())
+        self._last_rejection[child] = rejection
+        self.rejected.append(rejection)
+
+    def explain(self, exc: FedError, src: str, dst: str) -> FedError:
+        """``exc`` (a refused plan of ``src`` → ``dst``) said better where the catalog knows more, else itself.
+
+        A terminal that a child's earlier note offered and its current one does not is withdrawn, not
+        unknown; a plan with no note to go on names the notes this broker refused, if it refused any.
+        """
+        if isinstance(exc, InvalidArgument) and exc.field in ("request.src", "request.dst"):
+            terminal = src if exc.field == "request.src" else dst
+            gone = self._withdrawn.get(TerminalId(terminal))
+            if gone is not None:
+                child, version = gone
+                return InvalidArgument(
+                    exc.field,
+                    f"terminal '{terminal}' is withdrawn: {child} no longer offers it (since its note version "
+                    f"{version})",
+                    domain=exc.domain,
+                )
+        if isinstance(exc, ResourceExhausted) and not self.current() and self._last_rejection:
+            refused = "; ".join(
+                f"{r.sp_id}{f' version {r.version}' if r.version else ''} {r.reason}: {r.detail}"
+                for r in sorted(self._last_rejection.values(), key=lambda r: r.sp_id)
+            )
+            if refused:
+                return ResourceExhausted(
+                    f"{exc.message}: every note from below was refused ({refused}); see `fedbroker catalog show`",
+                    domain=exc.domain,
+                    constraint=exc.constraint,
+                    causes=exc.causes,
+                )
+        return exc
 
     async def offer_signed(self, child: SpId, signed: SignedNote) -> bool:
         """Verify a lower-SP's signed note and take it when valid and newer. Returns whether taken."""
@@ -125,7 +166,7 @@ class Catalog:
                 now=self._clock(),
             )
         except NoteRejected as exc:
-            self._reject(child, getattr(exc, "version", 0) or 0, str(exc.reason), str(exc))
+            self._reject(child, getattr(exc, "version", 0) or 0, str(exc.reason), exc.detail)
             return False
         return await self._take(child, note, hashlib.sha256(signed.payload).hexdigest())
 
@@ -148,11 +189,21 @@ class Catalog:
             self._reject(child, note.version, "EXPIRED", str(exc))
             return False
         if taken:
+            self._last_rejection.pop(child, None)
+            self._note_withdrawals(child, note)
             self._digests[child] = digest
             # Under load a child publishes many times a second: a line per note at INFO drowns the log.
             log.debug("note from %s: version %d", child, note.version)
             await self._republish_soon()
         return taken
+
+    def _note_withdrawals(self, child: SpId, note: CapabilityNote) -> None:
+        offered = {e.id for e in note.endpoints} | {p.id for p in note.ports}
+        for terminal in self._offered.get(child, set()) - offered:
+            self._withdrawn[terminal] = (child, note.version)
+        for terminal in offered:
+            self._withdrawn.pop(terminal, None)
+        self._offered[child] = offered
 
     async def _republish_soon(self) -> None:
         """Re-publish now, or once the minimum interval has passed (one pending re-publication covers all)."""

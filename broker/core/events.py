@@ -36,7 +36,8 @@ class SliceEvents:
         """Log the change and hand it to every watcher."""
         level = logging.DEBUG if event.state in IN_FLIGHT else logging.INFO
         if log.isEnabledFor(level):
-            log.log(level, "slice %s -> %s %s", event.slice_id, event.state, event.detail)
+            fields = {"slice_id": event.slice_id}
+            log.log(level, "slice %s -> %s %s", event.slice_id, event.state, event.detail, extra=fields)
         for q in list(self._watchers):
             if q.full():
                 q.get_nowait()

@@ -279,6 +279,18 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     return value
 
 
+def claimed_subject(token: str) -> str:
+    """The ``sub`` a token claims, read without any check (for a client's own hints, never to trust)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return ""
+    try:
+        sub = _json_object(parts[1], "payload").get("sub", "")
+    except Unauthenticated:
+        return ""
+    return sub if isinstance(sub, str) else ""
+
+
 def bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The token in gRPC invocation metadata (``authorization: Bearer …``), or ''."""
     for key, value in metadata or ():

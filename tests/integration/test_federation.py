@@ -389,3 +389,22 @@ async def test_upper_sp_follows_a_lower_sp_again_after_it_restarts(fed: Federati
     l1 = await fed.restart("L1")
     again = await l1.caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
     assert again.lower[0].price_per_mbps_hour == 0.75
+
+
+async def test_an_upper_sp_logs_when_a_lower_sp_goes_away_and_when_it_comes_back(fed: Federation) -> None:
+    await fed.start("L1", domains=[leaf_domain("L1", {"L2": "1000-1999"})])
+    top = await fed.start("T", lowers=["L1"])
+    await fed.wait_terminals("T", ["L1.ep"])
+
+    async def logged(text: str) -> None:
+        for _ in range(150):  # the channel notices within its keepalive and back-off: bounded wait
+            if text in top.log_path.read_text():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{text!r} not in T's log:\n{top.log_tail()}")
+
+    fed.kill("L1")
+    await logged("lower SP L1 at ")
+    await logged("went away")
+    await fed.restart("L1")
+    await logged("is back")

@@ -64,6 +64,10 @@ async def test_refusal_two_levels_down_comes_up_as_a_structured_error_tree(fed: 
     assert [n.domain for n in tree.causes] == ["M"]
     assert any(n.domain == "L2" and n.message == "injected failure at reserve" for n in nodes)
     assert all(n.code is ErrorCode.RESOURCE_EXHAUSTED for n in nodes)
+    # The message says the real cause first, once, then what was tried (the tree keeps the rest).
+    said = info.value.details() or ""
+    assert said.startswith("[L2] injected failure at reserve"), said
+    assert said.count("injected failure at reserve") == 1 and "crankback around" in said
     await fed.assert_idle()
 
 
@@ -124,4 +128,5 @@ async def test_slice_plan_command_prints_the_plan_as_a_table_and_as_json(leaf: s
     assert [s["domain"] for s in plan["segments"]] == ["demo-leaf"]
     assert plan["segments"][0]["functions"] == ["firewall"]
     usage = json.loads(cli("usage", "--broker", leaf, "--json").stdout)
-    assert usage["holding_slices"] == 0 and int(usage["domains"][0]["bandwidth_mbps"]) == 0
+    assert usage["holding_slices"] == 0 and usage["domains"][0]["bandwidth_mbps"] == 0
+    assert isinstance(plan["total_latency_ms"], float) and isinstance(plan["segments"][0]["index"], int)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
+
+import pytest
 
 from broker.core.catalog import Catalog
 from capability_catalog.canonical import note_from_canonical
@@ -18,6 +21,7 @@ from capability_catalog.model import (
     Transit,
 )
 from capability_catalog.signing import SignedNote, TrustStore, generate_key, public_key_to_text, sign_note, verify_note
+from slicing.errors import ErrorCode, InvalidArgument, ResourceExhausted
 
 NOW = 1_800_000_000.0
 KEYS = {sp: generate_key() for sp in ("A", "B", "M", "X")}
@@ -191,3 +195,42 @@ async def test_a_subscriber_arriving_after_unpushed_changes_gets_the_current_not
     pushed = note_from_canonical((await asyncio.wait_for(anext(stream), 1)).payload)
     assert child_versions(pushed) == [3]
     await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_note_signed_with_the_wrong_key_is_logged_once_naming_keys_as_configured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cat = catalog()
+    wrong = signed(child("A", 1, "B"), key="X")
+    with caplog.at_level(logging.WARNING, logger="broker.core.catalog"):
+        assert not await cat.offer_signed(SpId("A"), wrong)
+        assert not await cat.offer_signed(SpId("A"), wrong)  # re-sent at a reconnect
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].count("BAD_SIGNATURE") == 1
+    assert public_key_to_text(KEYS["A"].public_key()) in lines[0] and "lower_sps[A].keys" in lines[0]
+    assert cat.rejected[-1].reason == "BAD_SIGNATURE" and "BAD_SIGNATURE" not in cat.rejected[-1].detail
+
+    plain = ResourceExhausted("no capability notes from any child yet; nothing to decompose over")
+    said = cat.explain(plain, "A.ep", "B.ep")
+    assert said.code is ErrorCode.RESOURCE_EXHAUSTED and said.message.startswith(plain.message)
+    assert "refused (A BAD_SIGNATURE: signed with a key that is not configured for A" in said.message
+    assert "catalog show" in said.message
+    assert cat.explain(plain, "A.ep", "B.ep") is not plain
+    assert await cat.offer_signed(SpId("A"), signed(child("A", 2, "B")))
+    assert cat.explain(plain, "A.ep", "B.ep") is plain  # a good note since: nothing refused to speak of
+
+
+async def test_a_terminal_a_child_withdrew_is_said_to_be_withdrawn_not_unknown() -> None:
+    cat = catalog()
+    assert await cat.offer_signed(SpId("A"), signed(child("A", 1, "B")))
+    assert await cat.offer_signed(SpId("A"), signed(replace(child("A", 2, "B"), endpoints=(), transit=())))
+    unknown = InvalidArgument("request.src", "unknown terminal 'A.ep' (not in any note held)")
+
+    said = cat.explain(unknown, "A.ep", "B.ep")
+
+    assert said.code is ErrorCode.INVALID_ARGUMENT and said.field == "request.src"
+    assert "'A.ep' is withdrawn: A no longer offers it (since its note version 2)" in said.message
+    other = InvalidArgument("request.dst", "unknown terminal 'Q.ep' (not in any note held)")
+    assert cat.explain(other, "A.ep", "Q.ep") is other
+    assert await cat.offer_signed(SpId("A"), signed(child("A", 3, "B")))
+    assert cat.explain(unknown, "A.ep", "B.ep") is unknown  # offered again

@@ -64,3 +64,35 @@ def test_cli_prints_the_tree_of_refusals(capsys: pytest.CaptureFixture[str]) -> 
     assert lines[0] == "crankback"
     assert "M RESOURCE_EXHAUSTED crankback: no route avoids" in lines[1]
     assert "L2 RESOURCE_EXHAUSTED injected failure at reserve" in lines[2]
+
+
+def test_a_crankback_message_says_the_real_cause_first_and_once() -> None:
+    from slicing.errors import causes_first
+
+    leaf = ResourceExhausted("injected failure at reserve", domain="L2")
+    low = ResourceExhausted(
+        "crankback: no route avoids the runs lower SPs refused (after crankback around 1 refusal(s): [L2] injected "
+        "failure at reserve)",
+        domain="L2",
+        constraint="crankback",
+        causes=[leaf],
+    )
+    mid = ResourceExhausted(
+        f"crankback: no route avoids the runs lower SPs refused (after crankback around 1 refusal(s): {low})",
+        domain="M",
+        constraint="crankback",
+        causes=[low],
+    )
+    top = ResourceExhausted(
+        f"crankback: 4 plans were refused below: {mid}; {mid}", constraint="crankback", causes=[mid, mid]
+    )
+
+    said = causes_first(top)
+
+    assert (
+        said.message == "[L2] injected failure at reserve (crankback: 4 plans were refused below; crankback "
+        "around 2 refusal(s))"
+    )
+    assert said.causes == top.causes and said.constraint == "crankback" and said.code is top.code
+    plain = ResourceExhausted("bandwidth: no free capacity", constraint="bandwidth")
+    assert causes_first(plain) is plain
