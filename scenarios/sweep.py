@@ -474,8 +474,13 @@ class SweepFederation:
                 # channel's back-off, as a watching customer's client would.
                 async for ev in top.slices.Watch(pb.WatchRequest(initial=not first), wait_for_ready=True):
                     seen.setdefault(ev.slice_id, []).append(state_name(ev.state))
-            except grpc.aio.AioRpcError:
-                pass
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
+                pass  # the top died or was restarted: follow the new one
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the harness stops watching
+                # else the call was cancelled because the restart closed its channel: follow the new one
             first = False
             await asyncio.sleep(0.1)
 
