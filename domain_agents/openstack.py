@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import networkx as nx
 
+from capability_catalog.frontier import route_sequences
 from capability_catalog.model import (
     BorderPort,
     CapabilityNote,
@@ -78,6 +79,7 @@ from domain_agents.openstack_model import (
     reservation_tag,
     tags_of,
 )
+from domain_agents.routing import walk_through
 from slicing.errors import AlreadyExists, FedError, InvalidArgument, NotFound, ResourceExhausted
 from slicing.model import SliceRequest, SliceState
 
@@ -349,7 +351,8 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
             endpoints=tuple(e.endpoint for e in cfg.endpoints),
             ports=tuple(replace(p.port, labels=self._free_labels(p.port)) for p in cfg.ports),
             transit=self._transit(),
-            functions=tuple(FunctionOffer(f.type, f.pop, self._free_slots(f)) for f in cfg.functions),
+            # Routed: an SP above places a function only on the transit entries that pass its PoP.
+            functions=tuple(FunctionOffer(f.type, f.pop, self._free_slots(f), routed=True) for f in cfg.functions),
         )
 
     def _free_labels(self, port: BorderPort) -> LabelSet:
@@ -372,13 +375,22 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
         terminals = [(e.endpoint.id, e.pop) for e in self.config.endpoints]
         terminals += [(p.port.id, p.pop) for p in self.config.ports]
         routes = dict(nx.all_pairs_dijkstra(self._graph, weight="latency_ms"))
+        kinds = {f.type for f in self.config.functions if self._free_slots(f) > 0}
         out: list[Transit] = []
         for (ta, pa), (tb, pb) in combinations(terminals, 2):
             dist, path_to = routes[pa]
             if pb not in dist:
                 continue
+            cap = min(self._capacity[ta], self._capacity[tb])
             bw = max(0, min(self._view.free.get(p, {}).get(BANDWIDTH, 0) for p in path_to[pb]))
-            out.append(Transit(ta, tb, float(dist[pb]), min(self._capacity[ta], self._capacity[tb], bw)))
+            out.append(Transit(ta, tb, float(dist[pb]), min(cap, bw)))
+            # Per sequence of function types, the walk a reservation of that chain would take.
+            for seq in route_sequences(kinds)[1:]:
+                walk = walk_through(self._graph, pa, pb, seq, self._free_slots_at)
+                if walk is None:
+                    continue
+                free = max(0, min(self._view.free.get(p, {}).get(BANDWIDTH, 0) for p in walk.pops))
+                out.append(Transit(ta, tb, walk.latency_ms, min(cap, free), functions=seq))
         return tuple(out)
 
     # --- segments -----------------------------------------------------------------------------
@@ -516,18 +528,23 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
     def _plan(self, req: SliceRequest, exclude: set[int]) -> _Plan:
         src_pop, dst_pop = self.config.pop_of(req.src), self.config.pop_of(req.dst)
         assert src_pop is not None and dst_pop is not None
-        try:
-            latency, path = nx.single_source_dijkstra(self._graph, src_pop, dst_pop, weight="latency_ms")
-        except nx.NetworkXNoPath:
-            raise ResourceExhausted(f"no path from {req.src} ({src_pop}) to {req.dst} ({dst_pop})") from None
-        if req.latency_budget_ms is not None and float(latency) > req.latency_budget_ms + 1e-9:
+        for kind, wanted in Counter(req.chain).items():
+            if sum(self._free_slots_at(p.name, kind) for p in self.config.pops) < wanted:
+                raise ResourceExhausted(f"no free '{kind}' function slot in domain {self.domain_id}")
+        # The least-latency walk through each chain function's PoP in order: the same rule the
+        # published transit follows, so what the note promises is what a reservation gets.
+        walk = walk_through(self._graph, src_pop, dst_pop, req.chain, self._free_slots_at)
+        if walk is None:
+            through = f" through {', '.join(req.chain)}" if req.chain else ""
+            raise ResourceExhausted(f"no path from {req.src} ({src_pop}) to {req.dst} ({dst_pop}){through}")
+        if req.latency_budget_ms is not None and walk.latency_ms > req.latency_budget_ms + 1e-9:
             raise ResourceExhausted(
-                f"the path from {req.src} to {req.dst} takes {float(latency):g} ms,"
+                f"the path from {req.src} to {req.dst} takes {walk.latency_ms:g} ms,"
                 f" over the budget of {req.latency_budget_ms:g} ms"
             )
-        pops = tuple(str(p) for p in path)
+        pops = tuple(dict.fromkeys(walk.pops))  # a PoP walked out and back is one Placement provider
         resources: dict[str, Counter[str]] = {p: Counter({BANDWIDTH: req.bandwidth_mbps}) for p in pops}
-        slots = self._place_functions(req.chain, pops)
+        slots = walk.placements
         for pop, kind in slots:
             spec = self._functions[(pop, kind)]
             res = resources.setdefault(pop, Counter())

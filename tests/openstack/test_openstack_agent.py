@@ -84,14 +84,14 @@ async def test_note_is_built_from_placement_inventories_and_follows_their_change
 ) -> None:
     stream = agent.notes()
     first = await anext(stream)
-    transit = {frozenset((str(t.a), str(t.b))): t for t in first.transit}
+    transit = {frozenset((str(t.a), str(t.b))): t for t in first.transit if not t.functions}
     assert transit[frozenset((f"{sp}.ep", f"{sp}.to-X"))].bandwidth_mbps == 1000
     assert transit[frozenset((f"{sp}.ep", f"{sp}.to-X"))].latency_ms == 2.0
     assert [(f.type, f.site, f.slots) for f in first.functions] == [("firewall", "core", 2)]
 
     grant = await agent.reserve(order(sp, mbps=300, chain=("firewall",)))
     second = await asyncio.wait_for(anext(stream), timeout=10)
-    transit = {frozenset((str(t.a), str(t.b))): t for t in second.transit}
+    transit = {frozenset((str(t.a), str(t.b))): t for t in second.transit if not t.functions}
     assert second.version > first.version
     assert transit[frozenset((f"{sp}.ep", f"{sp}.to-X"))].bandwidth_mbps == 700
     assert [f.slots for f in second.functions] == [1]
@@ -112,6 +112,24 @@ async def test_note_is_built_from_placement_inventories_and_follows_their_change
     third = await asyncio.wait_for(anext(stream), timeout=10)
     assert [f.slots for f in third.functions] == [0]  # 2 VCPU, all held by the firewall
     await stream.aclose()  # type: ignore[attr-defined]
+    await agent.terminate(grant.handle)
+
+
+async def test_a_chain_is_routed_through_its_function_pop_costed_so_and_published_as_reserved(
+    agent: OpenStackDomainAgent, admin: openstack.connection.Connection, sp: str
+) -> None:
+    # ep2 and the port both sit at edge (0 ms apart); the firewall is at core, 2 ms away: through it, 4 ms.
+    note = await anext(agent.notes())
+    routed = [t for t in note.transit if {str(t.a), str(t.b)} == {f"{sp}.ep2", f"{sp}.to-X"} and t.functions]
+    assert {t.functions: t.latency_ms for t in routed} == {("firewall",): 4.0, ("firewall", "firewall"): 4.0}
+    assert all(f.routed for f in note.functions)
+    with pytest.raises(ResourceExhausted, match="takes 4 ms, over the budget of 3 ms"):
+        await agent.reserve(order(sp, "tight", src=f"{sp}.ep2", chain=("firewall",), latency_budget_ms=3.0))
+    grant = await agent.reserve(order(sp, "fits", src=f"{sp}.ep2", chain=("firewall",), latency_budget_ms=4.0))
+    consumer = consumer_id(sp, "fits")
+    held = {rp: res for rp, res in placement(admin, f"/allocations/{consumer}")["allocations"].items()}
+    assert provider_uuid(admin, f"{sp}-core") in held  # the walk passed core, where the firewall runs
+    assert held[provider_uuid(admin, f"{sp}-core")]["resources"][FUNCTION_SLOTS] == 1
     await agent.terminate(grant.handle)
 
 
