@@ -302,8 +302,9 @@ async def wait_settled(
 ) -> Convergence:
     """Poll every SP until the slice's verdict is one of ``want`` on ``stable_polls`` reads in a row.
 
-    Bounded by ``timeout_s``; ``before_poll`` runs before each read (the sweep restarts crashed SPs
-    there). Returns the last verdict either way.
+    Bounded by ``timeout_s`` plus the time ``before_poll`` takes (it runs before each read; the sweep
+    restarts crashed SPs there, and a process start is not the federation settling). Returns the last
+    verdict either way.
     """
     t0 = time.monotonic()
     deadline = t0 + timeout_s
@@ -313,7 +314,11 @@ async def wait_settled(
     last: Outcome | None = None
     while True:
         if before_poll is not None:
+            # Time spent bringing crashed SPs back (a process start) does not count against the bound:
+            # it measures how fast the federation settles once its SPs run, not how fast Python starts.
+            paused = time.monotonic()
             await before_poll()
+            deadline += time.monotonic() - paused
         readings = await read_everywhere(fleet, sps)
         verdict = judge(readings, lowers, root_sp, slice_id=slice_id, request_id=request_id, exclusive=exclusive)
         polls += 1
