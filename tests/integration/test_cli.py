@@ -253,7 +253,8 @@ def test_certs_init_then_serve_and_the_cli_authenticates_by_default(tmp_path: Pa
         as_alice = ("--broker", address, "--creds", str(pki), "--as", "alice", "--json")
         assert json.loads(cli("slice", "list", *as_alice).stdout) == {"slices": []}  # the operator's, not hers
         denied = cli("usage", *as_alice)
-        assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr
+        # with --json the error is JSON on stdout: {"error": {"code": "PERMISSION_DENIED", ...}}
+        assert denied.returncode == 1 and json.loads(denied.stdout)["error"]["code"] == "PERMISSION_DENIED"
         login_at = (tmp_path / "data" / "login_address").read_text().strip()
         env = {**os.environ, "FEDBROKER_PASSWORD": "pw"}
         token = subprocess.run(
