@@ -54,7 +54,8 @@ ERROR_CODES = {
 }
 _SP_SETTINGS = {"hold_time_s", "lower_timeout_s", "note_ttl_s", "reconcile_interval_s", "domains", "wim"}
 #: What ``expect_everywhere`` can ask for; ``settled`` is any of released, committed, active.
-OUTCOMES = ("released", "held", "committed", "active", "settled")
+#: What expect_everywhere may ask for; "pending": an SP says it waits for an SP below (the truth while one is cut off).
+OUTCOMES = ("released", "held", "committed", "active", "pending", "settled")
 MAX_WAIT_S = 300.0
 _EXPECT_KEYS = {
     "state",
