@@ -197,7 +197,10 @@ class Broker:
         self._spawn(self.reconciler.run(self._stop), "reconciler")
         for lower in self.config.lower_sps:
             self._spawn(
-                self.manager.follow_child(lower.id, on_connect=self.reconciler.compare_soon), f"follow-{lower.id}"
+                self.manager.follow_child(
+                    lower.id, on_connect=self.reconciler.compare_soon, on_change=self.reconciler.retry_now
+                ),
+                f"follow-{lower.id}",
             )
             self._spawn(
                 follow_presence(lower.id, lower.address, self._lower_channels[lower.id]), f"presence-{lower.id}"

@@ -854,18 +854,25 @@ class SliceManager:
             released.append(key)
         return released
 
-    async def follow_child(self, domain: str, on_connect: Callable[[str], None] = lambda _: None) -> None:
+    async def follow_child(
+        self,
+        domain: str,
+        on_connect: Callable[[str], None] = lambda _: None,
+        on_change: Callable[[str], None] = lambda _: None,
+    ) -> None:
         """React at once to what ``domain`` does to segments on its own, until cancelled.
 
         A child whose hold expired or that ended a segment makes the slice unable to keep its
         promise: a held slice is released everywhere as EXPIRED, a committed one as FAILED, and this
         broker's own Watch carries the news one level further up. ``on_connect`` hears each time the
-        child's stream (re)connects (to compare holdings with a child that was away).
+        child's stream (re)connects (to compare holdings with a child that was away), ``on_change`` each
+        time one of this broker's slices there changes (what waits on the child may go on now).
         """
         async for ev in self._agent(domain).segment_events():
             if not ev.handle:
                 on_connect(domain)
                 continue
+            on_change(domain)
             if ev.state not in RELEASED:
                 continue
             rec = self._store.find_by_segment(domain, ev.handle)

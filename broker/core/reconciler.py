@@ -66,6 +66,12 @@ class Reconciler:
     def compare_soon(self, domain: str) -> None:
         """Compare holdings with ``domain`` at the next pass (it reconnected, say), and run that pass now."""
         self._compare.add(domain)
+        self.retry_now(domain)
+
+    def retry_now(self, domain: str) -> None:
+        """Something changed at ``domain`` (it came back, one of our slices there moved): what waits on it
+        is retried at once instead of after its back-off."""
+        self._next_try.clear()
         self.kick()
 
     async def compare_holdings(self, domains: Iterable[str]) -> dict[str, list[str]]:
