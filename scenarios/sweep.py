@@ -415,6 +415,10 @@ class SweepFederation:
         died: list[str] = []
         if case.action == "kill" and fleet[case.sp].running():
             fleet.signal(case.sp, signal.SIGKILL)
+        if case.action == "hang" and rule_id in fleet[case.sp].fired():
+            # A hung operation is still under way: what the federation holds meanwhile is not where it
+            # ends. Judge it once the hang is over (the operation resumes and runs to its end).
+            await asyncio.sleep(max(0.0, t_sent + hang_s + 0.2 - time.monotonic()))
 
         async def before_poll() -> None:
             died.extend(ex.describe() for ex in fleet.exits() if not ex.crashed and not ex.expected)
