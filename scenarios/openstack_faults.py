@@ -42,7 +42,7 @@ class OpenStackFederation:
     vni_first: int  # the first of 50 VNIs the border between the leaves may use
     hold_time_s: int = 10
     reconcile_s: float = 0.5
-    api_timeout_s: float = 2.0
+    api_timeout_s: float = 3.0
     sweep_grace_s: float = 3.0
     call_timeout_s: float = 8.0
     fleet: Fleet = field(init=False)
