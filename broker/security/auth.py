@@ -165,10 +165,15 @@ class ClientIdentity:
 
 
 def channel_options(server_name: str = "") -> list[tuple[str, Any]]:
-    """Message limits (and the expected server name) for client channels."""
+    """Message limits, reconnect pacing (and the expected server name) for client channels."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", MAX_SEND_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
+        # A peer that restarts is tried again within a second, not after gRPC's default back-off
+        # (which grows past 20 s): what waits on a lower SP goes on as soon as it is back.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
