@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -30,51 +29,38 @@ from broker.core.operations import (
     OPERATIONS,
     RELEASED,
     Operation,
-    labels_to_skip,
     lost_hold,
-    named_below,
     outcome_unknown,
     segment_end_state,
     settle_state,
     with_pending,
     without_pending,
-    worth_crankback,
 )
-from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, label_at, records_for_plan, request_hash
+from broker.core.records import LinkRecord, SegmentRecord, SliceRecord
+from broker.core.reservation import CANCELLED, Reserving, _as_error, _task
 from broker.core.storage import SliceStore
 from broker.core.workflow import TaskStatus
 from capability_catalog.model import CapabilityNote, SpId
-from domain_agents.base import DomainAgent, DomainUsage, SegmentGrant, SegmentOrder
-from slicing import planner
+from domain_agents.base import DomainAgent, DomainUsage
 from slicing.errors import (
-    AlreadyExists,
-    Constraint,
     DeadlineExceeded,
     ErrorCode,
     FailedPrecondition,
     FedError,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
     Unavailable,
     error_for_code,
 )
-from slicing.model import FINAL_STATES, HOLDING_STATES, Plan, SliceRequest, SliceState, can_transition
+from slicing.model import FINAL_STATES, HOLDING_STATES, SliceState, can_transition
 from wim.base import ConnectionPoint, ConnectivitySpec, WimDriver, WimUsage
 
 log = logging.getLogger(__name__)
 S = SliceState
 T = TypeVar("T")
 
-#: Plans tried per Reserve: the first and the crankbacks after lower-SP refusals or label disagreements.
-MAX_PLAN_ATTEMPTS = 4
-MAX_HOLD_TIME_S = 3600.0
 #: A child gets this share of the time the caller left us (the rest pays for compensation and answer).
 CHILD_TIME_SHARE = 0.7
-#: How long a Reserve refused for capacity waits for a newer note (a release climbing up) before it gives up.
-NOTE_SETTLE_S = 0.3
-#: The request hash of a request id cancelled before its Reserve arrived.
-CANCELLED = "cancelled-before-arrival"
 
 
 @dataclass(frozen=True)
@@ -86,7 +72,7 @@ class Usage:
     wim: WimUsage
 
 
-class SliceManager:
+class SliceManager(Reserving):
     """Reserve, commit, abort, activate, terminate slices over this broker's children."""
 
     def __init__(
@@ -223,290 +209,6 @@ class SliceManager:
             return self._events.follow(slice_id)
         recs = [self.get(slice_id)] if slice_id else self.slices()
         return self._events.follow(slice_id, [SliceEvent(r.id, r.state, r.updated_at, r.reason) for r in recs])
-
-    # --- reserve ------------------------------------------------------------------------------
-
-    async def reserve(
-        self,
-        requester: str,
-        request_id: str,
-        request: SliceRequest,
-        hold_time_s: float = 0.0,
-        deadline: float | None = None,
-    ) -> SliceRecord:
-        """Hold a slice in every child the plan involves, or hold nothing at all (``deadline``: the caller's)."""
-        self._check_loop(request)
-        if not request_id:
-            raise InvalidArgument("request_id", "must not be empty")
-        if hold_time_s < 0 or hold_time_s > MAX_HOLD_TIME_S:
-            raise InvalidArgument("hold_time_s", f"must be between 0 (default) and {MAX_HOLD_TIME_S:.0f}")
-        return await self._detached(self._reserve(requester, request_id, request, hold_time_s, deadline))
-
-    async def _reserve(
-        self, requester: str, request_id: str, request: SliceRequest, hold_time_s: float, deadline: float | None
-    ) -> SliceRecord:
-        hold = hold_time_s or self._default_hold_s
-        digest = request_hash(request, hold)
-        async with self._lock(f"request:{requester}:{request_id}"):
-            existing = self._store.find_by_request(requester, request_id)
-            if existing is not None:
-                if existing.request_hash == CANCELLED:
-                    raise FailedPrecondition(
-                        f"request_id '{request_id}' was cancelled by its requester before this Reserve arrived"
-                    )
-                if existing.request_hash != digest:
-                    raise AlreadyExists(
-                        f"request_id '{request_id}' was already used with a different request (slice {existing.id})"
-                    )
-                if existing.state in (S.FAILED, S.ABORTING) and existing.error_code:
-                    raise error_for_code(ErrorCode(existing.error_code), without_pending(existing.reason))
-                return existing
-            now = self._clock()
-            rec = SliceRecord(
-                id=f"{self.sp_id}-{uuid.uuid4().hex[:12]}",
-                requester=requester,
-                request_id=request_id,
-                request_hash=digest,
-                request=request,
-                hold_time_s=hold,
-                state=S.RESERVING,
-                created_at=now,
-                updated_at=now,
-            )
-            rec = self._save(rec)
-            async with self._lock(rec.id):
-                try:
-                    await self._faults.hit("reserve.start", rec.id)
-                    held = await self._reserve_with_crankback(rec, deadline)
-                    await self._faults.hit("reserve.done", rec.id)
-                except FedError as exc:
-                    await self._fail_reserve(rec.id, exc, deadline)
-                    raise
-                return held
-
-    async def cancel_request(self, requester: str, request_id: str) -> SliceRecord:
-        """Release whatever ``request_id`` holds, or remember it as cancelled when its Reserve never arrived.
-
-        An upper SP that got no answer to a Reserve releases by the order key; should the Reserve
-        arrive later (it was queued behind a stopped process, say), it is refused, not held.
-        """
-        async with self._lock(f"request:{requester}:{request_id}"):
-            existing = self._store.find_by_request(requester, request_id)
-            if existing is None:
-                now = self._clock()
-                return self._save(
-                    SliceRecord(
-                        id=f"{self.sp_id}-{uuid.uuid4().hex[:12]}",
-                        requester=requester,
-                        request_id=request_id,
-                        request_hash=CANCELLED,
-                        request=SliceRequest(src="-", dst="-", bandwidth_mbps=0),  # type: ignore[arg-type]
-                        hold_time_s=0.0,
-                        state=S.ABORTED,
-                        created_at=now,
-                        updated_at=now,
-                        reason="cancelled by its requester before the Reserve arrived",
-                    )
-                )
-        return await self.terminate(existing.id)
-
-    def _check_loop(self, request: SliceRequest) -> None:
-        """Refuse a request that already passed through this SP (loop safety)."""
-        if self.sp_id in request.trace:
-            raise FailedPrecondition(
-                f"loop: the request already passed through {self.sp_id} (trace {' → '.join(request.trace)})",
-                constraint=Constraint.LOOP,
-            )
-
-    def dry_run(self, request: SliceRequest) -> Plan:
-        """The plan a Reserve would try first, holding and recording nothing."""
-        self._check_loop(request)
-        return self._plan(request, {}, ())
-
-    def _plan(
-        self, request: SliceRequest, exclude: Mapping[tuple[str, str], set[int]], avoid: Iterable[planner.Run]
-    ) -> Plan:
-        notes = self._notes()
-        usable = {sp: n for sp, n in notes.items() if sp in self._agents}
-        if not usable:
-            raise ResourceExhausted("no capability notes from any child yet; nothing to decompose over")
-        # Sub-requests carry the trace with this SP on it; an include naming this SP is met already.
-        mine = replace(
-            request,
-            trace=(*request.trace, self.sp_id),
-            include_sps=tuple(sp for sp in request.include_sps if sp != self.sp_id),
-        )
-        return planner.plan(
-            mine,
-            usable,
-            used_labels=self._store.used_link_labels(),
-            exclude_labels=exclude,
-            avoid_runs=tuple(avoid),
-        )
-
-    async def _reserve_with_crankback(self, rec: SliceRecord, deadline: float | None) -> SliceRecord:
-        """Plan, reserve everywhere; on a refusal or a label disagreement release all and re-plan around it.
-
-        A child refusing with RESOURCE_EXHAUSTED, or with FAILED_PRECONDITION naming a planning
-        constraint (``operations.replannable``), has its run avoided in the next plan; labels that
-        disagreed are skipped (with every label below them that a side passed over). Other errors end
-        the reservation at once. Every try releases what it held before the next starts (confirmed by
-        every child, else the reservation fails here), and after ``MAX_PLAN_ATTEMPTS`` it fails.
-        """
-        exclude: dict[tuple[str, str], set[int]] = {}
-        avoid: list[planner.Run] = []
-        refusals: list[FedError] = []
-        waited_for_notes = False
-        for attempt in range(MAX_PLAN_ATTEMPTS):
-            seen = self._note_versions()
-            try:
-                plan = self._plan(rec.request, exclude, avoid)
-            except FedError as exc:
-                # A refusal for capacity may only mean a release below has not climbed up yet: wait
-                # (briefly, once) for a newer note and plan again on it.
-                if exc.code is ErrorCode.RESOURCE_EXHAUSTED and not waited_for_notes:
-                    waited_for_notes = True
-                    if await self._newer_notes(seen, deadline):
-                        log.info("slice %s: refused on notes that changed meanwhile; planning again", rec.id)
-                        continue
-                if not refusals:
-                    raise
-                raise error_for_code(
-                    exc.code,
-                    f"{exc.message} (after crankback around {len(refusals)} refusal(s): "
-                    + "; ".join(str(r) for r in refusals)
-                    + ")",
-                    constraint=named_below(exc.constraint, refusals),
-                    causes=refusals,
-                ) from None
-            segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
-            rec = self._save(replace(rec, segments=segments, links=links))
-            planned = {planner.link_key(ln.a_port, ln.b_port): ln.label_a for ln in links}
-            rec, failed = await self._reserve_segments(rec, deadline)
-            if failed:
-                errors = [e for _, e in failed]
-                rec = await self._release_attempt(rec, deadline, errors)
-                if not worth_crankback(errors):
-                    raise errors[0] if len(errors) == 1 else _fanout(errors)
-                now_seen = self._note_versions()
-                for seg, err in failed:
-                    if now_seen.get(seg.domain) != seen.get(seg.domain) and not waited_for_notes:
-                        # The child's note changed while we planned on the old one: try it again, once.
-                        waited_for_notes = True
-                        continue
-                    refusals.append(err)
-                    avoid.append(planner.Run(SpId(seg.domain), seg.request.src, seg.request.dst))
-                log.warning("slice %s: attempt %d refused (%s); re-planning around it", rec.id, attempt + 1, errors[0])
-                continue
-            links = tuple(
-                replace(ln, label_a=label_at(rec.segments, ln.a_port), label_b=label_at(rec.segments, ln.b_port))
-                for ln in rec.links
-            )
-            rec = replace(rec, links=links)
-            disagree = [ln for ln in links if not ln.labels_agree()]
-            if not disagree:
-                now = self._clock()
-                own = {t: lab for t in (rec.request.src, rec.request.dst) if (lab := label_at(rec.segments, t))}
-                addresses = {e: a for s in rec.segments for e, a in s.addresses.items()}
-                return self._transition(
-                    rec, S.HELD, hold_expires_at=now + rec.hold_time_s, labels=own, addresses=addresses
-                )
-            names = ", ".join(f"{ln.a_port}={ln.label_a} vs {ln.b_port}={ln.label_b}" for ln in disagree)
-            log.warning("slice %s: labels disagree (%s); releasing and retrying", rec.id, names)
-            rec = await self._release_attempt(rec, deadline, [])
-            for ln in disagree:
-                key = planner.link_key(ln.a_port, ln.b_port)
-                exclude.setdefault(key, set()).update(labels_to_skip(planned.get(key), ln.label_a, ln.label_b))
-            refusals.append(
-                ResourceExhausted(f"labels disagree on {names}", constraint=Constraint.LABELS, domain=self.sp_id)
-            )
-        if all(r.constraint == Constraint.LABELS and r.domain == self.sp_id for r in refusals):
-            message = f"labels on the inter-domain links did not agree after {MAX_PLAN_ATTEMPTS} attempts"
-        else:
-            message = f"{MAX_PLAN_ATTEMPTS} plans were refused below: " + "; ".join(str(r) for r in refusals)
-        raise ResourceExhausted(f"crankback: {message}", constraint=Constraint.CRANKBACK, causes=refusals)
-
-    def _note_versions(self) -> dict[str, int]:
-        return {sp: n.version for sp, n in self._notes().items()}
-
-    async def _newer_notes(self, seen: Mapping[str, int], deadline: float | None) -> bool:
-        """Wait up to ``NOTE_SETTLE_S`` (and within the caller's deadline) for a child's note to change."""
-        wait_s = NOTE_SETTLE_S if deadline is None else min(NOTE_SETTLE_S, (deadline - self._clock()) * 0.25)
-        for _ in range(max(0, int(wait_s / 0.02))):
-            if self._note_versions() != dict(seen):
-                return True
-            await asyncio.sleep(0.02)
-        return self._note_versions() != dict(seen)
-
-    async def _reserve_segments(
-        self, rec: SliceRecord, deadline: float | None
-    ) -> tuple[SliceRecord, list[tuple[SegmentRecord, FedError]]]:
-        """Ask every child at once; return the slice with each answer recorded, and the errors.
-
-        A child that answered with an error holds nothing (by the protocol, it releases on its own
-        what it could not confirm); one whose answer never came is left RESERVING, to be released by
-        its order key.
-        """
-        timeout = self._child_time(deadline)
-
-        async def one(seg: SegmentRecord) -> SegmentGrant:
-            await self._faults.hit("reserve.task.before", rec.id, seg.domain)
-            order = SegmentOrder(
-                key=seg.order_key,
-                request=seg.request,
-                hold_time_s=rec.hold_time_s,
-                on_behalf_of=rec.requester,
-                timeout_s=timeout,
-            )
-            grant = await self._bounded(self._agent(seg.domain).reserve(order), timeout + 0.5, seg.domain)
-            await self._faults.hit("reserve.task.after", rec.id, seg.domain)
-            return grant
-
-        self._log(rec.id, "reserve", (TaskStatus(0, _task("reserve", s), "running") for s in rec.segments))
-        results = await asyncio.gather(*(one(s) for s in rec.segments), return_exceptions=True)
-        segments: list[SegmentRecord] = []
-        failed: list[tuple[SegmentRecord, FedError]] = []
-        statuses: list[TaskStatus] = []
-        for seg, res in zip(rec.segments, results, strict=True):
-            if isinstance(res, SegmentGrant):
-                segments.append(
-                    replace(
-                        seg,
-                        state=S.HELD,
-                        handle=res.handle,
-                        labels={str(k): v for k, v in res.labels.items()},
-                        addresses={str(k): v for k, v in res.addresses.items()},
-                        detail=res.detail,
-                    )
-                )
-                statuses.append(TaskStatus(0, _task("reserve", seg), "done"))
-                continue
-            err = _as_error(res, seg.domain)
-            segments.append(seg if outcome_unknown(err) else replace(seg, state=S.ABORTED))
-            failed.append((seg, err))
-            statuses.append(TaskStatus(0, _task("reserve", seg), "failed", str(err)))
-        self._log(rec.id, "reserve", statuses)
-        return self._save(replace(rec, segments=tuple(segments))), failed
-
-    async def _release_attempt(self, rec: SliceRecord, deadline: float | None, errors: list[FedError]) -> SliceRecord:
-        """Release one reservation attempt before the next; fail the Reserve when a child cannot confirm."""
-        rec, failures = await self._release_all(rec, self._child_time(deadline), "crankback")
-        if failures:
-            raise errors[0] if errors else failures[0][1]
-        return rec
-
-    async def _fail_reserve(self, slice_id: str, exc: FedError, deadline: float | None) -> None:
-        """A Reserve failed: release what any child may hold; FAILED once all confirmed, else ABORTING."""
-        rec = self.get(slice_id)
-        rec = self._transition(
-            rec, S.ABORTING, reason=str(exc), error_code=exc.code.value, settle_to=S.FAILED, hold_expires_at=0.0
-        )
-        # One short try now; what a child does not confirm is the reconciler's from here on.
-        with_time = max(0.2, min(self.child_timeout_s, self._child_time(deadline)) * 0.5)
-        try:
-            await self.drive_release(rec, limit_s=with_time)
-        except FedError as pending:
-            log.warning("slice %s: reserve failed and %s; the reconciler goes on", rec.id, pending)
 
     # --- commit / abort / activate / terminate --------------------------------------------------
 
@@ -918,30 +620,6 @@ class SliceManager:
         holding = self._store.count_holding()
         domains = tuple(self._agents[d].usage() for d in sorted(self._local) if d in self._agents)
         return Usage(holding_slices=holding, domains=domains, wim=self._wim.usage())
-
-
-def _task(kind: str, seg: SegmentRecord) -> str:
-    return f"{kind} {seg.domain}#{seg.index}"
-
-
-def _as_error(res: BaseException | object, domain: str) -> FedError:
-    """A child's failure as a ``FedError`` naming it; cancellation and non-errors are not swallowed."""
-    if isinstance(res, asyncio.CancelledError):
-        raise res
-    if isinstance(res, FedError):
-        return res.in_domain(domain)
-    if isinstance(res, Exception):
-        log.error("a task at %s raised an unexpected error", domain, exc_info=res)
-        return error_for_code(ErrorCode.INTERNAL, f"{domain}: {type(res).__name__}: {res}", domain=domain)
-    if isinstance(res, BaseException):
-        raise res
-    raise TypeError(f"not an error: {res!r}")
-
-
-def _fanout(errors: list[FedError]) -> FedError:
-    from slicing.errors import FanoutError
-
-    return FanoutError(errors)
 
 
 def _operation_of(rec: SliceRecord) -> str:
