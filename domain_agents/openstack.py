@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
-import json
 import logging
 import time
 import uuid
@@ -68,13 +67,13 @@ from domain_agents.openstack_model import (
     FUNCTION_SLOTS,
     HOLD_PREFIX,
     Credentials,
+    Made,
     NetworkSpec,
     NoAnswer,
     PortSpec,
     VniInUse,
     consumer_of,
     domain_tag,
-    dump_handle,
     hold_tag,
     reservation_tag,
     tags_of,
@@ -88,7 +87,6 @@ if TYPE_CHECKING:  # openstacksdk loads only when an agent connects, not when a 
 
 log = logging.getLogger(__name__)
 
-HANDLE_VERSION = 1
 _CONSUMERS = uuid.UUID("6f1c1f8e-51f4-4c1e-9b0e-3d7d1c2f0a11")  # namespace of fedbroker consumer uuids
 _VNI_ATTEMPTS = 4
 T = TypeVar("T")
@@ -100,62 +98,6 @@ def consumer_id(domain: str, key: str) -> str:
 
 
 # --- segments --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Made:
-    """What one segment holds in OpenStack; its JSON is the handle."""
-
-    domain: str
-    key: str
-    consumer: str
-    network_id: str
-    bandwidth_mbps: int
-    pops: tuple[str, ...]
-    slots: tuple[tuple[str, str], ...]
-    labels: tuple[tuple[TerminalId, int], ...]
-    addresses: tuple[tuple[TerminalId, str], ...]
-    resources: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # pop -> class -> amount
-
-    def to_handle(self) -> str:
-        return dump_handle(
-            {
-                "v": HANDLE_VERSION,
-                "kind": "openstack",
-                "domain": self.domain,
-                "key": self.key,
-                "consumer": self.consumer,
-                "network": self.network_id,
-                "bandwidth_mbps": self.bandwidth_mbps,
-                "pops": list(self.pops),
-                "slots": [{"pop": p, "type": t} for p, t in self.slots],
-                "labels": dict(self.labels),
-                "addresses": dict(self.addresses),
-                "resources": {pop: dict(res) for pop, res in self.resources.items()},
-            }
-        )
-
-    @classmethod
-    def from_handle(cls, handle: str) -> _Made:
-        """Parse a handle; ``InvalidArgument("handle", ...)`` when it is not an OpenStack-domain handle."""
-        try:
-            raw = json.loads(handle)
-            if not isinstance(raw, dict) or raw.get("v") != HANDLE_VERSION or raw.get("kind") != "openstack":
-                raise TypeError("not a version-1 OpenStack-domain handle")
-            return cls(
-                domain=str(raw["domain"]),
-                key=str(raw["key"]),
-                consumer=str(uuid.UUID(str(raw["consumer"]))),
-                network_id=str(raw["network"]),
-                bandwidth_mbps=int(raw["bandwidth_mbps"]),
-                pops=tuple(str(p) for p in raw["pops"]),
-                slots=tuple((str(s["pop"]), str(s["type"])) for s in raw["slots"]),
-                labels=tuple((TerminalId(str(p)), int(v)) for p, v in raw["labels"].items()),
-                addresses=tuple((TerminalId(str(e)), str(a)) for e, a in raw["addresses"].items()),
-                resources={str(p): {str(c): int(n) for c, n in r.items()} for p, r in raw["resources"].items()},
-            )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise InvalidArgument("handle", f"not an OpenStack-domain handle ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -177,7 +119,7 @@ class _View:
 # --- the agent -------------------------------------------------------------------------------
 
 
-class OpenStackDomainAgent(LocalDomainAgent[_Made]):
+class OpenStackDomainAgent(LocalDomainAgent[Made]):
     """A ``DomainAgent`` whose segments are Neutron networks and Placement allocations."""
 
     def __init__(
@@ -320,7 +262,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
         changed.set()
         return self._note
 
-    def _after_change(self, made: _Made, sign: int) -> None:
+    def _after_change(self, made: Made, sign: int) -> None:
         """Account a segment made (+1) or released (-1) in the view and re-publish, without asking OpenStack.
 
         The next poll reconciles the view with what OpenStack says (others change it too).
@@ -464,7 +406,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
         self._after_change(made, +1)
         return grant
 
-    async def _make(self, cloud: Cloud, order: SegmentOrder, consumer: str, plan: _Plan) -> _Made:
+    async def _make(self, cloud: Cloud, order: SegmentOrder, consumer: str, plan: _Plan) -> Made:
         req = order.request
         spec = NetworkSpec(
             name=f"fedbroker-{self.domain_id}-{order.key}"[:250],
@@ -494,7 +436,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
                 if isinstance(exc, NoAnswer):  # the allocation may have been made; a refusal made none
                     await self._call(cloud.release, consumer)
             raise
-        return _Made(
+        return Made(
             domain=self.domain_id,
             key=order.key,
             consumer=consumer,
@@ -587,7 +529,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
 
     async def _release(self, handle: str) -> None:
         try:
-            made = _Made.from_handle(handle)
+            made = Made.from_handle(handle)
         except InvalidArgument:
             return  # not one of ours: nothing of it can exist
         if made.domain != self.domain_id:
@@ -624,7 +566,7 @@ class OpenStackDomainAgent(LocalDomainAgent[_Made]):
 
         Objects whose tagging a crash cut off get their tags back, so the sweep's view is right.
         """
-        made = _Made.from_handle(handle)
+        made = Made.from_handle(handle)
         if made.domain != self.domain_id:
             raise InvalidArgument("handle", f"belongs to domain {made.domain}, not {self.domain_id}")
         state = SliceState.COMMITTED if committed else SliceState.HELD

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from capability_catalog.model import TerminalId
-from slicing.errors import ResourceExhausted, Unavailable
+from slicing.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 PLACEMENT_VERSION = "1.38"  # consumer_type on allocations
 CONSUMER_TYPE = "FEDBROKER"
@@ -152,3 +152,63 @@ def dump_handle(data: Mapping[str, object]) -> str:
 def tags_of(resource: Any) -> Sequence[str]:
     """A Neutron resource's tags."""
     return list(getattr(resource, "tags", None) or ())
+
+
+#: The version of the handle a segment's JSON carries.
+HANDLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Made:
+    """What one segment holds in OpenStack; its JSON is the handle."""
+
+    domain: str
+    key: str
+    consumer: str
+    network_id: str
+    bandwidth_mbps: int
+    pops: tuple[str, ...]
+    slots: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[TerminalId, int], ...]
+    addresses: tuple[tuple[TerminalId, str], ...]
+    resources: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # pop -> class -> amount
+
+    def to_handle(self) -> str:
+        return dump_handle(
+            {
+                "v": HANDLE_VERSION,
+                "kind": "openstack",
+                "domain": self.domain,
+                "key": self.key,
+                "consumer": self.consumer,
+                "network": self.network_id,
+                "bandwidth_mbps": self.bandwidth_mbps,
+                "pops": list(self.pops),
+                "slots": [{"pop": p, "type": t} for p, t in self.slots],
+                "labels": dict(self.labels),
+                "addresses": dict(self.addresses),
+                "resources": {pop: dict(res) for pop, res in self.resources.items()},
+            }
+        )
+
+    @classmethod
+    def from_handle(cls, handle: str) -> Made:
+        """Parse a handle; ``InvalidArgument("handle", ...)`` when it is not an OpenStack-domain handle."""
+        try:
+            raw = json.loads(handle)
+            if not isinstance(raw, dict) or raw.get("v") != HANDLE_VERSION or raw.get("kind") != "openstack":
+                raise TypeError("not a version-1 OpenStack-domain handle")
+            return cls(
+                domain=str(raw["domain"]),
+                key=str(raw["key"]),
+                consumer=str(uuid.UUID(str(raw["consumer"]))),
+                network_id=str(raw["network"]),
+                bandwidth_mbps=int(raw["bandwidth_mbps"]),
+                pops=tuple(str(p) for p in raw["pops"]),
+                slots=tuple((str(s["pop"]), str(s["type"])) for s in raw["slots"]),
+                labels=tuple((TerminalId(str(p)), int(v)) for p, v in raw["labels"].items()),
+                addresses=tuple((TerminalId(str(e)), str(a)) for e, a in raw["addresses"].items()),
+                resources={str(p): {str(c): int(n) for c, n in r.items()} for p, r in raw["resources"].items()},
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidArgument("handle", f"not an OpenStack-domain handle ({exc})") from None
