@@ -159,6 +159,7 @@ async def test_sweep_every_operation_point_and_level_with_a_crash_or_a_hang(tmp_
     assert summary["operations_x_points_covered"] == 21 + 4, summary  # abort at the top and below
 
 
+@pytest.mark.sweep
 @pytest.mark.timeout(900)
 async def test_race_kill_of_the_top_or_a_mid_0_to_50_ms_after_commit_with_slow_leaves(tmp_path: Path) -> None:
     """Issue 19's race: kill -9 T, and separately M1, at a random 0–50 ms after Commit was sent, with
@@ -173,6 +174,7 @@ async def test_race_kill_of_the_top_or_a_mid_0_to_50_ms_after_commit_with_slow_l
     assert summary["cases"] == 40 and set(summary["outcomes"]) <= {"committed", "released"}, summary
 
 
+@pytest.mark.sweep
 @pytest.mark.timeout(900)
 async def test_the_demo_federation_survives_a_kill_of_any_sp_at_any_moment(tmp_path: Path) -> None:
     """The demo's nine SPs (make demo): each one killed -9 at a random moment 0–100 ms into each of
