@@ -36,7 +36,7 @@ from broker.core.operations import (
     with_pending,
     without_pending,
 )
-from broker.core.records import LinkRecord, SegmentRecord, SliceRecord
+from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, slice_of_order_key
 from broker.core.reservation import CANCELLED, Reserving, _as_error, _task
 from broker.core.storage import SliceStore
 from broker.core.workflow import TaskStatus
@@ -537,7 +537,7 @@ class SliceManager(Reserving):
         held = await self._bounded(agent.holdings(), self.child_timeout_s, domain)
         orphans = []
         for key, handle in held:
-            slice_id = key.rsplit(".", 2)[0] if key.count(".") >= 2 else ""
+            slice_id = slice_of_order_key(key)
             if slice_id and self.busy(slice_id):
                 continue
             rec = self._store.get(slice_id) if slice_id else None

@@ -195,6 +195,17 @@ def with_state(segments: Iterable[SegmentRecord], state: SliceState) -> tuple[Se
     return tuple(replace(s, state=state) for s in segments)
 
 
+def order_key(slice_id: str, index: int, attempt: int) -> str:
+    """The request id a segment is ordered under at its child: ``<slice id>.<segment>.<attempt>``."""
+    return f"{slice_id}.{index}.{attempt}"
+
+
+def slice_of_order_key(key: str) -> str:
+    """The slice id an order key names ("" for a key that is not one of ours)."""
+    parts = key.rsplit(".", 2)
+    return parts[0] if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() else ""
+
+
 def records_for_plan(
     rec: SliceRecord,
     plan: Plan,
@@ -214,7 +225,7 @@ def records_for_plan(
             transit_latency_ms=s.transit_latency_ms,
             latency_share_ms=s.latency_share_ms,
             state=SliceState.RESERVING,
-            order_key=f"{rec.id}.{s.index}.{attempt}",
+            order_key=order_key(rec.id, s.index, attempt),
         )
         for s in plan.segments
     )

@@ -33,6 +33,7 @@ from slicing.errors import (
     Constraint,
     ErrorCode,
     FailedPrecondition,
+    FanoutError,
     FedError,
     InvalidArgument,
     ResourceExhausted,
@@ -245,7 +246,7 @@ class Reserving:
                 errors = [e for _, e in failed]
                 rec = await self._release_attempt(rec, deadline, errors)
                 if not worth_crankback(errors):
-                    raise errors[0] if len(errors) == 1 else _fanout(errors)
+                    raise errors[0] if len(errors) == 1 else FanoutError(errors)
                 now_seen = self._note_versions()
                 for seg, err in failed:
                     if now_seen.get(seg.domain) != seen.get(seg.domain) and not waited_for_notes:
@@ -383,9 +384,3 @@ def _as_error(res: BaseException | object, domain: str) -> FedError:
     if isinstance(res, BaseException):
         raise res
     raise TypeError(f"not an error: {res!r}")
-
-
-def _fanout(errors: list[FedError]) -> FedError:
-    from slicing.errors import FanoutError
-
-    return FanoutError(errors)

@@ -428,3 +428,11 @@ async def test_a_refusal_for_capacity_on_a_note_that_changes_meanwhile_is_planne
     w.notes.update(full)  # and when nothing changes, the refusal stands
     with pytest.raises(ResourceExhausted):
         await w.manager.reserve("alice", "stale", req(500))
+
+
+def test_an_order_key_names_its_slice_and_anything_else_names_none() -> None:
+    from broker.core.records import order_key, slice_of_order_key
+
+    assert slice_of_order_key(order_key("T-abc.def", 2, 1)) == "T-abc.def"
+    for foreign in ("", "leak-1500", "a.b", "x.y.z", "T-1.2"):
+        assert slice_of_order_key(foreign) == ""
