@@ -53,6 +53,9 @@ NOTE_MIN_INTERVAL_S = 0.05
 #: How often FAILED records past their retention are removed: often enough that a burst of failing
 #: requests overshoots the count bound by seconds' worth only.
 PRUNE_INTERVAL_S = 5.0
+#: How long a starting broker waits for an OpenStack cloud that does not answer (each try is
+#: bounded by the domain's ``api_timeout_s``) before it gives up naming the service.
+OPENSTACK_START_PATIENCE_S = 30.0
 
 
 def read_tls(config: BrokerConfig) -> TlsFiles:
@@ -189,7 +192,8 @@ class Broker:
             self._spawn(_warm_up_dataplane(), "dataplane-worker")
         for agent in self.agents.values():
             if isinstance(agent, OpenStackDomainAgent):
-                await agent.connect()  # a refused login stops the start, naming the setting
+                # A refused login stops the start, naming the setting; a busy cloud is waited for.
+                await agent.connect(patience_s=OPENSTACK_START_PATIENCE_S)
         await self.manager.recover()
         self.offers.restore()
         for agent in self.agents.values():

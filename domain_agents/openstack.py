@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import itertools
 import logging
 import time
 import uuid
@@ -163,12 +164,34 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         except FedError as exc:
             raise exc.in_domain(self.domain_id) from None
 
-    async def connect(self) -> None:
+    async def connect(self, patience_s: float = 0.0) -> None:
         """Log in to Keystone and find (or set up) every PoP's resource provider; idempotent.
 
         Raises ``Unauthenticated`` / ``InvalidArgument`` naming the credentials setting when
-        Keystone refuses, and ``NotFound`` naming the PoP when its provider does not exist.
+        Keystone refuses, and ``NotFound`` naming the PoP when its provider does not exist. A
+        service that does not answer, or answers 5xx, is tried again with a growing pause, each
+        attempt logged, for up to ``patience_s`` (a broker starting while OpenStack is busy waits for
+        it; a refusal is never retried); then the last error is raised.
         """
+        give_up = time.monotonic() + patience_s
+        pause = 0.5
+        for attempt in itertools.count(1):
+            try:
+                await self._connect_once()
+                return
+            except FedError as exc:
+                left = give_up - time.monotonic()
+                if not exc.retryable or left <= 0:
+                    raise
+                wait = min(pause, left)
+                log.warning(
+                    "%s: connecting to OpenStack failed (attempt %d): %s; trying again in %.1f s (giving up in %.0f s)",
+                    self.domain_id, attempt, exc, wait, left,
+                )  # fmt: skip
+                await asyncio.sleep(wait)
+                pause = min(pause * 2, 5.0)
+
+    async def _connect_once(self) -> None:
         async with self._connect_lock:
             if self._cloud is not None:
                 return

@@ -282,6 +282,10 @@ class LoopbackCloud:
             raise ServicesError(f"{name}: {' '.join(argv[:2])}… exited with {code}:\n{_tail(log)}")
 
     def _keystone(self, venvs: Path, admin_pw: str) -> _Proc:
+        # Keystone's in-process cache: without it every token validation rebuilds the token's roles
+        # from SQLite (about 1 s each here), so the first call of every new client to Placement or
+        # Neutron waits that long and, on a loaded machine, outlasts a 3 s api_timeout_s. One worker
+        # per service keeps the memory cache coherent.
         d = self.run_dir / "keystone"
         for sub in ("fernet", "cred"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -302,7 +306,8 @@ class LoopbackCloud:
             [identity]
             password_hash_rounds = 4
             [cache]
-            enabled = false
+            enabled = true
+            backend = dogpile.cache.memory
             """)
         )
         km = [str(venvs / "keystone" / "bin" / "keystone-manage"), "--config-file", str(conf)]
@@ -420,6 +425,8 @@ class LoopbackCloud:
         self._procs[name] = p
         gunicorn = str(venvs / name / "bin" / "gunicorn")
         argv = [gunicorn, "--chdir", str(shim.parent), "-b", "127.0.0.1:0", "-w", "1", "--timeout", "120"]
+        # Every request with its duration in the log, so a slow answer in a failed test shows where.
+        argv += ["--access-logfile", "-", "--access-logformat", '%(t)s "%(r)s" %(s)s %(M)sms']
         with p.log.open("ab") as log:
             p.proc = subprocess.Popen(
                 [*argv, f"{shim.stem}:application"],

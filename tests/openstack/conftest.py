@@ -44,6 +44,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(OPENSTACK_TEST_TIMEOUT_S))
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed test against the services shows the tail of their request logs (with durations)."""
+    report: pytest.TestReport = yield
+    info = getattr(item, "funcargs", {}).get("loopback_cloud")
+    if report.failed and isinstance(info, CloudInfo):
+        for log in sorted(Path(info.run_dir).rglob("gunicorn.log")):
+            service = log.relative_to(info.run_dir).parts[0]
+            lines = log.read_text(errors="replace").splitlines()[-25:]
+            report.sections.append((f"OpenStack {service} requests (last 25)", "\n".join(lines)))
+    return report
+
+
 def _say(text: str) -> None:
     print(f"[openstack] {text}", file=sys.stderr, flush=True)
 

@@ -116,3 +116,35 @@ async def test_a_handle_of_another_kind_is_refused_on_restore_and_ignored_on_rel
     await agent.abort("not json")  # nothing of it can exist: no OpenStack call is made
     await agent.terminate('{"v": 1}')
     assert agent.usage().bandwidth_mbps == 0
+
+
+class _Flaky:
+    """A cloud factory that fails as told, counting its calls (no OpenStack needed)."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self, creds: Any) -> Any:
+        self.calls += 1
+        raise self.errors.pop(0) if len(self.errors) > 1 else self.errors[0]
+
+
+async def test_connect_waits_for_a_cloud_that_does_not_answer_and_gives_up_after_its_patience() -> None:
+    from domain_agents.openstack_model import NoAnswer
+    from slicing.errors import Unauthenticated
+
+    busy = _Flaky(NoAnswer("Placement did not answer within 3 s"))
+    agent = OpenStackDomainAgent(parse(spec()), cloud_factory=busy)
+    with pytest.raises(NoAnswer):
+        await agent.connect()  # no patience: one try
+    assert busy.calls == 1
+    with pytest.raises(NoAnswer, match="did not answer"):
+        await agent.connect(patience_s=1.2)  # pauses 0.5, then 0.7 (what is left): three tries
+    assert busy.calls == 1 + 3
+    # A refusal is never retried, whatever the patience: it names the setting at once.
+    refused = _Flaky(NoAnswer("Keystone did not answer"), Unauthenticated("domains[2].cloud: wrong password"))
+    agent = OpenStackDomainAgent(parse(spec()), cloud_factory=refused)
+    with pytest.raises(Unauthenticated, match="wrong password"):
+        await agent.connect(patience_s=30)
+    assert refused.calls == 2
