@@ -241,13 +241,8 @@ class Run:
             sp, slice_id = self.slices.get(alias, (a["sp"], ""))
             if not slice_id:
                 raise StepFailed(f"slice {alias!r} was never reserved (its request failed)")
-            msg: pb.Slice = await self.fleet[sp].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=CALL_TIMEOUT_S)
-            addresses = {x.endpoint: x.address for x in msg.addresses}
-            segments = local_segments(msg.segments)
             try:
-                views.append(
-                    slice_view(netlink.Names(self.prefix), alias, segments, addresses, msg.request.bandwidth_mbps)
-                )
+                views.append(await read_view(self.fleet, self.prefix, sp, slice_id, alias))
             except FedError as exc:
                 raise StepFailed(str(exc)) from None
         results = await probe.probe(views, a.get("checks", probe.CHECKS))
@@ -463,6 +458,18 @@ async def _sweep(prefix: str) -> StepResult:
         return StepResult("the data plane left nothing behind", False, took, detail)
     console.print(f"[green]✓[/] the data plane left nothing behind [dim]prefix {prefix}[/]")
     return StepResult("the data plane left nothing behind", True, took, f"nothing under prefix {prefix}")
+
+
+async def read_view(fleet: Fleet, prefix: str, sp: str, slice_id: str, alias: str) -> probe.SliceView:
+    """Where a slice's traffic goes on the data plane under ``prefix``, from its read-back at ``sp``.
+
+    Raises ``FedError`` naming what is missing (a segment without its namespaces, an endpoint
+    without an address).
+    """
+    msg: pb.Slice = await fleet[sp].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=CALL_TIMEOUT_S)
+    addresses = {x.endpoint: x.address for x in msg.addresses}
+    segments = local_segments(msg.segments)
+    return slice_view(netlink.Names(prefix), alias, segments, addresses, msg.request.bandwidth_mbps)
 
 
 def local_segments(segments: Iterable[pb.Segment]) -> list[LocalSegment]:

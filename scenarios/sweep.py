@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import signal
 import time
@@ -33,10 +34,12 @@ from typing import Any
 import grpc
 
 from broker.core.faults import OPERATIONS
+from domain_agents import probe
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.convergence import SETTLED, Convergence, Outcome, Verdict, state_name, wait_settled
 from scenarios.model import Scenario, load_scenario
 from scenarios.processes import Fleet, StartError
+from scenarios.runner import read_view
 from scenarios.sweep_cases import (
     ACTIONS,
     Case,
@@ -48,6 +51,8 @@ from scenarios.sweep_cases import (
     tuned,
     write_report,
 )
+from slicing.errors import FedError
+from wim import netlink
 
 SWEEP_YAML = Path(__file__).with_name("sweep.yaml")
 #: What runs before the operation under test, without faults.
@@ -92,6 +97,11 @@ class SweepFederation:
     _generation: int = 0
     _restarted: bool = False  # an SP was restarted since the last probe slice went through
     _probes: int = 0
+    #: On a data plane, this federation's own prefix for every namespace and link it makes.
+    prefix: str = field(default_factory=lambda: f"fb{secrets.token_hex(2)}")
+    #: What it left in the kernel under that prefix after it stopped (removed since).
+    leftovers: list[str] = field(default_factory=list)
+    probed: int = 0
 
     @property
     def top(self) -> str:
@@ -108,13 +118,16 @@ class SweepFederation:
         self.starts += 1
         for wave in self.scenario.start_order():
             await asyncio.gather(
-                *(
-                    fleet.start(sp, dict(self.scenario.sp(sp).settings), self.scenario.sp(sp).lower, faults=[])
-                    for sp in wave
-                )
+                *(fleet.start(sp, self._settings(sp), self.scenario.sp(sp).lower, faults=[]) for sp in wave)
             )
         await fleet.wait_terminals(self.top, list(self._terminals()), timeout_s=30)
         return fleet
+
+    def _settings(self, sp: str) -> dict[str, object]:
+        settings = dict(self.scenario.sp(sp).settings)
+        if self.scenario.uses_dataplane:
+            settings["dataplane"] = {"prefix": self.prefix}
+        return settings
 
     def _terminals(self) -> tuple[str, str]:
         step = next(s for s in self.scenario.steps if s.action == "request")
@@ -134,6 +147,21 @@ class SweepFederation:
             await self.fleet.stop_all()
             shutil.rmtree(self.fleet.root, ignore_errors=True)
             self.fleet = None
+            if self.scenario.uses_dataplane:
+                left = await netlink.call(netlink.clean, self.prefix)
+                if left:
+                    self.leftovers.append(f"prefix {self.prefix}: " + ", ".join(map(str, left)))
+
+    async def carries_traffic(self, slice_id: str) -> str:
+        """On a data plane: why the ACTIVE slice carries no traffic end to end (empty when it does)."""
+        assert self.fleet is not None
+        self.probed += 1
+        try:
+            view = await read_view(self.fleet, self.prefix, self.top, slice_id, "case")
+        except (FedError, grpc.aio.AioRpcError) as exc:
+            return f"its data plane could not be read back: {exc}"[:300]
+        failed = [r for r in await probe.probe([view], ("reachability",)) if not r.passed]
+        return "; ".join(f"{r.check}: {r.detail}" for r in failed)[:300]
 
     async def restart_crashed(self) -> list[str]:
         """Restart every broker that is not running (an injected crash, a kill); their uppers know the address."""
@@ -311,6 +339,8 @@ class SweepFederation:
         )
         if case.action == "hang" and fired:  # let the hung operation wake before the next case shares the federation
             await asyncio.sleep(max(0.0, t_sent + hang_s + 0.2 - time.monotonic()))
+        if self.scenario.uses_dataplane and result.reached and verdict.outcome is Outcome.ACTIVE:
+            case_result = replace(case_result, traffic=await self.carries_traffic(slice_id))
         if verdict.outcome in (Outcome.COMMITTED, Outcome.ACTIVE):
             left, stranded = await self._clean_up(slice_id, request_id, deadline_s)
             if left:
@@ -445,6 +475,8 @@ async def run_sweep(
             await fed.stop()
         report.federations_started = sum(f.starts for f in feds)
         report.recycled = [why for f in feds for why in f.recycled]
+        report.leftovers = [left for f in feds for left in f.leftovers]
+        report.probed = sum(f.probed for f in feds)
         report.seconds = time.monotonic() - t0
     report.results.sort(key=lambda r: (OPERATIONS.index(r.case.operation), r.case.point, r.case.sp, r.case.action))
     return report

@@ -73,11 +73,17 @@ class CaseResult:
     error: str = ""  # the harness could not run the case (federation would not start, ...)
     cleanup: str = ""  # what a clean Terminate after a committed outcome left held (empty: all released)
     cleanup_orphans: tuple[str, ...] = ()  # held after that Terminate with no upper holding them
+    traffic: str = ""  # on a data plane: why an ACTIVE outcome carried no traffic (empty: it did, or not checked)
 
     @property
     def passed(self) -> bool:
-        """Fired, converged to all-committed/active or all-released, no orphan, and the top told the truth."""
-        return self.fired and self.converged and not (self.orphans or self.lie or self.error or self.cleanup)
+        """Fired, converged to all-committed/active or all-released, no orphan, the top told the truth,
+        and (on a data plane) an ACTIVE slice carries traffic."""
+        return (
+            self.fired
+            and self.converged
+            and not (self.orphans or self.lie or self.error or self.cleanup or self.traffic)
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The result as a JSON object."""
@@ -100,6 +106,7 @@ class CaseResult:
             "error": self.error,
             "cleanup": self.cleanup,
             "cleanup_orphans": list(self.cleanup_orphans),
+            "traffic": self.traffic,
             "verdict": self.verdict,
         }
 
@@ -112,11 +119,15 @@ class SweepReport:
     seconds: float = 0.0
     federations_started: int = 0
     recycled: list[str] = field(default_factory=list)
+    #: On a data plane: what a federation left in the kernel under its prefix after it stopped.
+    leftovers: list[str] = field(default_factory=list)
+    #: On a data plane: how many ACTIVE outcomes were probed with traffic.
+    probed: int = 0
 
     @property
     def passed(self) -> bool:
-        """Every case passed (and there was at least one)."""
-        return bool(self.results) and all(r.passed for r in self.results)
+        """Every case passed (and there was at least one), and no federation left anything in the kernel."""
+        return bool(self.results) and all(r.passed for r in self.results) and not self.leftovers
 
     def summary(self) -> dict[str, Any]:
         """The figures: cases, operations × points covered, outcomes, orphans, slowest convergence."""
@@ -138,6 +149,9 @@ class SweepReport:
             "lies": [f"{r.case.name}: {r.lie}" for r in self.results if r.lie],
             "errors": [f"{r.case.name}: {r.error}" for r in self.results if r.error],
             "left_after_terminate": [f"{r.case.name}: {r.cleanup}" for r in self.results if r.cleanup],
+            "active_probed_with_traffic": self.probed,
+            "no_traffic": [f"{r.case.name}: {r.traffic}" for r in self.results if r.traffic],
+            "dataplane_leftovers": self.leftovers,
             "slowest_convergence_s": round(slowest.seconds, 3) if slowest else None,
             "slowest_case": slowest.case.name if slowest else None,
             "federations_started": self.federations_started,
@@ -163,10 +177,11 @@ class SweepReport:
                     else (
                         r.lie
                         or ("orphans " + ", ".join(r.orphans) if r.orphans else "")
-                        or ("did not converge" if not r.converged else r.cleanup)
+                        or ("did not converge" if not r.converged else r.cleanup or r.traffic)
                     )
                 )
                 lines.append(f"  ✗ {r.case.name}: answer {r.answer}; {why}; {r.verdict}")
+        lines.extend(f"  ✗ left in the kernel: {left}" for left in self.leftovers)
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
