@@ -148,18 +148,25 @@ class OpenStackFederation:
             subnet=f"10.{90 + n // 250}.{n % 250}.0/24",
         )
 
-    async def call(self, operation: str, slice_id: str = "", *, n: int = 0, request_id: str = "") -> tuple[str, str]:
-        """The operation at ``M`` as the customer: (answer, slice id); the answer is a state or an error code."""
+    async def call(
+        self, operation: str, slice_id: str = "", *, n: int = 0, request_id: str = "", timeout_s: float | None = None
+    ) -> tuple[str, str]:
+        """The operation at ``M`` as the customer: (answer, slice id); the answer is a state or an error code.
+
+        ``timeout_s`` (default ``call_timeout_s``) is the customer's deadline: a preparation before a
+        fault may give a loaded machine longer than the call under test gets.
+        """
         top = self.fleet[MID]
+        timeout = self.call_timeout_s if timeout_s is None else timeout_s
         try:
             if operation == "reserve":
                 msg: pb.Slice = await top.slices.Reserve(
                     pb.ReserveRequest(request_id=request_id, request=self.request(n), hold_time_s=self.hold_time_s),
-                    timeout=self.call_timeout_s,
+                    timeout=timeout,
                 )
             else:
                 method = getattr(top.slices, _RPC[operation])
-                msg = await method(pb.SliceRef(slice_id=slice_id), timeout=self.call_timeout_s)
+                msg = await method(pb.SliceRef(slice_id=slice_id), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             return exc.code().name, slice_id
         return state_name(msg.state), msg.id

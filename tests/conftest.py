@@ -19,3 +19,17 @@ def require_or_skip(env_var: str, available: bool, reason: str) -> None:
 def require_dataplane() -> None:
     """Data-plane tests need root (and iproute2); under FEDBROKER_REQUIRE_DATAPLANE=1 they never skip."""
     require_or_skip("FEDBROKER_REQUIRE_DATAPLANE", os.geteuid() == 0, "data-plane tests need root")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs two workers), keep together what shares one resource.
+
+    The OpenStack tests share one set of services (a session fixture: one worker starts them once),
+    and each fault sweep runs federations side by side on its own; everything else is spread.
+    """
+    for item in items:
+        parts = item.nodeid.split("/")
+        if len(parts) > 2 and parts[1] == "openstack":
+            item.add_marker(pytest.mark.xdist_group("openstack"))
+        elif item.get_closest_marker("sweep") is not None:
+            item.add_marker(pytest.mark.xdist_group(f"sweep-{item.name}"))
