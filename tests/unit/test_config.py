@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.config import ConfigError, load_config
-from capability_catalog.signing import generate_key, public_key_to_text
+from capability_catalog.signing import public_key_to_text
 from tests.topology import leaf_domain
 
-KEY = public_key_to_text(generate_key().public_key())
+# A fixed key: the parameters below are part of the test ids, which must be the same in every
+# pytest-xdist worker.
+KEY = public_key_to_text(Ed25519PrivateKey.from_private_bytes(bytes(range(32))).public_key())
 LOWER = f"{{id: A, address: 'x:1', keys: ['{KEY}']}}"
 
 
