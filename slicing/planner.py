@@ -456,7 +456,9 @@ def shares_of(latencies: Sequence[float], budget: float | None) -> list[float]:
         return [0.0] * n
     total = total_ms(latencies)
     slack = budget - total if math.isfinite(total) and budget > total else 0.0
-    mean = total / n if math.isfinite(total) and total > 0 else 1.0
+    mean = total / n if math.isfinite(total) else 0.0
+    if not mean > 0:  # no latency at all, or so little that its mean underflows to 0 (5e-324 / 2)
+        mean = 1.0
     # A 0 ms run (an endpoint and a port on one PoP) weighs as much as the mean run, so it gets slack too.
     weights = [lat if lat > 0 else mean for lat in latencies]
     wsum = total_ms(weights)

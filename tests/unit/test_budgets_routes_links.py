@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from capability_catalog.aggregate import aggregate
@@ -84,6 +84,7 @@ def test_no_budget_gives_no_shares_and_an_exact_budget_gives_exactly_the_transit
     ),
     budget=st.one_of(st.floats(0, 1e4), st.floats(0, 1e308, allow_infinity=False), st.just(1e308)),
 )
+@example(latencies=[0.0, 5e-324], budget=1.0)  # the mean of the latencies underflows to 0
 def test_shares_keep_every_promise_for_any_finite_values(latencies: list[float], budget: float) -> None:
     shares = shares_of(latencies, budget)  # never raises, not even at 1e308
 
