@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from capability_catalog.authoring import OfferPolicy, parse_policy
 from capability_catalog.model import (
     LABEL_LIMITS,
     BorderPort,
+    CapabilityNote,
     Endpoint,
     Isolation,
     LabelRange,
@@ -104,6 +105,12 @@ class EmulatedDomainConfig:
     note_ttl_s: float = DEFAULT_NOTE_TTL_S
     offer: OfferPolicy = DEFAULT_OFFER
     faults: Faults = Faults()
+    #: ``note_file`` as written in the config: a note in the authoring format that this domain serves.
+    note_file: str | None = None
+    #: Where ``note_file`` is set (``domains[0].note_file``), for errors about the file.
+    note_field: str = ""
+    #: The note read from ``note_file`` (``with_authored``, when the broker starts).
+    authored: CapabilityNote | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object], path: str) -> EmulatedDomainConfig:
@@ -113,6 +120,18 @@ class EmulatedDomainConfig:
     def pop_of(self, terminal: str) -> str | None:
         """The pop a terminal sits at, or None when the domain has no such terminal."""
         return terminal_pop(self.endpoints, self.ports, terminal)
+
+
+def with_authored(cfg: EmulatedDomainConfig, note: CapabilityNote) -> EmulatedDomainConfig:
+    """``cfg`` serving ``note`` (read from its ``note_file``): the note's offer and validity become the domain's."""
+    offer = OfferPolicy(
+        qos_classes=note.qos_classes,
+        isolation=note.isolation,
+        address_pools=note.address_pools,
+        transit_policy=note.transit_policy,
+        price_per_mbps_hour=note.price_per_mbps_hour,
+    )
+    return replace(cfg, authored=note, offer=offer, note_ttl_s=note.expires_at - note.issued_at)
 
 
 def terminal_pop(endpoints: Iterable[PlacedEndpoint], ports: Iterable[PlacedPort], terminal: str) -> str | None:
@@ -139,7 +158,19 @@ def _at(path: str, key: str | int) -> str:
 class _Parser:
     """Turns a parsed mapping into an ``EmulatedDomainConfig``; every error names its path."""
 
-    _DOMAIN = ("id", "type", "note_ttl_s", "pops", "links", "endpoints", "ports", "functions", "offer", "faults")
+    _DOMAIN = (
+        "id",
+        "type",
+        "note_ttl_s",
+        "note_file",
+        "pops",
+        "links",
+        "endpoints",
+        "ports",
+        "functions",
+        "offer",
+        "faults",
+    )
     _LINK = ("a", "b", "bandwidth_mbps", "latency_ms")
     _ENDPOINT = ("id", "pop", "region", "capacity_mbps")
     _PORT = ("id", "pop", "peer_sp", "peer_port", "label_type", "labels", "can_swap", "capacity_mbps", "latency_ms")
@@ -194,6 +225,16 @@ class _Parser:
                 where, _, why = problems[0].partition(": ")
                 raise InvalidArgument(where, why)
         faults = self._faults(m.get("faults"), _at(at, "faults"))
+        note_file = m.get("note_file")
+        if note_file is not None:
+            if not isinstance(note_file, str) or not note_file.strip():
+                raise InvalidArgument(_at(at, "note_file"), f"must be the path of a note file (got {note_file!r})")
+            # The file is what the operator validated: its offer and validity are the ones served.
+            for key, what in (("offer", "qos_classes, isolation, address_pools, …"), ("note_ttl_s", "valid_for_s")):
+                if key in m:
+                    raise InvalidArgument(
+                        _at(at, key), f"the note file states this ({what}); give it there, not also here"
+                    )
         return EmulatedDomainConfig(
             id=SpId(sp_id),
             pops=pops,
@@ -204,6 +245,8 @@ class _Parser:
             note_ttl_s=float(ttl),
             offer=offer,
             faults=faults,
+            note_file=note_file,
+            note_field=_at(at, "note_file"),
         )
 
     def _faults(self, raw: object, at: str) -> Faults:
