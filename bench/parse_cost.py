@@ -47,7 +47,9 @@ def big_note() -> dict[str, Any]:
             for i in range(N)
         ],
         "transit": [{"a": f"BIG.e{i}", "b": f"BIG.p{i}", "latency_ms": 1.5, "bandwidth_mbps": 1000} for i in range(N)],
-        "hosting": [{"type": f"f{i % 10}", "site": f"s{i}", "instances": 2, "throughput_mbps": 100} for i in range(100)],
+        "hosting": [
+            {"type": f"f{i % 10}", "site": f"s{i}", "instances": 2, "throughput_mbps": 100} for i in range(100)
+        ],
         "qos_classes": [{"name": f"q{i}", "native": {"dscp": i}, "delay_ms": i, "loss": 0.001} for i in range(10)],
         "isolation": ["shared", "vxlan"],
         "address_pools": [f"10.{i}.0.0/16" for i in range(100)],
@@ -66,7 +68,9 @@ def big_domain() -> dict[str, Any]:
             for i in range(300)
             for k in (1, 2)
         ],
-        "endpoints": [{"id": f"BIG.e{i}", "pop": pops[i % 300], "region": "r", "capacity_mbps": 1000} for i in range(N)],
+        "endpoints": [
+            {"id": f"BIG.e{i}", "pop": pops[i % 300], "region": "r", "capacity_mbps": 1000} for i in range(N)
+        ],
         "ports": [
             {
                 "id": f"BIG.p{i}",
@@ -101,9 +105,7 @@ def serve_to_listen_ms(runs: int = 5) -> float:
             folder = Path(tmp)
             (folder / "accounts.yaml").write_text("accounts: []\n")
             domain = big_domain()
-            domain.update(
-                pops=domain["pops"][:2], links=[], endpoints=domain["endpoints"][:2], ports=[], functions=[]
-            )
+            domain.update(pops=domain["pops"][:2], links=[], endpoints=domain["endpoints"][:2], ports=[], functions=[])
             config = {
                 "sp_id": "BIG",
                 "listen": "127.0.0.1:0",
@@ -137,8 +139,8 @@ def import_ms(module: str, runs: int = 5) -> float:
 
 def main() -> None:
     """Measure and print the figures as one JSON object."""
-    from capability_catalog.authoring import parse_note
     from domain_agents.emulated_config import EmulatedDomainConfig
+    from schemas.note import parse_note
 
     note, domain = big_note(), big_domain()
     parsed, problems = parse_note(note, 0.0)

@@ -35,7 +35,6 @@ from broker.security.login import LoginEndpoint, server_ssl_context
 from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
 from broker.store.sqlite import SqliteStore
-from capability_catalog.authoring import parse_note
 from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
@@ -43,6 +42,7 @@ from domain_agents.emulated_config import EmulatedDomainConfig, with_authored
 from domain_agents.netns import NetnsDomainAgent
 from domain_agents.openstack import OpenStackDomainAgent
 from domain_agents.openstack_config import OpenStackDomainConfig
+from schemas.note import parse_note, parse_policy
 from slicing.errors import InvalidArgument
 from wim import netlink
 from wim.base import WimDriver
@@ -164,7 +164,7 @@ class Broker:
                 self._data_lock.close()
                 raise ConfigError(f"{where}{exc}", field=exc.field) from None
             agents[dom.id] = local[dom.id] = agent
-        self.offers = OfferDesk(local, config.data_dir / "offers.json")
+        self.offers = OfferDesk(local, config.data_dir / "offers.json", read_policy=parse_policy)
         self._lower_channels: dict[str, grpc.aio.Channel] = {}
         for lower in config.lower_sps:
             # The lower-SP's certificate must name its SP id, whatever address it is reached at.

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from capability_catalog.authoring import OfferPolicy, parse_policy
+from capability_catalog.authoring import OfferPolicy
 from capability_catalog.model import (
     LABEL_LIMITS,
     BorderPort,
@@ -25,6 +25,7 @@ from capability_catalog.model import (
     SpId,
     TerminalId,
 )
+from schemas.note import parse_policy
 from slicing.errors import (
     InvalidArgument,
 )

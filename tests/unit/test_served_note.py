@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from capability_catalog.authoring import parse_note
 from capability_catalog.model import CapabilityNote
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.emulated_config import EmulatedDomainConfig, with_authored
+from schemas.note import parse_note
 from slicing.errors import InvalidArgument
 from tests.topology import leaf_domain
 
