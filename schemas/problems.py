@@ -9,10 +9,10 @@ below its own place raises a ``ValueError`` whose lines are ``relative.path: mes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, get_args
 
-from pydantic import ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -63,6 +63,28 @@ def _say(error: Any) -> str:
     return message if kind == "value_error" else f"{message[0].lower()}{message[1:]}, got {_shown(got)}"
 
 
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The model class an annotation holds (through Optional, list, dict and Annotated), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_at(root: type[BaseModel] | None, loc: Sequence[int | str]) -> list[str]:
+    """The fields of the model at ``loc`` (the place of an unknown key), for saying which keys there are."""
+    model = root
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, str) and part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation)
+    return list(model.model_fields) if model is not None else []
+
+
 def _where(path: str, loc: Sequence[int | str]) -> str:
     out = path
     for part in loc:
@@ -72,12 +94,30 @@ def _where(path: str, loc: Sequence[int | str]) -> str:
     return out
 
 
-def problems(exc: ValidationError, path: str = "") -> list[str]:
-    """Every problem of ``exc`` as ``path: message``, in the order found, each said once."""
+def problems(
+    exc: ValidationError,
+    path: str = "",
+    *,
+    root: type[BaseModel] | None = None,
+    allowed: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Every problem of ``exc`` as ``path: message``, in the order found, each said once.
+
+    With ``root`` (the model validated) an unknown key is told the known ones; with ``allowed`` a
+    missing field is told what it takes (``required, a positive integer``).
+    """
     out: list[str] = []
-    for error in exc.errors():
-        where = _where(path, tuple(error["loc"]))
+    # An unknown key first: it is often a misspelt one, which then also shows up as a missing field.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    for error in errors:
+        loc = tuple(error["loc"])
+        where = _where(path, loc)
         said = _say(error)
+        if error["type"] == "extra_forbidden" and root is not None:
+            known = _known_at(root, loc[:-1])
+            said = f"unknown key (known: {', '.join(known)})" if known else said
+        elif error["type"] == "missing" and allowed and isinstance(loc[-1], str) and loc[-1] in allowed:
+            said = f"required, {allowed[loc[-1]]}"
         lines = said.split("\n") if error["type"] == "value_error" else [said]
         for line in lines:
             rel, sep, message = line.partition(": ")
