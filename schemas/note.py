@@ -277,8 +277,13 @@ class NoteFile(PolicyFields):
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _entries(data: object, key: str, model: type[_M]) -> list[tuple[int, _M]]:
-    """The entries of list ``key`` that pass ``model`` on their own, with their index."""
+def _entries(data: object, key: str, model: type[_M], valid: BaseModel | None = None) -> list[tuple[int, _M]]:
+    """The entries of list ``key`` that pass ``model`` on their own, with their index.
+
+    ``valid``: the whole document's model when it validated, whose entries are taken as they are.
+    """
+    if valid is not None:
+        return list(enumerate(getattr(valid, key) or ()))
     raw = data.get(key) if isinstance(data, Mapping) else None
     out: list[tuple[int, _M]] = []
     for i, item in enumerate(raw if isinstance(raw, list) else []):
@@ -293,11 +298,11 @@ def _scalar(data: object, key: str) -> object:
     return data.get(key) if isinstance(data, Mapping) else None
 
 
-def _policy_checks(data: object, path: str) -> list[str]:
+def _policy_checks(data: object, path: str, valid: BaseModel | None = None) -> list[str]:
     """Across entries of the policy: a QoS class declared twice, overlapping pools."""
     bad: list[str] = []
     names: set[str] = set()
-    for i, q in _entries(data, "qos_classes", QosFile):
+    for i, q in _entries(data, "qos_classes", QosFile, valid):
         if q.name in names:
             bad.append(f"{join(join(join(path, 'qos_classes'), i), 'name')}: '{q.name}' is declared twice")
         names.add(q.name)
@@ -317,12 +322,12 @@ def _policy_checks(data: object, path: str) -> list[str]:
     return bad
 
 
-def _note_checks(data: object) -> list[str]:
+def _note_checks(data: object, valid: NoteFile | None = None) -> list[str]:
     """Across entries of a note: ids declared twice, transit ends, pairs twice, a port to itself, times."""
-    bad = _policy_checks(data, "")
+    bad = _policy_checks(data, "", valid)
     declared: dict[str, str] = {}
     for key, model in (("endpoints", EndpointFile), ("border_ports", PortFile)):
-        for i, entry in _entries(data, key, model):
+        for i, entry in _entries(data, key, model, valid):
             at = f"{key}[{i}].id"
             if entry.id in declared:  # type: ignore[attr-defined]
                 bad.append(f"{at}: '{entry.id}' is already declared at {declared[entry.id]}")  # type: ignore[attr-defined]
@@ -335,7 +340,7 @@ def _note_checks(data: object) -> list[str]:
             if isinstance(item, Mapping) and isinstance(item.get("id"), str):
                 declared.setdefault(item["id"], key)
     sp = _scalar(data, "sp_id")
-    for i, port in _entries(data, "border_ports", PortFile):
+    for i, port in _entries(data, "border_ports", PortFile, valid):
         if port.peer_sp == sp:
             bad.append(f"border_ports[{i}].peer_sp: a border port leads to another SP, not to itself")
     raw_transit = _scalar(data, "transit")
@@ -412,7 +417,7 @@ def parse_note(data: object, now: float) -> tuple[CapabilityNote | None, list[st
     # Time checks are said by _note_checks in their own words; drop pydantic's duplicates of them.
     times = ("issued_at", "expires_at", "valid_for_s", "version")
     found = [p for p in found if p.partition(":")[0] not in times]
-    found = _merge(found, _note_checks(data))
+    found = _merge(found, _note_checks(data, model))
     if found or model is None:
         return None, found
     issued = model.issued_at if model.issued_at is not None else now
@@ -453,7 +458,7 @@ def parse_policy(data: object, path: str = "offer") -> tuple[OfferPolicy, list[s
         model = OfferFile.model_validate(data)
     except ValidationError as exc:
         return OfferPolicy(), _merge(problems(exc, path), _policy_checks(data, path))
-    found = _policy_checks(data, path)
+    found = _policy_checks(data, path, model)
     if found:
         return OfferPolicy(), found
     return _policy(model, model.withdrawn), []
