@@ -70,3 +70,56 @@ def test_an_offer_edit_refuses_wrong_types_naming_the_offer_path() -> None:
         "offer.isolation[1]: 7 must be text",
         "offer.withdrawn: 'no' must be true or false",
     ]
+
+
+# --- a leaf's domains (schemas/domain.py, through EmulatedDomainConfig / OpenStackDomainConfig) -----------
+
+
+def _domain(**changes: Any) -> dict[str, Any]:
+    from tests.topology import leaf_domain
+
+    d = leaf_domain("L1", {"L2": "1000-1999"}, functions={"nat": 2})
+    d.update(changes)
+    return d
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "said"),
+    [
+        (
+            lambda d: d["links"][0].update(bandwidth_mbps=500.5),
+            "links[0].bandwidth_mbps",
+            "positive integer (got 500.5)",
+        ),
+        (lambda d: d["endpoints"][0].update(capacity_mbps=True), "endpoints[0].capacity_mbps", "(got True)"),
+        (lambda d: d["links"][0].update(latency_ms="soon"), "links[0].latency_ms", "non-negative number (got 'soon')"),
+        (lambda d: d.update(note_ttl_s="1h"), "note_ttl_s", "positive number (got '1h')"),
+        (lambda d: d["ports"][0].update(can_swap=1), "ports[0].can_swap", "true or false (got 1)"),
+        (lambda d: d["ports"][0].update(peer_sp=["L2"]), "ports[0].peer_sp", "non-empty string (got ['L2'])"),
+        (lambda d: d["links"][0].update(colour="red"), "links[0].colour", "unknown key (known: a, b, bandwidth_mbps"),
+    ],
+)
+def test_a_domain_with_a_wrong_type_is_refused_naming_the_path_not_coerced(change: Any, field: str, said: str) -> None:
+    from domain_agents.emulated_config import EmulatedDomainConfig
+    from slicing.errors import InvalidArgument
+
+    d = _domain()
+    change(d)
+    with pytest.raises(InvalidArgument) as info:
+        EmulatedDomainConfig.from_dict(d, "domains[2]")
+    assert info.value.field == f"domains[2].{field}"
+    assert said in str(info.value)
+
+
+def test_every_problem_of_a_domain_is_named_the_first_as_its_field() -> None:
+    from domain_agents.emulated_config import EmulatedDomainConfig
+    from slicing.errors import InvalidArgument
+
+    d = _domain()
+    d["links"][0]["bandwidth_mbps"] = "lots"
+    d["functions"][0]["slots"] = 0
+    with pytest.raises(InvalidArgument) as info:
+        EmulatedDomainConfig.from_dict(d, "domains[0]")
+    lines = str(info.value).splitlines()
+    assert info.value.field == "domains[0].links[0].bandwidth_mbps"
+    assert lines[1] == "domains[0].functions[0].slots: must be a positive integer (got 0)"
