@@ -20,13 +20,13 @@ from broker.api import reflection
 from broker.api.child_agent import ChildBrokerAgent
 from broker.api.lower_presence import follow_presence
 from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, DomainConfig
 from broker.core.catalog import Catalog
 from broker.core.faults import Faults
 from broker.core.lifecycle import SliceManager
 from broker.core.offers import OfferDesk
 from broker.core.reconciler import Reconciler
-from broker.descriptors import ConfigError
+from broker.descriptors import ConfigError, load_yaml
 from broker.security.accounts import AccountBook
 from broker.security.audit import AuditLog
 from broker.security.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, open_channel
@@ -38,9 +38,12 @@ from broker.store.sqlite import SqliteStore
 from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
+from domain_agents.emulated_config import EmulatedDomainConfig, with_authored
 from domain_agents.netns import NetnsDomainAgent
 from domain_agents.openstack import OpenStackDomainAgent
 from domain_agents.openstack_config import OpenStackDomainConfig
+from schemas.note import parse_note, parse_policy
+from slicing.errors import InvalidArgument
 from wim import netlink
 from wim.base import WimDriver
 from wim.linux import LinuxWimDriver
@@ -73,6 +76,30 @@ def read_tls(config: BrokerConfig) -> TlsFiles:
     return TlsFiles.read(sec.ca, sec.cert, sec.key)
 
 
+def read_note_file(dom: DomainConfig, config: BrokerConfig, now: float) -> DomainConfig:
+    """``dom`` with the note its ``note_file`` holds, parsed as ``fedbroker catalog validate`` parses it.
+
+    The path is relative to the config file's folder; every problem names the setting, the file and
+    the field in it (``domains[0].note_file: note.yaml: transit[0].latency_ms: …``).
+    """
+    if not isinstance(dom, EmulatedDomainConfig) or dom.note_file is None:
+        return dom
+    where = f"{config.source}: " if config.source else ""
+    path = (config.source.parent if config.source else Path.cwd()) / dom.note_file
+    try:
+        data = load_yaml(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{dom.note_field}: {exc}", field=dom.note_field) from None
+    note, problems = parse_note(data, now)
+    if problems or note is None:
+        raise ConfigError(
+            f"{where}{dom.note_field}: {path}: {'; '.join(problems)} "
+            f"(check it with `fedbroker catalog validate {path}`)",
+            field=dom.note_field,
+        )
+    return with_authored(dom, note)
+
+
 class Broker:
     """A running broker: start it, read ``address``, stop it.
 
@@ -98,6 +125,8 @@ class Broker:
                 f"{where}security.accounts_file: cannot read {config.security.accounts_file} (write it with "
                 "`fedbroker certs init --out DIR --client NAME:ROLE`); without it every call would be refused"
             )
+        # Note files are read and checked before anything is opened: a bad one names its field and starts nothing.
+        domains = [read_note_file(dom, config, clock()) for dom in config.domains]
         self._data_lock = lock_data_dir(config.data_dir)  # before anything in it is opened
         key = load_or_create_key(config.signing_key_path)
         self.accounts = AccountBook(config.accounts_path)
@@ -121,17 +150,21 @@ class Broker:
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
         prefix = config.dataplane.prefix
-        for dom in config.domains:
+        for dom in domains:
             agent: EmulatedDomainAgent
             if isinstance(dom, OpenStackDomainConfig):
                 agents[dom.id] = OpenStackDomainAgent(dom, clock)
                 continue
-            if (config.domain_kinds or {}).get(dom.id) == "netns":
-                agent = NetnsDomainAgent(dom, clock, prefix=prefix)
-            else:
-                agent = EmulatedDomainAgent(dom, clock)
+            try:
+                if (config.domain_kinds or {}).get(dom.id) == "netns":
+                    agent = NetnsDomainAgent(dom, clock, prefix=prefix)
+                else:
+                    agent = EmulatedDomainAgent(dom, clock)
+            except InvalidArgument as exc:  # a note file promising what the domain cannot keep
+                self._data_lock.close()
+                raise ConfigError(f"{where}{exc}", field=exc.field) from None
             agents[dom.id] = local[dom.id] = agent
-        self.offers = OfferDesk(local, config.data_dir / "offers.json")
+        self.offers = OfferDesk(local, config.data_dir / "offers.json", read_policy=parse_policy)
         self._lower_channels: dict[str, grpc.aio.Channel] = {}
         for lower in config.lower_sps:
             # The lower-SP's certificate must name its SP id, whatever address it is reached at.

@@ -5,7 +5,8 @@ border ports that leave the subtree stay, and transit between them is summarised
 per route sequence of function types, as the Pareto frontier of internal paths over latency,
 bandwidth and price (``capability_catalog.frontier``; each entry states its own price). Function
 offers are summed per (type, site) and marked ``routed``: above, a function of the subtree is
-placed only on an entry whose route visits it.
+placed only on an entry whose route visits it, with the per-instance throughput the children state
+(the weakest, where several host one type at one site).
 """
 
 from __future__ import annotations
@@ -49,14 +50,20 @@ def aggregate(
     )
     exposed = sorted({e.id for e in endpoints} | {p.id for p in ports})
     slots: dict[tuple[str, str], int] = {}
+    throughput: dict[tuple[str, str], int] = {}
     for n in children.values():
         for f in n.functions:
             # A function whose slots are all taken stays on the note with 0 free: its type is still
             # sold here (a request for it is short of capacity, not asking for something unknown).
             slots[(f.type, f.site)] = slots.get((f.type, f.site), 0) + max(0, f.slots)
+            if f.throughput_mbps > 0:  # per instance: the weakest of the children that state one
+                key = (f.type, f.site)
+                throughput[key] = min(throughput.get(key, f.throughput_mbps), f.throughput_mbps)
     # Every function below is placed only on the entries that route through it: the view says
     # which pairs can reach which function types and at what extra latency.
-    functions = tuple(FunctionOffer(t, s, k, routed=True) for (t, s), k in sorted(slots.items()))
+    functions = tuple(
+        FunctionOffer(t, s, k, throughput.get((t, s), 0), routed=True) for (t, s), k in sorted(slots.items())
+    )
     sequences = route_sequences({t for t, _ in slots}, max_via)
     transit: list[Transit] = []
     for (a, b, seq), front in sorted(frontiers(children, exposed, sequences).items()):

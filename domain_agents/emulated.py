@@ -33,6 +33,7 @@ from capability_catalog.model import (
     TerminalId,
     Transit,
 )
+from capability_catalog.served import serve, served_problems
 from domain_agents.base import SegmentGrant, SegmentOrder
 from domain_agents.emulated_config import (
     FAIL_STEPS,
@@ -196,6 +197,13 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
         self._slots: dict[tuple[str, str], int] = {(f.pop, f.type): f.slots for f in config.functions}
         self._books = _Books()
         self._offer = config.offer
+        # With nothing held yet: what an authored note's shares are taken from.
+        self._full = self._live_note(previous=None)
+        if config.authored is not None:
+            # Refuse to start rather than publish a promise the domain cannot keep.
+            problems = served_problems(config.authored, self._full)
+            if problems:
+                raise InvalidArgument(config.note_field or "note_file", "; ".join(problems))
         self._note = self._build_note(previous=None)
         # Set when holdings changed without a new note yet: built once, when next read.
         self._stale = False
@@ -264,10 +272,17 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
             yield note
 
     def _build_note(self, previous: CapabilityNote | None) -> CapabilityNote:
+        live = self._live_note(previous)
+        return live if self.config.authored is None else serve(self.config.authored, live, self._full)
+
+    def _live_note(self, previous: CapabilityNote | None) -> CapabilityNote:
+        """The note of the domain's own facts and free capacity (what an authored note is served over)."""
         now = self._clock()
         version = int(now * 1000)
         if previous is not None:
             version = max(version, previous.version + 1)
+        if self.config.authored is not None:
+            version = max(version, self.config.authored.version)  # the file's version is a floor
         cfg, offer = self.config, self._offer
         note = CapabilityNote(
             sp_id=cfg.id,

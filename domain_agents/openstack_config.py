@@ -1,7 +1,7 @@
 """An OpenStack domain's configuration: cloud credentials, PoPs as Placement providers, links, terminals, functions.
 
-Parsed from the ``domains[i]`` mapping of a broker config with the emulated domain's parser pieces;
-every error names the path of the bad field.
+Parsed from the ``domains[i]`` mapping of a broker config by the strict schema of ``schemas/domain.py``,
+then checked as a whole with the emulated domain's pieces; every error names the path of the bad field.
 
 Besides the cloud, PoPs and terminals: ``api_timeout_s`` (default 5) bounds every HTTP request to
 Keystone, Placement and Neutron, so a hung service makes the call fail ``UNAVAILABLE`` naming it
@@ -20,11 +20,20 @@ from capability_catalog.model import (
     LabelType,
     SpId,
 )
-from domain_agents.emulated_config import PlacedEndpoint, PlacedPort, _at, _Parser, terminal_pop
+from domain_agents.emulated_config import (
+    PlacedEndpoint,
+    PlacedPort,
+    _at,
+    known_pop,
+    placed_terminals,
+    terminal_pop,
+    validated,
+)
 from domain_agents.openstack_model import (
     DEFAULT_API_TIMEOUT_S,
     Credentials,
 )
+from schemas.domain import OpenStackDomainFile
 from slicing.errors import InvalidArgument
 
 if TYPE_CHECKING:  # openstacksdk loads only when an agent connects, not when a config is read
@@ -90,160 +99,72 @@ class OpenStackDomainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, object], path: str) -> OpenStackDomainConfig:
         """Validate a parsed config mapping; errors are ``InvalidArgument`` naming the field path."""
-        return _OpenStackParser(path).openstack_domain(d)
+        return _openstack_domain(d, path)
 
     def pop_of(self, terminal: str) -> str | None:
         """The PoP a terminal sits at, or None when the domain has no such terminal."""
         return terminal_pop(self.endpoints, self.ports, terminal)
 
 
-_AUTH_KEYS = (
-    "auth_url",
-    "username",
-    "password",
-    "project_name",
-    "project_id",
-    "user_domain_name",
-    "project_domain_name",
-    "region_name",
-    "application_credential_id",
-    "application_credential_secret",
-    "auth_type",
-)
-
-
-class _OpenStackParser(_Parser):
-    """The emulated parser's endpoint/port/label checks, plus PoPs, credentials and function costs."""
-
-    _OS_DOMAIN = (
-        "id",
-        "type",
-        "note_ttl_s",
-        "poll_s",
-        "api_timeout_s",
-        "sweep_grace_s",
-        "cloud",
-        "clouds_file",
-        "auth",
-        "pops",
-        "links",
-        "endpoints",
-        "ports",
-        "functions",
+def _openstack_domain(d: object, at: str) -> OpenStackDomainConfig:
+    m = validated(OpenStackDomainFile, d, at)
+    timeout = m.api_timeout_s if m.api_timeout_s is not None else DEFAULT_API_TIMEOUT_S
+    creds = replace(_credentials(m, at), api_timeout_s=timeout)
+    if not m.pops:
+        raise InvalidArgument(_at(at, "pops"), "required, a non-empty list of PoPs")
+    names = tuple(p.name for p in m.pops)
+    if len(set(names)) != len(names):
+        raise InvalidArgument(_at(at, "pops"), "a PoP name is listed twice")
+    pops = tuple(
+        Pop(p.name, p.resource_provider or f"{m.id}-{p.name}", dict(p.inventory) if p.inventory is not None else None)
+        for p in m.pops
     )
-    _OS_POP = ("name", "resource_provider", "inventory")
-    _OS_LINK = ("a", "b", "latency_ms")
-    _OS_FUNCTION = ("pop", "type", "vcpu", "memory_mb")
-
-    def openstack_domain(self, d: object) -> OpenStackDomainConfig:
-        at = self.path
-        m = self._mapping(d, at, self._OS_DOMAIN)
-        sp_id = self._str(m, "id", at)
-        if m.get("type") != "openstack":
-            raise InvalidArgument(_at(at, "type"), f"must be 'openstack', got {m.get('type')!r}")
-        ttl = self._positive(m, "note_ttl_s", DEFAULT_NOTE_TTL_S, at)
-        poll = self._positive(m, "poll_s", DEFAULT_POLL_S, at)
-        grace = self._positive(m, "sweep_grace_s", DEFAULT_SWEEP_GRACE_S, at)
-        timeout = self._positive(m, "api_timeout_s", DEFAULT_API_TIMEOUT_S, at)
-        creds = replace(self._credentials(m, at), api_timeout_s=timeout)
-        pops = tuple(self._os_pop(x, _at(_at(at, "pops"), i), sp_id) for i, x in self._items(m, "pops", at))
-        if not pops:
-            raise InvalidArgument(_at(at, "pops"), "required, a non-empty list of PoPs")
-        names = tuple(p.name for p in pops)
-        if len(set(names)) != len(names):
-            raise InvalidArgument(_at(at, "pops"), "a PoP name is listed twice")
-        links = tuple(self._os_link(x, _at(_at(at, "links"), i), names) for i, x in self._items(m, "links", at))
-        endpoints = tuple(
-            self._endpoint(x, _at(_at(at, "endpoints"), i), names) for i, x in self._items(m, "endpoints", at)
+    links = tuple(
+        PopLatency(
+            known_pop(x.a, names, _at(_at(_at(at, "links"), i), "a")),
+            known_pop(x.b, names, _at(_at(_at(at, "links"), i), "b")),
+            x.latency_ms,
         )
-        ports = tuple(self._port(x, _at(_at(at, "ports"), i), names) for i, x in self._items(m, "ports", at))
-        seen: dict[str, str] = {}
-        for i, e in enumerate(endpoints):
-            self._unique(seen, e.endpoint.id, _at(_at(_at(at, "endpoints"), i), "id"))
-        for i, p in enumerate(ports):
-            self._unique(seen, p.port.id, _at(_at(_at(at, "ports"), i), "id"))
-            if p.port.label_type is not LabelType.VXLAN_VNI:
-                raise InvalidArgument(_at(_at(_at(at, "ports"), i), "label_type"), "an OpenStack port uses vxlan-vni")
-        functions = tuple(
-            self._os_function(x, _at(_at(at, "functions"), i), names) for i, x in self._items(m, "functions", at)
+        for i, x in enumerate(m.links or ())
+    )
+    endpoints, ports = placed_terminals(m.endpoints or (), m.ports or (), names, at)
+    for i, p in enumerate(ports):
+        if p.port.label_type is not LabelType.VXLAN_VNI:
+            raise InvalidArgument(_at(_at(_at(at, "ports"), i), "label_type"), "an OpenStack port uses vxlan-vni")
+    functions = tuple(
+        FunctionSpec(known_pop(f.pop, names, _at(_at(_at(at, "functions"), i), "pop")), f.type, f.vcpu, f.memory_mb)
+        for i, f in enumerate(m.functions or ())
+    )
+    return OpenStackDomainConfig(
+        id=SpId(m.id),
+        credentials=creds,
+        pops=pops,
+        links=links,
+        endpoints=endpoints,
+        ports=ports,
+        functions=functions,
+        note_ttl_s=m.note_ttl_s,
+        poll_s=m.poll_s,
+        sweep_grace_s=m.sweep_grace_s,
+    )
+
+
+def _credentials(m: OpenStackDomainFile, at: str) -> Credentials:
+    if (m.cloud is None) == (m.auth is None):
+        raise InvalidArgument(
+            _at(at, "auth"), "give either 'cloud' (a clouds.yaml entry) or 'auth' (Keystone settings)"
         )
-        return OpenStackDomainConfig(
-            id=SpId(sp_id),
-            credentials=creds,
-            pops=pops,
-            links=links,
-            endpoints=endpoints,
-            ports=ports,
-            functions=functions,
-            note_ttl_s=ttl,
-            poll_s=poll,
-            sweep_grace_s=grace,
+    if m.cloud is not None:
+        return Credentials(cloud=m.cloud, clouds_file=m.clouds_file, path=at)
+    assert m.auth is not None
+    values = {k: v for k, v in m.auth.model_dump().items() if v is not None}
+    has_password = "username" in values and "password" in values
+    has_app = "application_credential_id" in values and "application_credential_secret" in values
+    if not (has_password or has_app):
+        raise InvalidArgument(
+            _at(at, "auth"),
+            "needs username and password, or application_credential_id and application_credential_secret",
         )
-
-    @staticmethod
-    def _positive(m: Mapping[str, object], key: str, default: float, at: str) -> float:
-        value = m.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise InvalidArgument(_at(at, key), f"must be a positive number, got {value!r}")
-        return float(value)
-
-    def _credentials(self, m: Mapping[str, object], at: str) -> Credentials:
-        cloud, auth = m.get("cloud"), m.get("auth")
-        if (cloud is None) == (auth is None):
-            raise InvalidArgument(
-                _at(at, "auth"), "give either 'cloud' (a clouds.yaml entry) or 'auth' (Keystone settings)"
-            )
-        if cloud is not None:
-            name = self._str(m, "cloud", at)
-            files = m.get("clouds_file", "")
-            if not isinstance(files, str):
-                raise InvalidArgument(_at(at, "clouds_file"), "must be a path")
-            return Credentials(cloud=name, clouds_file=files, path=at)
-        a = self._mapping(auth, _at(at, "auth"), _AUTH_KEYS)
-        if "auth_url" not in a:
-            raise InvalidArgument(_at(_at(at, "auth"), "auth_url"), "required, Keystone's URL")
-        has_password = "username" in a and "password" in a
-        has_app = "application_credential_id" in a and "application_credential_secret" in a
-        if not (has_password or has_app):
-            raise InvalidArgument(
-                _at(at, "auth"),
-                "needs username and password, or application_credential_id and application_credential_secret",
-            )
-        values = {str(k): str(v) for k, v in a.items()}
-        if has_app and "auth_type" not in values:
-            values["auth_type"] = "v3applicationcredential"
-        return Credentials(auth=values, path=at)
-
-    def _os_pop(self, x: object, at: str, sp_id: str) -> Pop:
-        m = self._mapping(x, at, self._OS_POP)
-        name = self._str(m, "name", at)
-        rp = self._str(m, "resource_provider", at, default=f"{sp_id}-{name}") or f"{sp_id}-{name}"
-        raw = m.get("inventory")
-        if raw is None:
-            return Pop(name, rp)
-        inv = self._mapping(raw, _at(at, "inventory"), tuple(str(k) for k in raw) if isinstance(raw, Mapping) else ())
-        out: dict[str, int] = {}
-        for cls in inv:
-            if not str(cls).replace("_", "").isalnum() or str(cls) != str(cls).upper():
-                raise InvalidArgument(_at(_at(at, "inventory"), str(cls)), "a resource class is UPPER_CASE")
-            out[str(cls)] = self._int(inv, str(cls), _at(at, "inventory"))
-        return Pop(name, rp, out)
-
-    def _os_link(self, x: object, at: str, pops: tuple[str, ...]) -> PopLatency:
-        m = self._mapping(x, at, self._OS_LINK)
-        a, b = self._pop(m, "a", at, pops), self._pop(m, "b", at, pops)
-        if a == b:
-            raise InvalidArgument(_at(at, "b"), f"a link must join two different pops (both are '{a}')")
-        latency = m.get("latency_ms")
-        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
-            raise InvalidArgument(_at(at, "latency_ms"), f"must be a non-negative number (got {latency!r})")
-        return PopLatency(a, b, float(latency))
-
-    def _os_function(self, x: object, at: str, pops: tuple[str, ...]) -> FunctionSpec:
-        m = self._mapping(x, at, self._OS_FUNCTION)
-        return FunctionSpec(
-            pop=self._pop(m, "pop", at, pops),
-            type=self._str(m, "type", at),
-            vcpu=self._int(m, "vcpu", at) if "vcpu" in m else 1,
-            memory_mb=self._int(m, "memory_mb", at) if "memory_mb" in m else 512,
-        )
+    if has_app and "auth_type" not in values:
+        values["auth_type"] = "v3applicationcredential"
+    return Credentials(auth=values, path=at)

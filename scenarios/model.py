@@ -10,8 +10,9 @@ from typing import Any
 from broker.api.request_file import slice_request_from_data
 from broker.core.faults import parse_rules
 from broker.descriptors import ConfigError, load_yaml
-from capability_catalog.authoring import OfferPolicy, parse_policy
+from capability_catalog.authoring import OfferPolicy
 from fedbroker.v1 import northsouth_pb2 as pb
+from schemas.note import parse_policy
 
 ACTIONS = (
     "wait_catalog",

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,17 +137,25 @@ def install(root: Path | None = None, say: Callable[[str], None] = lambda _: Non
                 )
         deadline = time.monotonic() + INSTALL_TIMEOUT_S
         failed = []
-        for svc, (proc, log_path) in procs.items():
-            try:
-                code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                code = -1
-            if code == 0:
-                (base / svc / ".installed").write_text(" ".join(PINS[svc]) + "\n")
-            else:
-                failed.append(f"--- {svc}: pip exited with {code} ---\n{_tail(log_path)}")
+        waiting = dict(procs)
+        # Poll rather than wait in turn, so each service is reported as its pip run ends.
+        while waiting:
+            for svc, (proc, log_path) in list(waiting.items()):
+                code = proc.poll()
+                if code is None and time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    code = -1
+                if code is None:
+                    continue
+                del waiting[svc]
+                if code == 0:
+                    (base / svc / ".installed").write_text(" ".join(PINS[svc]) + "\n")
+                    say(f"installed {svc} ({time.monotonic() - started:.0f} s)")
+                else:
+                    failed.append(f"--- {svc}: pip exited with {code} ---\n{_tail(log_path)}")
+            if waiting:
+                time.sleep(0.5)
         if failed:
             raise ServicesError("installing the OpenStack services failed:\n" + "\n".join(failed))
         say(f"installed in {time.monotonic() - started:.0f} s")
@@ -209,6 +218,11 @@ class LoopbackCloud:
         venvs = self._venvs or install(say=self._say)
         self._venvs = venvs
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Every start is a fresh cloud: the accounts get new passwords and ``_register`` creates
+        # them, so a database left by an earlier run (``up``, ``down``, ``up``) would refuse them.
+        for svc in SERVICES:
+            if (self.run_dir / svc).exists():
+                shutil.rmtree(self.run_dir / svc)
         try:
             return self._start(venvs)
         except BaseException:
@@ -222,8 +236,10 @@ class LoopbackCloud:
         accounts = {name: f"{name}-" + os.urandom(6).hex() for name in ("placement", "neutron", "fedbroker")}
         pl = self._spawn("placement", venvs, self._placement_conf(ks, accounts["placement"]))
         nt = self._spawn("neutron", venvs, self._neutron_conf(venvs, ks, accounts["neutron"]))
+        self._say("keystone: creating the service accounts and the catalog")
         self._register(ks, admin_pw, accounts, pl, nt)
         for p in (pl, nt):
+            self._say(f"{p.name}: waiting for its first answer")
             self._wait_http(p, "/")
         clouds = self.run_dir / "clouds.yaml"
         info = CloudInfo(
@@ -310,6 +326,7 @@ class LoopbackCloud:
             backend = dogpile.cache.memory
             """)
         )
+        self._say("keystone: creating its database and keys")
         km = [str(venvs / "keystone" / "bin" / "keystone-manage"), "--config-file", str(conf)]
         user = ["--keystone-user", str(os.getuid()), "--keystone-group", str(os.getgid())]
         self._run("keystone", [*km, "db_sync"])
@@ -334,6 +351,7 @@ class LoopbackCloud:
                 url,
             ],
         )
+        self._say("keystone: waiting for its first answer")
         self._wait_http(p, "/v3")
         return p
 
@@ -352,6 +370,7 @@ class LoopbackCloud:
             """)
             + _authtoken(ks, "placement", password)
         )
+        self._say("placement: creating its database")
         manage = str(self._venvs_path() / "placement" / "bin" / "placement-manage")
         self._run("placement", [manage, "--config-file", str(conf), "db", "sync"])
         return conf
@@ -386,6 +405,7 @@ class LoopbackCloud:
             """)
             + _authtoken(ks, "neutron", password)
         )
+        self._say("neutron: creating its database")
         # Neutron's migrations need MySQL/PostgreSQL: build the schema from the models, stamp the heads.
         script = textwrap.dedent(f"""\
             import sqlalchemy as sa
@@ -423,10 +443,13 @@ class LoopbackCloud:
         shim = self._shim(name, conf)
         p = _Proc(name, shim.parent)
         self._procs[name] = p
+        self._say(f"{name}: starting gunicorn")
         gunicorn = str(venvs / name / "bin" / "gunicorn")
         argv = [gunicorn, "--chdir", str(shim.parent), "-b", "127.0.0.1:0", "-w", "1", "--timeout", "120"]
         # Every request with its duration in the log, so a slow answer in a failed test shows where.
         argv += ["--access-logfile", "-", "--access-logformat", '%(t)s "%(r)s" %(s)s %(M)sms']
+        # The log is appended to: read the port only from what this process writes.
+        offset = p.log.stat().st_size if p.log.exists() else 0
         with p.log.open("ab") as log:
             p.proc = subprocess.Popen(
                 [*argv, f"{shim.stem}:application"],
@@ -439,7 +462,9 @@ class LoopbackCloud:
         self._record_pids()
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
-            m = _LISTENING.search(p.log.read_text(errors="replace"))
+            with p.log.open("rb") as fh:
+                fh.seek(offset)
+                m = _LISTENING.search(fh.read().decode(errors="replace"))
             if m:
                 p.url = f"http://127.0.0.1:{m.group(1)}"
                 return p
@@ -579,7 +604,9 @@ def main(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     if ns.action == "install":
         try:
-            print(f"installed in {install(say=lambda text: print(text, flush=True))}")
+            with _progress("checking the installed services") as say:
+                base = install(say=say)
+            print(f"installed in {base}")
         except ServicesError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -593,7 +620,8 @@ def main(argv: list[str]) -> int:
     if ns.action == "up" and info is None:
         stop_recorded(run_dir)  # a half-dead earlier run
         try:
-            info = LoopbackCloud(run_dir, say=lambda text: print(text, flush=True)).start()
+            with _progress(f"starting Keystone, Placement and Neutron in {run_dir}") as say:
+                info = LoopbackCloud(run_dir, say=say).start()
         except ServicesError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -604,3 +632,24 @@ def main(argv: list[str]) -> int:
     print(f"clouds.yaml {info.clouds_file} (clouds '{CLOUD}' for the broker, '{ADMIN_CLOUD}' for the admin)")
     print(f"export OS_CLIENT_CONFIG_FILE={info.clouds_file}")
     return 0
+
+
+@contextlib.contextmanager
+def _progress(first: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the current step and the time so far (on a terminal), and one line per step on stderr."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    t0 = time.monotonic()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
+        task = bar.add_task(first)
+
+        def say(text: str) -> None:
+            bar.console.print(f"[dim]{time.monotonic() - t0:5.1f} s[/] {text}", highlight=False)
+            bar.update(task, description=text)
+
+        say(first)
+        yield say

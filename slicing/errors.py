@@ -187,46 +187,31 @@ class FanoutError(FedError):
         super().__init__("; ".join(str(c) for c in causes), causes=causes)
 
 
-_AFTER_CRANKBACK = " (after crankback around "
-_REFUSED_BELOW = " plans were refused below: "
-
-
 def root_causes(err: FedError) -> list[FedError]:
     """The errors at the bottom of ``err``'s tree (itself when it has no causes), each said once."""
-    if not err.causes:
-        return [err]
+    return _roots([err]) if err.causes else [err]
+
+
+def _roots(errors: Sequence[FedError]) -> list[FedError]:
     seen: dict[tuple[str, str], FedError] = {}
-    for cause in err.causes:
-        for root in root_causes(cause):
+    for err in errors:
+        for root in _roots(err.causes) if err.causes else [err]:
             seen.setdefault((root.domain, root.message), root)
     return list(seen.values())
 
 
-def causes_first(err: FedError) -> FedError:
-    """A crankback refusal said once, real causes first: ``[L2] no slot; … (crankback: 4 plans refused below)``.
+def crankback_refusal(code: ErrorCode, tried: str, refusals: Sequence[FedError], *, constraint: str) -> FedError:
+    """How a reservation that cranked back around ``refusals`` fails: the real causes first, once.
 
-    The lifecycle words a crankback as its last planning error with every refusal it worked around
-    appended, and each of those refusals already says the same of the level below, so a refusal
-    three levels down reads three times with its cause last. This keeps the tree (``causes``) as
-    it is and rewrites only the message: the distinct root causes first, then what this level tried.
-    Any other error is returned as it is.
+    Each refusal already says the same of the level below, so listing the refusals would repeat a
+    cause three levels down three times, with the cause last. The message names the distinct root
+    causes, then what this level tried: ``[L2] no slot (crankback: 4 plans were refused below;
+    crankback around 2 refusal(s))``; the tree (``causes``) keeps every refusal as it came.
     """
-    crankback = err.constraint == Constraint.CRANKBACK or _AFTER_CRANKBACK in err.message
-    if not err.causes or not crankback:
-        return err
-    head = err.message.split(_AFTER_CRANKBACK, 1)[0]
-    if _REFUSED_BELOW in head:  # "crankback: 4 plans were refused below: …" keeps only its count
-        head = head.split(_REFUSED_BELOW, 1)[0] + " plans were refused below"
-    roots = "; ".join(str(r) for r in root_causes(err))
-    out = error_for_code(
-        err.code,
-        f"{roots} ({head}; crankback around {len(err.causes)} refusal(s))",
-        domain=err.domain,
-        constraint=err.constraint,
-        causes=err.causes,
+    roots = "; ".join(str(r) for r in _roots(refusals))
+    return error_for_code(
+        code, f"{roots} ({tried}; crankback around {len(refusals)} refusal(s))", constraint=constraint, causes=refusals
     )
-    out.field = err.field
-    return out
 
 
 def error_for_code(

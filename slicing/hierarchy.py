@@ -18,7 +18,7 @@ from functools import cached_property
 
 from capability_catalog.aggregate import aggregate
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
-from slicing.errors import Constraint, ErrorCode, FedError, error_for_code
+from slicing.errors import Constraint, ErrorCode, FedError, crankback_refusal
 from slicing.model import SliceRequest
 from slicing.planner import Run, plan
 from slicing.search import total_ms
@@ -84,14 +84,7 @@ def plan_through(request: SliceRequest, tree: Subtree, *, max_attempts: int = 4)
                 constraint = named.pop()
             else:
                 constraint = exc.constraint
-            raise error_for_code(
-                exc.code,
-                f"{exc.message} (after crankback around {len(refusals)} refusal(s): "
-                + "; ".join(str(r) for r in refusals)
-                + ")",
-                constraint=constraint,
-                causes=refusals,
-            ) from None
+            raise crankback_refusal(exc.code, exc.message, refusals, constraint=constraint) from None
         latencies: list[float] = [ln.latency_ms for ln in p.links]
         money: list[float] = []
         runs: list[tuple[SpId, TerminalId, TerminalId]] = []
@@ -121,11 +114,11 @@ def plan_through(request: SliceRequest, tree: Subtree, *, max_attempts: int = 4)
             continue
         return Realised(total_ms(latencies), total_ms(money), tuple(runs), replans)
     named = {r.constraint for r in refusals}
-    raise error_for_code(
+    raise crankback_refusal(
         ErrorCode.RESOURCE_EXHAUSTED,
-        f"crankback: {max_attempts} plans were refused below: " + "; ".join(str(r) for r in refusals),
+        f"crankback: {max_attempts} plans were refused below",
+        refusals,
         constraint=named.pop() if len(named) == 1 and "" not in named else Constraint.CRANKBACK,
-        causes=refusals,
     )
 
 

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.core.records import SegmentRecord, SliceRecord
-from capability_catalog.authoring import OfferPolicy, parse_policy
+from capability_catalog.authoring import OfferPolicy
 from capability_catalog.model import (
     LABEL_LIMITS,
     CapabilityNote,
@@ -27,6 +27,7 @@ from capability_catalog.model import (
 )
 from capability_catalog.signing import SignedNote
 from fedbroker.v1 import northsouth_pb2 as pb
+from schemas.note import parse_policy
 from slicing.errors import ErrorCode, FedError, InvalidArgument, error_for_code
 from slicing.model import Plan, PortConstraint, SliceRequest, SliceState
 

@@ -28,7 +28,7 @@ from broker.security.audit import AuditLog
 from broker.security.auth import Guard, Principal, tls_peer
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from slicing.errors import FedError, InvalidArgument, NotFound, causes_first
+from slicing.errors import FedError, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -155,7 +155,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
                     principal.id, request.request_id, req, float(request.hold_time_s), deadline=_deadline(context)
                 )
             except FedError as exc:
-                raise self._explain(causes_first(exc), req.src, req.dst) from None
+                raise self._explain(exc, req.src, req.dst) from None
             return self._encode(rec)
 
         return await self._gate.answer(

@@ -17,7 +17,7 @@ from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 
 
 def _catalog_validate(ns: argparse.Namespace) -> int:
-    from capability_catalog.authoring import validate_authoring
+    from schemas.note import validate_authoring
 
     data = load_yaml(Path(ns.file))
     if not isinstance(data, dict):
@@ -34,7 +34,7 @@ def _catalog_validate(ns: argparse.Namespace) -> int:
 
 
 async def _catalog_offer(ns: argparse.Namespace) -> int:
-    from capability_catalog.authoring import parse_policy
+    from schemas.note import parse_policy
 
     data = load_yaml(Path(ns.file))
     offer, problems = parse_policy(data if data is not None else {}, "offer")

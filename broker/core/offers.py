@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from capability_catalog.authoring import OfferPolicy, parse_policy, policy_to_dict
+from capability_catalog.authoring import OfferPolicy, policy_to_dict
 from capability_catalog.model import CapabilityNote
 from slicing.errors import NotFound
 
@@ -33,9 +33,18 @@ class OfferingAgent(Protocol):
 class OfferDesk:
     """The operator's edits of local domains' offers."""
 
-    def __init__(self, agents: Mapping[str, OfferingAgent], path: Path) -> None:
+    def __init__(
+        self,
+        agents: Mapping[str, OfferingAgent],
+        path: Path,
+        *,
+        read_policy: Callable[[object, str], tuple[OfferPolicy, list[str]]],
+    ) -> None:
+        # read_policy: the edge's schema of the offer's authoring form (schemas.note.parse_policy);
+        # the core takes it as a parameter, so it stays free of the schema library.
         self._agents = dict(agents)
         self._path = path
+        self._read_policy = read_policy
         self._saved: dict[str, object] = {}  # what offers.json holds, in its authoring form
 
     def restore(self) -> None:
@@ -52,7 +61,7 @@ class OfferDesk:
             return
         self._saved = dict(saved)
         for domain, raw in saved.items():
-            offer, problems = parse_policy(raw, f"{self._path.name}.{domain}")
+            offer, problems = self._read_policy(raw, f"{self._path.name}.{domain}")
             if problems or domain not in self._agents:
                 log.error("%s: saved offer of %s not applied: %s", self._path, domain, problems or "unknown domain")
                 continue

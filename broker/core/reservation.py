@@ -37,6 +37,7 @@ from slicing.errors import (
     FedError,
     InvalidArgument,
     ResourceExhausted,
+    crankback_refusal,
     error_for_code,
 )
 from slicing.model import Plan, SliceRequest, SliceState
@@ -230,13 +231,8 @@ class Reserving:
                         continue
                 if not refusals:
                     raise
-                raise error_for_code(
-                    exc.code,
-                    f"{exc.message} (after crankback around {len(refusals)} refusal(s): "
-                    + "; ".join(str(r) for r in refusals)
-                    + ")",
-                    constraint=named_below(exc.constraint, refusals),
-                    causes=refusals,
+                raise crankback_refusal(
+                    exc.code, exc.message, refusals, constraint=named_below(exc.constraint, refusals)
                 ) from None
             segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
             rec = self._save(replace(rec, segments=segments, links=links))
@@ -280,10 +276,10 @@ class Reserving:
                 ResourceExhausted(f"labels disagree on {names}", constraint=Constraint.LABELS, domain=self.sp_id)
             )
         if all(r.constraint == Constraint.LABELS and r.domain == self.sp_id for r in refusals):
-            message = f"labels on the inter-domain links did not agree after {MAX_PLAN_ATTEMPTS} attempts"
+            tried = f"crankback: labels on the inter-domain links did not agree after {MAX_PLAN_ATTEMPTS} attempts"
         else:
-            message = f"{MAX_PLAN_ATTEMPTS} plans were refused below: " + "; ".join(str(r) for r in refusals)
-        raise ResourceExhausted(f"crankback: {message}", constraint=Constraint.CRANKBACK, causes=refusals)
+            tried = f"crankback: {MAX_PLAN_ATTEMPTS} plans were refused below"
+        raise crankback_refusal(ErrorCode.RESOURCE_EXHAUSTED, tried, refusals, constraint=Constraint.CRANKBACK)
 
     def _note_versions(self) -> dict[str, int]:
         return {sp: n.version for sp, n in self._notes().items()}

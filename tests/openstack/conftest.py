@@ -6,18 +6,21 @@ and stop after the session. When they cannot be installed or started the tests s
 ``FEDBROKER_REQUIRE_OPENSTACK=1`` (CI), which makes them fail with the services' logs.
 
 ``FEDBROKER_OPENSTACK_RUN=DIR`` reuses services already running from ``fedbroker openstack up``
-in DIR instead of starting new ones (quicker while iterating).
+in DIR instead of starting new ones (quicker while iterating). When none run there the session
+stops with an error naming DIR and the command that starts them: asked to reuse, skipping every
+test would read as a pass. ``FEDBROKER_OPENSTACK_ALLOW_SKIP=1`` makes them skip instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +60,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def _say(text: str) -> None:
-    print(f"[openstack] {text}", file=sys.stderr, flush=True)
+def _sayer(config: pytest.Config) -> Callable[[str], None]:
+    """Print past pytest's capture, so ``make test`` shows when it installs and starts the services."""
+    capture: Any = config.pluginmanager.getplugin("capturemanager")
+
+    def say(text: str) -> None:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            print(f"\n[openstack] {text}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def reuse_refusal(run_dir: str) -> str:
+    """Why a session asked to reuse services in ``run_dir`` stops when none run there."""
+    return (
+        f"FEDBROKER_OPENSTACK_RUN={run_dir}, but no OpenStack services run in {run_dir}. Start them with\n"
+        f"    .venv/bin/fedbroker openstack up --dir {run_dir}\n"
+        "or unset FEDBROKER_OPENSTACK_RUN to start fresh ones for this session "
+        "(FEDBROKER_OPENSTACK_ALLOW_SKIP=1 skips the openstack tests instead)"
+    )
 
 
 @pytest.fixture(scope="session")
-def loopback_cloud() -> Iterator[CloudInfo]:
+def loopback_cloud(pytestconfig: pytest.Config) -> Iterator[CloudInfo]:
     """The running services (started here, or reused from ``FEDBROKER_OPENSTACK_RUN``)."""
     reuse = os.environ.get("FEDBROKER_OPENSTACK_RUN")
     if reuse:
         info = read_info(Path(reuse))
-        require_or_skip("FEDBROKER_REQUIRE_OPENSTACK", info is not None, f"no OpenStack services running in {reuse}")
-        assert info is not None
+        if info is None:
+            if os.environ.get("FEDBROKER_OPENSTACK_ALLOW_SKIP") == "1":
+                pytest.skip(f"no OpenStack services running in {reuse}")
+            pytest.exit(reuse_refusal(reuse), returncode=pytest.ExitCode.USAGE_ERROR)
         yield info
         return
+    say = _sayer(pytestconfig)
     with tempfile.TemporaryDirectory(prefix="fedbroker-openstack-") as run_dir:
-        cloud = LoopbackCloud(Path(run_dir), say=_say)
+        say(f"starting Keystone, Placement and Neutron for this session (about 35 s) in {run_dir}")
+        cloud = LoopbackCloud(Path(run_dir), say=say)
         try:
             info = cloud.start()
         except (ServicesError, OSError) as exc:

@@ -9,7 +9,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from capability_catalog.aggregate import aggregate
-from capability_catalog.authoring import parse_note
 from capability_catalog.canonical import normalised, note_to_canonical
 from capability_catalog.model import (
     BorderPort,
@@ -22,6 +21,7 @@ from capability_catalog.model import (
     TerminalId,
     Transit,
 )
+from schemas.note import parse_note
 from slicing.errors import FedError
 from slicing.hierarchy import Subtree, plan_through
 from slicing.model import SliceRequest

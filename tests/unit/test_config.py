@@ -51,7 +51,7 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         ("sp_id: L\ndomains: [{id: L, type: quantum}]\n", "domains[0].type"),
         ("sp_id: L\ndomains: [{id: L, type: openstack, pops: [{name: a}]}]\n", "domains[0].auth"),
         (
-            "sp_id: L\ndomains: [{id: L, pops: [a], links: [{a: a, b: zz, bandwidth_mbps: 1}]}]\n",
+            "sp_id: L\ndomains: [{id: L, pops: [a], links: [{a: a, b: zz, bandwidth_mbps: 1, latency_ms: 1}]}]\n",
             "domains[0].links[0].b",
         ),
         (f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{ca: ca.crt}}\n", "security: give ca, cert and key together"),

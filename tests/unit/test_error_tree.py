@@ -67,32 +67,20 @@ def test_cli_prints_the_tree_of_refusals(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_a_crankback_message_says_the_real_cause_first_and_once() -> None:
-    from slicing.errors import causes_first
+    # Made where the reservation fails (broker/core/reservation.py), so the edge only maps its code.
+    from slicing.errors import crankback_refusal
 
     leaf = ResourceExhausted("injected failure at reserve", domain="L2")
-    low = ResourceExhausted(
-        "crankback: no route avoids the runs lower SPs refused (after crankback around 1 refusal(s): [L2] injected "
-        "failure at reserve)",
-        domain="L2",
-        constraint="crankback",
-        causes=[leaf],
-    )
-    mid = ResourceExhausted(
-        f"crankback: no route avoids the runs lower SPs refused (after crankback around 1 refusal(s): {low})",
-        domain="M",
-        constraint="crankback",
-        causes=[low],
-    )
-    top = ResourceExhausted(
-        f"crankback: 4 plans were refused below: {mid}; {mid}", constraint="crankback", causes=[mid, mid]
-    )
+    tried = "crankback: no route avoids the runs lower SPs refused"
+    low = crankback_refusal(leaf.code, tried, [leaf], constraint="crankback").in_domain("L2")
+    mid = crankback_refusal(low.code, tried, [low], constraint="crankback").in_domain("M")
 
-    said = causes_first(top)
+    top = crankback_refusal(mid.code, "crankback: 4 plans were refused below", [mid, mid], constraint="crankback")
 
     assert (
-        said.message == "[L2] injected failure at reserve (crankback: 4 plans were refused below; crankback "
+        top.message == "[L2] injected failure at reserve (crankback: 4 plans were refused below; crankback "
         "around 2 refusal(s))"
     )
-    assert said.causes == top.causes and said.constraint == "crankback" and said.code is top.code
-    plain = ResourceExhausted("bandwidth: no free capacity", constraint="bandwidth")
-    assert causes_first(plain) is plain
+    assert mid.message == f"[L2] injected failure at reserve ({tried}; crankback around 1 refusal(s))"
+    assert top.causes == (mid, mid) or list(top.causes) == [mid, mid]
+    assert top.constraint == "crankback" and top.code is ErrorCode.RESOURCE_EXHAUSTED

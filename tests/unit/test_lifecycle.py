@@ -315,7 +315,13 @@ async def test_crankback_gives_up_when_every_alternative_refuses_and_names_each_
     assert info.value.constraint == "crankback"
     assert [c.domain for c in info.value.causes] == ["L2", "L4"]
     assert "no route avoids the runs lower SPs refused" in info.value.message
+    # The core says it in its final form (the edge only maps the code): each refusal first, once.
+    message = info.value.message
+    assert message.startswith("[L2] "), message
+    assert message.count("[L2] ") == 1 and message.count("[L4] ") == 1, message
+    assert message.endswith("crankback around 2 refusal(s))"), message
     assert w.manager.slices()[0].state is S.FAILED
+    assert w.manager.slices()[0].reason == message
     assert w.idle()
 
 

@@ -15,7 +15,7 @@ from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
 from broker.store.sqlite import SqliteStore
 from capability_catalog.aggregate import aggregate
-from capability_catalog.authoring import OfferPolicy, parse_note, parse_policy, policy_to_dict, validate_authoring
+from capability_catalog.authoring import OfferPolicy, policy_to_dict
 from capability_catalog.canonical import CanonicalError, normalised, note_from_canonical, note_to_canonical
 from capability_catalog.model import (
     BorderPort,
@@ -43,6 +43,7 @@ from capability_catalog.signing import (
     verify_note,
 )
 from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig
+from schemas.note import parse_note, parse_policy, validate_authoring
 from slicing.errors import InvalidArgument
 from slicing.model import SliceRequest
 from tests.topology import leaf_domain
@@ -471,7 +472,7 @@ def test_saved_offers_with_infinity_are_not_applied_after_a_restart(tmp_path: Pa
     path = tmp_path / "offers.json"
     path.write_text('{"d": {"price_per_mbps_hour": Infinity}}')
     before = agent.note
-    OfferDesk({"d": agent}, path).restore()
+    OfferDesk({"d": agent}, path, read_policy=parse_policy).restore()
     assert agent.note == before  # the configured offer stays; the bad saved one is reported, not applied
 
 
