@@ -68,7 +68,13 @@ _REFUSED = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED"
 WARM_UP_ATTEMPTS = 20
 #: A hang below the top lasts this much past the deadline its upper gives it.
 HANG_PAST_DEADLINE_S = 0.5
-_RPC = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
+_RPC = {
+    "commit": "Commit",
+    "abort": "Abort",
+    "activate": "Activate",
+    "deactivate": "Deactivate",
+    "terminate": "Terminate",
+}
 
 
 def _answer_contradicts(answer: str, outcome: Outcome) -> str:
