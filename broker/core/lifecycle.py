@@ -606,7 +606,8 @@ class SliceManager(Reserving):
         rec = self._transition(
             rec,
             S.COMMITTED,
-            reason=without_pending(rec.reason),
+            # A compensation keeps its story (who refused the activation); a customer's deactivation needs none.
+            reason=without_pending(rec.reason) if rec.error_code else "",
             settle_to=None,
             segments=self._described(rec.segments, S.COMMITTED),
         )
