@@ -182,6 +182,9 @@ def without_pending(reason: str) -> str:
     return _PENDING.sub("", reason)
 
 
+_COMPENSATED = "; what was active is deactivated and the slice is COMMITTED: activate it again or terminate it"
+
+
 def compensation_reason(refusals: Sequence[tuple[str, FedError]]) -> str:
     """What a slice whose activation a child refused says once it is back to COMMITTED.
 
@@ -189,11 +192,9 @@ def compensation_reason(refusals: Sequence[tuple[str, FedError]]) -> str:
     reservation is kept (NSI keeps provisioning apart from the reservation), so Activate again or Terminate.
     """
     names = ", ".join(sorted({name for name, _ in refusals}))
-    said = without_pending(str(refusals[0][1])) if refusals else ""
-    return (
-        f"activation failed: {names} refused ({said}); what was active is deactivated and the slice is "
-        "COMMITTED: activate it again or terminate it"
-    )
+    # A lower SP that compensated its own children said so already: its story goes in once, at the end.
+    said = without_pending(str(refusals[0][1])).removesuffix(_COMPENSATED) if refusals else ""
+    return f"activation failed: {names} refused ({said}){_COMPENSATED}"
 
 
 def settle_state(state: SliceState, settle_to: SliceState | None, error_code: str) -> SliceState:

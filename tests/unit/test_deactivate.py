@@ -92,6 +92,9 @@ def test_the_compensation_reason_names_who_refused_what_it_said_and_what_the_cus
     assert why.startswith("activation failed: L3 refused (port not wired)")
     assert "COMMITTED" in why and "activate it again or terminate it" in why
     assert "L1, L3 refused" in compensation_reason([("L3", NotFound("x")), ("L1", NotFound("y"))])
+    below = compensation_reason([("L2", FailedPrecondition("injected"))])
+    nested = compensation_reason([("M1", FailedPrecondition(below))])
+    assert nested.count("activate it again or terminate it") == 1 and "M1 refused" in nested and "L2" in nested
 
 
 # --- Deactivate -----------------------------------------------------------------------------------
