@@ -148,15 +148,21 @@ async def test_sweep_every_operation_point_and_level_with_a_crash_or_a_hang(tmp_
     """
     scenario = load_scenario(SWEEP_YAML)
     every = os.environ.get("FEDBROKER_SWEEP_ALL") == "1"
-    cases = default_cases(scenario, sps=None if every else SWEEP_SPS)
-    # 5 operations × 4 stages + commit.decided = 21 points; below the top an Abort arms terminate points.
-    assert len(cases) == 21 * 2 * (7 if every else len(SWEEP_SPS))
+    sps = None if every else SWEEP_SPS
+    cases = default_cases(scenario, sps=sps)
+    # 6 operations × 4 stages + commit.decided = 25 points; below the top an Abort arms terminate points.
+    assert len(cases) == 25 * 2 * (7 if every else len(SWEEP_SPS))
+    # A definitive refusal at every activate point of every armed SP: each must end COMMITTED (compensated).
+    refusals = default_cases(scenario, operations=("activate",), actions=("fail",), sps=sps)
+    assert len(refusals) == 4 * (7 if every else len(SWEEP_SPS))
+    cases += refusals
     report = await run_sweep(cases, tmp_path, federations=_federations())
     if os.environ.get("FEDBROKER_SWEEP_REPORT"):
         write_report(report, Path(os.environ["FEDBROKER_SWEEP_REPORT"]))
     summary = report.summary()
     assert report.passed and summary["orphans"] == 0, report.render()
-    assert summary["operations_x_points_covered"] == 21 + 4, summary  # abort at the top and below
+    assert summary["operations_x_points_covered"] == 25 + 4, summary  # abort at the top and below
+    assert not summary["unexpected_outcomes"], summary  # no refused Activate ended released
 
 
 @pytest.mark.sweep
@@ -186,3 +192,24 @@ async def test_the_demo_federation_survives_a_kill_of_any_sp_at_any_moment(tmp_p
     report = await run_sweep(cases, tmp_path, federations=_federations(), scenario=demo)
     assert report.passed and report.summary()["orphans"] == 0, report.render()
     assert report.summary()["cases"] == len(sps) * 4 == 36
+
+
+@pytest.mark.sweep
+@pytest.mark.timeout(900)
+async def test_sweep_deactivate_and_refused_activation_at_every_level(tmp_path: Path) -> None:
+    """The Deactivate share of the sweep (crash and hang at each of its points at the mid M1), and a
+    definitive refusal at each activate point of the top, a mid and a leaf: every refusal ends COMMITTED
+    at every SP (compensated, never released), and a clean Terminate afterwards releases everything."""
+    scenario = load_scenario(SWEEP_YAML)
+    cases = default_cases(scenario, operations=("deactivate",), sps=("M1",))
+    cases += default_cases(scenario, operations=("activate",), actions=("fail",), sps=SWEEP_SPS)
+    assert len(cases) == 4 * 2 + 4 * len(SWEEP_SPS)
+    report = await run_sweep(cases, tmp_path, federations=_federations())
+    if os.environ.get("FEDBROKER_SWEEP_REPORT"):
+        write_report(report, Path(os.environ["FEDBROKER_SWEEP_REPORT"]))
+    summary = report.summary()
+    assert report.passed and summary["orphans"] == 0, report.render()
+    assert summary["operations_x_points_covered"] == 8, summary
+    refused = [r for r in report.results if r.case.action == "fail"]
+    assert all(r.answer == "FAILED_PRECONDITION" for r in refused if r.case.point != "activate.done"), summary
+    assert {str(r.outcome) for r in refused if r.case.sp != "T" or r.case.point != "activate.done"} == {"committed"}
