@@ -305,3 +305,37 @@ async def test_a_crash_during_the_compensation_rolls_forward_to_committed(tmp_pa
     assert (await Reconciler(w.manager, w.clock).pass_once())[rec.id] is S.COMMITTED
     assert child_states(w, rec.id) == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.COMMITTED}
     assert "L3 refused" in w.manager.get(rec.id).reason
+
+
+async def test_terminate_of_an_activating_slice_releases_everything(tmp_path: Path) -> None:
+    w, agents = await refusing_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req())
+    await w.manager.commit(rec.id)
+    agents["L3"].down = True
+    with pytest.raises(Unavailable):
+        await w.manager.activate(rec.id)
+    assert w.manager.get(rec.id).state is S.ACTIVATING
+    agents["L3"].down = False
+    assert (await w.manager.terminate(rec.id)).state is S.TERMINATED
+    assert w.idle() and w.wim.usage().services == 0
+
+
+async def test_deactivate_of_a_slice_still_activating_undoes_whatever_the_activation_reached(tmp_path: Path) -> None:
+    """An upper SP compensating sends Deactivate to a child whose own activation is still rolling forward."""
+    w, agents = await refusing_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req())
+    await w.manager.commit(rec.id)
+    agents["L3"].down = True
+    with pytest.raises(Unavailable):
+        await w.manager.activate(rec.id)
+    assert child_states(w, rec.id) == {"L1": S.ACTIVE, "L2": S.ACTIVE, "L3": S.COMMITTED}
+    with pytest.raises(Unavailable, match="L3 did not confirm yet"):
+        await w.manager.deactivate(rec.id)  # accepted in ACTIVATING; L3 still cannot answer
+    assert w.manager.get(rec.id).state is S.DEACTIVATING
+    assert child_states(w, rec.id) == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.COMMITTED}
+    agents["L3"].down = False
+    w.clock.now += 60
+    # The reconciler finishes the deactivation; it does not resume the activation it replaced.
+    assert (await Reconciler(w.manager, w.clock).pass_once())[rec.id] is S.COMMITTED
+    assert child_states(w, rec.id) == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.COMMITTED}
+    assert w.wim.usage().services == 0
