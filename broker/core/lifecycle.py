@@ -30,7 +30,6 @@ from broker.core.operations import (
     RELEASED,
     Operation,
     compensation_reason,
-    inactive_anyway,
     lost_hold,
     outcome_unknown,
     segment_end_state,
@@ -557,8 +556,9 @@ class SliceManager(Reserving):
         """Unstitch every link, then deactivate every child not yet confirmed committed (lock held).
 
         Rolls forward like an activation: children that did not answer leave the slice DEACTIVATING
-        naming them (``Unavailable``; the reconciler retries). A child that says it holds nothing
-        active for the slice (``inactive_anyway``) counts as confirmed. All confirmed: COMMITTED.
+        naming them (``Unavailable``; the reconciler retries). All confirmed: COMMITTED. A child that
+        refuses definitively no longer holds its segment (``lost_hold``): the slice cannot stay
+        committed, so everything is released and it ends FAILED naming the child.
         """
         timeout = limit_s or self.child_timeout_s
         failed: list[tuple[str, FedError]] = []
@@ -577,17 +577,13 @@ class SliceManager(Reserving):
 
         async def deactivate_one(seg: SegmentRecord) -> None:
             await self._faults.hit("deactivate.task.before", rec.id, seg.domain)
-            try:
-                await self._bounded(self._agent(seg.domain).deactivate(seg.handle), timeout, seg.domain)
-            except FedError as exc:
-                if not inactive_anyway(exc):
-                    raise
-                log.info("slice %s: %s holds nothing active (%s)", rec.id, seg.domain, exc)
+            await self._bounded(self._agent(seg.domain).deactivate(seg.handle), timeout, seg.domain)
             await self._faults.hit("deactivate.task.after", rec.id, seg.domain)
 
         results = await asyncio.gather(*(deactivate_one(s) for s in todo), return_exceptions=True)
         done = {s.index for s, r in zip(todo, results, strict=True) if r is None}
-        failed.extend((s.domain, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None)
+        refused = [(s, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None]
+        failed.extend((s.domain, e) for s, e in refused)
         self._log(
             rec.id,
             "deactivate",
@@ -595,6 +591,22 @@ class SliceManager(Reserving):
         )
         segments = tuple(replace(s, state=S.COMMITTED) if s.index in done else s for s in rec.segments)
         rec = self._save(replace(rec, segments=segments))
+        lost = [(s, e) for s, e in refused if lost_hold(e)]
+        if lost:
+            who = ", ".join(sorted({s.domain for s, _ in lost}))
+            lost_at = {s.index for s, _ in lost}
+            reason = f"deactivation failed: {who} no longer holds its segment ({lost[0][1]}); released everywhere"
+            log.warning("slice %s: %s", rec.id, reason)
+            rec = self._transition(
+                rec,
+                S.TERMINATING,
+                reason=reason,
+                error_code=lost[0][1].code.value,
+                settle_to=S.FAILED,
+                segments=tuple(replace(s, state=S.EXPIRED) if s.index in lost_at else s for s in rec.segments),
+            )
+            rec = await self.drive_release(rec)
+            raise error_for_code(lost[0][1].code, reason, causes=[e for _, e in failed])
         if failed:
             names = sorted({name for name, _ in failed})
             rec = self._save(replace(rec, reason=with_pending(rec.reason or "deactivating", names)))

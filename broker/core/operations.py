@@ -104,16 +104,10 @@ def outcome_unknown(exc: FedError) -> bool:
 
 
 def lost_hold(exc: FedError) -> bool:
-    """True when a child refused a Commit definitively: its hold is gone (expired, released, never held)."""
-    return exc.code in (ErrorCode.FAILED_PRECONDITION, ErrorCode.NOT_FOUND)
-
-
-def inactive_anyway(exc: FedError) -> bool:
-    """True when a child's refusal of Deactivate means it has nothing active for the slice.
-
-    It no longer knows the segment, or holds it in a state Deactivate does not apply to (held, being
-    committed, released): nothing of it is in service, which is all a deactivation needs to know.
-    """
+    """True when a child refused a Commit (or a Deactivate) definitively: its hold is gone (expired,
+    released, never held). A child that committed accepts Deactivate in every state it can still be in
+    while it holds the segment (active, activating, deactivating, committed), so a refusal means it no
+    longer holds it: the slice cannot stay committed."""
     return exc.code in (ErrorCode.FAILED_PRECONDITION, ErrorCode.NOT_FOUND)
 
 
@@ -217,7 +211,6 @@ __all__ = [
     "RELEASED",
     "Operation",
     "compensation_reason",
-    "inactive_anyway",
     "labels_to_skip",
     "lost_hold",
     "named_below",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.core.operations import OPERATIONS, compensation_reason, inactive_anyway, outcome_unknown
+from broker.core.operations import OPERATIONS, compensation_reason, lost_hold, outcome_unknown
 from broker.core.reconciler import Reconciler
 from domain_agents.emulated import EmulatedDomainAgent
 from slicing.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
@@ -82,9 +82,9 @@ def test_deactivate_is_in_the_operation_table_and_the_transition_table() -> None
     assert S.DEACTIVATING in HOLDING_STATES  # a deactivating slice keeps its reservation
 
 
-def test_a_refusal_of_deactivate_means_nothing_is_active_only_when_the_child_said_so() -> None:
-    assert inactive_anyway(FailedPrecondition("slice is HELD")) and inactive_anyway(NotFound("gone"))
-    assert not inactive_anyway(Unavailable("down")) and not inactive_anyway(ResourceExhausted("x"))
+def test_a_refusal_of_deactivate_means_the_child_lost_its_segment_only_when_it_said_so() -> None:
+    assert lost_hold(FailedPrecondition("slice is TERMINATED")) and lost_hold(NotFound("gone"))
+    assert not lost_hold(Unavailable("down")) and not lost_hold(ResourceExhausted("x"))
 
 
 def test_the_compensation_reason_names_who_refused_what_it_said_and_what_the_customer_may_do() -> None:
@@ -339,3 +339,26 @@ async def test_deactivate_of_a_slice_still_activating_undoes_whatever_the_activa
     assert (await Reconciler(w.manager, w.clock).pass_once())[rec.id] is S.COMMITTED
     assert child_states(w, rec.id) == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.COMMITTED}
     assert w.wim.usage().services == 0
+
+
+@pytest.mark.parametrize("compensating", [False, True])
+async def test_a_child_that_lost_its_segment_is_not_reported_committed_everything_is_released(
+    tmp_path: Path, compensating: bool
+) -> None:
+    """L2 no longer holds its segment (it ended it on its own): neither a Deactivate nor the compensation
+    of a refused Activate may answer COMMITTED over it; the slice fails and nothing stays held anywhere."""
+    w, agents = await refusing_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req())
+    await w.manager.commit(rec.id)
+    if compensating:
+        agents["L3"].refuse_activate = True
+    else:
+        await w.manager.activate(rec.id)
+    seg = rec.segments[1]
+    await agents["L2"].inner.release(seg.order_key, seg.handle)  # gone at L2, nobody told yet
+    with pytest.raises(NotFound, match="L2 no longer holds its segment"):
+        await (w.manager.activate(rec.id) if compensating else w.manager.deactivate(rec.id))
+    final = w.manager.get(rec.id)
+    assert final.state is S.FAILED and "L2" in final.reason
+    assert w.idle() and w.wim.usage().services == 0
+    assert all(a.inner.usage().bandwidth_mbps == 0 for a in agents.values())
