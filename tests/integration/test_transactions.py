@@ -108,6 +108,20 @@ async def test_scenario_partition_heal_stop_cont_and_faults_steps_over_real_brok
             {"faults": {"sp": "L4", "rules": [], "partitions": []}},
             {"commit": {"sp": "T", "slice": "s1"}, "expect": {"state": "COMMITTED"}},
             {"expect_everywhere": {"slice": "s1", "outcome": "committed", "timeout_s": 5, "exclusive": True}},
+            # Provisioning apart from the reservation: deactivate keeps it, and a leaf's refusal to
+            # activate is compensated back to committed at every SP, not released.
+            {"activate": {"sp": "T", "slice": "s1"}, "expect": {"state": "ACTIVE"}},
+            {"deactivate": {"sp": "T", "slice": "s1"}, "expect": {"state": "COMMITTED"}},
+            {"expect_everywhere": {"slice": "s1", "outcome": "committed", "timeout_s": 5, "exclusive": True}},
+            {
+                "faults": {
+                    "sp": "L4",
+                    "rules": [{"point": "activate.task.before", "action": "fail", "code": "FAILED_PRECONDITION"}],
+                }
+            },
+            {"activate": {"sp": "T", "slice": "s1"}, "expect": {"error": "FAILED_PRECONDITION"}},
+            {"expect_everywhere": {"slice": "s1", "outcome": "committed", "timeout_s": 5, "exclusive": True}},
+            {"faults": {"sp": "L4", "rules": [], "partitions": []}},
             {"terminate": {"sp": "T", "slice": "s1"}, "expect": {"state": "TERMINATED"}},
             {"expect_everywhere": {"slice": "s1", "timeout_s": 5, "exclusive": True}},
             {"stop": "L4"},
