@@ -284,8 +284,7 @@ async def test_a_crash_during_the_compensation_rolls_forward_to_committed(tmp_pa
     rec = await w.manager.reserve("alice", "r1", req())
     await w.manager.commit(rec.id)
     agents["L3"].refuse_activate = True
-    agents["L2"].hang.clear()  # L2 activates, then its deactivation hangs: the broker dies meanwhile
-    agents["L2"].hang.set()
+    # L2 activates, then its deactivation hangs: the broker dies meanwhile.
     original = agents["L2"].deactivate
 
     async def hang_then(handle: str) -> None:
