@@ -99,6 +99,14 @@ class DomainAgent(Protocol):
         """Bring a committed segment into service."""
         ...
 
+    async def deactivate(self, handle: str) -> None:
+        """Take an active segment out of service and keep its reservation: it is committed again.
+
+        Undoes what ``activate`` made (a later ``activate`` must work again) and is idempotent: a
+        segment that is committed already, or whose activation never finished, is fine.
+        """
+        ...
+
     async def terminate(self, handle: str) -> None:
         """Release a committed or active segment. Idempotent."""
         ...

@@ -487,6 +487,13 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
         self._inject("activate")
         seg.state = SliceState.ACTIVE
 
+    async def deactivate(self, handle: str) -> None:
+        """Mark an active segment committed again (``NotFound`` for a handle not held); idempotent."""
+        await self._step("deactivate")
+        seg = self._segment(handle)
+        if seg.state is SliceState.ACTIVE:
+            seg.state = SliceState.COMMITTED
+
     async def abort(self, handle: str) -> None:
         """Release a held segment; an unknown or released handle is a no-op."""
         await self._step("abort")

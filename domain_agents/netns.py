@@ -168,6 +168,15 @@ class NetnsDomainAgent(EmulatedDomainAgent):
                 raise
             self._realised[lay.key] = lay
 
+    async def deactivate(self, handle: str) -> None:
+        """Remove everything activate built for the segment and keep its accounting: committed again."""
+        await super().deactivate(handle)
+        lay = self._layout(self._segment(handle).holding)
+        async with self._wiring:
+            self._realised.pop(lay.key, None)
+            # Whether or not this process built it (a restart may have lost the mark): what is there goes.
+            await self._wire(f"deactivating segment {lay.key}", unrealise, lay, list(self._realised.values()))
+
     async def abort(self, handle: str) -> None:
         """Release a held segment and remove anything built for it."""
         await super().abort(handle)

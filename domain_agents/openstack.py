@@ -542,6 +542,14 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         await self._call((await self._ready()).set_admin_state, seg.holding.network_id, True)
         seg.state = SliceState.ACTIVE
 
+    async def deactivate(self, handle: str) -> None:
+        """Bring the segment's network down again (admin down, as commit left it); idempotent."""
+        seg = self._segment(handle)
+        if seg.state is SliceState.HELD:
+            return  # never activated: nothing to take down
+        await self._call((await self._ready()).set_admin_state, seg.holding.network_id, False)
+        seg.state = SliceState.COMMITTED
+
     async def abort(self, handle: str) -> None:
         """Delete everything tagged with the reservation and its allocations; unknown handles are a no-op."""
         await self._release(handle)

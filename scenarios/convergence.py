@@ -47,6 +47,7 @@ _IN_FLIGHT = frozenset(
         SliceState.RESERVING,
         SliceState.COMMITTING,
         SliceState.ACTIVATING,
+        SliceState.DEACTIVATING,
         SliceState.TERMINATING,
         SliceState.ABORTING,
     )

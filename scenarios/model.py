@@ -21,6 +21,7 @@ ACTIONS = (
     "commit",
     "abort",
     "activate",
+    "deactivate",
     "terminate",
     "get",
     "expect_idle",
@@ -334,7 +335,7 @@ def _parse_step(raw: Any, i: int, lowers: Mapping[str, tuple[str, ...]], aliases
             raise ScenarioError(f"{apath}.as: alias {alias!r} is used twice")
         aliases.add(alias)
         request = slice_request_from_data(_mapping(args.get("slice"), f"{apath}.slice"), path=f"{apath}.slice")
-    elif action in ("commit", "abort", "activate", "terminate", "get"):
+    elif action in ("commit", "abort", "activate", "deactivate", "terminate", "get"):
         _unknown(args, {"sp", "slice"}, apath)
         alias = _str(args, "slice", apath)
         if alias not in aliases:

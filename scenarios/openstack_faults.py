@@ -29,7 +29,13 @@ from scenarios.openstack_services import CLOUD, CloudInfo
 from scenarios.processes import Fleet
 
 MID = "M"
-_RPC = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
+_RPC = {
+    "commit": "Commit",
+    "abort": "Abort",
+    "activate": "Activate",
+    "deactivate": "Deactivate",
+    "terminate": "Terminate",
+}
 
 
 @dataclass

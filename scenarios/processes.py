@@ -420,7 +420,16 @@ class Fleet:
         """
         deadline = time.monotonic() + timeout_s
         while True:
-            cat: pb.GetCatalogResponse = await self.brokers[sp_id].caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
+            try:
+                cat: pb.GetCatalogResponse = await self.brokers[sp_id].caps.GetCatalog(
+                    pb.GetCatalogRequest(), timeout=5
+                )
+            except grpc.aio.AioRpcError as exc:
+                # A broker that just started may fail the first TLS handshakes on a loaded machine.
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+                continue
             have = {e.id for e in cat.own.endpoints} | {p.id for p in cat.own.ports}
             if set(terminals) <= have and not have & set(absent):
                 return cat.own

@@ -290,7 +290,13 @@ class Run:
                 _, slice_id = self.slices.get(alias, (a["sp"], ""))
                 if not slice_id:
                     raise StepFailed(f"slice {alias!r} was never reserved (its request failed)")
-                rpc = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
+                rpc = {
+                    "commit": "Commit",
+                    "abort": "Abort",
+                    "activate": "Activate",
+                    "deactivate": "Deactivate",
+                    "terminate": "Terminate",
+                }
                 method = getattr(stub, rpc.get(step.action, "Get"))
                 msg = await method(pb.SliceRef(slice_id=slice_id), timeout=CALL_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:

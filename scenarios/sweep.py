@@ -13,7 +13,9 @@ outcomes, orphans, answers from the top that the SPs below contradict, and the s
 
 Actions: ``crash`` and ``hang`` are rules at an injection point (``fedbroker faults list``); a hang
 at the top lasts ``hang_s``, longer than the customer's deadline (``call_timeout_s``); below it, half
-a second past the deadline its upper gives it (its ``lower_timeout_s``); ``kill`` is SIGKILL of the
+a second past the deadline its upper gives it (its ``lower_timeout_s``); ``fail`` raises a definitive
+refusal (``FAIL_CODE``) at the point, and a refused Activate must end COMMITTED everywhere (compensated,
+the reservation kept; ``Case.expected``), not released; ``kill`` is SIGKILL of the
 SP from outside right after the operation answered, ``race`` the same at a set delay after the
 operation was sent (while it is on its way through the federation), each followed by a restart.
 """
@@ -42,6 +44,7 @@ from scenarios.processes import Fleet, StartError
 from scenarios.runner import read_view
 from scenarios.sweep_cases import (
     ACTIONS,
+    FAIL_CODE,
     Case,
     CaseResult,
     SweepReport,
@@ -61,6 +64,7 @@ PREFIX: dict[str, tuple[str, ...]] = {
     "commit": ("reserve",),
     "abort": ("reserve",),
     "activate": ("reserve", "commit"),
+    "deactivate": ("reserve", "commit", "activate"),
     "terminate": ("reserve", "commit", "activate"),
 }
 #: Answers that say the harness, not a fault, is to blame.
@@ -68,11 +72,19 @@ _REFUSED = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED"
 WARM_UP_ATTEMPTS = 20
 #: A hang below the top lasts this much past the deadline its upper gives it.
 HANG_PAST_DEADLINE_S = 0.5
-_RPC = {"commit": "Commit", "abort": "Abort", "activate": "Activate", "terminate": "Terminate"}
+_RPC = {
+    "commit": "Commit",
+    "abort": "Abort",
+    "activate": "Activate",
+    "deactivate": "Deactivate",
+    "terminate": "Terminate",
+}
 
 
-def _answer_contradicts(answer: str, outcome: Outcome) -> str:
+def _answer_contradicts(answer: str, outcome: Outcome, operation: str = "") -> str:
     """Whether the top's answer to the operation says something the settled federation does not hold."""
+    if operation == "deactivate" and answer == "COMMITTED" and outcome is Outcome.ACTIVE:
+        return "the top answered COMMITTED to a Deactivate, but the SPs hold active"
     promised = {
         "COMMITTED": {Outcome.COMMITTED, Outcome.ACTIVE},
         "ACTIVE": {Outcome.ACTIVE},
@@ -256,9 +268,10 @@ class SweepFederation:
         deadline_s = hold + reconcile + margin_s + (hang_s if case.action == "hang" else 0.0)
         request_id = f"sweep-{n}"
         slice_id = ""
+        before = ""  # the slice's state when the operation under test is sent
         for op in PREFIX[case.operation]:
             answer, slice_id = await self.call(op, request_id, slice_id, hold)
-            want = {"reserve": "HELD", "commit": "COMMITTED", "activate": "ACTIVE"}[op]
+            want = before = {"reserve": "HELD", "commit": "COMMITTED", "activate": "ACTIVE"}[op]
             if answer != want:
                 return CaseResult(
                     case,
@@ -278,6 +291,8 @@ class SweepFederation:
                 rule["domain"] = case.domain
             if case.action == "hang":
                 rule["hang_s"] = hang_s
+            if case.action == "fail":
+                rule["code"] = FAIL_CODE
             fleet.write_faults(case.sp, [rule])
         fleet.exits()  # forget ends told before the fault
         watched: dict[str, list[str]] = {}
@@ -314,7 +329,7 @@ class SweepFederation:
             timeout_s=deadline_s,
             before_poll=before_poll,
         )
-        told = await self._told_on_watch(watched, result.verdict, watcher)
+        told = await self._told_on_watch(watched, result.verdict, watcher, before)
         fired = case.action in ("kill", "race") or rule_id in fleet[case.sp].fired()
         if answer in _REFUSED:  # the harness sent something wrong: that proves nothing about faults
             died.append(f"the top refused the {case.operation} itself: {answer}")
@@ -333,10 +348,14 @@ class SweepFederation:
             result.seconds,
             deadline_s,
             orphans,
-            (_answer_contradicts(answer, verdict.outcome) or told) if result.reached else "",
+            (_answer_contradicts(answer, verdict.outcome, case.operation) or told) if result.reached else "",
             tuple(restarted),
             "; ".join(died),
         )
+        expected = case.expected(top=case.sp == self.top)
+        if result.reached and expected is not None and verdict.outcome not in expected:
+            want = " or ".join(sorted(str(o) for o in expected))
+            case_result = replace(case_result, unexpected=f"ended {verdict.outcome}, must end {want}")
         if case.action == "hang" and fired:  # let the hung operation wake before the next case shares the federation
             await asyncio.sleep(max(0.0, t_sent + hang_s + 0.2 - time.monotonic()))
         if self.scenario.uses_dataplane and result.reached and verdict.outcome is Outcome.ACTIVE:
@@ -371,8 +390,14 @@ class SweepFederation:
             first = False
             await asyncio.sleep(0.1)
 
-    async def _told_on_watch(self, seen: dict[str, list[str]], verdict: Verdict, watcher: asyncio.Future[None]) -> str:
-        """Whether the last state the top's Watch told its customer agrees with what the SPs settled on."""
+    async def _told_on_watch(
+        self, seen: dict[str, list[str]], verdict: Verdict, watcher: asyncio.Future[None], before: str = ""
+    ) -> str:
+        """Whether the last state the top's Watch told its customer agrees with what the SPs settled on.
+
+        Watch tells changes: an operation refused before it changed anything (a ``fail`` at the top's
+        ``start``) leaves nothing to tell, and the customer's last news (``before``) still holds.
+        """
         try:
             expected = _WATCH_SAYS.get(verdict.outcome)
             if expected is None or not verdict.root_id:
@@ -383,6 +408,8 @@ class SweepFederation:
                     return ""
                 await asyncio.sleep(0.05)
             told = seen.get(verdict.root_id, [])
+            if not told and before in expected:
+                return ""
             last = told[-1] if told else "nothing"
             return f"the top's Watch last said {last} (told {told}), but the SPs hold {verdict.outcome}"
         finally:

@@ -18,7 +18,10 @@ from broker.core.faults import OPERATIONS, POINTS
 from scenarios.convergence import Outcome
 from scenarios.model import Scenario
 
-ACTIONS = ("crash", "hang", "kill", "race")
+ACTIONS = ("crash", "hang", "fail", "kill", "race")
+#: The error a ``fail`` case raises at its point: a definitive refusal (not "try again"), so the SP's
+#: upper must decide on it at once — for an Activate, compensate back to COMMITTED.
+FAIL_CODE = "FAILED_PRECONDITION"
 #: Whose injection points an operation reaches: an upper SP releases a child with Terminate whatever
 #: the child holds, so below the top a customer's Abort runs through the children's terminate points.
 _POINTS_OF: dict[str, tuple[str, ...]] = {op: (op,) for op in OPERATIONS} | {"abort": ("abort", "terminate")}
@@ -47,6 +50,18 @@ class Case:
         ):
             raise ValueError(f"point {self.point!r} is not an injection point of {self.operation}")
 
+    def expected(self, top: bool) -> frozenset[Outcome] | None:
+        """The outcomes this case may end in besides being settled (None: any settled one).
+
+        A refused Activate keeps the reservation: every SP ends COMMITTED, never released. Only a
+        refusal the top raises after it recorded ACTIVE (``activate.done``) leaves the slice active.
+        """
+        if self.action != "fail" or self.operation != "activate":
+            return None
+        if top and self.point == "activate.done":
+            return frozenset({Outcome.ACTIVE})
+        return frozenset({Outcome.COMMITTED})
+
     @property
     def name(self) -> str:
         """``commit.task.after@M1:crash`` (``reserve@L3:kill`` for a kill)."""
@@ -74,6 +89,7 @@ class CaseResult:
     cleanup: str = ""  # what a clean Terminate after a committed outcome left held (empty: all released)
     cleanup_orphans: tuple[str, ...] = ()  # held after that Terminate with no upper holding them
     traffic: str = ""  # on a data plane: why an ACTIVE outcome carried no traffic (empty: it did, or not checked)
+    unexpected: str = ""  # settled, but not where the case must end (a refused Activate released, say)
 
     @property
     def passed(self) -> bool:
@@ -82,7 +98,7 @@ class CaseResult:
         return (
             self.fired
             and self.converged
-            and not (self.orphans or self.lie or self.error or self.cleanup or self.traffic)
+            and not (self.orphans or self.lie or self.error or self.cleanup or self.traffic or self.unexpected)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +123,7 @@ class CaseResult:
             "cleanup": self.cleanup,
             "cleanup_orphans": list(self.cleanup_orphans),
             "traffic": self.traffic,
+            "unexpected": self.unexpected,
             "verdict": self.verdict,
         }
 
@@ -147,6 +164,7 @@ class SweepReport:
             "cases_with_orphans": [r.case.name for r in self.results if r.orphans or r.cleanup_orphans],
             "not_converged": [r.case.name for r in self.results if not r.converged],
             "lies": [f"{r.case.name}: {r.lie}" for r in self.results if r.lie],
+            "unexpected_outcomes": [f"{r.case.name}: {r.unexpected}" for r in self.results if r.unexpected],
             "errors": [f"{r.case.name}: {r.error}" for r in self.results if r.error],
             "left_after_terminate": [f"{r.case.name}: {r.cleanup}" for r in self.results if r.cleanup],
             "active_probed_with_traffic": self.probed,
@@ -176,6 +194,7 @@ class SweepReport:
                     if not r.fired
                     else (
                         r.lie
+                        or r.unexpected
                         or ("orphans " + ", ".join(r.orphans) if r.orphans else "")
                         or ("did not converge" if not r.converged else r.cleanup or r.traffic)
                     )
@@ -275,6 +294,7 @@ def write_report(report: SweepReport, path: Path) -> None:
 
 __all__ = [
     "ACTIONS",
+    "FAIL_CODE",
     "Case",
     "CaseResult",
     "SweepReport",

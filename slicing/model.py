@@ -23,6 +23,8 @@ class SliceState(StrEnum):
     ABORTED = "ABORTED"
     EXPIRED = "EXPIRED"
     FAILED = "FAILED"
+    # Provisioning released (NSI's "release"): back from ACTIVE to COMMITTED, the reservation kept.
+    DEACTIVATING = "DEACTIVATING"
 
 
 S = SliceState
@@ -34,8 +36,11 @@ TRANSITIONS: dict[SliceState, frozenset[SliceState]] = {
     # a child lost its hold and everything else is released.
     S.COMMITTING: frozenset({S.COMMITTED, S.TERMINATING, S.FAILED}),
     S.COMMITTED: frozenset({S.ACTIVATING, S.TERMINATING, S.FAILED}),
-    S.ACTIVATING: frozenset({S.ACTIVE, S.FAILED, S.COMMITTED, S.TERMINATING}),
-    S.ACTIVE: frozenset({S.TERMINATING, S.FAILED}),
+    # An activation a child refused is compensated (DEACTIVATING, back to COMMITTED), not released.
+    S.ACTIVATING: frozenset({S.ACTIVE, S.FAILED, S.COMMITTED, S.DEACTIVATING, S.TERMINATING}),
+    S.ACTIVE: frozenset({S.DEACTIVATING, S.TERMINATING, S.FAILED}),
+    # Provisioning is undone, the reservation stays: it ends COMMITTED once every SP below confirmed.
+    S.DEACTIVATING: frozenset({S.COMMITTED, S.TERMINATING, S.FAILED}),
     # A release in flight ends where the record's settle_to says, once every SP below confirmed it.
     S.TERMINATING: frozenset({S.TERMINATED, S.FAILED}),
     S.ABORTING: frozenset({S.ABORTED, S.EXPIRED, S.FAILED}),
@@ -46,7 +51,17 @@ TRANSITIONS: dict[SliceState, frozenset[SliceState]] = {
 }
 #: States in which a slice holds resources somewhere.
 HOLDING_STATES: frozenset[SliceState] = frozenset(
-    {S.RESERVING, S.HELD, S.COMMITTING, S.COMMITTED, S.ACTIVATING, S.ACTIVE, S.TERMINATING, S.ABORTING}
+    {
+        S.RESERVING,
+        S.HELD,
+        S.COMMITTING,
+        S.COMMITTED,
+        S.ACTIVATING,
+        S.ACTIVE,
+        S.DEACTIVATING,
+        S.TERMINATING,
+        S.ABORTING,
+    }
 )
 #: States after which nothing more happens.
 FINAL_STATES: frozenset[SliceState] = frozenset({S.TERMINATED, S.ABORTED, S.EXPIRED, S.FAILED})

@@ -165,6 +165,10 @@ class ChildBrokerAgent:
         """Activate the lower-SP's slice."""
         await self._lifecycle("Activate", handle)
 
+    async def deactivate(self, handle: str) -> None:
+        """Deactivate the lower-SP's slice (idempotent there: a committed slice is answered as it is)."""
+        await self._lifecycle("Deactivate", handle)
+
     async def terminate(self, handle: str) -> None:
         """Terminate the lower-SP's slice (idempotent there)."""
         try:

@@ -203,6 +203,10 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         """Bring a committed slice into service."""
         return await self._by_ref("Activate", request, context, self._m.activate)
 
+    async def Deactivate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
+        """Take an active slice out of service and keep its reservation (COMMITTED again)."""
+        return await self._by_ref("Deactivate", request, context, self._m.deactivate)
+
     async def Terminate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Release a slice everywhere, whatever its state; by request id also one whose Reserve never arrived."""
 

@@ -236,6 +236,7 @@ _OPS = {
     "commit": ("Commit", "commit a held slice"),
     "abort": ("Abort", "release a held slice"),
     "activate": ("Activate", "activate a committed slice"),
+    "deactivate": ("Deactivate", "take an active slice out of service, keeping its reservation (COMMITTED)"),
 }
 
 

@@ -12,7 +12,7 @@ from slicing.model import SliceState
 log = logging.getLogger("broker.core.lifecycle")
 S = SliceState
 #: States an operation passes through; where a slice settles is worth a log line at INFO, these at DEBUG.
-IN_FLIGHT = frozenset({S.RESERVING, S.COMMITTING, S.ACTIVATING, S.ABORTING, S.TERMINATING})
+IN_FLIGHT = frozenset({S.RESERVING, S.COMMITTING, S.ACTIVATING, S.DEACTIVATING, S.ABORTING, S.TERMINATING})
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from slicing.errors import ErrorCode, Unavailable, error_for_code
 log = logging.getLogger(__name__)
 
 #: The operations that have injection points.
-OPERATIONS = ("reserve", "commit", "abort", "activate", "terminate")
+OPERATIONS = ("reserve", "commit", "abort", "activate", "deactivate", "terminate")
 _STAGES = {
     "start": "the operation is recorded (in flight), before any child is asked",
     "task.before": "before one child is asked (filter with domain)",

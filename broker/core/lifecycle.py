@@ -29,6 +29,7 @@ from broker.core.operations import (
     OPERATIONS,
     RELEASED,
     Operation,
+    compensation_reason,
     lost_hold,
     outcome_unknown,
     segment_end_state,
@@ -428,7 +429,8 @@ class SliceManager(Reserving):
                 return await self.drive_activate(rec)
             self._require(rec, op)
             await self._faults.hit("activate.start", rec.id)
-            rec = self._transition(rec, S.ACTIVATING)  # decided: from here it rolls forward
+            # Decided: from here it rolls forward (or, refused, is compensated back to COMMITTED).
+            rec = self._transition(rec, S.ACTIVATING, reason="", error_code="")
             return await self.drive_activate(rec)
 
     async def drive_activate(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
@@ -436,8 +438,9 @@ class SliceManager(Reserving):
 
         Activation rolls forward like a commit: children that did not answer leave the slice
         ACTIVATING naming them (``Unavailable``; the reconciler retries), so no level ends ACTIVE
-        while another stays merely committed. A child that refuses outright makes the slice unable to
-        serve: everything is released and it ends FAILED naming the child.
+        while another stays merely committed. A child that refuses outright is compensated: what is
+        active is deactivated and the slice ends COMMITTED (its reservation kept) naming the child, and
+        its refusal is raised (``_compensate_activation``).
         """
         timeout = limit_s or self.child_timeout_s
         todo = [s for s in rec.segments if s.state is not S.ACTIVE]
@@ -477,15 +480,9 @@ class SliceManager(Reserving):
         if failed:
             names = sorted({name for name, _ in failed})
             errors = [e for _, e in failed]
-            refused = [e for e in errors if not outcome_unknown(e)]
-            if refused:
-                reason = f"activation failed: {', '.join(names)} refused ({refused[0]}); released everywhere"
-                log.warning("slice %s: %s", rec.id, reason)
-                rec = self._transition(
-                    rec, S.TERMINATING, reason=reason, error_code=refused[0].code.value, settle_to=S.FAILED
-                )
-                rec = await self.drive_release(rec)
-                raise error_for_code(refused[0].code, reason, causes=errors)
+            refusals = [(name, e) for name, e in failed if not outcome_unknown(e)]
+            if refusals:
+                await self._compensate_activation(rec, refusals, errors, limit_s)
             rec = self._save(replace(rec, reason=with_pending("activation decided; waiting for confirmation", names)))
             raise Unavailable(
                 f"slice {rec.id}: the activation is decided and goes on: {', '.join(names)} did not confirm yet "
@@ -498,13 +495,144 @@ class SliceManager(Reserving):
         await self._faults.hit("activate.done", rec.id)
         return rec
 
+    async def _compensate_activation(
+        self,
+        rec: SliceRecord,
+        refusals: list[tuple[str, FedError]],
+        errors: list[FedError],
+        limit_s: float | None,
+    ) -> None:
+        """A child refused Activate: deactivate every child and stitch, end COMMITTED, raise the refusal.
+
+        Every segment is deactivated, not only those confirmed active: one that did not answer may be
+        active all the same, and Deactivate is idempotent. A compensation some SP below has not
+        confirmed yet stays DEACTIVATING naming it (the reconciler finishes it); the refusal is raised
+        either way, since where the slice ends is decided: COMMITTED.
+        """
+        reason = compensation_reason(refusals)
+        code = refusals[0][1].code
+        log.warning("slice %s: %s", rec.id, reason)
+        rec = self._transition(
+            rec,
+            S.DEACTIVATING,
+            reason=reason,
+            error_code=code.value,
+            settle_to=S.COMMITTED,
+            segments=tuple(replace(s, state=S.DEACTIVATING) for s in rec.segments),
+        )
+        try:
+            rec = await self.drive_deactivate(rec, limit_s)
+        except Unavailable as exc:
+            log.warning("slice %s: compensation pending: %s", rec.id, exc)
+            reason = self.get(rec.id).reason
+        raise error_for_code(code, reason, causes=errors)
+
+    async def deactivate(self, slice_id: str) -> SliceRecord:
+        """Take an active slice out of service everywhere and keep its reservation (NSI's provisioning release)."""
+        return await self._detached(self._deactivate(slice_id))
+
+    async def _deactivate(self, slice_id: str) -> SliceRecord:
+        op = OPERATIONS["Deactivate"]
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            if rec.state in op.done:
+                return rec
+            if rec.state in op.resumes:
+                return await self.drive_deactivate(rec)
+            self._require(rec, op)
+            await self._faults.hit("deactivate.start", rec.id)
+            # Every segment, not only those confirmed active: an activation in flight may have reached any.
+            rec = self._transition(
+                rec,
+                op.in_flight,
+                reason="",
+                error_code="",
+                settle_to=op.settle_to,
+                segments=tuple(replace(s, state=S.DEACTIVATING) for s in rec.segments),
+            )
+            return await self.drive_deactivate(rec)
+
+    async def drive_deactivate(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
+        """Unstitch every link, then deactivate every child not yet confirmed committed (lock held).
+
+        Rolls forward like an activation: children that did not answer leave the slice DEACTIVATING
+        naming them (``Unavailable``; the reconciler retries). All confirmed: COMMITTED. A child that
+        refuses definitively no longer holds its segment (``lost_hold``): the slice cannot stay
+        committed, so everything is released and it ends FAILED naming the child.
+        """
+        timeout = limit_s or self.child_timeout_s
+        failed: list[tuple[str, FedError]] = []
+        links = list(rec.links)
+        for i, ln in enumerate(links):
+            if not ln.wim_handle:
+                continue
+            try:
+                await self._bounded(self._wim.delete(ln.wim_handle), timeout, self.sp_id)
+            except FedError as exc:
+                failed.append((f"{self.sp_id} (WIM)", exc.in_domain(self.sp_id)))
+                continue
+            links[i] = replace(ln, wim_handle="")
+            rec = self._save(replace(rec, links=tuple(links)))  # each unstitch persisted as it is undone
+        todo = [s for s in rec.segments if s.state is not S.COMMITTED]
+
+        async def deactivate_one(seg: SegmentRecord) -> None:
+            await self._faults.hit("deactivate.task.before", rec.id, seg.domain)
+            await self._bounded(self._agent(seg.domain).deactivate(seg.handle), timeout, seg.domain)
+            await self._faults.hit("deactivate.task.after", rec.id, seg.domain)
+
+        results = await asyncio.gather(*(deactivate_one(s) for s in todo), return_exceptions=True)
+        done = {s.index for s, r in zip(todo, results, strict=True) if r is None}
+        refused = [(s, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None]
+        failed.extend((s.domain, e) for s, e in refused)
+        self._log(
+            rec.id,
+            "deactivate",
+            [TaskStatus(0, _task("deactivate", s), "done" if s.index in done else "failed") for s in todo],
+        )
+        segments = tuple(replace(s, state=S.COMMITTED) if s.index in done else s for s in rec.segments)
+        rec = self._save(replace(rec, segments=segments))
+        lost = [(s, e) for s, e in refused if lost_hold(e)]
+        if lost:
+            who = ", ".join(sorted({s.domain for s, _ in lost}))
+            lost_at = {s.index for s, _ in lost}
+            reason = f"deactivation failed: {who} no longer holds its segment ({lost[0][1]}); released everywhere"
+            log.warning("slice %s: %s", rec.id, reason)
+            rec = self._transition(
+                rec,
+                S.TERMINATING,
+                reason=reason,
+                error_code=lost[0][1].code.value,
+                settle_to=S.FAILED,
+                segments=tuple(replace(s, state=S.EXPIRED) if s.index in lost_at else s for s in rec.segments),
+            )
+            rec = await self.drive_release(rec)
+            raise error_for_code(lost[0][1].code, reason, causes=[e for _, e in failed])
+        if failed:
+            names = sorted({name for name, _ in failed})
+            rec = self._save(replace(rec, reason=with_pending(rec.reason or "deactivating", names)))
+            raise Unavailable(
+                f"slice {rec.id}: the deactivation is decided and goes on: {', '.join(names)} did not confirm yet "
+                f"({failed[0][1]}); watch the slice for COMMITTED",
+                causes=[e for _, e in failed],
+            )
+        rec = self._transition(
+            rec,
+            S.COMMITTED,
+            # A compensation keeps its story (who refused the activation); a customer's deactivation needs none.
+            reason=without_pending(rec.reason) if rec.error_code else "",
+            settle_to=None,
+            segments=self._described(rec.segments, S.COMMITTED),
+        )
+        await self._faults.hit("deactivate.done", rec.id)
+        return rec
+
     # --- restart, usage -----------------------------------------------------------------------
 
     async def recover(self) -> None:
         """After a restart: re-apply local holdings, hand interrupted operations to the reconciler.
 
-        RESERVING is presumed aborted; COMMITTING and ACTIVATING roll forward; ABORTING and
-        TERMINATING go on releasing.
+        RESERVING is presumed aborted; COMMITTING, ACTIVATING and DEACTIVATING roll forward; ABORTING
+        and TERMINATING go on releasing.
         """
         for domain, handle, state in self._store.local_holdings():
             if domain in self._agents:
@@ -597,7 +725,7 @@ class SliceManager(Reserving):
             why = f"{domain} ended its segment ({state}{': ' + detail if detail else ''})"
             if rec.state is S.HELD:
                 rec = self._transition(rec, S.ABORTING, settle_to=S.EXPIRED, reason=f"hold lost: {why}")
-            elif rec.state in (S.COMMITTING, S.COMMITTED, S.ACTIVE):
+            elif rec.state in (S.COMMITTING, S.COMMITTED, S.ACTIVE, S.DEACTIVATING):
                 rec = self._transition(
                     rec, S.TERMINATING, settle_to=S.FAILED, error_code=ErrorCode.FAILED_PRECONDITION.value, reason=why
                 )

@@ -44,7 +44,7 @@ OPERATIONS: dict[str, Operation] = {
             "Commit",
             frozenset({S.HELD}),
             S.COMMITTING,
-            frozenset({S.COMMITTED, S.ACTIVATING, S.ACTIVE}),
+            frozenset({S.COMMITTED, S.ACTIVATING, S.ACTIVE, S.DEACTIVATING}),
             frozenset({S.COMMITTING}),
         ),
         Operation(
@@ -56,11 +56,22 @@ OPERATIONS: dict[str, Operation] = {
             settle_to=S.ABORTED,
         ),
         Operation("Activate", frozenset({S.COMMITTED}), S.ACTIVATING, frozenset({S.ACTIVE}), frozenset({S.ACTIVATING})),
+        # Deactivate (NSI's provisioning "release") undoes Activate and keeps the reservation. It also
+        # accepts ACTIVATING: an upper SP compensating a refused activation deactivates every child,
+        # whether or not that child's own activation has finished.
+        Operation(
+            "Deactivate",
+            frozenset({S.ACTIVE, S.ACTIVATING}),
+            S.DEACTIVATING,
+            frozenset({S.COMMITTED}),
+            frozenset({S.DEACTIVATING}),
+            settle_to=S.COMMITTED,
+        ),
         # Terminate is the one release that works in every state: what an upper SP sends to release
         # a segment whatever the child holds. A slice that ended already holds nothing.
         Operation(
             "Terminate",
-            frozenset({S.HELD, S.COMMITTING, S.COMMITTED, S.ACTIVATING, S.ACTIVE, S.FAILED}),
+            frozenset({S.HELD, S.COMMITTING, S.COMMITTED, S.ACTIVATING, S.ACTIVE, S.DEACTIVATING, S.FAILED}),
             S.TERMINATING,
             frozenset({S.TERMINATED, S.ABORTED, S.EXPIRED}),
             frozenset({S.TERMINATING, S.ABORTING}),
@@ -70,7 +81,9 @@ OPERATIONS: dict[str, Operation] = {
 }
 #: States an operation passes through; every one of them has an owner that ends it (a running
 #: operation, or the reconciler) — none is left for a restart to settle.
-IN_FLIGHT: frozenset[SliceState] = frozenset({S.RESERVING, S.COMMITTING, S.ACTIVATING, S.ABORTING, S.TERMINATING})
+IN_FLIGHT: frozenset[SliceState] = frozenset(
+    {S.RESERVING, S.COMMITTING, S.ACTIVATING, S.DEACTIVATING, S.ABORTING, S.TERMINATING}
+)
 #: Segment states in which a child confirmed it holds nothing for the slice.
 RELEASED: frozenset[SliceState] = frozenset({S.ABORTED, S.TERMINATED, S.EXPIRED, S.FAILED})
 
@@ -91,7 +104,10 @@ def outcome_unknown(exc: FedError) -> bool:
 
 
 def lost_hold(exc: FedError) -> bool:
-    """True when a child refused a Commit definitively: its hold is gone (expired, released, never held)."""
+    """True when a child refused a Commit (or a Deactivate) definitively: its hold is gone (expired,
+    released, never held). A child that committed accepts Deactivate in every state it can still be in
+    while it holds the segment (active, activating, deactivating, committed), so a refusal means it no
+    longer holds it: the slice cannot stay committed."""
     return exc.code in (ErrorCode.FAILED_PRECONDITION, ErrorCode.NOT_FOUND)
 
 
@@ -160,6 +176,21 @@ def without_pending(reason: str) -> str:
     return _PENDING.sub("", reason)
 
 
+_COMPENSATED = "; what was active is deactivated and the slice is COMMITTED: activate it again or terminate it"
+
+
+def compensation_reason(refusals: Sequence[tuple[str, FedError]]) -> str:
+    """What a slice whose activation a child refused says once it is back to COMMITTED.
+
+    Names the SPs that refused and what the first one said, and what the customer may do next: the
+    reservation is kept (NSI keeps provisioning apart from the reservation), so Activate again or Terminate.
+    """
+    names = ", ".join(sorted({name for name, _ in refusals}))
+    # A lower SP that compensated its own children said so already: its story goes in once, at the end.
+    said = without_pending(str(refusals[0][1])).removesuffix(_COMPENSATED) if refusals else ""
+    return f"activation failed: {names} refused ({said}){_COMPENSATED}"
+
+
 def settle_state(state: SliceState, settle_to: SliceState | None, error_code: str) -> SliceState:
     """Where a release in flight ends: its recorded target, else FAILED after an error, else by operation."""
     if settle_to is not None:
@@ -179,6 +210,7 @@ __all__ = [
     "OPERATIONS",
     "RELEASED",
     "Operation",
+    "compensation_reason",
     "labels_to_skip",
     "lost_hold",
     "named_below",

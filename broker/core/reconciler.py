@@ -6,7 +6,8 @@ One background loop per broker. Each pass
 * re-sends Commit for COMMITTING slices (the decision is durable; it completes, or the slice is
   released everywhere once a child lost its hold or the hold time is over);
 * re-sends the release of ABORTING and TERMINATING slices until every child confirmed;
-* re-sends Activate for ACTIVATING slices (activation rolls forward like a commit);
+* re-sends Activate for ACTIVATING slices (activation rolls forward like a commit), and Deactivate for
+  DEACTIVATING ones (a customer's deactivation, or the compensation of a refused activation);
 * releases RESERVING slices no operation in this process owns (their task died) after ``stale_after_s``.
 
 A slice that failed again waits before its next try, doubling up to ``MAX_BACKOFF_INTERVALS`` intervals; slices are
@@ -21,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from broker.core.lifecycle import SliceManager
+from broker.core.operations import IN_FLIGHT
 from broker.core.records import SliceRecord
 from slicing.errors import FedError
 from slicing.model import SliceState
@@ -100,7 +102,9 @@ class Reconciler:
         now = self._clock()
         todo = [
             r
-            for r in self._m.slices([S.COMMITTING, S.ABORTING, S.TERMINATING, S.RESERVING, S.ACTIVATING])
+            for r in self._m.slices(
+                [S.COMMITTING, S.ABORTING, S.TERMINATING, S.RESERVING, S.ACTIVATING, S.DEACTIVATING]
+            )
             if self._due(r, now) and (r.state is not S.RESERVING or now - r.updated_at >= self.stale_after_s)
         ]
         gate = asyncio.Semaphore(CONCURRENCY)
@@ -133,6 +137,8 @@ class Reconciler:
                     rec = await m.abandon_reservation(rec, "the reservation was interrupted")
                 elif rec.state is S.ACTIVATING:
                     rec = await m.drive_activate(rec)
+                elif rec.state is S.DEACTIVATING:
+                    rec = await m.drive_deactivate(rec)
         except FedError as exc:
             n = self._failures[slice_id] = self._failures.get(slice_id, 0) + 1
             wait = self.interval_s * min(MAX_BACKOFF_INTERVALS, 2 ** min(n - 1, 8))
@@ -141,7 +147,7 @@ class Reconciler:
             return m.get(slice_id).state
         self._failures.pop(slice_id, None)
         self._next_try.pop(slice_id, None)
-        if rec.state not in (S.COMMITTING, S.ACTIVATING, S.ABORTING, S.TERMINATING):
+        if rec.state not in IN_FLIGHT:
             log.info("slice %s settled: %s", slice_id, rec.state)
         return rec.state
 

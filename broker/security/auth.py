@@ -42,6 +42,7 @@ POLICY: dict[str, frozenset[Role]] = {
     "Commit": ANY_ROLE,
     "Abort": ANY_ROLE,
     "Activate": ANY_ROLE,
+    "Deactivate": ANY_ROLE,
     "Terminate": ANY_ROLE,
     "Get": ANY_ROLE,
     "List": ANY_ROLE,

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from capability_catalog.model import LabelRange, LabelSet, TerminalId
-from domain_agents.base import SegmentOrder
-from domain_agents.netns import NetnsDomainAgent, parse_netns_domain
+from domain_agents.base import DomainAgent, SegmentOrder
+from domain_agents.netns import NetnsDomainAgent, any_realised, parse_netns_domain
 from slicing.model import SliceRequest
 from tests.unit.contract_domain_agent import AgentMaker, DomainAgentContract
 from wim import netlink
@@ -47,6 +47,17 @@ def agent_for(prefix: str) -> NetnsDomainAgent:
 
 
 class TestNetnsAgentContract(DomainAgentContract):
+    async def in_service(self, agent: DomainAgent, handle: str) -> bool | None:
+        """Whether the kernel holds the segment's namespaces and links (not only the agent's own mark)."""
+        assert isinstance(agent, NetnsDomainAgent)
+        lay = agent._layout_of(handle)
+        assert lay is not None
+        built = await netlink.call(any_realised, agent.names, lay)
+        assert built is (lay.key in agent.realised()), "the agent's mark and the kernel disagree"
+        if not built and not agent.realised():  # nothing else is built: nothing at all may be left
+            assert await asyncio.to_thread(netlink.leftovers, agent.names.prefix) == []
+        return built
+
     @pytest.fixture
     def make_agent(self, prefix: str) -> AgentMaker:
         return AgentMaker(
@@ -149,3 +160,32 @@ async def test_two_installations_build_the_same_domain_and_key_side_by_side(pref
         await two.terminate(grants[1].handle)
     finally:
         await asyncio.to_thread(netlink.clean, other)
+
+
+async def test_deactivate_removes_one_segment_from_the_kernel_keeps_the_other_and_survives_a_restart(
+    prefix: str,
+) -> None:
+    agent = agent_for(prefix)
+    names = agent.names
+    one = await agent.reserve(order("k1", "N1.ep", "N1.far", ("firewall",)))
+    two = await agent.reserve(order("k2", "N1.ep", "N1.to-X"))
+    for g in (one, two):
+        await agent.commit(g.handle)
+        await agent.activate(g.handle)
+    reserved = agent.usage()
+    await agent.deactivate(one.handle)
+    left = {x.name for x in await asyncio.to_thread(netlink.leftovers, prefix)}
+    assert names.function_ns("N1", "k1", 0) not in left and names.endpoint_ns("N1", "k1", "N1.ep") not in left
+    assert names.pop_ns("N1", "c") not in left  # only k1 used pop c
+    assert {names.pop_ns("N1", "a"), names.endpoint_ns("N1", "k2", "N1.ep")} <= left  # k2 still in service
+    assert agent.realised() == ["k2"] and agent.usage() == reserved
+    # A restart after the deactivation: the committed segment is not rebuilt, the active one is re-found.
+    fresh = agent_for(prefix)
+    await fresh.restore(one.handle, committed=True)
+    await fresh.restore(two.handle, committed=True)
+    assert fresh.realised() == ["k2"] and fresh.usage() == reserved
+    await fresh.activate(one.handle)  # and activated again, it is built again
+    assert await asyncio.to_thread(netlink.ns_exists, names.function_ns("N1", "k1", 0))
+    await fresh.terminate(one.handle)
+    await fresh.terminate(two.handle)
+    assert await asyncio.to_thread(netlink.leftovers, prefix) == []

@@ -66,6 +66,13 @@ async def test_readme_walkthrough_request_list_show_terminate(leaf: str) -> None
     usage = json.loads(cli("usage", "--broker", leaf, "--json").stdout)
     assert usage["holding_slices"] == 1 and usage["domains"][0]["bandwidth_mbps"] == 500  # a number
 
+    down = json.loads(cli("slice", "deactivate", slice_["id"], "--broker", leaf, "--json").stdout)
+    assert down["state"] == "COMMITTED"  # out of service, still reserved
+    assert json.loads(cli("usage", "--broker", leaf, "--json").stdout)["domains"][0]["bandwidth_mbps"] == 500
+    shown = cli("slice", "show", slice_["id"], "--broker", leaf)
+    assert shown.returncode == 0 and "COMMITTED" in shown.stdout
+    assert json.loads(cli("slice", "activate", slice_["id"], "--broker", leaf, "--json").stdout)["state"] == "ACTIVE"
+
     ended = json.loads(cli("slice", "terminate", slice_["id"], "--broker", leaf, "--json").stdout)
     assert ended["state"] == "TERMINATED" and ended["updated_at"].endswith("+00:00")
     usage = json.loads(cli("usage", "--broker", leaf, "--json").stdout)

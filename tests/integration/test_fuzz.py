@@ -44,6 +44,7 @@ CORPUS: dict[str, bytes] = {
     "Slices/Commit": pb.SliceRef(request_id="fz").SerializeToString(),
     "Slices/Abort": pb.SliceRef(slice_id="L-0123456789ab").SerializeToString(),
     "Slices/Activate": pb.SliceRef(slice_id="L-0123456789ab").SerializeToString(),
+    "Slices/Deactivate": pb.SliceRef(slice_id="L-0123456789ab").SerializeToString(),
     "Slices/Terminate": pb.SliceRef(request_id="fz").SerializeToString(),
     "Slices/List": pb.ListRequest(states=[pb.SLICE_STATE_HELD], page_size=5).SerializeToString(),
     "Slices/GetUsage": pb.GetUsageRequest().SerializeToString(),

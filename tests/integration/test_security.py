@@ -271,6 +271,10 @@ async def test_customer_cannot_read_or_terminate_another_customers_slice(fleet: 
     assert read.details().replace(held.id, "ID") == nobody.details().replace("L-000000000000", "ID")
     await refused(fleet, lambda: bob.Terminate(pb.SliceRef(slice_id=held.id), timeout=5), grpc.StatusCode.NOT_FOUND)
     await refused(fleet, lambda: bob.Abort(pb.SliceRef(slice_id=held.id), timeout=5), grpc.StatusCode.NOT_FOUND)
+    await alice.Activate(pb.SliceRef(slice_id=held.id), timeout=10)
+    await refused(fleet, lambda: bob.Deactivate(pb.SliceRef(slice_id=held.id), timeout=5), grpc.StatusCode.NOT_FOUND)
+    back = await alice.Deactivate(pb.SliceRef(slice_id=held.id), timeout=10)  # the owner may
+    assert back.state == pb.SLICE_STATE_COMMITTED
     await refused(fleet, lambda: bob.Get(pb.SliceRef(request_id="alice-1"), timeout=5), grpc.StatusCode.NOT_FOUND)
 
     async def watch() -> None:
@@ -291,6 +295,8 @@ async def test_customer_cannot_read_or_terminate_another_customers_slice(fleet: 
     assert {(r["who"], r["rpc"], r["result"]) for r in rows} >= {
         ("alice", "Commit", "OK"),
         ("bob", "Terminate", "NOT_FOUND"),
+        ("bob", "Deactivate", "NOT_FOUND"),
+        ("alice", "Deactivate", "OK"),
         ("alice", "Terminate", "OK"),
     }
 
@@ -457,7 +463,7 @@ async def test_fuzzed_references_and_listings_never_crash_the_broker_nor_change_
         stub = pb_grpc.SlicesStub(channel)
 
         @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(_REFS, st.sampled_from(["Get", "Commit", "Abort", "Activate", "Terminate"]), _STATES)
+        @given(_REFS, st.sampled_from(["Get", "Commit", "Abort", "Activate", "Deactivate", "Terminate"]), _STATES)
         def one(ref: pb.SliceRef, rpc: str, states: list[int]) -> None:
             for call, msg in ((getattr(stub, rpc), ref), (stub.List, pb.ListRequest(states=states))):
                 try:

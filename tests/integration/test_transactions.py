@@ -108,6 +108,20 @@ async def test_scenario_partition_heal_stop_cont_and_faults_steps_over_real_brok
             {"faults": {"sp": "L4", "rules": [], "partitions": []}},
             {"commit": {"sp": "T", "slice": "s1"}, "expect": {"state": "COMMITTED"}},
             {"expect_everywhere": {"slice": "s1", "outcome": "committed", "timeout_s": 5, "exclusive": True}},
+            # Provisioning apart from the reservation: deactivate keeps it, and a leaf's refusal to
+            # activate is compensated back to committed at every SP, not released.
+            {"activate": {"sp": "T", "slice": "s1"}, "expect": {"state": "ACTIVE"}},
+            {"deactivate": {"sp": "T", "slice": "s1"}, "expect": {"state": "COMMITTED"}},
+            {"expect_everywhere": {"slice": "s1", "outcome": "committed", "timeout_s": 5, "exclusive": True}},
+            {
+                "faults": {
+                    "sp": "L4",
+                    "rules": [{"point": "activate.task.before", "action": "fail", "code": "FAILED_PRECONDITION"}],
+                }
+            },
+            {"activate": {"sp": "T", "slice": "s1"}, "expect": {"error": "FAILED_PRECONDITION"}},
+            {"expect_everywhere": {"slice": "s1", "outcome": "committed", "timeout_s": 5, "exclusive": True}},
+            {"faults": {"sp": "L4", "rules": [], "partitions": []}},
             {"terminate": {"sp": "T", "slice": "s1"}, "expect": {"state": "TERMINATED"}},
             {"expect_everywhere": {"slice": "s1", "timeout_s": 5, "exclusive": True}},
             {"stop": "L4"},
@@ -148,15 +162,21 @@ async def test_sweep_every_operation_point_and_level_with_a_crash_or_a_hang(tmp_
     """
     scenario = load_scenario(SWEEP_YAML)
     every = os.environ.get("FEDBROKER_SWEEP_ALL") == "1"
-    cases = default_cases(scenario, sps=None if every else SWEEP_SPS)
-    # 5 operations × 4 stages + commit.decided = 21 points; below the top an Abort arms terminate points.
-    assert len(cases) == 21 * 2 * (7 if every else len(SWEEP_SPS))
+    sps = None if every else SWEEP_SPS
+    cases = default_cases(scenario, sps=sps)
+    # 6 operations × 4 stages + commit.decided = 25 points; below the top an Abort arms terminate points.
+    assert len(cases) == 25 * 2 * (7 if every else len(SWEEP_SPS))
+    # A definitive refusal at every activate point of every armed SP: each must end COMMITTED (compensated).
+    refusals = default_cases(scenario, operations=("activate",), actions=("fail",), sps=sps)
+    assert len(refusals) == 4 * (7 if every else len(SWEEP_SPS))
+    cases += refusals
     report = await run_sweep(cases, tmp_path, federations=_federations())
     if os.environ.get("FEDBROKER_SWEEP_REPORT"):
         write_report(report, Path(os.environ["FEDBROKER_SWEEP_REPORT"]))
     summary = report.summary()
     assert report.passed and summary["orphans"] == 0, report.render()
-    assert summary["operations_x_points_covered"] == 21 + 4, summary  # abort at the top and below
+    assert summary["operations_x_points_covered"] == 25 + 4, summary  # abort at the top and below
+    assert not summary["unexpected_outcomes"], summary  # no refused Activate ended released
 
 
 @pytest.mark.sweep
@@ -186,3 +206,24 @@ async def test_the_demo_federation_survives_a_kill_of_any_sp_at_any_moment(tmp_p
     report = await run_sweep(cases, tmp_path, federations=_federations(), scenario=demo)
     assert report.passed and report.summary()["orphans"] == 0, report.render()
     assert report.summary()["cases"] == len(sps) * 4 == 36
+
+
+@pytest.mark.sweep
+@pytest.mark.timeout(900)
+async def test_sweep_deactivate_and_refused_activation_at_every_level(tmp_path: Path) -> None:
+    """The Deactivate share of the sweep (crash and hang at each of its points at the mid M1), and a
+    definitive refusal at each activate point of the top, a mid and a leaf: every refusal ends COMMITTED
+    at every SP (compensated, never released), and a clean Terminate afterwards releases everything."""
+    scenario = load_scenario(SWEEP_YAML)
+    cases = default_cases(scenario, operations=("deactivate",), sps=("M1",))
+    cases += default_cases(scenario, operations=("activate",), actions=("fail",), sps=SWEEP_SPS)
+    assert len(cases) == 4 * 2 + 4 * len(SWEEP_SPS)
+    report = await run_sweep(cases, tmp_path, federations=_federations())
+    if os.environ.get("FEDBROKER_SWEEP_REPORT"):
+        write_report(report, Path(os.environ["FEDBROKER_SWEEP_REPORT"]))
+    summary = report.summary()
+    assert report.passed and summary["orphans"] == 0, report.render()
+    assert summary["operations_x_points_covered"] == 8, summary
+    refused = [r for r in report.results if r.case.action == "fail"]
+    assert all(r.answer == "FAILED_PRECONDITION" for r in refused if r.case.point != "activate.done"), summary
+    assert {str(r.outcome) for r in refused if r.case.sp != "T" or r.case.point != "activate.done"} == {"committed"}

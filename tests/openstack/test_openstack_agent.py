@@ -23,6 +23,7 @@ from domain_agents.openstack_model import (
     BANDWIDTH,
     COMMITTED_TAG,
     FUNCTION_SLOTS,
+    Made,
     reservation_tag,
 )
 from scenarios.openstack_services import CloudInfo
@@ -60,8 +61,18 @@ async def agent(spec: dict[str, Any]) -> AsyncIterator[OpenStackDomainAgent]:
 
 
 class TestOpenStackAgentContract(DomainAgentContract):
+    _admin: openstack.connection.Connection | None = None
+
+    async def in_service(self, agent: DomainAgent, handle: str) -> bool | None:
+        """Whether Neutron has the segment's network up (a network that is gone is not in service)."""
+        if self._admin is None:
+            return None
+        net = await asyncio.to_thread(self._admin.network.find_network, Made.from_handle(handle).network_id)
+        return bool(net is not None and net.is_admin_state_up)
+
     @pytest.fixture
-    def make_agent(self, spec: dict[str, Any], vni_block: int) -> AgentMaker:
+    def make_agent(self, spec: dict[str, Any], vni_block: int, admin: openstack.connection.Connection) -> AgentMaker:
+        self._admin = admin
         cfg = config_of(spec)
 
         def build() -> DomainAgent:

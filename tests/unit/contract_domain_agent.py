@@ -53,6 +53,18 @@ class DomainAgentContract:
         yield agent
         await agent.close()
 
+    async def in_service(self, agent: DomainAgent, handle: str) -> bool | None:
+        """Whether the segment is in service as the implementation itself shows it (None: it cannot tell).
+
+        An implementation with something to look at (a kernel, a cloud) overrides this, so the
+        deactivate tests check what is really there, not only the agent's own word.
+        """
+        return None
+
+    async def _assert_in_service(self, agent: DomainAgent, handle: str, up: bool) -> None:
+        seen = await self.in_service(agent, handle)
+        assert seen is None or seen is up, f"in service: expected {up}, the implementation shows {seen}"
+
     @staticmethod
     def order(
         maker: AgentMaker,
@@ -96,6 +108,44 @@ class DomainAgentContract:
         await agent.commit(grant.handle)
         await agent.activate(grant.handle)
         assert agent.usage() != idle(agent)
+        await agent.terminate(grant.handle)
+        assert agent.usage() == idle(agent)
+
+    async def test_deactivate_takes_an_active_segment_out_of_service_keeps_its_reservation_and_activate_works_again(
+        self, make_agent: AgentMaker, agent: DomainAgent
+    ) -> None:
+        grant = await agent.reserve(self.order(make_agent))
+        await agent.commit(grant.handle)
+        await self._assert_in_service(agent, grant.handle, False)
+        await agent.activate(grant.handle)
+        await self._assert_in_service(agent, grant.handle, True)
+        reserved = agent.usage()
+        await agent.deactivate(grant.handle)
+        await self._assert_in_service(agent, grant.handle, False)
+        assert agent.usage() == reserved  # the reservation's accounting is kept
+        await agent.deactivate(grant.handle)  # idempotent
+        assert agent.usage() == reserved
+        label = grant.labels[make_agent.port]
+        other = await agent.reserve(self.order(make_agent, key="k2", labels=make_agent.port_labels, preferred=label))
+        assert other.labels[make_agent.port] != label  # the deactivated segment's label is still taken
+        await agent.abort(other.handle)
+        await agent.activate(grant.handle)  # provisioning again after a deactivation works
+        await self._assert_in_service(agent, grant.handle, True)
+        await agent.terminate(grant.handle)
+        await self._assert_in_service(agent, grant.handle, False)
+        assert agent.usage() == idle(agent)
+
+    async def test_deactivate_of_a_committed_segment_changes_nothing(
+        self, make_agent: AgentMaker, agent: DomainAgent
+    ) -> None:
+        grant = await agent.reserve(self.order(make_agent))
+        await agent.commit(grant.handle)
+        reserved = agent.usage()
+        await agent.deactivate(grant.handle)  # an activation that never happened, compensated
+        await self._assert_in_service(agent, grant.handle, False)
+        assert agent.usage() == reserved
+        await agent.activate(grant.handle)
+        await self._assert_in_service(agent, grant.handle, True)
         await agent.terminate(grant.handle)
         assert agent.usage() == idle(agent)
 

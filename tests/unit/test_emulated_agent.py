@@ -102,6 +102,13 @@ def held(handle: str) -> dict[str, Any]:
 
 
 class TestEmulatedAgentContract(DomainAgentContract):
+    async def in_service(self, agent: DomainAgent, handle: str) -> bool | None:
+        assert isinstance(agent, EmulatedDomainAgent)
+        try:
+            return agent.state_of(handle) is SliceState.ACTIVE
+        except NotFound:
+            return False
+
     @pytest.fixture
     def make_agent(self) -> AgentMaker:
         cfg = config()

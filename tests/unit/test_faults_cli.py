@@ -17,6 +17,7 @@ def test_faults_list_json_names_every_point_action_and_rule_field(capsys: pytest
     assert sorted(p["point"] for p in data["points"]) == sorted(POINTS)
     assert all(p["when"] == POINTS[p["point"]] for p in data["points"])
     assert [p["point"] for p in data["points"]][:2] == ["reserve.start", "reserve.task.before"]  # run order
+    assert {f"deactivate.{s}" for s in ("start", "task.before", "task.after", "done")} <= set(POINTS)
     assert {a["action"] for a in data["actions"]} == set(ACTIONS) == {"crash", "hang", "fail"}
     assert data["crash_exit_status"] == CRASH_EXIT_STATUS
     assert {f["field"] for f in data["file"]["rule_fields"]} == set(RULE_FIELDS)

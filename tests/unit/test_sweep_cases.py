@@ -53,6 +53,36 @@ def test_the_top_lies_when_its_answer_promises_what_the_sps_do_not_hold() -> Non
     assert not _answer_contradicts("COMMITTED", Outcome.ACTIVE)
     assert not _answer_contradicts("UNAVAILABLE", Outcome.RELEASED)  # an error promises nothing
     assert not _answer_contradicts("HELD", Outcome.RELEASED)  # a hold may expire
+    assert _answer_contradicts("COMMITTED", Outcome.ACTIVE, "deactivate")  # a Deactivate that did not happen
+    assert not _answer_contradicts("COMMITTED", Outcome.COMMITTED, "deactivate")
+
+
+def test_a_refused_activation_must_end_committed_not_released() -> None:
+    sc = load_scenario(SWEEP_YAML)
+    refusals = default_cases(sc, operations=("activate",), actions=("fail",), sps=("T", "M1"))
+    assert {c.point for c in refusals} == {p for p in POINTS if p.startswith("activate.")} and len(refusals) == 8
+    at_leaf = Case("activate", "L2", "fail", "activate.task.before")
+    assert at_leaf.expected(top=False) == {Outcome.COMMITTED}
+    assert Case("activate", "T", "fail", "activate.done").expected(top=True) == {Outcome.ACTIVE}
+    assert Case("activate", "M1", "fail", "activate.done").expected(top=False) == {Outcome.COMMITTED}
+    assert Case("activate", "T", "crash", "activate.start").expected(top=True) is None  # any settled outcome
+    released = _result(at_leaf, outcome=Outcome.RELEASED, unexpected="ended released, must end committed")
+    assert not released.passed
+    report = SweepReport([released])
+    assert report.summary()["unexpected_outcomes"] == [
+        "activate.task.before@L2:fail: ended released, must end committed"
+    ]
+    assert "must end committed" in report.render()
+
+
+def test_deactivate_cases_run_after_an_activation_and_arm_deactivate_points() -> None:
+    from scenarios.sweep import PREFIX
+
+    assert PREFIX["deactivate"] == ("reserve", "commit", "activate")
+    cases = default_cases(load_scenario(SWEEP_YAML), operations=("deactivate",), sps=("M1",))
+    assert sorted(c.point for c in cases if c.action == "crash") == sorted(
+        f"deactivate.{s}" for s in ("start", "task.before", "task.after", "done")
+    )
 
 
 def _result(case: Case, **kw: object) -> CaseResult:

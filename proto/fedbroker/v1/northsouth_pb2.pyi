@@ -69,6 +69,8 @@ class _SliceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SliceState
     SLICE_STATE_ABORTED: _SliceState.ValueType  # 10
     SLICE_STATE_EXPIRED: _SliceState.ValueType  # 11
     SLICE_STATE_FAILED: _SliceState.ValueType  # 12
+    SLICE_STATE_DEACTIVATING: _SliceState.ValueType  # 13
+    """Provisioning being released (Deactivate, or the compensation of a refused Activate): ends COMMITTED."""
 
 class SliceState(_SliceState, metaclass=_SliceStateEnumTypeWrapper): ...
 
@@ -85,6 +87,8 @@ SLICE_STATE_ABORTING: SliceState.ValueType  # 9
 SLICE_STATE_ABORTED: SliceState.ValueType  # 10
 SLICE_STATE_EXPIRED: SliceState.ValueType  # 11
 SLICE_STATE_FAILED: SliceState.ValueType  # 12
+SLICE_STATE_DEACTIVATING: SliceState.ValueType  # 13
+"""Provisioning being released (Deactivate, or the compensation of a refused Activate): ends COMMITTED."""
 Global___SliceState: _TypeAlias = SliceState  # noqa: Y015
 
 @_typing.final

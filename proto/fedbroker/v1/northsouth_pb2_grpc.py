@@ -243,6 +243,11 @@ class SlicesStub:
                 request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.Usage.FromString,
                 _registered_method=True)
+        self.Deactivate = channel.unary_unary(
+                '/fedbroker.v1.Slices/Deactivate',
+                request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.Slice.FromString,
+                _registered_method=True)
 
 
 class SlicesServicer:
@@ -302,6 +307,14 @@ class SlicesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deactivate(self, request, context):
+        """Take an active slice out of service and keep its reservation: ACTIVE -> DEACTIVATING -> COMMITTED
+        (NSI's provisioning release). A COMMITTED slice is answered as it is; Activate works again after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SlicesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -349,6 +362,11 @@ def add_SlicesServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.GetUsageRequest.FromString,
                     response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.Usage.SerializeToString,
+            ),
+            'Deactivate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deactivate,
+                    request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.Slice.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -594,6 +612,33 @@ class Slices:
             '/fedbroker.v1.Slices/GetUsage',
             fedbroker_dot_v1_dot_northsouth__pb2.GetUsageRequest.SerializeToString,
             fedbroker_dot_v1_dot_northsouth__pb2.Usage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deactivate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.Slices/Deactivate',
+            fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.SerializeToString,
+            fedbroker_dot_v1_dot_northsouth__pb2.Slice.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,6 +99,10 @@ class SlicesStub:
     List: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.ListRequest, _northsouth_pb2.ListResponse]
     Watch: _grpc.UnaryStreamMultiCallable[_northsouth_pb2.WatchRequest, _northsouth_pb2.SliceEvent]
     GetUsage: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.GetUsageRequest, _northsouth_pb2.Usage]
+    Deactivate: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.SliceRef, _northsouth_pb2.Slice]
+    """Take an active slice out of service and keep its reservation: ACTIVE -> DEACTIVATING -> COMMITTED
+    (NSI's provisioning release). A COMMITTED slice is answered as it is; Activate works again after.
+    """
 
 @_typing.type_check_only
 class SlicesAsyncStub(SlicesStub):
@@ -112,6 +116,10 @@ class SlicesAsyncStub(SlicesStub):
     List: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.ListRequest, _northsouth_pb2.ListResponse]  # type: ignore[assignment]
     Watch: _aio.UnaryStreamMultiCallable[_northsouth_pb2.WatchRequest, _northsouth_pb2.SliceEvent]  # type: ignore[assignment]
     GetUsage: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.GetUsageRequest, _northsouth_pb2.Usage]  # type: ignore[assignment]
+    Deactivate: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.SliceRef, _northsouth_pb2.Slice]  # type: ignore[assignment]
+    """Take an active slice out of service and keep its reservation: ACTIVE -> DEACTIVATING -> COMMITTED
+    (NSI's provisioning release). A COMMITTED slice is answered as it is; Activate works again after.
+    """
 
 class SlicesServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -176,5 +184,15 @@ class SlicesServicer(metaclass=_abc_1.ABCMeta):
         request: _northsouth_pb2.GetUsageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_northsouth_pb2.Usage, _abc.Awaitable[_northsouth_pb2.Usage]]: ...
+
+    @_abc_1.abstractmethod
+    def Deactivate(
+        self,
+        request: _northsouth_pb2.SliceRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_northsouth_pb2.Slice, _abc.Awaitable[_northsouth_pb2.Slice]]:
+        """Take an active slice out of service and keep its reservation: ACTIVE -> DEACTIVATING -> COMMITTED
+        (NSI's provisioning release). A COMMITTED slice is answered as it is; Activate works again after.
+        """
 
 def add_SlicesServicer_to_server(servicer: SlicesServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
