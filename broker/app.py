@@ -26,6 +26,7 @@ from broker.core.faults import Faults
 from broker.core.lifecycle import SliceManager
 from broker.core.offers import OfferDesk
 from broker.core.reconciler import Reconciler
+from broker.core.watchdog import Watchdog
 from broker.descriptors import ConfigError
 from broker.security.accounts import AccountBook
 from broker.security.audit import AuditLog
@@ -164,6 +165,8 @@ class Broker:
             child_timeout_s=config.lower_timeout_s,
         )
         self.reconciler = Reconciler(self.manager, clock, interval_s=config.reconcile_interval_s)
+        self.labs = local
+        self.watchdog = Watchdog(self.manager, agents, clock)
         self._server: grpc.aio.Server | None = None
         self.login: LoginEndpoint | None = None
         self._health = health.aio.HealthServicer()
@@ -202,7 +205,10 @@ class Broker:
         for lower in self.config.lower_sps:
             self._spawn(
                 self.manager.follow_child(
-                    lower.id, on_connect=self.reconciler.compare_soon, on_change=self.reconciler.retry_now
+                    lower.id,
+                    on_connect=self.reconciler.compare_soon,
+                    on_change=self.reconciler.retry_now,
+                    on_alert=self.watchdog.relay,
                 ),
                 f"follow-{lower.id}",
             )
@@ -210,6 +216,7 @@ class Broker:
                 follow_presence(lower.id, lower.address, self._lower_channels[lower.id]), f"presence-{lower.id}"
             )
         self._spawn(self._prune_failed(), "prune-failed")
+        self._spawn(self.watchdog.run(self._stop), "watchdog")
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -218,7 +225,7 @@ class Broker:
             ]
         )
         gate = Gate(self.guard, self.audit)
-        add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store)
+        add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store, self.watchdog, self.labs)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")

@@ -112,6 +112,10 @@ class ChildBrokerAgent:
                     if self._faults.partitioned(self._domain_id):
                         stream.cancel()
                         break
+                    if msg.HasField("alert"):
+                        alert = codec.segment_alert_from_pb(msg.alert)
+                        yield SegmentEvent(msg.slice_id, None, msg.detail, alert=alert)
+                        continue
                     yield SegmentEvent(msg.slice_id, codec.state_from_pb(msg.state), msg.detail)
             except grpc.aio.AioRpcError as exc:
                 log.debug("watch stream from %s at %s: %s", self._domain_id, self.address, exc.code().name)

@@ -1,0 +1,208 @@
+"""Federated SLA monitoring over real broker processes (issue 14): only alerts travel, one per cause.
+
+T over M1 (L1, L2) and M2 (L3, L4); a slice L1.ep → L4.ep crosses all seven SPs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from tests.integration.federation import Federation, op, reserve, slice_request
+from tests.integration.test_federation import chain_of_leaves
+
+pytestmark = pytest.mark.integration
+
+ACTIVE = pb.SLICE_STATE_ACTIVE
+DEGRADED = pb.SLICE_HEALTH_DEGRADED
+HEALTHY = pb.SLICE_HEALTH_HEALTHY
+FIRING = pb.ALERT_STATUS_FIRING
+RESOLVED = pb.ALERT_STATUS_RESOLVED
+ALL = ("T", "M1", "M2", "L1", "L2", "L3", "L4")
+
+
+async def three_tier_slice(fed: Federation, budget_ms: float = 100.0) -> pb.Slice:
+    await chain_of_leaves(fed, ["L1", "L2", "L3", "L4"])
+    await fed.start("M1", lowers=["L1", "L2"])
+    await fed.start("M2", lowers=["L3", "L4"])
+    top = await fed.start("T", lowers=["M1", "M2"])
+    await fed.wait_terminals("T", ["L1.ep", "L4.ep"])
+    held = await reserve(top, "mon", slice_request("L1.ep", "L4.ep", 100, latency_budget_ms=budget_ms))
+    await op(top, "Commit", held.id)
+    active = await op(top, "Activate", held.id)
+    assert active.state == ACTIVE and active.health == HEALTHY
+    return active
+
+
+def monitoring(fed: Federation, sp: str) -> pb_grpc.MonitoringStub:
+    return pb_grpc.MonitoringStub(fed.sps[sp].operator_channel)
+
+
+async def health_at(fed: Federation, sp: str) -> int:
+    """The health of the one slice the SP holds (as its operator reads it)."""
+    listed = await fed.sps[sp].operator_slices.List(pb.ListRequest(), timeout=5)
+    (only,) = [s for s in listed.slices if s.state == ACTIVE]
+    return int(only.health)
+
+
+class Recorder:
+    """Every event of a Watch stream, with the time it arrived."""
+
+    def __init__(self, stream: AsyncIterator[pb.SliceEvent]) -> None:
+        self.events: list[tuple[float, pb.SliceEvent]] = []
+        self._task = asyncio.get_running_loop().create_task(self._read(stream))
+
+    async def _read(self, stream: AsyncIterator[pb.SliceEvent]) -> None:
+        async for ev in stream:
+            self.events.append((time.monotonic(), ev))
+
+    def alerts(self) -> list[tuple[float, pb.SliceEvent]]:
+        return [(t, e) for t, e in self.events if e.HasField("alert")]
+
+    async def wait_alert(self, status: int, within_s: float) -> tuple[float, pb.SliceEvent]:
+        for _ in range(int(within_s / 0.02)):
+            found = [(t, e) for t, e in self.alerts() if e.alert.status == status]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no alert with status {status} within {within_s} s: {self.events}")
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await self._task
+
+
+async def test_a_degraded_leaf_link_raises_one_alert_at_the_top_naming_the_mid_sp_and_restoring_resolves_it(
+    fed: Federation,
+) -> None:
+    active = await three_tier_slice(fed)
+    top = fed.sps["T"]
+    watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=active.id)))
+    mid_watch = Recorder(fed.sps["M1"].operator_slices.Watch(pb.WatchRequest()))
+    await asyncio.sleep(0.3)  # the streams are open
+    try:
+        t0 = time.monotonic()
+        touched = await monitoring(fed, "L1").SetCondition(
+            pb.ConditionRequest(domain="L1", target="core/edge", added_latency_ms=500), timeout=5
+        )
+        assert touched.segments == 1
+        at, fired = await watch.wait_alert(FIRING, within_s=3.0)
+        assert at - t0 < 3.0
+        a = fired.alert
+        assert fired.slice_id == active.id and a.slice_id == active.id
+        assert a.cause == "latency" and a.metric == "latency_ms" and a.severity == "critical"
+        assert a.source_sp == "M1", a  # the SP one level down, never the hidden leaf
+        assert a.value > a.threshold == pytest.approx(100.0)
+        # M1's own operator sees its direct child as the source.
+        _, mid_fired = await mid_watch.wait_alert(FIRING, within_s=3.0)
+        assert mid_fired.alert.source_sp == "L1"
+
+        # The health marker at every SP on the path, and only there.
+        got = await op(top, "Get", active.id)
+        assert got.health == DEGRADED and [x.cause for x in got.alerts] == ["latency"]
+        for sp in ("T", "M1", "L1"):
+            assert await health_at(fed, sp) == DEGRADED, sp
+        for sp in ("M2", "L2", "L3", "L4"):
+            assert await health_at(fed, sp) == HEALTHY, sp
+        listed = await monitoring(fed, "T").ListAlerts(pb.SliceRef(slice_id=active.id), timeout=5)
+        assert [x.source_sp for x in listed.open] == ["M1"]
+
+        t1 = time.monotonic()
+        await monitoring(fed, "L1").SetCondition(
+            pb.ConditionRequest(domain="L1", target="core/edge", restore=True), timeout=5
+        )
+        at, resolved = await watch.wait_alert(RESOLVED, within_s=3.0)
+        assert at - t1 < 3.0 and resolved.alert.source_sp == "M1"
+        await asyncio.sleep(0.5)  # nothing more is on its way
+        assert [e.alert.status for _, e in watch.alerts()] == [FIRING, RESOLVED]  # exactly one alert
+        for sp in ALL:
+            assert await health_at(fed, sp) == HEALTHY, sp
+        listed = await monitoring(fed, "T").ListAlerts(pb.SliceRef(slice_id=active.id), timeout=5)
+        assert not listed.open and [x.status for x in listed.recent] == [RESOLVED]
+    finally:
+        await watch.close()
+        await mid_watch.close()
+    await op(top, "Terminate", active.id)
+    await fed.wait_idle()
+
+
+async def test_a_healthy_slice_sends_no_monitoring_message_upward(fed: Federation) -> None:
+    active = await three_tier_slice(fed)
+    # What each upper SP reads from its lower SPs is their Watch: read it at every SP, as an operator
+    # (who sees every slice), over a window of healthy operation.
+    watches = {sp: Recorder(fed.sps[sp].operator_slices.Watch(pb.WatchRequest())) for sp in ALL}
+    try:
+        await asyncio.sleep(5.0)
+        for sp, w in watches.items():
+            assert w.events == [], (sp, w.events)
+    finally:
+        for w in watches.values():
+            await w.close()
+    got = await op(fed.sps["T"], "Get", active.id)
+    assert got.health == HEALTHY and not got.alerts
+
+
+async def test_a_cut_link_fires_once_however_often_it_flaps_within_the_hysteresis_window(fed: Federation) -> None:
+    active = await three_tier_slice(fed)
+    top = fed.sps["T"]
+    watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=active.id)))
+    await asyncio.sleep(0.3)
+    lab = monitoring(fed, "L4")
+    try:
+        for _ in range(5):  # down and up every 0.1 s: faster than the 1 s clear window
+            await lab.SetCondition(pb.ConditionRequest(domain="L4", target="core", down=True), timeout=5)
+            await asyncio.sleep(0.05)
+            await lab.SetCondition(pb.ConditionRequest(domain="L4", target="core", restore=True), timeout=5)
+            await asyncio.sleep(0.05)
+        _, fired = await watch.wait_alert(FIRING, within_s=3.0)
+        assert fired.alert.cause == "link" and fired.alert.source_sp == "M2"
+        await watch.wait_alert(RESOLVED, within_s=3.0)
+        await asyncio.sleep(0.3)
+        assert [e.alert.status for _, e in watch.alerts()] == [FIRING, RESOLVED]
+    finally:
+        await watch.close()
+
+
+async def test_hostile_rule_values_are_refused_naming_the_field(fed: Federation) -> None:
+    active = await three_tier_slice(fed)
+    mon = pb_grpc.MonitoringStub(fed.sps["T"].channel)
+    for rule, field in (
+        (pb.AlertRule(name="r", metric="latency_ms", comparison=">", threshold=float("nan")), "rule.threshold"),
+        (pb.AlertRule(name="r", metric="latency_ms", comparison=">", threshold=float("inf")), "rule.threshold"),
+        (pb.AlertRule(name="r", metric="latency_ms", comparison=">", threshold=-1), "rule.threshold"),
+        (pb.AlertRule(name="r", metric="latency_ms", comparison=">", threshold=5, for_s=-1), "rule.for_s"),
+        (pb.AlertRule(name="r", metric="latency_ms", comparison=">", threshold=5, for_s=float("nan")), "rule.for_s"),
+        (pb.AlertRule(name="r", metric="loss", comparison=">", threshold=2), "rule.threshold"),
+        (pb.AlertRule(name="r", metric="jitter", comparison=">", threshold=5), "rule.metric"),
+        (pb.AlertRule(name="r", metric="latency_ms", comparison="~", threshold=5), "rule.comparison"),
+        (pb.AlertRule(name="", metric="latency_ms", comparison=">", threshold=5), "rule.name"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await mon.AddRule(pb.AddRuleRequest(slice_id=active.id, rule=rule), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, rule
+        assert field in (err.value.details() or ""), (rule, err.value.details())
+    ok = await mon.AddRule(
+        pb.AddRuleRequest(
+            slice_id=active.id, rule=pb.AlertRule(name="slow", metric="latency_ms", comparison=">", threshold=50)
+        ),
+        timeout=5,
+    )
+    assert ok.name == "slow"
+    lab = monitoring(fed, "L1")
+    for bad in (
+        pb.ConditionRequest(domain="L1", target="core/edge", loss=float("nan")),
+        pb.ConditionRequest(domain="L1", target="core/edge", added_latency_ms=-5),
+        pb.ConditionRequest(domain="L1", target="nowhere", down=True),
+        pb.ConditionRequest(domain="L9", target="core", down=True),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await lab.SetCondition(bad, timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
