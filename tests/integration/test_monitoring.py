@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -25,6 +28,7 @@ DEGRADED = pb.SLICE_HEALTH_DEGRADED
 HEALTHY = pb.SLICE_HEALTH_HEALTHY
 FIRING = pb.ALERT_STATUS_FIRING
 RESOLVED = pb.ALERT_STATUS_RESOLVED
+FEDBROKER = str(Path(sys.executable).with_name("fedbroker"))
 ALL = ("T", "M1", "M2", "L1", "L2", "L3", "L4")
 
 
@@ -206,3 +210,53 @@ async def test_hostile_rule_values_are_refused_naming_the_field(fed: Federation)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await lab.SetCondition(bad, timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+
+
+async def test_cli_watch_json_prints_one_alert_object_per_line_and_slice_alerts_lists_it(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    active = await three_tier_slice(fed)
+    monkeypatch.setenv("FEDBROKER_CREDS", str(fed.fleet.pki_dir))
+    top, leaf = fed.sps["T"].address, fed.sps["L1"].address
+    watcher = await asyncio.create_subprocess_exec(
+        FEDBROKER,
+        *("watch", "--broker", top, "--slice", active.id, "--json", "--count", "2", "--timeout", "20"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(2.0)  # the CLI process is up and its stream open
+        cut = await cli("monitoring", "condition", "L1", "core/edge", "--down", "--broker", leaf, "--json")
+        assert json.loads(cut)["segments"] == 1
+        for _ in range(100):
+            shown = await cli("slice", "show", active.id, "--broker", top)
+            if "DEGRADED" in shown:
+                break
+            await asyncio.sleep(0.05)
+        assert "DEGRADED" in shown and "link_up" in shown
+        listed = json.loads(await cli("slice", "list", "--broker", top, "--json"))
+        assert [s["health"] for s in listed["slices"]] == ["DEGRADED"]
+        alerts = json.loads(await cli("slice", "alerts", active.id, "--broker", top, "--json"))
+        assert [(a["cause"], a["source_sp"], a["status"]) for a in alerts["open"]] == [("link", "M1", "FIRING")]
+        await cli("monitoring", "condition", "L1", "core/edge", "--restore", "--broker", leaf)
+        stdout, stderr = await asyncio.wait_for(watcher.communicate(), 20)
+    finally:
+        if watcher.returncode is None:
+            watcher.kill()
+            await watcher.wait()
+    assert watcher.returncode == 0, stderr.decode()
+    lines = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert [(x["kind"], x["status"]) for x in lines] == [("alert", "firing"), ("alert", "resolved")]
+    for x in lines:
+        assert x["slice_id"] == active.id and x["state"] == "ACTIVE" and x["source_sp"] == "M1"
+        assert x["metric"] == "link_up" and x["threshold"] == 1.0 and x["severity"] == "critical"
+        assert isinstance(x["value"], float)
+
+
+async def cli(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        FEDBROKER, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, (args, stderr.decode())
+    return stdout.decode()
