@@ -19,11 +19,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from broker.api import reflection
 from broker.api.child_agent import ChildBrokerAgent
 from broker.api.lower_presence import follow_presence
+from broker.api.metrics import Metrics, check_listen
 from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig
 from broker.core.catalog import Catalog
 from broker.core.faults import Faults
 from broker.core.lifecycle import SliceManager
+from broker.core.monitoring import Mode
 from broker.core.offers import OfferDesk
 from broker.core.reconciler import Reconciler
 from broker.core.watchdog import Watchdog
@@ -166,13 +168,29 @@ class Broker:
         )
         self.reconciler = Reconciler(self.manager, clock, interval_s=config.reconcile_interval_s)
         self.labs = local
-        self.watchdog = Watchdog(self.manager, agents, clock)
+        self.watchdog = Watchdog(self.manager, agents, clock, qos_loss=self._qos_loss)
+        self.watchdog.set_mode(Mode(config.monitoring_mode), config.monitoring_delta)
+        self.metrics: Metrics | None = None
+        if config.metrics_listen:
+            try:
+                check_listen(config.metrics_listen, tls=self.tls is not None)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}{exc}") from None
+            self.metrics = Metrics(config.sp_id, self.manager, self.store, self.catalog, self.watchdog)
         self._server: grpc.aio.Server | None = None
         self.login: LoginEndpoint | None = None
         self._health = health.aio.HealthServicer()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.address = ""
+
+    def _qos_loss(self, qos_class: str) -> float | None:
+        """The loss the slice's QoS class promises, from the note this SP publishes (None: unknown)."""
+        own = self.catalog.own
+        for q in own.qos_classes if own is not None else ():
+            if q.name == qos_class:
+                return q.loss
+        return None
 
     def _trusted_key(self, kid: str) -> TrustedKey | None:
         found = self.accounts.by_key_id(kid)
@@ -224,7 +242,7 @@ class Broker:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        gate = Gate(self.guard, self.audit)
+        gate = Gate(self.guard, self.audit, self.metrics.observe if self.metrics else None)
         add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store, self.watchdog, self.labs)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
@@ -253,6 +271,7 @@ class Broker:
         self._server = server
         self.address = f"{host}:{bound}"
         await self._start_login()
+        await self._start_metrics()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._write_address()
@@ -289,6 +308,16 @@ class Broker:
         address = await self.login.start(sec.login_listen)
         self._write_file("login_address", address)
 
+    async def _start_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        ctx = None
+        sec = self.config.security
+        if self.tls is not None and sec.cert is not None and sec.key is not None:
+            ctx = server_ssl_context(self.tls.ca, str(sec.cert), str(sec.key))
+        address = await self.metrics.start(self.config.metrics_listen, ctx)
+        self._write_file("metrics_address", address)
+
     def _write_file(self, name: str, text: str) -> None:
         path = self.config.data_dir / name
         tmp = path.with_suffix(".tmp")
@@ -307,6 +336,8 @@ class Broker:
             await self._server.stop(grace_s)
         if self.login is not None:
             await self.login.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         with contextlib.suppress(TimeoutError):  # operations in flight get the grace time to finish
             await asyncio.wait_for(self.manager.drain(), timeout=grace_s)
         await self.manager.cancel_running()
@@ -316,7 +347,7 @@ class Broker:
         await self.catalog.close()
         for agent in self.agents.values():
             await agent.close()
-        for name in ("address", "login_address"):
+        for name in ("address", "login_address", "metrics_address"):
             with contextlib.suppress(FileNotFoundError):
                 (self.config.data_dir / name).unlink()
         self.store.close()

@@ -54,9 +54,10 @@ SERVICE_NAMES = (
 class Gate:
     """Authentication, error mapping and auditing around one servicer call."""
 
-    def __init__(self, guard: Guard, audit: AuditLog) -> None:
+    def __init__(self, guard: Guard, audit: AuditLog, observe: Callable[[str, str, float], None] | None = None) -> None:
         self.guard = guard
         self.audit = audit
+        self._observe = observe  # /metrics: (method, code, seconds) per answered call
 
     async def answer(
         self,
@@ -75,20 +76,27 @@ class Gate:
         What is logged meanwhile carries ``slice_id``, ``request_id`` and the caller as fields.
         """
         principal: Principal | None = None
+        started = time.perf_counter()
         try:
             principal = self.guard.check(context, rpc)
             with log_fields(slice_id=slice_id[:200], request_id=request_id[:200], caller=principal.id):
                 result = await call(principal)
         except FedError as exc:
+            if self._observe is not None:
+                self._observe(rpc, exc.code.value, time.perf_counter() - started)
             if audited:
                 self.audit.record(rpc, principal, target, exc.code.value, str(exc), peer=tls_peer(context))
             # The status message is the one-line reason; the trailer carries the explanation tree.
             await context.abort(to_grpc(exc.code), str(exc), trailing_metadata=status_trailer(exc))
             raise AssertionError("unreachable") from exc  # context.abort raises
         except Exception as exc:  # a bug: still on the record, then gRPC answers UNKNOWN
+            if self._observe is not None:
+                self._observe(rpc, "UNKNOWN", time.perf_counter() - started)
             if audited:
                 self.audit.record(rpc, principal, target, "INTERNAL", repr(exc), peer=tls_peer(context))
             raise
+        if self._observe is not None:
+            self._observe(rpc, "OK", time.perf_counter() - started)
         if audited:
             self.audit.record(rpc, principal, target, "OK", outcome(result))
         return result

@@ -12,7 +12,9 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -260,3 +262,56 @@ async def cli(*args: str) -> str:
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, (args, stderr.decode())
     return stdout.decode()
+
+
+async def test_metrics_are_served_on_loopback_and_parse_with_the_prometheus_text_parser(fed: Federation) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"], metrics_listen="127.0.0.1:0")
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    held = await reserve(top, "m", slice_request("L1.ep", "L2.ep", 100, latency_budget_ms=100))
+    await op(top, "Commit", held.id)
+    await op(top, "Activate", held.id)
+    await monitoring(fed, "L2").SetCondition(pb.ConditionRequest(domain="L2", target="edge", down=True), timeout=5)
+    address = (top.data_dir / "metrics_address").read_text().strip()
+    families: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):  # until the alert has climbed
+            async with http.get(f"http://{address}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+                text = await resp.text()
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            if families["fedbroker_alerts_firing"].samples[0].value == 1:
+                break
+            await asyncio.sleep(0.05)
+
+    def value(family: str, **labels: str) -> float:
+        found = [s.value for s in families[family].samples if all(s.labels.get(k) == v for k, v in labels.items())]
+        assert found, (family, labels, families[family].samples)
+        return float(found[0])
+
+    assert value("fedbroker_alerts_firing") == 1
+    assert value("fedbroker_slices", state="ACTIVE") == 1 and value("fedbroker_holds") == 1
+    assert value("fedbroker_rpcs", method="Reserve", code="OK") == 1
+    counts = [s for s in families["fedbroker_rpc_seconds"].samples if s.name == "fedbroker_rpc_seconds_count"]
+    assert [s.value for s in counts if s.labels["method"] == "Activate"] == [1]
+    assert value("fedbroker_note_version", sp="L1") >= 1
+    assert value("fedbroker_segments_active", domain="L2") == 1
+    assert value("fedbroker_segments_degraded", domain="L2") == 1
+    assert value("fedbroker_segments_degraded", domain="L1") == 0
+    assert value("fedbroker_alerts_emitted", status="firing") == 1
+    # No slice id is a label: the cardinality is bounded by the configuration.
+    assert held.id not in text
+
+
+def test_metrics_listen_off_loopback_without_tls_is_refused() -> None:
+    from broker.api.metrics import check_listen
+    from broker.descriptors import ConfigError
+
+    check_listen("127.0.0.1:9100", tls=False)
+    check_listen("[::1]:9100", tls=False)
+    check_listen("0.0.0.0:9100", tls=True)
+    for bad in ("0.0.0.0:9100", "192.0.2.1:9100", "example.org:9100"):
+        with pytest.raises(ConfigError, match="metrics_listen"):
+            check_listen(bad, tls=False)
