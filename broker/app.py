@@ -168,7 +168,7 @@ class Broker:
         )
         self.reconciler = Reconciler(self.manager, clock, interval_s=config.reconcile_interval_s)
         self.labs = local
-        self.watchdog = Watchdog(self.manager, agents, clock, qos_loss=self._qos_loss)
+        self.watchdog = Watchdog(self.manager, agents, clock, qos_loss=self._qos_loss, wim=self.wim)
         self.watchdog.set_mode(Mode(config.monitoring_mode), config.monitoring_delta)
         self.metrics: Metrics | None = None
         if config.metrics_listen:
@@ -347,6 +347,8 @@ class Broker:
         await self.catalog.close()
         for agent in self.agents.values():
             await agent.close()
+        if isinstance(self.wim, LinuxWimDriver):
+            await self.wim.close()
         for name in ("address", "login_address", "metrics_address"):
             with contextlib.suppress(FileNotFoundError):
                 (self.config.data_dir / name).unlink()

@@ -14,7 +14,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 from broker.core.events import SliceEvent
 from broker.core.lifecycle import SliceManager
@@ -38,6 +39,20 @@ from slicing.model import SliceState
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
+class LinkStateSource(Protocol):
+    """A WIM driver that reports its services' link state as it changes (the ``linux`` one, from netlink)."""
+
+    def link_changes(self) -> AsyncIterator[tuple[str, bool]]:
+        """(service handle, up) per change, until cancelled."""
+        ...
+
+
+def wim_segment(a_port: str, b_port: str) -> str:
+    """The monitor's name for an inter-domain link this SP's WIM stitches."""
+    return f"wim:{a_port}/{b_port}"
+
+
 class Watchdog:
     """Runs one SP's monitoring: ``run`` until the stop event; ``relay`` for alerts from below."""
 
@@ -48,8 +63,10 @@ class Watchdog:
         clock: Callable[[], float],
         monitor: Monitor | None = None,
         qos_loss: Callable[[str], float | None] = lambda _: None,
+        wim: object | None = None,
     ) -> None:
         self.manager = manager
+        self._wim = wim
         self.monitor = monitor or Monitor(manager.sp_id)
         self._agents = dict(agents)
         self._clock = clock
@@ -75,7 +92,9 @@ class Watchdog:
     def track(self, rec: SliceRecord) -> None:
         """Watch an ACTIVE slice, forget any other."""
         if rec.state is SliceState.ACTIVE:
-            self.monitor.watch(rec.id, self.sla_of(rec), [s.domain for s in rec.segments if s.local])
+            local = [s.domain for s in rec.segments if s.local]
+            local += [wim_segment(ln.a_port, ln.b_port) for ln in rec.links if ln.wim_handle]
+            self.monitor.watch(rec.id, self.sla_of(rec), local)
         else:
             self.monitor.forget(rec.id)
 
@@ -104,6 +123,24 @@ class Watchdog:
         if rec.state is SliceState.ACTIVE and rec.id not in self.monitor.watched():
             self.track(rec)  # the sample came before the ACTIVE event
         self._emit(self.monitor.observe(Sample(rec.id, domain, metric, s.value, s.at), self._clock()))
+
+    def wim_change(self, handle: str, up: bool) -> None:
+        """This SP's WIM saw a stitched link go down or come up."""
+        for rec in self.manager.slices([SliceState.ACTIVE]):
+            for ln in rec.links:
+                if ln.wim_handle == handle:
+                    if rec.id not in self.monitor.watched():
+                        self.track(rec)
+                    seg = wim_segment(ln.a_port, ln.b_port)
+                    sample = Sample(rec.id, seg, Metric.LINK_UP, 1.0 if up else 0.0, self._clock())
+                    self._emit(self.monitor.observe(sample, self._clock()))
+                    return
+
+    async def _read_wim(self, wim: LinkStateSource) -> None:
+        async for handle, up in wim.link_changes():
+            t0 = time.process_time()
+            self.wim_change(handle, up)
+            self.cpu_s += time.process_time() - t0
 
     def relay(self, domain: str, ev: SegmentEvent) -> None:
         """A lower SP's alert about its part (``ev.handle``, its slice id) of one of this SP's slices."""
@@ -185,9 +222,11 @@ class Watchdog:
             for domain, agent in self._agents.items():
                 if isinstance(agent, HealthSource):
                     tasks.append(tg.create_task(self._read(domain, agent)))
+            if isinstance(self._wim, LinkStateSource):
+                tasks.append(tg.create_task(self._read_wim(self._wim)))
             await stop.wait()
             for t in tasks:
                 t.cancel()
 
 
-__all__ = ["Watchdog"]
+__all__ = ["LinkStateSource", "Watchdog", "wim_segment"]

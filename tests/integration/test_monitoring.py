@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ DEGRADED = pb.SLICE_HEALTH_DEGRADED
 HEALTHY = pb.SLICE_HEALTH_HEALTHY
 FIRING = pb.ALERT_STATUS_FIRING
 RESOLVED = pb.ALERT_STATUS_RESOLVED
+ROOT = Path(__file__).resolve().parents[2]
 FEDBROKER = str(Path(sys.executable).with_name("fedbroker"))
 ALL = ("T", "M1", "M2", "L1", "L2", "L3", "L4")
 
@@ -315,3 +317,17 @@ def test_metrics_listen_off_loopback_without_tls_is_refused() -> None:
     for bad in ("0.0.0.0:9100", "192.0.2.1:9100", "example.org:9100"):
         with pytest.raises(ConfigError, match="metrics_listen"):
             check_listen(bad, tls=False)
+
+
+def test_the_monitoring_scenario_passes(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    run = subprocess.run(
+        [FEDBROKER, "scenario", "run", str(ROOT / "scenarios" / "monitoring.yaml"), "--report-json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    steps = {s["name"]: s for s in json.loads(report.read_text())["steps"]}
+    assert "from M1" in steps["one latency alert reaches the top naming M1, not the leaf"]["detail"]
