@@ -211,6 +211,9 @@ class Broker:
         if isinstance(self.wim, LinuxWimDriver) or any(isinstance(a, NetnsDomainAgent) for a in self.agents.values()):
             # Start the data-plane worker process now, in the background, not inside the first activation.
             self._spawn(_warm_up_dataplane(), "dataplane-worker")
+            for part in (self.wim, *self.agents.values()):
+                if isinstance(part, LinuxWimDriver | NetnsDomainAgent):
+                    await part.warm_up()  # the link watcher's process, before any activation
         for agent in self.agents.values():
             if isinstance(agent, OpenStackDomainAgent):
                 # A refused login stops the start, naming the setting; a busy cloud is waited for.

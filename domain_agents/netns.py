@@ -176,6 +176,10 @@ class NetnsDomainAgent(EmulatedDomainAgent):
             self._realised[lay.key] = lay
         await self._watch_links(lay)
 
+    async def warm_up(self) -> None:
+        """Start the link watcher now, at broker start."""
+        await self._links.warm_up()
+
     async def _watch_links(self, lay: Layout) -> None:
         if self._link_task is None:
             self._link_task = asyncio.get_running_loop().create_task(self._follow_links())

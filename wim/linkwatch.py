@@ -10,7 +10,8 @@ The broker never forks (see ``wim.netlink``), so the listening happens in a work
 
 An interface is up when it is administratively up and has carrier (IFF_UP and IFF_LOWER_UP): a veth
 whose peer was set down loses its carrier, so both ends report down. A deleted interface is down.
-Only changes are printed (the state at ``watch`` is printed only when it is down already). The
+Only changes are printed. An interface is presumed up when its watch starts (callers watch what they
+have just built and brought up); nothing is read then, so a watch costs no netlink round trip. The
 worker ends when its stdin closes, so it never outlives its broker.
 """
 
@@ -61,6 +62,10 @@ class LinkWatcher:
         assert proc.stdin is not None
         proc.stdin.write((json.dumps(msg) + "\n").encode())
         await proc.stdin.drain()
+
+    async def warm_up(self) -> None:
+        """Start the watcher process now (at broker start), not in the middle of the first activation."""
+        await self._started()
 
     async def watch(self, key: str, ns: str, ifname: str) -> None:
         """Follow ``ifname`` in namespace ``ns`` under ``key``."""
@@ -124,7 +129,7 @@ class _Worker:
         self.listeners: dict[str, asyncio.Task[None]] = {}
 
     def emit(self, key: str, up: bool) -> None:
-        if self.state.get(key) == up:
+        if self.state.get(key, True) == up:
             return
         self.state[key] = up
         sys.stdout.write(json.dumps({"key": key, "up": up}) + "\n")
@@ -152,21 +157,6 @@ class _Worker:
             ready.set()
             self.listeners.pop(ns, None)
 
-    async def initial(self, key: str, ns: str, ifname: str) -> None:
-        from pyroute2 import AsyncIPRoute
-
-        try:
-            async with AsyncIPRoute(netns=ns) as ipr:
-                found = [m async for m in await ipr.link("dump")]
-        except (OSError, RuntimeError):
-            found = []
-        match = [m for m in found if m.get_attr("IFLA_IFNAME") == ifname]
-        up = bool(match) and _is_up(match[0])
-        if up:
-            self.state[key] = True
-        else:
-            self.emit(key, False)
-
     async def command(self, raw: dict[str, str]) -> None:
         key = raw.get("key", "")
         if raw.get("op") == "unwatch":
@@ -175,14 +165,16 @@ class _Worker:
             return
         ns, ifname = raw["ns"], raw["ifname"]
         self.watched[key] = (ns, ifname)
+        self.state[key] = True
         if ns not in self.listeners:
             ready = asyncio.Event()
             self.listeners[ns] = asyncio.get_running_loop().create_task(self.listen(ns, ready))
             await ready.wait()
-        await self.initial(key, ns, ifname)
 
 
 async def _serve() -> None:
+    import pyroute2  # noqa: F401 - paid at start (the broker warms the worker up), not at the first watch
+
     worker = _Worker()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

@@ -201,6 +201,10 @@ class LinuxWimDriver:
                 log.info("service %s: link %s", key, "up" if not down else "down")
                 yield handle, not down
 
+    async def warm_up(self) -> None:
+        """Start the link watcher now, at broker start."""
+        await self._links.warm_up()
+
     async def close(self) -> None:
         """Stop following link state (the services stay)."""
         await self._links.close()
