@@ -142,7 +142,7 @@ class _Worker:
         from pyroute2 import AsyncIPRoute
 
         try:
-            async with AsyncIPRoute(netns=ns) as ipr:
+            async with AsyncIPRoute(netns=ns, flags=0) as ipr:  # flags=0: never create it
                 await ipr.bind()
                 ready.set()
                 while True:
@@ -155,13 +155,19 @@ class _Worker:
             log.debug("namespace %s: %s", ns, exc)
         finally:
             ready.set()
-            self.listeners.pop(ns, None)
+            if self.listeners.get(ns) is asyncio.current_task():
+                del self.listeners[ns]
 
     async def command(self, raw: dict[str, str]) -> None:
         key = raw.get("key", "")
         if raw.get("op") == "unwatch":
-            self.watched.pop(key, None)
+            gone = self.watched.pop(key, None)
             self.state.pop(key, None)
+            if gone is not None and all(n != gone[0] for n, _ in self.watched.values()):
+                # Nothing watched there any more: close the socket, which would keep a removed namespace alive.
+                listener = self.listeners.pop(gone[0], None)
+                if listener is not None:
+                    listener.cancel()
             return
         ns, ifname = raw["ns"], raw["ifname"]
         self.watched[key] = (ns, ifname)
