@@ -90,7 +90,7 @@ class Mode(StrEnum):
     """Monitoring mode of one SP (the operator's switch)."""
 
     NORMAL = "normal"
-    # Link state only; another sample of a metric counts only when it moved by more than the delta.
+    # Agents measure link state only; any other value counts only when it moved by more than the delta.
     SKELETON = "skeleton"
 
 
@@ -349,9 +349,10 @@ class Monitor:
         w = self._slices.get(sample.slice_id)
         if w is None or not math.isfinite(sample.value):
             return []
-        if self.mode is Mode.SKELETON:
+        if self.mode is Mode.SKELETON and sample.metric is not Metric.LINK_UP:
+            # Link state always counts; another value only when it moved by more than the delta.
             last = w.last_value.get((sample.segment, sample.metric))
-            if sample.metric is not Metric.LINK_UP or (last is not None and abs(sample.value - last) <= self.delta):
+            if last is not None and abs(sample.value - last) <= self.delta:
                 self.counters.skipped += 1
                 return []
         w.last_value[(sample.segment, sample.metric)] = sample.value

@@ -331,3 +331,41 @@ def test_the_monitoring_scenario_passes(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-4000:]
     steps = {s["name"]: s for s in json.loads(report.read_text())["steps"]}
     assert "from M1" in steps["one latency alert reaches the top naming M1, not the leaf"]["detail"]
+
+
+async def test_skeleton_mode_counts_link_state_only_and_switches_back_at_run_time(fed: Federation) -> None:
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    held = await reserve(top, "sk", slice_request("L1.ep", "L2.ep", 100, latency_budget_ms=100))
+    await op(top, "Commit", held.id)
+    await op(top, "Activate", held.id)
+    watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=held.id)))
+    lab = monitoring(fed, "L2")
+    try:
+        await asyncio.sleep(0.3)
+        mode = await lab.SetMode(pb.MonitoringModeRequest(mode="skeleton", delta=1.0), timeout=5)
+        assert mode.mode == "skeleton"
+        await lab.SetCondition(pb.ConditionRequest(domain="L2", target="edge", added_latency_ms=900), timeout=5)
+        await asyncio.sleep(1.5)
+        assert watch.alerts() == []  # latency is not measured in skeleton mode
+        await lab.SetCondition(pb.ConditionRequest(domain="L2", target="edge", down=True), timeout=5)
+        _, fired = await watch.wait_alert(FIRING, within_s=3.0)
+        assert fired.alert.cause == "link" and fired.alert.source_sp == "L2"
+        await lab.SetCondition(pb.ConditionRequest(domain="L2", target="edge", restore=True), timeout=5)
+        await watch.wait_alert(RESOLVED, within_s=3.0)
+        await lab.SetMode(pb.MonitoringModeRequest(mode="normal"), timeout=5)
+        await lab.SetCondition(pb.ConditionRequest(domain="L2", target="edge", added_latency_ms=900), timeout=5)
+        for _ in range(150):
+            if any(e.alert.cause == "latency" for _, e in watch.alerts()):
+                break
+            await asyncio.sleep(0.02)
+        assert [e.alert.cause for _, e in watch.alerts()] == ["link", "link", "latency"]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await lab.SetMode(pb.MonitoringModeRequest(mode="off"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "mode" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await pb_grpc.MonitoringStub(top.channel).SetMode(pb.MonitoringModeRequest(mode="normal"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # a customer may not switch it
+    finally:
+        await watch.close()

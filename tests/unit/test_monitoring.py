@@ -112,11 +112,12 @@ def test_link_down_is_critical_and_skeleton_mode_counts_link_state_only() -> Non
     m = leaf()
     (down,) = m.observe(Sample("s1", "L1", Metric.LINK_UP, 0.0, 0.0), 0.0)
     assert down.cause == "link" and down.severity is Severity.CRITICAL and down.comparison is Comparison.LT
-    s = Monitor("L1", mode=Mode.SKELETON, delta=1.0)
+    s = Monitor("L1", mode=Mode.SKELETON, delta=5.0)
     s.watch("s1", Sla(latency_budget_ms=8.0, bandwidth_mbps=100, shares={"L1": 8.0}), ["L1"])
-    assert s.observe(lat(300.0, 0.0), 0.0) == []
-    assert s.counters.skipped == 1
-    assert len(s.observe(Sample("s1", "L1", Metric.LINK_UP, 0.0, 0.0), 0.0)) == 1
+    assert s.observe(lat(2.0, 0.0), 0.0) == []
+    assert s.observe(lat(6.0, 0.1), 0.1) == [] and s.counters.skipped == 1  # moved by 4, not more than 5
+    assert len(s.observe(lat(30.0, 0.2), 0.2)) == 1  # moved by 28
+    assert len(s.observe(Sample("s1", "L1", Metric.LINK_UP, 0.0, 0.3), 0.3)) == 1  # link state always counts
 
 
 def test_an_unwatched_slice_and_non_finite_samples_emit_nothing() -> None:
@@ -151,3 +152,14 @@ def test_hostile_rule_fields_are_refused_naming_the_field(fields: dict[str, obje
     with pytest.raises(InvalidArgument) as err:
         check_rule(**args)  # type: ignore[arg-type]
     assert err.value.field == field
+
+
+def test_an_upper_sp_reads_the_sp_it_calls_as_the_source_and_an_operator_reads_the_child() -> None:
+    from broker.api.servicers import seen_by
+    from broker.security.accounts import Role
+    from broker.security.auth import Principal
+
+    a = Alert("m-1", "link", Metric.LINK_UP, 0.0, 1.0, Severity.CRITICAL, AlertStatus.FIRING, "L1", 0.0)
+    assert seen_by(a, Principal("T", Role.PEER_SP), "M1").source_sp == "M1"  # the leaf stays hidden
+    assert seen_by(a, Principal("ops", Role.OPERATOR), "M1").source_sp == "L1"
+    assert seen_by(a, Principal("alice", Role.CUSTOMER), "M1").source_sp == "L1"
