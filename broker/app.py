@@ -25,7 +25,7 @@ from broker.config import BrokerConfig
 from broker.core.catalog import Catalog
 from broker.core.faults import Faults
 from broker.core.lifecycle import SliceManager
-from broker.core.monitoring import Mode
+from broker.core.monitoring import Mode, Monitor
 from broker.core.offers import OfferDesk
 from broker.core.reconciler import Reconciler
 from broker.core.watchdog import Watchdog
@@ -168,7 +168,8 @@ class Broker:
         )
         self.reconciler = Reconciler(self.manager, clock, interval_s=config.reconcile_interval_s)
         self.labs = local
-        self.watchdog = Watchdog(self.manager, agents, clock, qos_loss=self._qos_loss, wim=self.wim)
+        monitor = Monitor(config.sp_id, clear_s=config.monitoring_clear_s)
+        self.watchdog = Watchdog(self.manager, agents, clock, monitor, qos_loss=self._qos_loss, wim=self.wim)
         self.watchdog.set_mode(Mode(config.monitoring_mode), config.monitoring_delta)
         self.metrics: Metrics | None = None
         if config.metrics_listen:

@@ -194,17 +194,19 @@ class Sla:
     shares: Mapping[str, float] = field(default_factory=dict)
 
 
-def sla_rules(sla: Sla, segment: str, *, for_s: float = 0.0) -> tuple[Rule, ...]:
+def sla_rules(sla: Sla, segment: str, *, for_s: float = 0.0, clear_s: float = DEFAULT_CLEAR_S) -> tuple[Rule, ...]:
     """The rules the SLA puts on one segment this SP measures itself."""
+    c = clear_s
     rules = [
-        Rule("link", Metric.LINK_UP, Comparison.LT, 1.0, severity=Severity.CRITICAL, margin=0.0, for_s=0.0),
-        Rule("loss", Metric.LOSS, Comparison.GT, sla.loss, for_s=for_s),
+        Rule("link", Metric.LINK_UP, Comparison.LT, 1.0, severity=Severity.CRITICAL, margin=0.0, clear_s=c),
+        Rule("loss", Metric.LOSS, Comparison.GT, sla.loss, for_s=for_s, clear_s=c),
     ]
     share = sla.shares.get(segment)
     if share is not None and math.isfinite(share):
-        rules.append(Rule("latency", Metric.LATENCY_MS, Comparison.GT, share, for_s=for_s))
+        rules.append(Rule("latency", Metric.LATENCY_MS, Comparison.GT, share, for_s=for_s, clear_s=c))
     if sla.bandwidth_mbps > 0:
-        rules.append(Rule("bandwidth", Metric.BANDWIDTH_MBPS, Comparison.LT, sla.bandwidth_mbps * BANDWIDTH_FLOOR))
+        floor = sla.bandwidth_mbps * BANDWIDTH_FLOOR
+        rules.append(Rule("bandwidth", Metric.BANDWIDTH_MBPS, Comparison.LT, floor, for_s=for_s, clear_s=c))
     return tuple(rules)
 
 
@@ -298,10 +300,13 @@ class Counters:
 class Monitor:
     """Rules, hysteresis and correlation of every watched slice at one SP."""
 
-    def __init__(self, sp_id: str, *, mode: Mode = Mode.NORMAL, delta: float = 0.0) -> None:
+    def __init__(
+        self, sp_id: str, *, mode: Mode = Mode.NORMAL, delta: float = 0.0, clear_s: float = DEFAULT_CLEAR_S
+    ) -> None:
         self.sp_id = sp_id
         self.mode = mode
         self.delta = delta
+        self.clear_s = clear_s
         self.counters = Counters()
         self._slices: dict[str, _SliceWatch] = {}
 
@@ -314,7 +319,7 @@ class Monitor:
             w = self._slices[slice_id] = _SliceWatch(sla)
         w.sla = sla
         for seg in local_segments:
-            for rule in (*sla_rules(sla, seg), *w.rules):
+            for rule in (*sla_rules(sla, seg, clear_s=self.clear_s), *w.rules):
                 w.trackers.setdefault((seg, rule.name), _Tracker(rule))
 
     def forget(self, slice_id: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from tests.integration.federation import Federation, op, reserve, slice_request
+from tests.integration.federation import Federation, leaf_domain, op, reserve, slice_request
 from tests.integration.test_federation import chain_of_leaves
 
 pytestmark = pytest.mark.integration
@@ -36,8 +36,14 @@ FEDBROKER = str(Path(sys.executable).with_name("fedbroker"))
 ALL = ("T", "M1", "M2", "L1", "L2", "L3", "L4")
 
 
-async def three_tier_slice(fed: Federation, budget_ms: float = 100.0) -> pb.Slice:
-    await chain_of_leaves(fed, ["L1", "L2", "L3", "L4"])
+async def three_tier_slice(
+    fed: Federation, budget_ms: float = 100.0, clear_s: dict[str, float] | None = None
+) -> pb.Slice:
+    names = ["L1", "L2", "L3", "L4"]
+    for i, sp in enumerate(names):
+        peers = {names[j]: "1000-1999" if j < i else "1500-2999" for j in (i - 1, i + 1) if 0 <= j < len(names)}
+        extra = {"monitoring": {"clear_s": clear_s[sp]}} if clear_s and sp in clear_s else {}
+        await fed.start(sp, domains=[leaf_domain(sp, peers)], **extra)
     await fed.start("M1", lowers=["L1", "L2"])
     await fed.start("M2", lowers=["L3", "L4"])
     top = await fed.start("T", lowers=["M1", "M2"])
@@ -159,20 +165,21 @@ async def test_a_healthy_slice_sends_no_monitoring_message_upward(fed: Federatio
 
 
 async def test_a_cut_link_fires_once_however_often_it_flaps_within_the_hysteresis_window(fed: Federation) -> None:
-    active = await three_tier_slice(fed)
+    # L4 resolves only after 3 s clear: even on a loaded machine, five flaps fit in one window.
+    active = await three_tier_slice(fed, clear_s={"L4": 3.0})
     top = fed.sps["T"]
     watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=active.id)))
     await asyncio.sleep(0.3)
     lab = monitoring(fed, "L4")
     try:
-        for _ in range(5):  # down and up every 0.1 s: faster than the 1 s clear window
+        for _ in range(5):  # down and up every 0.1 s: faster than the 3 s clear window
             await lab.SetCondition(pb.ConditionRequest(domain="L4", target="core", down=True), timeout=5)
             await asyncio.sleep(0.05)
             await lab.SetCondition(pb.ConditionRequest(domain="L4", target="core", restore=True), timeout=5)
             await asyncio.sleep(0.05)
         _, fired = await watch.wait_alert(FIRING, within_s=3.0)
         assert fired.alert.cause == "link" and fired.alert.source_sp == "M2"
-        await watch.wait_alert(RESOLVED, within_s=3.0)
+        await watch.wait_alert(RESOLVED, within_s=8.0)
         await asyncio.sleep(0.3)
         assert [e.alert.status for _, e in watch.alerts()] == [FIRING, RESOLVED]
     finally:
