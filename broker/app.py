@@ -185,6 +185,12 @@ class Broker:
         self._tasks: set[asyncio.Task[None]] = set()
         self.address = ""
 
+    def _child_connected(self, domain: str) -> None:
+        """A lower SP's Watch (re)connected: compare holdings, and ask which alerts fire there now."""
+        log.info("the Watch stream of lower SP %s is connected", domain)
+        self.reconciler.compare_soon(domain)
+        self.watchdog.resync_soon(domain)
+
     def _qos_loss(self, qos_class: str) -> float | None:
         """The loss the slice's QoS class promises, from the note this SP publishes (None: unknown)."""
         own = self.catalog.own
@@ -228,7 +234,7 @@ class Broker:
             self._spawn(
                 self.manager.follow_child(
                     lower.id,
-                    on_connect=self.reconciler.compare_soon,
+                    on_connect=self._child_connected,
                     on_change=self.reconciler.retry_now,
                     on_alert=self.watchdog.relay,
                 ),

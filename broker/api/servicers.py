@@ -290,6 +290,9 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             principal = self._gate.guard.check(context, "Watch")
             if request.slice_id:
                 self._owned(principal, pb.SliceRef(slice_id=request.slice_id))
+            # Headers now, not with the first event: a watcher's wait_for_connection (a lower SP's
+            # upper, after a reconnect) returns at once, though nothing may happen for hours.
+            await context.send_initial_metadata(())
             async for ev in self._m.watch(request.slice_id, request.initial):
                 if not principal.sees_all and self._m.get(ev.slice_id).requester != principal.id:
                     continue

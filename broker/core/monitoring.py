@@ -392,6 +392,21 @@ class Monitor:
             return self._fold(slice_id, w, alert.cause, alert.metric, key, c, now)
         return self._fold(slice_id, w, alert.cause, alert.metric, key, None, now)
 
+    def sync_child(self, slice_id: str, child: str, open_alerts: list[Alert], now: float) -> list[Alert]:
+        """What a child says fires now (after its stream reconnected): add those, drop its others."""
+        w = self._slices.get(slice_id)
+        if w is None:
+            return []
+        key = f"child:{child}"
+        still = {a.cause for a in open_alerts}
+        out: list[Alert] = []
+        for cause, lv in list(w.levels.items()):
+            if key in lv.contributions and cause not in still:
+                out += self._fold(slice_id, w, cause, lv.metric, key, None, now)
+        for a in open_alerts:
+            out += self.child_alert(slice_id, child, a, now)
+        return out
+
     def tick(self, now: float) -> list[Alert]:
         """Let time pass: rules whose for-duration or clear window ended fire or resolve."""
         out: list[Alert] = []

@@ -32,11 +32,20 @@ from broker.core.monitoring import (
     Sla,
 )
 from broker.core.records import SliceRecord
-from domain_agents.base import DomainAgent, HealthSample, HealthSource, SegmentEvent
-from slicing.errors import NotFound
+from domain_agents.base import DomainAgent, HealthSample, HealthSource, SegmentAlert, SegmentEvent
+from slicing.errors import FedError, NotFound
 from slicing.model import SliceState
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class AlertSource(Protocol):
+    """A child that can say which alerts fire for a segment now (a lower SP: ``ListAlerts``)."""
+
+    async def open_alerts(self, handle: str) -> list[SegmentAlert]:
+        """The child's firing alerts for its part ``handle``."""
+        ...
 
 
 @runtime_checkable
@@ -72,6 +81,7 @@ class Watchdog:
         self._clock = clock
         self._qos_loss = qos_loss
         self._wake = asyncio.Event()
+        self._resyncs: set[asyncio.Task[None]] = set()
         #: Alerts this SP put on its Watch, by status (for ``/metrics``).
         self.emitted: dict[str, int] = {"firing": 0, "resolved": 0}
         #: Seconds of CPU the monitoring took in this process (``time.process_time`` deltas), for the bench.
@@ -142,18 +152,38 @@ class Watchdog:
             self.wim_change(handle, up)
             self.cpu_s += time.process_time() - t0
 
-    def relay(self, domain: str, ev: SegmentEvent) -> None:
-        """A lower SP's alert about its part (``ev.handle``, its slice id) of one of this SP's slices."""
-        a = ev.alert
-        if a is None:
+    def resync_soon(self, domain: str) -> None:
+        """The lower SP's stream (re)connected: ask it what fires now for our active slices there.
+
+        Alerts it sent while the stream was down were lost, and one that restarted forgot what fired.
+        """
+        agent: object = self._agents.get(domain)
+        if not isinstance(agent, AlertSource):
             return
-        rec = self.manager.find_segment(domain, ev.handle)
-        if rec is None:
-            log.info("alert from %s for %s, which no slice here uses: ignored", domain, ev.handle[:80])
-            return
+        task = asyncio.get_running_loop().create_task(self._resync(domain, agent))
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
+    async def _resync(self, domain: str, agent: AlertSource) -> None:
+        for rec in self.manager.slices([SliceState.ACTIVE]):
+            for seg in rec.segments:
+                if seg.domain != domain or seg.local or not seg.handle:
+                    continue
+                log.info("slice %s: asking %s which alerts fire for its part", rec.id, domain)
+                try:
+                    found = await agent.open_alerts(seg.handle)
+                except FedError as exc:
+                    log.info("alerts of %s at %s: %s (the next reconnect asks again)", rec.id, domain, exc)
+                    return
+                if rec.id not in self.monitor.watched():
+                    self.track(rec)
+                alerts = [a for a in (self._typed(rec.id, domain, x) for x in found) if a is not None]
+                self._emit(self.monitor.sync_child(rec.id, domain, alerts, self._clock()))
+
+    def _typed(self, slice_id: str, domain: str, a: SegmentAlert) -> Alert | None:
         try:
             alert = Alert(
-                slice_id=rec.id,
+                slice_id=slice_id,
                 cause=a.cause[:64],
                 metric=Metric(a.metric),
                 value=float(a.value),
@@ -166,10 +196,24 @@ class Watchdog:
                 detail=a.detail[:200],
             )
         except ValueError as exc:
-            log.warning("alert from %s for slice %s is malformed (%s): ignored", domain, rec.id, exc)
-            return
+            log.warning("alert from %s for slice %s is malformed (%s): ignored", domain, slice_id, exc)
+            return None
         if not (math.isfinite(alert.value) and math.isfinite(alert.threshold)):
-            log.warning("alert from %s for slice %s has a non-finite value: ignored", domain, rec.id)
+            log.warning("alert from %s for slice %s has a non-finite value: ignored", domain, slice_id)
+            return None
+        return alert
+
+    def relay(self, domain: str, ev: SegmentEvent) -> None:
+        """A lower SP's alert about its part (``ev.handle``, its slice id) of one of this SP's slices."""
+        a = ev.alert
+        if a is None:
+            return
+        rec = self.manager.find_segment(domain, ev.handle)
+        if rec is None:
+            log.info("alert from %s for %s, which no slice here uses: ignored", domain, ev.handle[:80])
+            return
+        alert = self._typed(rec.id, domain, a)
+        if alert is None:
             return
         self._emit(self.monitor.child_alert(rec.id, domain, alert, self._clock()))
 
@@ -225,7 +269,7 @@ class Watchdog:
             if isinstance(self._wim, LinkStateSource):
                 tasks.append(tg.create_task(self._read_wim(self._wim)))
             await stop.wait()
-            for t in tasks:
+            for t in (*tasks, *self._resyncs):
                 t.cancel()
 
 

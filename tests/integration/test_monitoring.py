@@ -376,3 +376,22 @@ async def test_skeleton_mode_counts_link_state_only_and_switches_back_at_run_tim
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # a customer may not switch it
     finally:
         await watch.close()
+
+
+async def test_an_upper_sp_asks_again_what_fires_when_a_lower_sp_comes_back(fed: Federation) -> None:
+    active = await three_tier_slice(fed)
+    top = fed.sps["T"]
+    watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=active.id)))
+    try:
+        await asyncio.sleep(0.3)
+        await monitoring(fed, "L1").SetCondition(pb.ConditionRequest(domain="L1", target="core", down=True), timeout=5)
+        await watch.wait_alert(FIRING, within_s=3.0)
+        # The leaf restarts without the lab's condition (it lives in memory): its link is up again, and
+        # no resolved alert was ever sent. M1 asks L1 what fires when L1's stream is back, and resolves.
+        fed.kill("L1")
+        await fed.restart("L1")
+        _, resolved = await watch.wait_alert(RESOLVED, within_s=15.0)
+        assert resolved.alert.cause == "link" and resolved.alert.source_sp == "M1"
+        assert await health_at(fed, "M1") == HEALTHY and await health_at(fed, "T") == HEALTHY
+    finally:
+        await watch.close()
