@@ -48,11 +48,12 @@ class AlertLog:
     async def _follow(self, sp: str) -> None:
         while True:
             broker = self.fleet.brokers.get(sp)
-            if broker is None or broker.operator_channel is None:
+            channel = broker.operator_channel if broker is not None else None
+            if channel is None:  # not (yet, or no longer) running
                 await asyncio.sleep(0.2)
                 continue
             try:
-                async for ev in broker.operator_slices.Watch(pb.WatchRequest()):
+                async for ev in pb_grpc.SlicesStub(channel).Watch(pb.WatchRequest()):
                     if ev.HasField("alert"):
                         self.events[sp].append((time.monotonic(), ev))
                         arrived, self._arrived = self._arrived, asyncio.Event()
