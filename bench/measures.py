@@ -32,6 +32,7 @@ from capability_catalog.canonical import note_from_canonical
 from capability_catalog.model import CapabilityNote, SpId
 from domain_agents.emulated_config import DEFAULT_OFFER
 from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from scenarios.processes import BrokerProcess, Fleet
 from slicing import planner
 from slicing.errors import FedError
@@ -223,7 +224,9 @@ async def three_levels(root: Path, sizes: Sizes) -> Figures:
         leaves = await federations.three_levels(fleet, sizes.per_mid)
         figures = await _e2e_setup(fleet, leaves, sizes)
         figures |= await _note_propagation(fleet, leaves, sizes)
+        figures |= await _alert_propagation(fleet, leaves, sizes)
         figures |= await _throughput(fleet, leaves, sizes)
+        figures |= await _monitoring_cpu(fleet, leaves, sizes)
         return figures
     finally:
         await fleet.stop_all()
@@ -314,6 +317,82 @@ async def _note_propagation(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Fi
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
             await follower
     return {"note_propagation_ms": _ms(median(samples)), "note_propagation_ms_p99": _ms(percentile(samples, 99))}
+
+
+async def _alert_propagation(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:
+    """A leaf's pop under an active slice goes down (then back up); time until the alert is on the top's Watch.
+
+    The clock runs from just before the operator's ``SetCondition`` at the leaf (the leaf measures the
+    link down at once: that is its detection) to the arrival of the alert on the customer's ``Watch``
+    at ``T``, three levels up. Each cut is restored and its alert resolved (one clear window,
+    ``monitoring.DEFAULT_CLEAR_S``) before the next.
+    """
+    client = Client(fleet["T"], "alerts")
+    src, dst = _crossing_pair(leaves)
+    held = await client.reserve(slice_request(src, dst, 900), "alert-slice")
+    await client.op("Commit", held.id)
+    await client.op("Activate", held.id)
+    leaf = src.split(".")[0]
+    lab = pb_grpc.MonitoringStub(fleet[leaf].operator_channel)
+    arrivals: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
+
+    async def follow() -> None:
+        async for ev in fleet["T"].slices.Watch(pb.WatchRequest(slice_id=held.id)):
+            if ev.HasField("alert"):
+                arrivals.put_nowait((time.perf_counter(), ev.alert.status))
+
+    async def toggle(down: bool) -> float:
+        want = pb.ALERT_STATUS_FIRING if down else pb.ALERT_STATUS_RESOLVED
+        req = pb.ConditionRequest(domain=leaf, target="core", down=down, restore=not down)
+        start = time.perf_counter()
+        await lab.SetCondition(req, timeout=RPC_TIMEOUT_S)
+        async with asyncio.timeout(RPC_TIMEOUT_S):
+            while True:
+                at, status = await arrivals.get()
+                if status == want:
+                    return at - start
+
+    follower = asyncio.create_task(follow())
+    try:
+        # The operator's channel to the leaf is opened (TLS handshake) here, not inside the first sample.
+        await lab.SetCondition(pb.ConditionRequest(domain=leaf, target="core", restore=True), timeout=RPC_TIMEOUT_S)
+        await asyncio.sleep(QUIET_S)  # the stream is open
+        samples = []
+        for _ in range(sizes.note_samples):
+            samples.append(await toggle(down=True))
+            await toggle(down=False)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await follower
+        await client.op("Terminate", held.id)
+    return {"alert_propagation_ms": _ms(median(samples)), "alert_propagation_ms_p99": _ms(percentile(samples, 99))}
+
+
+async def _monitoring_cpu(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:
+    """CPU a leaf spends per active slice and second of operation, in normal then skeleton monitoring.
+
+    An upper bound: the leaf process's whole CPU over a quiet window (no calls) while it holds its
+    active slices, divided by slices × seconds. Monitoring here is event-driven (no polling), so a
+    healthy slice costs what the idle broker costs; the figure would show a probe or a poll loop.
+    """
+    leaf = fleet[_crossing_pair(leaves)[0].split(".")[0]]
+    listed = await leaf.operator_slices.List(pb.ListRequest(states=[pb.SLICE_STATE_ACTIVE]), timeout=RPC_TIMEOUT_S)
+    count = max(1, len(listed.slices))
+    window = max(1.0, sizes.throughput_s)
+    assert leaf.proc is not None
+    out: Figures = {"monitoring_active_slices_at_leaf": float(count)}
+    mon = pb_grpc.MonitoringStub(leaf.operator_channel)
+    for mode, key in (
+        ("normal", "monitoring_cpu_ms_per_slice_s"),
+        ("skeleton", "monitoring_cpu_ms_per_slice_s_skeleton"),
+    ):
+        await mon.SetMode(pb.MonitoringModeRequest(mode=mode, delta=1.0), timeout=RPC_TIMEOUT_S)
+        before = cpu_seconds(leaf.proc.pid)
+        await asyncio.sleep(window)
+        out[key] = _ms((cpu_seconds(leaf.proc.pid) - before) / (count * window))
+    await mon.SetMode(pb.MonitoringModeRequest(mode="normal"), timeout=RPC_TIMEOUT_S)
+    return out
 
 
 def _role(sp: str) -> str:

@@ -49,6 +49,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("plan_ms_p50_hier", "ms", "two-level plan, GÉANT: 40 leaves under 3 mid-level SPs", float("inf")),
     Figure("note_bytes_mid", "B", "largest mid-level note (canonical bytes), GÉANT", float("inf")),
     Figure("note_propagation_ms", "ms", "leaf offer change seen at the top of 3 levels", 100.0),
+    Figure("alert_propagation_ms", "ms", "leaf link down → alert on the top's Watch, 3 levels", 100.0),
     Figure("rss_mb_10k_slices", "MiB", "broker RSS holding 10,000 committed slices", 150.0),
     Figure("restart_recovery_s_10k_slices", "s", "kill -9 → serving with 10,000 slices", 2.0),
 )
@@ -141,6 +142,7 @@ def chart(figures: Mapping[str, float], path: Path) -> bool:
         ("3 levels setup p50", "e2e_setup_ms_p50"),
         ("3 levels setup p99", "e2e_setup_ms_p99"),
         ("note propagation", "note_propagation_ms"),
+        ("alert propagation", "alert_propagation_ms"),
     ]
     shown = [(name, figures[key]) for name, key in ladder if key in figures]
     right.barh([n for n, _ in shown], [v for _, v in shown], color="#1565c0")

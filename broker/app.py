@@ -19,13 +19,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from broker.api import reflection
 from broker.api.child_agent import ChildBrokerAgent
 from broker.api.lower_presence import follow_presence
+from broker.api.metrics import Metrics, check_listen
 from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig, DomainConfig
 from broker.core.catalog import Catalog
 from broker.core.faults import Faults
 from broker.core.lifecycle import SliceManager
+from broker.core.monitoring import Mode, Monitor
 from broker.core.offers import OfferDesk
 from broker.core.reconciler import Reconciler
+from broker.core.watchdog import Watchdog
 from broker.descriptors import ConfigError, load_yaml
 from broker.security.accounts import AccountBook
 from broker.security.audit import AuditLog
@@ -197,12 +200,37 @@ class Broker:
             child_timeout_s=config.lower_timeout_s,
         )
         self.reconciler = Reconciler(self.manager, clock, interval_s=config.reconcile_interval_s)
+        self.labs = local
+        monitor = Monitor(config.sp_id, clear_s=config.monitoring_clear_s)
+        self.watchdog = Watchdog(self.manager, agents, clock, monitor, qos_loss=self._qos_loss, wim=self.wim)
+        self.watchdog.set_mode(Mode(config.monitoring_mode), config.monitoring_delta)
+        self.metrics: Metrics | None = None
+        if config.metrics_listen:
+            try:
+                check_listen(config.metrics_listen, tls=self.tls is not None)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}{exc}") from None
+            self.metrics = Metrics(config.sp_id, self.manager, self.store, self.catalog, self.watchdog)
         self._server: grpc.aio.Server | None = None
         self.login: LoginEndpoint | None = None
         self._health = health.aio.HealthServicer()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.address = ""
+
+    def _child_connected(self, domain: str) -> None:
+        """A lower SP's Watch (re)connected: compare holdings, and ask which alerts fire there now."""
+        log.info("the Watch stream of lower SP %s is connected", domain)
+        self.reconciler.compare_soon(domain)
+        self.watchdog.resync_soon(domain)
+
+    def _qos_loss(self, qos_class: str) -> float | None:
+        """The loss the slice's QoS class promises, from the note this SP publishes (None: unknown)."""
+        own = self.catalog.own
+        for q in own.qos_classes if own is not None else ():
+            if q.name == qos_class:
+                return q.loss
+        return None
 
     def _trusted_key(self, kid: str) -> TrustedKey | None:
         found = self.accounts.by_key_id(kid)
@@ -223,6 +251,9 @@ class Broker:
         if isinstance(self.wim, LinuxWimDriver) or any(isinstance(a, NetnsDomainAgent) for a in self.agents.values()):
             # Start the data-plane worker process now, in the background, not inside the first activation.
             self._spawn(_warm_up_dataplane(), "dataplane-worker")
+            for part in (self.wim, *self.agents.values()):
+                if isinstance(part, LinuxWimDriver | NetnsDomainAgent):
+                    await part.warm_up()  # the link watcher's process, before any activation
         for agent in self.agents.values():
             if isinstance(agent, OpenStackDomainAgent):
                 # A refused login stops the start, naming the setting; a busy cloud is waited for.
@@ -235,7 +266,10 @@ class Broker:
         for lower in self.config.lower_sps:
             self._spawn(
                 self.manager.follow_child(
-                    lower.id, on_connect=self.reconciler.compare_soon, on_change=self.reconciler.retry_now
+                    lower.id,
+                    on_connect=self._child_connected,
+                    on_change=self.reconciler.retry_now,
+                    on_alert=self.watchdog.relay,
                 ),
                 f"follow-{lower.id}",
             )
@@ -243,6 +277,7 @@ class Broker:
                 follow_presence(lower.id, lower.address, self._lower_channels[lower.id]), f"presence-{lower.id}"
             )
         self._spawn(self._prune_failed(), "prune-failed")
+        self._spawn(self.watchdog.run(self._stop), "watchdog")
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -250,8 +285,8 @@ class Broker:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        gate = Gate(self.guard, self.audit)
-        add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store)
+        gate = Gate(self.guard, self.audit, self.metrics.observe if self.metrics else None)
+        add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store, self.watchdog, self.labs)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
         host, _, port = self.config.listen.rpartition(":")
@@ -279,6 +314,7 @@ class Broker:
         self._server = server
         self.address = f"{host}:{bound}"
         await self._start_login()
+        await self._start_metrics()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._write_address()
@@ -315,6 +351,16 @@ class Broker:
         address = await self.login.start(sec.login_listen)
         self._write_file("login_address", address)
 
+    async def _start_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        ctx = None
+        sec = self.config.security
+        if self.tls is not None and sec.cert is not None and sec.key is not None:
+            ctx = server_ssl_context(self.tls.ca, str(sec.cert), str(sec.key))
+        address = await self.metrics.start(self.config.metrics_listen, ctx)
+        self._write_file("metrics_address", address)
+
     def _write_file(self, name: str, text: str) -> None:
         path = self.config.data_dir / name
         tmp = path.with_suffix(".tmp")
@@ -333,6 +379,8 @@ class Broker:
             await self._server.stop(grace_s)
         if self.login is not None:
             await self.login.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         with contextlib.suppress(TimeoutError):  # operations in flight get the grace time to finish
             await asyncio.wait_for(self.manager.drain(), timeout=grace_s)
         await self.manager.cancel_running()
@@ -342,7 +390,9 @@ class Broker:
         await self.catalog.close()
         for agent in self.agents.values():
             await agent.close()
-        for name in ("address", "login_address"):
+        if isinstance(self.wim, LinuxWimDriver):
+            await self.wim.close()
+        for name in ("address", "login_address", "metrics_address"):
             with contextlib.suppress(FileNotFoundError):
                 (self.config.data_dir / name).unlink()
         self.store.close()

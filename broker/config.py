@@ -92,6 +92,13 @@ class BrokerConfig:
     faults_file: Path | None = None
     # How often the reconciler retries what some SP below has not confirmed, and compares holdings.
     reconcile_interval_s: float = 2.0
+    # Prometheus text at /metrics: plaintext on loopback only, else HTTPS with the SP's certificate.
+    metrics_listen: str = ""
+    # The monitoring mode at start (normal or skeleton) and the skeleton delta; switchable at run time.
+    monitoring_mode: str = "normal"
+    monitoring_delta: float = 0.0
+    # The hysteresis window: how long a condition must stay clear before its alert resolves.
+    monitoring_clear_s: float = 1.0
 
     @property
     def accounts_path(self) -> Path:
@@ -129,6 +136,8 @@ _TOP_KEYS = {
     "security",
     "dataplane",
     "retention",
+    "metrics_listen",
+    "monitoring",
 }
 _SECURITY_KEYS = {"ca", "cert", "key", "accounts_file", "login_listen", "call_ttl_s", "session_ttl_s"}
 
@@ -270,6 +279,10 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         raise ConfigError(f"{where}wim.{extra[0]}: unknown setting")
     dataplane = _dataplane(data.get("dataplane"), where)
     retention = _retention(data.get("retention"), where)
+    metrics_listen = str(data.get("metrics_listen") or "")
+    if metrics_listen and ":" not in metrics_listen:
+        raise ConfigError(f"{where}metrics_listen: expected HOST:PORT, got {metrics_listen!r}")
+    mode, delta, clear_s = _monitoring(data.get("monitoring"), where)
     return BrokerConfig(
         sp_id=sp_id,
         listen=listen,
@@ -288,7 +301,31 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         domain_kinds=kinds,
         dataplane=dataplane,
         retention=retention,
+        metrics_listen=metrics_listen,
+        monitoring_mode=mode,
+        monitoring_delta=delta,
+        monitoring_clear_s=clear_s,
     )
+
+
+def _monitoring(raw: Any, where: str) -> tuple[str, float, float]:
+    if raw is None:
+        return "normal", 0.0, 1.0
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}monitoring: must be a mapping such as {{mode: skeleton, delta: 5}}")
+    extra = sorted(set(raw) - {"mode", "delta", "clear_s"})
+    if extra:
+        raise ConfigError(f"{where}monitoring.{extra[0]}: unknown setting (known: clear_s, delta, mode)")
+    clear_s = raw.get("clear_s", 1.0)
+    if isinstance(clear_s, bool) or not isinstance(clear_s, int | float) or not 0 <= clear_s <= 3600:
+        raise ConfigError(f"{where}monitoring.clear_s: seconds from 0 to 3600, got {clear_s!r}")
+    mode = raw.get("mode", "normal")
+    if mode not in ("normal", "skeleton"):
+        raise ConfigError(f"{where}monitoring.mode: normal or skeleton, got {mode!r}")
+    delta = raw.get("delta", 0.0)
+    if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 <= delta < 1e12:
+        raise ConfigError(f"{where}monitoring.delta: a finite number from 0, got {delta!r}")
+    return str(mode), float(delta), float(clear_s)
 
 
 def _retention(raw: Any, where: str) -> RetentionConfig:

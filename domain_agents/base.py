@@ -42,13 +42,54 @@ class SegmentGrant:
 
 
 @dataclass(frozen=True)
+class SegmentAlert:
+    """A child's SLA alert about one segment, in plain values (the broker core types them)."""
+
+    cause: str
+    metric: str
+    value: float
+    threshold: float
+    comparison: str
+    severity: str
+    firing: bool
+    source: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class SegmentEvent:
     """A child changed a segment on its own (its hold expired, it failed), or — ``handle`` empty — the
-    stream of such events (re)connected, after which what the child holds is worth comparing."""
+    stream of such events (re)connected, after which what the child holds is worth comparing; with
+    ``alert``, the child's SLA alert about the segment (the state is unchanged then)."""
 
     handle: str
     state: SliceState | None = None
     detail: str = ""
+    alert: SegmentAlert | None = None
+
+
+@dataclass(frozen=True)
+class HealthSample:
+    """One measurement of a held segment by a local domain agent: ``metric`` is latency_ms, loss,
+    link_up (1 or 0) or bandwidth_mbps. Samples stay in the SP; only alerts derived from them leave."""
+
+    handle: str
+    metric: str
+    value: float
+    at: float
+
+
+@runtime_checkable
+class HealthSource(Protocol):
+    """A local agent that measures its segments (emulated conditions, netlink link state, probes)."""
+
+    def health(self) -> AsyncIterator[HealthSample]:
+        """Samples as they are taken, until cancelled; a segment nobody measured is presumed healthy."""
+        ...
+
+    def set_skeleton(self, on: bool) -> None:
+        """Skeleton monitoring: measure link state only."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from capability_catalog.model import (
     Transit,
 )
 from capability_catalog.served import serve, served_problems
-from domain_agents.base import SegmentGrant, SegmentOrder
+from domain_agents.base import HealthSample, SegmentGrant, SegmentOrder
 from domain_agents.emulated_config import (
     FAIL_STEPS,
     EmulatedDomainConfig,
@@ -111,6 +111,20 @@ class _Allocation:
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidArgument("handle", f"not an emulated-domain handle ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a lab makes a link or pop do: extra latency, loss (0..1), or down."""
+
+    added_latency_ms: float = 0.0
+    loss: float = 0.0
+    down: bool = False
+
+    def __post_init__(self) -> None:
+        for name, v, high in (("added_latency_ms", self.added_latency_ms, 1e6), ("loss", self.loss, 1.0)):
+            if not (0.0 <= v <= high):  # also false for NaN
+                raise InvalidArgument(name, f"must be between 0 and {high:g}, got {v}")
 
 
 def _as_int(value: object) -> int:
@@ -208,6 +222,10 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
         # Set when holdings changed without a new note yet: built once, when next read.
         self._stale = False
         self._changed = asyncio.Event()
+        # Conditions a lab put on links ("a/b", sorted) and pops: what segments across them measure.
+        self._conditions: dict[str, Condition] = {}
+        self._health_queues: set[asyncio.Queue[HealthSample]] = set()
+        self.skeleton = False
 
     # --- notes --------------------------------------------------------------------------------
 
@@ -551,6 +569,87 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
 
     def _pop_names(self) -> Sequence[str]:
         return self.config.pops
+
+    # --- health (issue 14) -----------------------------------------------------------------------
+
+    def _target_key(self, target: str) -> str:
+        if "/" in target:
+            a, _, b = target.partition("/")
+            key = "/".join(_pair(a, b))
+            if _pair(a, b) not in {link.key for link in self.config.links}:
+                raise InvalidArgument("target", f"no link {a}/{b} in domain {self.domain_id}")
+            return key
+        if target not in self.config.pops:
+            raise InvalidArgument("target", f"no pop or link '{target}' in domain {self.domain_id} (a link is 'a/b')")
+        return target
+
+    def set_condition(self, target: str, condition: Condition | None) -> int:
+        """Degrade, cut (``condition``) or restore (None) a link ``a/b`` or a pop; returns the active segments touched.
+
+        Every active segment across the target is measured again at once (``health``).
+        """
+        key = self._target_key(target)
+        if condition is None:
+            self._conditions.pop(key, None)
+        else:
+            self._conditions[key] = condition
+        touched = 0
+        now = self._clock()
+        for seg in list(self._segments.values()):
+            if seg.state is not SliceState.ACTIVE or key not in self._crossed(seg.holding):
+                continue
+            touched += 1
+            for sample in self.measure(seg.grant.handle, now):
+                self._publish(sample)
+        return touched
+
+    def _crossed(self, alloc: _Allocation) -> set[str]:
+        pops = {p for link in alloc.links for p in link}
+        for t in alloc.terminals:
+            pop = self.config.pop_of(t)
+            if pop is not None:
+                pops.add(pop)
+        return pops | {"/".join(link) for link in alloc.links}
+
+    def measure(self, handle: str, now: float) -> list[HealthSample]:
+        """What a segment measures now under the lab's conditions."""
+        alloc = self._segment(handle).holding
+        latency = sum(float(self._graph.edges[a, b]["latency_ms"]) for a, b in alloc.links)
+        delivered = 1.0
+        up = 1.0
+        for key in sorted(self._crossed(alloc)):
+            cond = self._conditions.get(key)
+            if cond is None:
+                continue
+            latency += cond.added_latency_ms
+            delivered *= 1.0 - cond.loss
+            if cond.down:
+                up = 0.0
+        samples = [HealthSample(handle, "link_up", up, now)]
+        if not self.skeleton:
+            samples.append(HealthSample(handle, "latency_ms", latency, now))
+            samples.append(HealthSample(handle, "loss", 1 - delivered, now))
+        return samples
+
+    def _publish(self, sample: HealthSample) -> None:
+        for q in list(self._health_queues):
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(sample)
+
+    async def health(self) -> AsyncIterator[HealthSample]:
+        """Samples of the segments the lab's conditions touch, as they change."""
+        q: asyncio.Queue[HealthSample] = asyncio.Queue(maxsize=4096)
+        self._health_queues.add(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._health_queues.discard(q)
+
+    def set_skeleton(self, on: bool) -> None:
+        """Skeleton monitoring: measure link state only."""
+        self.skeleton = on
 
     def _free_slots_at(self, pop: str, function_type: str) -> int:
         slot = (pop, function_type)

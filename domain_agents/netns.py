@@ -36,12 +36,14 @@ import networkx as nx
 from pyroute2.netlink.exceptions import NetlinkError
 
 from capability_catalog.model import TerminalId
+from domain_agents.base import HealthSample
 from domain_agents.emulated import EmulatedDomainAgent, _Allocation
 from domain_agents.emulated_config import EmulatedDomainConfig
 from domain_agents.probe import ProbeEndpoint, ProbeFunction, SliceView
 from slicing.errors import FedError, InvalidArgument, Unavailable
 from slicing.model import SliceState
 from wim import netlink
+from wim.linkwatch import LinkWatcher
 from wim.netlink import Names
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,11 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         self.names = Names(prefix)
         self._realised: dict[str, Layout] = {}  # order key -> layout realised in the kernel
         self._wiring = asyncio.Lock()
+        # Link state from netlink events (issue 14): the veth ends of each realised segment.
+        self._links = LinkWatcher()
+        self._link_task: asyncio.Task[None] | None = None
+        self._watched: dict[str, tuple[str, ...]] = {}  # order key -> watch keys
+        self._down: dict[str, set[str]] = {}  # order key -> watch keys down now
 
     # --- layout ----------------------------------------------------------------------------------
 
@@ -167,6 +174,60 @@ class NetnsDomainAgent(EmulatedDomainAgent):
                     await self._wire(f"cleaning up {lay.key}", unrealise, lay, list(self._realised.values()))
                 raise
             self._realised[lay.key] = lay
+        await self._watch_links(lay)
+
+    async def warm_up(self) -> None:
+        """Start the link watcher now, at broker start."""
+        await self._links.warm_up()
+
+    async def _watch_links(self, lay: Layout) -> None:
+        if self._link_task is None:
+            self._link_task = asyncio.get_running_loop().create_task(self._follow_links())
+        keys = []
+        for i, (ns, ifname) in enumerate(veth_ends(self.names, lay)):
+            key = f"{lay.key}#{i}"
+            keys.append(key)
+            await self._links.watch(key, ns, ifname)
+        self._watched[lay.key] = tuple(keys)
+
+    async def _unwatch_links(self, order_key: str) -> None:
+        for key in self._watched.pop(order_key, ()):
+            await self._links.unwatch(key)
+        self._down.pop(order_key, None)
+
+    async def _follow_links(self) -> None:
+        async for change in self._links.changes():
+            order_key = change.key.rpartition("#")[0]
+            if order_key not in self._watched:
+                continue
+            down = self._down.setdefault(order_key, set())
+            was_up = not down
+            if change.up:
+                down.discard(change.key)
+            else:
+                down.add(change.key)
+            held = self._segments.get(order_key)
+            if held is None or was_up == (not down):
+                continue
+            log.info("segment %s: link %s", order_key, "up" if not down else f"down ({len(down)} interface(s))")
+            self._publish(HealthSample(held.grant.handle, "link_up", 0.0 if down else 1.0, self._clock()))
+
+    def measure(self, handle: str, now: float) -> list[HealthSample]:
+        """The lab's conditions, and the link state netlink last reported."""
+        samples = super().measure(handle, now)
+        key = self._segment(handle).holding.key
+        if self._down.get(key):
+            samples = [HealthSample(s.handle, s.metric, 0.0, s.at) if s.metric == "link_up" else s for s in samples]
+        return samples
+
+    async def close(self) -> None:
+        """Stop following link state; holdings (and the kernel's objects) stay."""
+        if self._link_task is not None:
+            self._link_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._link_task
+        await self._links.close()
+        await super().close()
 
     async def deactivate(self, handle: str) -> None:
         """Remove everything activate built for the segment and keep its accounting: committed again."""
@@ -191,6 +252,7 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         lay = self._layout_of(handle)
         if lay is None:
             return
+        await self._unwatch_links(lay.key)  # deleting them on purpose is no alert
         async with self._wiring:
             self._realised.pop(lay.key, None)
             await self._wire(f"removing segment {lay.key}", unrealise, lay, list(self._realised.values()))
@@ -215,6 +277,7 @@ class NetnsDomainAgent(EmulatedDomainAgent):
                 return
             self._realised[lay.key] = lay
         self._segment(handle).state = SliceState.ACTIVE
+        await self._watch_links(lay)
 
     def realised(self) -> list[str]:
         """Order keys of the segments built in the kernel now."""
@@ -274,6 +337,28 @@ def realise(n: Names, lay: Layout) -> None:
             netlink.ensure_veth(pop_ns, outer, e_ns, inner)
             netlink.attach(pop_ns, outer, stage_br)
             netlink.set_address(e_ns, inner, lay.addresses[term])
+
+
+def veth_ends(n: Names, lay: Layout) -> list[tuple[str, str]]:
+    """(namespace, interface) of both ends of every veth ``realise`` makes for the segment."""
+    d, k = lay.domain, lay.key
+    out: list[tuple[str, str]] = []
+    for i, fn in enumerate(lay.hops):
+        a_ns, b_ns = n.pop_ns(d, lay.stages[i]), n.pop_ns(d, lay.stages[i + 1])
+        if fn is None:
+            out += [(a_ns, n.ifname("hop-a", d, k, i)), (b_ns, n.ifname("hop-b", d, k, i))]
+            continue
+        f_ns = n.function_ns(d, k, fn)
+        in_if, out_if = n.function_ifs(d, k, fn)
+        out += [(a_ns, n.ifname("fn-a", d, k, fn)), (f_ns, in_if), (b_ns, n.ifname("fn-b", d, k, fn)), (f_ns, out_if)]
+    last = len(lay.stages) - 1
+    for term, stage in ((lay.src, 0), (lay.dst, last)):
+        pop_ns = n.pop_ns(d, lay.stages[stage])
+        if term in lay.labels:
+            out += [(pop_ns, n.ifname("port-a", d, k, term)), (n.port_ns(term), n.ifname("port-b", d, k, term))]
+        else:
+            out += [(pop_ns, n.ifname("ep-outer", d, k, term)), (n.endpoint_ns(d, k, term), n.endpoint_if(d, k, term))]
+    return out
 
 
 def unrealise(n: Names, lay: Layout, keep: Sequence[Layout]) -> None:

@@ -39,7 +39,15 @@ ACTIONS = (
     "probe",
     "dataplane_audit",
     "expect_openstack",
+    "degrade",
+    "cut",
+    "restore",
+    "expect_alert",
 )
+#: How a ``cut``/``restore`` names what it acts on: an emulated domain's link or pop, a netns slice's
+#: border veth (the leaf's veth to the border port namespace), or the WIM underlay at a border port.
+FAULT_TARGETS = ("target", "port", "underlay")
+ALERT_STATUSES = ("firing", "resolved")
 PROBE_CHECKS = ("reachability", "order", "isolation", "shaping")
 STATES = {n.removeprefix("SLICE_STATE_") for n in pb.SliceState.keys() if not n.endswith("UNSPECIFIED")}  # noqa: SIM118
 ERROR_CODES = {
@@ -68,6 +76,7 @@ _EXPECT_KEYS = {
     "leaf_sps_exclude",
     "labels_agree",
     "same_slice_as",
+    "health",
 }
 MAX_SLEEP_S = 60.0
 
@@ -98,6 +107,7 @@ class Expect:
     leaf_sps_exclude: tuple[str, ...] = ()
     labels_agree: bool = False
     same_slice_as: str | None = None
+    health: str | None = None  # HEALTHY or DEGRADED
 
 
 @dataclass(frozen=True)
@@ -245,7 +255,11 @@ def _parse_expect(raw: Any, path: str) -> Expect:
     avoided = d.get("leaf_sps_exclude", [])
     if not isinstance(avoided, list):
         raise ScenarioError(f"{path}.leaf_sps_exclude: must be a list of SP ids")
+    health = d.get("health")
+    if health is not None and health not in ("HEALTHY", "DEGRADED"):
+        raise ScenarioError(f"{path}.health: HEALTHY or DEGRADED")
     return Expect(
+        health=health,
         state=state,
         error=error,
         message_contains=d.get("message_contains"),
@@ -360,6 +374,24 @@ def _parse_step(raw: Any, i: int, lowers: Mapping[str, tuple[str, ...]], aliases
             value = args.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ScenarioError(f"{apath}.{key}: a non-negative count")
+    elif action in ("degrade", "cut", "restore"):
+        args = _fault_args(action, args, apath, aliases)
+    elif action == "expect_alert":
+        _unknown(args, {"sp", "slice", "status", "source_sp", "cause", "within_s", "count"}, apath)
+        alias = _str(args, "slice", apath)
+        if alias not in aliases:
+            raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
+        if args.get("status", "firing") not in ALERT_STATUSES:
+            raise ScenarioError(f"{apath}.status: one of {', '.join(ALERT_STATUSES)}")
+        wait = args.get("within_s", 3)
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= MAX_WAIT_S:
+            raise ScenarioError(f"{apath}.within_s: a number of seconds in (0, {MAX_WAIT_S:g}]")
+        count = args.get("count")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise ScenarioError(f"{apath}.count: a non-negative count")
+        for key in ("source_sp", "cause"):
+            if key in args and not isinstance(args[key], str):
+                raise ScenarioError(f"{apath}.{key}: a string")
     elif action == "wait_catalog":
         _unknown(args, {"sp", "terminals", "absent", "timeout_s"}, apath)
         for key in ("terminals", "absent"):
@@ -385,6 +417,29 @@ def _parse_step(raw: Any, i: int, lowers: Mapping[str, tuple[str, ...]], aliases
         request=request,
         offer=offer,
     )
+
+
+def _fault_args(action: str, args: Mapping[str, Any], apath: str, aliases: set[str]) -> Mapping[str, Any]:
+    """``degrade``/``cut``/``restore``: exactly one of target (emulated), port with slice (netns), underlay (WIM)."""
+    _unknown(args, {"sp", "domain", "target", "port", "slice", "underlay", "latency_ms", "loss"}, apath)
+    named = [k for k in FAULT_TARGETS if k in args]
+    if len(named) != 1 or (action == "degrade" and named != ["target"]):
+        allowed = "target" if action == "degrade" else ", ".join(FAULT_TARGETS)
+        raise ScenarioError(f"{apath}: needs exactly one of {allowed}")
+    for key in named:
+        if not isinstance(args[key], str) or not args[key]:
+            raise ScenarioError(f"{apath}.{key}: a non-empty string")
+    if named == ["port"]:
+        alias = _str(args, "slice", apath)
+        if alias not in aliases:
+            raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
+    for key, high in (("latency_ms", 1e6), ("loss", 1.0)):
+        value = args.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
+            raise ScenarioError(f"{apath}.{key}: a number from 0 to {high:g}")
+    if action == "degrade" and not (args.get("latency_ms") or args.get("loss")):
+        raise ScenarioError(f"{apath}: give latency_ms or loss (or both)")
+    return args
 
 
 def parse_scenario(data: Any, source: Path | None = None) -> Scenario:

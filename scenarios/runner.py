@@ -31,6 +31,7 @@ from broker.descriptors import ConfigError
 from domain_agents import probe
 from domain_agents.netns import LocalSegment, slice_view
 from fedbroker.v1 import northsouth_pb2 as pb
+from scenarios.alerts import AlertLog, AlertStepFailed, condition, set_link, slice_id_at
 from scenarios.convergence import SETTLED, Outcome, wait_settled
 from scenarios.model import Scenario, Step, load_scenario
 from scenarios.openstack_services import LoopbackCloud, ServicesError, default_run_dir, read_info
@@ -75,6 +76,7 @@ class Run:
     offer_edited_at: float | None = None  # monotonic time of the last set_offer, for propagation times
     # A fresh data-plane prefix per run, so two runs (or a run and a test) never share a name.
     prefix: str = field(default_factory=lambda: f"fb{secrets.token_hex(2)}")
+    alerts: AlertLog | None = None
 
     async def start(self) -> None:
         """Start the SPs bottom-up; the SPs of one wave start concurrently."""
@@ -93,6 +95,9 @@ class Run:
                 )
             )
             console.print(f"  started {', '.join(f'{sp} ({self.fleet[sp].address})' for sp in wave)}")
+        if any(st.action == "expect_alert" for st in self.scenario.steps):
+            self.alerts = AlertLog(self.fleet)
+            self.alerts.start(s.id for s in self.scenario.sps)
 
     def _settings(self, sp: str) -> dict[str, object]:
         settings = dict(self.scenario.sp(sp).settings)
@@ -165,12 +170,44 @@ class Run:
             return f"{a['sp']} restarted on {self.fleet[a['sp']].address}"
         if step.action == "probe":
             return await self._probe(step)
+        if step.action in ("degrade", "cut", "restore", "expect_alert"):
+            try:
+                return await self._monitoring_step(step)
+            except AlertStepFailed as exc:
+                raise StepFailed(str(exc)) from None
         if step.action == "dataplane_audit":
             left = await netlink.call(netlink.leftovers, self.prefix)
             if left:
                 raise StepFailed(f"left under prefix {self.prefix}: " + ", ".join(str(x) for x in left))
             return f"nothing left under prefix {self.prefix}"
         return await self._slice_step(step)
+
+    async def _monitoring_step(self, step: Step) -> str:
+        a = step.args
+        if step.action == "expect_alert":
+            assert self.alerts is not None  # started for any scenario with an expect_alert step
+            owner, slice_id = self._slice_of(a["slice"])
+            msg: pb.Slice = await self.fleet[owner].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=CALL_TIMEOUT_S)
+            at = slice_id_at(msg, owner, a["sp"])
+            if not at:
+                raise StepFailed(f"slice {a['slice']!r} does not cross {a['sp']}")
+            return await self.alerts.expect(a["sp"], at, a)
+        if self.alerts is not None:
+            self.alerts.mark = time.monotonic()
+        if "target" in a:
+            return await condition(self.fleet, step.action, a)
+        segments: list[LocalSegment] = []
+        if "port" in a:
+            owner, slice_id = self._slice_of(a["slice"])
+            msg = await self.fleet[owner].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=CALL_TIMEOUT_S)
+            segments = local_segments(msg.segments)
+        return await set_link(self.prefix, step.action, a, segments)
+
+    def _slice_of(self, alias: str) -> tuple[str, str]:
+        found = self.slices.get(alias)
+        if found is None:
+            raise StepFailed(f"slice {alias!r} was never reserved (its request failed)")
+        return found
 
     def _set_faults(self, step: Step) -> str:
         """Rewrite an SP's faults file: new rules and partitions, or partitions added or healed."""
@@ -324,6 +361,10 @@ class Run:
         if e.state and state != e.state:
             reason = f" ({msg.reason})" if msg.reason else ""
             raise StepFailed(f"expected state {e.state}, got {state}{reason}")
+        if e.health is not None:
+            health = pb.SliceHealth.Name(msg.health).removeprefix("SLICE_HEALTH_")
+            if health != e.health:
+                raise StepFailed(f"expected health {e.health}, got {health}")
         if e.leaf_sps_min is not None and len(leaves) < e.leaf_sps_min:
             raise StepFailed(f"expected at least {e.leaf_sps_min} leaf SPs, got {leaves}")
         missing = [sp for sp in e.leaf_sps_include if sp not in leaves]
@@ -444,6 +485,8 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResu
         slices = await run.final_slices()
     finally:
         fleet.thaw_all()
+        if run.alerts is not None:
+            await run.alerts.close()
         await fleet.stop_all()
         if scenario.uses_dataplane:
             results.append(await _sweep(run.prefix))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from slicing.errors import FailedPrecondition, FedError, InvalidArgument, NotFound, Unavailable
 from wim import netlink
 from wim.base import ConnectionPoint, ConnectivitySpec, ServiceStatus, WimUsage
+from wim.linkwatch import LinkWatcher
 from wim.memory import MemoryWimDriver, decode_handle
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,11 @@ def _unrealise(names: netlink.Names, spec: ConnectivitySpec, keep_underlay: bool
         netlink.delete_link(a.ns, a.underlay)  # the peer end goes with it
 
 
+def watched_ends(names: netlink.Names, spec: ConnectivitySpec) -> list[tuple[str, str]]:
+    """(namespace, interface) whose state is the service's link state: both underlay ends and both VXLANs."""
+    return [(side.ns, ifname) for side in _sides(names, spec) for ifname in (side.underlay, side.vxlan)]
+
+
 def _up(names: netlink.Names, spec: ConnectivitySpec) -> bool:
     return all(netlink.is_up(s.ns, s.vxlan) for s in _sides(names, spec))
 
@@ -161,6 +167,47 @@ class LinuxWimDriver:
         self._books = MemoryWimDriver(capacity_mbps)
         self._current: dict[str, ConnectivitySpec] = {}  # key -> spec as realised now
         self._lock = asyncio.Lock()
+        # Link state from netlink events (issue 14): each service's underlay and VXLAN ends.
+        self._links = LinkWatcher()
+        self._down: dict[str, set[str]] = {}  # service key -> watch keys down now
+        self._handles: dict[str, str] = {}  # service key -> handle
+
+    async def _watch(self, spec: ConnectivitySpec, handle: str) -> None:
+        self._down.setdefault(spec.key, set())
+        self._handles[spec.key] = handle
+        for i, (ns, ifname) in enumerate(watched_ends(self.names, spec)):
+            await self._links.watch(f"{spec.key}#{i}", ns, ifname)
+
+    async def _unwatch(self, spec: ConnectivitySpec) -> None:
+        self._down.pop(spec.key, None)
+        self._handles.pop(spec.key, None)
+        for i in range(len(watched_ends(self.names, spec))):
+            await self._links.unwatch(f"{spec.key}#{i}")
+
+    async def link_changes(self) -> AsyncIterator[tuple[str, bool]]:
+        """(handle, up) each time a service's link state changes (netlink events, no polling), until cancelled."""
+        async for change in self._links.changes():
+            key = change.key.rpartition("#")[0]
+            down = self._down.get(key)
+            handle = self._handles.get(key)
+            if down is None or handle is None:
+                continue
+            was_up = not down
+            if change.up:
+                down.discard(change.key)
+            else:
+                down.add(change.key)
+            if was_up != (not down):
+                log.info("service %s: link %s", key, "up" if not down else "down")
+                yield handle, not down
+
+    async def warm_up(self) -> None:
+        """Start the link watcher now, at broker start."""
+        await self._links.warm_up()
+
+    async def close(self) -> None:
+        """Stop following link state (the services stay)."""
+        await self._links.close()
 
     def _underlay_shared(self, spec: ConnectivitySpec) -> bool:
         link = _link_of(spec)
@@ -196,7 +243,8 @@ class LinuxWimDriver:
                 await self._books.delete(handle)
                 raise
             self._current[spec.key] = spec
-            return handle
+        await self._watch(spec, handle)
+        return handle
 
     async def edit(self, handle: str, spec: ConnectivitySpec) -> None:
         """Move a service to new points or bandwidth; on failure the old service is put back."""
@@ -229,6 +277,7 @@ class LinuxWimDriver:
             spec = self._spec(handle)
             if spec is None:
                 return
+            await self._unwatch(spec)  # removing it on purpose is no alert
             await self._run(f"unstitching {spec.key}", _unrealise, spec, self._underlay_shared(spec))
             await self._books.delete(handle)
             del self._current[spec.key]
@@ -268,6 +317,7 @@ class LinuxWimDriver:
                 await self._run(f"re-stitching {spec.key}", _realise, spec)
             except FedError as exc:
                 log.warning("service %s restored as DOWN: %s", spec.key, exc)
+        await self._watch(spec, handle)
 
     def usage(self) -> WimUsage:
         """Services kept, connection points held, and the sum of the services' bandwidth."""

@@ -19,7 +19,7 @@ from broker.api.status import from_rpc_error
 from broker.core.faults import NO_FAULTS, Faults
 from capability_catalog.model import SpId, TerminalId
 from capability_catalog.signing import SignedNote
-from domain_agents.base import DomainUsage, SegmentEvent, SegmentGrant, SegmentOrder
+from domain_agents.base import DomainUsage, SegmentAlert, SegmentEvent, SegmentGrant, SegmentOrder
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import ErrorCode, FedError
@@ -112,6 +112,10 @@ class ChildBrokerAgent:
                     if self._faults.partitioned(self._domain_id):
                         stream.cancel()
                         break
+                    if msg.HasField("alert"):
+                        alert = codec.segment_alert_from_pb(msg.alert)
+                        yield SegmentEvent(msg.slice_id, None, msg.detail, alert=alert)
+                        continue
                     yield SegmentEvent(msg.slice_id, codec.state_from_pb(msg.state), msg.detail)
             except grpc.aio.AioRpcError as exc:
                 log.debug("watch stream from %s at %s: %s", self._domain_id, self.address, exc.code().name)
@@ -213,6 +217,15 @@ class ChildBrokerAgent:
             if not token:
                 break
         return out
+
+    async def open_alerts(self, handle: str) -> list[SegmentAlert]:
+        """The alerts firing at the lower SP for its slice ``handle`` now (it names itself as their source)."""
+        ref = pb.SliceRef(slice_id=handle)
+        monitoring = pb_grpc.MonitoringStub(self._channel)
+        reply = await self._call(
+            "ListAlerts", lambda: monitoring.ListAlerts(ref, timeout=self._timeout_s, metadata=self._metadata)
+        )
+        return [codec.segment_alert_from_pb(a) for a in reply.open]
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Nothing to re-apply here: the lower-SP keeps its own state."""

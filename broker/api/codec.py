@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from broker.core.monitoring import Alert, AlertStatus, Health, Rule, check_rule
 from broker.core.records import SegmentRecord, SliceRecord
 from capability_catalog.authoring import OfferPolicy
 from capability_catalog.model import (
@@ -26,6 +27,7 @@ from capability_catalog.model import (
     TerminalId,
 )
 from capability_catalog.signing import SignedNote
+from domain_agents.base import SegmentAlert
 from fedbroker.v1 import northsouth_pb2 as pb
 from schemas.note import parse_policy
 from slicing.errors import ErrorCode, FedError, InvalidArgument, error_for_code
@@ -530,3 +532,63 @@ def leaf_sps(segments: Iterable[pb.Segment]) -> list[str]:
         found = [seg.sp_id] if seg.local else leaf_sps(seg.children)
         out.extend(sp for sp in found if sp not in out)
     return out
+
+
+# --- monitoring ------------------------------------------------------------------------------
+
+_ALERT_STATUS = {AlertStatus.FIRING: pb.ALERT_STATUS_FIRING, AlertStatus.RESOLVED: pb.ALERT_STATUS_RESOLVED}
+_HEALTH = {Health.HEALTHY: pb.SLICE_HEALTH_HEALTHY, Health.DEGRADED: pb.SLICE_HEALTH_DEGRADED}
+
+
+def alert_to_pb(a: Alert) -> pb.Alert:
+    """An alert as protobuf (its ``source_sp`` as given: the caller decides how the reader sees it)."""
+    return pb.Alert(
+        slice_id=a.slice_id,
+        cause=a.cause,
+        metric=a.metric.value,
+        value=a.value,
+        threshold=a.threshold,
+        comparison=a.comparison.value,
+        severity=a.severity.value,
+        status=_ALERT_STATUS[a.status],
+        source_sp=a.source_sp,
+        at=ts(a.at),
+        detail=a.detail,
+    )
+
+
+def segment_alert_from_pb(msg: pb.Alert) -> SegmentAlert:
+    """A child's alert, in plain values (the core checks them)."""
+    return SegmentAlert(
+        cause=msg.cause,
+        metric=msg.metric,
+        value=msg.value,
+        threshold=msg.threshold,
+        comparison=msg.comparison,
+        severity=msg.severity,
+        firing=msg.status == pb.ALERT_STATUS_FIRING,
+        source=msg.source_sp,
+        detail=msg.detail,
+    )
+
+
+def health_to_pb(h: Health) -> int:
+    """A health marker as its protobuf enum value."""
+    return _HEALTH[h]
+
+
+def rule_to_pb(r: Rule) -> pb.AlertRule:
+    """A user rule as protobuf."""
+    return pb.AlertRule(
+        name=r.name,
+        metric=r.metric.value,
+        comparison=r.comparison.value,
+        threshold=r.threshold,
+        for_s=r.for_s,
+        severity=r.severity.value,
+    )
+
+
+def rule_from_pb(msg: pb.AlertRule) -> Rule:
+    """A user rule from protobuf; ``InvalidArgument`` names the bad field (``rule.threshold``)."""
+    return check_rule(msg.name, msg.metric, msg.comparison, msg.threshold, msg.for_s, msg.severity)

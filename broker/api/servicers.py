@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import grpc
@@ -21,11 +21,15 @@ from broker.api.status import status_trailer, to_grpc
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
 from broker.core.log_fields import log_fields
+from broker.core.monitoring import Alert, Mode
 from broker.core.offers import OfferDesk
 from broker.core.records import SliceRecord
 from broker.core.storage import SliceStore
+from broker.core.watchdog import Watchdog
+from broker.security.accounts import Role
 from broker.security.audit import AuditLog
 from broker.security.auth import Guard, Principal, tls_peer
+from domain_agents.emulated import Condition, EmulatedDomainAgent
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import FedError, InvalidArgument, NotFound
@@ -43,15 +47,17 @@ MAX_PAGE_BYTES = 2 * 1024 * 1024
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Slices"].full_name,
     pb.DESCRIPTOR.services_by_name["Capabilities"].full_name,
+    pb.DESCRIPTOR.services_by_name["Monitoring"].full_name,
 )
 
 
 class Gate:
     """Authentication, error mapping and auditing around one servicer call."""
 
-    def __init__(self, guard: Guard, audit: AuditLog) -> None:
+    def __init__(self, guard: Guard, audit: AuditLog, observe: Callable[[str, str, float], None] | None = None) -> None:
         self.guard = guard
         self.audit = audit
+        self._observe = observe  # /metrics: (method, code, seconds) per answered call
 
     async def answer(
         self,
@@ -70,20 +76,27 @@ class Gate:
         What is logged meanwhile carries ``slice_id``, ``request_id`` and the caller as fields.
         """
         principal: Principal | None = None
+        started = time.perf_counter()
         try:
             principal = self.guard.check(context, rpc)
             with log_fields(slice_id=slice_id[:200], request_id=request_id[:200], caller=principal.id):
                 result = await call(principal)
         except FedError as exc:
+            if self._observe is not None:
+                self._observe(rpc, exc.code.value, time.perf_counter() - started)
             if audited:
                 self.audit.record(rpc, principal, target, exc.code.value, str(exc), peer=tls_peer(context))
             # The status message is the one-line reason; the trailer carries the explanation tree.
             await context.abort(to_grpc(exc.code), str(exc), trailing_metadata=status_trailer(exc))
             raise AssertionError("unreachable") from exc  # context.abort raises
         except Exception as exc:  # a bug: still on the record, then gRPC answers UNKNOWN
+            if self._observe is not None:
+                self._observe(rpc, "UNKNOWN", time.perf_counter() - started)
             if audited:
                 self.audit.record(rpc, principal, target, "INTERNAL", repr(exc), peer=tls_peer(context))
             raise
+        if self._observe is not None:
+            self._observe(rpc, "OK", time.perf_counter() - started)
         if audited:
             self.audit.record(rpc, principal, target, "OK", outcome(result))
         return result
@@ -125,14 +138,21 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         gate: Gate,
         store: SliceStore,
         explain: Callable[[FedError, str, str], FedError] = lambda exc, _src, _dst: exc,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._m = manager
         self._gate = gate
         self._store = store  # read-only here: List pages straight from the store
         self._explain = explain  # a refused plan said better where the catalog knows more
+        self._watchdog = watchdog
 
     def _encode(self, rec: SliceRecord) -> pb.Slice:
-        return codec.slice_to_pb(rec, self._m.sp_id)
+        msg = codec.slice_to_pb(rec, self._m.sp_id)
+        if self._watchdog is not None:
+            mon = self._watchdog.monitor
+            msg.health = codec.health_to_pb(mon.health(rec.id))  # type: ignore[assignment]
+            msg.alerts.extend(codec.alert_to_pb(a) for a in mon.open_alerts(rec.id))
+        return msg
 
     def _owned(self, principal: Principal, ref: pb.SliceRef) -> SliceRecord:
         codec.check_ref(ref)
@@ -274,15 +294,21 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             principal = self._gate.guard.check(context, "Watch")
             if request.slice_id:
                 self._owned(principal, pb.SliceRef(slice_id=request.slice_id))
+            # Headers now, not with the first event: a watcher's wait_for_connection (a lower SP's
+            # upper, after a reconnect) returns at once, though nothing may happen for hours.
+            await context.send_initial_metadata(())
             async for ev in self._m.watch(request.slice_id, request.initial):
                 if not principal.sees_all and self._m.get(ev.slice_id).requester != principal.id:
                     continue
-                yield pb.SliceEvent(
+                msg = pb.SliceEvent(
                     slice_id=ev.slice_id,
                     state=codec.state_to_pb(ev.state),  # type: ignore[arg-type]
                     at=codec.ts(ev.at),
                     detail=ev.detail,
                 )
+                if ev.alert is not None:
+                    msg.alert.CopyFrom(codec.alert_to_pb(seen_by(ev.alert, principal, self._m.sp_id)))
+                yield msg
         except FedError as exc:
             await context.abort(to_grpc(exc.code), str(exc))
 
@@ -310,6 +336,91 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             )
 
         return await self._gate.answer(context, "GetUsage", call)
+
+
+def seen_by(alert: Alert, principal: Principal, sp_id: str) -> Alert:
+    """An alert as the caller may see it: an upper SP reads this SP as its source, never the SPs below it."""
+    return alert.seen_from_above(sp_id) if principal.role is Role.PEER_SP else alert
+
+
+class MonitoringServicer(pb_grpc.MonitoringServicer):
+    """``fedbroker.v1.Monitoring``: a slice's alerts and rules, the operator's lab conditions and mode."""
+
+    def __init__(
+        self, manager: SliceManager, watchdog: Watchdog, labs: Mapping[str, EmulatedDomainAgent], gate: Gate
+    ) -> None:
+        self._m = manager
+        self._w = watchdog
+        self._labs = labs
+        self._gate = gate
+
+    def _owned(self, principal: Principal, ref: pb.SliceRef) -> SliceRecord:
+        codec.check_ref(ref)
+        rec = self._m.find(principal.id, ref.slice_id, ref.request_id)
+        if not principal.owns(rec.requester):
+            raise _no_such_slice(ref.slice_id, ref.request_id)
+        return rec
+
+    async def ListAlerts(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.ListAlertsResponse:
+        """The slice's open and recently resolved alerts, and its user rules."""
+
+        async def call(principal: Principal) -> pb.ListAlertsResponse:
+            rec = self._owned(principal, request)
+            mon = self._w.monitor
+            return pb.ListAlertsResponse(
+                open=[codec.alert_to_pb(seen_by(a, principal, self._m.sp_id)) for a in mon.open_alerts(rec.id)],
+                recent=[codec.alert_to_pb(seen_by(a, principal, self._m.sp_id)) for a in mon.recent_alerts(rec.id)],
+                rules=[codec.rule_to_pb(r) for r in mon.rules(rec.id)],
+            )
+
+        return await self._gate.answer(context, "ListAlerts", call, slice_id=request.slice_id)
+
+    async def AddRule(self, request: pb.AddRuleRequest, context: grpc.aio.ServicerContext) -> pb.AlertRule:
+        """Add (or replace, by name) a user rule on one of the caller's active slices."""
+
+        async def call(principal: Principal) -> pb.AlertRule:
+            rec = self._owned(principal, pb.SliceRef(slice_id=request.slice_id))
+            rule = codec.rule_from_pb(request.rule)
+            self._w.monitor.add_rule(rec.id, rule)
+            return codec.rule_to_pb(rule)
+
+        return await self._gate.answer(
+            context, "AddRule", call, target=request.slice_id[:200], audited=True, slice_id=request.slice_id
+        )
+
+    async def SetCondition(
+        self, request: pb.ConditionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConditionResponse:
+        """Degrade, cut or restore a link or pop of an emulated domain (a lab's fault injection)."""
+
+        async def call(principal: Principal) -> pb.ConditionResponse:
+            codec.check_id(request.domain, "domain")
+            lab = self._labs.get(request.domain)
+            if lab is None:
+                raise InvalidArgument("domain", f"'{request.domain[:64]}' is not an emulated or netns domain here")
+            cond = None if request.restore else Condition(request.added_latency_ms, request.loss, request.down)
+            return pb.ConditionResponse(segments=lab.set_condition(request.target[:200], cond))
+
+        return await self._gate.answer(
+            context, "SetCondition", call, target=f"{request.domain[:64]}:{request.target[:64]}", audited=True
+        )
+
+    async def SetMode(
+        self, request: pb.MonitoringModeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MonitoringModeResponse:
+        """Switch this SP's monitoring between normal and skeleton at run time."""
+
+        async def call(principal: Principal) -> pb.MonitoringModeResponse:
+            try:
+                mode = Mode(request.mode)
+            except ValueError:
+                raise InvalidArgument("mode", f"one of {', '.join(Mode)}, got {request.mode[:20]!r}") from None
+            if not (0.0 <= request.delta < 1e12):  # also false for NaN
+                raise InvalidArgument("delta", f"must be a finite number from 0, got {request.delta}")
+            self._w.set_mode(mode, request.delta)
+            return pb.MonitoringModeResponse(mode=mode.value, delta=request.delta)
+
+        return await self._gate.answer(context, "SetMode", call, target=request.mode[:20], audited=True)
 
 
 class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
@@ -376,7 +487,14 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
 
 
 def add_servicers(
-    server: grpc.aio.Server, manager: SliceManager, catalog: Catalog, offers: OfferDesk, gate: Gate, store: SliceStore
+    server: grpc.aio.Server,
+    manager: SliceManager,
+    catalog: Catalog,
+    offers: OfferDesk,
+    gate: Gate,
+    store: SliceStore,
+    watchdog: Watchdog | None = None,
+    labs: Mapping[str, EmulatedDomainAgent] | None = None,
 ) -> None:
     """Register the north–south services on ``server``, every call through ``gate``.
 
@@ -384,8 +502,11 @@ def add_servicers(
     that do not parse are ``INVALID_ARGUMENT`` with an audit line, not grpc's own ``UNKNOWN``.
     """
     services = pb.DESCRIPTOR.services_by_name
-    slices = SlicesServicer(manager, gate, store, catalog.explain)
+    slices = SlicesServicer(manager, gate, store, catalog.explain, watchdog)
     handlers.register(server, services["Slices"], slices, gate.guard, gate.audit)
+    if watchdog is not None:
+        monitoring = MonitoringServicer(manager, watchdog, labs or {}, gate)
+        handlers.register(server, services["Monitoring"], monitoring, gate.guard, gate.audit)
     handlers.register(
         server, services["Capabilities"], CapabilitiesServicer(catalog, offers, gate), gate.guard, gate.audit
     )

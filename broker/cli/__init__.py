@@ -21,7 +21,7 @@ from typing import NoReturn
 import grpc
 from rich.markup import escape
 
-from broker.cli import catalog, credentials, faults, run, slices
+from broker.cli import catalog, credentials, faults, monitor, run, slices
 from broker.cli.client import print_explanation, transport_hint
 from broker.cli.output import err, error_json, print_json
 from broker.descriptors import ConfigError
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fedbroker", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fedbroker {_version()}")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
-    for group in (run, slices, credentials, catalog, faults):
+    for group in (run, slices, monitor, credentials, catalog, faults):
         group.register(sub)
     _name_commands(parser)
     return parser

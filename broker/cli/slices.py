@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from broker.api import codec
 from broker.cli.client import STATE_NAMES, add_client_args, emit, state_name, with_stub
+from broker.cli.monitor import add_slice_commands, alert_text, health_name
 from broker.cli.output import err, out, table_time
 from broker.descriptors import load_yaml
 from fedbroker.v1 import northsouth_pb2 as pb
@@ -24,6 +25,9 @@ def _print_slice(msg: pb.Slice) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("state", state_name(msg.state))
+    table.add_row("health", health_name(msg.health))
+    for a in msg.alerts:
+        table.add_row("alert", alert_text(a))
     table.add_row("owner SP", msg.sp_id)
     table.add_row("request id", msg.request_id)
     table.add_row("path", f"{msg.request.src} → {msg.request.dst}")
@@ -178,12 +182,13 @@ async def _slice_list(ns: argparse.Namespace) -> int:
     def printer(m: pb.ListResponse) -> None:
         table = Table(title=f"slices at {ns.broker}", title_justify="left")
         table.add_column("id", no_wrap=True)
-        for col in ("state", "src → dst", "Mb/s", "leaf SPs", "updated"):
+        for col in ("state", "health", "src → dst", "Mb/s", "leaf SPs", "updated"):
             table.add_column(col)
         for s in m.slices:
             table.add_row(
                 s.id,
                 state_name(s.state),
+                health_name(s.health),
                 f"{s.request.src} → {s.request.dst}",
                 str(s.request.bandwidth_mbps),
                 ", ".join(codec.leaf_sps(s.segments)),
@@ -278,4 +283,5 @@ def register(sub: Any) -> None:
     lp = add_client_args(ssub.add_parser("list", help="list slices"))
     lp.add_argument("--state", action="append", choices=STATE_NAMES, help="only this state (repeatable)")
     lp.set_defaults(handler=_slice_list)
+    add_slice_commands(ssub)
     add_client_args(sub.add_parser("usage", help="what a broker holds now")).set_defaults(handler=_usage)

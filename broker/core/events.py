@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
+from broker.core.monitoring import Alert
 from slicing.model import SliceState
 
 log = logging.getLogger("broker.core.lifecycle")
@@ -17,12 +18,13 @@ IN_FLIGHT = frozenset({S.RESERVING, S.COMMITTING, S.ACTIVATING, S.DEACTIVATING, 
 
 @dataclass(frozen=True)
 class SliceEvent:
-    """A slice changed state."""
+    """A slice changed state, or (``alert`` set) one of its SLA alerts fired or resolved."""
 
     slice_id: str
     state: SliceState
     at: float
     detail: str = ""
+    alert: Alert | None = None
 
 
 class SliceEvents:
@@ -35,7 +37,21 @@ class SliceEvents:
     def emit(self, event: SliceEvent) -> None:
         """Log the change and hand it to every watcher."""
         level = logging.DEBUG if event.state in IN_FLIGHT else logging.INFO
-        if log.isEnabledFor(level):
+        if event.alert is not None:
+            a = event.alert
+            log.warning(
+                "slice %s alert %s %s: %s %g (threshold %g, %s) from %s",
+                event.slice_id,
+                a.cause,
+                a.status,
+                a.metric,
+                a.value,
+                a.threshold,
+                a.severity,
+                a.source_sp,
+                extra={"slice_id": event.slice_id},
+            )
+        elif log.isEnabledFor(level):
             fields = {"slice_id": event.slice_id}
             log.log(level, "slice %s -> %s %s", event.slice_id, event.state, event.detail, extra=fields)
         for q in list(self._watchers):

@@ -42,7 +42,7 @@ from broker.core.reservation import CANCELLED, Reserving, _as_error, _task
 from broker.core.storage import SliceStore
 from broker.core.workflow import TaskStatus
 from capability_catalog.model import CapabilityNote, SpId
-from domain_agents.base import DomainAgent, DomainUsage
+from domain_agents.base import DomainAgent, DomainUsage, SegmentEvent
 from slicing.errors import (
     DeadlineExceeded,
     ErrorCode,
@@ -203,6 +203,18 @@ class SliceManager(Reserving):
     def slices(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
         """Every slice, or those in ``states``."""
         return self._store.slices(states)
+
+    def get_or_none(self, slice_id: str) -> SliceRecord | None:
+        """The slice, or None."""
+        return self._store.get(slice_id)
+
+    def find_segment(self, domain: str, handle: str) -> SliceRecord | None:
+        """The slice one of whose segments ``domain`` holds under ``handle`` (its slice id at a lower SP)."""
+        return self._store.find_by_segment(domain, handle)
+
+    def emit(self, event: SliceEvent) -> None:
+        """Hand an event that is not a state change (an SLA alert) to every watcher."""
+        self._events.emit(event)
 
     def watch(self, slice_id: str = "", initial: bool = False) -> AsyncIterator[SliceEvent]:
         """State changes of one slice (or all) until the caller stops iterating."""
@@ -689,6 +701,7 @@ class SliceManager(Reserving):
         domain: str,
         on_connect: Callable[[str], None] = lambda _: None,
         on_change: Callable[[str], None] = lambda _: None,
+        on_alert: Callable[[str, SegmentEvent], None] = lambda _d, _e: None,
     ) -> None:
         """React at once to what ``domain`` does to segments on its own, until cancelled.
 
@@ -696,11 +709,15 @@ class SliceManager(Reserving):
         promise: a held slice is released everywhere as EXPIRED, a committed one as FAILED, and this
         broker's own Watch carries the news one level further up. ``on_connect`` hears each time the
         child's stream (re)connects (to compare holdings with a child that was away), ``on_change`` each
-        time one of this broker's slices there changes (what waits on the child may go on now).
+        time one of this broker's slices there changes (what waits on the child may go on now),
+        ``on_alert`` each SLA alert the child sends about a segment (the monitoring's relay).
         """
         async for ev in self._agent(domain).segment_events():
             if not ev.handle:
                 on_connect(domain)
+                continue
+            if ev.alert is not None:
+                on_alert(domain, ev)
                 continue
             on_change(domain)
             if ev.state not in RELEASED:

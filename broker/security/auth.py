@@ -51,6 +51,10 @@ POLICY: dict[str, frozenset[Role]] = {
     "SetOffer": frozenset({Role.OPERATOR}),
     "SubscribeNotes": frozenset({Role.PEER_SP, Role.OPERATOR}),
     "GetCatalog": frozenset({Role.PEER_SP, Role.OPERATOR}),
+    "ListAlerts": ANY_ROLE,
+    "AddRule": ANY_ROLE,
+    "SetCondition": frozenset({Role.OPERATOR}),
+    "SetMode": frozenset({Role.OPERATOR}),
 }
 
 

@@ -91,6 +91,44 @@ SLICE_STATE_DEACTIVATING: SliceState.ValueType  # 13
 """Provisioning being released (Deactivate, or the compensation of a refused Activate): ends COMMITTED."""
 Global___SliceState: _TypeAlias = SliceState  # noqa: Y015
 
+class _SliceHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SliceHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SliceHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SLICE_HEALTH_UNSPECIFIED: _SliceHealth.ValueType  # 0
+    SLICE_HEALTH_HEALTHY: _SliceHealth.ValueType  # 1
+    SLICE_HEALTH_DEGRADED: _SliceHealth.ValueType  # 2
+
+class SliceHealth(_SliceHealth, metaclass=_SliceHealthEnumTypeWrapper): ...
+
+SLICE_HEALTH_UNSPECIFIED: SliceHealth.ValueType  # 0
+SLICE_HEALTH_HEALTHY: SliceHealth.ValueType  # 1
+SLICE_HEALTH_DEGRADED: SliceHealth.ValueType  # 2
+Global___SliceHealth: _TypeAlias = SliceHealth  # noqa: Y015
+
+class _AlertStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlertStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALERT_STATUS_UNSPECIFIED: _AlertStatus.ValueType  # 0
+    ALERT_STATUS_FIRING: _AlertStatus.ValueType  # 1
+    ALERT_STATUS_RESOLVED: _AlertStatus.ValueType  # 2
+
+class AlertStatus(_AlertStatus, metaclass=_AlertStatusEnumTypeWrapper):
+    """---------------------------------------------------------------------------------------------
+    Monitoring: metrics stay in the SP that measures them; only alerts cross an SP boundary.
+    ---------------------------------------------------------------------------------------------
+    """
+
+ALERT_STATUS_UNSPECIFIED: AlertStatus.ValueType  # 0
+ALERT_STATUS_FIRING: AlertStatus.ValueType  # 1
+ALERT_STATUS_RESOLVED: AlertStatus.ValueType  # 2
+Global___AlertStatus: _TypeAlias = AlertStatus  # noqa: Y015
+
 @_typing.final
 class LabelRange(_message.Message):
     """An inclusive range of labels [first, last]."""
@@ -916,12 +954,16 @@ class Slice(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     SP_ID_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     request_id: _builtins.str
     state: Global___SliceState.ValueType
     reason: _builtins.str
     """Why the slice failed, expired or was refused."""
     sp_id: _builtins.str
+    health: Global___SliceHealth.ValueType
+    """DEGRADED while one of the slice's alerts fires at this broker (an ACTIVE slice can be DEGRADED)."""
     @_builtins.property
     def request(self) -> Global___SliceRequest: ...
     @_builtins.property
@@ -942,6 +984,10 @@ class Slice(_message.Message):
     def plan(self) -> Global___SlicePlan:
         """The decomposition at this broker's level: set in the answer to a dry-run Reserve."""
 
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alert]:
+        """The alerts of the slice that fire at this broker now."""
+
     def __init__(
         self,
         *,
@@ -958,10 +1004,12 @@ class Slice(_message.Message):
         reason: _builtins.str = ...,
         sp_id: _builtins.str = ...,
         plan: Global___SlicePlan | None = ...,
+        health: Global___SliceHealth.ValueType = ...,
+        alerts: _abc.Iterable[Global___Alert] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "hold_expires_at", b"hold_expires_at", "plan", b"plan", "request", b"request", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "created_at", b"created_at", "hold_expires_at", b"hold_expires_at", "id", b"id", "labels", b"labels", "plan", b"plan", "reason", b"reason", "request", b"request", "request_id", b"request_id", "segments", b"segments", "sp_id", b"sp_id", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "alerts", b"alerts", "created_at", b"created_at", "health", b"health", "hold_expires_at", b"hold_expires_at", "id", b"id", "labels", b"labels", "plan", b"plan", "reason", b"reason", "request", b"request", "request_id", b"request_id", "segments", b"segments", "sp_id", b"sp_id", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1361,11 +1409,17 @@ class SliceEvent(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
     slice_id: _builtins.str
     state: Global___SliceState.ValueType
+    """The slice's state (for an alert: its state when the alert was sent)."""
     detail: _builtins.str
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def alert(self) -> Global___Alert:
+        """Set when the event is an SLA alert, not a state change."""
+
     def __init__(
         self,
         *,
@@ -1373,14 +1427,268 @@ class SliceEvent(_message.Message):
         state: Global___SliceState.ValueType = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
         detail: _builtins.str = ...,
+        alert: Global___Alert | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "detail", b"detail", "slice_id", b"slice_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "at", b"at", "detail", b"detail", "slice_id", b"slice_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SliceEvent: _TypeAlias = SliceEvent  # noqa: Y015
+
+@_typing.final
+class Alert(_message.Message):
+    """A rule of a slice fired or resolved. One per slice and cause at each level: a broker folds its
+    children's alerts and its own into one, and names as the source the SP one level below the reader
+    (itself toward an upper SP, so the SPs and ports of its subtree stay hidden).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLICE_ID_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SOURCE_SP_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    slice_id: _builtins.str
+    """The slice as the receiver knows it."""
+    cause: _builtins.str
+    """The rule: latency, loss, link, bandwidth (derived from the SLA) or a user rule's name."""
+    metric: _builtins.str
+    """latency_ms, loss, link_up, bandwidth_mbps."""
+    value: _builtins.float
+    threshold: _builtins.float
+    comparison: _builtins.str
+    """>, >=, <, <=: the rule fires when value compares so with threshold."""
+    severity: _builtins.str
+    """warning or critical."""
+    status: Global___AlertStatus.ValueType
+    source_sp: _builtins.str
+    detail: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        slice_id: _builtins.str = ...,
+        cause: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+        threshold: _builtins.float = ...,
+        comparison: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        status: Global___AlertStatus.ValueType = ...,
+        source_sp: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cause", b"cause", "comparison", b"comparison", "detail", b"detail", "metric", b"metric", "severity", b"severity", "slice_id", b"slice_id", "source_sp", b"source_sp", "status", b"status", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Alert: _TypeAlias = Alert  # noqa: Y015
+
+@_typing.final
+class AlertRule(_message.Message):
+    """A customer's or operator's threshold on a metric of each segment of a slice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    FOR_S_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    metric: _builtins.str
+    comparison: _builtins.str
+    threshold: _builtins.float
+    for_s: _builtins.float
+    """The condition must hold this long before the rule fires."""
+    severity: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        comparison: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        for_s: _builtins.float = ...,
+        severity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "for_s", b"for_s", "metric", b"metric", "name", b"name", "severity", b"severity", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlertRule: _TypeAlias = AlertRule  # noqa: Y015
+
+@_typing.final
+class AddRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLICE_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    slice_id: _builtins.str
+    @_builtins.property
+    def rule(self) -> Global___AlertRule: ...
+    def __init__(
+        self,
+        *,
+        slice_id: _builtins.str = ...,
+        rule: Global___AlertRule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule", "slice_id", b"slice_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddRuleRequest: _TypeAlias = AddRuleRequest  # noqa: Y015
+
+@_typing.final
+class ListAlertsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def open(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alert]: ...
+    @_builtins.property
+    def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alert]:
+        """Recently resolved, oldest first."""
+
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertRule]: ...
+    def __init__(
+        self,
+        *,
+        open: _abc.Iterable[Global___Alert] | None = ...,
+        recent: _abc.Iterable[Global___Alert] | None = ...,
+        rules: _abc.Iterable[Global___AlertRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open", b"open", "recent", b"recent", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsResponse: _TypeAlias = ListAlertsResponse  # noqa: Y015
+
+@_typing.final
+class ConditionRequest(_message.Message):
+    """What an operator makes an emulated domain's infrastructure do (a lab's fault injection): a link
+    ("pop-a/pop-b") or a pop ("pop") gets extra latency, loss, or goes down; restore undoes it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ADDED_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    DOWN_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    target: _builtins.str
+    added_latency_ms: _builtins.float
+    loss: _builtins.float
+    down: _builtins.bool
+    restore: _builtins.bool
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        target: _builtins.str = ...,
+        added_latency_ms: _builtins.float = ...,
+        loss: _builtins.float = ...,
+        down: _builtins.bool = ...,
+        restore: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_latency_ms", b"added_latency_ms", "domain", b"domain", "down", b"down", "loss", b"loss", "restore", b"restore", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConditionRequest: _TypeAlias = ConditionRequest  # noqa: Y015
+
+@_typing.final
+class ConditionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    segments: _builtins.int
+    """How many of the domain's active segments the change touched."""
+    def __init__(
+        self,
+        *,
+        segments: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConditionResponse: _TypeAlias = ConditionResponse  # noqa: Y015
+
+@_typing.final
+class MonitoringModeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """normal or skeleton (link state only, a value counts only when it moved by more than delta)."""
+    delta: _builtins.float
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        delta: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonitoringModeRequest: _TypeAlias = MonitoringModeRequest  # noqa: Y015
+
+@_typing.final
+class MonitoringModeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    delta: _builtins.float
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        delta: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonitoringModeResponse: _TypeAlias = MonitoringModeResponse  # noqa: Y015
 
 @_typing.final
 class GetUsageRequest(_message.Message):

@@ -189,6 +189,207 @@ class Capabilities:
             _registered_method=True)
 
 
+class MonitoringStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAlerts = channel.unary_unary(
+                '/fedbroker.v1.Monitoring/ListAlerts',
+                request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.AddRule = channel.unary_unary(
+                '/fedbroker.v1.Monitoring/AddRule',
+                request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.AddRuleRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.AlertRule.FromString,
+                _registered_method=True)
+        self.SetCondition = channel.unary_unary(
+                '/fedbroker.v1.Monitoring/SetCondition',
+                request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.ConditionRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.ConditionResponse.FromString,
+                _registered_method=True)
+        self.SetMode = channel.unary_unary(
+                '/fedbroker.v1.Monitoring/SetMode',
+                request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.MonitoringModeRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.MonitoringModeResponse.FromString,
+                _registered_method=True)
+
+
+class MonitoringServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListAlerts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCondition(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MonitoringServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'AddRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddRule,
+                    request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.AddRuleRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.AlertRule.SerializeToString,
+            ),
+            'SetCondition': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCondition,
+                    request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.ConditionRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.ConditionResponse.SerializeToString,
+            ),
+            'SetMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMode,
+                    request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.MonitoringModeRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.MonitoringModeResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fedbroker.v1.Monitoring', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fedbroker.v1.Monitoring', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Monitoring:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.Monitoring/ListAlerts',
+            fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.SerializeToString,
+            fedbroker_dot_v1_dot_northsouth__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.Monitoring/AddRule',
+            fedbroker_dot_v1_dot_northsouth__pb2.AddRuleRequest.SerializeToString,
+            fedbroker_dot_v1_dot_northsouth__pb2.AlertRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCondition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.Monitoring/SetCondition',
+            fedbroker_dot_v1_dot_northsouth__pb2.ConditionRequest.SerializeToString,
+            fedbroker_dot_v1_dot_northsouth__pb2.ConditionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.Monitoring/SetMode',
+            fedbroker_dot_v1_dot_northsouth__pb2.MonitoringModeRequest.SerializeToString,
+            fedbroker_dot_v1_dot_northsouth__pb2.MonitoringModeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class SlicesStub:
     """Missing associated documentation comment in .proto file."""
 

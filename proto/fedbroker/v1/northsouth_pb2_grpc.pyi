@@ -85,6 +85,55 @@ class CapabilitiesServicer(metaclass=_abc_1.ABCMeta):
 
 def add_CapabilitiesServicer_to_server(servicer: CapabilitiesServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class MonitoringStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> MonitoringAsyncStub: ...
+    ListAlerts: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.SliceRef, _northsouth_pb2.ListAlertsResponse]
+    AddRule: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.AddRuleRequest, _northsouth_pb2.AlertRule]
+    SetCondition: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.ConditionRequest, _northsouth_pb2.ConditionResponse]
+    SetMode: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.MonitoringModeRequest, _northsouth_pb2.MonitoringModeResponse]
+
+@_typing.type_check_only
+class MonitoringAsyncStub(MonitoringStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListAlerts: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.SliceRef, _northsouth_pb2.ListAlertsResponse]  # type: ignore[assignment]
+    AddRule: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.AddRuleRequest, _northsouth_pb2.AlertRule]  # type: ignore[assignment]
+    SetCondition: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.ConditionRequest, _northsouth_pb2.ConditionResponse]  # type: ignore[assignment]
+    SetMode: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.MonitoringModeRequest, _northsouth_pb2.MonitoringModeResponse]  # type: ignore[assignment]
+
+class MonitoringServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def ListAlerts(
+        self,
+        request: _northsouth_pb2.SliceRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_northsouth_pb2.ListAlertsResponse, _abc.Awaitable[_northsouth_pb2.ListAlertsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AddRule(
+        self,
+        request: _northsouth_pb2.AddRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_northsouth_pb2.AlertRule, _abc.Awaitable[_northsouth_pb2.AlertRule]]: ...
+
+    @_abc_1.abstractmethod
+    def SetCondition(
+        self,
+        request: _northsouth_pb2.ConditionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_northsouth_pb2.ConditionResponse, _abc.Awaitable[_northsouth_pb2.ConditionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetMode(
+        self,
+        request: _northsouth_pb2.MonitoringModeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_northsouth_pb2.MonitoringModeResponse, _abc.Awaitable[_northsouth_pb2.MonitoringModeResponse]]: ...
+
+def add_MonitoringServicer_to_server(servicer: MonitoringServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class SlicesStub:
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...

@@ -1,0 +1,75 @@
+"""Issue 14 on a real data plane: link state from netlink events climbs as one alert naming the SP below."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wim import netlink
+
+pytestmark = pytest.mark.dataplane
+
+ROOT = Path(__file__).resolve().parents[2]
+FEDBROKER = Path(sys.executable).with_name("fedbroker")
+
+
+def test_a_border_veth_and_a_wim_underlay_down_raise_an_alert_at_the_top_naming_the_mid_sp(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    scenario = ROOT / "scenarios" / "dataplane-monitoring.yaml"
+    run = subprocess.run(
+        [str(FEDBROKER), "scenario", "run", str(scenario), "--report-json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    steps = {s["name"]: s for s in json.loads(report.read_text())["steps"]}
+    for name in (
+        "an alert reaches the top within 3 s naming M1, not L2",
+        "an alert reaches the top within 3 s naming M1",
+    ):
+        assert steps[name]["passed"] and "from M1" in steps[name]["detail"], steps[name]
+    for name in ("traffic flows again after the border veth is back", "traffic flows again after the underlay is back"):
+        assert "reachability s1 ok" in steps[name]["detail"]
+    prefix = steps["the data plane left nothing behind"]["detail"].rsplit(" ", 1)[-1]
+    assert netlink.leftovers(prefix) == []
+
+
+async def test_netlink_reports_a_veth_set_down_in_a_namespace_without_polling(prefix: str) -> None:
+    import asyncio
+
+    from wim.linkwatch import LinkChange, LinkWatcher
+
+    ns = netlink.Names(prefix).netns("test", "lw")
+    await netlink.call(netlink.ensure_ns, ns)
+    await netlink.call(netlink.ensure_veth, ns, f"{prefix}a", ns, f"{prefix}b")
+    watcher = LinkWatcher()
+    seen: asyncio.Queue[LinkChange] = asyncio.Queue()
+
+    async def read() -> None:
+        async for change in watcher.changes():
+            await seen.put(change)
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        await watcher.warm_up()
+        await watcher.watch("a", ns, f"{prefix}a")
+        await asyncio.sleep(1.0)  # the worker listens in the namespace (watch does not wait for it)
+        subprocess.run(["ip", "-n", ns, "link", "set", f"{prefix}b", "down"], check=True, timeout=10)
+        first = await asyncio.wait_for(seen.get(), 3)
+        assert (first.key, first.up) == ("a", False)  # the peer's end lost its carrier
+        subprocess.run(["ip", "-n", ns, "link", "set", f"{prefix}b", "up"], check=True, timeout=10)
+        again = await asyncio.wait_for(seen.get(), 3)
+        assert (again.key, again.up) == ("a", True)
+        assert seen.empty()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await watcher.close()

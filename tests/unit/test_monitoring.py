@@ -1,0 +1,165 @@
+"""The pure monitoring core: rules from the SLA, hysteresis, correlation, end-to-end latency (issue 14)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from broker.core.monitoring import (
+    Alert,
+    AlertStatus,
+    Comparison,
+    Health,
+    Metric,
+    Mode,
+    Monitor,
+    Sample,
+    Severity,
+    Sla,
+    check_rule,
+)
+from slicing.errors import InvalidArgument
+
+SLA = Sla(latency_budget_ms=20.0, bandwidth_mbps=100, shares={"A": 8.0, "B": 12.0})
+
+
+def leaf() -> Monitor:
+    m = Monitor("L1")
+    m.watch("s1", Sla(latency_budget_ms=8.0, bandwidth_mbps=100, shares={"L1": 8.0}), ["L1"])
+    return m
+
+
+def lat(value: float, at: float) -> Sample:
+    return Sample("s1", "L1", Metric.LATENCY_MS, value, at)
+
+
+def test_latency_over_the_share_fires_once_and_resolves_after_the_clear_window() -> None:
+    m = leaf()
+    assert m.observe(lat(2.0, 0.0), 0.0) == []
+    (fired,) = m.observe(lat(30.0, 1.0), 1.0)
+    assert fired.status is AlertStatus.FIRING and fired.cause == "latency" and fired.source_sp == "L1"
+    assert fired.value == 30.0 and fired.threshold == 8.0 and fired.severity is Severity.CRITICAL
+    assert m.health("s1") is Health.DEGRADED
+    assert m.observe(lat(31.0, 1.5), 1.5) == []  # still firing: nothing new
+    assert m.observe(lat(2.0, 2.0), 2.0) == []  # clear, but the window has not passed
+    assert m.next_deadline() == pytest.approx(3.0)
+    (resolved,) = m.tick(3.0)
+    assert resolved.status is AlertStatus.RESOLVED and m.health("s1") is Health.HEALTHY
+    assert [a.status for a in m.recent_alerts("s1")] == [AlertStatus.RESOLVED]
+
+
+def test_a_value_flapping_faster_than_the_clear_window_fires_at_most_once() -> None:
+    m = leaf()
+    out: list[Alert] = []
+    t = 0.0
+    for _ in range(50):
+        out += m.observe(lat(30.0, t), t)
+        t += 0.1
+        out += m.observe(lat(2.0, t), t)
+        t += 0.1
+        out += m.tick(t)
+    assert [a.status for a in out] == [AlertStatus.FIRING]
+    out += m.tick(t + 1.0)
+    assert [a.status for a in out] == [AlertStatus.FIRING, AlertStatus.RESOLVED]
+
+
+def test_a_value_inside_the_margin_does_not_resolve() -> None:
+    m = leaf()
+    m.observe(lat(30.0, 0.0), 0.0)
+    assert m.observe(lat(7.9, 1.0), 1.0) == []  # below 8 but within 5 %
+    assert m.tick(10.0) == []
+    assert m.health("s1") is Health.DEGRADED
+
+
+def test_for_duration_delays_firing() -> None:
+    m = leaf()
+    m.add_rule("s1", check_rule("slow", "latency_ms", ">", 5.0, for_s=2.0))
+    out = m.observe(lat(6.0, 0.0), 0.0)
+    assert out == []
+    assert m.next_deadline() == pytest.approx(2.0)
+    (fired,) = m.tick(2.0)
+    assert fired.cause == "slow"
+
+
+def test_child_alerts_fold_into_one_alert_per_cause_with_the_end_to_end_latency() -> None:
+    m = Monitor("M1")
+    m.watch("s1", SLA)
+    child = Alert("x", "latency", Metric.LATENCY_MS, 10.0, 8.0, Severity.CRITICAL, AlertStatus.FIRING, "A", 0.0)
+    (first,) = m.child_alert("s1", "A", child, 1.0)
+    # 10 (A, as it says) + 12 (B's share) = 22 > 20.
+    assert first.value == 22.0 and first.threshold == 20.0 and first.severity is Severity.CRITICAL
+    assert first.source_sp == "A"
+    other = Alert("y", "latency", Metric.LATENCY_MS, 13.0, 12.0, Severity.CRITICAL, AlertStatus.FIRING, "B", 0.0)
+    assert m.child_alert("s1", "B", other, 1.5) == []  # folded in: still one alert
+    assert m.child_alert("s1", "A", Alert(**{**child.__dict__, "status": AlertStatus.RESOLVED}), 2.0) == []
+    (resolved,) = m.child_alert("s1", "B", Alert(**{**other.__dict__, "status": AlertStatus.RESOLVED}), 3.0)
+    assert resolved.status is AlertStatus.RESOLVED
+    assert resolved.seen_from_above("M1", "T-1").source_sp == "M1"
+
+
+def test_a_segment_over_its_share_within_the_budget_is_a_warning() -> None:
+    m = Monitor("M1")
+    m.watch("s1", SLA)
+    child = Alert("x", "latency", Metric.LATENCY_MS, 9.0, 8.0, Severity.CRITICAL, AlertStatus.FIRING, "A", 0.0)
+    sla = Sla(latency_budget_ms=30.0, bandwidth_mbps=100, shares={"A": 8.0, "B": 12.0})
+    m.watch("s1", sla)
+    (first,) = m.child_alert("s1", "A", child, 1.0)
+    assert first.severity is Severity.WARNING and first.value == 21.0
+
+
+def test_link_down_is_critical_and_skeleton_mode_counts_link_state_only() -> None:
+    m = leaf()
+    (down,) = m.observe(Sample("s1", "L1", Metric.LINK_UP, 0.0, 0.0), 0.0)
+    assert down.cause == "link" and down.severity is Severity.CRITICAL and down.comparison is Comparison.LT
+    s = Monitor("L1", mode=Mode.SKELETON, delta=5.0)
+    s.watch("s1", Sla(latency_budget_ms=8.0, bandwidth_mbps=100, shares={"L1": 8.0}), ["L1"])
+    assert s.observe(lat(2.0, 0.0), 0.0) == []
+    assert s.observe(lat(6.0, 0.1), 0.1) == [] and s.counters.skipped == 1  # moved by 4, not more than 5
+    assert len(s.observe(lat(30.0, 0.2), 0.2)) == 1  # moved by 28
+    assert len(s.observe(Sample("s1", "L1", Metric.LINK_UP, 0.0, 0.3), 0.3)) == 1  # link state always counts
+
+
+def test_an_unwatched_slice_and_non_finite_samples_emit_nothing() -> None:
+    m = leaf()
+    assert m.observe(Sample("other", "L1", Metric.LATENCY_MS, 99.0, 0.0), 0.0) == []
+    assert m.observe(lat(math.nan, 0.0), 0.0) == []
+    assert m.observe(lat(math.inf, 0.0), 0.0) == []
+    m.forget("s1")
+    assert m.observe(lat(99.0, 1.0), 1.0) == [] and m.watched() == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"threshold": math.nan}, "rule.threshold"),
+        ({"threshold": math.inf}, "rule.threshold"),
+        ({"threshold": -1.0}, "rule.threshold"),
+        ({"threshold": True}, "rule.threshold"),
+        ({"for_s": -0.5}, "rule.for_s"),
+        ({"for_s": math.inf}, "rule.for_s"),
+        ({"metric": "jitter"}, "rule.metric"),
+        ({"comparison": "!="}, "rule.comparison"),
+        ({"name": "latency"}, "rule.name"),
+        ({"name": "a b"}, "rule.name"),
+        ({"severity": "fatal"}, "rule.severity"),
+        ({"metric": "loss", "threshold": 1.5}, "rule.threshold"),
+    ],
+)
+def test_hostile_rule_fields_are_refused_naming_the_field(fields: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"name": "r", "metric": "latency_ms", "comparison": ">", "threshold": 5.0}
+    args.update(fields)
+    with pytest.raises(InvalidArgument) as err:
+        check_rule(**args)  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+def test_an_upper_sp_reads_the_sp_it_calls_as_the_source_and_an_operator_reads_the_child() -> None:
+    from broker.api.servicers import seen_by
+    from broker.security.accounts import Role
+    from broker.security.auth import Principal
+
+    a = Alert("m-1", "link", Metric.LINK_UP, 0.0, 1.0, Severity.CRITICAL, AlertStatus.FIRING, "L1", 0.0)
+    assert seen_by(a, Principal("T", Role.PEER_SP), "M1").source_sp == "M1"  # the leaf stays hidden
+    assert seen_by(a, Principal("ops", Role.OPERATOR), "M1").source_sp == "L1"
+    assert seen_by(a, Principal("alice", Role.CUSTOMER), "M1").source_sp == "L1"

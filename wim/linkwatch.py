@@ -1,0 +1,196 @@
+"""Link state from netlink events, not polling: a watcher process that listens in each namespace watched.
+
+The broker never forks (see ``wim.netlink``), so the listening happens in a worker of its own,
+``python -m wim.linkwatch``, that subscribes to each watched namespace's link notifications
+(RTNLGRP_LINK) and prints one JSON line per change of a watched interface::
+
+    stdin  {"op": "watch", "key": "k1", "ns": "fb3k9x-pop-…", "ifname": "fb3k9xh…"}
+           {"op": "unwatch", "key": "k1"}
+    stdout {"key": "k1", "up": false}
+
+An interface is up when it is administratively up and has carrier (IFF_UP and IFF_LOWER_UP): a veth
+whose peer was set down loses its carrier, so both ends report down. A deleted interface is down.
+Only changes are printed. An interface is presumed up when its watch starts (callers watch what they
+have just built and brought up); nothing is read then, so a watch costs no netlink round trip. The
+worker ends when its stdin closes, so it never outlives its broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+
+@dataclass(frozen=True)
+class LinkChange:
+    """A watched interface went up or down."""
+
+    key: str
+    up: bool
+
+
+@dataclass
+class LinkWatcher:
+    """The broker's side of the watcher process: ``watch``/``unwatch`` interfaces, read ``changes``."""
+
+    _proc: asyncio.subprocess.Process | None = None
+    _queues: set[asyncio.Queue[LinkChange]] = field(default_factory=set)
+    _reader: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        async with self._lock:
+            if self._proc is None or self._proc.returncode is not None:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "wim.linkwatch", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+                )
+                self._reader = asyncio.get_running_loop().create_task(self._read(self._proc))
+            return self._proc
+
+    async def _send(self, msg: dict[str, str]) -> None:
+        proc = await self._started()
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(msg) + "\n").encode())
+        await proc.stdin.drain()
+
+    async def warm_up(self) -> None:
+        """Start the watcher process now (at broker start), not in the middle of the first activation."""
+        await self._started()
+
+    async def watch(self, key: str, ns: str, ifname: str) -> None:
+        """Follow ``ifname`` in namespace ``ns`` under ``key``."""
+        await self._send({"op": "watch", "key": key, "ns": ns, "ifname": ifname})
+
+    async def unwatch(self, key: str) -> None:
+        """Stop following ``key`` (before its interface is deleted on purpose)."""
+        if self._proc is not None and self._proc.returncode is None:
+            await self._send({"op": "unwatch", "key": key})
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            try:
+                raw = json.loads(line)
+                change = LinkChange(str(raw["key"]), bool(raw["up"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+            for q in list(self._queues):
+                if q.full():
+                    q.get_nowait()
+                q.put_nowait(change)
+
+    async def changes(self) -> AsyncIterator[LinkChange]:
+        """Every change of a watched interface, until cancelled."""
+        q: asyncio.Queue[LinkChange] = asyncio.Queue(maxsize=4096)
+        self._queues.add(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._queues.discard(q)
+
+    async def close(self) -> None:
+        """End the watcher process."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._proc is not None and self._proc.returncode is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 2)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+
+
+# --- the worker process ----------------------------------------------------------------------------
+
+
+def _is_up(msg: Any) -> bool:
+    return msg.get("event") != "RTM_DELLINK" and bool(msg["flags"] & IFF_UP) and bool(msg["flags"] & IFF_LOWER_UP)
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.watched: dict[str, tuple[str, str]] = {}  # key -> (ns, ifname)
+        self.state: dict[str, bool] = {}
+        self.listeners: dict[str, asyncio.Task[None]] = {}
+
+    def emit(self, key: str, up: bool) -> None:
+        if self.state.get(key, True) == up:
+            return
+        self.state[key] = up
+        sys.stdout.write(json.dumps({"key": key, "up": up}) + "\n")
+        sys.stdout.flush()
+
+    def keys_of(self, ns: str, ifname: str) -> list[str]:
+        return [k for k, (n, i) in self.watched.items() if n == ns and i == ifname]
+
+    async def listen(self, ns: str, ready: asyncio.Event) -> None:
+        from pyroute2 import AsyncIPRoute
+
+        try:
+            async with AsyncIPRoute(netns=ns, flags=0) as ipr:  # flags=0: never create it
+                await ipr.bind()
+                ready.set()
+                while True:
+                    async for msg in ipr.get():
+                        if msg.get("event") not in ("RTM_NEWLINK", "RTM_DELLINK"):
+                            continue
+                        for key in self.keys_of(ns, str(msg.get_attr("IFLA_IFNAME"))):
+                            self.emit(key, _is_up(msg))
+        except (OSError, RuntimeError) as exc:  # the namespace went away
+            log.debug("namespace %s: %s", ns, exc)
+        finally:
+            ready.set()
+            if self.listeners.get(ns) is asyncio.current_task():
+                del self.listeners[ns]
+
+    async def command(self, raw: dict[str, str]) -> None:
+        key = raw.get("key", "")
+        if raw.get("op") == "unwatch":
+            gone = self.watched.pop(key, None)
+            self.state.pop(key, None)
+            if gone is not None and all(n != gone[0] for n, _ in self.watched.values()):
+                # Nothing watched there any more: close the socket, which would keep a removed namespace alive.
+                listener = self.listeners.pop(gone[0], None)
+                if listener is not None:
+                    listener.cancel()
+            return
+        ns, ifname = raw["ns"], raw["ifname"]
+        self.watched[key] = (ns, ifname)
+        self.state[key] = True
+        if ns not in self.listeners:
+            ready = asyncio.Event()
+            self.listeners[ns] = asyncio.get_running_loop().create_task(self.listen(ns, ready))
+            await ready.wait()
+
+
+async def _serve() -> None:
+    import pyroute2  # noqa: F401 - paid at start (the broker warms the worker up), not at the first watch
+
+    worker = _Worker()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        try:
+            await worker.command(json.loads(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("linkwatch: bad command %r: %s", line[:200], exc)
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve())
