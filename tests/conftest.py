@@ -31,5 +31,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.nodeid.split("/")
         if len(parts) > 2 and parts[1] == "openstack":
             item.add_marker(pytest.mark.xdist_group("openstack"))
-        elif item.get_closest_marker("sweep") is not None:
+        elif item.get_closest_marker("sweep") is not None or item.get_closest_marker("exhaustive") is not None:
             item.add_marker(pytest.mark.xdist_group(f"sweep-{item.name}"))

@@ -150,7 +150,7 @@ def _federations() -> int:
 SWEEP_SPS = ("T", "M1", "L2")
 
 
-@pytest.mark.sweep
+@pytest.mark.exhaustive
 @pytest.mark.timeout(3600)
 async def test_sweep_every_operation_point_and_level_with_a_crash_or_a_hang(tmp_path: Path) -> None:
     """Issue 19's sweep: for each operation × its injection points × SP × (crash, hang), settled.
