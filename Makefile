@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedbroker scenario run scenarios/three-tier.yaml --report-json demo-report.json
 
-# Two pytest-xdist workers (tests that share the OpenStack services stay on one), then the exhaustive
-# fault sweep of issue 19 alone: it runs federations side by side and wants the machine to itself.
+# Two pytest-xdist workers (the OpenStack tests stay on one, the data-plane tests run one at a time).
+# About 15 minutes on two cores; the fault sweeps of issue 19 are in make sweep (CI's 25 minutes
+# cannot hold both yet).
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not sweep and not exhaustive"
-	$(BIN)/python -m pytest -q -m exhaustive
 
 # Every fault sweep of issue 19 (real federations under crashes, hangs and kills): the exhaustive one
 # of make test, the race kills after Commit, and the demo and data-plane federations with every SP

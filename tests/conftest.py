@@ -25,11 +25,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under pytest-xdist (``make test`` runs two workers), keep together what shares one resource.
 
     The OpenStack tests share one set of services (a session fixture: one worker starts them once),
-    and each fault sweep runs federations side by side on its own; everything else is spread.
+    the data-plane tests run one at a time, and each fault sweep runs federations side by side on
+    its own; everything else is spread.
     """
     for item in items:
         parts = item.nodeid.split("/")
         if len(parts) > 2 and parts[1] == "openstack":
             item.add_marker(pytest.mark.xdist_group("openstack"))
+        elif len(parts) > 2 and parts[1] == "dataplane":
+            # Kernel work (namespaces, veths, packet counts) of two tests at once slows and skews both.
+            item.add_marker(pytest.mark.xdist_group("dataplane"))
         elif item.get_closest_marker("sweep") is not None or item.get_closest_marker("exhaustive") is not None:
             item.add_marker(pytest.mark.xdist_group(f"sweep-{item.name}"))
