@@ -480,6 +480,8 @@ async def run_sweep(
     feds = [SweepFederation(sc, workdir / f"w{i}", call_timeout_s) for i in range(max(1, federations))]
     t0 = time.monotonic()
 
+    retried: set[int] = set()
+
     async def worker(fed: SweepFederation) -> None:
         while not queue.empty():
             n, case = queue.get_nowait()
@@ -487,10 +489,16 @@ async def run_sweep(
                 async with asyncio.timeout(case_timeout_s):
                     result = await fed.run(case, n, hang_s=hang_s, margin_s=margin_s)
             except (TimeoutError, StartError, OSError, grpc.aio.AioRpcError) as exc:
-                result = CaseResult(
-                    case, False, "", "", Outcome.UNREADABLE, False, 0.0, 0.0, error=f"{type(exc).__name__}: {exc}"[:500]
-                )
+                error = f"{type(exc).__name__}: {exc}"[:500]
                 await fed.stop()  # whatever state it is in, the next case gets a fresh federation
+                if not isinstance(exc, TimeoutError) and n not in retried:
+                    # The harness lost its own connection (a start or a read on a loaded machine), which
+                    # says nothing about the brokers: run the case once more on a fresh federation, and say so.
+                    retried.add(n)
+                    report.harness_retries.append(f"{case.name}: {error}")
+                    queue.put_nowait((n, case))
+                    continue
+                result = CaseResult(case, False, "", "", Outcome.UNREADABLE, False, 0.0, 0.0, error=error)
             report.results.append(result)
             if progress is not None:
                 progress(result)

@@ -140,6 +140,8 @@ class SweepReport:
     leftovers: list[str] = field(default_factory=list)
     #: On a data plane: how many ACTIVE outcomes were probed with traffic.
     probed: int = 0
+    #: Cases run a second time, on a fresh federation, because the harness lost its connection the first time.
+    harness_retries: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -170,6 +172,7 @@ class SweepReport:
             "active_probed_with_traffic": self.probed,
             "no_traffic": [f"{r.case.name}: {r.traffic}" for r in self.results if r.traffic],
             "dataplane_leftovers": self.leftovers,
+            "harness_retries": self.harness_retries,
             "slowest_convergence_s": round(slowest.seconds, 3) if slowest else None,
             "slowest_case": slowest.case.name if slowest else None,
             "federations_started": self.federations_started,
@@ -187,6 +190,7 @@ class SweepReport:
             f"outcomes {s['outcomes']}; orphans {s['orphans']}; slowest convergence "
             f"{s['slowest_convergence_s']} s ({s['slowest_case']})",
         ]
+        lines.extend(f"  ↻ run again on a fresh federation: {why}" for why in self.harness_retries)
         for r in self.results:
             if not r.passed:
                 why = r.error or (
