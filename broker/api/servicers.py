@@ -129,6 +129,16 @@ def _reserve_target(request: pb.ReserveRequest) -> str:
     return f"dry run {asked}" if request.dry_run else f"no request_id, {asked}"
 
 
+def owned_slice(manager: SliceManager, principal: Principal, ref: pb.SliceRef) -> SliceRecord:
+    """The slice ``ref`` names, if ``principal`` may see it; another requester's slice is "not found",
+    in the same words as a missing one (the one tenancy check of every servicer)."""
+    codec.check_ref(ref)
+    rec = manager.find(principal.id, ref.slice_id, ref.request_id)
+    if not principal.owns(rec.requester):
+        raise _no_such_slice(ref.slice_id, ref.request_id)
+    return rec
+
+
 class SlicesServicer(pb_grpc.SlicesServicer):
     """``fedbroker.v1.Slices``."""
 
@@ -155,11 +165,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         return msg
 
     def _owned(self, principal: Principal, ref: pb.SliceRef) -> SliceRecord:
-        codec.check_ref(ref)
-        rec = self._m.find(principal.id, ref.slice_id, ref.request_id)
-        if not principal.owns(rec.requester):
-            raise _no_such_slice(ref.slice_id, ref.request_id)
-        return rec
+        return owned_slice(self._m, principal, ref)
 
     async def Reserve(self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Hold a slice."""
@@ -355,11 +361,7 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
         self._gate = gate
 
     def _owned(self, principal: Principal, ref: pb.SliceRef) -> SliceRecord:
-        codec.check_ref(ref)
-        rec = self._m.find(principal.id, ref.slice_id, ref.request_id)
-        if not principal.owns(rec.requester):
-            raise _no_such_slice(ref.slice_id, ref.request_id)
-        return rec
+        return owned_slice(self._m, principal, ref)
 
     async def ListAlerts(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.ListAlertsResponse:
         """The slice's open and recently resolved alerts, and its user rules."""

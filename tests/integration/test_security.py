@@ -276,6 +276,16 @@ async def test_customer_cannot_read_or_terminate_another_customers_slice(fleet: 
     back = await alice.Deactivate(pb.SliceRef(slice_id=held.id), timeout=10)  # the owner may
     assert back.state == pb.SLICE_STATE_COMMITTED
     await refused(fleet, lambda: bob.Get(pb.SliceRef(request_id="alice-1"), timeout=5), grpc.StatusCode.NOT_FOUND)
+    # The monitoring service shares the servicers' one tenancy check: alice's alerts are as absent to bob.
+    bob_mon = pb_grpc.MonitoringStub(fleet.channel(SP, "bob"))
+    alerts = await refused(
+        fleet, lambda: bob_mon.ListAlerts(pb.SliceRef(slice_id=held.id), timeout=5), grpc.StatusCode.NOT_FOUND
+    )
+    assert alerts.details().replace(held.id, "ID") == nobody.details().replace("L-000000000000", "ID")
+    own_alerts = await pb_grpc.MonitoringStub(fleet.channel(SP, "alice")).ListAlerts(
+        pb.SliceRef(slice_id=held.id), timeout=5
+    )
+    assert list(own_alerts.open) == [] and list(own_alerts.recent) == []  # the owner reads them: none, healthy
 
     async def watch() -> None:
         async for _ in bob.Watch(pb.WatchRequest(slice_id=held.id, initial=True), timeout=5):
