@@ -369,11 +369,17 @@ def unrealise(n: Names, lay: Layout, keep: Sequence[Layout]) -> None:
             netlink.delete_link(n.port_ns(term), n.port_bridge(term, lay.labels[term]))
             netlink.delete_link(n.port_ns(term), n.ifname("port-b", d, k, term))
         else:
+            # The pop's end first: the kernel destroys a removed namespace's interfaces later, on
+            # its own, and a pop end that outlived its peer would stop a rebuild of the segment.
+            pop_ns = n.pop_ns(d, lay.stages[0 if term == lay.src else -1])
+            netlink.delete_link(pop_ns, n.ifname("ep-outer", d, k, term))
             netlink.remove_ns(n.endpoint_ns(d, k, term))
     for i, fn in enumerate(lay.hops):
         if fn is None:
             netlink.delete_link(n.pop_ns(d, lay.stages[i]), n.ifname("hop-a", d, k, i))
         else:
+            netlink.delete_link(n.pop_ns(d, lay.stages[i]), n.ifname("fn-a", d, k, fn))
+            netlink.delete_link(n.pop_ns(d, lay.stages[i + 1]), n.ifname("fn-b", d, k, fn))
             netlink.remove_ns(n.function_ns(d, k, fn))
     for i, pop in enumerate(lay.stages):
         netlink.delete_link(n.pop_ns(d, pop), _stage_bridge(n, lay, i))

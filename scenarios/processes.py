@@ -407,6 +407,20 @@ class Fleet:
         await self._launch(broker)
         return broker
 
+    async def wait_exit(self, sp_id: str, timeout_s: float = 15.0) -> int:
+        """Wait (bounded) until the SP's broker process has ended; its exit status.
+
+        A broker that an injected crash hit may still be ending when its callers already see it
+        gone (its sockets close first): wait for this before ``restart``.
+        """
+        broker = self.brokers[sp_id]
+        deadline = time.monotonic() + timeout_s
+        while (status := broker.exit_status()) is None:
+            if time.monotonic() > deadline:
+                raise StartError(f"{sp_id} is still running after {timeout_s:g} s")
+            await asyncio.sleep(0.05)
+        return status
+
     def crashed(self) -> list[str]:
         """SPs whose broker ended with ``CRASH_EXIT_STATUS`` and has not been restarted yet."""
         return [sp for sp, b in self.brokers.items() if b.exit_status() == CRASH_EXIT_STATUS]

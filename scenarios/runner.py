@@ -228,12 +228,10 @@ class Run:
     async def _wait_crash(self, sp: str, timeout_s: float) -> str:
         """Wait (bounded) until the SP's broker exits; only an injected crash's status passes."""
         broker = self.fleet[sp]
-        deadline = time.monotonic() + timeout_s
-        while broker.exit_status() is None:
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{sp} is still running after {timeout_s:g} s (no injected crash fired)")
-            await asyncio.sleep(0.05)
-        status = broker.exit_status()
+        try:
+            status = await self.fleet.wait_exit(sp, timeout_s)
+        except StartError as exc:
+            raise StepFailed(f"{exc} (no injected crash fired)") from None
         if status != CRASH_EXIT_STATUS:
             raise StepFailed(f"{sp} exited with status {status}, not the injected crash's {CRASH_EXIT_STATUS}")
         fired = broker.fired()

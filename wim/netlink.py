@@ -312,10 +312,18 @@ def ensure_bridge(ns: str, ifname: str) -> int:
 
 
 def ensure_veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mtu: int = SLICE_MTU) -> None:
-    """A veth pair with one end in each namespace, both up; kept as is when end ``a`` exists."""
+    """A veth pair with one end in each namespace, both up; kept as is when both ends exist.
+
+    An end ``a`` without its peer in ``ns_b`` is a leftover (``ns_b`` was removed and made again
+    before the kernel's asynchronous clean-up of the old namespace reached this pair): it is
+    deleted and the pair made anew.
+    """
     with in_ns(ns_a) as ipr:
-        if link_index(ipr, name_a) is not None:
-            return
+        idx = link_index(ipr, name_a)
+        if idx is not None:
+            if link_exists(ns_b, name_b):
+                return
+            _delete(ipr, idx)
         ipr.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b, "net_ns_fd": ns_b})
         idx = link_index(ipr, name_a)
         assert idx is not None

@@ -178,6 +178,9 @@ async def test_deactivate_removes_one_segment_from_the_kernel_keeps_the_other_an
     assert names.function_ns("N1", "k1", 0) not in left and names.endpoint_ns("N1", "k1", "N1.ep") not in left
     assert names.pop_ns("N1", "c") not in left  # only k1 used pop c
     assert {names.pop_ns("N1", "a"), names.endpoint_ns("N1", "k2", "N1.ep")} <= left  # k2 still in service
+    # k1's ends in the pops k2 keeps are gone at once, not when the kernel gets round to the removed namespaces.
+    for pop, end in (("b", names.ifname("fn-a", "N1", "k1", 0)), ("a", names.ifname("ep-outer", "N1", "k1", "N1.ep"))):
+        assert not await asyncio.to_thread(netlink.link_exists, names.pop_ns("N1", pop), end), end
     assert agent.realised() == ["k2"] and agent.usage() == reserved
     # A restart after the deactivation: the committed segment is not rebuilt, the active one is re-found.
     fresh = agent_for(prefix)
@@ -189,3 +192,20 @@ async def test_deactivate_removes_one_segment_from_the_kernel_keeps_the_other_an
     await fresh.terminate(one.handle)
     await fresh.terminate(two.handle)
     assert await asyncio.to_thread(netlink.leftovers, prefix) == []
+
+
+async def test_a_veth_end_whose_peer_is_not_where_it_should_be_is_made_again(prefix: str) -> None:
+    """A pop end that outlived its peer's namespace (the kernel removes a namespace's interfaces
+    later, on its own) must not pass for the pair: ``ensure_veth`` deletes it and makes the pair anew."""
+    names = netlink.Names(prefix)
+    a, b, stray = names.netns("t", "a"), names.netns("t", "b"), names.netns("t", "x")
+    for ns in (a, b, stray):
+        await asyncio.to_thread(netlink.ensure_ns, ns)
+    end_a, end_b = names.ifname("t", "a"), names.ifname("t", "b")
+    await asyncio.to_thread(netlink.ensure_veth, a, end_a, stray, end_b)  # the peer in the wrong namespace
+    assert not await asyncio.to_thread(netlink.link_exists, b, end_b)
+    await asyncio.to_thread(netlink.ensure_veth, a, end_a, b, end_b)
+    assert await asyncio.to_thread(netlink.link_exists, b, end_b)
+    assert not await asyncio.to_thread(netlink.link_exists, stray, end_b)  # the old pair went as one
+    await asyncio.to_thread(netlink.ensure_veth, a, end_a, b, end_b)  # a complete pair is kept as it is
+    assert await asyncio.to_thread(netlink.is_up, b, end_b)

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from broker.core.faults import CRASH_EXIT_STATUS
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.convergence import Outcome, read_everywhere, state_name, wait_settled
 from scenarios.model import load_scenario
@@ -164,6 +165,7 @@ async def test_a_crash_during_deactivate_then_restart_converges_to_committed(tmp
         assert "crash-deact" in fleet["M2"].fired()
         top = await fleet["T"].slices.Get(ref, timeout=TIMEOUT_S)
         assert state_name(top.state) == "DEACTIVATING" and "[pending: M2]" in top.reason, top.reason
+        assert await fleet.wait_exit("M2") == CRASH_EXIT_STATUS
         await fleet.restart("M2")
         await settled(fed, slice_id, Outcome.COMMITTED, timeout_s=20.0)
         assert state_name((await fleet["T"].slices.Activate(ref, timeout=TIMEOUT_S)).state) == "ACTIVE"
@@ -190,6 +192,7 @@ async def test_a_crash_of_the_mid_while_it_compensates_a_refusal_still_ends_comm
         with pytest.raises(grpc.aio.AioRpcError):
             await fleet["T"].slices.Activate(pb.SliceRef(slice_id=slice_id), timeout=TIMEOUT_S)
         assert "crash-comp" in fleet["M1"].fired()
+        assert await fleet.wait_exit("M1") == CRASH_EXIT_STATUS
         await fleet.restart("M1")
         await settled(fed, slice_id, Outcome.COMMITTED, timeout_s=25.0)
         top = await fleet["T"].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=TIMEOUT_S)

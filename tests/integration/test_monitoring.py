@@ -231,7 +231,7 @@ async def test_cli_watch_json_prints_one_alert_object_per_line_and_slice_alerts_
     top, leaf = fed.sps["T"].address, fed.sps["L1"].address
     watcher = await asyncio.create_subprocess_exec(
         FEDBROKER,
-        *("watch", "--broker", top, "--slice", active.id, "--json", "--count", "2", "--timeout", "20"),
+        *("watch", "--broker", top, "--slice", active.id, "--json", "--count", "2", "--timeout", "120"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -250,7 +250,9 @@ async def test_cli_watch_json_prints_one_alert_object_per_line_and_slice_alerts_
         alerts = json.loads(await cli("slice", "alerts", active.id, "--broker", top, "--json"))
         assert [(a["cause"], a["source_sp"], a["status"]) for a in alerts["open"]] == [("link", "M1", "FIRING")]
         await cli("monitoring", "condition", "L1", "core/edge", "--restore", "--broker", leaf)
-        stdout, stderr = await asyncio.wait_for(watcher.communicate(), 20)
+        # Each CLI call above is a fresh Python process (about a second on a loaded machine): the
+        # watcher's own timeout is the bound, not a guess at how long they take.
+        stdout, stderr = await asyncio.wait_for(watcher.communicate(), 130)
     finally:
         if watcher.returncode is None:
             watcher.kill()
