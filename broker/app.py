@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +19,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from broker.api import reflection
 from broker.api.child_agent import ChildBrokerAgent
 from broker.api.lower_presence import follow_presence
-from broker.api.metrics import Metrics, check_listen
 from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig, DomainConfig
 from broker.core.catalog import Catalog
@@ -34,7 +33,6 @@ from broker.security.accounts import AccountBook
 from broker.security.audit import AuditLog
 from broker.security.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, open_channel
 from broker.security.keys import load_or_create_key
-from broker.security.login import LoginEndpoint, server_ssl_context
 from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
 from broker.store.sqlite import SqliteStore
@@ -42,15 +40,18 @@ from capability_catalog.signing import TrustStore
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.emulated_config import EmulatedDomainConfig, with_authored
-from domain_agents.netns import NetnsDomainAgent
-from domain_agents.openstack import OpenStackDomainAgent
 from domain_agents.openstack_config import OpenStackDomainConfig
 from schemas.note import parse_note, parse_policy
 from slicing.errors import InvalidArgument
-from wim import netlink
 from wim.base import WimDriver
-from wim.linux import LinuxWimDriver
 from wim.memory import MemoryWimDriver
+
+if TYPE_CHECKING:  # loaded only when the config needs them: a broker's start is mostly imports
+    from broker.api.metrics import Metrics
+    from broker.security.login import LoginEndpoint
+    from domain_agents.netns import NetnsDomainAgent
+    from domain_agents.openstack import OpenStackDomainAgent
+    from wim.linux import LinuxWimDriver
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +154,23 @@ class Broker:
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
         prefix = config.dataplane.prefix
+        # The parts that need a start of their own: data-plane workers, clouds to log in to.
+        self._dataplane: list[LinuxWimDriver | NetnsDomainAgent] = []
+        self._clouds: list[OpenStackDomainAgent] = []
         for dom in domains:
             agent: EmulatedDomainAgent
             if isinstance(dom, OpenStackDomainConfig):
-                agents[dom.id] = OpenStackDomainAgent(dom, clock)
+                from domain_agents.openstack import OpenStackDomainAgent
+
+                agents[dom.id] = cloud = OpenStackDomainAgent(dom, clock)
+                self._clouds.append(cloud)
                 continue
             try:
                 if (config.domain_kinds or {}).get(dom.id) == "netns":
-                    agent = NetnsDomainAgent(dom, clock, prefix=prefix)
+                    from domain_agents.netns import NetnsDomainAgent
+
+                    agent = netns_agent = NetnsDomainAgent(dom, clock, prefix=prefix)
+                    self._dataplane.append(netns_agent)
                 else:
                     agent = EmulatedDomainAgent(dom, clock)
             except InvalidArgument as exc:  # a note file promising what the domain cannot keep
@@ -184,9 +194,13 @@ class Broker:
             )
         self.agents = agents
         capacity = dict(config.wim.capacity_mbps or {})
-        self.wim: WimDriver = (
-            LinuxWimDriver(prefix, capacity) if config.wim.driver == "linux" else MemoryWimDriver(capacity)
-        )
+        self.wim: WimDriver = MemoryWimDriver(capacity)
+        self._linux_wim: LinuxWimDriver | None = None
+        if config.wim.driver == "linux":
+            from wim.linux import LinuxWimDriver
+
+            self.wim = self._linux_wim = LinuxWimDriver(prefix, capacity)
+            self._dataplane.insert(0, self._linux_wim)
         self.manager = SliceManager(
             sp_id=config.sp_id,
             faults=self.faults,
@@ -198,6 +212,7 @@ class Broker:
             clock=clock,
             default_hold_s=config.hold_time_s,
             child_timeout_s=config.lower_timeout_s,
+            activation_timeout_s=config.activation_timeout_s,
         )
         self.reconciler = Reconciler(self.manager, clock, interval_s=config.reconcile_interval_s)
         self.labs = local
@@ -206,12 +221,15 @@ class Broker:
         self.watchdog.set_mode(Mode(config.monitoring_mode), config.monitoring_delta)
         self.metrics: Metrics | None = None
         if config.metrics_listen:
+            from broker.api.metrics import Metrics, check_listen
+
             try:
                 check_listen(config.metrics_listen, tls=self.tls is not None)
             except ConfigError as exc:
                 raise ConfigError(f"{where}{exc}") from None
             self.metrics = Metrics(config.sp_id, self.manager, self.store, self.catalog, self.watchdog)
         self._server: grpc.aio.Server | None = None
+        self._gate: Gate | None = None
         self.login: LoginEndpoint | None = None
         self._health = health.aio.HealthServicer()
         self._stop = asyncio.Event()
@@ -248,16 +266,14 @@ class Broker:
 
     async def start(self) -> str:
         """Recover state, follow children's notes, serve; returns the bound address."""
-        if isinstance(self.wim, LinuxWimDriver) or any(isinstance(a, NetnsDomainAgent) for a in self.agents.values()):
+        if self._dataplane:
             # Start the data-plane worker process now, in the background, not inside the first activation.
             self._spawn(_warm_up_dataplane(), "dataplane-worker")
-            for part in (self.wim, *self.agents.values()):
-                if isinstance(part, LinuxWimDriver | NetnsDomainAgent):
-                    await part.warm_up()  # the link watcher's process, before any activation
-        for agent in self.agents.values():
-            if isinstance(agent, OpenStackDomainAgent):
-                # A refused login stops the start, naming the setting; a busy cloud is waited for.
-                await agent.connect(patience_s=OPENSTACK_START_PATIENCE_S)
+            for part in self._dataplane:
+                await part.warm_up()  # the link watcher's process, before any activation
+        for cloud in self._clouds:
+            # A refused login stops the start, naming the setting; a busy cloud is waited for.
+            await cloud.connect(patience_s=OPENSTACK_START_PATIENCE_S)
         await self.manager.recover()
         self.offers.restore()
         for agent in self.agents.values():
@@ -285,7 +301,7 @@ class Broker:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        gate = Gate(self.guard, self.audit, self.metrics.observe if self.metrics else None)
+        self._gate = gate = Gate(self.guard, self.audit, self.metrics.observe if self.metrics else None)
         add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store, self.watchdog, self.labs)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
@@ -335,6 +351,8 @@ class Broker:
         sec = self.config.security
         if not sec.login_listen:
             return
+        from broker.security.login import LoginEndpoint, server_ssl_context
+
         ctx = None
         if self.tls is not None:
             assert sec.cert is not None and sec.key is not None
@@ -354,6 +372,8 @@ class Broker:
     async def _start_metrics(self) -> None:
         if self.metrics is None:
             return
+        from broker.security.login import server_ssl_context
+
         ctx = None
         sec = self.config.security
         if self.tls is not None and sec.cert is not None and sec.key is not None:
@@ -375,6 +395,8 @@ class Broker:
         self._stop.set()
         with contextlib.suppress(Exception):
             await self._health.enter_graceful_shutdown()
+        if self._gate is not None:
+            self._gate.close_streams()  # the grace time is for operations in flight, not for endless streams
         if self._server is not None:
             await self._server.stop(grace_s)
         if self.login is not None:
@@ -390,8 +412,8 @@ class Broker:
         await self.catalog.close()
         for agent in self.agents.values():
             await agent.close()
-        if isinstance(self.wim, LinuxWimDriver):
-            await self.wim.close()
+        if self._linux_wim is not None:
+            await self._linux_wim.close()
         for name in ("address", "login_address", "metrics_address"):
             with contextlib.suppress(FileNotFoundError):
                 (self.config.data_dir / name).unlink()
@@ -426,6 +448,8 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
 
 
 async def _warm_up_dataplane() -> None:
+    from wim import netlink
+
     await netlink.call(netlink.namespaces)
 
 

@@ -10,11 +10,10 @@ from typing import Any
 from broker.descriptors import ConfigError, load_yaml
 from broker.security.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
 from capability_catalog.signing import public_key_from_text
-from domain_agents.emulated_config import EmulatedDomainConfig
-from domain_agents.netns import parse_netns_domain
+from domain_agents.emulated_config import EmulatedDomainConfig, parse_netns_domain
 from domain_agents.openstack_config import OpenStackDomainConfig
 from slicing.errors import FedError
-from wim.netlink import FAMILY_PREFIX, check_prefix
+from wim.names import FAMILY_PREFIX, check_prefix
 
 DOMAIN_KINDS = ("emulated", "netns", "openstack")
 WIM_DRIVERS = ("memory", "linux")
@@ -81,6 +80,9 @@ class BrokerConfig:
     data_dir: Path
     hold_time_s: float = 120.0
     lower_timeout_s: float = 10.0
+    # An activation some SP below has not confirmed by then is undone (back to COMMITTED); None:
+    # ten times lower_timeout_s.
+    activation_timeout_s: float | None = None
     note_ttl_s: float = 3600.0
     lower_sps: tuple[LowerSp, ...] = ()
     domains: tuple[DomainConfig, ...] = ()
@@ -129,6 +131,7 @@ _TOP_KEYS = {
     "key_file",
     "hold_time_s",
     "lower_timeout_s",
+    "activation_timeout_s",
     "note_ttl_s",
     "lower_sps",
     "domains",
@@ -289,6 +292,9 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         data_dir=data_dir,
         hold_time_s=_positive(data, "hold_time_s", 120.0, where),
         lower_timeout_s=_positive(data, "lower_timeout_s", 10.0, where),
+        activation_timeout_s=(
+            _positive(data, "activation_timeout_s", 0, where) if "activation_timeout_s" in data else None
+        ),
         note_ttl_s=_positive(data, "note_ttl_s", 3600.0, where),
         lower_sps=tuple(lowers),
         domains=tuple(domains),

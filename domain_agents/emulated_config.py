@@ -124,6 +124,14 @@ class EmulatedDomainConfig:
         return terminal_pop(self.endpoints, self.ports, terminal)
 
 
+def parse_netns_domain(d: Mapping[str, object], path: str) -> EmulatedDomainConfig:
+    """A ``type: netns`` domain (``domain_agents.netns``): the emulated format, validated by the emulated parser."""
+    kind = d.get("type", "netns")
+    if kind != "netns":
+        raise InvalidArgument(f"{path}.type", f"must be 'netns', got {kind!r}")
+    return EmulatedDomainConfig.from_dict({k: v for k, v in d.items() if k != "type"}, path)
+
+
 def with_authored(cfg: EmulatedDomainConfig, note: CapabilityNote) -> EmulatedDomainConfig:
     """``cfg`` serving ``note`` (read from its ``note_file``): the note's offer and validity become the domain's."""
     offer = OfferPolicy(

@@ -39,6 +39,7 @@ from capability_catalog.model import TerminalId
 from domain_agents.base import HealthSample
 from domain_agents.emulated import EmulatedDomainAgent, _Allocation
 from domain_agents.emulated_config import EmulatedDomainConfig
+from domain_agents.emulated_config import parse_netns_domain as parse_netns_domain  # re-exported
 from domain_agents.probe import ProbeEndpoint, ProbeFunction, SliceView
 from slicing.errors import FedError, InvalidArgument, Unavailable
 from slicing.model import SliceState
@@ -48,14 +49,6 @@ from wim.netlink import Names
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def parse_netns_domain(d: Mapping[str, object], path: str) -> EmulatedDomainConfig:
-    """A ``type: netns`` domain: the emulated format, validated by the emulated parser."""
-    kind = d.get("type", "netns")
-    if kind != "netns":
-        raise InvalidArgument(f"{path}.type", f"must be 'netns', got {kind!r}")
-    return EmulatedDomainConfig.from_dict({k: v for k, v in d.items() if k != "type"}, path)
 
 
 @dataclass(frozen=True)

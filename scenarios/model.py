@@ -62,7 +62,15 @@ ERROR_CODES = {
     "DEADLINE_EXCEEDED",
     "INTERNAL",
 }
-_SP_SETTINGS = {"hold_time_s", "lower_timeout_s", "note_ttl_s", "reconcile_interval_s", "domains", "wim"}
+_SP_SETTINGS = {
+    "hold_time_s",
+    "lower_timeout_s",
+    "activation_timeout_s",
+    "note_ttl_s",
+    "reconcile_interval_s",
+    "domains",
+    "wim",
+}
 #: What ``expect_everywhere`` can ask for; ``settled`` is any of released, committed, active.
 #: What expect_everywhere may ask for; "pending": an SP says it waits for an SP below (the truth while one is cut off).
 OUTCOMES = ("released", "held", "committed", "active", "pending", "settled")

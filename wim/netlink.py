@@ -1,17 +1,7 @@
-"""Names and netlink plumbing of fedbroker's data plane: network namespaces, veths, bridges, over pyroute2.
+"""Netlink plumbing of fedbroker's data plane: network namespaces, veths, bridges, over pyroute2.
 
-Every object the data plane makes carries the installation's *prefix* (``fb`` followed by up to four
-lower-case letters or digits, e.g. ``fb3k9x``), so two test runs, two SPs or two slices never collide
-and ``fedbroker dataplane audit`` can find what was left behind:
-
-* namespaces are called ``<prefix>-<kind>-<readable>-<hash>``: the hash makes them unique, the
-  readable part helps a person reading ``ip netns list``;
-* interfaces are called ``<prefix><role letter><hash>`` and fit the kernel's 15-character limit.
-
-Names derive from (prefix, domain or port id, pop, segment key, ...), never from a counter, so the
-process that stitches a border (the upper-SP's WIM) finds what another process (the leaf's domain
-agent) made without asking it: a border port's namespace is ``Names.port_ns(port)`` and a slice's
-bridge in it ``Names.port_bridge(port, label)``.
+What every object is called (the installation's prefix, namespace and interface names) is
+``wim.names``, re-exported here.
 
 All calls here block. Async callers run them with ``call``, in one worker process of their own
 (``python -m wim.netlink``): pyroute2 forks to enter namespaces, and a fork of a process that runs
@@ -25,9 +15,7 @@ import asyncio
 import atexit
 import contextlib
 import errno
-import hashlib
 import pickle
-import re
 import struct
 import subprocess
 import sys
@@ -39,16 +27,14 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from slicing.errors import InvalidArgument
+# Re-exported: callers that use netlink name its objects and check prefixes through it.
+from wim.names import FAMILY_PREFIX as FAMILY_PREFIX
+from wim.names import Names as Names
+from wim.names import check_prefix as check_prefix
 
-#: The family prefix: every installation's prefix starts with it, so the default audit sees all of them.
-FAMILY_PREFIX = "fb"
-PREFIX_PATTERN = re.compile(r"^fb[a-z0-9]{0,4}$")
-IFNAMSIZ = 15
 #: Slices carry ordinary Ethernet frames; underlays are wider so that VXLAN needs no fragmentation.
 SLICE_MTU = 1500
 UNDERLAY_MTU = 1600
-_READABLE = re.compile(r"[^A-Za-z0-9_.-]+")
 RT_SCOPE_LINK = 253
 
 
@@ -150,67 +136,6 @@ def _serve() -> None:
             data = pickle.dumps((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]}")))
         stdout.write(_HEADER.pack(len(data)) + data)
         stdout.flush()
-
-
-def check_prefix(prefix: str, path: str = "dataplane.prefix") -> str:
-    """The prefix itself when valid; ``InvalidArgument`` naming ``path`` otherwise."""
-    if not isinstance(prefix, str) or not PREFIX_PATTERN.match(prefix):
-        raise InvalidArgument(path, f"must be 'fb' followed by up to 4 lower-case letters or digits (got {prefix!r})")
-    return prefix
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Names:
-    """Derives every namespace and interface name of one installation from its prefix."""
-
-    prefix: str = FAMILY_PREFIX
-
-    def __post_init__(self) -> None:
-        check_prefix(self.prefix)
-
-    def netns(self, kind: str, *parts: object) -> str:
-        """A namespace name: prefix, kind, a readable hint, and a hash of everything."""
-        hint = _READABLE.sub("_", "-".join(str(p) for p in parts))[:32]
-        return f"{self.prefix}-{kind}-{hint}-{_digest(self.prefix, kind, *parts)[:8]}"
-
-    def ifname(self, role: str, *parts: object) -> str:
-        """An interface name of at most 15 characters: prefix, the role's first letter, a hash."""
-        room = IFNAMSIZ - len(self.prefix) - 1
-        return f"{self.prefix}{role[0]}{_digest(self.prefix, role, *parts)[:room]}"
-
-    # --- the names other processes need --------------------------------------------------------
-
-    def pop_ns(self, domain: str, pop: str) -> str:
-        """The namespace of a leaf domain's pop."""
-        return self.netns("pop", domain, pop)
-
-    def port_ns(self, port: str) -> str:
-        """The border namespace of a border port (port ids are global)."""
-        return self.netns("port", port)
-
-    def port_bridge(self, port: str, label: int) -> str:
-        """The bridge, in the port's border namespace, of the slice that crosses ``port`` with ``label``."""
-        return self.ifname("border-bridge", port, label)
-
-    def endpoint_ns(self, domain: str, key: str, endpoint: str) -> str:
-        """The namespace standing for ``endpoint`` in the segment ``key`` of ``domain``."""
-        return self.netns("ep", domain, endpoint, key)
-
-    def endpoint_if(self, domain: str, key: str, endpoint: str) -> str:
-        """The slice interface inside an endpoint namespace."""
-        return self.ifname("ep-inner", domain, key, endpoint)
-
-    def function_ns(self, domain: str, key: str, index: int) -> str:
-        """The namespace of the ``index``-th function of the segment ``key`` of ``domain``."""
-        return self.netns("fn", domain, index, key)
-
-    def function_ifs(self, domain: str, key: str, index: int) -> tuple[str, str]:
-        """The function's interface towards the slice's source, and the one towards its destination."""
-        return self.ifname("in", domain, key, index), self.ifname("out", domain, key, index)
 
 
 # --- namespaces ----------------------------------------------------------------------------------

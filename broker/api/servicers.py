@@ -9,6 +9,8 @@ written to the audit log with their outcome, refusals included.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -58,6 +60,41 @@ class Gate:
         self.guard = guard
         self.audit = audit
         self._observe = observe  # /metrics: (method, code, seconds) per answered call
+        self._closing = asyncio.Event()
+
+    def close_streams(self) -> None:
+        """End every stream (Watch, SubscribeNotes) now, at shutdown.
+
+        Streams never end on their own; left open, the server's grace time (meant for operations
+        in flight) would be spent waiting for them. Their clients reconnect to the next broker.
+        """
+        self._closing.set()
+
+    async def streamed(self, source: AsyncIterator[T]) -> AsyncIterator[T]:
+        """The items of ``source`` until it ends or ``close_streams`` is called."""
+        closing = asyncio.ensure_future(self._closing.wait())
+        item: asyncio.Future[T] | None = None
+        try:
+            while not self._closing.is_set():
+                item = asyncio.ensure_future(anext(source))
+                await asyncio.wait((item, closing), return_when=asyncio.FIRST_COMPLETED)
+                if not item.done():
+                    return
+                try:
+                    value = item.result()
+                except StopAsyncIteration:
+                    return
+                item = None
+                yield value
+        finally:
+            closing.cancel()
+            if item is not None and not item.done():  # closing, or the caller went away meanwhile
+                item.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await item
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def answer(
         self,
@@ -303,7 +340,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             # Headers now, not with the first event: a watcher's wait_for_connection (a lower SP's
             # upper, after a reconnect) returns at once, though nothing may happen for hours.
             await context.send_initial_metadata(())
-            async for ev in self._m.watch(request.slice_id, request.initial):
+            async for ev in self._gate.streamed(self._m.watch(request.slice_id, request.initial)):
                 if not principal.sees_all and self._m.get(ev.slice_id).requester != principal.id:
                     continue
                 msg = pb.SliceEvent(
@@ -463,7 +500,7 @@ class CapabilitiesServicer(pb_grpc.CapabilitiesServicer):
             await context.abort(to_grpc(exc.code), str(exc))
             return
         log.info("subscriber %s follows our notes", principal.id)
-        async for signed in self._catalog.updates():
+        async for signed in self._gate.streamed(self._catalog.updates()):
             yield codec.signed_to_pb(signed)
 
     async def GetCatalog(

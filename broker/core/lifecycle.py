@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from broker.core.events import SliceEvent, SliceEvents
 from broker.core.faults import NO_FAULTS, Faults
@@ -29,6 +29,7 @@ from broker.core.operations import (
     OPERATIONS,
     RELEASED,
     Operation,
+    activation_timeout_reason,
     compensation_reason,
     lost_hold,
     outcome_unknown,
@@ -62,6 +63,8 @@ T = TypeVar("T")
 
 #: A child gets this share of the time the caller left us (the rest pays for compensation and answer).
 CHILD_TIME_SHARE = 0.7
+#: An activation not confirmed everywhere within this many child calls' time is undone (``activation_timeout_s``).
+ACTIVATION_TIMEOUT_CHILD_CALLS = 10
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class SliceManager(Reserving):
         default_hold_s: float = 120.0,
         faults: Faults = NO_FAULTS,
         child_timeout_s: float = 10.0,
+        activation_timeout_s: float | None = None,
     ) -> None:
         self.sp_id = sp_id
         self._store = store
@@ -100,9 +104,21 @@ class SliceManager(Reserving):
         self._default_hold_s = default_hold_s
         self._faults = faults
         self.child_timeout_s = child_timeout_s
+        self._activation_timeout_s = activation_timeout_s
         self._locks: dict[str, asyncio.Lock] = {}
         self._events = SliceEvents()
         self._running: set[asyncio.Task[Any]] = set()
+
+    @property
+    def activation_timeout_s(self) -> float:
+        """How long an activation may roll forward before it is undone (back to COMMITTED).
+
+        Rolling forward for ever would leave a slice half in service with nobody told; by default ten
+        child calls' time (``ACTIVATION_TIMEOUT_CHILD_CALLS``), so it shrinks with depth as they do.
+        """
+        if self._activation_timeout_s is not None:
+            return self._activation_timeout_s
+        return ACTIVATION_TIMEOUT_CHILD_CALLS * self.child_timeout_s
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -442,7 +458,8 @@ class SliceManager(Reserving):
             self._require(rec, op)
             await self._faults.hit("activate.start", rec.id)
             # Decided: from here it rolls forward (or, refused, is compensated back to COMMITTED).
-            rec = self._transition(rec, S.ACTIVATING, reason="", error_code="")
+            deadline = self._clock() + self.activation_timeout_s
+            rec = self._transition(rec, S.ACTIVATING, reason="", error_code="", deadline_at=deadline)
             return await self.drive_activate(rec)
 
     async def drive_activate(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
@@ -456,6 +473,10 @@ class SliceManager(Reserving):
         """
         timeout = limit_s or self.child_timeout_s
         todo = [s for s in rec.segments if s.state is not S.ACTIVE]
+        if rec.deadline_at and self._clock() >= rec.deadline_at:
+            pending = sorted({s.domain for s in todo}) or [f"{self.sp_id} (WIM)"]
+            reason = activation_timeout_reason(self.activation_timeout_s, pending)
+            await self._compensate_activation(rec, reason, ErrorCode.DEADLINE_EXCEEDED, [], limit_s)
 
         async def activate_one(seg: SegmentRecord) -> None:
             await self._faults.hit("activate.task.before", rec.id, seg.domain)
@@ -494,7 +515,8 @@ class SliceManager(Reserving):
             errors = [e for _, e in failed]
             refusals = [(name, e) for name, e in failed if not outcome_unknown(e)]
             if refusals:
-                await self._compensate_activation(rec, refusals, errors, limit_s)
+                reason = compensation_reason(refusals)
+                await self._compensate_activation(rec, reason, refusals[0][1].code, errors, limit_s)
             rec = self._save(replace(rec, reason=with_pending("activation decided; waiting for confirmation", names)))
             raise Unavailable(
                 f"slice {rec.id}: the activation is decided and goes on: {', '.join(names)} did not confirm yet "
@@ -502,7 +524,12 @@ class SliceManager(Reserving):
                 causes=errors,
             )
         rec = self._transition(
-            rec, S.ACTIVE, links=tuple(links), reason="", segments=self._described(rec.segments, S.ACTIVE)
+            rec,
+            S.ACTIVE,
+            links=tuple(links),
+            reason="",
+            deadline_at=0.0,
+            segments=self._described(rec.segments, S.ACTIVE),
         )
         await self._faults.hit("activate.done", rec.id)
         return rec
@@ -510,25 +537,25 @@ class SliceManager(Reserving):
     async def _compensate_activation(
         self,
         rec: SliceRecord,
-        refusals: list[tuple[str, FedError]],
+        reason: str,
+        code: ErrorCode,
         errors: list[FedError],
         limit_s: float | None,
-    ) -> None:
-        """A child refused Activate: deactivate every child and stitch, end COMMITTED, raise the refusal.
+    ) -> NoReturn:
+        """A child refused Activate (or it timed out): deactivate every child and stitch, end COMMITTED, raise.
 
         Every segment is deactivated, not only those confirmed active: one that did not answer may be
         active all the same, and Deactivate is idempotent. A compensation some SP below has not
         confirmed yet stays DEACTIVATING naming it (the reconciler finishes it); the refusal is raised
         either way, since where the slice ends is decided: COMMITTED.
         """
-        reason = compensation_reason(refusals)
-        code = refusals[0][1].code
         log.warning("slice %s: %s", rec.id, reason)
         rec = self._transition(
             rec,
             S.DEACTIVATING,
             reason=reason,
             error_code=code.value,
+            deadline_at=0.0,
             settle_to=S.COMMITTED,
             segments=tuple(replace(s, state=S.DEACTIVATING) for s in rec.segments),
         )

@@ -191,6 +191,12 @@ def compensation_reason(refusals: Sequence[tuple[str, FedError]]) -> str:
     return f"activation failed: {names} refused ({said}){_COMPENSATED}"
 
 
+def activation_timeout_reason(timeout_s: float, pending: Sequence[str]) -> str:
+    """What a slice whose activation did not complete in time says once it is back to COMMITTED."""
+    who = ", ".join(sorted(pending)) or "an SP below"
+    return f"activation timed out: {who} did not confirm within {timeout_s:g} s{_COMPENSATED}"
+
+
 def settle_state(state: SliceState, settle_to: SliceState | None, error_code: str) -> SliceState:
     """Where a release in flight ends: its recorded target, else FAILED after an error, else by operation."""
     if settle_to is not None:

@@ -81,6 +81,8 @@ class SliceRecord:
     links: tuple[LinkRecord, ...] = ()
     # Where a release in flight (ABORTING, TERMINATING) ends once every SP below confirmed it.
     settle_to: SliceState | None = None
+    # When an operation that rolls forward stops trying and is undone (ACTIVATING); 0: no deadline.
+    deadline_at: float = 0.0
 
     def leaf_sps(self) -> list[str]:
         """The leaf SPs realising this slice, found by walking nested segments, in path order."""

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS slices (
     labels TEXT NOT NULL,
     addresses TEXT NOT NULL,
     settle_to TEXT NOT NULL DEFAULT '',
+    deadline_at REAL NOT NULL DEFAULT 0,
     UNIQUE (requester, request_id)
 );
 CREATE INDEX IF NOT EXISTS slices_state ON slices (state, hold_expires_at);
@@ -102,12 +103,12 @@ _ENCODED_MAX = 1024
 _PARTS_MAX = 1024
 #: Insert a slice, or update it in place: no delete and re-insert of the row and its index entries.
 _UPSERT_SLICE = """
-INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
+INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
     requester = excluded.requester, request_id = excluded.request_id, request_hash = excluded.request_hash,
     request = excluded.request, hold_time_s = excluded.hold_time_s, state = excluded.state,
     created_at = excluded.created_at, updated_at = excluded.updated_at, hold_expires_at = excluded.hold_expires_at,
     reason = excluded.reason, error_code = excluded.error_code, labels = excluded.labels,
-    addresses = excluded.addresses, settle_to = excluded.settle_to
+    addresses = excluded.addresses, settle_to = excluded.settle_to, deadline_at = excluded.deadline_at
 """
 
 
@@ -146,6 +147,8 @@ class SqliteStore:
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(slices)").fetchall()}
         if "settle_to" not in columns:  # added with the reconciler: where an in-flight release ends
             self._db.execute("ALTER TABLE slices ADD COLUMN settle_to TEXT NOT NULL DEFAULT ''")
+        if "deadline_at" not in columns:  # added with the activation deadline
+            self._db.execute("ALTER TABLE slices ADD COLUMN deadline_at REAL NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         """Close the database."""
@@ -196,6 +199,7 @@ class SqliteStore:
                     json.dumps(dict(rec.labels)),
                     json.dumps(dict(rec.addresses)),
                     rec.settle_to.value if rec.settle_to else "",
+                    rec.deadline_at,
                 ),
             )
             written = self._parts.get(rec.id)
@@ -477,6 +481,7 @@ class SqliteStore:
             labels=json.loads(row["labels"]),
             addresses=json.loads(row["addresses"]),
             settle_to=SliceState(row["settle_to"]) if row["settle_to"] else None,
+            deadline_at=row["deadline_at"],
             segments=tuple(
                 SegmentRecord(
                     index=s["idx"],

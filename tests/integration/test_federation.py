@@ -319,6 +319,36 @@ async def test_watch_streams_state_changes_of_a_slice(fed: Federation) -> None:
     assert seen[-3:] == [COMMITTED, pb.SLICE_STATE_TERMINATING, TERMINATED]
 
 
+async def test_a_broker_told_to_stop_ends_its_streams_cleanly_and_its_upper_follows_the_next_one(
+    fed: Federation,
+) -> None:
+    """SIGTERM ends a Watch and the notes stream with OK: they are closed, not left to be cut off when
+    the grace time for operations in flight runs out (which a watcher would see as CANCELLED)."""
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    leaf = fed.sps["L1"]
+    watch = leaf.operator_slices.Watch(pb.WatchRequest(initial=True))
+    notes = leaf.caps.SubscribeNotes(pb.SubscribeNotesRequest())
+    assert (await notes.read()).signer == "L1"  # the stream is open: our note came
+    await watch.wait_for_connection()
+    fed.kill("L1", signal.SIGTERM)
+    for stream in (watch, notes):
+        async for _ in stream:  # type: ignore[attr-defined]
+            pass
+        assert await stream.code() == grpc.StatusCode.OK, await stream.details()
+    assert await asyncio.to_thread(leaf.proc.wait, 10) == 0  # type: ignore[union-attr]
+    await fed.restart("L1")
+    for attempt in range(40):  # bounded: T's channel to L1 backs off for a few seconds after the refusal
+        try:
+            held = await reserve(top, f"after-restart-{attempt}", slice_request("L1.ep", "L2.ep"))
+            break
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
+            await asyncio.sleep(0.25)
+    assert held.state == HELD
+
+
 async def test_leaf_down_two_levels_below_gives_unavailable_naming_it_and_nothing_held(fed: Federation) -> None:
     await chain_of_leaves(fed, ["L1", "L2", "L3", "L4"])
     await fed.start("M1", lowers=["L1", "L2"], lower_timeout_s=2, reconcile_interval_s=0.2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slicing.errors import InvalidArgument
-from wim.netlink import IFNAMSIZ, Names, check_prefix
+from wim.names import IFNAMSIZ, Names, check_prefix
 
 
 @pytest.mark.parametrize("prefix", ["fb", "fb3k9x"])

@@ -29,12 +29,16 @@ class Refusing(Flaky):
     def __init__(self, inner: EmulatedDomainAgent) -> None:
         super().__init__(inner)
         self.refuse_activate = False
+        self.activate_down = False
         self.deactivate_down = False
 
     async def activate(self, handle: str) -> None:
         if self.refuse_activate:
             self.calls.append("activate")
             raise FailedPrecondition(f"port of {self.domain_id} is not wired", domain=self.domain_id)
+        if self.activate_down:
+            self.calls.append("activate")
+            raise Unavailable(f"{self.domain_id} is down", domain=self.domain_id)
         await super().activate(handle)
 
     async def deactivate(self, handle: str) -> None:
@@ -258,7 +262,7 @@ async def test_a_child_that_does_not_answer_activate_still_rolls_forward(tmp_pat
         await w.manager.activate(rec.id)
     assert w.manager.get(rec.id).state is S.ACTIVATING  # not compensated: L3 may be active
     agents["L3"].down = False
-    w.clock.now += 60
+    w.clock.now += 1  # well within the activation's deadline (3 s here)
     assert (await Reconciler(w.manager, w.clock).pass_once())[rec.id] is S.ACTIVE
     assert child_states(w, rec.id) == {"L1": S.ACTIVE, "L2": S.ACTIVE, "L3": S.ACTIVE}
 
@@ -273,7 +277,7 @@ async def test_a_refusal_met_by_the_reconciler_is_compensated_too(tmp_path: Path
         await w.manager.activate(rec.id)
     agents["L3"].down = False
     agents["L3"].refuse_activate = True
-    w.clock.now += 60
+    w.clock.now += 1  # within the deadline: what ends it is the refusal
     assert (await Reconciler(w.manager, w.clock).pass_once())[rec.id] is S.COMMITTED
     assert child_states(w, rec.id) == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.COMMITTED}
     assert "L3 refused" in w.manager.get(rec.id).reason
@@ -361,3 +365,78 @@ async def test_a_child_that_lost_its_segment_is_not_reported_committed_everythin
     assert final.state is S.FAILED and "L2" in final.reason
     assert w.idle() and w.wim.usage().services == 0
     assert all(a.inner.usage().bandwidth_mbps == 0 for a in agents.values())
+
+
+# --- the activation deadline ----------------------------------------------------------------------
+
+
+async def test_an_activation_not_confirmed_before_its_deadline_is_undone_and_the_reservation_kept(
+    tmp_path: Path,
+) -> None:
+    """A child that never answers Activate must not leave the slice ACTIVATING for ever, half in service:
+    past ``activation_timeout_s`` the reconciler undoes it (back to COMMITTED, every child deactivated)."""
+    w, agents = await refusing_world(tmp_path)
+    assert w.manager.activation_timeout_s == pytest.approx(10 * 0.3)  # ten child calls' time by default
+    rec = await w.manager.reserve("alice", "r1", req())
+    await w.manager.commit(rec.id)
+    held = bandwidth(w)
+    agents["L2"].activate_down = True
+    started = w.clock.now
+    with pytest.raises(Unavailable, match="L2 did not confirm yet"):
+        await w.manager.activate(rec.id)
+    pending = w.manager.get(rec.id)
+    assert pending.state is S.ACTIVATING and pending.deadline_at == pytest.approx(started + 3.0)
+    assert child_states(w, rec.id) == {"L1": S.ACTIVE, "L2": S.COMMITTED, "L3": S.ACTIVE}
+    rc = Reconciler(w.manager, w.clock, interval_s=0.01)
+    w.clock.now += 2.9
+    assert (await rc.pass_once())[rec.id] is S.ACTIVATING  # before the deadline: still rolling forward
+    w.clock.now += 60  # past it (and past the back-off)
+    assert (await rc.pass_once())[rec.id] is S.COMMITTED
+    done = w.manager.get(rec.id)
+    assert done.reason.startswith("activation timed out: L2 did not confirm within 3 s"), done.reason
+    assert "activate it again or terminate it" in done.reason and done.error_code == "DEADLINE_EXCEEDED"
+    assert child_states(w, rec.id) == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.COMMITTED}
+    assert w.wim.usage().services == 0 and bandwidth(w) == held  # nothing in service, the reservation kept
+    agents["L2"].activate_down = False
+    again = await w.manager.activate(rec.id)  # a fresh activation gets a fresh deadline, and succeeds
+    assert again.state is S.ACTIVE and again.reason == "" and again.deadline_at == 0.0
+    assert child_states(w, rec.id) == {"L1": S.ACTIVE, "L2": S.ACTIVE, "L3": S.ACTIVE}
+    await w.manager.terminate(rec.id)
+    assert w.idle()
+
+
+async def test_an_activation_deadline_with_the_child_still_down_stays_deactivating_naming_it(tmp_path: Path) -> None:
+    w, agents = await refusing_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req())
+    await w.manager.commit(rec.id)
+    agents["L3"].activate_down = agents["L3"].deactivate_down = True
+    with pytest.raises(Unavailable):
+        await w.manager.activate(rec.id)
+    w.clock.now += 60
+    rc = Reconciler(w.manager, w.clock, interval_s=0.01)
+    assert (await rc.pass_once())[rec.id] is S.DEACTIVATING  # undone where it could be; L3 named
+    stuck = w.manager.get(rec.id)
+    assert "activation timed out: L3" in stuck.reason and stuck.reason.endswith("[pending: L3]"), stuck.reason
+    assert child_states(w, rec.id) == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.COMMITTED}
+    agents["L3"].activate_down = agents["L3"].deactivate_down = False
+    w.clock.now += 60
+    assert (await rc.pass_once())[rec.id] is S.COMMITTED
+    assert "activation timed out: L3" in w.manager.get(rec.id).reason
+
+
+async def test_the_activation_deadline_survives_a_restart(tmp_path: Path) -> None:
+    from broker.store.sqlite import SqliteStore
+
+    w, agents = await refusing_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req())
+    await w.manager.commit(rec.id)
+    agents["L1"].activate_down = True
+    with pytest.raises(Unavailable):
+        await w.manager.activate(rec.id)
+    deadline = w.manager.get(rec.id).deadline_at
+    assert deadline > w.clock.now
+    again = SqliteStore(tmp_path / "state.db")  # what make_world opened: read back, not from a cache
+    try:
+        assert again.get(rec.id).deadline_at == deadline
+    finally:
+        again.close()
