@@ -747,15 +747,32 @@ class SliceManager(Reserving):
                 on_alert(domain, ev)
                 continue
             on_change(domain)
-            if ev.state not in RELEASED:
+            if ev.state not in RELEASED and ev.state is not S.ACTIVE:
                 continue
             rec = self._store.find_by_segment(domain, ev.handle)
             if rec is None or rec.state in FINAL_STATES or self.busy(rec.id):
                 continue
             try:
-                await self._detached(self._child_ended(rec.id, domain, ev.handle, ev.state, ev.detail))
+                if ev.state is S.ACTIVE:
+                    await self._detached(self._child_activated(rec.id, domain, ev.handle))
+                else:
+                    await self._detached(self._child_ended(rec.id, domain, ev.handle, ev.state, ev.detail))
             except FedError as exc:
-                log.warning("slice %s: after %s ended its segment: %s", rec.id, domain, exc)
+                log.warning("slice %s: after %s's segment became %s: %s", rec.id, domain, ev.state, exc)
+
+    async def _child_activated(self, slice_id: str, domain: str, handle: str) -> None:
+        """A child put a segment in service that this broker's slice has out of service (COMMITTED).
+
+        An Activate that reached the child after the compensating Deactivate (a message delayed, a
+        child that resumed after a stop) would leave it carrying traffic nobody ordered: deactivate it.
+        """
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            seg = next((s for s in rec.segments if s.domain == domain and s.handle == handle), None)
+            if seg is None or rec.state is not S.COMMITTED or seg.state is not S.COMMITTED:
+                return
+            log.warning("slice %s is COMMITTED but %s put its segment in service: deactivating it", rec.id, domain)
+            await self._bounded(self._agent(domain).deactivate(handle), self.child_timeout_s, domain)
 
     async def _child_ended(self, slice_id: str, domain: str, handle: str, state: SliceState, detail: str) -> None:
         async with self._lock(slice_id):

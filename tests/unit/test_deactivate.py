@@ -14,6 +14,7 @@ import pytest
 
 from broker.core.operations import OPERATIONS, compensation_reason, lost_hold, outcome_unknown
 from broker.core.reconciler import Reconciler
+from domain_agents.base import SegmentEvent
 from domain_agents.emulated import EmulatedDomainAgent
 from slicing.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from slicing.model import HOLDING_STATES, TRANSITIONS, SliceState
@@ -440,3 +441,40 @@ async def test_the_activation_deadline_survives_a_restart(tmp_path: Path) -> Non
         assert again.get(rec.id).deadline_at == deadline
     finally:
         again.close()
+
+
+async def test_a_child_that_puts_a_segment_in_service_after_the_compensation_is_deactivated_again(
+    tmp_path: Path,
+) -> None:
+    """An Activate that reaches a child after the compensating Deactivate (delayed, or a child resumed
+    after a stop) leaves it ACTIVE under a COMMITTED slice: the child's own event has it deactivated."""
+    from tests.unit.test_transactions import Telling
+
+    w, agents = await refusing_world(tmp_path)
+    l1 = Telling(agents["L1"].inner)
+    w.manager._agents["L1"] = l1
+    follower = asyncio.ensure_future(w.manager.follow_child("L1"))
+    try:
+        rec = await w.manager.reserve("alice", "r1", req())
+        await w.manager.commit(rec.id)
+        agents["L3"].refuse_activate = True
+        with pytest.raises(FailedPrecondition, match="L3 refused"):
+            await w.manager.activate(rec.id)
+        assert child_states(w, rec.id)["L1"] is S.COMMITTED
+        seg = next(s for s in w.manager.get(rec.id).segments if s.domain == "L1")
+        await l1.inner.activate(seg.handle)  # the late Activate, carried out at the child
+        await l1.events.put(SegmentEvent(seg.handle, S.ACTIVE))
+        for _ in range(200):  # bounded: 2 s
+            if child_states(w, rec.id)["L1"] is S.COMMITTED:
+                break
+            await asyncio.sleep(0.01)
+        assert child_states(w, rec.id) == {"L1": S.COMMITTED, "L2": S.COMMITTED, "L3": S.COMMITTED}
+        assert w.manager.get(rec.id).state is S.COMMITTED
+        # A stale ACTIVE event about an active slice changes nothing.
+        agents["L3"].refuse_activate = False
+        assert (await w.manager.activate(rec.id)).state is S.ACTIVE
+        await l1.events.put(SegmentEvent(seg.handle, S.ACTIVE))
+        await asyncio.sleep(0.05)
+        assert child_states(w, rec.id)["L1"] is S.ACTIVE
+    finally:
+        follower.cancel()
