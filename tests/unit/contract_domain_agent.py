@@ -107,7 +107,7 @@ class DomainAgentContract:
         assert grant.labels[make_agent.port] in make_agent.port_labels
         assert set(grant.addresses) == {make_agent.endpoint}
         assert grant.addresses[make_agent.endpoint].startswith("10.77.0.")
-        assert await self.usage(agent).bandwidth_mbps > 0
+        assert (await self.usage(agent)).bandwidth_mbps > 0
 
     async def test_full_lifecycle_reserve_commit_activate_terminate_frees_everything(
         self, make_agent: AgentMaker, agent: DomainAgent
