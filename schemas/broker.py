@@ -41,12 +41,21 @@ def or_default(default: object) -> Callable[[object], object]:
     return lambda value: default if value is None else value
 
 
+def _or_null(schema: dict[str, Any]) -> None:
+    """In the JSON Schema: the setting may be ``null`` too (and is then its default)."""
+    kept = {k: schema.pop(k) for k in ("$ref", "type", "items", "additionalProperties") if k in schema}
+    schema["anyOf"] = [kept, {"type": "null"}]
+
+
+#: A setting whose ``null`` means its default (a mapping or list under it, or none at all).
+OrNull = Field(json_schema_extra=_or_null)
+
 Seconds = Annotated[float, BeforeValidator(number("must be a positive number", 0, low_open=True))]
 Name = Annotated[str, BeforeValidator(text("required, a non-empty string"))]
 FilePath = Annotated[str | None, BeforeValidator(optional(text("must be a file path")))]
 HostPort = Annotated[str, BeforeValidator(host_port(empty=False))]
 # pydantic runs the last BeforeValidator first: null becomes "" before the check.
-HostPortOrNone = Annotated[str, BeforeValidator(host_port(empty=True)), BeforeValidator(or_default(""))]
+HostPortOrNone = Annotated[str, BeforeValidator(host_port(empty=True)), BeforeValidator(or_default("")), OrNull]
 PositiveInt = Annotated[int, BeforeValidator(number("must be a positive integer", 0, low_open=True, integer=True))]
 
 
@@ -118,7 +127,7 @@ class MonitoringEntry(BaseModel):
 
 def _sub(model: type[BaseModel]) -> Any:
     """A mapping under a key, ``null`` meaning its defaults."""
-    return Field(default_factory=model)
+    return Field(default_factory=model, json_schema_extra=_or_null)
 
 
 class BrokerFile(BaseModel):
@@ -136,9 +145,9 @@ class BrokerFile(BaseModel):
     activation_timeout_s: Seconds | None = None
     note_ttl_s: Seconds = 3600.0
     reconcile_interval_s: Seconds = 2.0
-    lower_sps: Annotated[list[LowerSpEntry], BeforeValidator(or_default([]))] = Field(default_factory=list)
+    lower_sps: Annotated[list[LowerSpEntry], BeforeValidator(or_default([])), OrNull] = Field(default_factory=list)
     # Each entry is read by its domain's schema (``schemas/domain.py``), chosen by its ``type``.
-    domains: Annotated[list[dict[str, Any]], BeforeValidator(or_default([]))] = Field(default_factory=list)
+    domains: Annotated[list[dict[str, Any]], BeforeValidator(or_default([])), OrNull] = Field(default_factory=list)
     wim: Annotated[WimEntry, BeforeValidator(or_default({}))] = _sub(WimEntry)
     security: Annotated[SecurityEntry, BeforeValidator(or_default({}))] = _sub(SecurityEntry)
     dataplane: Annotated[DataplaneEntry, BeforeValidator(or_default({}))] = _sub(DataplaneEntry)

@@ -15,7 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    GetJsonSchemaHandler,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from schemas.broker import FilePath, Seconds, WimEntry, optional
 from schemas.checks import flag, listed, number, one_of, text
@@ -104,7 +114,10 @@ def _one_string_or_list(say: str, *, nonempty: bool) -> Callable[[object], objec
     return lambda value: check([value] if isinstance(value, str) else value)
 
 
-LowerList = Annotated[Names, BeforeValidator(_one_string_or_list("a list of lower-SP ids", nonempty=False))]
+_ONE_OR_LIST = WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
+LowerList = Annotated[
+    Names, BeforeValidator(_one_string_or_list("a list of lower-SP ids", nonempty=False)), _ONE_OR_LIST
+]
 
 
 class _Args(BaseModel):
@@ -113,6 +126,8 @@ class _Args(BaseModel):
     model_config = STRICT
     SHORT: ClassVar[str] = ""
     SHORT_TYPES: ClassVar[tuple[type, ...]] = (str,)
+    #: The JSON Schema of the lone value (``SHORT_TYPES`` may take more, to tell it what is wrong).
+    SHORT_SCHEMA: ClassVar[dict[str, Any]] = {"type": "string"}
 
     @model_validator(mode="before")
     @classmethod
@@ -120,6 +135,11 @@ class _Args(BaseModel):
         if cls.SHORT and isinstance(value, cls.SHORT_TYPES):
             return {cls.SHORT: value}
         return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core)
+        return {"anyOf": [schema, cls.SHORT_SCHEMA]} if cls.SHORT else schema
 
 
 class SpArgs(_Args):
@@ -145,9 +165,9 @@ class PartitionArgs(_Args):
     """``partition``: the SP is cut off from some of its lower-SPs."""
 
     sp: Name
-    from_: Annotated[Names, BeforeValidator(_one_string_or_list("a non-empty list of lower-SP ids", nonempty=True))] = (
-        Field(alias="from")
-    )
+    from_: Annotated[
+        Names, BeforeValidator(_one_string_or_list("a non-empty list of lower-SP ids", nonempty=True)), _ONE_OR_LIST
+    ] = Field(alias="from")
 
 
 class FaultsArgs(_Args):
@@ -182,6 +202,7 @@ class ExpectIdleArgs(_Args):
 
     SHORT = "sps"
     SHORT_TYPES = (str, list)
+    SHORT_SCHEMA = {"anyOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}}]}
     sps: Annotated[str | Names, BeforeValidator(lambda v: v if v == "all" or isinstance(v, list) else _all(v))] = "all"
 
 
@@ -191,6 +212,10 @@ def _all(value: object) -> object:
 
 class DataplaneAuditArgs(_Args):
     """``dataplane_audit``: nothing the run did not make is left in the kernel (no arguments)."""
+
+    SHORT = "-"  # only for the schema: ``dataplane_audit:`` (null) is the step without arguments
+    SHORT_TYPES = ()
+    SHORT_SCHEMA = {"type": "null"}
 
     @model_validator(mode="before")
     @classmethod
@@ -204,6 +229,7 @@ class SleepArgs(_Args):
     SHORT = "seconds"
     # Any lone value is meant as the seconds (``sleep: 1h`` is told it is no number).
     SHORT_TYPES = (int, float, str, list)
+    SHORT_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SLEEP_S}
     seconds: Annotated[
         float, BeforeValidator(number(f"a number of seconds in (0, {MAX_SLEEP_S:g}]", 0, MAX_SLEEP_S, low_open=True))
     ]
@@ -370,11 +396,9 @@ class StepBase(BaseModel):
 
 
 def _step_model(action: str) -> type[StepBase]:
-    model = ARGS[action]
-    # A step whose action takes no arguments may leave them out (``dataplane_audit:``).
-    default: Any = None if model is DataplaneAuditArgs else ...
-    field = (Annotated[model, BeforeValidator(lambda v: {} if v is None else v)] if default is None else model, default)
-    return create_model(f"Step_{action}", __base__=StepBase, **{action: field})  # type: ignore[call-overload, no-any-return]
+    # The action's key is required: it says which step this is (``dataplane_audit:`` may be null).
+    fields: dict[str, Any] = {action: (ARGS[action], ...)}
+    return create_model(f"Step_{action}", __base__=StepBase, **fields)
 
 
 #: A step of each action: ``{<action>: <its arguments>, name, expect, always}``.
