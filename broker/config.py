@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.descriptors import ConfigError, load_yaml
 from broker.security.tokens import MAX_CALL_TTL_S, MAX_SESSION_TTL_S
@@ -15,8 +15,11 @@ from domain_agents.openstack_config import OpenStackDomainConfig
 from slicing.errors import FedError
 from wim.names import FAMILY_PREFIX, check_prefix
 
+if TYPE_CHECKING:
+    from schemas.broker import BrokerFile, SecurityEntry
+
+#: The ``type`` of a domain entry (``schemas.broker`` holds the format's names; read when a config is).
 DOMAIN_KINDS = ("emulated", "netns", "openstack")
-WIM_DRIVERS = ("memory", "linux")
 
 #: A leaf domain's configuration, by its ``type``.
 DomainConfig = EmulatedDomainConfig | OpenStackDomainConfig
@@ -122,138 +125,69 @@ class BrokerConfig:
     retention: RetentionConfig = RetentionConfig()
 
 
-_TOP_KEYS = {
-    "sp_id",
-    "faults_file",
-    "reconcile_interval_s",
-    "listen",
-    "data_dir",
-    "key_file",
-    "hold_time_s",
-    "lower_timeout_s",
-    "activation_timeout_s",
-    "note_ttl_s",
-    "lower_sps",
-    "domains",
-    "wim",
-    "security",
-    "dataplane",
-    "retention",
-    "metrics_listen",
-    "monitoring",
-}
-_SECURITY_KEYS = {"ca", "cert", "key", "accounts_file", "login_listen", "call_ttl_s", "session_ttl_s"}
+def _problem(where: str, found: list[str]) -> ConfigError:
+    """The first problem as the error (its path as ``field``), every other one on a line of its own."""
+    path, _, _ = found[0].partition(": ")
+    return ConfigError(where + "\n".join(found), field=path)
 
 
-def _req_str(d: Mapping[str, Any], key: str, path: str) -> str:
-    value = d.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{path}{key}: required, a non-empty string")
-    return value
+def _validated(data: Any, where: str) -> BrokerFile:
+    # The model is built when a config is read, not when the module is imported.
+    from pydantic import ValidationError
+
+    from schemas.broker import ALLOWED, BrokerFile
+    from schemas.problems import problems
+
+    try:
+        return BrokerFile.model_validate(data)
+    except ValidationError as exc:
+        found = problems(exc, root=BrokerFile, allowed=ALLOWED)
+    # The config's own words for a key it does not know.
+    raise _problem(where, [p.replace(": unknown key (known:", ": unknown setting (known:", 1) for p in found])
 
 
-def _positive(d: Mapping[str, Any], key: str, default: float, path: str) -> float:
-    value = d.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{path}{key}: must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _security(data: Any, base: Path, where: str) -> SecurityConfig:
-    if data is None:
-        return SecurityConfig()
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}security: must be a mapping")
-    extra = sorted(set(data) - _SECURITY_KEYS)
-    if extra:
-        raise ConfigError(f"{where}security.{extra[0]}: unknown setting (known: {', '.join(sorted(_SECURITY_KEYS))})")
-    paths: dict[str, Path | None] = {}
-    for key in ("ca", "cert", "key", "accounts_file"):
-        value = data.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{where}security.{key}: must be a file path")
-        paths[key] = base / value if value else None
-    given = [k for k in ("ca", "cert", "key") if paths[k] is not None]
-    if given and len(given) != 3:
-        raise ConfigError(f"{where}security: give ca, cert and key together (only {', '.join(given)} given)")
-    login = data.get("login_listen", "")
-    if not isinstance(login, str) or (login and ":" not in login):
-        raise ConfigError(f"{where}security.login_listen: expected HOST:PORT, got {login!r}")
+def _security(m: SecurityEntry, base: Path, where: str) -> SecurityConfig:
+    for key, limit in (("call_ttl_s", MAX_CALL_TTL_S), ("session_ttl_s", MAX_SESSION_TTL_S)):
+        value = getattr(m, key)
+        if value > limit:
+            path = f"security.{key}"
+            raise ConfigError(f"{where}{path}: tokens are short-lived: at most {limit:g} s, got {value:g}", field=path)
     return SecurityConfig(
-        ca=paths["ca"],
-        cert=paths["cert"],
-        key=paths["key"],
-        accounts_file=paths["accounts_file"],
-        login_listen=login,
-        call_ttl_s=_at_most(
-            _positive(data, "call_ttl_s", 60.0, f"{where}security."), MAX_CALL_TTL_S, where, "call_ttl_s"
-        ),
-        session_ttl_s=_at_most(
-            _positive(data, "session_ttl_s", 600.0, f"{where}security."), MAX_SESSION_TTL_S, where, "session_ttl_s"
-        ),
+        ca=base / m.ca if m.ca else None,
+        cert=base / m.cert if m.cert else None,
+        key=base / m.key if m.key else None,
+        accounts_file=base / m.accounts_file if m.accounts_file else None,
+        login_listen=m.login_listen,
+        call_ttl_s=m.call_ttl_s,
+        session_ttl_s=m.session_ttl_s,
     )
 
 
-def _at_most(value: float, limit: float, where: str, key: str) -> float:
-    if value > limit:
-        raise ConfigError(f"{where}security.{key}: tokens are short-lived: at most {limit:g} s, got {value:g}")
-    return value
-
-
-def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
-    """Validate a parsed YAML document into a ``BrokerConfig``; relative paths are to the file's folder."""
-    where = f"{source}: " if source else ""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}the document must be a mapping")
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}{unknown[0]}: unknown setting (known: {', '.join(sorted(_TOP_KEYS))})")
-    sp_id = _req_str(data, "sp_id", where)
-    listen = str(data.get("listen", "127.0.0.1:0"))
-    if ":" not in listen:
-        raise ConfigError(f"{where}listen: expected HOST:PORT, got {listen!r}")
-    base = source.parent if source else Path.cwd()
-    data_dir = base / str(data.get("data_dir", f"data-{sp_id}"))
+def _lowers(m: BrokerFile, where: str, seen_ids: set[str]) -> list[LowerSp]:
     lowers = []
-    seen_ids: set[str] = set()  # a leaf's only domain may share the SP id
-    raw_lowers = data.get("lower_sps") or []
-    if not isinstance(raw_lowers, list):
-        raise ConfigError(f"{where}lower_sps: must be a list")
-    for i, entry in enumerate(raw_lowers):
-        path = f"{where}lower_sps[{i}]."
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{path[:-1]}: must be a mapping with id and address")
-        extra = sorted(set(entry) - {"id", "address", "keys"})
-        if extra:
-            raise ConfigError(f"{path}{extra[0]}: unknown setting")
-        keys = entry.get("keys")
-        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
-            raise ConfigError(
-                f"{path}keys: required, the public keys this lower-SP signs its notes with "
-                "(as printed by `fedbroker keys init`)"
-            )
-        for j, key in enumerate(keys):
+    for i, entry in enumerate(m.lower_sps):
+        path = f"lower_sps[{i}]"
+        for j, key in enumerate(entry.keys):
             try:
                 public_key_from_text(key)
             except ValueError as exc:
-                raise ConfigError(f"{path}keys[{j}]: {exc}") from None
-        lower = LowerSp(_req_str(entry, "id", path), _req_str(entry, "address", path), tuple(keys))
-        if lower.id in seen_ids:
-            raise ConfigError(f"{path}id: '{lower.id}' is used twice")
-        seen_ids.add(lower.id)
-        lowers.append(lower)
-    domains = []
+                raise ConfigError(f"{where}{path}.keys[{j}]: {exc}", field=f"{path}.keys[{j}]") from None
+        if entry.id in seen_ids:
+            raise ConfigError(f"{where}{path}.id: '{entry.id}' is used twice", field=f"{path}.id")
+        seen_ids.add(entry.id)
+        lowers.append(LowerSp(entry.id, entry.address, tuple(entry.keys)))
+    return lowers
+
+
+def _domains(m: BrokerFile, where: str, seen_ids: set[str]) -> tuple[list[DomainConfig], dict[str, str]]:
+    domains: list[DomainConfig] = []
     kinds: dict[str, str] = {}
-    raw_domains = data.get("domains") or []
-    if not isinstance(raw_domains, list):
-        raise ConfigError(f"{where}domains: must be a list")
-    for i, entry in enumerate(raw_domains):
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where}domains[{i}]: must be a mapping")
+    for i, entry in enumerate(m.domains):
         kind = entry.get("type", "emulated")
         if kind not in DOMAIN_KINDS:
             known = ", ".join(DOMAIN_KINDS)
-            raise ConfigError(f"{where}domains[{i}].type: unknown domain agent {kind!r} (known: {known})")
+            path = f"domains[{i}].type"
+            raise ConfigError(f"{where}{path}: unknown domain agent {kind!r} (known: {known})", field=path)
         try:
             dom: DomainConfig
             if kind == "netns":
@@ -262,105 +196,66 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
                 dom = OpenStackDomainConfig.from_dict(entry, f"domains[{i}]")
             else:
                 dom = EmulatedDomainConfig.from_dict(entry, f"domains[{i}]")
-        except (FedError, ValueError) as exc:
-            raise ConfigError(f"{where}{exc}") from None
+        except FedError as exc:
+            raise ConfigError(f"{where}{exc}", field=exc.field or "") from None
+        except ValueError as exc:
+            raise ConfigError(f"{where}{exc}", field=f"domains[{i}]") from None
         if dom.id in seen_ids:
-            raise ConfigError(f"{where}domains[{i}].id: '{dom.id}' is used twice")
+            path = f"domains[{i}].id"
+            raise ConfigError(f"{where}{path}: '{dom.id}' is used twice", field=path)
         seen_ids.add(dom.id)
         domains.append(dom)
         kinds[dom.id] = str(kind)
+    return domains, kinds
+
+
+def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
+    """Validate a parsed YAML document into a ``BrokerConfig``; relative paths are to the file's folder.
+
+    The strict model of ``schemas/broker.py`` checks every setting's type and range (not coerced:
+    ``"10"`` and ``true`` are no seconds) and refuses unknown keys, naming the known ones; the
+    ``ConfigError`` names the first bad setting's path (also as ``field``) and lists every other.
+    """
+    where = f"{source}: " if source else ""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}the document must be a mapping")
+    m = _validated(data, where)
+    base = source.parent if source else Path.cwd()
+    seen_ids: set[str] = set()  # a leaf's only domain may share the SP id
+    lowers = _lowers(m, where, seen_ids)
+    domains, kinds = _domains(m, where, seen_ids)
     if not lowers and not domains:
         raise ConfigError(f"{where}an SP needs lower_sps (to recurse) or domains (as a leaf); it has neither")
-    raw_wim = data.get("wim") or {}
-    if not isinstance(raw_wim, Mapping):
-        raise ConfigError(f"{where}wim: must be a mapping")
-    driver = raw_wim.get("driver", "memory")
-    if driver not in WIM_DRIVERS:
-        raise ConfigError(f"{where}wim.driver: unknown driver {driver!r} (known: {', '.join(WIM_DRIVERS)})")
-    extra = sorted(set(raw_wim) - {"driver", "capacity_mbps"})
-    if extra:
-        raise ConfigError(f"{where}wim.{extra[0]}: unknown setting")
-    dataplane = _dataplane(data.get("dataplane"), where)
-    retention = _retention(data.get("retention"), where)
-    metrics_listen = str(data.get("metrics_listen") or "")
-    if metrics_listen and ":" not in metrics_listen:
-        raise ConfigError(f"{where}metrics_listen: expected HOST:PORT, got {metrics_listen!r}")
-    mode, delta, clear_s = _monitoring(data.get("monitoring"), where)
+    try:
+        dataplane = DataplaneConfig(
+            prefix=check_prefix(FAMILY_PREFIX if m.dataplane.prefix is None else m.dataplane.prefix)
+        )
+    except FedError as exc:
+        raise ConfigError(f"{where}{exc}", field="dataplane.prefix") from None
     return BrokerConfig(
-        sp_id=sp_id,
-        listen=listen,
-        data_dir=data_dir,
-        hold_time_s=_positive(data, "hold_time_s", 120.0, where),
-        lower_timeout_s=_positive(data, "lower_timeout_s", 10.0, where),
-        activation_timeout_s=(
-            _positive(data, "activation_timeout_s", 0, where) if "activation_timeout_s" in data else None
-        ),
-        note_ttl_s=_positive(data, "note_ttl_s", 3600.0, where),
+        sp_id=m.sp_id,
+        listen=m.listen,
+        data_dir=base / (m.data_dir or f"data-{m.sp_id}"),
+        hold_time_s=m.hold_time_s,
+        lower_timeout_s=m.lower_timeout_s,
+        activation_timeout_s=m.activation_timeout_s,
+        note_ttl_s=m.note_ttl_s,
         lower_sps=tuple(lowers),
         domains=tuple(domains),
-        wim=WimConfig(driver=driver, capacity_mbps=raw_wim.get("capacity_mbps")),
+        wim=WimConfig(driver=m.wim.driver, capacity_mbps=m.wim.capacity_mbps),
         source=source,
-        key_file=base / str(data["key_file"]) if data.get("key_file") else None,
-        faults_file=base / str(data["faults_file"]) if data.get("faults_file") else None,
-        reconcile_interval_s=_positive(data, "reconcile_interval_s", 2.0, where),
-        security=_security(data.get("security"), base, where),
+        key_file=base / m.key_file if m.key_file else None,
+        faults_file=base / m.faults_file if m.faults_file else None,
+        reconcile_interval_s=m.reconcile_interval_s,
+        security=_security(m.security, base, where),
         domain_kinds=kinds,
         dataplane=dataplane,
-        retention=retention,
-        metrics_listen=metrics_listen,
-        monitoring_mode=mode,
-        monitoring_delta=delta,
-        monitoring_clear_s=clear_s,
+        retention=RetentionConfig(failed_s=m.retention.failed_s, failed_max=m.retention.failed_max),
+        metrics_listen=m.metrics_listen,
+        monitoring_mode=m.monitoring.mode,
+        monitoring_delta=m.monitoring.delta,
+        monitoring_clear_s=m.monitoring.clear_s,
     )
-
-
-def _monitoring(raw: Any, where: str) -> tuple[str, float, float]:
-    if raw is None:
-        return "normal", 0.0, 1.0
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}monitoring: must be a mapping such as {{mode: skeleton, delta: 5}}")
-    extra = sorted(set(raw) - {"mode", "delta", "clear_s"})
-    if extra:
-        raise ConfigError(f"{where}monitoring.{extra[0]}: unknown setting (known: clear_s, delta, mode)")
-    clear_s = raw.get("clear_s", 1.0)
-    if isinstance(clear_s, bool) or not isinstance(clear_s, int | float) or not 0 <= clear_s <= 3600:
-        raise ConfigError(f"{where}monitoring.clear_s: seconds from 0 to 3600, got {clear_s!r}")
-    mode = raw.get("mode", "normal")
-    if mode not in ("normal", "skeleton"):
-        raise ConfigError(f"{where}monitoring.mode: normal or skeleton, got {mode!r}")
-    delta = raw.get("delta", 0.0)
-    if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 <= delta < 1e12:
-        raise ConfigError(f"{where}monitoring.delta: a finite number from 0, got {delta!r}")
-    return str(mode), float(delta), float(clear_s)
-
-
-def _retention(raw: Any, where: str) -> RetentionConfig:
-    if raw is None:
-        return RetentionConfig()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}retention: must be a mapping such as {{failed_s: 86400, failed_max: 1000}}")
-    extra = sorted(set(raw) - {"failed_s", "failed_max"})
-    if extra:
-        raise ConfigError(f"{where}retention.{extra[0]}: unknown setting (known: failed_max, failed_s)")
-    failed_s = _positive(raw, "failed_s", RetentionConfig.failed_s, f"{where}retention.")
-    failed_max = raw.get("failed_max", RetentionConfig.failed_max)
-    if isinstance(failed_max, bool) or not isinstance(failed_max, int) or not 0 <= failed_max <= 1_000_000:
-        raise ConfigError(f"{where}retention.failed_max: must be a whole number from 0 to 1000000, got {failed_max!r}")
-    return RetentionConfig(failed_s=failed_s, failed_max=failed_max)
-
-
-def _dataplane(raw: Any, where: str) -> DataplaneConfig:
-    if raw is None:
-        return DataplaneConfig()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}dataplane: must be a mapping")
-    extra = sorted(set(raw) - {"prefix"})
-    if extra:
-        raise ConfigError(f"{where}dataplane.{extra[0]}: unknown setting (known: prefix)")
-    try:
-        return DataplaneConfig(prefix=check_prefix(raw.get("prefix", FAMILY_PREFIX)))
-    except FedError as exc:
-        raise ConfigError(f"{where}{exc}") from None
 
 
 def load_config(path: Path) -> BrokerConfig:

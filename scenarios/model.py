@@ -1,4 +1,10 @@
-"""The scenario format: SPs of a federation and the steps to run against it. Errors name their path."""
+"""The scenario format: SPs of a federation and the steps to run against it. Errors name their path.
+
+The strict models of ``schemas/scenario.py`` check the document, each SP and each step (types not
+coerced, unknown keys refused naming the known ones; every such problem told at once); what needs
+the whole scenario (SP ids, aliases of earlier requests, lower-SPs, fault rules, slice requests,
+offers) is checked here, on the validated document.
+"""
 
 from __future__ import annotations
 
@@ -7,86 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from broker.api.request_file import slice_request_from_data
 from broker.core.faults import parse_rules
 from broker.descriptors import ConfigError, load_yaml
 from capability_catalog.authoring import OfferPolicy
 from fedbroker.v1 import northsouth_pb2 as pb
 from schemas.note import parse_policy
-
-ACTIONS = (
-    "wait_catalog",
-    "set_offer",
-    "request",
-    "commit",
-    "abort",
-    "activate",
-    "deactivate",
-    "terminate",
-    "get",
-    "expect_idle",
-    "kill",
-    "stop",
-    "cont",
-    "resume",
-    "restart",
-    "wait_crash",
-    "faults",
-    "partition",
-    "heal",
-    "expect_everywhere",
-    "sleep",
-    "probe",
-    "dataplane_audit",
-    "expect_openstack",
-    "degrade",
-    "cut",
-    "restore",
-    "expect_alert",
+from schemas.problems import problems
+from schemas.scenario import (
+    ACTIONS,
+    ALLOWED,
+    SP_SETTINGS,
+    STEP_MODELS,
+    ExpectFile,
+    ScenarioFile,
+    StepBase,
 )
-#: How a ``cut``/``restore`` names what it acts on: an emulated domain's link or pop, a netns slice's
-#: border veth (the leaf's veth to the border port namespace), or the WIM underlay at a border port.
-FAULT_TARGETS = ("target", "port", "underlay")
-ALERT_STATUSES = ("firing", "resolved")
-PROBE_CHECKS = ("reachability", "order", "isolation", "shaping")
+
 STATES = {n.removeprefix("SLICE_STATE_") for n in pb.SliceState.keys() if not n.endswith("UNSPECIFIED")}  # noqa: SIM118
-ERROR_CODES = {
-    "INVALID_ARGUMENT",
-    "UNAUTHENTICATED",
-    "PERMISSION_DENIED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "UNAVAILABLE",
-    "DEADLINE_EXCEEDED",
-    "INTERNAL",
-}
-_SP_SETTINGS = {
-    "hold_time_s",
-    "lower_timeout_s",
-    "activation_timeout_s",
-    "note_ttl_s",
-    "reconcile_interval_s",
-    "domains",
-    "wim",
-}
-#: What ``expect_everywhere`` can ask for; ``settled`` is any of released, committed, active.
-#: What expect_everywhere may ask for; "pending": an SP says it waits for an SP below (the truth while one is cut off).
-OUTCOMES = ("released", "held", "committed", "active", "pending", "settled")
-MAX_WAIT_S = 300.0
-_EXPECT_KEYS = {
-    "state",
-    "error",
-    "message_contains",
-    "leaf_sps_min",
-    "leaf_sps_include",
-    "leaf_sps_exclude",
-    "labels_agree",
-    "same_slice_as",
-    "health",
-}
-MAX_SLEEP_S = 60.0
 
 
 class ScenarioError(ConfigError):
@@ -186,23 +132,22 @@ class Scenario:
         return waves
 
 
-def _mapping(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ScenarioError(f"{path}: must be a mapping")
-    return value
+def _problems(model: type[BaseModel], data: object, path: str) -> tuple[Any, list[str]]:
+    """``data`` read by ``model``, or None and every problem as ``path: message``."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, problems(exc, path, root=model, allowed=ALLOWED)
 
 
-def _str(d: Mapping[str, Any], key: str, path: str) -> str:
-    value = d.get(key)
-    if not isinstance(value, str) or not value:
-        raise ScenarioError(f"{path}.{key}: required, a non-empty string")
-    return value
+def _refuse(found: Sequence[str]) -> ScenarioError:
+    """Every problem on a line of its own; the first one's path is the error's ``field``."""
+    return ScenarioError("\n".join(found), field=found[0].partition(": ")[0])
 
 
-def _unknown(d: Mapping[str, Any], known: set[str], path: str) -> None:
-    extra = sorted(set(d) - known)
-    if extra:
-        raise ScenarioError(f"{path}.{extra[0]}: unknown key (known: {', '.join(sorted(known))})")
+def _known(alias: str, aliases: set[str], where: str) -> None:
+    if alias not in aliases:
+        raise ScenarioError(f"{where}: {alias!r} is not the alias of an earlier request", field=where)
 
 
 def _parse_rules(raw: Any, path: str, id_prefix: str) -> tuple[Mapping[str, Any], ...]:
@@ -210,15 +155,7 @@ def _parse_rules(raw: Any, path: str, id_prefix: str) -> tuple[Mapping[str, Any]
 
     A rule that fired is spent for good (``<faults file>.fired``), so ids must not repeat across steps.
     """
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ScenarioError(f"{path}: a list of fault rules")
-    rules = []
-    for j, r in enumerate(raw):
-        if not isinstance(r, Mapping):
-            raise ScenarioError(f"{path}[{j}]: must be a mapping")
-        rules.append({**r, "id": str(r.get("id") or f"{id_prefix}r{j}")})
+    rules = [{**r, "id": str(r.get("id") or f"{id_prefix}r{j}")} for j, r in enumerate(raw or ())]
     try:
         parse_rules({"rules": rules}, "@")
     except ValueError as exc:
@@ -226,275 +163,140 @@ def _parse_rules(raw: Any, path: str, id_prefix: str) -> tuple[Mapping[str, Any]
     return tuple(rules)
 
 
-def _lower_list(args: Mapping[str, Any], key: str, path: str, lowers: tuple[str, ...], *, required: bool) -> list[str]:
-    value = args.get(key)
-    if value is None and not required:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or (required and not value):
-        raise ScenarioError(f"{path}.{key}: a {'non-empty ' if required else ''}list of lower-SP ids")
-    for j, lo in enumerate(value):
+def _lower_list(names: Sequence[str], key: str, path: str, sp: str, lowers: tuple[str, ...]) -> list[str]:
+    for j, lo in enumerate(names):
         if lo not in lowers:
             known = ", ".join(lowers) or "none"
-            raise ScenarioError(f"{path}.{key}[{j}]: {lo!r} is not a lower-SP of {args['sp']} (its lower-SPs: {known})")
-    return [str(lo) for lo in value]
+            raise ScenarioError(f"{path}.{key}[{j}]: {lo!r} is not a lower-SP of {sp} (its lower-SPs: {known})")
+    return list(names)
 
 
-def _parse_expect(raw: Any, path: str) -> Expect:
-    if raw is None:
+def _expect(m: ExpectFile | None, path: str, aliases: set[str]) -> Expect:
+    if m is None:
         return Expect()
-    d = _mapping(raw, path)
-    _unknown(d, _EXPECT_KEYS, path)
-    state = d.get("state")
-    if state is not None and state not in STATES:
-        raise ScenarioError(f"{path}.state: unknown state {state!r} (known: {', '.join(sorted(STATES))})")
-    error = d.get("error")
-    if error is not None and error not in ERROR_CODES:
-        raise ScenarioError(f"{path}.error: unknown status code {error!r}")
-    if state and error:
-        raise ScenarioError(f"{path}: expect either a state or an error, not both")
-    minimum = d.get("leaf_sps_min")
-    if minimum is not None and (not isinstance(minimum, int) or minimum < 0):
-        raise ScenarioError(f"{path}.leaf_sps_min: must be a non-negative integer")
-    include = d.get("leaf_sps_include", [])
-    if not isinstance(include, list):
-        raise ScenarioError(f"{path}.leaf_sps_include: must be a list of SP ids")
-    avoided = d.get("leaf_sps_exclude", [])
-    if not isinstance(avoided, list):
-        raise ScenarioError(f"{path}.leaf_sps_exclude: must be a list of SP ids")
-    health = d.get("health")
-    if health is not None and health not in ("HEALTHY", "DEGRADED"):
-        raise ScenarioError(f"{path}.health: HEALTHY or DEGRADED")
+    if m.state is not None and m.state not in STATES:
+        raise ScenarioError(f"{path}.state: unknown state {m.state!r} (known: {', '.join(sorted(STATES))})")
+    if m.same_slice_as is not None and m.same_slice_as not in aliases:
+        raise ScenarioError(f"{path}.same_slice_as: unknown alias {m.same_slice_as!r}")
     return Expect(
-        health=health,
-        state=state,
-        error=error,
-        message_contains=d.get("message_contains"),
-        leaf_sps_min=minimum,
-        leaf_sps_include=tuple(include),
-        leaf_sps_exclude=tuple(avoided),
-        labels_agree=bool(d.get("labels_agree", False)),
-        same_slice_as=d.get("same_slice_as"),
+        health=m.health,
+        state=m.state,
+        error=m.error,
+        message_contains=m.message_contains,
+        leaf_sps_min=m.leaf_sps_min,
+        leaf_sps_include=tuple(m.leaf_sps_include),
+        leaf_sps_exclude=tuple(m.leaf_sps_exclude),
+        labels_agree=m.labels_agree,
+        same_slice_as=m.same_slice_as,
     )
 
 
-def _parse_step(raw: Any, i: int, lowers: Mapping[str, tuple[str, ...]], aliases: set[str]) -> Step:
-    path = f"steps[{i}]"
-    d = _mapping(raw, path)
-    actions = [a for a in ACTIONS if a in d]
-    if len(actions) != 1:
-        raise ScenarioError(f"{path}: needs exactly one action of {', '.join(ACTIONS)}; found {actions or 'none'}")
-    action = actions[0]
-    _unknown(d, {"name", "expect", "always", action}, path)
-    args = d[action]
-    apath = f"{path}.{action}"
-    sp_ids = set(lowers)
-    if action == "expect_idle":
-        args = {"sps": args} if isinstance(args, str | list) else _mapping(args, apath)
-        sps = args.get("sps", "all")
-        if sps != "all":
-            if not isinstance(sps, list):
-                raise ScenarioError(f"{apath}.sps: 'all' or a list of SP ids")
-            for j, sp in enumerate(sps):
-                if sp not in sp_ids:
-                    raise ScenarioError(f"{apath}.sps[{j}]: unknown SP {sp!r}")
-    elif action == "dataplane_audit":
-        args = _mapping(args or {}, apath)
-        _unknown(args, set(), apath)
-    elif action == "sleep":
-        args = {"seconds": args} if isinstance(args, int | float) else _mapping(args, apath)
-        secs = args.get("seconds")
-        if isinstance(secs, bool) or not isinstance(secs, int | float) or not 0 < secs <= MAX_SLEEP_S:
-            raise ScenarioError(f"{apath}.seconds: a number of seconds in (0, {MAX_SLEEP_S:g}]")
-    elif action == "expect_everywhere":
-        args = {"slice": args} if isinstance(args, str) else _mapping(args, apath)
-        _unknown(args, {"slice", "outcome", "timeout_s", "exclusive"}, apath)
-        alias = _str(args, "slice", apath)
-        if alias not in aliases:
-            raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
-        outcome = args.get("outcome", "settled")
-        if outcome not in OUTCOMES:
-            raise ScenarioError(f"{apath}.outcome: one of {', '.join(OUTCOMES)}")
-        wait = args.get("timeout_s", 0)
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= MAX_WAIT_S:
-            raise ScenarioError(f"{apath}.timeout_s: a number of seconds in [0, {MAX_WAIT_S:g}]")
-        if not isinstance(args.get("exclusive", False), bool):
-            raise ScenarioError(f"{apath}.exclusive: true or false")
-    else:
-        simple = ("kill", "stop", "cont", "resume", "restart", "wait_crash", "heal")
-        args = {"sp": args} if action in simple and isinstance(args, str) else args
-        args = _mapping(args, apath)
-        sp = _str(args, "sp", apath)
-        if sp not in sp_ids:
-            raise ScenarioError(f"{apath}.sp: unknown SP {sp!r} (known: {', '.join(sorted(sp_ids))})")
+def _step(m: StepBase, action: str, i: int, lowers: Mapping[str, tuple[str, ...]], aliases: set[str]) -> Step:
+    """A validated step, checked against the scenario: its SP, the aliases before it, the SP's lower-SPs."""
+    apath = f"steps[{i}].{action}"
+    model = getattr(m, action)
+    # The arguments as written (shorthands in their long form), for the runner.
+    args: dict[str, Any] = model.model_dump(by_alias=True, exclude_unset=True)
+    sp = str(args.get("sp", ""))
+    if "sp" in args and sp not in lowers:
+        raise ScenarioError(f"{apath}.sp: unknown SP {sp!r} (known: {', '.join(sorted(lowers))})")
+    if action == "expect_idle" and isinstance(model.sps, list):
+        for j, name in enumerate(model.sps):
+            if name not in lowers:
+                raise ScenarioError(f"{apath}.sps[{j}]: unknown SP {name!r}")
+    # A slice's alias (a ``cut`` of a port names the slice whose border veth it is).
+    if "slice" in args and action != "request" and (action not in ("degrade", "cut", "restore") or "port" in args):
+        _known(args["slice"], aliases, f"{apath}.slice")
+    for j, alias in enumerate(args["slices"] if action == "probe" else ()):
+        _known(alias, aliases, f"{apath}.slices[{j}]")
     if action == "faults":
-        _unknown(args, {"sp", "rules", "partitions"}, apath)
         args = {
-            "sp": args["sp"],
-            "rules": list(_parse_rules(args.get("rules", []), f"{apath}.rules", f"{args['sp']}-s{i}")),
-            "partitions": _lower_list(args, "partitions", apath, lowers[args["sp"]], required=False),
+            "sp": sp,
+            "rules": list(_parse_rules(model.rules, f"{apath}.rules", f"{sp}-s{i}")),
+            "partitions": _lower_list(model.partitions or [], "partitions", apath, sp, lowers[sp]),
         }
-    elif action == "partition":
-        _unknown(args, {"sp", "from"}, apath)
-        args = {"sp": args["sp"], "from": _lower_list(args, "from", apath, lowers[args["sp"]], required=True)}
-    elif action == "heal":
-        _unknown(args, {"sp", "from"}, apath)
-        args = {"sp": args["sp"], "from": _lower_list(args, "from", apath, lowers[args["sp"]], required=False)}
-    elif action == "wait_crash":
-        _unknown(args, {"sp", "timeout_s"}, apath)
-        wait = args.get("timeout_s", 10)
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= MAX_WAIT_S:
-            raise ScenarioError(f"{apath}.timeout_s: a number of seconds in (0, {MAX_WAIT_S:g}]")
-    elif action in ("kill", "stop", "cont", "resume", "restart"):
-        _unknown(args, {"sp"}, apath)
+    elif action in ("partition", "heal"):
+        args = {"sp": sp, "from": _lower_list(model.from_ or [], "from", apath, sp, lowers[sp])}
     request = None
     offer: OfferPolicy | None = None
     if action == "request":
-        _unknown(args, {"sp", "as", "slice", "request_id", "hold_time_s"}, apath)
-        alias = _str(args, "as", apath)
-        if alias in aliases:
-            raise ScenarioError(f"{apath}.as: alias {alias!r} is used twice")
-        aliases.add(alias)
-        request = slice_request_from_data(_mapping(args.get("slice"), f"{apath}.slice"), path=f"{apath}.slice")
-    elif action in ("commit", "abort", "activate", "deactivate", "terminate", "get"):
-        _unknown(args, {"sp", "slice"}, apath)
-        alias = _str(args, "slice", apath)
-        if alias not in aliases:
-            raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
-    elif action == "probe":
-        _unknown(args, {"sp", "slices", "checks"}, apath)
-        names = args.get("slices")
-        if not isinstance(names, list) or not names:
-            raise ScenarioError(f"{apath}.slices: a non-empty list of slice aliases")
-        for j, alias in enumerate(names):
-            if alias not in aliases:
-                raise ScenarioError(f"{apath}.slices[{j}]: {alias!r} is not the alias of an earlier request")
-        checks = args.get("checks", list(PROBE_CHECKS))
-        if not isinstance(checks, list) or not checks:
-            raise ScenarioError(f"{apath}.checks: a non-empty list of {', '.join(PROBE_CHECKS)}")
-        for j, check in enumerate(checks):
-            if check not in PROBE_CHECKS:
-                raise ScenarioError(f"{apath}.checks[{j}]: unknown check {check!r} (known: {', '.join(PROBE_CHECKS)})")
-    elif action == "expect_openstack":
-        _unknown(args, {"sp", "networks", "consumers"}, apath)
-        for key in ("networks", "consumers"):
-            value = args.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ScenarioError(f"{apath}.{key}: a non-negative count")
-    elif action in ("degrade", "cut", "restore"):
-        args = _fault_args(action, args, apath, aliases)
-    elif action == "expect_alert":
-        _unknown(args, {"sp", "slice", "status", "source_sp", "cause", "within_s", "count"}, apath)
-        alias = _str(args, "slice", apath)
-        if alias not in aliases:
-            raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
-        if args.get("status", "firing") not in ALERT_STATUSES:
-            raise ScenarioError(f"{apath}.status: one of {', '.join(ALERT_STATUSES)}")
-        wait = args.get("within_s", 3)
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= MAX_WAIT_S:
-            raise ScenarioError(f"{apath}.within_s: a number of seconds in (0, {MAX_WAIT_S:g}]")
-        count = args.get("count")
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-            raise ScenarioError(f"{apath}.count: a non-negative count")
-        for key in ("source_sp", "cause"):
-            if key in args and not isinstance(args[key], str):
-                raise ScenarioError(f"{apath}.{key}: a string")
-    elif action == "wait_catalog":
-        _unknown(args, {"sp", "terminals", "absent", "timeout_s"}, apath)
-        for key in ("terminals", "absent"):
-            value = args.get(key, [])
-            if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
-                raise ScenarioError(f"{apath}.{key}: a list of terminal ids")
-        if not args.get("terminals") and not args.get("absent"):
-            raise ScenarioError(f"{apath}: needs terminals (to appear) or absent (to disappear), or both")
+        if model.as_ in aliases:
+            raise ScenarioError(f"{apath}.as: alias {model.as_!r} is used twice")
+        aliases.add(model.as_)
+        request = slice_request_from_data(model.slice, path=f"{apath}.slice")
     elif action == "set_offer":
-        _unknown(args, {"sp", "domain", "offer"}, apath)
-        offer, problems = parse_policy(args.get("offer", {}), f"{apath}.offer")
-        if problems:
-            raise ScenarioError(problems[0])
-    expect = _parse_expect(d.get("expect"), f"{path}.expect")
-    if expect.same_slice_as is not None and expect.same_slice_as not in aliases:
-        raise ScenarioError(f"{path}.expect.same_slice_as: unknown alias {expect.same_slice_as!r}")
+        offer, found = parse_policy(model.offer, f"{apath}.offer")
+        if found:
+            raise ScenarioError(found[0])
     return Step(
-        name=str(d.get("name") or f"{action} #{i}"),
+        name=m.name or f"{action} #{i}",
         action=action,
         args=args,
-        expect=expect,
-        always=bool(d.get("always", False)),
+        expect=_expect(m.expect, f"steps[{i}].expect", aliases),
+        always=m.always,
         request=request,
         offer=offer,
     )
 
 
-def _fault_args(action: str, args: Mapping[str, Any], apath: str, aliases: set[str]) -> Mapping[str, Any]:
-    """``degrade``/``cut``/``restore``: exactly one of target (emulated), port with slice (netns), underlay (WIM)."""
-    _unknown(args, {"sp", "domain", "target", "port", "slice", "underlay", "latency_ms", "loss"}, apath)
-    named = [k for k in FAULT_TARGETS if k in args]
-    if len(named) != 1 or (action == "degrade" and named != ["target"]):
-        allowed = "target" if action == "degrade" else ", ".join(FAULT_TARGETS)
-        raise ScenarioError(f"{apath}: needs exactly one of {allowed}")
-    for key in named:
-        if not isinstance(args[key], str) or not args[key]:
-            raise ScenarioError(f"{apath}.{key}: a non-empty string")
-    if named == ["port"]:
-        alias = _str(args, "slice", apath)
-        if alias not in aliases:
-            raise ScenarioError(f"{apath}.slice: {alias!r} is not the alias of an earlier request")
-    for key, high in (("latency_ms", 1e6), ("loss", 1.0)):
-        value = args.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
-            raise ScenarioError(f"{apath}.{key}: a number from 0 to {high:g}")
-    if action == "degrade" and not (args.get("latency_ms") or args.get("loss")):
-        raise ScenarioError(f"{apath}: give latency_ms or loss (or both)")
-    return args
+def _validated_steps(raw_steps: Sequence[Mapping[str, Any]], found: list[str]) -> list[tuple[str, StepBase]]:
+    """Each step read by its action's model; problems are added to ``found``."""
+    steps = []
+    for i, d in enumerate(raw_steps):
+        actions = [a for a in ACTIONS if a in d]
+        if len(actions) != 1:
+            found.append(f"steps[{i}]: needs exactly one action of {', '.join(ACTIONS)}; found {actions or 'none'}")
+            continue
+        m, bad = _problems(STEP_MODELS[actions[0]], d, f"steps[{i}]")
+        found.extend(bad)
+        if m is not None:
+            steps.append((actions[0], m))
+    return steps
 
 
 def parse_scenario(data: Any, source: Path | None = None) -> Scenario:
-    """Validate a parsed scenario document."""
-    d = _mapping(data, "scenario")
-    _unknown(d, {"name", "description", "sps", "steps"}, "scenario")
-    name = _str(d, "name", "scenario")
-    raw_sps = d.get("sps")
-    if not isinstance(raw_sps, list) or not raw_sps:
-        raise ScenarioError("sps: a non-empty list of SPs")
+    """Validate a parsed scenario document: every problem of form (type, range, unknown key) told at once."""
+    if not isinstance(data, Mapping):
+        raise ScenarioError("scenario: must be a mapping", field="scenario")
+    doc, found = _problems(ScenarioFile, data, "")
+    # A top-level key is named as the scenario's (``scenario.name``), as the SPs and steps are by their lists.
+    found = [p if p.startswith(("sps", "steps")) else f"scenario.{p}" for p in found]
+    raw_steps = data.get("steps")
+    valid_steps = (
+        _validated_steps(raw_steps, found)
+        if isinstance(raw_steps, list) and all(isinstance(d, Mapping) for d in raw_steps)
+        else []
+    )
+    if found or doc is None:
+        raise _refuse(found)
     sps = []
     ids: set[str] = set()
     ports: dict[str, str] = {}
     swapping: set[str] = set()
-    for i, raw in enumerate(raw_sps):
+    for i, (sp, sd) in enumerate(zip(doc.sps, data["sps"], strict=True)):
         path = f"sps[{i}]"
-        sd = _mapping(raw, path)
-        _unknown(sd, {"id", "lower", "faults", *_SP_SETTINGS}, path)
-        sp_id = _str(sd, "id", path)
-        if sp_id in ids:
-            raise ScenarioError(f"{path}.id: {sp_id!r} is used twice")
-        ids.add(sp_id)
-        lower = sd.get("lower", [])
-        if not isinstance(lower, list):
-            raise ScenarioError(f"{path}.lower: a list of SP ids")
-        if not lower and not sd.get("domains"):
+        if sp.id in ids:
+            raise ScenarioError(f"{path}.id: {sp.id!r} is used twice")
+        ids.add(sp.id)
+        if not sp.lower and not sp.domains:
             raise ScenarioError(f"{path}: an SP needs lower SPs or domains")
-        for dom in sd.get("domains") or []:
-            for port in (dom.get("ports") or []) if isinstance(dom, Mapping) else []:
+        for dom in sp.domains or []:
+            for port in dom.get("ports") or []:
                 if isinstance(port, Mapping) and "id" in port:
                     ports[str(port["id"])] = str(port.get("peer_port", ""))
                     if port.get("can_swap"):
                         swapping.add(str(port["id"]))
-        settings = {k: v for k, v in sd.items() if k in _SP_SETTINGS}
-        faults = _parse_rules(sd.get("faults"), f"{path}.faults", f"{sp_id}-cfg")
-        sps.append(SpSpec(sp_id, tuple(lower), settings, faults))
-    for i, sp in enumerate(sps):
-        for j, lo in enumerate(sp.lower):
+        settings = {k: v for k, v in sd.items() if k in SP_SETTINGS}
+        faults = _parse_rules(sp.faults, f"{path}.faults", f"{sp.id}-cfg")
+        sps.append(SpSpec(sp.id, tuple(sp.lower), settings, faults))
+    for i, spec in enumerate(sps):
+        for j, lo in enumerate(spec.lower):
             if lo not in ids:
                 raise ScenarioError(f"sps[{i}].lower[{j}]: unknown SP {lo!r}")
-    raw_steps = d.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise ScenarioError("steps: a non-empty list of steps")
     aliases: set[str] = set()
     lowers = {sp.id: sp.lower for sp in sps}
-    steps = tuple(_parse_step(raw, i, lowers, aliases) for i, raw in enumerate(raw_steps))
-    scenario = Scenario(name, str(d.get("description", "")), tuple(sps), steps, source, ports, frozenset(swapping))
+    steps = tuple(_step(m, action, i, lowers, aliases) for i, (action, m) in enumerate(valid_steps))
+    scenario = Scenario(doc.name, doc.description, tuple(sps), steps, source, ports, frozenset(swapping))
     scenario.start_order()  # refuses cycles now, not half-way through a run
     return scenario
 
@@ -514,3 +316,17 @@ def load_scenario(path: Path) -> Scenario:
 def aliases(steps: Sequence[Step]) -> list[str]:
     """Aliases of every slice the scenario requests, in order."""
     return [str(s.args["as"]) for s in steps if s.action == "request"]
+
+
+__all__ = [
+    "ACTIONS",
+    "STATES",
+    "Expect",
+    "Scenario",
+    "ScenarioError",
+    "SpSpec",
+    "Step",
+    "aliases",
+    "load_scenario",
+    "parse_scenario",
+]

@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from capability_catalog.model import LABEL_LIMITS, LabelRange, LabelType
+from schemas.note import LABEL_SCHEMA
 from schemas.problems import STRICT, Below
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -141,7 +142,7 @@ class PortEntry(BaseModel):
     peer_sp: Name
     peer_port: Name
     label_type: Annotated[str, BeforeValidator(_label_type)] = LabelType.VXLAN_VNI.value
-    labels: Annotated[list[Annotated[LabelRange, BeforeValidator(_label)]], BeforeValidator(_labels)]
+    labels: Annotated[list[Annotated[LabelRange, BeforeValidator(_label), LABEL_SCHEMA]], BeforeValidator(_labels)]
     can_swap: Flag = False
     capacity_mbps: PositiveInt
     latency_ms: Latency = 0.0

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError, WithJsonSchema, model_validator
 
 from capability_catalog.authoring import MAX_DELAY_MS, MAX_PRICE_PER_MBPS_HOUR, NATIVE_RANGES, OfferPolicy
 from capability_catalog.model import (
@@ -131,7 +131,15 @@ Fraction = Annotated[float, BeforeValidator(_real(1.0))]
 Price = Annotated[float, BeforeValidator(_real(MAX_PRICE_PER_MBPS_HOUR))]
 Positive = Annotated[int, BeforeValidator(_count(True))]
 Count = Annotated[int, BeforeValidator(_count(False))]
-Label = Annotated[LabelRange, BeforeValidator(_label_range)]
+#: In the JSON Schema as in the file: a label, or a range ``'first-last'``.
+LABEL_SCHEMA = WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+\s*(-\s*\d+\s*)?$"}]}
+)
+Label = Annotated[LabelRange, BeforeValidator(_label_range), LABEL_SCHEMA]
+#: A mechanism's value is text or a number (``dscp: 46``), kept as text.
+NATIVE_SCHEMA = WithJsonSchema(
+    {"type": "object", "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}
+)
 Prefix = Annotated[str, AfterValidator(_prefix)]
 
 
@@ -234,7 +242,7 @@ class QosFile(BaseModel):
 
     model_config = STRICT
     name: Ident
-    native: Annotated[dict[str, str], BeforeValidator(_native)] = {}
+    native: Annotated[dict[str, str], BeforeValidator(_native), NATIVE_SCHEMA] = {}
     delay_ms: Delay = 0.0
     loss: Fraction = 0.0
 
@@ -464,4 +472,4 @@ def parse_policy(data: object, path: str = "offer") -> tuple[OfferPolicy, list[s
     return _policy(model, model.withdrawn), []
 
 
-__all__ = ["NoteFile", "OfferFile", "parse_note", "parse_policy", "validate_authoring"]
+__all__ = ["LABEL_SCHEMA", "NoteFile", "OfferFile", "parse_note", "parse_policy", "validate_authoring"]

@@ -80,9 +80,14 @@ def _known_at(root: type[BaseModel] | None, loc: Sequence[int | str]) -> list[st
     for part in loc:
         if model is None:
             return []
-        if isinstance(part, str) and part in model.model_fields:
-            model = _model_in(model.model_fields[part].annotation)
-    return list(model.model_fields) if model is not None else []
+        if isinstance(part, str) and part in _keys(model):
+            model = _model_in(_keys(model)[part].annotation)
+    return list(_keys(model)) if model is not None else []
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key a file writes (``as`` for a field ``as_`` with that alias)."""
+    return {f.alias or name: f for name, f in model.model_fields.items()}
 
 
 def _where(path: str, loc: Sequence[int | str]) -> str:

@@ -1,7 +1,8 @@
 """The ``fedbroker`` command: run a broker, order and inspect slices, run scenarios.
 
-One module per command group (``run``, ``slices``, ``credentials``, ``catalog``, ``faults``), each adding its
-sub-parsers with a ``handler``; ``client`` holds what the client commands share, ``output`` what they print.
+One module per command group (``run``, ``slices``, ``credentials``, ``catalog``, ``faults``, ``schema``), each
+adding its sub-parsers with a ``handler``; ``client`` holds what the client commands share, ``output`` what they
+print.
 
 Exit status: 0 done, 1 refused by a broker (or a check failed), 2 a bad option, file or input, 130
 interrupted. With ``--json`` an error is printed on stdout as ``{"error": {"code", "message", "field"}}``.
@@ -21,7 +22,7 @@ from typing import NoReturn
 import grpc
 from rich.markup import escape
 
-from broker.cli import catalog, credentials, faults, monitor, run, slices
+from broker.cli import catalog, credentials, faults, monitor, run, schema, slices
 from broker.cli.client import print_explanation, transport_hint
 from broker.cli.output import err, error_json, print_json
 from broker.descriptors import ConfigError
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fedbroker", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fedbroker {_version()}")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
-    for group in (run, slices, monitor, credentials, catalog, faults):
+    for group in (run, slices, monitor, credentials, catalog, faults, schema):
         group.register(sub)
     _name_commands(parser)
     return parser

@@ -79,3 +79,64 @@ def test_security_paths_are_relative_to_the_file_and_the_account_book_defaults_t
     cfg = load_config(write(tmp_path, text))
     assert cfg.security.ca == tmp_path / "pki/ca.crt" and cfg.security.key == tmp_path / "t.key"
     assert cfg.accounts_path == cfg.data_dir / "accounts.yaml" and cfg.security.call_ttl_s == 60
+
+
+@pytest.mark.parametrize(
+    ("setting", "field", "needle"),
+    [
+        ("hold_time_s: '10'", "hold_time_s", "hold_time_s: must be a positive number, got '10'"),
+        ("hold_time_s: true", "hold_time_s", "hold_time_s: must be a positive number, got True"),
+        ("lower_timeout_s: [1]", "lower_timeout_s", "lower_timeout_s: must be a positive number, got [1]"),
+        ("activation_timeout_s: 1h", "activation_timeout_s", "got '1h'"),
+        ("data_dir: 5", "data_dir", "data_dir: must be a file path, got 5"),
+        ("key_file: [sp.key]", "key_file", "key_file: must be a file path"),
+        ("wim: {capacity_mbps: {A-B: '100'}}", "wim.capacity_mbps.A-B", "must be a positive integer, got '100'"),
+        ("wim: {capacity_mbps: {A-B: 500.5}}", "wim.capacity_mbps.A-B", "must be a positive integer, got 500.5"),
+        ("retention: {failed_max: 10.5}", "retention.failed_max", "from 0 to 1000000, got 10.5"),
+        ("security: {session_ttl_s: '60'}", "security.session_ttl_s", "must be a positive number, got '60'"),
+        ("security: {login_listen: 8443}", "security.login_listen", "expected HOST:PORT, got 8443"),
+        ("monitoring: {mode: loud}", "monitoring.mode", "unknown mode 'loud' (known: normal, skeleton)"),
+        ("sp_id: 7", "sp_id", "sp_id: required, a non-empty string, got 7"),
+    ],
+)
+def test_a_wrong_type_is_refused_not_coerced_and_named_by_its_path(
+    tmp_path: Path, setting: str, field: str, needle: str
+) -> None:
+    text = f"sp_id: T\nlower_sps: [{LOWER}]\n{setting}\n".replace("sp_id: T\n", "", setting.startswith("sp_id"))
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert info.value.field == field
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "known"),
+    [
+        (f"sp_id: T\nlower_sps: [{LOWER}]\ncolour: blue\n", "colour", "known: sp_id, listen, data_dir"),
+        (f"sp_id: T\nlower_sps: [{LOWER[:-1]}, port: 1}}]\n", "lower_sps[0].port", "known: id, address, keys"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{drvier: linux}}\n", "wim.drvier", "known: driver, capacity_mbps"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nretention: {{days: 1}}\n", "retention.days", "known: failed_s, failed_max"),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_known_ones(tmp_path: Path, text: str, field: str, known: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert info.value.field == field
+    assert f"{field}: unknown setting ({known}" in str(info.value)
+
+
+def test_every_bad_setting_is_told_at_once_the_first_one_as_the_field(tmp_path: Path) -> None:
+    text = f"sp_id: T\nlower_sps: [{LOWER}]\nhold_time_s: true\nsecurity: {{call_ttl_s: -1}}\nwim: {{driver: x}}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    lines = str(info.value).splitlines()
+    assert info.value.field == "hold_time_s" and str(tmp_path) in lines[0]
+    assert any(line.startswith("security.call_ttl_s: ") for line in lines)
+    assert any(line.startswith("wim.driver: unknown driver 'x'") for line in lines)
+
+
+def test_null_sections_are_the_defaults(tmp_path: Path) -> None:
+    text = f"sp_id: T\nlower_sps: [{LOWER}]\nwim:\nsecurity:\nmetrics_listen:\nmonitoring:\ndomains:\n"
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.wim.driver == "memory" and cfg.security.login_listen == "" and cfg.metrics_listen == ""
+    assert cfg.monitoring_mode == "normal" and cfg.domains == () and cfg.activation_timeout_s is None

@@ -163,3 +163,80 @@ async def test_wait_crash_passes_only_for_the_crash_status(tmp_path: Path) -> No
             await run.step(short.steps[1])
     finally:
         await fleet.stop_all()
+
+
+# --- the scenario schema (schemas/scenario.py): types checked, not coerced; unknown keys named --------
+
+
+@pytest.mark.parametrize(
+    ("setting", "field", "needle"),
+    [
+        ({"hold_time_s": "10"}, "sps[0].hold_time_s", "must be a positive number, got '10'"),
+        ({"hold_time_s": True}, "sps[0].hold_time_s", "must be a positive number, got True"),
+        ({"lower_timeout_s": [1]}, "sps[0].lower_timeout_s", "must be a positive number, got [1]"),
+        (
+            {"wim": {"driver": "linux", "capacity_mbps": {"p": "1"}}},
+            "sps[0].wim.capacity_mbps.p",
+            "must be a positive integer, got '1'",
+        ),
+        ({"lower": ["L1", 5]}, "sps[0].lower[1]", "required, a non-empty string, got 5"),
+        ({"colour": 1}, "sps[0].colour", "unknown key (known: id, lower, faults, hold_time_s, lower_timeout_s"),
+    ],
+)
+def test_an_sps_settings_are_checked_with_the_broker_configs_types(setting: Any, field: str, needle: str) -> None:
+    with pytest.raises(ScenarioError) as bad:
+        parse_scenario(_doc([{"request": REQUEST}], **setting))
+    assert bad.value.field == field
+    assert f"{field}: {needle}" in str(bad.value)
+
+
+@pytest.mark.parametrize(
+    ("step", "field", "needle"),
+    [
+        ({"sleep": "1h"}, "steps[1].sleep.seconds", "a number of seconds in (0, 60], got '1h'"),
+        ({"sleep": True}, "steps[1].sleep.seconds", "a number of seconds in (0, 60], got True"),
+        ({"get": {"sp": "T", "slice": "s1"}, "always": "no"}, "steps[1].always", "true or false, got 'no'"),
+        ({"get": {"sp": "T", "slice": "s1"}, "expect": {"labels_agree": "yes"}}, "steps[1].expect.labels_agree", ""),
+        ({"get": {"sp": "T", "slice": "s1"}, "expect": {"leaf_sps_min": True}}, "steps[1].expect.leaf_sps_min", ""),
+        (
+            {"request": {**REQUEST, "as": "s2", "hold_time_s": 10.5}},
+            "steps[1].request.hold_time_s",
+            "a whole number of seconds from 0, got 10.5",
+        ),
+        ({"wait_catalog": {"sp": "T", "terminals": ["x"], "timeout_s": "10"}}, "steps[1].wait_catalog.timeout_s", ""),
+        ({"expect_idle": {"sps": "all", "when": 1}}, "steps[1].expect_idle.when", "unknown key (known: sps)"),
+        (
+            {"request": {**REQUEST, "alias": "s2"}},
+            "steps[1].request.alias",
+            "unknown key (known: sp, as, slice, request_id",
+        ),
+        (
+            {"get": {"sp": "T", "slice": "s1"}, "expect": {"colour": 1}},
+            "steps[1].expect.colour",
+            "unknown key (known: state, error",
+        ),
+        ({"get": {"sp": "T", "slice": "s1"}, "nmae": "x"}, "steps[1].nmae", "unknown key (known: name, expect, always"),
+        ({"cut": {"sp": "T", "port": "p"}}, "steps[1].cut.slice", "required"),
+    ],
+)
+def test_a_steps_wrong_type_or_unknown_key_is_named_by_its_full_path(step: Any, field: str, needle: str) -> None:
+    with pytest.raises(ScenarioError) as bad:
+        parse_scenario(_doc([{"request": REQUEST}, step]))
+    assert bad.value.field == field
+    assert f"{field}: {needle}" in str(bad.value)
+
+
+def test_every_problem_of_form_is_told_at_once() -> None:
+    doc = _doc([{"request": REQUEST}, {"sleep": 0}, {"kill": {"sp": "L1", "signal": 9}}], hold_time_s=True)
+    doc["colour"] = "blue"
+    with pytest.raises(ScenarioError) as bad:
+        parse_scenario(doc)
+    lines = [line.partition(": ")[0] for line in str(bad.value).splitlines()]
+    assert lines == ["scenario.colour", "sps[0].hold_time_s", "steps[1].sleep.seconds", "steps[2].kill.signal"]
+    assert bad.value.field == "scenario.colour"
+
+
+def test_shorthands_are_read_as_their_long_forms() -> None:
+    steps = [{"request": REQUEST}, {"sleep": 1}, {"kill": "L1"}, {"expect_everywhere": "s1"}, {"expect_idle": "all"}]
+    sc = parse_scenario(_doc([*steps, {"dataplane_audit": None}]))
+    assert [dict(s.args) for s in sc.steps[1:]] == [{"seconds": 1}, {"sp": "L1"}, {"slice": "s1"}, {"sps": "all"}, {}]

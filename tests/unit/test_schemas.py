@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,118 @@ def test_every_problem_of_a_domain_is_named_the_first_as_its_field() -> None:
     lines = str(info.value).splitlines()
     assert info.value.field == "domains[0].links[0].bandwidth_mbps"
     assert lines[1] == "domains[0].functions[0].slots: must be a positive integer (got 0)"
+
+
+# --- fedbroker schema note|broker|scenario: the JSON Schema of each format, from its models -------
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKER_EXAMPLES = [ROOT / "scenarios" / "examples" / "leaf.yaml"]
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+_TYPES: dict[str, Any] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+    "integer": int,
+    "number": (int, float),
+}
+
+
+def conforms(schema: dict[str, Any], value: Any, defs: dict[str, Any]) -> bool:
+    """``value`` has the shape and types ``schema`` says (``jsonschema`` is not installed: this much suffices)."""
+    if "$ref" in schema:
+        return conforms(defs[schema["$ref"].rsplit("/", 1)[1]], value, defs)
+    if "anyOf" in schema:
+        return any(conforms(s, value, defs) for s in schema["anyOf"])
+    if "const" in schema and value != schema["const"]:
+        return False
+    kind = schema.get("type")
+    if kind is not None:
+        if isinstance(value, bool) and kind in ("integer", "number"):
+            return False
+        if not isinstance(value, _TYPES[kind]):
+            return False
+    if isinstance(value, list) and "items" in schema:
+        return all(conforms(schema["items"], x, defs) for x in value)
+    if isinstance(value, dict) and kind == "object":
+        props = schema.get("properties", {})
+        if any(k not in value for k in schema.get("required", ())):
+            return False
+        extra = schema.get("additionalProperties", True)
+        for k, v in value.items():
+            sub = props.get(k, extra)
+            if sub is False or (isinstance(sub, dict) and not conforms(sub, v, defs)):
+                return False
+    return True
+
+
+def printed_schema(kind: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    from broker.cli import main
+
+    assert main(["schema", kind]) == 0
+    schema: dict[str, Any] = json.loads(capsys.readouterr().out)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    return schema
+
+
+def test_the_cli_names_the_formats_the_schemas_have() -> None:
+    from broker.cli.schema import FORMATS
+    from schemas.json_schema import KINDS
+
+    assert FORMATS == KINDS
+
+
+@pytest.mark.parametrize(
+    ("kind", "properties"),
+    [
+        ("note", {"sp_id", "version", "endpoints", "border_ports", "transit", "qos_classes", "valid_for_s"}),
+        ("broker", {"sp_id", "listen", "hold_time_s", "lower_sps", "domains", "wim", "security", "monitoring"}),
+        ("scenario", {"name", "description", "sps", "steps"}),
+    ],
+)
+def test_schema_prints_the_formats_json_schema(
+    kind: str, properties: set[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = printed_schema(kind, capsys)
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert properties <= set(schema["properties"])
+
+
+def test_the_example_note_is_valid_by_the_models_and_the_printed_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    schema = printed_schema("note", capsys)
+    assert parse_note(example(), now=0.0)[1] == []
+    assert conforms(schema, example(), schema["$defs"])
+    assert not conforms(schema, {**example(), "colour": "blue"}, schema["$defs"])
+
+
+def _read(kind: str, path: Path) -> None:
+    from broker.config import load_config
+    from scenarios.model import load_scenario
+
+    load_config(path) if kind == "broker" else load_scenario(path)
+
+
+#: A change to a valid file that the printed schema must refuse (a wrong type, an unknown key).
+BROKEN: dict[str, list[dict[str, Any]]] = {
+    "broker": [{"hold_time_s": "10"}, {"wim": {"drvier": "linux"}}, {"lower_timeout_s": True}],
+    "scenario": [{"name": 5}, {"colour": "blue"}, {"sps": [{"id": "T", "hold_time_s": "10"}]}],
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [("broker", p) for p in BROKER_EXAMPLES] + [("scenario", p) for p in SCENARIOS],
+    ids=lambda x: x.name if isinstance(x, Path) else x,
+)
+def test_the_example_files_are_valid_by_the_models_and_the_printed_schema(
+    kind: str, path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = printed_schema(kind, capsys)
+    _read(kind, path)
+    data = yaml.safe_load(path.read_text())
+    assert conforms(schema, data, schema["$defs"])
+    for change in BROKEN[kind]:
+        assert not conforms(schema, {**data, **change}, schema["$defs"]), change
+    if kind == "scenario":
+        assert not conforms(schema, {**data, "steps": [*data["steps"], {"sleep": "1h"}]}, schema["$defs"])
