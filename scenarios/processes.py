@@ -118,23 +118,26 @@ class BrokerProcess:
         """The SP's audit log."""
         return self.data_dir / "audit.log"
 
+    def _open(self, channel: grpc.aio.Channel | None) -> grpc.aio.Channel:
+        # A step that calls a broker which never started (or was stopped) fails as a step, naming it.
+        if channel is None:
+            raise StartError(f"{self.sp_id} is not running")
+        return channel
+
     @property
     def slices(self) -> pb_grpc.SlicesStub:
         """A Slices stub on this broker, acting as the default customer."""
-        assert self.channel is not None, f"{self.sp_id} is not running"
-        return pb_grpc.SlicesStub(self.channel)
+        return pb_grpc.SlicesStub(self._open(self.channel))
 
     @property
     def operator_slices(self) -> pb_grpc.SlicesStub:
         """A Slices stub acting as the SP's operator (sees every slice, reads usage)."""
-        assert self.operator_channel is not None, f"{self.sp_id} is not running"
-        return pb_grpc.SlicesStub(self.operator_channel)
+        return pb_grpc.SlicesStub(self._open(self.operator_channel))
 
     @property
     def caps(self) -> pb_grpc.CapabilitiesStub:
         """A Capabilities stub acting as the SP's operator."""
-        assert self.operator_channel is not None, f"{self.sp_id} is not running"
-        return pb_grpc.CapabilitiesStub(self.operator_channel)
+        return pb_grpc.CapabilitiesStub(self._open(self.operator_channel))
 
     @property
     def faults_path(self) -> Path:
