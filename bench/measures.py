@@ -225,6 +225,7 @@ async def three_levels(root: Path, sizes: Sizes) -> Figures:
         figures = await _e2e_setup(fleet, leaves, sizes)
         figures |= await _note_propagation(fleet, leaves, sizes)
         figures |= await _alert_propagation(fleet, leaves, sizes)
+        figures |= await _alert_burst(fleet, leaves)
         figures |= await _throughput(fleet, leaves, sizes)
         figures |= await _monitoring_cpu(fleet, leaves, sizes)
         return figures
@@ -326,9 +327,13 @@ async def _alert_propagation(fleet: Fleet, leaves: list[str], sizes: Sizes) -> F
     link down at once: that is its detection) to the arrival of the alert on the customer's ``Watch``
     at ``T``, three levels up. Each cut is restored and its alert resolved (one clear window,
     ``monitoring.DEFAULT_CLEAR_S``) before the next.
+
+    The slice runs between the first two leaves, whose pops carry no other slice: the set-up
+    measure's slices (hundreds, through the crossing pair's leaves) would each raise an alert of
+    their own at the same cut, and this figure would be the tail of that burst (``_alert_burst``).
     """
     client = Client(fleet["T"], "alerts")
-    src, dst = _crossing_pair(leaves)
+    src, dst = f"{leaves[0]}.ep", f"{leaves[1]}.ep"
     held = await client.reserve(slice_request(src, dst, 900), "alert-slice")
     await client.op("Commit", held.id)
     await client.op("Activate", held.id)
@@ -369,6 +374,55 @@ async def _alert_propagation(fleet: Fleet, leaves: list[str], sizes: Sizes) -> F
             await follower
         await client.op("Terminate", held.id)
     return {"alert_propagation_ms": _ms(median(samples)), "alert_propagation_ms_p99": _ms(percentile(samples, 99))}
+
+
+async def _alert_burst(fleet: Fleet, leaves: list[str]) -> Figures:
+    """A pop that every active slice crosses goes down: time until the top told an alert for each one.
+
+    The set-up measure leaves its slices active through the crossing pair's first leaf; cutting that
+    leaf's pop raises one alert per slice there, relayed by its mid-level SP to ``T``. The clock runs
+    from the cut to the last slice's alert on the operator's ``Watch`` at ``T``.
+    """
+    top = fleet["T"]
+    listed = await top.operator_slices.List(pb.ListRequest(states=[pb.SLICE_STATE_ACTIVE]), timeout=RPC_TIMEOUT_S)
+    want = {s.id for s in listed.slices}
+    if not want:
+        return {}
+    leaf = _crossing_pair(leaves)[0].split(".")[0]
+    lab = pb_grpc.MonitoringStub(fleet[leaf].operator_channel)
+    firing: dict[str, float] = {}
+    resolved: set[str] = set()
+    every = asyncio.Event()
+
+    async def follow() -> None:
+        async for ev in top.operator_slices.Watch(pb.WatchRequest()):
+            if ev.HasField("alert") and ev.slice_id in want:
+                if ev.alert.status == pb.ALERT_STATUS_FIRING:
+                    firing.setdefault(ev.slice_id, time.perf_counter())
+                else:
+                    resolved.add(ev.slice_id)
+                if len(firing) == len(want) or resolved == want:
+                    every.set()
+
+    follower = asyncio.create_task(follow())
+    try:
+        await asyncio.sleep(QUIET_S)  # the stream is open
+        start = time.perf_counter()
+        await lab.SetCondition(pb.ConditionRequest(domain=leaf, target="core", down=True), timeout=RPC_TIMEOUT_S)
+        async with asyncio.timeout(10 * RPC_TIMEOUT_S):
+            await every.wait()
+        last = max(firing.values()) - start
+        every.clear()
+        await lab.SetCondition(pb.ConditionRequest(domain=leaf, target="core", restore=True), timeout=RPC_TIMEOUT_S)
+        async with asyncio.timeout(10 * RPC_TIMEOUT_S):  # every alert resolved before the next measure
+            while resolved != want:
+                every.clear()
+                await every.wait()
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await follower
+    return {"alert_burst_ms": _ms(last), "alert_burst_slices": float(len(want))}
 
 
 async def _monitoring_cpu(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:

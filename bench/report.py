@@ -50,6 +50,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("note_bytes_mid", "B", "largest mid-level note (canonical bytes), GÉANT", float("inf")),
     Figure("note_propagation_ms", "ms", "leaf offer change seen at the top of 3 levels", 100.0),
     Figure("alert_propagation_ms", "ms", "leaf link down → alert on the top's Watch, 3 levels", 100.0),
+    Figure("alert_burst_ms", "ms", "leaf pop under every active slice down → all alerts at the top", float("inf")),
     Figure("rss_mb_10k_slices", "MiB", "broker RSS holding 10,000 committed slices", 150.0),
     Figure("restart_recovery_s_10k_slices", "s", "kill -9 → serving with 10,000 slices", 2.0),
 )
