@@ -19,8 +19,8 @@ import pytest
 
 from broker.api.child_agent import ChildBrokerAgent
 from broker.security.accounts import Role
-from capability_catalog.model import LabelRange, LabelSet, TerminalId
-from capability_catalog.signing import TrustStore, verify_note
+from capability_catalog.model import CapabilityNote, LabelRange, LabelSet, TerminalId
+from capability_catalog.signing import SignedNote, TrustStore, verify_note
 from domain_agents.base import DomainAgent, DomainUsage
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.processes import BrokerProcess
@@ -85,20 +85,14 @@ class TestChildBrokerAgentContract(DomainAgentContract):
             return False
         return bool(got.state == pb.SLICE_STATE_ACTIVE)
 
-    async def test_notes_yields_a_note_at_once_with_the_domain_id_and_its_terminals(
-        self, make_agent: AgentMaker, agent: DomainAgent
-    ) -> None:
-        """The lower SP's notes come signed: verified with its key, they say what the contract asks."""
+    async def first_note(self, agent: DomainAgent) -> CapabilityNote:
+        """The lower SP's notes come signed: the first one, verified with the leaf's key."""
         stream = agent.notes()
         signed = await anext(stream)
         await stream.aclose()  # type: ignore[attr-defined]
+        assert isinstance(signed, SignedNote) and signed.signer == agent.domain_id
         trust = TrustStore.of({"L1": [self.leaf.public_key]})
-        note = verify_note(signed, trust, expected_sp="L1", held_version=None, now=time.time())
-        assert note.sp_id == agent.domain_id == signed.signer
-        assert {make_agent.endpoint, make_agent.port} <= note.terminals()
-        port = note.port(make_agent.port)
-        assert port is not None and port.labels == make_agent.port_labels
-        assert note.expires_at > note.issued_at
+        return verify_note(signed, trust, expected_sp="L1", held_version=None, now=time.time())
 
     async def test_holdings_list_what_the_lower_sp_holds_for_this_upper_by_order_key(
         self, make_agent: AgentMaker, agent: DomainAgent

@@ -9,6 +9,7 @@ and the reservation is still there to be activated again or terminated.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,36 @@ async def test_a_crash_of_the_mid_while_it_compensates_a_refusal_still_ends_comm
         top = await fleet["T"].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=TIMEOUT_S)
         assert "refused" in top.reason and "activate it again or terminate it" in top.reason, top.reason
         fleet.write_faults("L2")
+        await fleet["T"].slices.Terminate(pb.SliceRef(slice_id=slice_id), timeout=TIMEOUT_S)
+        await released(fed, slice_id)
+    finally:
+        await fed.stop()
+
+
+async def test_an_activation_that_outlives_the_tops_deadline_is_undone_at_every_sp(tmp_path: Path) -> None:
+    """M1's activation of L2 hangs 6 s; the top's ``activation_timeout_s`` is 2 s. The top undoes the
+    activation (M2 deactivated at once, M1 once it wakes and finishes), and every SP ends COMMITTED with
+    nothing in service and the reservation kept, read back at each of the seven SPs."""
+    base = load_scenario(SWEEP_YAML)
+    quick = {"activation_timeout_s": 2}
+    sps = tuple(replace(sp, settings={**sp.settings, **quick}) if sp.id == "T" else sp for sp in base.sps)
+    fed = SweepFederation(replace(base, sps=sps), tmp_path)
+    try:
+        fleet = await fed.start()
+        slice_id = await reserve_commit(fed, "deadline-1")
+        hang = {"id": "hang-act", "point": "activate.task.before", "action": "hang", "hang_s": 6, "domain": "L2"}
+        fleet.write_faults("M1", [hang])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await fleet["T"].slices.Activate(pb.SliceRef(slice_id=slice_id), timeout=TIMEOUT_S)
+        assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        await settled(fed, slice_id, Outcome.COMMITTED, timeout_s=25.0)
+        assert "hang-act" in fleet["M1"].fired()
+        top = await fleet["T"].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=TIMEOUT_S)
+        assert top.reason.startswith("activation timed out: M1 did not confirm within 2 s"), top.reason
+        fleet.write_faults("M1")
+        again = await fleet["T"].slices.Activate(pb.SliceRef(slice_id=slice_id), timeout=TIMEOUT_S)
+        assert state_name(again.state) == "ACTIVE" and again.reason == ""
+        await settled(fed, slice_id, Outcome.ACTIVE)
         await fleet["T"].slices.Terminate(pb.SliceRef(slice_id=slice_id), timeout=TIMEOUT_S)
         await released(fed, slice_id)
     finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from capability_catalog.model import LabelSet, TerminalId
+from capability_catalog.model import CapabilityNote, LabelSet, TerminalId
 from domain_agents.base import DomainAgent, DomainUsage, SegmentOrder
 from slicing.errors import ErrorCode, FedError
 from slicing.model import PortConstraint, SliceRequest
@@ -61,6 +61,14 @@ class DomainAgentContract:
         """
         return agent.usage()
 
+    async def first_note(self, agent: DomainAgent) -> CapabilityNote:
+        """The first note the agent's feed yields (an agent whose feed is signed overrides this to verify it)."""
+        stream = agent.notes()
+        note = await anext(stream)
+        await stream.aclose()  # type: ignore[attr-defined]
+        assert isinstance(note, CapabilityNote), type(note)
+        return note
+
     async def in_service(self, agent: DomainAgent, handle: str) -> bool | None:
         """Whether the segment is in service as the implementation itself shows it (None: it cannot tell).
 
@@ -90,9 +98,7 @@ class DomainAgentContract:
     async def test_notes_yields_a_note_at_once_with_the_domain_id_and_its_terminals(
         self, make_agent: AgentMaker, agent: DomainAgent
     ) -> None:
-        stream = agent.notes()
-        note = await anext(stream)
-        await stream.aclose()  # type: ignore[attr-defined]
+        note = await self.first_note(agent)
         assert note.sp_id == agent.domain_id
         assert {make_agent.endpoint, make_agent.port} <= note.terminals()
         port = note.port(make_agent.port)
