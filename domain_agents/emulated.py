@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import combinations, pairwise
 
 import networkx as nx
@@ -35,12 +34,13 @@ from capability_catalog.model import (
 )
 from capability_catalog.served import serve, served_problems
 from domain_agents.base import HealthSample, SegmentGrant, SegmentOrder
+from domain_agents.emulated_books import Allocation, Books, Condition
 from domain_agents.emulated_config import (
     FAIL_STEPS,
     EmulatedDomainConfig,
     _pair,
 )
-from domain_agents.local import LocalDomainAgent
+from domain_agents.local import LocalDomainAgent, check_request
 from domain_agents.routing import walk_through
 from slicing.errors import (
     AlreadyExists,
@@ -51,134 +51,14 @@ from slicing.errors import (
 )
 from slicing.model import SliceRequest, SliceState
 
-HANDLE_VERSION = 1
 # Path latency may equal the budget; the slack absorbs float sums done in another order.
 _LATENCY_SLACK_MS = 1e-9
-
-
-# --- allocations and their handle ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Allocation:
-    """What one segment holds; its JSON form is the handle."""
-
-    domain: str
-    key: str
-    bandwidth_mbps: int
-    links: tuple[tuple[str, str], ...] = ()
-    terminals: tuple[TerminalId, ...] = ()
-    slots: tuple[tuple[str, str], ...] = ()  # (pop, function type), one per function
-    labels: tuple[tuple[TerminalId, int], ...] = ()
-    addresses: tuple[tuple[TerminalId, str], ...] = ()
-
-    def to_handle(self) -> str:
-        bw = self.bandwidth_mbps
-        return json.dumps(
-            {
-                "v": HANDLE_VERSION,
-                "domain": self.domain,
-                "key": self.key,
-                "bandwidth_mbps": bw,
-                "links": [{"a": a, "b": b, "mbps": bw} for a, b in self.links],
-                "terminals": {t: bw for t in self.terminals},
-                "slots": [{"pop": p, "type": t} for p, t in self.slots],
-                "labels": dict(self.labels),
-                "addresses": dict(self.addresses),
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_handle(cls, handle: str) -> _Allocation:
-        """Parse a handle; ``InvalidArgument("handle", ...)`` when it is not one of ours."""
-        try:
-            raw = json.loads(handle)
-            if not isinstance(raw, dict) or raw.get("v") != HANDLE_VERSION:
-                raise TypeError("not a version-1 emulated-domain handle")
-            bw = raw["bandwidth_mbps"]
-            if not isinstance(bw, int) or isinstance(bw, bool):
-                raise TypeError("bandwidth_mbps")
-            return cls(
-                domain=str(raw["domain"]),
-                key=str(raw["key"]),
-                bandwidth_mbps=bw,
-                links=tuple(_pair(str(x["a"]), str(x["b"])) for x in raw["links"]),
-                terminals=tuple(TerminalId(str(t)) for t in raw["terminals"]),
-                slots=tuple((str(x["pop"]), str(x["type"])) for x in raw["slots"]),
-                labels=tuple((TerminalId(str(p)), _as_int(v)) for p, v in raw["labels"].items()),
-                addresses=tuple((TerminalId(str(e)), str(a)) for e, a in raw["addresses"].items()),
-            )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise InvalidArgument("handle", f"not an emulated-domain handle ({exc})") from None
-
-
-@dataclass(frozen=True)
-class Condition:
-    """What a lab makes a link or pop do: extra latency, loss (0..1), or down."""
-
-    added_latency_ms: float = 0.0
-    loss: float = 0.0
-    down: bool = False
-
-    def __post_init__(self) -> None:
-        for name, v, high in (("added_latency_ms", self.added_latency_ms, 1e6), ("loss", self.loss, 1.0)):
-            if not (0.0 <= v <= high):  # also false for NaN
-                raise InvalidArgument(name, f"must be between 0 and {high:g}, got {v}")
-
-
-def _as_int(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"label {value!r} is not an integer")
-    return value
-
-
-@dataclass
-class _Books:
-    """Everything held in the domain, as counters (restored holdings may exceed a shrunk capacity)."""
-
-    links: Counter[tuple[str, str]] = field(default_factory=Counter)
-    terminals: Counter[str] = field(default_factory=Counter)
-    slots: Counter[tuple[str, str]] = field(default_factory=Counter)
-    labels: dict[str, dict[int, str]] = field(default_factory=dict)  # port -> label -> key
-    addresses: dict[str, str] = field(default_factory=dict)  # bare address -> key
-
-    def apply(self, a: _Allocation) -> None:
-        for link in a.links:
-            self.links[link] += a.bandwidth_mbps
-        for t in a.terminals:
-            self.terminals[t] += a.bandwidth_mbps
-        for slot in a.slots:
-            self.slots[slot] += 1
-        for port, label in a.labels:
-            self.labels.setdefault(port, {})[label] = a.key
-        for _, addr in a.addresses:
-            self.addresses[addr.split("/")[0]] = a.key
-
-    def release(self, a: _Allocation) -> None:
-        for link in a.links:
-            self.links[link] -= a.bandwidth_mbps
-        for t in a.terminals:
-            self.terminals[t] -= a.bandwidth_mbps
-        for slot in a.slots:
-            self.slots[slot] -= 1
-        for port, label in a.labels:
-            held = self.labels.get(port, {})
-            if held.get(label) == a.key:
-                del held[label]
-        for _, addr in a.addresses:
-            bare = addr.split("/")[0]
-            if self.addresses.get(bare) == a.key:
-                del self.addresses[bare]
-        self.links = +self.links  # drop zero counts
-        self.terminals = +self.terminals
-        self.slots = +self.slots
 
 
 # --- the agent -------------------------------------------------------------------------------
 
 
-class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
+class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
     """A ``DomainAgent`` over an emulated domain: min-latency routing, all-or-nothing accounting."""
 
     def __init__(
@@ -209,7 +89,7 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
         self._capacity.update({p.port.id: p.port.capacity_mbps for p in config.ports})
         self._ports: dict[str, BorderPort] = {p.port.id: p.port for p in config.ports}
         self._slots: dict[tuple[str, str], int] = {(f.pop, f.type): f.slots for f in config.functions}
-        self._books = _Books()
+        self._books = Books()
         self._offer = config.offer
         # With nothing held yet: what an authored note's shares are taken from.
         self._full = self._live_note(previous=None)
@@ -405,32 +285,18 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
         self._holdings_changed()
         return grant
 
-    def _allocate(self, key: str, req: SliceRequest) -> _Allocation:
+    def _allocate(self, key: str, req: SliceRequest) -> Allocation:
         """Choose everything the segment needs without holding any of it; raise when something is missing."""
         dom = self.domain_id
-        src_pop = self.config.pop_of(req.src)
-        if src_pop is None:
-            raise InvalidArgument("request.src", f"'{req.src}' is not an endpoint or port of domain {dom}")
-        dst_pop = self.config.pop_of(req.dst)
-        if dst_pop is None:
-            raise InvalidArgument("request.dst", f"'{req.dst}' is not an endpoint or port of domain {dom}")
-        if req.src == req.dst:
-            raise InvalidArgument("request.dst", f"must differ from request.src ('{req.src}')")
+        checked = check_request(req, self.config.pop_of, dom)
         bw = req.bandwidth_mbps
-        if isinstance(bw, bool) or not isinstance(bw, int) or bw <= 0:
-            raise InvalidArgument("request.bandwidth_mbps", f"must be a positive integer (got {bw!r})")
-        try:
-            subnet = ipaddress.ip_network(req.subnet)
-        except ValueError as exc:
-            raise InvalidArgument("request.subnet", str(exc)) from None
-
         for t in (req.src, req.dst):
             free = self._capacity[t] - self._books.terminals[t]
             if bw > free:
                 raise ResourceExhausted(f"{t}: {free} of {self._capacity[t]} Mbit/s free, {bw} Mbit/s asked")
-        pops, placements = self._route(req, src_pop, dst_pop)
+        pops, placements = self._route(req, checked.src_pop, checked.dst_pop)
         links = tuple(_pair(u, v) for u, v in pairwise(pops))
-        return _Allocation(
+        return Allocation(
             domain=dom,
             key=key,
             bandwidth_mbps=bw,
@@ -438,7 +304,7 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
             terminals=(req.src, req.dst),
             slots=placements,
             labels=self._pick_labels(req, self._books.labels),
-            addresses=self._choose_addresses(req, subnet),
+            addresses=self._choose_addresses(req, checked.subnet),
         )
 
     def _route(self, req: SliceRequest, src_pop: str, dst_pop: str) -> tuple[list[str], tuple[tuple[str, str], ...]]:
@@ -532,7 +398,7 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
     async def restore(self, handle: str, committed: bool) -> None:
         """Re-apply a handle's allocation after a restart; capacity is not re-checked, holdings are facts."""
         await self._step("restore")
-        alloc = _Allocation.from_handle(handle)
+        alloc = Allocation.from_handle(handle)
         if alloc.domain != self.domain_id:
             raise InvalidArgument("handle", f"belongs to domain {alloc.domain}, not {self.domain_id}")
         state = SliceState.COMMITTED if committed else SliceState.HELD
@@ -548,7 +414,7 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
         self._hold(grant, alloc, None, state)
         self._holdings_changed()
 
-    def _check_restorable(self, alloc: _Allocation) -> None:
+    def _check_restorable(self, alloc: Allocation) -> None:
         dom = self.domain_id
         known_links = {link.key for link in self.config.links}
         for a, b in alloc.links:
@@ -603,7 +469,7 @@ class EmulatedDomainAgent(LocalDomainAgent[_Allocation]):
                 self._publish(sample)
         return touched
 
-    def _crossed(self, alloc: _Allocation) -> set[str]:
+    def _crossed(self, alloc: Allocation) -> set[str]:
         pops = {p for link in alloc.links for p in link}
         for t in alloc.terminals:
             pop = self.config.pop_of(t)

@@ -8,14 +8,15 @@ it made in a cloud); this base only needs the fields every such record has (``Ho
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from capability_catalog.model import BorderPort, LabelSet, SpId, TerminalId
 from domain_agents.base import DomainUsage, SegmentEvent, SegmentGrant
-from slicing.errors import NotFound, ResourceExhausted
+from slicing.errors import InvalidArgument, NotFound, ResourceExhausted
 from slicing.model import SliceRequest, SliceState
 
 
@@ -59,6 +60,39 @@ class HeldSegment(Generic[H]):
     grant: SegmentGrant
     holding: H
     state: SliceState = SliceState.HELD
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A segment request whose terminals, bandwidth and subnet a local domain has checked."""
+
+    src_pop: str
+    dst_pop: str
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def check_request(req: SliceRequest, pop_of: Callable[[str], str | None], domain: str) -> CheckedRequest:
+    """What every local domain refuses whatever is free, each error naming the request's field.
+
+    Both terminals must be the domain's endpoints or ports (``pop_of`` finds their PoP) and differ,
+    the bandwidth a positive integer, the subnet an IP network.
+    """
+    src_pop = pop_of(req.src)
+    if src_pop is None:
+        raise InvalidArgument("request.src", f"'{req.src}' is not an endpoint or port of domain {domain}")
+    dst_pop = pop_of(req.dst)
+    if dst_pop is None:
+        raise InvalidArgument("request.dst", f"'{req.dst}' is not an endpoint or port of domain {domain}")
+    if req.src == req.dst:
+        raise InvalidArgument("request.dst", f"must differ from request.src ('{req.src}')")
+    bw = req.bandwidth_mbps
+    if isinstance(bw, bool) or not isinstance(bw, int) or bw <= 0:
+        raise InvalidArgument("request.bandwidth_mbps", f"must be a positive integer (got {bw!r})")
+    try:
+        subnet = ipaddress.ip_network(req.subnet)
+    except ValueError as exc:
+        raise InvalidArgument("request.subnet", str(exc)) from None
+    return CheckedRequest(src_pop, dst_pop, subnet)
 
 
 def fmt_labels(labels: LabelSet) -> str:

@@ -37,7 +37,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from capability_catalog.model import TerminalId
 from domain_agents.base import HealthSample
-from domain_agents.emulated import EmulatedDomainAgent, _Allocation
+from domain_agents.emulated import EmulatedDomainAgent
+from domain_agents.emulated_books import Allocation
 from domain_agents.emulated_config import EmulatedDomainConfig
 from domain_agents.emulated_config import parse_netns_domain as parse_netns_domain  # re-exported
 from domain_agents.probe import ProbeEndpoint, ProbeFunction, SliceView
@@ -97,7 +98,7 @@ class NetnsDomainAgent(EmulatedDomainAgent):
 
     # --- layout ----------------------------------------------------------------------------------
 
-    def _layout(self, alloc: _Allocation) -> Layout:
+    def _layout(self, alloc: Allocation) -> Layout:
         src, dst = alloc.terminals
         src_pop, dst_pop = self.config.pop_of(src), self.config.pop_of(dst)
         if src_pop is None or dst_pop is None:
@@ -136,7 +137,7 @@ class NetnsDomainAgent(EmulatedDomainAgent):
 
     def _layout_of(self, handle: str) -> Layout | None:
         try:
-            alloc = _Allocation.from_handle(handle)
+            alloc = Allocation.from_handle(handle)
             if alloc.domain != self.domain_id or len(alloc.terminals) != 2:
                 return None
             return self._layout(alloc)

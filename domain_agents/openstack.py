@@ -3,7 +3,8 @@
 Capacity lives in Placement: one resource provider per PoP, with ``VCPU``, ``MEMORY_MB``,
 ``CUSTOM_FED_BANDWIDTH_MBPS`` and ``CUSTOM_FED_FUNCTION_SLOTS`` inventories. Labels are the VXLAN
 VNIs of the range the SP dedicates to the federation at each border port, less those Neutron
-networks use now. The published note is built from both and re-issued when they change.
+networks use now. The published note is built from both (``domain_agents.openstack_offer``) and
+re-issued when they change.
 
 A segment is, in OpenStack::
 
@@ -41,27 +42,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
-from itertools import combinations
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import networkx as nx
-
-from capability_catalog.frontier import route_sequences
 from capability_catalog.model import (
     BorderPort,
     CapabilityNote,
-    FunctionOffer,
-    LabelRange,
-    LabelSet,
     SpId,
     TerminalId,
-    Transit,
 )
 from domain_agents.base import SegmentGrant, SegmentOrder
 from domain_agents.local import LocalDomainAgent
-from domain_agents.openstack_config import FunctionSpec, OpenStackDomainConfig
+from domain_agents.openstack_config import OpenStackDomainConfig
 from domain_agents.openstack_model import (
     BANDWIDTH,
     COMMITTED_TAG,
@@ -79,6 +72,7 @@ from domain_agents.openstack_model import (
     reservation_tag,
     tags_of,
 )
+from domain_agents.openstack_offer import OpenStackOffer, View
 from domain_agents.routing import walk_through
 from slicing.errors import AlreadyExists, FedError, InvalidArgument, NotFound, ResourceExhausted
 from slicing.model import SliceRequest, SliceState
@@ -109,14 +103,6 @@ class _Plan:
     resources: Mapping[str, Mapping[str, int]]  # pop -> resource class -> amount
 
 
-@dataclass
-class _View:
-    """What OpenStack last said: free capacity per PoP and the VNIs in use."""
-
-    free: dict[str, dict[str, int]] = field(default_factory=dict)
-    used_vnis: set[int] = field(default_factory=set)
-
-
 # --- the agent -------------------------------------------------------------------------------
 
 
@@ -137,17 +123,10 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         self._cloud: Cloud | None = None
         self._providers: dict[str, str] = {}  # pop -> provider uuid
         self._connect_lock = asyncio.Lock()
-        self._graph = nx.Graph()
-        self._graph.add_nodes_from(p.name for p in config.pops)
-        for link in config.links:
-            self._graph.add_edge(link.a, link.b, latency_ms=link.latency_ms)
-        self._capacity: dict[str, int] = {e.endpoint.id: e.endpoint.capacity_mbps for e in config.endpoints}
-        self._capacity.update({p.port.id: p.port.capacity_mbps for p in config.ports})
+        self._offer = OpenStackOffer(config)
         self._ports: dict[str, BorderPort] = {p.port.id: p.port for p in config.ports}
-        self._functions: dict[tuple[str, str], FunctionSpec] = {(f.pop, f.type): f for f in config.functions}
         self._pending_vnis: set[int] = set()
         self._inflight: dict[str, asyncio.Task[SegmentGrant]] = {}  # reserves still running, by order key
-        self._view = _View()
         self._note: CapabilityNote | None = None
         self._changed = asyncio.Event()
 
@@ -234,9 +213,9 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         for pop in self.config.pops:
             free[pop.name] = await self._call(cloud.free, self._providers[pop.name], pop.resource_provider)
         used = await self._call(cloud.used_vnis)
-        view = _View(free, used)
-        changed = view != self._view
-        self._view = view
+        view = View(free, used)
+        changed = view != self._offer.view
+        self._offer.view = view
         return changed
 
     # --- notes --------------------------------------------------------------------------------
@@ -280,7 +259,7 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
             yield note
 
     def _republish(self) -> CapabilityNote:
-        self._note = self._build_note(self._note)
+        self._note = self._offer.note(self._clock(), self._note)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         return self._note
@@ -290,73 +269,9 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
 
         The next poll reconciles the view with what OpenStack says (others change it too).
         """
-        for pop, res in made.resources.items():
-            free = self._view.free.setdefault(pop, {})
-            for cls, amount in res.items():
-                free[cls] = free.get(cls, 0) - sign * amount
-        vnis = {v for _, v in made.labels}
-        if sign > 0:
-            self._view.used_vnis |= vnis
-        else:
-            self._view.used_vnis -= vnis
+        self._offer.account(made, sign)
         if self._note is not None:
             self._republish()
-
-    def _build_note(self, previous: CapabilityNote | None) -> CapabilityNote:
-        now = self._clock()
-        version = int(now * 1000)
-        if previous is not None:
-            version = max(version, previous.version + 1)
-        cfg = self.config
-        return CapabilityNote(
-            sp_id=cfg.id,
-            version=version,
-            issued_at=now,
-            expires_at=now + cfg.note_ttl_s,
-            endpoints=tuple(e.endpoint for e in cfg.endpoints),
-            ports=tuple(replace(p.port, labels=self._free_labels(p.port)) for p in cfg.ports),
-            transit=self._transit(),
-            # Routed: an SP above places a function only on the transit entries that pass its PoP.
-            functions=tuple(FunctionOffer(f.type, f.pop, self._free_slots(f), routed=True) for f in cfg.functions),
-        )
-
-    def _free_labels(self, port: BorderPort) -> LabelSet:
-        used = self._view.used_vnis
-        if not any(v in port.labels for v in used):
-            return port.labels
-        free = [v for v in port.labels if v not in used]
-        return LabelSet.of(LabelRange(v, v) for v in free)
-
-    def _free_slots(self, f: FunctionSpec) -> int:
-        free = self._view.free.get(f.pop, {})
-        limits = [free.get(FUNCTION_SLOTS, 0)]
-        if f.vcpu:
-            limits.append(free.get("VCPU", 0) // f.vcpu)
-        if f.memory_mb:
-            limits.append(free.get("MEMORY_MB", 0) // f.memory_mb)
-        return max(0, min(limits))
-
-    def _transit(self) -> tuple[Transit, ...]:
-        terminals = [(e.endpoint.id, e.pop) for e in self.config.endpoints]
-        terminals += [(p.port.id, p.pop) for p in self.config.ports]
-        routes = dict(nx.all_pairs_dijkstra(self._graph, weight="latency_ms"))
-        kinds = {f.type for f in self.config.functions if self._free_slots(f) > 0}
-        out: list[Transit] = []
-        for (ta, pa), (tb, pb) in combinations(terminals, 2):
-            dist, path_to = routes[pa]
-            if pb not in dist:
-                continue
-            cap = min(self._capacity[ta], self._capacity[tb])
-            bw = max(0, min(self._view.free.get(p, {}).get(BANDWIDTH, 0) for p in path_to[pb]))
-            out.append(Transit(ta, tb, float(dist[pb]), min(cap, bw)))
-            # Per sequence of function types, the walk a reservation of that chain would take.
-            for seq in route_sequences(kinds)[1:]:
-                walk = walk_through(self._graph, pa, pb, seq, self._free_slots_at)
-                if walk is None:
-                    continue
-                free = max(0, min(self._view.free.get(p, {}).get(BANDWIDTH, 0) for p in walk.pops))
-                out.append(Transit(ta, tb, walk.latency_ms, min(cap, free), functions=seq))
-        return tuple(out)
 
     # --- segments -----------------------------------------------------------------------------
 
@@ -396,7 +311,7 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
     async def _reserve(self, order: SegmentOrder) -> SegmentGrant:
         dom = self.domain_id
         try:
-            self._validate(order.request)
+            self._offer.validate(order.request)
         except FedError as exc:
             raise exc.in_domain(dom) from None
         cloud = await self._ready()
@@ -418,7 +333,7 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
                     raise
                 log.info("domain %s: %s; choosing another", dom, exc)
                 exclude.add(exc.vni)
-                self._view.used_vnis.add(exc.vni)
+                self._offer.view.used_vnis.add(exc.vni)
                 conflict = exc
                 continue
             finally:
@@ -472,24 +387,6 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
             resources=plan.resources,
         )
 
-    def _validate(self, req: SliceRequest) -> None:
-        dom = self.domain_id
-        for name, t in (("request.src", req.src), ("request.dst", req.dst)):
-            if self.config.pop_of(t) is None:
-                raise InvalidArgument(name, f"'{t}' is not an endpoint or port of domain {dom}")
-        if req.src == req.dst:
-            raise InvalidArgument("request.dst", f"must differ from request.src ('{req.src}')")
-        bw = req.bandwidth_mbps
-        if isinstance(bw, bool) or not isinstance(bw, int) or bw <= 0:
-            raise InvalidArgument("request.bandwidth_mbps", f"must be a positive integer (got {bw!r})")
-        try:
-            ipaddress.ip_network(req.subnet)
-        except ValueError as exc:
-            raise InvalidArgument("request.subnet", str(exc)) from None
-        for t in (req.src, req.dst):
-            if bw > self._capacity[t]:
-                raise ResourceExhausted(f"{t}: {self._capacity[t]} Mbit/s at most, {bw} Mbit/s asked")
-
     def _plan(self, req: SliceRequest, exclude: set[int]) -> _Plan:
         src_pop, dst_pop = self.config.pop_of(req.src), self.config.pop_of(req.dst)
         assert src_pop is not None and dst_pop is not None
@@ -498,7 +395,7 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
                 raise ResourceExhausted(f"no free '{kind}' function slot in domain {self.domain_id}")
         # The least-latency walk through each chain function's PoP in order: the same rule the
         # published transit follows, so what the note promises is what a reservation gets.
-        walk = walk_through(self._graph, src_pop, dst_pop, req.chain, self._free_slots_at)
+        walk = walk_through(self._offer.graph, src_pop, dst_pop, req.chain, self._free_slots_at)
         if walk is None:
             through = f" through {', '.join(req.chain)}" if req.chain else ""
             raise ResourceExhausted(f"no path from {req.src} ({src_pop}) to {req.dst} ({dst_pop}){through}")
@@ -511,7 +408,7 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         resources: dict[str, Counter[str]] = {p: Counter({BANDWIDTH: req.bandwidth_mbps}) for p in pops}
         slots = walk.placements
         for pop, kind in slots:
-            spec = self._functions[(pop, kind)]
+            spec = self._offer.functions[(pop, kind)]
             res = resources.setdefault(pop, Counter())
             res.update({FUNCTION_SLOTS: 1, "VCPU": spec.vcpu, "MEMORY_MB": spec.memory_mb})
         return _Plan(
@@ -519,7 +416,7 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
             slots=slots,
             labels=self._pick_labels(
                 req,
-                used_everywhere=self._view.used_vnis
+                used_everywhere=self._offer.view.used_vnis
                 | self._pending_vnis
                 | exclude
                 | {v for s in self._segments.values() for _, v in s.holding.labels},
@@ -667,8 +564,7 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         return [p.name for p in self.config.pops]
 
     def _free_slots_at(self, pop: str, function_type: str) -> int:
-        spec = self._functions.get((pop, function_type))
-        return 0 if spec is None else self._free_slots(spec)
+        return self._offer.free_slots_at(pop, function_type)
 
     async def close(self) -> None:
         """Let running reserves end (each OpenStack call is bounded), then close the connection; holdings stay."""

@@ -34,7 +34,8 @@ from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.alerts import AlertLog, AlertStepFailed, condition, set_link, slice_id_at
 from scenarios.convergence import SETTLED, Outcome, wait_settled
 from scenarios.model import Scenario, Step, load_scenario
-from scenarios.openstack_services import LoopbackCloud, ServicesError, default_run_dir, read_info
+from scenarios.openstack_install import ServicesError, default_run_dir
+from scenarios.openstack_services import LoopbackCloud, read_info
 from scenarios.processes import Exit, Fleet, StartError
 from scenarios.report import SliceResult, StepResult, render_report, report_json
 from slicing.errors import FedError

@@ -31,7 +31,8 @@ from broker.core.watchdog import Watchdog
 from broker.security.accounts import Role
 from broker.security.audit import AuditLog
 from broker.security.auth import Guard, Principal, tls_peer
-from domain_agents.emulated import Condition, EmulatedDomainAgent
+from domain_agents.emulated import EmulatedDomainAgent
+from domain_agents.emulated_books import Condition
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import FedError, InvalidArgument, NotFound

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
-from broker.core.faults import Faults
+from broker.core.manager_base import ManagerBase
 from broker.core.operations import (
     labels_to_skip,
     named_below,
@@ -23,10 +23,9 @@ from broker.core.operations import (
     worth_crankback,
 )
 from broker.core.records import SegmentRecord, SliceRecord, label_at, records_for_plan, request_hash
-from broker.core.storage import SliceStore
 from broker.core.workflow import TaskStatus
-from capability_catalog.model import CapabilityNote, SpId
-from domain_agents.base import DomainAgent, SegmentGrant, SegmentOrder
+from capability_catalog.model import SpId
+from domain_agents.base import SegmentGrant, SegmentOrder
 from slicing import planner
 from slicing.errors import (
     AlreadyExists,
@@ -55,34 +54,8 @@ NOTE_SETTLE_S = 0.3
 CANCELLED = "cancelled-before-arrival"
 
 
-class Reserving:
-    """The Reserve operation of ``SliceManager`` (a mixin: it uses the manager's store, agents and clock)."""
-
-    if TYPE_CHECKING:  # provided by SliceManager
-        sp_id: str
-        child_timeout_s: float
-        _store: SliceStore
-        _agents: dict[str, DomainAgent]
-        _local: frozenset[str]
-        _notes: Callable[[], Mapping[SpId, CapabilityNote]]
-        _clock: Callable[[], float]
-        _default_hold_s: float
-        _faults: Faults
-
-        def _lock(self, key: str) -> asyncio.Lock: ...
-        def _save(self, rec: SliceRecord, detail: str = "") -> SliceRecord: ...
-        def _transition(self, rec: SliceRecord, state: SliceState, **changes: Any) -> SliceRecord: ...
-        def _log(self, slice_id: str, operation: str, entries: Iterable[TaskStatus]) -> None: ...
-        async def _detached(self, work: Coroutine[Any, Any, T]) -> T: ...
-        def _child_time(self, deadline: float | None) -> float: ...
-        async def _bounded(self, work: Awaitable[T], limit_s: float, domain: str) -> T: ...
-        def _agent(self, domain: str) -> DomainAgent: ...
-        def get(self, slice_id: str) -> SliceRecord: ...
-        async def terminate(self, slice_id: str) -> SliceRecord: ...
-        async def drive_release(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord: ...
-        async def _release_all(
-            self, rec: SliceRecord, limit_s: float, operation: str
-        ) -> tuple[SliceRecord, list[tuple[str, FedError]]]: ...
+class Reserving(ManagerBase):
+    """The Reserve operation of ``SliceManager`` (shared helpers in ``broker.core.manager_base``)."""
 
     # --- reserve ------------------------------------------------------------------------------
 

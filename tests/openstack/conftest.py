@@ -30,7 +30,8 @@ import openstack.connection
 import openstack.warnings
 import pytest
 
-from scenarios.openstack_services import ADMIN_CLOUD, CloudInfo, LoopbackCloud, ServicesError, read_info
+from scenarios.openstack_install import ServicesError
+from scenarios.openstack_services import ADMIN_CLOUD, CloudInfo, LoopbackCloud, read_info
 from tests.conftest import require_or_skip
 from tests.openstack.helpers import DOMAINS, domain_spec, purge
 

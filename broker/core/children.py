@@ -1,0 +1,130 @@
+"""What lower SPs do on their own, and anti-entropy with them.
+
+A part of ``SliceManager`` (``broker.core.lifecycle``; shared helpers in ``broker.core.manager_base``).
+A child that ends or expires a segment makes the slice unable to keep its promise: it is released
+everywhere. A child that puts a segment in service the slice has out of service is told to take it
+out again. And what a child holds that no slice here knows (an orphan left by a crash or a lost
+answer) is released by ``anti_entropy``, called when a child reconnects and periodically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from broker.core.manager_base import ManagerBase
+from broker.core.operations import RELEASED
+from broker.core.records import slice_of_order_key
+from domain_agents.base import SegmentEvent
+from slicing.errors import ErrorCode, FedError
+from slicing.model import FINAL_STATES, SliceState
+
+#: The parts log as the lifecycle they make up, so an operator filters one logger.
+log = logging.getLogger("broker.core.lifecycle")
+S = SliceState
+
+
+class FollowingChildren(ManagerBase):
+    """``follow_child`` and ``anti_entropy`` of ``SliceManager``."""
+
+    async def anti_entropy(self, domain: str) -> list[str]:
+        """Compare what ``domain`` holds for this broker with what this broker knows; release the rest.
+
+        A child's segment is an orphan when its order key names no slice here, an attempt this
+        slice no longer uses, a segment already released, or a slice that ended. Slices with an
+        operation running are left alone (their operation settles them). Returns the keys released.
+        """
+        agent = self._agent(domain)
+        held = await self._bounded(agent.holdings(), self.child_timeout_s, domain)
+        orphans = []
+        for key, handle in held:
+            slice_id = slice_of_order_key(key)
+            if slice_id and self.busy(slice_id):
+                continue
+            rec = self._store.get(slice_id) if slice_id else None
+            seg = next((s for s in rec.segments if s.order_key == key), None) if rec else None
+            if rec is not None and rec.state not in FINAL_STATES and seg is not None and seg.state not in RELEASED:
+                continue
+            orphans.append((key, handle))
+        released = []
+        for key, handle in orphans:
+            log.warning("%s holds %s for %s, which no slice here holds: releasing it", domain, key, self.sp_id)
+            try:
+                await self._bounded(agent.release(key, handle), self.child_timeout_s, domain)
+            except FedError as exc:
+                log.warning("releasing orphan %s at %s failed: %s (next pass retries)", key, domain, exc)
+                continue
+            released.append(key)
+        return released
+
+    async def follow_child(
+        self,
+        domain: str,
+        on_connect: Callable[[str], None] = lambda _: None,
+        on_change: Callable[[str], None] = lambda _: None,
+        on_alert: Callable[[str, SegmentEvent], None] = lambda _d, _e: None,
+    ) -> None:
+        """React at once to what ``domain`` does to segments on its own, until cancelled.
+
+        A child whose hold expired or that ended a segment makes the slice unable to keep its
+        promise: a held slice is released everywhere as EXPIRED, a committed one as FAILED, and this
+        broker's own Watch carries the news one level further up. ``on_connect`` hears each time the
+        child's stream (re)connects (to compare holdings with a child that was away), ``on_change`` each
+        time one of this broker's slices there changes (what waits on the child may go on now),
+        ``on_alert`` each SLA alert the child sends about a segment (the monitoring's relay).
+        """
+        async for ev in self._agent(domain).segment_events():
+            if not ev.handle:
+                on_connect(domain)
+                continue
+            if ev.alert is not None:
+                on_alert(domain, ev)
+                continue
+            on_change(domain)
+            if ev.state not in RELEASED and ev.state is not S.ACTIVE:
+                continue
+            rec = self._store.find_by_segment(domain, ev.handle)
+            if rec is None or rec.state in FINAL_STATES or self.busy(rec.id):
+                continue
+            try:
+                if ev.state is S.ACTIVE:
+                    await self._detached(self._child_activated(rec.id, domain, ev.handle))
+                else:
+                    await self._detached(self._child_ended(rec.id, domain, ev.handle, ev.state, ev.detail))
+            except FedError as exc:
+                log.warning("slice %s: after %s's segment became %s: %s", rec.id, domain, ev.state, exc)
+
+    async def _child_activated(self, slice_id: str, domain: str, handle: str) -> None:
+        """A child put a segment in service that this broker's slice has out of service (COMMITTED).
+
+        An Activate that reached the child after the compensating Deactivate (a message delayed, a
+        child that resumed after a stop) would leave it carrying traffic nobody ordered: deactivate it.
+        """
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            seg = next((s for s in rec.segments if s.domain == domain and s.handle == handle), None)
+            if seg is None or rec.state is not S.COMMITTED or seg.state is not S.COMMITTED:
+                return
+            log.warning("slice %s is COMMITTED but %s put its segment in service: deactivating it", rec.id, domain)
+            await self._bounded(self._agent(domain).deactivate(handle), self.child_timeout_s, domain)
+
+    async def _child_ended(self, slice_id: str, domain: str, handle: str, state: SliceState, detail: str) -> None:
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            seg = next((s for s in rec.segments if s.domain == domain and s.handle == handle), None)
+            if seg is None or seg.state in RELEASED or rec.state in FINAL_STATES:
+                return
+            log.warning("slice %s: %s ended its segment on its own (%s: %s)", rec.id, domain, state, detail)
+            segments = tuple(replace(s, state=S.EXPIRED) if s is seg else s for s in rec.segments)
+            rec = self._save(replace(rec, segments=segments))
+            why = f"{domain} ended its segment ({state}{': ' + detail if detail else ''})"
+            if rec.state is S.HELD:
+                rec = self._transition(rec, S.ABORTING, settle_to=S.EXPIRED, reason=f"hold lost: {why}")
+            elif rec.state in (S.COMMITTING, S.COMMITTED, S.ACTIVE, S.DEACTIVATING):
+                rec = self._transition(
+                    rec, S.TERMINATING, settle_to=S.FAILED, error_code=ErrorCode.FAILED_PRECONDITION.value, reason=why
+                )
+            else:
+                return  # a release is in flight already: the segment is one fewer to confirm
+            await self.drive_release(rec)
