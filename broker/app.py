@@ -37,6 +37,7 @@ from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
 from broker.store.sqlite import SqliteStore
 from capability_catalog.signing import TrustStore
+from domain_agents.authored import fixes_expiry
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.emulated_config import EmulatedDomainConfig, with_authored
@@ -101,7 +102,16 @@ def read_note_file(dom: DomainConfig, config: BrokerConfig, now: float) -> Domai
             f"(check it with `fedbroker catalog validate {path}`)",
             field=dom.note_field,
         )
-    return with_authored(dom, note)
+    # A file that fixes when it expires caps every note served (domain_agents.authored).
+    until = note.expires_at if isinstance(data, dict) and fixes_expiry(data) else None
+    if until is not None and until <= now:
+        said = "expires_at" if "expires_at" in data else "issued_at + valid_for_s"
+        raise ConfigError(
+            f"{where}{dom.note_field}: {path}: {said} {until:.0f} is in the past (now {now:.0f}): the note has "
+            "expired; write a note file with a later expires_at",
+            field=dom.note_field,
+        )
+    return with_authored(dom, note, until)
 
 
 class Broker:
