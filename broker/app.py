@@ -42,6 +42,7 @@ from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.emulated_config import EmulatedDomainConfig, with_authored
 from domain_agents.openstack_config import OpenStackDomainConfig
+from domain_agents.openstack_config import with_authored as openstack_authored
 from schemas.note import parse_note, parse_policy
 from slicing.errors import InvalidArgument
 from wim.base import WimDriver
@@ -87,7 +88,7 @@ def read_note_file(dom: DomainConfig, config: BrokerConfig, now: float) -> Domai
     The path is relative to the config file's folder; every problem names the setting, the file and
     the field in it (``domains[0].note_file: note.yaml: transit[0].latency_ms: …``).
     """
-    if not isinstance(dom, EmulatedDomainConfig) or dom.note_file is None:
+    if not isinstance(dom, EmulatedDomainConfig | OpenStackDomainConfig) or dom.note_file is None:
         return dom
     where = f"{config.source}: " if config.source else ""
     path = (config.source.parent if config.source else Path.cwd()) / dom.note_file
@@ -111,6 +112,8 @@ def read_note_file(dom: DomainConfig, config: BrokerConfig, now: float) -> Domai
             "expired; write a note file with a later expires_at",
             field=dom.note_field,
         )
+    if isinstance(dom, OpenStackDomainConfig):
+        return openstack_authored(dom, note, until)
     return with_authored(dom, note, until)
 
 
@@ -285,6 +288,9 @@ class Broker:
             # A refused login stops the start, naming the setting; a busy cloud is waited for.
             await cloud.connect(patience_s=OPENSTACK_START_PATIENCE_S)
         await self.manager.recover()
+        for cloud in self._clouds:
+            # With what it holds restored: a note file promising what the cloud cannot keep stops the start.
+            cloud.check_authored()
         self.offers.restore()
         for agent in self.agents.values():
             self._spawn(self.catalog.follow(agent), f"follow-notes-{agent.domain_id}")

@@ -49,11 +49,16 @@ def expiry(now: float, ttl_s: float, until: float | None) -> float:
     return now + ttl_s if until is None else min(now + ttl_s, until)
 
 
-def refresh_in(note: CapabilityNote, until: float | None, now: float) -> float:
-    """How long until ``note`` is re-issued for its validity: at half its lifetime, or at the cap it reached."""
+def refresh_at(note: CapabilityNote, until: float | None) -> float:
+    """When ``note`` is re-issued for its validity: at half its lifetime, or at the cap it reached."""
     if until is not None and note.expires_at >= until:
-        return max(MIN_REFRESH_S, until - now)  # no later note can last longer: wake at the cap, to stop
-    return max(MIN_REFRESH_S, (note.expires_at - note.issued_at) / 2)
+        return until  # no later note can last longer: wake at the cap, to stop
+    return note.issued_at + max(MIN_REFRESH_S, (note.expires_at - note.issued_at) / 2)
+
+
+def refresh_in(note: CapabilityNote, until: float | None, now: float) -> float:
+    """How long from ``now`` until ``note`` is re-issued for its validity (``refresh_at``)."""
+    return max(MIN_REFRESH_S, refresh_at(note, until) - now)
 
 
 def past(until: float | None, now: float) -> bool:
@@ -91,6 +96,7 @@ __all__ = [
     "fixes_expiry",
     "offer_of",
     "past",
+    "refresh_at",
     "refresh_in",
     "stop_serving",
 ]

@@ -59,6 +59,8 @@ from capability_catalog.model import (
     TerminalId,
     Transit,
 )
+from capability_catalog.served import serve, served_problems
+from domain_agents.authored import expiry, past, refresh_at, stop_serving
 from domain_agents.base import SegmentGrant, SegmentOrder
 from domain_agents.local import LocalDomainAgent
 from domain_agents.openstack_config import FunctionSpec, OpenStackDomainConfig
@@ -250,18 +252,22 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         """The current note at once, then a new one whenever OpenStack's capacity or VNIs change.
 
         OpenStack is polled every ``poll_s`` (others may take capacity or VNIs too), after each of
-        this agent's own changes, and the note is re-issued at half its lifetime regardless.
+        this agent's own changes, and the note is re-issued at half its lifetime regardless (once
+        its note file's ``expires_at`` has passed, nothing more: ``domain_agents.authored``).
         """
+        cfg = self.config
         await self._ready()
         if self._note is None:
             self._republish()
         note = self._note
         assert note is not None
+        if past(cfg.note_expires_at, self._clock()):
+            await stop_serving(cfg.id, cfg.note_field, cfg.note_file, cfg.note_expires_at)
         yield note
         while True:
             if self._note is note:
-                half_life = max(0.05, (note.expires_at - note.issued_at) / 2)
-                wait = min(self.config.poll_s, max(0.05, note.issued_at + half_life - self._clock()))
+                due = refresh_at(note, cfg.note_expires_at)
+                wait = min(self.config.poll_s, max(0.05, due - self._clock()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=wait)
                 if self._note is note:
@@ -271,12 +277,14 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
                     except FedError as exc:
                         log.warning("domain %s: cannot read OpenStack now: %s", self.domain_id, exc)
                         changed = False
-                    if changed or self._clock() >= note.issued_at + half_life:
+                    if changed or self._clock() >= due:
                         self._republish()
                     else:
                         continue
             note = self._note
             assert note is not None
+            if past(cfg.note_expires_at, self._clock()):
+                await stop_serving(cfg.id, cfg.note_field, cfg.note_file, cfg.note_expires_at)
             yield note
 
     def _republish(self) -> CapabilityNote:
@@ -303,16 +311,51 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
             self._republish()
 
     def _build_note(self, previous: CapabilityNote | None) -> CapabilityNote:
+        live = self._live_note(previous)
+        authored = self.config.authored
+        return live if authored is None else serve(authored, live, self._full_note())
+
+    def check_authored(self) -> None:
+        """Refuse a note file that promises what the cloud cannot keep (after ``connect`` and the restore)."""
+        if self.config.authored is not None:
+            problems = served_problems(self.config.authored, self._full_note())
+            if problems:
+                raise InvalidArgument(self.config.note_field or "note_file", "; ".join(problems))
+
+    def _full_note(self) -> CapabilityNote:
+        """The note with nothing this agent holds taken and every VNI of its ports: an authored note's whole."""
+        view = self._view
+        full = _View({pop: dict(free) for pop, free in view.free.items()}, set())
+        for seg in self._segments.values():
+            for pop, res in seg.holding.resources.items():
+                for cls, amount in res.items():
+                    full.free.setdefault(pop, {})[cls] = full.free.get(pop, {}).get(cls, 0) + amount
+        self._view = full
+        try:
+            return self._live_note(None)
+        finally:
+            self._view = view
+
+    def _live_note(self, previous: CapabilityNote | None) -> CapabilityNote:
+        """The note of what OpenStack has free now (what an authored note is served over)."""
         now = self._clock()
         version = int(now * 1000)
         if previous is not None:
             version = max(version, previous.version + 1)
         cfg = self.config
+        if cfg.authored is not None:
+            version = max(version, cfg.authored.version)  # the file's version is a floor
+        offer = cfg.offer
         return CapabilityNote(
             sp_id=cfg.id,
             version=version,
             issued_at=now,
-            expires_at=now + cfg.note_ttl_s,
+            expires_at=expiry(now, cfg.note_ttl_s, cfg.note_expires_at),
+            qos_classes=offer.qos_classes,
+            isolation=offer.isolation,
+            address_pools=offer.address_pools,
+            transit_policy=offer.transit_policy,
+            price_per_mbps_hour=offer.price_per_mbps_hour,
             endpoints=tuple(e.endpoint for e in cfg.endpoints),
             ports=tuple(replace(p.port, labels=self._free_labels(p.port)) for p in cfg.ports),
             transit=self._transit(),

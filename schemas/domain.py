@@ -305,6 +305,7 @@ class OpenStackDomainFile(BaseModel):
     id: Name
     type: Annotated[str, BeforeValidator(_kind("openstack"))]
     note_ttl_s: Seconds = 3600.0
+    note_file: Annotated[str, BeforeValidator(_path)] | None = None
     poll_s: Seconds = 15.0
     api_timeout_s: Seconds | None = None
     sweep_grace_s: Seconds = 60.0
