@@ -37,10 +37,12 @@ from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
 from broker.store.sqlite import SqliteStore
 from capability_catalog.signing import TrustStore
+from domain_agents.authored import fixes_expiry
 from domain_agents.base import DomainAgent
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.emulated_config import EmulatedDomainConfig, with_authored
 from domain_agents.openstack_config import OpenStackDomainConfig
+from domain_agents.openstack_config import with_authored as openstack_authored
 from schemas.note import parse_note, parse_policy
 from slicing.errors import InvalidArgument
 from wim.base import WimDriver
@@ -86,7 +88,7 @@ def read_note_file(dom: DomainConfig, config: BrokerConfig, now: float) -> Domai
     The path is relative to the config file's folder; every problem names the setting, the file and
     the field in it (``domains[0].note_file: note.yaml: transit[0].latency_ms: …``).
     """
-    if not isinstance(dom, EmulatedDomainConfig) or dom.note_file is None:
+    if not isinstance(dom, EmulatedDomainConfig | OpenStackDomainConfig) or dom.note_file is None:
         return dom
     where = f"{config.source}: " if config.source else ""
     path = (config.source.parent if config.source else Path.cwd()) / dom.note_file
@@ -101,7 +103,18 @@ def read_note_file(dom: DomainConfig, config: BrokerConfig, now: float) -> Domai
             f"(check it with `fedbroker catalog validate {path}`)",
             field=dom.note_field,
         )
-    return with_authored(dom, note)
+    # A file that fixes when it expires caps every note served (domain_agents.authored).
+    until = note.expires_at if isinstance(data, dict) and fixes_expiry(data) else None
+    if until is not None and until <= now:
+        said = "expires_at" if "expires_at" in data else "issued_at + valid_for_s"
+        raise ConfigError(
+            f"{where}{dom.note_field}: {path}: {said} {until:.0f} is in the past (now {now:.0f}): the note has "
+            "expired; write a note file with a later expires_at",
+            field=dom.note_field,
+        )
+    if isinstance(dom, OpenStackDomainConfig):
+        return openstack_authored(dom, note, until)
+    return with_authored(dom, note, until)
 
 
 class Broker:
@@ -275,6 +288,9 @@ class Broker:
             # A refused login stops the start, naming the setting; a busy cloud is waited for.
             await cloud.connect(patience_s=OPENSTACK_START_PATIENCE_S)
         await self.manager.recover()
+        for cloud in self._clouds:
+            # With what it holds restored: a note file promising what the cloud cannot keep stops the start.
+            cloud.check_authored()
         self.offers.restore()
         for agent in self.agents.values():
             self._spawn(self.catalog.follow(agent), f"follow-notes-{agent.domain_id}")

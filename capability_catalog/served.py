@@ -7,10 +7,12 @@ ports with their label ranges, local label ranges and link latency, transit late
 terminals, function sites and per-instance throughput, QoS classes, validity); the domain says
 how much of it is free now. Each note the domain issues is ``serve(authored, live)``:
 
-* endpoints and border ports as authored (their capacity at most the domain's);
+* endpoints and border ports as authored (their capacity at most the domain's, their labels those
+  of the authored ranges the domain has free);
 * the authored figures of transit bandwidth and function instances are the share of the domain
   sold; what slices take off the domain comes off that share: published is the authored figure
-  less what is taken (the domain's full figure less its free one), never below 0;
+  less what is taken (the domain's full figure less its free one), never below 0 nor above what
+  the domain has free now (a cloud's other tenants take capacity too);
 * transit latency as authored (a promise the domain must be able to keep); the domain's routed
   entries (a path through the pops of a function) for the terminals and function types the note
   sells, never faster nor wider than the authored transit of their pair;
@@ -115,8 +117,13 @@ def serve(authored: CapabilityNote, live: CapabilityNote, full: CapabilityNote) 
         for e in authored.endpoints
         if e.id in endpoints
     )
+    # The labels sold that the domain has free now (a cloud's other networks may use some).
     served_ports = tuple(
-        replace(p, capacity_mbps=min(p.capacity_mbps, ports[p.id].capacity_mbps))
+        replace(
+            p,
+            capacity_mbps=min(p.capacity_mbps, ports[p.id].capacity_mbps),
+            labels=p.labels.intersect(ports[p.id].labels),
+        )
         for p in authored.ports
         if p.id in ports
     )
@@ -139,7 +146,14 @@ def serve(authored: CapabilityNote, live: CapabilityNote, full: CapabilityNote) 
         FunctionOffer(
             f.type,
             f.site,
-            max(0, f.slots - (total.get((f.type, f.site), 0) - free[(f.type, f.site)].slots)),
+            # never more than is free now (a cloud's other tenants take capacity too)
+            max(
+                0,
+                min(
+                    f.slots - (total.get((f.type, f.site), 0) - free[(f.type, f.site)].slots),
+                    free[(f.type, f.site)].slots,
+                ),
+            ),
             f.throughput_mbps,
             routed=free[(f.type, f.site)].routed,
         )

@@ -33,6 +33,7 @@ from capability_catalog.model import (
     Transit,
 )
 from capability_catalog.served import serve, served_problems
+from domain_agents.authored import expiry, past, refresh_in, stop_serving
 from domain_agents.base import HealthSample, SegmentGrant, SegmentOrder
 from domain_agents.emulated_books import Allocation, Books, Condition
 from domain_agents.emulated_config import (
@@ -155,19 +156,22 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
         """The current note at once, then each note ``republish`` issues, until cancelled.
 
         A note is re-issued on its own at half its lifetime, so a long-running broker never
-        holds only an expired note of its domain.
+        holds only an expired note of its domain; once its note file's ``expires_at`` has passed,
+        nothing more (``domain_agents.authored``).
         """
+        cfg = self.config
         note = self.note
-        yield note
         while True:
+            if past(cfg.note_expires_at, self._clock()):
+                await stop_serving(cfg.id, cfg.note_field, cfg.note_file, cfg.note_expires_at)
+            yield note
             if self.note is note:
-                refresh_in = max(0.05, (note.expires_at - note.issued_at) / 2)
                 try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=refresh_in)
+                    wait = refresh_in(note, cfg.note_expires_at, self._clock())
+                    await asyncio.wait_for(self._changed.wait(), timeout=wait)
                 except TimeoutError:
                     self.republish()
             note = self.note
-            yield note
 
     def _build_note(self, previous: CapabilityNote | None) -> CapabilityNote:
         live = self._live_note(previous)
@@ -186,7 +190,7 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
             sp_id=cfg.id,
             version=version,
             issued_at=now,
-            expires_at=now + cfg.note_ttl_s,
+            expires_at=expiry(now, cfg.note_ttl_s, cfg.note_expires_at),
             qos_classes=offer.qos_classes,
             isolation=offer.isolation,
             address_pools=offer.address_pools,

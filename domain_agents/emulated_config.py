@@ -26,6 +26,7 @@ from capability_catalog.model import (
     SpId,
     TerminalId,
 )
+from domain_agents.authored import offer_of
 from schemas.domain import ALLOWED, EmulatedDomainFile, EndpointEntry, PortEntry
 from schemas.note import parse_policy
 from schemas.problems import problems
@@ -113,6 +114,8 @@ class EmulatedDomainConfig:
     note_field: str = ""
     #: The note read from ``note_file`` (``with_authored``, when the broker starts).
     authored: CapabilityNote | None = None
+    #: The file's ``expires_at`` when it fixes one: no note served lasts past it (``domain_agents.authored``).
+    note_expires_at: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object], path: str) -> EmulatedDomainConfig:
@@ -132,16 +135,13 @@ def parse_netns_domain(d: Mapping[str, object], path: str) -> EmulatedDomainConf
     return EmulatedDomainConfig.from_dict({k: v for k, v in d.items() if k != "type"}, path)
 
 
-def with_authored(cfg: EmulatedDomainConfig, note: CapabilityNote) -> EmulatedDomainConfig:
-    """``cfg`` serving ``note`` (read from its ``note_file``): the note's offer and validity become the domain's."""
-    offer = OfferPolicy(
-        qos_classes=note.qos_classes,
-        isolation=note.isolation,
-        address_pools=note.address_pools,
-        transit_policy=note.transit_policy,
-        price_per_mbps_hour=note.price_per_mbps_hour,
-    )
-    return replace(cfg, authored=note, offer=offer, note_ttl_s=note.expires_at - note.issued_at)
+def with_authored(cfg: EmulatedDomainConfig, note: CapabilityNote, until: float | None = None) -> EmulatedDomainConfig:
+    """``cfg`` serving ``note`` (read from its ``note_file``): the note's offer and validity become the domain's.
+
+    ``until``: the file's ``expires_at`` when it fixes one, past which no note is served.
+    """
+    ttl = note.expires_at - note.issued_at
+    return replace(cfg, authored=note, offer=offer_of(note), note_ttl_s=ttl, note_expires_at=until)
 
 
 def terminal_pop(endpoints: Iterable[PlacedEndpoint], ports: Iterable[PlacedPort], terminal: str) -> str | None:

@@ -39,11 +39,9 @@ import ipaddress
 import itertools
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from capability_catalog.model import (
@@ -52,6 +50,8 @@ from capability_catalog.model import (
     SpId,
     TerminalId,
 )
+from capability_catalog.served import serve, served_problems
+from domain_agents.authored import past, refresh_at, stop_serving
 from domain_agents.base import SegmentGrant, SegmentOrder
 from domain_agents.local import LocalDomainAgent
 from domain_agents.openstack_config import OpenStackDomainConfig
@@ -66,7 +66,9 @@ from domain_agents.openstack_model import (
     NoAnswer,
     PortSpec,
     VniInUse,
+    consumer_id,
     consumer_of,
+    created_at,
     domain_tag,
     hold_tag,
     reservation_tag,
@@ -82,14 +84,8 @@ if TYPE_CHECKING:  # openstacksdk loads only when an agent connects, not when a 
 
 log = logging.getLogger(__name__)
 
-_CONSUMERS = uuid.UUID("6f1c1f8e-51f4-4c1e-9b0e-3d7d1c2f0a11")  # namespace of fedbroker consumer uuids
 _VNI_ATTEMPTS = 4
 T = TypeVar("T")
-
-
-def consumer_id(domain: str, key: str) -> str:
-    """The Placement consumer (and reservation tag) of one order: stable, so a retry finds it."""
-    return str(uuid.uuid5(_CONSUMERS, f"{domain}/{key}"))
 
 
 # --- segments --------------------------------------------------------------------------------
@@ -229,18 +225,22 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         """The current note at once, then a new one whenever OpenStack's capacity or VNIs change.
 
         OpenStack is polled every ``poll_s`` (others may take capacity or VNIs too), after each of
-        this agent's own changes, and the note is re-issued at half its lifetime regardless.
+        this agent's own changes, and the note is re-issued at half its lifetime regardless (once
+        its note file's ``expires_at`` has passed, nothing more: ``domain_agents.authored``).
         """
+        cfg = self.config
         await self._ready()
         if self._note is None:
             self._republish()
         note = self._note
         assert note is not None
+        if past(cfg.note_expires_at, self._clock()):
+            await stop_serving(cfg.id, cfg.note_field, cfg.note_file, cfg.note_expires_at)
         yield note
         while True:
             if self._note is note:
-                half_life = max(0.05, (note.expires_at - note.issued_at) / 2)
-                wait = min(self.config.poll_s, max(0.05, note.issued_at + half_life - self._clock()))
+                due = refresh_at(note, cfg.note_expires_at)
+                wait = min(self.config.poll_s, max(0.05, due - self._clock()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=wait)
                 if self._note is note:
@@ -250,19 +250,38 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
                     except FedError as exc:
                         log.warning("domain %s: cannot read OpenStack now: %s", self.domain_id, exc)
                         changed = False
-                    if changed or self._clock() >= note.issued_at + half_life:
+                    if changed or self._clock() >= due:
                         self._republish()
                     else:
                         continue
             note = self._note
             assert note is not None
+            if past(cfg.note_expires_at, self._clock()):
+                await stop_serving(cfg.id, cfg.note_field, cfg.note_file, cfg.note_expires_at)
             yield note
 
     def _republish(self) -> CapabilityNote:
-        self._note = self._offer.note(self._clock(), self._note)
+        self._note = self._build_note(self._note)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         return self._note
+
+    def _build_note(self, previous: CapabilityNote | None) -> CapabilityNote:
+        live = self._offer.note(self._clock(), previous)
+        authored = self.config.authored
+        return live if authored is None else serve(authored, live, self._full_note())
+
+    def check_authored(self) -> None:
+        """Refuse a note file that promises what the cloud cannot keep (after ``connect`` and the restore)."""
+        if self.config.authored is not None:
+            problems = served_problems(self.config.authored, self._full_note())
+            if problems:
+                raise InvalidArgument(self.config.note_field or "note_file", "; ".join(problems))
+
+    def _full_note(self) -> CapabilityNote:
+        """The note with nothing this agent holds taken and every VNI of its ports: an authored note's whole."""
+        full = self._offer.unheld(seg.holding for seg in self._segments.values())
+        return self._offer.note(self._clock(), None, full)
 
     def _after_change(self, made: Made, sign: int) -> None:
         """Account a segment made (+1) or released (-1) in the view and re-publish, without asking OpenStack.
@@ -548,7 +567,7 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
             elif until is not None and until.isdigit():
                 when = int(until) + grace
             else:
-                when = _created(obj) + grace
+                when = created_at(obj) + grace
             deadline[consumer] = max(deadline.get(consumer, when), when)
         removed = []
         for consumer, when in sorted(deadline.items()):
@@ -575,10 +594,4 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
             await asyncio.to_thread(cloud.close)
 
 
-def _created(obj: Any) -> float:
-    """When Neutron made an object (its ``created_at``, UTC), in epoch seconds; now when it does not say."""
-    raw = getattr(obj, "created_at", None)
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time()
+__all__ = ["OpenStackDomainAgent", "OpenStackDomainConfig", "consumer_id"]

@@ -3,6 +3,10 @@
 Parsed from the ``domains[i]`` mapping of a broker config by the strict schema of ``schemas/domain.py``,
 then checked as a whole with the emulated domain's pieces; every error names the path of the bad field.
 
+A ``note_file`` (AUTHORING.md) is served as by an emulated domain (``domain_agents/authored.py``):
+the note's offer and validity are the domain's, its figures the share sold, with the live capacity
+Placement and Neutron report applied.
+
 Besides the cloud, PoPs and terminals: ``api_timeout_s`` (default 5) bounds every HTTP request to
 Keystone, Placement and Neutron, so a hung service makes the call fail ``UNAVAILABLE`` naming it
 instead of blocking a Reserve; keep it well under the broker's ``lower_timeout_s``.
@@ -16,10 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from capability_catalog.authoring import OfferPolicy
 from capability_catalog.model import (
+    CapabilityNote,
     LabelType,
     SpId,
 )
+from domain_agents.authored import offer_of
 from domain_agents.emulated_config import (
     PlacedEndpoint,
     PlacedPort,
@@ -43,6 +50,8 @@ DEFAULT_NOTE_TTL_S = 3600.0
 DEFAULT_POLL_S = 15.0
 #: How long after its hold ended (or, carrying no tags, after it was made) an object nobody holds is swept.
 DEFAULT_SWEEP_GRACE_S = 60.0
+#: What an OpenStack domain's notes state beyond the cloud's facts without a note file: nothing.
+NO_OFFER = OfferPolicy()
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -90,6 +99,13 @@ class OpenStackDomainConfig:
     note_ttl_s: float = DEFAULT_NOTE_TTL_S
     poll_s: float = DEFAULT_POLL_S
     sweep_grace_s: float = DEFAULT_SWEEP_GRACE_S
+    #: What the domain's notes state beyond the cloud's facts: none, unless a note file gives it.
+    offer: OfferPolicy = NO_OFFER
+    #: ``note_file`` as written in the config, where it is set, the note read from it and its cap (as emulated).
+    note_file: str | None = None
+    note_field: str = ""
+    authored: CapabilityNote | None = None
+    note_expires_at: float | None = None
 
     @property
     def api_timeout_s(self) -> float:
@@ -106,8 +122,20 @@ class OpenStackDomainConfig:
         return terminal_pop(self.endpoints, self.ports, terminal)
 
 
+def with_authored(
+    cfg: OpenStackDomainConfig, note: CapabilityNote, until: float | None = None
+) -> OpenStackDomainConfig:
+    """``cfg`` serving ``note`` (its ``note_file``): the note's offer and validity; ``until`` the file's cap."""
+    ttl = note.expires_at - note.issued_at
+    return replace(cfg, authored=note, offer=offer_of(note), note_ttl_s=ttl, note_expires_at=until)
+
+
 def _openstack_domain(d: object, at: str) -> OpenStackDomainConfig:
     m = validated(OpenStackDomainFile, d, at)
+    if m.note_file is not None and isinstance(d, Mapping) and "note_ttl_s" in d:
+        raise InvalidArgument(
+            _at(at, "note_ttl_s"), "the note file states this (valid_for_s); give it there, not also here"
+        )
     timeout = m.api_timeout_s if m.api_timeout_s is not None else DEFAULT_API_TIMEOUT_S
     creds = replace(_credentials(m, at), api_timeout_s=timeout)
     if not m.pops:
@@ -146,6 +174,8 @@ def _openstack_domain(d: object, at: str) -> OpenStackDomainConfig:
         note_ttl_s=m.note_ttl_s,
         poll_s=m.poll_s,
         sweep_grace_s=m.sweep_grace_s,
+        note_file=m.note_file,
+        note_field=_at(at, "note_file"),
     )
 
 

@@ -6,9 +6,11 @@ Broker configs are parsed without loading openstacksdk; only a running agent nee
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from capability_catalog.model import TerminalId
@@ -212,3 +214,20 @@ class Made:
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidArgument("handle", f"not an OpenStack-domain handle ({exc})") from None
+
+
+_CONSUMERS = uuid.UUID("6f1c1f8e-51f4-4c1e-9b0e-3d7d1c2f0a11")  # namespace of fedbroker consumer uuids
+
+
+def consumer_id(domain: str, key: str) -> str:
+    """The Placement consumer (and reservation tag) of one order: stable, so a retry finds it."""
+    return str(uuid.uuid5(_CONSUMERS, f"{domain}/{key}"))
+
+
+def created_at(obj: Any) -> float:
+    """When Neutron made an object (its ``created_at``, UTC), in epoch seconds; now when it does not say."""
+    raw = getattr(obj, "created_at", None)
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()

@@ -10,6 +10,7 @@ reservation takes. No OpenStack call is made here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 
@@ -24,6 +25,7 @@ from capability_catalog.model import (
     LabelSet,
     Transit,
 )
+from domain_agents.authored import expiry
 from domain_agents.local import check_request
 from domain_agents.openstack_config import FunctionSpec, OpenStackDomainConfig
 from domain_agents.openstack_model import BANDWIDTH, FUNCTION_SLOTS, Made
@@ -71,23 +73,48 @@ class OpenStackOffer:
         spec = self.functions.get((pop, function_type))
         return 0 if spec is None else self.free_slots(spec)
 
-    def note(self, now: float, previous: CapabilityNote | None) -> CapabilityNote:
-        """The note to publish at ``now`` (its version above ``previous``'s): what is free, as last seen."""
+    def note(self, now: float, previous: CapabilityNote | None, view: View | None = None) -> CapabilityNote:
+        """The note of what is free at ``now`` (its version above ``previous``'s), from ``view`` or the last seen.
+
+        With a note file, this is what the authored note is served over (``capability_catalog.served``):
+        its offer policy, its version as a floor, and its ``expires_at`` as a cap (``domain_agents.authored``).
+        """
         version = int(now * 1000)
         if previous is not None:
             version = max(version, previous.version + 1)
         cfg = self.config
-        return CapabilityNote(
-            sp_id=cfg.id,
-            version=version,
-            issued_at=now,
-            expires_at=now + cfg.note_ttl_s,
-            endpoints=tuple(e.endpoint for e in cfg.endpoints),
-            ports=tuple(replace(p.port, labels=self.free_labels(p.port)) for p in cfg.ports),
-            transit=self.transit(),
-            # Routed: an SP above places a function only on the transit entries that pass its PoP.
-            functions=tuple(FunctionOffer(f.type, f.pop, self.free_slots(f), routed=True) for f in cfg.functions),
-        )
+        if cfg.authored is not None:
+            version = max(version, cfg.authored.version)  # the file's version is a floor
+        offer = cfg.offer
+        seen, self.view = self.view, view if view is not None else self.view
+        try:
+            return CapabilityNote(
+                sp_id=cfg.id,
+                version=version,
+                issued_at=now,
+                expires_at=expiry(now, cfg.note_ttl_s, cfg.note_expires_at),
+                qos_classes=offer.qos_classes,
+                isolation=offer.isolation,
+                address_pools=offer.address_pools,
+                transit_policy=offer.transit_policy,
+                price_per_mbps_hour=offer.price_per_mbps_hour,
+                endpoints=tuple(e.endpoint for e in cfg.endpoints),
+                ports=tuple(replace(p.port, labels=self.free_labels(p.port)) for p in cfg.ports),
+                transit=self.transit(),
+                # Routed: an SP above places a function only on the transit entries that pass its PoP.
+                functions=tuple(FunctionOffer(f.type, f.pop, self.free_slots(f), routed=True) for f in cfg.functions),
+            )
+        finally:
+            self.view = seen
+
+    def unheld(self, holdings: Iterable[Made]) -> View:
+        """The view with ``holdings`` (what this agent holds) given back and every VNI free (an authored whole)."""
+        full = View({pop: dict(free) for pop, free in self.view.free.items()}, set())
+        for made in holdings:
+            for pop, res in made.resources.items():
+                for cls, amount in res.items():
+                    full.free.setdefault(pop, {})[cls] = full.free.get(pop, {}).get(cls, 0) + amount
+        return full
 
     def free_labels(self, port: BorderPort) -> LabelSet:
         used = self.view.used_vnis

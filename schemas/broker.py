@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from schemas.checks import host_port, listed, number, one_of, text
+from schemas.checks import host_port, listed, one_of, text, within
 from schemas.problems import STRICT
 
 WIM_DRIVERS = ("memory", "linux")
@@ -50,13 +50,13 @@ def _or_null(schema: dict[str, Any]) -> None:
 #: A setting whose ``null`` means its default (a mapping or list under it, or none at all).
 OrNull = Field(json_schema_extra=_or_null)
 
-Seconds = Annotated[float, BeforeValidator(number("must be a positive number", 0, low_open=True))]
+Seconds = Annotated[float, within("must be a positive number", 0, low_open=True)]
 Name = Annotated[str, BeforeValidator(text("required, a non-empty string"))]
 FilePath = Annotated[str | None, BeforeValidator(optional(text("must be a file path")))]
 HostPort = Annotated[str, BeforeValidator(host_port(empty=False))]
 # pydantic runs the last BeforeValidator first: null becomes "" before the check.
 HostPortOrNone = Annotated[str, BeforeValidator(host_port(empty=True)), BeforeValidator(or_default("")), OrNull]
-PositiveInt = Annotated[int, BeforeValidator(number("must be a positive integer", 0, low_open=True, integer=True))]
+PositiveInt = Annotated[int, within("must be a positive integer", 0, low_open=True, integer=True)]
 
 
 class LowerSpEntry(BaseModel):
@@ -111,9 +111,7 @@ class RetentionEntry(BaseModel):
 
     model_config = STRICT
     failed_s: Seconds = 86_400.0
-    failed_max: Annotated[
-        int, BeforeValidator(number("must be a whole number from 0 to 1000000", 0, 1_000_000, integer=True))
-    ] = 1_000
+    failed_max: Annotated[int, within("must be a whole number from 0 to 1000000", 0, 1_000_000, integer=True)] = 1_000
 
 
 class MonitoringEntry(BaseModel):
@@ -121,8 +119,8 @@ class MonitoringEntry(BaseModel):
 
     model_config = STRICT
     mode: Annotated[str, BeforeValidator(one_of(MONITORING_MODES, "unknown mode"))] = "normal"
-    delta: Annotated[float, BeforeValidator(number("a finite number from 0", 0, 1e12, high_open=True))] = 0.0
-    clear_s: Annotated[float, BeforeValidator(number("seconds from 0 to 3600", 0, 3600))] = 1.0
+    delta: Annotated[float, within("a finite number from 0", 0, 1e12, high_open=True)] = 0.0
+    clear_s: Annotated[float, within("seconds from 0 to 3600", 0, 3600)] = 1.0
 
 
 def _sub(model: type[BaseModel]) -> Any:

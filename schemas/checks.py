@@ -2,13 +2,21 @@
 
 Each factory returns a ``BeforeValidator`` function whose error says what is allowed, in the
 words of the format (``must be a positive number, got '10'``); ``true`` is no number, ``"10"`` no
-seconds, ``500.5`` no integer.
+seconds, ``500.5`` no integer. A number's range is also stated as pydantic constraints
+(``Ranged``, ``within``), so the JSON Schema carries it (``minimum``, ``exclusiveMinimum``, ...):
+the check runs first and says what is wrong in the format's words, the constraints then hold by
+construction.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from annotated_types import Ge, GroupedMetadata, Gt, Le, Lt
+from pydantic import BeforeValidator
 
 
 def _real(value: object) -> bool:
@@ -37,6 +45,48 @@ def number(
         return value if integer else float(value)  # type: ignore[arg-type]
 
     return check
+
+
+@dataclass(frozen=True)
+class Ranged(GroupedMetadata):
+    """A field's range as constraints (in the model and its JSON Schema), checked first by ``check``.
+
+    ``Annotated[float, Ranged(check, gt=0)]``: ``check`` (a ``BeforeValidator`` function) refuses
+    what is out of range in the format's own words; the constraints say the range to the schema.
+    """
+
+    check: Callable[[object], object]
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        for kind, bound in ((Gt, self.gt), (Ge, self.ge), (Lt, self.lt), (Le, self.le)):
+            if bound is not None:
+                yield kind(bound)
+        yield BeforeValidator(self.check)
+
+
+def within(
+    say: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    check: Callable[[Callable[[object], object]], Callable[[object], object]] | None = None,
+) -> Ranged:
+    """``number(...)`` with its range as constraints too; ``check`` wraps the check (``optional``)."""
+    plain = number(say, low, high, low_open=low_open, high_open=high_open, integer=integer)
+    return Ranged(
+        check(plain) if check is not None else plain,
+        gt=low if low_open else None,
+        ge=None if low_open else low,
+        lt=high if high_open else None,
+        le=None if high_open else high,
+    )
 
 
 def text(say: str, *, empty: bool = False) -> Callable[[object], object]:
@@ -90,4 +140,4 @@ def listed(say: str, *, nonempty: bool = False) -> Callable[[object], object]:
     return check
 
 
-__all__ = ["flag", "host_port", "listed", "number", "one_of", "text"]
+__all__ = ["Ranged", "flag", "host_port", "listed", "number", "one_of", "text", "within"]

@@ -17,7 +17,8 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from capability_catalog.model import LABEL_LIMITS, LabelRange, LabelType
-from schemas.note import LABEL_SCHEMA
+from schemas.checks import Ranged
+from schemas.note import LABEL_SCHEMA, label_limits_schema
 from schemas.problems import STRICT, Below
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -117,9 +118,9 @@ def _labels(value: object) -> object:
 
 Name = Annotated[str, BeforeValidator(_text)]
 OptionalText = Annotated[str, BeforeValidator(_optional_text)]
-PositiveInt = Annotated[int, BeforeValidator(_positive_int)]
-Latency = Annotated[float, BeforeValidator(_number(positive=False))]
-Seconds = Annotated[float, BeforeValidator(_number(positive=True))]
+PositiveInt = Annotated[int, Ranged(_positive_int, ge=1)]
+Latency = Annotated[float, Ranged(_number(positive=False), ge=0)]
+Seconds = Annotated[float, Ranged(_number(positive=True), gt=0)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
@@ -136,7 +137,7 @@ class EndpointEntry(BaseModel):
 class PortEntry(BaseModel):
     """``ports[]``: a border port at a pop, with the labels it may use."""
 
-    model_config = STRICT
+    model_config = label_limits_schema(("labels",), default=LabelType.VXLAN_VNI)
     id: Name
     pop: Name
     peer_sp: Name
@@ -304,6 +305,7 @@ class OpenStackDomainFile(BaseModel):
     id: Name
     type: Annotated[str, BeforeValidator(_kind("openstack"))]
     note_ttl_s: Seconds = 3600.0
+    note_file: Annotated[str, BeforeValidator(_path)] | None = None
     poll_s: Seconds = 15.0
     api_timeout_s: Seconds | None = None
     sweep_grace_s: Seconds = 60.0

@@ -1,8 +1,10 @@
 """The JSON Schema of each file format, from the models that read it (``fedbroker schema KIND``).
 
-The schema says the shapes and types; what a model checks beyond them (ranges told in words, ids
-used once, pops that exist, aliases of earlier requests) only the broker's own reading checks, so
-a file the schema accepts may still be refused, never the reverse for the formats' shapes.
+The schema says the shapes, types and numeric ranges (the models state each range as constraints,
+``schemas.checks.Ranged``, so ``minimum``/``exclusiveMinimum``/``maximum`` are printed); what a model
+checks beyond them (ids used once, pops that exist, aliases of earlier requests, the bounds of a
+label range written as text) only the broker's own reading checks, so a file the schema accepts may
+still be refused, never the reverse for the formats' shapes and ranges.
 """
 
 from __future__ import annotations

@@ -14,9 +14,18 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from capability_catalog.authoring import MAX_DELAY_MS, MAX_PRICE_PER_MBPS_HOUR, NATIVE_RANGES, OfferPolicy
 from capability_catalog.model import (
@@ -34,6 +43,7 @@ from capability_catalog.model import (
     TerminalId,
     Transit,
 )
+from schemas.checks import Ranged
 from schemas.problems import STRICT, Below, join, problems
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$")
@@ -125,20 +135,53 @@ def _native(value: object) -> object:
 
 
 Ident = Annotated[str, BeforeValidator(_ident)]
-# The bounds are checked before the strict type, so a wrong type is told what is allowed too.
-Delay = Annotated[float, BeforeValidator(_real(MAX_DELAY_MS))]
-Fraction = Annotated[float, BeforeValidator(_real(1.0))]
-Price = Annotated[float, BeforeValidator(_real(MAX_PRICE_PER_MBPS_HOUR))]
-Positive = Annotated[int, BeforeValidator(_count(True))]
-Count = Annotated[int, BeforeValidator(_count(False))]
+# The bounds are checked before the strict type, so a wrong type is told what is allowed too; the
+# constraints say them to the JSON Schema.
+Delay = Annotated[float, Ranged(_real(MAX_DELAY_MS), ge=0, le=MAX_DELAY_MS)]
+Fraction = Annotated[float, Ranged(_real(1.0), ge=0, le=1)]
+Price = Annotated[float, Ranged(_real(MAX_PRICE_PER_MBPS_HOUR), ge=0, le=MAX_PRICE_PER_MBPS_HOUR)]
+Positive = Annotated[int, Ranged(_count(True), ge=1)]
+Count = Annotated[int, Ranged(_count(False), ge=0)]
+_LABEL_TEXT = r"^\s*\d+\s*(-\s*\d+\s*)?$"
 #: In the JSON Schema as in the file: a label, or a range ``'first-last'``.
 LABEL_SCHEMA = WithJsonSchema(
-    {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+\s*(-\s*\d+\s*)?$"}]}
+    {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _LABEL_TEXT}]}
 )
 Label = Annotated[LabelRange, BeforeValidator(_label_range), LABEL_SCHEMA]
-#: A mechanism's value is text or a number (``dscp: 46``), kept as text.
+
+
+def label_limits_schema(lists: tuple[str, ...], default: LabelType | None = None) -> ConfigDict:
+    """``STRICT``, and in the JSON Schema each label type's limits on the labels of ``lists``.
+
+    ``if label_type is vlan then every label of the lists is an integer 1..4094 (or a range)``; a
+    range's text cannot carry its bounds, the model checks them. ``default``: the type when
+    ``label_type`` is left out.
+    """
+
+    def extra(schema: dict[str, Any]) -> None:
+        rules = []
+        for kind, (lo, hi) in LABEL_LIMITS.items():
+            label = {"anyOf": [{"type": "integer", "minimum": lo, "maximum": hi}, {"type": "string"}]}
+            when: dict[str, Any] = {"properties": {"label_type": {"const": kind.value}}}
+            if kind is not default:
+                when["required"] = ["label_type"]
+            rules.append({"if": when, "then": {"properties": {k: {"items": label} for k in lists}}})
+        schema["allOf"] = rules
+
+    return ConfigDict(**STRICT, json_schema_extra=extra)
+
+
+def _native_value(lo: int, hi: int) -> dict[str, Any]:
+    return {"anyOf": [{"type": "string", "pattern": r"^\d+$"}, {"type": "integer", "minimum": lo, "maximum": hi}]}
+
+
+#: A mechanism's value is text or a number (``dscp: 46``), kept as text; the known ones in their range.
 NATIVE_SCHEMA = WithJsonSchema(
-    {"type": "object", "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}
+    {
+        "type": "object",
+        "properties": {k: _native_value(lo, hi) for k, (lo, hi) in NATIVE_RANGES.items()},
+        "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+    }
 )
 Prefix = Annotated[str, AfterValidator(_prefix)]
 
@@ -168,7 +211,7 @@ def _labels(raw: tuple[LabelRange, ...], label_type: LabelType, key: str) -> tup
 class PortFile(BaseModel):
     """``border_ports[]``: one side of an inter-domain link."""
 
-    model_config = STRICT
+    model_config = label_limits_schema(("label_ranges", "local_label_ranges"))
     id: Ident
     peer_sp: Ident
     peer_port: Ident
@@ -275,7 +318,7 @@ class NoteFile(PolicyFields):
     version: Count | None = None
     issued_at: float | None = None
     expires_at: float | None = None
-    valid_for_s: float | None = None
+    valid_for_s: Annotated[float, Field(gt=0)] | None = None
     endpoints: list[EndpointFile] | None = None
     border_ports: list[PortFile] | None = None
     transit: list[TransitFile] | None = None

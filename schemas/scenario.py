@@ -28,7 +28,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from schemas.broker import FilePath, Seconds, WimEntry, optional
-from schemas.checks import flag, listed, number, one_of, text
+from schemas.checks import flag, listed, one_of, text, within
 from schemas.problems import STRICT, Below
 
 ACTIONS = (
@@ -101,10 +101,8 @@ ALLOWED: dict[str, str] = {
 
 Name = Annotated[str, BeforeValidator(text("required, a non-empty string"))]
 OptionalText = Annotated[str | None, BeforeValidator(optional(text("a string", empty=True)))]
-Wait = Annotated[
-    float, BeforeValidator(number(f"a number of seconds in (0, {MAX_WAIT_S:g}]", 0, MAX_WAIT_S, low_open=True))
-]
-Count = Annotated[int | None, BeforeValidator(optional(number("a non-negative count", 0, integer=True)))]
+Wait = Annotated[float, within(f"a number of seconds in (0, {MAX_WAIT_S:g}]", 0, MAX_WAIT_S, low_open=True)]
+Count = Annotated[int | None, within("a non-negative count", 0, integer=True, check=optional)]
 Flag = Annotated[bool, BeforeValidator(flag)]
 Names = list[Name]
 
@@ -187,7 +185,7 @@ class RequestArgs(_Args):
     as_: Name = Field(alias="as")
     slice: dict[str, Any]
     request_id: Annotated[str | None, BeforeValidator(optional(text("a non-empty string")))] = None
-    hold_time_s: Annotated[int, BeforeValidator(number("a whole number of seconds from 0", 0, integer=True))] = 0
+    hold_time_s: Annotated[int, within("a whole number of seconds from 0", 0, integer=True)] = 0
 
 
 class SliceArgs(_Args):
@@ -230,9 +228,7 @@ class SleepArgs(_Args):
     # Any lone value is meant as the seconds (``sleep: 1h`` is told it is no number).
     SHORT_TYPES = (int, float, str, list)
     SHORT_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SLEEP_S}
-    seconds: Annotated[
-        float, BeforeValidator(number(f"a number of seconds in (0, {MAX_SLEEP_S:g}]", 0, MAX_SLEEP_S, low_open=True))
-    ]
+    seconds: Annotated[float, within(f"a number of seconds in (0, {MAX_SLEEP_S:g}]", 0, MAX_SLEEP_S, low_open=True)]
 
 
 class ExpectEverywhereArgs(_Args):
@@ -241,9 +237,7 @@ class ExpectEverywhereArgs(_Args):
     SHORT = "slice"
     slice: Name
     outcome: Annotated[str, BeforeValidator(one_of(OUTCOMES, "unknown outcome"))] = "settled"
-    timeout_s: Annotated[
-        float, BeforeValidator(number(f"a number of seconds in [0, {MAX_WAIT_S:g}]", 0, MAX_WAIT_S))
-    ] = 0.0
+    timeout_s: Annotated[float, within(f"a number of seconds in [0, {MAX_WAIT_S:g}]", 0, MAX_WAIT_S)] = 0.0
     exclusive: Flag = False
 
 
@@ -278,8 +272,8 @@ class CutArgs(_Args):
     port: _Target = None
     slice: _Target = None
     underlay: _Target = None
-    latency_ms: Annotated[float, BeforeValidator(number("a number from 0 to 1e+06", 0, 1e6))] = 0.0
-    loss: Annotated[float, BeforeValidator(number("a number from 0 to 1", 0, 1))] = 0.0
+    latency_ms: Annotated[float, within("a number from 0 to 1e+06", 0, 1e6)] = 0.0
+    loss: Annotated[float, within("a number from 0 to 1", 0, 1)] = 0.0
 
     @model_validator(mode="after")
     def _one_target(self) -> CutArgs:

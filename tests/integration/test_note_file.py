@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,34 @@ async def test_a_leaf_refuses_a_note_file_that_promises_what_its_domain_cannot_k
     said = str(info.value)
     assert "domains[0].note_file: transit[0].latency_ms: 1 is less than the domain's path" in said, said
     assert "transit[0].bandwidth_mbps: 20000 is more than the domain carries" in said, said
+
+
+async def test_a_leaf_stops_offering_when_its_note_files_expires_at_has_passed(fed: Federation, tmp_path: Path) -> None:
+    cap = time.time() + 12  # the brokers start well within it, on a busy machine too
+    note = authored(expires_at=cap)
+    del note["valid_for_s"]
+    note_file = write(tmp_path / "note.yaml", note)
+    leaf = await fed.start("L1", domains=[l1_domain(note_file)])
+    await fed.start("M", lowers=["L1"])
+    await fed.wait_terminals("M", ["L1.ep"])
+
+    seen = await l1_note_at(fed, "M")
+    assert seen.expires_at.ToMilliseconds() <= cap * 1000  # no note served lasts past the file's expires_at
+    own = await published(fed, "M")
+    assert own.expires_at <= cap
+
+    await asyncio.sleep(max(0.0, cap - time.time()) + 0.5)
+    cat = await fed.sps["M"].caps.GetCatalog(pb.GetCatalogRequest(), timeout=5)
+    assert [n.sp_id for n in cat.lower] == []  # L1's last note expired at M: nothing of L1 is offered
+    log = leaf.log_path.read_text(errors="replace")
+    assert "note.yaml (domains[0].note_file) expired at" in log and "later expires_at" in log, log[-2000:]
+
+
+async def test_a_leaf_refuses_to_start_on_a_note_file_that_has_expired(fed: Federation, tmp_path: Path) -> None:
+    note = authored(expires_at=time.time() - 60)
+    del note["valid_for_s"]
+    stale = write(tmp_path / "stale.yaml", note)
+    with pytest.raises(StartError) as info:
+        await fed.start("L1", domains=[l1_domain(stale)])
+    said = str(info.value)
+    assert "domains[0].note_file: " in said and "expires_at" in said and "is in the past" in said, said
