@@ -37,10 +37,13 @@ from enum import StrEnum
 import grpc
 
 from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from scenarios.processes import Fleet
-from slicing.model import HOLDING_STATES, SliceState
+from slicing.model import FINAL_STATES, HOLDING_STATES, SliceState
 
 READ_TIMEOUT_S = 3.0
+#: A bound on the pages one List read follows (500 slices each).
+MAX_PAGES = 100
 _IN_FLIGHT = frozenset(
     s.value
     for s in (
@@ -53,6 +56,10 @@ _IN_FLIGHT = frozenset(
     )
 )
 _HOLDING = frozenset(s.value for s in HOLDING_STATES)
+#: The states a poll lists: every slice not yet ended (``SliceState`` values as the protobuf enum).
+_LIVE_PB: tuple[pb.SliceState.ValueType, ...] = tuple(
+    pb.SliceState.Value(f"SLICE_STATE_{s.value}") for s in SliceState if s not in FINAL_STATES
+)
 
 
 class Outcome(StrEnum):
@@ -250,8 +257,36 @@ def judge(
     return verdict({"HELD": Outcome.HELD, "COMMITTED": Outcome.COMMITTED, "ACTIVE": Outcome.ACTIVE}[want])
 
 
-async def read_sp(fleet: Fleet, sp_id: str, timeout_s: float = READ_TIMEOUT_S) -> SpReading:
-    """Every slice ``sp_id`` has and its usage, as its operator sees them."""
+async def _list_all(
+    stub: pb_grpc.SlicesStub, states: Sequence[pb.SliceState.ValueType], timeout_s: float
+) -> list[pb.Slice]:
+    """Every slice List shows (in ``states``; empty: all), page after page."""
+    out: list[pb.Slice] = []
+    token = ""
+    for _ in range(MAX_PAGES):
+        page = await stub.List(pb.ListRequest(states=states, page_token=token), timeout=timeout_s)
+        out.extend(page.slices)
+        token = page.next_page_token
+        if not token:
+            break
+    return out
+
+
+async def read_sp(
+    fleet: Fleet,
+    sp_id: str,
+    timeout_s: float = READ_TIMEOUT_S,
+    *,
+    live_only: bool = False,
+    root: tuple[str, str] | None = None,
+) -> SpReading:
+    """Every slice ``sp_id`` has and its usage, as its operator sees them.
+
+    ``live_only`` lists only slices not yet ended (what can hold anything, or still move), which is
+    what a poll needs and costs what is in flight rather than everything the SP ever had; the slice
+    ``root`` (slice id, request id) is then fetched on its own as well, in whatever state it is, as
+    its customer (a request id is the customer's own).
+    """
     broker = fleet.brokers.get(sp_id)
     if broker is None or not broker.running():
         status = broker.exit_status() if broker is not None else None
@@ -261,19 +296,44 @@ async def read_sp(fleet: Fleet, sp_id: str, timeout_s: float = READ_TIMEOUT_S) -
     stub = broker.operator_slices
     try:
         listed, usage = await asyncio.gather(
-            stub.List(pb.ListRequest(), timeout=timeout_s), stub.GetUsage(pb.GetUsageRequest(), timeout=timeout_s)
+            _list_all(stub, _LIVE_PB if live_only else (), timeout_s),
+            stub.GetUsage(pb.GetUsageRequest(), timeout=timeout_s),
         )
+        if live_only and root is not None and (root[0] or root[1]):
+            slice_id, request_id = root
+            if not any(s.id == slice_id or (not slice_id and s.request_id == request_id) for s in listed):
+                try:
+                    found = await broker.slices.Get(
+                        pb.SliceRef(slice_id=slice_id, request_id="" if slice_id else request_id), timeout=timeout_s
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    # No such slice; a request id no request could carry (the sweep's ``-none-``) neither.
+                    if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                        raise
+                else:
+                    listed.append(found)
     except grpc.aio.AioRpcError as exc:
         return SpReading(sp_id, error=f"{exc.code().name}: {exc.details()}")
-    return SpReading(sp_id, tuple(listed.slices), usage)
+    return SpReading(sp_id, tuple(listed), usage)
 
 
 async def read_everywhere(
-    fleet: Fleet, sp_ids: Iterable[str], timeout_s: float = READ_TIMEOUT_S
+    fleet: Fleet,
+    sp_ids: Iterable[str],
+    timeout_s: float = READ_TIMEOUT_S,
+    *,
+    live_only: bool = False,
+    root: tuple[str, str, str] | None = None,
 ) -> dict[str, SpReading]:
-    """``read_sp`` at every SP named, side by side."""
+    """``read_sp`` at every SP named, side by side (``root``: the top's SP, slice id, request id)."""
     ids = list(sp_ids)
-    readings = await asyncio.gather(*(read_sp(fleet, sp, timeout_s) for sp in ids))
+
+    def root_at(sp: str) -> tuple[str, str] | None:
+        return (root[1], root[2]) if root is not None and root[0] == sp else None
+
+    readings = await asyncio.gather(
+        *(read_sp(fleet, sp, timeout_s, live_only=live_only, root=root_at(sp)) for sp in ids)
+    )
     return dict(zip(ids, readings, strict=True))
 
 
@@ -320,15 +380,22 @@ async def wait_settled(
             paused = time.monotonic()
             await before_poll()
             deadline += time.monotonic() - paused
-        readings = await read_everywhere(fleet, sps)
+        # Polls read what is live (and the slice itself); the read that would confirm a settled
+        # verdict reads everything, so the verdict returned is judged on every slice of the tree.
+        confirming = streak + 1 >= stable_polls and last in want
+        readings = await read_everywhere(fleet, sps, live_only=not confirming, root=(root_sp, slice_id, request_id))
         verdict = judge(readings, lowers, root_sp, slice_id=slice_id, request_id=request_id, exclusive=exclusive)
         polls += 1
         if verdict.outcome in want:
             if verdict.outcome != last or first is None:
                 streak, first = 0, time.monotonic()
             streak += 1
-            if streak >= stable_polls or time.monotonic() >= deadline:  # at the deadline one good read counts
+            if confirming and streak >= stable_polls:
                 return Convergence(verdict, first - t0, True, polls)
+            if time.monotonic() >= deadline:  # at the deadline one good read counts, read in full
+                full = await read_everywhere(fleet, sps)
+                verdict = judge(full, lowers, root_sp, slice_id=slice_id, request_id=request_id, exclusive=exclusive)
+                return Convergence(verdict, first - t0, verdict.outcome in want, polls + 1)
         else:
             streak, first = 0, None
         last = verdict.outcome

@@ -6,13 +6,15 @@ The broker never forks (see ``wim.netlink``), so the listening happens in a work
 
     stdin  {"op": "watch", "key": "k1", "ns": "fb3k9x-pop-…", "ifname": "fb3k9xh…"}
            {"op": "unwatch", "key": "k1"}
-    stdout {"key": "k1", "up": false}
+    stdout {"key": "k1", "watching": true}     once the namespace's link notifications are heard
+           {"key": "k1", "up": false}
 
 An interface is up when it is administratively up and has carrier (IFF_UP and IFF_LOWER_UP): a veth
 whose peer was set down loses its carrier, so both ends report down. A deleted interface is down.
 Only changes are printed. An interface is presumed up when its watch starts (callers watch what they
-have just built and brought up); nothing is read then, so a watch costs no netlink round trip. The
-worker ends when its stdin closes, so it never outlives its broker.
+have just built and brought up); nothing is read then, so a watch costs no netlink round trip.
+``LinkWatcher.watch`` returns once the worker listens in the namespace, so a link that dies right
+after it was watched is told. The worker ends when its stdin closes, so it never outlives its broker.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+#: How long ``watch`` waits for the worker to listen in a namespace before it goes on without (logged).
+WATCH_READY_S = 10.0
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 
@@ -47,6 +51,7 @@ class LinkWatcher:
     _queues: set[asyncio.Queue[LinkChange]] = field(default_factory=set)
     _reader: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _listening: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # watches not yet heard, by key
 
     async def _started(self) -> asyncio.subprocess.Process:
         async with self._lock:
@@ -68,8 +73,18 @@ class LinkWatcher:
         await self._started()
 
     async def watch(self, key: str, ns: str, ifname: str) -> None:
-        """Follow ``ifname`` in namespace ``ns`` under ``key``."""
-        await self._send({"op": "watch", "key": key, "ns": ns, "ifname": ifname})
+        """Follow ``ifname`` in namespace ``ns`` under ``key``; returns once the worker listens there."""
+        heard = self._listening[key] = asyncio.get_running_loop().create_future()
+        try:
+            await self._send({"op": "watch", "key": key, "ns": ns, "ifname": ifname})
+            await asyncio.wait_for(asyncio.shield(heard), WATCH_READY_S)
+        except TimeoutError:
+            log.warning(
+                "link watcher: not listening in %s after %.0f s; %s is watched once it is", ns, WATCH_READY_S, key
+            )
+        finally:
+            if self._listening.get(key) is heard:
+                del self._listening[key]
 
     async def unwatch(self, key: str) -> None:
         """Stop following ``key`` (before its interface is deleted on purpose)."""
@@ -81,8 +96,13 @@ class LinkWatcher:
         while line := await proc.stdout.readline():
             try:
                 raw = json.loads(line)
+                if raw.get("watching"):
+                    heard = self._listening.get(str(raw["key"]))
+                    if heard is not None and not heard.done():
+                        heard.set_result(None)
+                    continue
                 change = LinkChange(str(raw["key"]), bool(raw["up"]))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             for q in list(self._queues):
                 if q.full():
@@ -132,7 +152,11 @@ class _Worker:
         if self.state.get(key, True) == up:
             return
         self.state[key] = up
-        sys.stdout.write(json.dumps({"key": key, "up": up}) + "\n")
+        self.say({"key": key, "up": up})
+
+    @staticmethod
+    def say(msg: dict[str, object]) -> None:
+        sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
 
     def keys_of(self, ns: str, ifname: str) -> list[str]:
@@ -176,6 +200,7 @@ class _Worker:
             ready = asyncio.Event()
             self.listeners[ns] = asyncio.get_running_loop().create_task(self.listen(ns, ready))
             await ready.wait()
+        self.say({"key": key, "watching": True})
 
 
 async def _serve() -> None:
