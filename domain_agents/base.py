@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from capability_catalog.signing import SignedNote
 from slicing.model import SliceRequest, SliceState
+
+
+class Held(NamedTuple):
+    """One segment a child holds for this broker (anti-entropy): its order key, handle and state there."""
+
+    key: str
+    handle: str
+    state: SliceState
 
 
 @dataclass(frozen=True)
@@ -165,8 +173,8 @@ class DomainAgent(Protocol):
         """Re-apply a persisted handle's holdings after a broker restart."""
         ...
 
-    async def holdings(self) -> Sequence[tuple[str, str]]:
-        """(order key, handle) of every segment the child holds for this broker now (anti-entropy)."""
+    async def holdings(self) -> Sequence[Held]:
+        """Every segment the child holds for this broker now, in the state it is in there (anti-entropy)."""
         ...
 
     def segment_events(self) -> AsyncIterator[SegmentEvent]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from capability_catalog.model import BorderPort, LabelSet, SpId, TerminalId
-from domain_agents.base import DomainUsage, SegmentEvent, SegmentGrant
+from domain_agents.base import DomainUsage, Held, SegmentEvent, SegmentGrant
 from slicing.errors import InvalidArgument, NotFound, ResourceExhausted
 from slicing.model import SliceRequest, SliceState
 
@@ -209,9 +209,9 @@ class LocalDomainAgent(Generic[H]):
         await asyncio.Event().wait()
         yield SegmentEvent("")  # pragma: no cover - never reached
 
-    async def holdings(self) -> Sequence[tuple[str, str]]:
-        """(order key, handle) of every segment held in the domain."""
-        return [(key, seg.grant.handle) for key, seg in self._segments.items()]
+    async def holdings(self) -> Sequence[Held]:
+        """Every segment held in the domain, in the state the core last moved it to."""
+        return [Held(key, seg.grant.handle, seg.state) for key, seg in self._segments.items()]
 
     def state_of(self, handle: str) -> SliceState:
         """The state the core last moved a held segment to (``NotFound`` when not held)."""

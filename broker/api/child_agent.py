@@ -19,7 +19,7 @@ from broker.api.status import from_rpc_error
 from broker.core.faults import NO_FAULTS, Faults
 from capability_catalog.model import SpId, TerminalId
 from capability_catalog.signing import SignedNote
-from domain_agents.base import DomainUsage, SegmentAlert, SegmentEvent, SegmentGrant, SegmentOrder
+from domain_agents.base import DomainUsage, Held, SegmentAlert, SegmentEvent, SegmentGrant, SegmentOrder
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import ErrorCode, FedError
@@ -200,10 +200,10 @@ class ChildBrokerAgent:
             return
         self._last.pop(msg.id, None)
 
-    async def holdings(self) -> Sequence[tuple[str, str]]:
-        """(order key, slice id) of every slice the lower SP holds for this broker, by its own List."""
+    async def holdings(self) -> Sequence[Held]:
+        """(order key, slice id, state) of every slice the lower SP holds for this broker, by its own List."""
         states = [pb.SliceState.Value(f"SLICE_STATE_{s.value}") for s in sorted(HOLDING_STATES)]
-        out: list[tuple[str, str]] = []
+        out: list[Held] = []
         token = ""
         for _ in range(1000):  # bounded: 500,000 slices
             req = pb.ListRequest(states=states, page_token=token)
@@ -212,7 +212,7 @@ class ChildBrokerAgent:
                 return self._slices.List(r, timeout=self._timeout_s, metadata=self._metadata)  # type: ignore[no-any-return]
 
             reply = await self._call("List", page)
-            out.extend((s.request_id, s.id) for s in reply.slices)
+            out.extend(Held(s.request_id, s.id, codec.state_from_pb(s.state)) for s in reply.slices)
             token = reply.next_page_token
             if not token:
                 break

@@ -33,18 +33,24 @@ class FollowingChildren(ManagerBase):
 
         A child's segment is an orphan when its order key names no slice here, an attempt this
         slice no longer uses, a segment already released, or a slice that ended. Slices with an
-        operation running are left alone (their operation settles them). Returns the keys released.
+        operation running are left alone (their operation settles them). A segment this broker
+        knows but that a lower SP holds in another provisioning state than the slice's settled one
+        is brought back to it (``_realign``). Returns the keys released.
         """
         agent = self._agent(domain)
         held = await self._bounded(agent.holdings(), self.child_timeout_s, domain)
         orphans = []
-        for key, handle in held:
+        drifted: list[tuple[str, str, SliceState]] = []
+        for key, handle, state in held:
             slice_id = slice_of_order_key(key)
             if slice_id and self.busy(slice_id):
                 continue
             rec = self._store.get(slice_id) if slice_id else None
             seg = next((s for s in rec.segments if s.order_key == key), None) if rec else None
             if rec is not None and rec.state not in FINAL_STATES and seg is not None and seg.state not in RELEASED:
+                # A local domain's state is this broker's own word (a restart restores ACTIVE as COMMITTED).
+                if domain not in self._local and _fix_for(rec.state, seg.state, state) is not None:
+                    drifted.append((rec.id, key, state))
                 continue
             orphans.append((key, handle))
         released = []
@@ -56,7 +62,37 @@ class FollowingChildren(ManagerBase):
                 log.warning("releasing orphan %s at %s failed: %s (next pass retries)", key, domain, exc)
                 continue
             released.append(key)
+        for slice_id, key, state in drifted:
+            try:
+                await self._detached(self._realign(slice_id, domain, key, state))
+            except FedError as exc:
+                log.warning("slice %s: bringing %s's segment back from %s failed: %s (next pass retries)",
+                            slice_id, domain, state, exc)  # fmt: skip
         return released
+
+    async def _realign(self, slice_id: str, domain: str, key: str, seen: SliceState) -> None:
+        """Bring a child's segment (seen in ``seen`` there) back to where this broker's settled slice has it.
+
+        The slice's decision stands, as after a crash: a child that took a segment out of service
+        behind it (an operator, a Deactivate that crossed an Activate) is activated again, one that
+        put it in service while the slice is out of service is deactivated, and one that still holds
+        a segment the slice committed is told Commit again (its refusal, a hold that is gone, is then
+        handled as any child that ended its segment).
+        """
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            seg = next((s for s in rec.segments if s.order_key == key and s.domain == domain), None)
+            if seg is None or rec.state in FINAL_STATES:
+                return
+            fix = _fix_for(rec.state, seg.state, seen)
+            if fix is None:
+                return
+            log.warning(
+                "slice %s is %s but %s holds its segment %s: %s it", rec.id, rec.state, domain, seen, fix.lower()
+            )
+            agent = self._agent(domain)
+            call = {"Activate": agent.activate, "Deactivate": agent.deactivate, "Commit": agent.commit}[fix]
+            await self._bounded(call(seg.handle), self.child_timeout_s, domain)
 
     async def follow_child(
         self,
@@ -128,3 +164,20 @@ class FollowingChildren(ManagerBase):
             else:
                 return  # a release is in flight already: the segment is one fewer to confirm
             await self.drive_release(rec)
+
+
+def _fix_for(slice_state: SliceState, segment_state: SliceState, at_child: SliceState) -> str | None:
+    """The call that brings a child's segment from ``at_child`` back to the settled slice's state, if any.
+
+    Only settled slices (COMMITTED, ACTIVE) whose segment here agrees with them are judged; a child
+    in flight (its own operation running) is left to finish.
+    """
+    if slice_state is not segment_state or slice_state not in (S.COMMITTED, S.ACTIVE):
+        return None
+    if at_child is S.HELD:
+        return "Commit"
+    if slice_state is S.ACTIVE and at_child is S.COMMITTED:
+        return "Activate"
+    if slice_state is S.COMMITTED and at_child is S.ACTIVE:
+        return "Deactivate"
+    return None

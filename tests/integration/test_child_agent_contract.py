@@ -21,9 +21,10 @@ from broker.api.child_agent import ChildBrokerAgent
 from broker.security.accounts import Role
 from capability_catalog.model import CapabilityNote, LabelRange, LabelSet, TerminalId
 from capability_catalog.signing import SignedNote, TrustStore, verify_note
-from domain_agents.base import DomainAgent, DomainUsage
+from domain_agents.base import DomainAgent, DomainUsage, Held
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.processes import BrokerProcess
+from slicing.model import SliceState
 from tests.integration.federation import Federation, leaf_domain
 from tests.unit.contract_domain_agent import AgentMaker, DomainAgentContract, idle
 
@@ -97,14 +98,16 @@ class TestChildBrokerAgentContract(DomainAgentContract):
     async def test_holdings_list_what_the_lower_sp_holds_for_this_upper_by_order_key(
         self, make_agent: AgentMaker, agent: DomainAgent
     ) -> None:
-        """What anti-entropy compares: every slice held for this upper, in every holding state, by key."""
+        """What anti-entropy compares: every slice held for this upper, in every holding state, by key and state."""
         held = await agent.reserve(self.order(make_agent, key="h"))
         active = await agent.reserve(self.order(make_agent, key="a"))
         await agent.commit(active.handle)
         await agent.activate(active.handle)
         gone = await agent.reserve(self.order(make_agent, key="g"))
         await agent.abort(gone.handle)
-        assert sorted(await agent.holdings()) == sorted([("h", held.handle), ("a", active.handle)])
+        assert sorted(await agent.holdings()) == sorted(
+            [Held("h", held.handle, SliceState.HELD), Held("a", active.handle, SliceState.ACTIVE)]
+        )
         await agent.release("h", "")
         await agent.release("a", active.handle)
         assert list(await agent.holdings()) == []
