@@ -107,6 +107,8 @@ DEFAULT_CLEAR_S = 1.0
 MAX_FOR_S = 86_400.0
 MAX_THRESHOLD = 1e12
 MAX_RULES_PER_SLICE = 32
+#: Slices whose children's alerts are kept until the slice is in service here (``hold_early``); oldest dropped.
+MAX_EARLY_SLICES = 4096
 #: How many resolved alerts per slice are kept for ``slice alerts``.
 RECENT_PER_SLICE = 20
 #: Names of the derived (SLA) rules; user rules take any other name.
@@ -309,11 +311,17 @@ class Monitor:
         self.clear_s = clear_s
         self.counters = Counters()
         self._slices: dict[str, _SliceWatch] = {}
+        #: Children's alerts for slices activating here, kept until they are watched: (child, cause) -> latest.
+        self._early: dict[str, dict[tuple[str, str], Alert]] = {}
 
     # --- what is watched ------------------------------------------------------------------------
 
-    def watch(self, slice_id: str, sla: Sla, local_segments: Iterable[str] = ()) -> None:
-        """Start (or refresh) watching a slice; ``local_segments`` are the segments this SP measures."""
+    def watch(self, slice_id: str, sla: Sla, local_segments: Iterable[str] = (), now: float = 0.0) -> list[Alert]:
+        """Start (or refresh) watching a slice; ``local_segments`` are the segments this SP measures.
+
+        Returns the alerts this level emits for what its children said while the slice was still
+        activating here (``hold_early``): a child in service before its upper must not fire unheard.
+        """
         w = self._slices.get(slice_id)
         if w is None:
             w = self._slices[slice_id] = _SliceWatch(sla)
@@ -321,10 +329,31 @@ class Monitor:
         for seg in local_segments:
             for rule in (*sla_rules(sla, seg, clear_s=self.clear_s), *w.rules):
                 w.trackers.setdefault((seg, rule.name), _Tracker(rule))
+        out: list[Alert] = []
+        for (child, _), alert in self._early.pop(slice_id, {}).items():
+            out += self.child_alert(slice_id, child, alert, now)
+        return out
 
-    def forget(self, slice_id: str) -> None:
-        """Stop watching a slice (it ended); nothing more is sent for it."""
+    def hold_early(self, slice_id: str, child: str, alert: Alert) -> None:
+        """A child's alert for a slice not watched yet (activating here): kept for ``watch``, the latest per cause."""
+        held = self._early.get(slice_id)
+        if held is None:
+            if len(self._early) >= MAX_EARLY_SLICES:
+                self._early.pop(next(iter(self._early)))
+            held = self._early[slice_id] = {}
+        if alert.status is AlertStatus.FIRING:
+            held[(child, alert.cause)] = alert
+        else:
+            held.pop((child, alert.cause), None)
+
+    def forget(self, slice_id: str, *, keep_early: bool = False) -> None:
+        """Stop watching a slice (it ended, or left service); nothing more is sent for it.
+
+        ``keep_early``: it is activating, so what its children say meanwhile is kept for ``watch``.
+        """
         self._slices.pop(slice_id, None)
+        if not keep_early:
+            self._early.pop(slice_id, None)
 
     def watched(self) -> list[str]:
         """The slices watched now."""

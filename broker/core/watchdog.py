@@ -100,13 +100,13 @@ class Watchdog:
         )
 
     def track(self, rec: SliceRecord) -> None:
-        """Watch an ACTIVE slice, forget any other."""
+        """Watch an ACTIVE slice, forget any other (an ACTIVATING one keeps what its children said)."""
         if rec.state is SliceState.ACTIVE:
             local = [s.domain for s in rec.segments if s.local]
             local += [wim_segment(ln.a_port, ln.b_port) for ln in rec.links if ln.wim_handle]
-            self.monitor.watch(rec.id, self.sla_of(rec), local)
+            self._emit(self.monitor.watch(rec.id, self.sla_of(rec), local, self._clock()))
         else:
-            self.monitor.forget(rec.id)
+            self.monitor.forget(rec.id, keep_early=rec.state is SliceState.ACTIVATING)
 
     async def _follow_slices(self) -> None:
         for rec in self.manager.slices([SliceState.ACTIVE]):
@@ -215,6 +215,12 @@ class Watchdog:
         alert = self._typed(rec.id, domain, a)
         if alert is None:
             return
+        if rec.state is SliceState.ACTIVATING:
+            # The child is in service before this SP is: what it says counts once the slice is ACTIVE here.
+            self.monitor.hold_early(rec.id, domain, alert)
+            return
+        if rec.state is SliceState.ACTIVE and rec.id not in self.monitor.watched():
+            self.track(rec)  # the alert came before the ACTIVE event
         self._emit(self.monitor.child_alert(rec.id, domain, alert, self._clock()))
 
     def set_mode(self, mode: Mode, delta: float) -> None:

@@ -163,3 +163,37 @@ def test_an_upper_sp_reads_the_sp_it_calls_as_the_source_and_an_operator_reads_t
     assert seen_by(a, Principal("T", Role.PEER_SP), "M1").source_sp == "M1"  # the leaf stays hidden
     assert seen_by(a, Principal("ops", Role.OPERATOR), "M1").source_sp == "L1"
     assert seen_by(a, Principal("alice", Role.CUSTOMER), "M1").source_sp == "L1"
+
+
+def test_child_alerts_for_a_slice_still_activating_fire_once_it_is_watched() -> None:
+    m = Monitor("M1")
+    firing = Alert("x", "latency", Metric.LATENCY_MS, 10.0, 8.0, Severity.CRITICAL, AlertStatus.FIRING, "A", 0.0)
+    assert m.child_alert("s1", "A", firing, 1.0) == []  # not watched: nothing emitted, nothing kept
+    m.hold_early("s1", "A", firing)
+    m.forget("s1", keep_early=True)  # the ACTIVATING state change keeps it
+    (replayed,) = m.watch("s1", SLA, now=2.0)
+    assert replayed.status is AlertStatus.FIRING and replayed.source_sp == "A" and replayed.value == 22.0
+    assert m.open_alerts("s1") == [replayed]
+    assert m.watch("s1", SLA, now=3.0) == []  # replayed once
+
+
+def test_an_early_alert_resolved_before_the_slice_is_watched_or_an_ended_slice_emits_nothing() -> None:
+    m = Monitor("M1")
+    firing = Alert("x", "latency", Metric.LATENCY_MS, 10.0, 8.0, Severity.CRITICAL, AlertStatus.FIRING, "A", 0.0)
+    m.hold_early("s1", "A", firing)
+    m.hold_early("s1", "A", Alert(**{**firing.__dict__, "status": AlertStatus.RESOLVED}))
+    assert m.watch("s1", SLA) == []
+    m.hold_early("s2", "A", firing)
+    m.forget("s2")  # it ended (or fell back to COMMITTED): what its children said is gone
+    assert m.watch("s2", SLA) == []
+
+
+def test_early_alerts_are_kept_for_a_bounded_number_of_slices() -> None:
+    from broker.core.monitoring import MAX_EARLY_SLICES
+
+    m = Monitor("M1")
+    firing = Alert("x", "latency", Metric.LATENCY_MS, 10.0, 8.0, Severity.CRITICAL, AlertStatus.FIRING, "A", 0.0)
+    for i in range(MAX_EARLY_SLICES + 10):
+        m.hold_early(f"s{i}", "A", firing)
+    assert m.watch("s0", SLA) == []  # the oldest were dropped
+    assert len(m.watch(f"s{MAX_EARLY_SLICES + 9}", SLA)) == 1
