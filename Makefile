@@ -29,7 +29,7 @@ test: $(STAMP) lint typecheck
 
 # Every fault sweep of issue 19 (real federations under crashes, hangs and kills): the exhaustive one
 # of make test again, the race kills after Commit, and the demo and data-plane federations with every
-# SP killed at random moments. FEDBROKER_SWEEP_SPS=T,M1,L2 arms only those SPs in the exhaustive sweep.
+# SP killed at random moments. FEDBROKER_SWEEP_ALL=1 arms all seven SPs in the exhaustive sweep.
 sweep: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "sweep or exhaustive"
 
