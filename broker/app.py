@@ -230,7 +230,9 @@ class Broker:
         self.reconciler = Reconciler(self.manager, clock, interval_s=config.reconcile_interval_s)
         self.labs = local
         monitor = Monitor(config.sp_id, clear_s=config.monitoring_clear_s)
-        self.watchdog = Watchdog(self.manager, agents, clock, monitor, qos_loss=self._qos_loss, wim=self.wim)
+        self.watchdog = Watchdog(
+            self.manager, agents, clock, monitor, qos_loss=self._qos_loss, wim=self.wim, store=self.store
+        )
         self.watchdog.set_mode(Mode(config.monitoring_mode), config.monitoring_delta)
         self.metrics: Metrics | None = None
         if config.metrics_listen:

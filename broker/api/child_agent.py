@@ -17,6 +17,7 @@ import grpc
 from broker.api import codec
 from broker.api.status import from_rpc_error
 from broker.core.faults import NO_FAULTS, Faults
+from broker.core.monitoring import Rule
 from capability_catalog.model import SpId, TerminalId
 from capability_catalog.signing import SignedNote
 from domain_agents.base import DomainUsage, Held, SegmentAlert, SegmentEvent, SegmentGrant, SegmentOrder
@@ -226,6 +227,12 @@ class ChildBrokerAgent:
             "ListAlerts", lambda: monitoring.ListAlerts(ref, timeout=self._timeout_s, metadata=self._metadata)
         )
         return [codec.segment_alert_from_pb(a) for a in reply.open]
+
+    async def add_rule(self, handle: str, rule: Rule) -> None:
+        """Have the lower SP evaluate a user rule on its slice ``handle`` (it passes it further down)."""
+        req = pb.AddRuleRequest(slice_id=handle, rule=codec.rule_to_pb(rule))
+        monitoring = pb_grpc.MonitoringStub(self._channel)
+        await self._call("AddRule", lambda: monitoring.AddRule(req, timeout=self._timeout_s, metadata=self._metadata))
 
     async def restore(self, handle: str, committed: bool) -> None:
         """Nothing to re-apply here: the lower-SP keeps its own state."""

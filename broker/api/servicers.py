@@ -421,7 +421,7 @@ class MonitoringServicer(pb_grpc.MonitoringServicer):
         async def call(principal: Principal) -> pb.AlertRule:
             rec = self._owned(principal, pb.SliceRef(slice_id=request.slice_id))
             rule = codec.rule_from_pb(request.rule)
-            self._w.monitor.add_rule(rec.id, rule)
+            await self._w.add_rule(rec, rule)  # here, and pushed down to every lower SP on the path
             return codec.rule_to_pb(rule)
 
         return await self._gate.answer(

@@ -48,7 +48,7 @@ class FollowingChildren(ManagerBase):
             rec = self._store.get(slice_id) if slice_id else None
             seg = next((s for s in rec.segments if s.order_key == key), None) if rec else None
             if rec is not None and rec.state not in FINAL_STATES and seg is not None and seg.state not in RELEASED:
-                # A local domain's state is this broker's own word (a restart restores ACTIVE as COMMITTED).
+                # A local domain's state is this broker's own word, not a report from below.
                 if domain not in self._local and _fix_for(rec.state, seg.state, state) is not None:
                     drifted.append((rec.id, key, state))
                 continue

@@ -263,6 +263,15 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
         for domain, handle, state in self._store.local_holdings():
             if domain in self._agents:
                 await self._agents[domain].restore(handle, committed=state is not S.HELD)
+        # What was in service goes back in service: a restored segment is only held or committed at
+        # its agent, which would neither measure it (monitoring) nor rebuild a data plane that is gone.
+        for domain, handle in sorted(self._store.in_service_local()):
+            if domain in self._agents:
+                try:
+                    await self._agents[domain].activate(handle)
+                except FedError as exc:
+                    log.warning("%s: segment restored but not back in service: %s (terminate or activate again)",
+                                domain, exc)  # fmt: skip
         for wim_handle in self._store.wim_handles():
             await self._wim.restore(wim_handle)
         for rec in self._store.slices([S.RESERVING]):

@@ -185,6 +185,18 @@ def check_rule(
     return Rule(name, m, c, t, for_s=f, severity=sev)
 
 
+def rule_fields(rule: Rule) -> dict[str, object]:
+    """A user rule as the plain fields ``check_rule`` reads back (what the store keeps)."""
+    return {
+        "name": rule.name,
+        "metric": rule.metric.value,
+        "comparison": rule.comparison.value,
+        "threshold": rule.threshold,
+        "for_s": rule.for_s,
+        "severity": rule.severity.value,
+    }
+
+
 @dataclass(frozen=True)
 class Sla:
     """What a slice promises at this SP: its budget, bandwidth, loss, and each segment's latency share."""
@@ -580,5 +592,6 @@ __all__ = [
     "Severity",
     "Sla",
     "check_rule",
+    "rule_fields",
     "sla_rules",
 ]

@@ -7,7 +7,7 @@ links, held labels) is atomic; reads never see half a write.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from broker.core.records import SliceRecord
@@ -70,6 +70,10 @@ class SliceStore(Protocol):
         """(domain, handle, segment state) of each live local segment of a holding slice, oldest first."""
         ...
 
+    def in_service_local(self) -> set[tuple[str, str]]:
+        """(domain, handle) of each local segment in service (ACTIVE) in a slice that is in service."""
+        ...
+
     def wim_handles(self) -> list[str]:
         """WIM handles of the stitched links of holding slices."""
         ...
@@ -88,6 +92,18 @@ class SliceStore(Protocol):
 
     def tasks(self, slice_id: str) -> list[dict[str, Any]]:
         """The task log of a slice."""
+        ...
+
+    def save_rule(self, slice_id: str, name: str, body: Mapping[str, object]) -> None:
+        """Keep a user rule of a slice (as plain data, replacing the one of that name); it goes with its slice."""
+        ...
+
+    def rules(self, slice_id: str) -> list[dict[str, Any]]:
+        """The user rules kept for a slice, oldest first."""
+        ...
+
+    def drop_rules(self, slice_id: str) -> None:
+        """Forget a slice's user rules."""
         ...
 
     def close(self) -> None:

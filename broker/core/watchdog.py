@@ -27,16 +27,29 @@ from broker.core.monitoring import (
     Metric,
     Mode,
     Monitor,
+    Rule,
     Sample,
     Severity,
     Sla,
+    check_rule,
+    rule_fields,
 )
 from broker.core.records import SliceRecord
+from broker.core.storage import SliceStore
 from domain_agents.base import DomainAgent, HealthSample, HealthSource, SegmentAlert, SegmentEvent
-from slicing.errors import FedError, NotFound
-from slicing.model import SliceState
+from slicing.errors import DeadlineExceeded, FedError, InvalidArgument, NotFound, Unavailable
+from slicing.model import FINAL_STATES, SliceState
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class RuleSink(Protocol):
+    """A child that evaluates a user rule on its part of a slice (a lower SP: ``AddRule``)."""
+
+    async def add_rule(self, handle: str, rule: Rule) -> None:
+        """Add (or replace, by name) ``rule`` on the child's slice ``handle``."""
+        ...
 
 
 @runtime_checkable
@@ -73,8 +86,11 @@ class Watchdog:
         monitor: Monitor | None = None,
         qos_loss: Callable[[str], float | None] = lambda _: None,
         wim: object | None = None,
+        store: SliceStore | None = None,
     ) -> None:
         self.manager = manager
+        #: Where user rules are kept, so a restarted SP still evaluates them (None: in memory only).
+        self._store = store
         self._wim = wim
         self.monitor = monitor or Monitor(manager.sp_id)
         self._agents = dict(agents)
@@ -100,13 +116,25 @@ class Watchdog:
         )
 
     def track(self, rec: SliceRecord) -> None:
-        """Watch an ACTIVE slice, forget any other (an ACTIVATING one keeps what its children said)."""
+        """Watch an ACTIVE slice, forget any other (an ACTIVATING one keeps what its children said).
+
+        A slice watched anew gets the user rules kept for it back (``add_rule``); an ended slice's go.
+        """
         if rec.state is SliceState.ACTIVE:
             local = [s.domain for s in rec.segments if s.local]
             local += [wim_segment(ln.a_port, ln.b_port) for ln in rec.links if ln.wim_handle]
+            new = rec.id not in self.monitor.watched()
             self._emit(self.monitor.watch(rec.id, self.sla_of(rec), local, self._clock()))
+            if new and self._store is not None:
+                for body in self._store.rules(rec.id):
+                    try:
+                        self.monitor.add_rule(rec.id, check_rule(**body))
+                    except (InvalidArgument, TypeError) as exc:
+                        log.warning("slice %s: a kept rule cannot be read (%s): %s", rec.id, body, exc)
         else:
             self.monitor.forget(rec.id, keep_early=rec.state is SliceState.ACTIVATING)
+            if rec.state in FINAL_STATES and self._store is not None:
+                self._store.drop_rules(rec.id)
 
     async def _follow_slices(self) -> None:
         for rec in self.manager.slices([SliceState.ACTIVE]):
@@ -223,6 +251,40 @@ class Watchdog:
             self.track(rec)  # the alert came before the ACTIVE event
         self._emit(self.monitor.child_alert(rec.id, domain, alert, self._clock()))
 
+    async def add_rule(self, rec: SliceRecord, rule: Rule) -> None:
+        """A user rule on an active slice, evaluated where the data is.
+
+        This SP evaluates it on the segments it measures itself; every lower SP on the path gets it
+        for its part (and passes it on, down to the leaves), and what fires there comes back up as
+        alerts folded under the rule's name, as the SLA's own do. A lower SP that did not take it is
+        named in ``Unavailable``; adding the rule again retries (a rule replaces one of its name).
+        """
+        self.monitor.add_rule(rec.id, rule)
+        if self._store is not None:
+            self._store.save_rule(rec.id, rule.name, rule_fields(rule))
+        sinks = []
+        for seg in rec.segments:
+            agent: object = self._agents.get(seg.domain)
+            if not seg.local and seg.handle and isinstance(agent, RuleSink):
+                sinks.append((seg.domain, agent.add_rule(seg.handle, rule)))
+        limit = self.manager.child_timeout_s
+        results = await asyncio.gather(*(asyncio.wait_for(call, limit) for _, call in sinks), return_exceptions=True)
+        failed: list[tuple[str, BaseException]] = [
+            (domain, r) for (domain, _), r in zip(sinks, results, strict=True) if isinstance(r, BaseException)
+        ]
+        if failed:
+            for _, r in failed:
+                if not isinstance(r, (FedError, TimeoutError)):
+                    raise r
+            names = ", ".join(d for d, _ in failed)
+            first = failed[0][1]
+            why = f"no answer within {limit:g} s" if isinstance(first, TimeoutError) else str(first)
+            error = DeadlineExceeded if all(isinstance(r, TimeoutError) for _, r in failed) else Unavailable
+            raise error(
+                f"rule '{rule.name}' is evaluated at {self.manager.sp_id}, but {names} did not take it yet "
+                f"({why}); add it again to retry (a rule replaces the one of its name)"
+            )
+
     def set_mode(self, mode: Mode, delta: float) -> None:
         """The operator's switch: normal, or skeleton (link state only, values that moved by more than delta)."""
         self.monitor.mode = mode
@@ -279,4 +341,4 @@ class Watchdog:
                 t.cancel()
 
 
-__all__ = ["LinkStateSource", "Watchdog", "wim_segment"]
+__all__ = ["LinkStateSource", "RuleSink", "Watchdog", "wim_segment"]

@@ -79,6 +79,12 @@ CREATE TABLE IF NOT EXISTS links (
     wim_handle TEXT NOT NULL,
     PRIMARY KEY (slice_id, a_port, b_port)
 );
+CREATE TABLE IF NOT EXISTS rules (
+    slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (slice_id, name)
+);
 CREATE TABLE IF NOT EXISTS tasks (
     slice_id TEXT NOT NULL,
     operation TEXT NOT NULL,
@@ -370,6 +376,24 @@ class SqliteStore:
         ).fetchall()
         return [self._load(r) for r in rows]
 
+    def save_rule(self, slice_id: str, name: str, body: Mapping[str, object]) -> None:
+        """Keep a user rule of a slice (replacing the one of that name); it goes with its slice."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO rules VALUES (?,?,?) ON CONFLICT (slice_id, name) DO UPDATE SET body = excluded.body",
+                (slice_id, name, json.dumps(dict(body), sort_keys=True)),
+            )
+
+    def rules(self, slice_id: str) -> list[dict[str, Any]]:
+        """The user rules kept for a slice, in the order they were first added."""
+        rows = self._db.execute("SELECT body FROM rules WHERE slice_id = ? ORDER BY rowid", (slice_id,)).fetchall()
+        return [json.loads(r["body"]) for r in rows]
+
+    def drop_rules(self, slice_id: str) -> None:
+        """Forget a slice's user rules (it ended)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM rules WHERE slice_id = ?", (slice_id,))
+
     def prune_failed(self, *, before: float, keep: int) -> int:
         """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.
 
@@ -422,6 +446,16 @@ class SqliteStore:
             [*(x.value for x in HOLDING_STATES), *(x.value for x in FINAL_STATES)],
         ).fetchall()
         return [(r["domain"], r["handle"], SliceState(r["state"])) for r in rows]
+
+    def in_service_local(self) -> set[tuple[str, str]]:
+        """(domain, handle) of each local segment in service (ACTIVE) in a slice that is in service."""
+        active = SliceState.ACTIVE.value
+        rows = self._db.execute(
+            "SELECT g.domain, g.handle FROM segments g JOIN slices s ON s.id = g.slice_id "
+            "WHERE s.state = ? AND g.local = 1 AND g.handle != '' AND g.state = ?",
+            (active, active),
+        ).fetchall()
+        return {(r["domain"], r["handle"]) for r in rows}
 
     def wim_handles(self) -> list[str]:
         """WIM handles of the stitched links of holding slices."""

@@ -92,12 +92,12 @@ async def test_agreeing_children_and_busy_slices_are_left_alone(tmp_path: Path) 
 
 
 async def test_a_local_domain_is_not_realigned(tmp_path: Path) -> None:
-    """A local domain's state is the broker's own word: a restart restores an active segment as COMMITTED."""
+    """A local domain's state is the broker's own word, not a lower SP's report: anti-entropy leaves it be."""
     manager, agents = await _world(tmp_path, local=True)
     rec = await manager.commit((await manager.reserve("alice", "r1", req())).id)
     rec = await manager.activate(rec.id)
     seg = next(s for s in rec.segments if s.domain == "L2")
-    await agents["L2"].restore(seg.handle, committed=True)  # what recover() does after a restart
+    await agents["L2"].restore(seg.handle, committed=True)  # only held or committed at the agent now
     await manager.anti_entropy("L2")
     assert _states(manager, agents, rec.id)["L2"] is S.COMMITTED
     assert manager.get(rec.id).state is S.ACTIVE

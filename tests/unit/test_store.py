@@ -253,3 +253,42 @@ def test_failed_records_are_kept_for_the_retention_time_and_count_and_nothing_el
     assert sorted(r.id for r in store.slices()) == ["f7", "f8", "f9", "held", "stuck"]
     assert store.tasks("f0") == []
     assert store.prune_failed(before=0.0, keep=3) == 0
+
+
+def test_user_rules_are_kept_replaced_by_name_survive_a_reopen_and_go_with_their_slice(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.save(record("s1", S.ACTIVE))
+    store.save(record("s2", S.ACTIVE))
+    lossy = {"name": "lossy", "metric": "loss", "comparison": ">", "threshold": 0.01, "for_s": 0.0}
+    store.save_rule("s1", "lossy", lossy)
+    store.save_rule("s1", "slow", {"name": "slow", "metric": "latency_ms", "comparison": ">", "threshold": 5})
+    store.save_rule("s1", "lossy", {**lossy, "threshold": 0.02})  # replaced, keeps its place
+    store.save_rule("s2", "slow", {"name": "slow", "metric": "latency_ms", "comparison": ">", "threshold": 9})
+    assert [r["name"] for r in store.rules("s1")] == ["lossy", "slow"]
+    assert store.rules("s1")[0]["threshold"] == 0.02
+    store.close()
+    reopened = SqliteStore(tmp_path / "s.db")
+    assert [r["threshold"] for r in reopened.rules("s1")] == [0.02, 5]
+    reopened.drop_rules("s1")
+    assert reopened.rules("s1") == [] and len(reopened.rules("s2")) == 1
+    failed = record("s3", S.FAILED)  # holds nothing any more: prunable
+    reopened.save(
+        replace(
+            failed,
+            segments=tuple(replace(g, state=S.TERMINATED) for g in failed.segments),
+            links=tuple(replace(k, wim_handle="") for k in failed.links),
+        )
+    )
+    reopened.save_rule("s3", "slow", {"name": "slow", "metric": "latency_ms", "comparison": ">", "threshold": 1})
+    assert reopened.prune_failed(before=1e12, keep=0) == 1  # a pruned slice's rules go with it
+    assert reopened.rules("s3") == []
+
+
+def test_in_service_local_names_active_local_segments_of_active_slices_only(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    active = record("s1", S.ACTIVE)
+    store.save(replace(active, segments=tuple(replace(g, state=S.ACTIVE) for g in active.segments)))
+    terminating = record("s2", S.TERMINATING)
+    store.save(replace(terminating, segments=tuple(replace(g, state=S.ACTIVE) for g in terminating.segments)))
+    store.save(record("s3", S.COMMITTED))
+    assert store.in_service_local() == {(g.domain, g.handle) for g in active.segments if g.local}
