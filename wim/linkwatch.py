@@ -11,10 +11,11 @@ The broker never forks (see ``wim.netlink``), so the listening happens in a work
 
 An interface is up when it is administratively up and has carrier (IFF_UP and IFF_LOWER_UP): a veth
 whose peer was set down loses its carrier, so both ends report down. A deleted interface is down.
-Only changes are printed. An interface is presumed up when its watch starts (callers watch what they
-have just built and brought up); nothing is read then, so a watch costs no netlink round trip.
-``LinkWatcher.watch`` returns once the worker listens in the namespace, so a link that dies right
-after it was watched is told. The worker ends when its stdin closes, so it never outlives its broker.
+Only changes are printed. Once the worker listens in the namespace it reads the interface once (one
+netlink round trip per watch): one that is down already (a veth set down while the broker was away,
+then watched again at its restart) is told at once; one that is up prints nothing.
+``LinkWatcher.watch`` returns once that is done, so a link that dies right after it was watched is
+told too. The worker ends when its stdin closes, so it never outlives its broker.
 """
 
 from __future__ import annotations
@@ -200,7 +201,31 @@ class _Worker:
             ready = asyncio.Event()
             self.listeners[ns] = asyncio.get_running_loop().create_task(self.listen(ns, ready))
             await ready.wait()
+        # Listening now, so nothing is missed between this read and the next event.
+        up = await self.read_state(ns, ifname)
+        if up is not None:
+            self.emit(key, up)
         self.say({"key": key, "watching": True})
+
+    @staticmethod
+    async def read_state(ns: str, ifname: str) -> bool | None:
+        """Whether ``ifname`` in ``ns`` is up now (False when it does not exist; None when it cannot be read)."""
+        from pyroute2 import AsyncIPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            async with AsyncIPRoute(netns=ns, flags=0) as ipr:
+                reply = await ipr.link("get", ifname=ifname)
+                msgs = [m async for m in reply] if hasattr(reply, "__aiter__") else list(reply)
+        except NetlinkError as exc:
+            if exc.code == 19:  # ENODEV: no such interface, so not up
+                return False
+            log.debug("reading %s in %s: %s", ifname, ns, exc)
+            return None
+        except (OSError, RuntimeError) as exc:  # the namespace went away
+            log.debug("reading %s in %s: %s", ifname, ns, exc)
+            return None
+        return bool(msgs) and _is_up(msgs[0])
 
 
 async def _serve() -> None:

@@ -72,3 +72,42 @@ async def test_netlink_reports_a_veth_set_down_in_a_namespace_without_polling(pr
         with contextlib.suppress(asyncio.CancelledError):
             await reader
         await watcher.close()
+
+
+async def test_a_link_already_down_when_it_is_watched_is_told_at_once_and_an_up_one_says_nothing(prefix: str) -> None:
+    """A broker restarted while a veth was down watches it again: "presumed up" would never tell."""
+    import asyncio
+
+    from wim.linkwatch import LinkChange, LinkWatcher
+
+    ns = netlink.Names(prefix).netns("test", "lw2")
+    await netlink.call(netlink.ensure_ns, ns)
+    await netlink.call(netlink.ensure_veth, ns, f"{prefix}c", ns, f"{prefix}d")
+    await netlink.call(netlink.ensure_veth, ns, f"{prefix}e", ns, f"{prefix}f")
+    subprocess.run(["ip", "-n", ns, "link", "set", f"{prefix}d", "down"], check=True, timeout=10)
+    watcher = LinkWatcher()
+    seen: asyncio.Queue[LinkChange] = asyncio.Queue()
+
+    async def read() -> None:
+        async for change in watcher.changes():
+            await seen.put(change)
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        await watcher.watch("up", ns, f"{prefix}e")  # up with carrier: nothing to tell
+        await watcher.watch("down", ns, f"{prefix}c")  # its peer is down: no carrier
+        first = await asyncio.wait_for(seen.get(), 10)
+        assert (first.key, first.up) == ("down", False)
+        await watcher.watch("gone", ns, f"{prefix}nothere")  # no such interface: down
+        second = await asyncio.wait_for(seen.get(), 10)
+        assert (second.key, second.up) == ("gone", False)
+        await asyncio.sleep(0.5)
+        assert seen.empty()
+        subprocess.run(["ip", "-n", ns, "link", "set", f"{prefix}d", "up"], check=True, timeout=10)
+        back = await asyncio.wait_for(seen.get(), 10)
+        assert (back.key, back.up) == ("down", True)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await watcher.close()
