@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import NoReturn
 
 from capability_catalog.authoring import OfferPolicy
-from capability_catalog.model import CapabilityNote
+from capability_catalog.model import CapabilityNote, SpId
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,39 @@ def offer_of(note: CapabilityNote) -> OfferPolicy:
         address_pools=note.address_pools,
         transit_policy=note.transit_policy,
         price_per_mbps_hour=note.price_per_mbps_hour,
+    )
+
+
+def live_header(
+    sp_id: SpId,
+    offer: OfferPolicy,
+    now: float,
+    *,
+    ttl_s: float,
+    until: float | None,
+    previous: CapabilityNote | None,
+    authored: CapabilityNote | None,
+) -> CapabilityNote:
+    """A leaf's note issued ``now`` with its offer policy and nothing to sell yet (the agent adds its capacity).
+
+    Its version is above ``previous``'s and never below the note file's; it expires ``ttl_s`` later,
+    never after ``until`` (the file's cap).
+    """
+    version = int(now * 1000)
+    if previous is not None:
+        version = max(version, previous.version + 1)
+    if authored is not None:
+        version = max(version, authored.version)  # the file's version is a floor
+    return CapabilityNote(
+        sp_id=sp_id,
+        version=version,
+        issued_at=now,
+        expires_at=expiry(now, ttl_s, until),
+        qos_classes=offer.qos_classes,
+        isolation=offer.isolation,
+        address_pools=offer.address_pools,
+        transit_policy=offer.transit_policy,
+        price_per_mbps_hour=offer.price_per_mbps_hour,
     )
 
 
@@ -94,6 +127,7 @@ __all__ = [
     "expired_warning",
     "expiry",
     "fixes_expiry",
+    "live_header",
     "offer_of",
     "past",
     "refresh_at",

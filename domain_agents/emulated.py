@@ -33,7 +33,7 @@ from capability_catalog.model import (
     Transit,
 )
 from capability_catalog.served import serve, served_problems
-from domain_agents.authored import expiry, past, refresh_in, stop_serving
+from domain_agents.authored import live_header, past, refresh_in, stop_serving
 from domain_agents.base import HealthSample, SegmentGrant, SegmentOrder
 from domain_agents.emulated_books import Allocation, Books, Condition
 from domain_agents.emulated_config import (
@@ -179,23 +179,15 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
 
     def _live_note(self, previous: CapabilityNote | None) -> CapabilityNote:
         """The note of the domain's own facts and free capacity (what an authored note is served over)."""
-        now = self._clock()
-        version = int(now * 1000)
-        if previous is not None:
-            version = max(version, previous.version + 1)
-        if self.config.authored is not None:
-            version = max(version, self.config.authored.version)  # the file's version is a floor
         cfg, offer = self.config, self._offer
-        note = CapabilityNote(
-            sp_id=cfg.id,
-            version=version,
-            issued_at=now,
-            expires_at=expiry(now, cfg.note_ttl_s, cfg.note_expires_at),
-            qos_classes=offer.qos_classes,
-            isolation=offer.isolation,
-            address_pools=offer.address_pools,
-            transit_policy=offer.transit_policy,
-            price_per_mbps_hour=offer.price_per_mbps_hour,
+        note = live_header(
+            cfg.id,
+            offer,
+            self._clock(),
+            ttl_s=cfg.note_ttl_s,
+            until=cfg.note_expires_at,
+            previous=previous,
+            authored=cfg.authored,
         )
         if offer.withdrawn:
             # Withdrawn: a valid note that sells nothing, so every SP above stops using it at once.

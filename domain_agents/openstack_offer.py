@@ -25,7 +25,7 @@ from capability_catalog.model import (
     LabelSet,
     Transit,
 )
-from domain_agents.authored import expiry
+from domain_agents.authored import live_header
 from domain_agents.local import check_request
 from domain_agents.openstack_config import FunctionSpec, OpenStackDomainConfig
 from domain_agents.openstack_model import BANDWIDTH, FUNCTION_SLOTS, Made
@@ -68,44 +68,36 @@ class OpenStackOffer:
         else:
             self.view.used_vnis -= vnis
 
-    def free_slots_at(self, pop: str, function_type: str) -> int:
-        """Free slots of ``function_type`` at ``pop`` (0 when the PoP offers none)."""
+    def free_slots_at(self, pop: str, function_type: str, view: View | None = None) -> int:
+        """Free slots of ``function_type`` at ``pop`` in ``view`` or as last seen (0 when the PoP offers none)."""
         spec = self.functions.get((pop, function_type))
-        return 0 if spec is None else self.free_slots(spec)
+        return 0 if spec is None else self.free_slots(spec, self.view if view is None else view)
 
     def note(self, now: float, previous: CapabilityNote | None, view: View | None = None) -> CapabilityNote:
-        """The note of what is free at ``now`` (its version above ``previous``'s), from ``view`` or the last seen.
+        """The note of what is free at ``now`` (its version above ``previous``'s), in ``view`` or as last seen.
 
         With a note file, this is what the authored note is served over (``capability_catalog.served``):
         its offer policy, its version as a floor, and its ``expires_at`` as a cap (``domain_agents.authored``).
         """
-        version = int(now * 1000)
-        if previous is not None:
-            version = max(version, previous.version + 1)
+        v = self.view if view is None else view
         cfg = self.config
-        if cfg.authored is not None:
-            version = max(version, cfg.authored.version)  # the file's version is a floor
-        offer = cfg.offer
-        seen, self.view = self.view, view if view is not None else self.view
-        try:
-            return CapabilityNote(
-                sp_id=cfg.id,
-                version=version,
-                issued_at=now,
-                expires_at=expiry(now, cfg.note_ttl_s, cfg.note_expires_at),
-                qos_classes=offer.qos_classes,
-                isolation=offer.isolation,
-                address_pools=offer.address_pools,
-                transit_policy=offer.transit_policy,
-                price_per_mbps_hour=offer.price_per_mbps_hour,
-                endpoints=tuple(e.endpoint for e in cfg.endpoints),
-                ports=tuple(replace(p.port, labels=self.free_labels(p.port)) for p in cfg.ports),
-                transit=self.transit(),
-                # Routed: an SP above places a function only on the transit entries that pass its PoP.
-                functions=tuple(FunctionOffer(f.type, f.pop, self.free_slots(f), routed=True) for f in cfg.functions),
-            )
-        finally:
-            self.view = seen
+        header = live_header(
+            cfg.id,
+            cfg.offer,
+            now,
+            ttl_s=cfg.note_ttl_s,
+            until=cfg.note_expires_at,
+            previous=previous,
+            authored=cfg.authored,
+        )
+        return replace(
+            header,
+            endpoints=tuple(e.endpoint for e in cfg.endpoints),
+            ports=tuple(replace(p.port, labels=self.free_labels(p.port, v)) for p in cfg.ports),
+            transit=self.transit(v),
+            # Routed: an SP above places a function only on the transit entries that pass its PoP.
+            functions=tuple(FunctionOffer(f.type, f.pop, self.free_slots(f, v), routed=True) for f in cfg.functions),
+        )
 
     def unheld(self, holdings: Iterable[Made]) -> View:
         """The view with ``holdings`` (what this agent holds) given back and every VNI free (an authored whole)."""
@@ -116,15 +108,15 @@ class OpenStackOffer:
                     full.free.setdefault(pop, {})[cls] = full.free.get(pop, {}).get(cls, 0) + amount
         return full
 
-    def free_labels(self, port: BorderPort) -> LabelSet:
-        used = self.view.used_vnis
+    def free_labels(self, port: BorderPort, view: View) -> LabelSet:
+        used = view.used_vnis
         if not any(v in port.labels for v in used):
             return port.labels
         free = [v for v in port.labels if v not in used]
         return LabelSet.of(LabelRange(v, v) for v in free)
 
-    def free_slots(self, f: FunctionSpec) -> int:
-        free = self.view.free.get(f.pop, {})
+    def free_slots(self, f: FunctionSpec, view: View) -> int:
+        free = view.free.get(f.pop, {})
         limits = [free.get(FUNCTION_SLOTS, 0)]
         if f.vcpu:
             limits.append(free.get("VCPU", 0) // f.vcpu)
@@ -132,25 +124,25 @@ class OpenStackOffer:
             limits.append(free.get("MEMORY_MB", 0) // f.memory_mb)
         return max(0, min(limits))
 
-    def transit(self) -> tuple[Transit, ...]:
+    def transit(self, view: View) -> tuple[Transit, ...]:
         terminals = [(e.endpoint.id, e.pop) for e in self.config.endpoints]
         terminals += [(p.port.id, p.pop) for p in self.config.ports]
         routes = dict(nx.all_pairs_dijkstra(self.graph, weight="latency_ms"))
-        kinds = {f.type for f in self.config.functions if self.free_slots(f) > 0}
+        kinds = {f.type for f in self.config.functions if self.free_slots(f, view) > 0}
         out: list[Transit] = []
         for (ta, pa), (tb, pb) in combinations(terminals, 2):
             dist, path_to = routes[pa]
             if pb not in dist:
                 continue
             cap = min(self.capacity[ta], self.capacity[tb])
-            bw = max(0, min(self.view.free.get(p, {}).get(BANDWIDTH, 0) for p in path_to[pb]))
+            bw = max(0, min(view.free.get(p, {}).get(BANDWIDTH, 0) for p in path_to[pb]))
             out.append(Transit(ta, tb, float(dist[pb]), min(cap, bw)))
             # Per sequence of function types, the walk a reservation of that chain would take.
             for seq in route_sequences(kinds)[1:]:
-                walk = walk_through(self.graph, pa, pb, seq, self.free_slots_at)
+                walk = walk_through(self.graph, pa, pb, seq, lambda pop, kind: self.free_slots_at(pop, kind, view))
                 if walk is None:
                     continue
-                free = max(0, min(self.view.free.get(p, {}).get(BANDWIDTH, 0) for p in walk.pops))
+                free = max(0, min(view.free.get(p, {}).get(BANDWIDTH, 0) for p in walk.pops))
                 out.append(Transit(ta, tb, walk.latency_ms, min(cap, free), functions=seq))
         return tuple(out)
 

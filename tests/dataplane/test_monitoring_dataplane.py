@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from wim import netlink
+from wim.linkwatch import LinkChange, LinkWatcher
 
 pytestmark = pytest.mark.dataplane
 
@@ -41,14 +44,9 @@ def test_a_border_veth_and_a_wim_underlay_down_raise_an_alert_at_the_top_naming_
     assert netlink.leftovers(prefix) == []
 
 
-async def test_netlink_reports_a_veth_set_down_in_a_namespace_without_polling(prefix: str) -> None:
-    import asyncio
-
-    from wim.linkwatch import LinkChange, LinkWatcher
-
-    ns = netlink.Names(prefix).netns("test", "lw")
-    await netlink.call(netlink.ensure_ns, ns)
-    await netlink.call(netlink.ensure_veth, ns, f"{prefix}a", ns, f"{prefix}b")
+@contextlib.asynccontextmanager
+async def link_watcher() -> AsyncIterator[tuple[LinkWatcher, asyncio.Queue[LinkChange]]]:
+    """A link watcher and the queue of every change it tells; closed (worker and reader) afterwards."""
     watcher = LinkWatcher()
     seen: asyncio.Queue[LinkChange] = asyncio.Queue()
 
@@ -58,6 +56,19 @@ async def test_netlink_reports_a_veth_set_down_in_a_namespace_without_polling(pr
 
     reader = asyncio.get_running_loop().create_task(read())
     try:
+        yield watcher, seen
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await watcher.close()
+
+
+async def test_netlink_reports_a_veth_set_down_in_a_namespace_without_polling(prefix: str) -> None:
+    ns = netlink.Names(prefix).netns("test", "lw")
+    await netlink.call(netlink.ensure_ns, ns)
+    await netlink.call(netlink.ensure_veth, ns, f"{prefix}a", ns, f"{prefix}b")
+    async with link_watcher() as (watcher, seen):
         await watcher.warm_up()
         await watcher.watch("a", ns, f"{prefix}a")
         subprocess.run(["ip", "-n", ns, "link", "set", f"{prefix}b", "down"], check=True, timeout=10)
@@ -67,33 +78,16 @@ async def test_netlink_reports_a_veth_set_down_in_a_namespace_without_polling(pr
         again = await asyncio.wait_for(seen.get(), 10)
         assert (again.key, again.up) == ("a", True)
         assert seen.empty()
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        await watcher.close()
 
 
 async def test_a_link_already_down_when_it_is_watched_is_told_at_once_and_an_up_one_says_nothing(prefix: str) -> None:
     """A broker restarted while a veth was down watches it again: "presumed up" would never tell."""
-    import asyncio
-
-    from wim.linkwatch import LinkChange, LinkWatcher
-
     ns = netlink.Names(prefix).netns("test", "lw2")
     await netlink.call(netlink.ensure_ns, ns)
     await netlink.call(netlink.ensure_veth, ns, f"{prefix}c", ns, f"{prefix}d")
     await netlink.call(netlink.ensure_veth, ns, f"{prefix}e", ns, f"{prefix}f")
     subprocess.run(["ip", "-n", ns, "link", "set", f"{prefix}d", "down"], check=True, timeout=10)
-    watcher = LinkWatcher()
-    seen: asyncio.Queue[LinkChange] = asyncio.Queue()
-
-    async def read() -> None:
-        async for change in watcher.changes():
-            await seen.put(change)
-
-    reader = asyncio.get_running_loop().create_task(read())
-    try:
+    async with link_watcher() as (watcher, seen):
         await watcher.watch("up", ns, f"{prefix}e")  # up with carrier: nothing to tell
         await watcher.watch("down", ns, f"{prefix}c")  # its peer is down: no carrier
         first = await asyncio.wait_for(seen.get(), 10)
@@ -106,8 +100,3 @@ async def test_a_link_already_down_when_it_is_watched_is_told_at_once_and_an_up_
         subprocess.run(["ip", "-n", ns, "link", "set", f"{prefix}d", "up"], check=True, timeout=10)
         back = await asyncio.wait_for(seen.get(), 10)
         assert (back.key, back.up) == ("down", True)
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        await watcher.close()
