@@ -37,6 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("dataplane"))
         elif item.get_closest_marker("sweep") is not None or item.get_closest_marker("exhaustive") is not None:
             item.add_marker(pytest.mark.xdist_group(f"sweep-{item.name}"))
-    # The exhaustive sweep (six minutes on its own) first: one worker runs it while the other works
+    # The exhaustive sweep (about five minutes on its own) first: one worker runs it while the other works
     # through the rest, instead of it starting last and running alone.
     items.sort(key=lambda item: item.get_closest_marker("exhaustive") is None)
