@@ -75,6 +75,14 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """Where the SP keeps its slices: ``sqlite`` (``state.db`` in the data directory) or ``postgresql``."""
+
+    backend: str = "sqlite"
+    dsn: str = ""
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """One SP's broker configuration."""
 
@@ -123,6 +131,7 @@ class BrokerConfig:
     domain_kinds: Mapping[str, str] | None = None  # domain id -> "emulated" | "netns" | "openstack"
     dataplane: DataplaneConfig = DataplaneConfig()
     retention: RetentionConfig = RetentionConfig()
+    store: StoreConfig = StoreConfig()
 
 
 def _problem(where: str, found: list[str]) -> ConfigError:
@@ -232,6 +241,17 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         )
     except FedError as exc:
         raise ConfigError(f"{where}{exc}", field="dataplane.prefix") from None
+    if m.store.backend == "postgresql" and not m.store.dsn:
+        raise ConfigError(
+            f"{where}store.dsn: required with backend postgresql, a libpq connection string "
+            "(for example 'host=db.example port=5432 dbname=fedbroker_m1 user=fedbroker')",
+            field="store.dsn",
+        )
+    if m.store.backend == "sqlite" and m.store.dsn:
+        raise ConfigError(
+            f"{where}store.dsn: only for backend postgresql; the sqlite store is state.db in data_dir",
+            field="store.dsn",
+        )
     return BrokerConfig(
         sp_id=m.sp_id,
         listen=m.listen,
@@ -255,6 +275,7 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         monitoring_mode=m.monitoring.mode,
         monitoring_delta=m.monitoring.delta,
         monitoring_clear_s=m.monitoring.clear_s,
+        store=StoreConfig(backend=m.store.backend, dsn=m.store.dsn or ""),
     )
 
 

@@ -1,8 +1,9 @@
 """The store port: what the broker core needs from wherever it keeps its slices (``broker.store`` implements it).
 
-``SqliteStore`` (one SQLite file, the embedded default) implements it; a PostgreSQL store shared by
-several replicas of one SP is the next implementation. Every write of one slice (its row, segments,
-links, held labels) is atomic; reads never see half a write.
+``broker.store`` implements it twice, on one set of queries (``broker/store/sql.py``):
+``SqliteStore`` (one SQLite file, the embedded default) and ``PostgresStore`` (``store: {backend:
+postgresql, dsn: ...}``). Every write of one slice (its row, segments, links, held labels) is
+atomic; reads never see half a write.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Any, Protocol
 from broker.core.records import SliceRecord
 from broker.core.workflow import TaskStatus
 from slicing.model import SliceState
+
+
+class StoreConflict(Exception):
+    """A write the database refused: a request id its requester already used, a database of another SP."""
 
 
 class SliceStore(Protocol):
@@ -111,4 +116,4 @@ class SliceStore(Protocol):
         ...
 
 
-__all__ = ["SliceStore"]
+__all__ = ["SliceStore", "StoreConflict"]

@@ -48,6 +48,10 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         (f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{driver: carrier-pigeon}}\n", "wim.driver"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\ndataplane: {{prefix: eth0}}\n", "dataplane.prefix"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\ndataplane: {{colour: 1}}\n", "dataplane.colour"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{backend: mongodb}}\n", "store.backend: unknown store backend"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{backend: postgresql}}\n", "store.dsn: required with backend"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{dsn: 'host=x'}}\n", "store.dsn: only for backend postgresql"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{backend: postgresql, dsn: 5}}\n", "store.dsn"),
         ("sp_id: L\ndomains: [{id: L, type: quantum}]\n", "domains[0].type"),
         ("sp_id: L\ndomains: [{id: L, type: openstack, pops: [{name: a}]}]\n", "domains[0].auth"),
         (
@@ -140,3 +144,10 @@ def test_null_sections_are_the_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, text))
     assert cfg.wim.driver == "memory" and cfg.security.login_listen == "" and cfg.metrics_listen == ""
     assert cfg.monitoring_mode == "normal" and cfg.domains == () and cfg.activation_timeout_s is None
+
+
+def test_the_store_defaults_to_sqlite_and_postgresql_takes_its_dsn(tmp_path: Path) -> None:
+    base = f"sp_id: T\nlower_sps: [{LOWER}]\n"
+    assert load_config(write(tmp_path, base)).store.backend == "sqlite"
+    cfg = load_config(write(tmp_path, base + "store: {backend: postgresql, dsn: 'host=127.0.0.1 dbname=t'}\n"))
+    assert (cfg.store.backend, cfg.store.dsn) == ("postgresql", "host=127.0.0.1 dbname=t")

@@ -1,0 +1,128 @@
+"""The SP's state on PostgreSQL (``store: {backend: postgresql, dsn: ...}``), with psycopg 3.
+
+The same queries as the SQLite store (``broker/store/sql.py``), the same schema migrations (applied
+under an advisory lock, so brokers starting together migrate once), and the database asked each time
+for what the SQLite store keeps in memory: nothing in this process is taken for the database's truth.
+
+One broker process per database, for now. Replicas of one SP sharing a database need every rule
+that holds across processes (request-id idempotency, label allocation, one operation per slice,
+hold expiry run once) enforced by the database (issue 16); until then a second broker that opens a
+database another one holds is refused at start (a session advisory lock, released by PostgreSQL when
+the holder's connection ends, a ``kill -9`` included), instead of both writing the same slices.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from broker.core.storage import StoreConflict
+from broker.store.schema import POSTGRESQL
+from broker.store.sql import SqlStore
+
+#: Advisory lock keys (any 64-bit numbers, fixed): migrating the schema, and being the one broker.
+_SCHEMA_LOCK = 0x6662_7363_6865_6D61  # "fbschema"
+_BROKER_LOCK = 0x6662_6272_6F6B_6572  # "fbbroker"
+#: A connection attempt to a database that does not answer gives up after this many seconds.
+CONNECT_TIMEOUT_S = 10
+
+
+class StoreUnavailable(RuntimeError):
+    """The database could not be reached or would not let this broker in."""
+
+
+def describe(dsn: str) -> str:
+    """The DSN without its password, fit for a log line or an error."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the configured PostgreSQL database (its dsn does not parse)"
+    parts.pop("password", None)
+    shown = " ".join(f"{k}={v}" for k, v in sorted(parts.items()))
+    return f"PostgreSQL database '{shown}'"
+
+
+def _translated(sql: str) -> str:
+    """``?`` marks as psycopg's ``%s`` (the queries hold no other ``?`` nor any ``%``)."""
+    return sql.replace("?", "%s")
+
+
+class PostgresStore(SqlStore):
+    """Slices and everything under them, in one PostgreSQL database."""
+
+    dialect = POSTGRESQL
+    conflict_errors = (errors.IntegrityError,)
+
+    def __init__(self, dsn: str, *, owner: str | None = None, exclusive: bool = True) -> None:
+        self._where = describe(dsn)
+        try:
+            self._db = psycopg.connect(dsn, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(f"cannot reach the {self._where}: {detail}") from None
+        self._lock = threading.RLock()  # one connection: one statement at a time, whichever thread
+        self._sql: dict[str, str] = {}
+        if exclusive:
+            row = self._db.execute("SELECT pg_try_advisory_lock(%s) AS got", (_BROKER_LOCK,)).fetchone()
+            if not row or not row["got"]:
+                self._db.close()
+                raise StoreUnavailable(
+                    f"another broker holds the {self._where}: one broker process per database "
+                    "(replicas of one SP sharing a database are not supported yet); stop it, or give this "
+                    "broker a database of its own"
+                )
+        try:
+            super().__init__(single_writer=False, owner=owner, where=self._where)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _execute(self, sql: str, args: Sequence[object] = ()) -> Any:
+        text = self._sql.get(sql)
+        if text is None:
+            text = self._sql[sql] = _translated(sql)
+        with self._lock:
+            return self._db.execute(text, args)
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if not rows:
+            return
+        with self._lock, self._db.cursor() as cur:
+            cur.executemany(_translated(sql), rows)
+
+    @contextmanager
+    def _block(self, *, read_only: bool) -> Iterator[None]:
+        with self._lock:
+            if self._db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                yield  # already inside one (a read within a write): it sees the write's snapshot
+                return
+            with self._db.transaction():
+                if read_only:
+                    self._db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield
+
+    def _tx(self) -> AbstractContextManager[None]:
+        return self._block(read_only=False)
+
+    def _snapshot(self) -> AbstractContextManager[None]:
+        return self._block(read_only=True)
+
+    def _select_state_for_update(self) -> str:
+        return "SELECT state FROM slices WHERE id = ? FOR UPDATE"
+
+    def _lock_schema(self) -> None:
+        self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+
+    def close(self) -> None:
+        """Close the connection (its advisory locks go with it)."""
+        self._db.close()
+
+
+__all__ = ["CONNECT_TIMEOUT_S", "PostgresStore", "StoreConflict", "StoreUnavailable", "describe"]
