@@ -84,30 +84,45 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
         for _ in range(5):  # a port taken between probing and binding: try another
             self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
-            started = self._run(
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.root / "server.log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                str(START_TIMEOUT_S),
-                "start",
-                timeout=START_TIMEOUT_S + 10,
-            )
+            started = self._pg_start()
             if started.returncode == 0:
                 return
             log = (self.root / "server.log").read_text(errors="replace")
             if "could not bind" not in log and "Address already in use" not in log:
                 raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()}\n{log[-2000:]}")
         raise RuntimeError("pg_ctl start failed: no free port after 5 tries")
+
+    def _pg_start(self) -> subprocess.CompletedProcess[str]:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        return self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "start",
+            timeout=START_TIMEOUT_S + 10,
+        )
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (a database outage, for the tests that need one)."""
+        done = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {done.stderr.strip()}")
+
+    def resume(self) -> None:
+        """Start the halted server again, on the same port."""
+        started = self._pg_start()
+        if started.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()}")
 
     def dsn(self, dbname: str = "postgres") -> str:
         """The libpq connection string to one database of this server."""
@@ -123,11 +138,11 @@ class PostgresServer:
         return self.dsn(name)
 
     def stop(self) -> None:
-        """Stop the server (fast, then immediate) and remove its folder."""
+        """Stop the server (immediate: its data goes with the folder) and remove its folder."""
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             if self.data.exists():
-                for mode in ("fast", "immediate"):
-                    done = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+                for _ in range(3):
+                    done = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
                     if done.returncode == 0 or "Is server running?" in done.stderr:
                         break
                     time.sleep(0.2)

@@ -13,6 +13,7 @@ the holder's connection ends, a ``kill -9`` included), instead of both writing t
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -26,6 +27,9 @@ from psycopg.rows import dict_row
 from broker.core.storage import StoreConflict
 from broker.store.schema import POSTGRESQL
 from broker.store.sql import SqlStore
+from slicing.errors import Unavailable
+
+log = logging.getLogger("broker.store")
 
 #: Advisory lock keys (any 64-bit numbers, fixed): migrating the schema, and being the one broker.
 _SCHEMA_LOCK = 0x6662_7363_6865_6D61  # "fbschema"
@@ -62,51 +66,87 @@ class PostgresStore(SqlStore):
 
     def __init__(self, dsn: str, *, owner: str | None = None, exclusive: bool = True) -> None:
         self._where = describe(dsn)
-        try:
-            self._db = psycopg.connect(dsn, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)
-        except psycopg.OperationalError as exc:
-            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise StoreUnavailable(f"cannot reach the {self._where}: {detail}") from None
+        self._dsn = dsn
+        self._exclusive = exclusive
         self._lock = threading.RLock()  # one connection: one statement at a time, whichever thread
         self._sql: dict[str, str] = {}
-        if exclusive:
-            row = self._db.execute("SELECT pg_try_advisory_lock(%s) AS got", (_BROKER_LOCK,)).fetchone()
-            if not row or not row["got"]:
-                self._db.close()
-                raise StoreUnavailable(
-                    f"another broker holds the {self._where}: one broker process per database "
-                    "(replicas of one SP sharing a database are not supported yet); stop it, or give this "
-                    "broker a database of its own"
-                )
+        self._db = self._connect()
         try:
             super().__init__(single_writer=False, owner=owner, where=self._where)
         except BaseException:
             self._db.close()
             raise
 
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        """A new connection, holding the one-broker lock when ``exclusive``; StoreUnavailable when it cannot."""
+        try:
+            db = psycopg.connect(self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(f"cannot reach the {self._where}: {detail}") from None
+        if self._exclusive:
+            row = db.execute("SELECT pg_try_advisory_lock(%s) AS got", (_BROKER_LOCK,)).fetchone()
+            if not row or not row["got"]:
+                db.close()
+                raise StoreUnavailable(
+                    f"another broker holds the {self._where}: one broker process per database "
+                    "(replicas of one SP sharing a database are not supported yet); stop it, or give this "
+                    "broker a database of its own"
+                )
+        return db
+
+    def _usable(self) -> psycopg.Connection[dict[str, Any]]:
+        """The connection, made again after it was lost (the database restarted, the network cut)."""
+        if self._db.closed or self._db.broken:
+            try:
+                self._db = self._connect()
+            except StoreUnavailable as exc:
+                raise Unavailable(f"store: {exc}") from None
+            log.warning("store: connected again to the %s", self._where)
+        return self._db
+
+    def _lost(self, exc: psycopg.OperationalError) -> Unavailable:
+        """The error a call gets when the database stopped answering in the middle of it."""
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if not self._db.closed:  # told once, not again by the transaction that ends with it
+            log.error("store: lost the %s (%s); reconnecting at the next call", self._where, detail)
+            self._db.close()
+        return Unavailable(f"store: lost the {self._where} ({detail}); the broker reconnects at its next call")
+
     def _execute(self, sql: str, args: Sequence[object] = ()) -> Any:
         text = self._sql.get(sql)
         if text is None:
             text = self._sql[sql] = _translated(sql)
         with self._lock:
-            return self._db.execute(text, args)
+            try:
+                return self._usable().execute(text, args)
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         if not rows:
             return
-        with self._lock, self._db.cursor() as cur:
-            cur.executemany(_translated(sql), rows)
+        with self._lock:
+            try:
+                with self._usable().cursor() as cur:
+                    cur.executemany(_translated(sql), rows)
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
 
     @contextmanager
     def _block(self, *, read_only: bool) -> Iterator[None]:
         with self._lock:
-            if self._db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            db = self._usable()
+            if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 yield  # already inside one (a read within a write): it sees the write's snapshot
                 return
-            with self._db.transaction():
-                if read_only:
-                    self._db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield
+            try:
+                with db.transaction():
+                    if read_only:
+                        db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
 
     def _tx(self) -> AbstractContextManager[None]:
         return self._block(read_only=False)
@@ -118,7 +158,7 @@ class PostgresStore(SqlStore):
         return "SELECT state FROM slices WHERE id = ? FOR UPDATE"
 
     def _lock_schema(self) -> None:
-        self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        self._execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
 
     def close(self) -> None:
         """Close the connection (its advisory locks go with it)."""

@@ -24,7 +24,10 @@ from broker.store.schema import LATEST, SQLITE, SchemaTooNew
 from broker.store.sql import SqlStore, statements
 from broker.store.sqlite import SqliteStore
 from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
+from slicing.errors import Unavailable
 from slicing.model import PortConstraint, SliceRequest, SliceState
+from tests.conftest import require_postgresql
+from tests.postgres import PostgresServer, find_bindir
 
 S = SliceState
 REQ = SliceRequest(
@@ -423,3 +426,28 @@ def test_an_unreachable_postgresql_is_named_without_its_password() -> None:
         with pytest.raises(StoreUnavailable, match=f"cannot reach the PostgreSQL database .*port={port}") as exc:
             PostgresStore(dsn)
     assert "hunter2" not in str(exc.value) and "dbname=slices" in str(exc.value)
+
+
+def test_a_postgresql_outage_is_unavailable_and_the_store_reconnects_once_it_is_back() -> None:
+    require_postgresql()
+    bindir = find_bindir()
+    assert bindir is not None
+    server = PostgresServer(bindir)  # a server of its own: the outage must not reach other tests
+    try:
+        server.start()
+        dsn = server.new_database()
+        store = PostgresStore(dsn, owner="T")
+        store.save(record("s1", S.HELD))
+        server.halt()
+        with pytest.raises(Unavailable, match="store: lost the PostgreSQL database"):
+            store.get("s1")
+        with pytest.raises(Unavailable, match="store: cannot reach the PostgreSQL database"):
+            store.save(record("s2", S.HELD))
+        server.resume()
+        assert store.get("s1") == record("s1", S.HELD)  # connected again, nothing lost
+        store.save(record("s2", S.HELD))
+        with pytest.raises(StoreUnavailable, match="another broker holds"):
+            PostgresStore(dsn)  # the new connection took the one-broker lock again
+        store.close()
+    finally:
+        server.stop()
