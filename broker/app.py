@@ -196,11 +196,14 @@ class Broker:
         self._lower_channels: dict[str, grpc.aio.Channel] = {}
         for lower in config.lower_sps:
             # The lower-SP's certificate must name its SP id, whatever address it is reached at.
-            channel = open_channel(lower.address, self.identity if self.tls else None, server_name=lower.id)
+            # Replicas (several addresses): calls spread over those that pass gRPC health checks.
+            channel = open_channel(
+                lower.target, self.identity if self.tls else None, server_name=lower.id, balanced=lower.balanced
+            )
             self._lower_channels[lower.id] = channel
             agents[lower.id] = ChildBrokerAgent(
                 lower.id,
-                lower.address,
+                ",".join(lower.addresses) or lower.address,
                 requester=config.sp_id,
                 timeout_s=config.lower_timeout_s,
                 channel=channel,

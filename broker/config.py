@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,35 @@ class LowerSp:
     id: str
     address: str
     keys: tuple[str, ...] = ()
+    #: Every address the lower SP answers at (its replicas); ``address`` is the first.
+    addresses: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        """The gRPC target: the address, or a static list of them (``ipv4:A,B``) for client-side balancing."""
+        return channel_target(self.addresses or (self.address,))
+
+    @property
+    def balanced(self) -> bool:
+        """Whether calls are spread over several replicas."""
+        return len(self.addresses) > 1
+
+
+def _ip_literal(address: str) -> int:
+    """4 or 6 for an ``IP:PORT`` (``[v6]:PORT``) address, 0 for a host name."""
+    host, _, _ = address.rpartition(":")
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version
+    except ValueError:
+        return 0
+
+
+def channel_target(addresses: Sequence[str]) -> str:
+    """One address as it is; several as gRPC's static list of one family (it resolves no host names)."""
+    if len(addresses) == 1:
+        return addresses[0]
+    family = _ip_literal(addresses[0])
+    return f"ipv{family}:" + ",".join(addresses)
 
 
 @dataclass(frozen=True)
@@ -184,8 +214,36 @@ def _lowers(m: BrokerFile, where: str, seen_ids: set[str]) -> list[LowerSp]:
         if entry.id in seen_ids:
             raise ConfigError(f"{where}{path}.id: '{entry.id}' is used twice", field=f"{path}.id")
         seen_ids.add(entry.id)
-        lowers.append(LowerSp(entry.id, entry.address, tuple(entry.keys)))
+        addresses = _addresses(entry.address, entry.addresses, where, path)
+        lowers.append(LowerSp(entry.id, addresses[0], tuple(entry.keys), addresses if len(addresses) > 1 else ()))
     return lowers
+
+
+def _addresses(address: str | None, addresses: list[str] | None, where: str, field: str) -> tuple[str, ...]:
+    """A lower-SP entry's addresses: ``address``, or ``addresses`` (IP literals of one family when several)."""
+    path = f"{where}{field}"
+    if address and addresses:
+        raise ConfigError(f"{path}: give address or addresses, not both", field=f"{field}.addresses")
+    if not address and not addresses:
+        raise ConfigError(
+            f"{path}.address: required, the lower-SP's HOST:PORT (or addresses: a list of them, for a lower SP "
+            "run as replicas)",
+            field=f"{field}.address",
+        )
+    found = tuple(addresses or (str(address),))
+    if len(set(found)) != len(found):
+        raise ConfigError(f"{path}.addresses: an address is listed twice", field=f"{field}.addresses")
+    if len(found) > 1:
+        families = [_ip_literal(a) for a in found]
+        for k, family in enumerate(families):
+            if family == 0 or family != families[0]:
+                say = "an IP address and port" if family == 0 else f"of one address family (IPv{families[0]})"
+                raise ConfigError(
+                    f"{path}.addresses[{k}]: {found[k]!r}: with several addresses each must be {say}, "
+                    "as gRPC's static address list resolves no host names",
+                    field=f"{field}.addresses[{k}]",
+                )
+    return found
 
 
 def _domains(m: BrokerFile, where: str, seen_ids: set[str]) -> tuple[list[DomainConfig], dict[str, str]]:

@@ -65,7 +65,12 @@ class LowerSpEntry(BaseModel):
 
     model_config = STRICT
     id: Name
-    address: Name
+    # One of the two: ``address``, or ``addresses`` for a lower SP run as several replicas (calls are
+    # spread over them and go to the others when one dies).
+    address: Annotated[str | None, BeforeValidator(optional(text("must be the lower-SP's HOST:PORT")))] = None
+    addresses: Annotated[
+        list[HostPort] | None, BeforeValidator(optional(listed("a list of HOST:PORT", nonempty=True)))
+    ] = None
     keys: Annotated[
         list[Annotated[str, BeforeValidator(text("must be a public key as printed by `fedbroker keys init`"))]],
         BeforeValidator(listed(f"required, {KEYS_SAY}", nonempty=True)),
