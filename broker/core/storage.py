@@ -111,6 +111,22 @@ class SliceStore(Protocol):
         """Forget a slice's user rules."""
         ...
 
+    def try_lock(self, key: str) -> bool:
+        """Take the lock on ``key`` that every broker process sharing this store sees, unless another holds it.
+
+        A store only one process uses has no one else to exclude: always True (the process's own
+        asyncio lock orders its operations).
+        """
+        ...
+
+    def unlock(self, key: str) -> None:
+        """Give back a lock ``try_lock`` took."""
+        ...
+
+    def locked_elsewhere(self, key: str) -> bool:
+        """Whether another broker process sharing this store holds the lock on ``key`` now."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...

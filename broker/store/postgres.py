@@ -34,6 +34,8 @@ log = logging.getLogger("broker.store")
 #: Advisory lock keys (any 64-bit numbers, fixed): migrating the schema, and being the one broker.
 _SCHEMA_LOCK = 0x6662_7363_6865_6D61  # "fbschema"
 _BROKER_LOCK = 0x6662_6272_6F6B_6572  # "fbbroker"
+#: The first of the two keys of every lock on a slice or request id ("fb").
+_KEY_LOCKS = 0x6662
 #: A connection attempt to a database that does not answer gives up after this many seconds.
 CONNECT_TIMEOUT_S = 10
 
@@ -153,6 +155,32 @@ class PostgresStore(SqlStore):
 
     def _snapshot(self) -> AbstractContextManager[None]:
         return self._block(read_only=True)
+
+    # Locks on keys (slices, request ids), seen by every process on the database: PostgreSQL's
+    # advisory locks of two 32-bit keys (a key space apart from the one-key locks above), held by
+    # this process's session until given back or until its connection ends (a kill -9 included). A
+    # store that is the only broker on its database (``exclusive``) has no one to exclude.
+
+    def try_lock(self, key: str) -> bool:
+        if self._exclusive:
+            return True
+        row = self._execute("SELECT pg_try_advisory_lock(?, hashtext(?)) AS got", (_KEY_LOCKS, key)).fetchone()
+        return bool(row and row["got"])
+
+    def unlock(self, key: str) -> None:
+        if not self._exclusive and not self._db.closed:
+            self._execute("SELECT pg_advisory_unlock(?, hashtext(?))", (_KEY_LOCKS, key))
+
+    def locked_elsewhere(self, key: str) -> bool:
+        if self._exclusive:
+            return False
+        row = self._execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+            "AND classid = ?::oid AND objid = (hashtext(?)::bigint & 4294967295)::oid "
+            "AND pid <> pg_backend_pid()) AS held",
+            (_KEY_LOCKS, key),
+        ).fetchone()
+        return bool(row and row["held"])
 
     def _select_state_for_update(self) -> str:
         return "SELECT state FROM slices WHERE id = ? FOR UPDATE"

@@ -117,6 +117,19 @@ class SqlStore:
         """Release the connection."""
         raise NotImplementedError
 
+    # --- locks shared with other broker processes (none: one process per database) ----------------
+
+    def try_lock(self, key: str) -> bool:
+        """Always taken: no other process uses this database (see ``SliceStore.try_lock``)."""
+        return True
+
+    def unlock(self, key: str) -> None:
+        """Nothing to give back."""
+
+    def locked_elsewhere(self, key: str) -> bool:
+        """Never: no other process uses this database."""
+        return False
+
     # --- the schema -------------------------------------------------------------------------------
 
     def schema_version(self) -> int:
