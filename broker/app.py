@@ -159,7 +159,11 @@ class Broker:
         self.audit = AuditLog(config.sp_id, config.audit_log_path, clock)
         self.identity = ClientIdentity(config.sp_id, self.tls, self.minter)
         self.store = open_store(
-            config.store.backend, path=config.data_dir / "state.db", dsn=config.store.dsn, owner=config.sp_id
+            config.store.backend,
+            path=config.data_dir / "state.db",
+            dsn=config.store.dsn,
+            owner=config.sp_id,
+            replicas=config.store.replicas,
         )
         trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
         self.catalog = Catalog(
