@@ -319,6 +319,8 @@ class Broker:
             self._spawn(
                 follow_presence(lower.id, lower.address, self._lower_channels[lower.id]), f"presence-{lower.id}"
             )
+        if self.config.store.replicas:  # what the other replicas change, told to this one's watchers
+            self._spawn(self.store.follow_changes(self.manager.changed_elsewhere), "replica-changes")
         self._spawn(self._prune_failed(), "prune-failed")
         self._spawn(self.watchdog.run(self._stop), "watchdog")
         server = grpc.aio.server(

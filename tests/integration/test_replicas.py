@@ -9,7 +9,8 @@ killed -9 in the middle of the orders and started again. Afterwards, read at eve
   the same slice;
 * every slice is committed at T and at both leaves, or released everywhere;
 * no VNI is used twice on the leaves' link;
-* terminating through any replica leaves nothing held anywhere.
+* terminating through any replica leaves nothing held anywhere;
+* a customer watching one replica hears every slice committed and terminated, by whichever replica.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ async def test_three_replicas_of_the_top_share_orders_and_survive_a_kill(
         await fed.wait_terminals(name, ["L1.ep", "L2.ep"])
     replicas = [fed.sps[name] for name in names]
 
+    # A customer watching the third replica, which runs few of the operations: it must hear them all.
+    seen: dict[str, list[int]] = {}
+
+    async def watch() -> None:
+        async for ev in replicas[2].slices.Watch(pb.WatchRequest()):
+            seen.setdefault(ev.slice_id, []).append(ev.state)
+
+    watcher = asyncio.ensure_future(watch())
+    await asyncio.sleep(0.2)  # subscribed before the first order
     counter = itertools.count()
     answered: dict[str, pb.Slice] = {}
     refused: dict[str, str] = {}
@@ -143,3 +153,15 @@ async def test_three_replicas_of_the_top_share_orders_and_survive_a_kill(
         ended = await _call(replicas, k, "Terminate", pb.SliceRef(slice_id=slice_id))
         assert ended.state == pb.SLICE_STATE_TERMINATED
     await fed.wait_idle("L1", "L2", "T")
+
+    # The watcher of the third replica heard every slice committed and terminated, whoever did it.
+    def unheard() -> list[str]:
+        want = (pb.SLICE_STATE_COMMITTED, pb.SLICE_STATE_TERMINATED)
+        return [sid for sid in ids.values() if not all(w in seen.get(sid, []) for w in want)]
+
+    for _ in range(50):  # the last notices may still be on their way (bounded: 5 s)
+        if not unheard():
+            break
+        await asyncio.sleep(0.1)
+    watcher.cancel()
+    assert not unheard(), {sid: seen.get(sid) for sid in unheard()[:3]}
