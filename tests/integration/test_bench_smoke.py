@@ -54,5 +54,8 @@ def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path:
     for backend in ("sqlite", "postgresql"):
         assert result[f"store_{backend}_reserve_commit_per_s"] > 0 and result[f"store_{backend}_cpu_ms_per_slice"] > 0
     assert result["store_postgresql_db_cpu_ms_per_slice"] > 0
+    for n in (2, 3):  # one SP as n processes on one database, and a client's wait after one is killed
+        assert result[f"store_postgresql_{n}_replicas_reserve_commit_per_s"] > 0
+        assert 0 < result[f"failover_s_{n}_replicas"] < 30
     table = (tmp_path / "results.md").read_text()
     assert all(f"`{k}`" in table for k in REQUIRED_KEYS)
