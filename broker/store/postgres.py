@@ -1,14 +1,13 @@
 """The SP's state on PostgreSQL (``store: {backend: postgresql, dsn: ...}``), with psycopg 3.
 
-The same queries as the SQLite store (``broker/store/sql.py``), the same schema migrations (applied
-under an advisory lock, so brokers starting together migrate once), and the database asked each time
-for what the SQLite store keeps in memory: nothing in this process is taken for the database's truth.
+The same queries as the SQLite store (``broker/store/sql.py``) and the same schema migrations
+(applied under an advisory lock, so brokers starting together migrate once). A broker alone on its
+database keeps in memory what the SQLite store keeps; replicas ask the database each time.
 
-One broker process per database, for now. Replicas of one SP sharing a database need every rule
-that holds across processes (request-id idempotency, label allocation, one operation per slice,
-hold expiry run once) enforced by the database (issue 16); until then a second broker that opens a
-database another one holds is refused at start (a session advisory lock, released by PostgreSQL when
-the holder's connection ends, a ``kill -9`` included), instead of both writing the same slices.
+Without ``replicas`` (``exclusive``), one broker process per database: a second one is refused at
+start (a session advisory lock, released by PostgreSQL when the holder's connection ends, a ``kill -9``
+included). With it, the processes share locks on slices and request ids (advisory locks of two keys),
+and each state change is NOTIFYed in its writing transaction, so every replica's watchers hear it.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from psycopg.rows import dict_row
 from broker.core.records import SliceRecord
 from broker.core.storage import StoreConflict
 from broker.store.schema import POSTGRESQL
-from broker.store.sql import SqlStore
+from broker.store.sql import SqlStore, nothing
 from slicing.errors import Unavailable
 from slicing.model import SliceState
 
@@ -80,7 +79,8 @@ class PostgresStore(SqlStore):
         self._sql: dict[str, str] = {}
         self._db = self._connect()
         try:
-            super().__init__(single_writer=False, owner=owner, where=self._where)
+            # The only broker on its database (exclusive) is its only writer: it may keep what it wrote.
+            super().__init__(single_writer=exclusive, owner=owner, where=self._where)
         except BaseException:
             self._db.close()
             raise
@@ -160,6 +160,8 @@ class PostgresStore(SqlStore):
         return self._block(read_only=False)
 
     def _snapshot(self) -> AbstractContextManager[None]:
+        if self._exclusive:  # no other writer, and no await between the reads: they see one state
+            return nothing()
         return self._block(read_only=True)
 
     # Locks on keys (slices, request ids), seen by every process on the database: PostgreSQL's
