@@ -49,17 +49,24 @@ class KeyLock:
 
     POLL_S = (0.005, 0.1)
 
-    def __init__(self, key: str, store: SliceStore) -> None:
+    def __init__(self, key: str, store: SliceStore, forget: Callable[[str, KeyLock], None]) -> None:
         self._key = key
         self._store = store
         self._local = asyncio.Lock()
+        self._users = 0  # holding it or waiting for it
+        self._forget = forget
 
     def locked(self) -> bool:
         """Whether an operation in this process holds or is taking it."""
         return self._local.locked()
 
     async def __aenter__(self) -> None:
-        await self._local.acquire()
+        self._users += 1
+        try:
+            await self._local.acquire()
+        except BaseException:
+            self._left()
+            raise
         try:
             pause, longest = self.POLL_S
             while not self._store.try_lock(self._key):
@@ -67,6 +74,7 @@ class KeyLock:
                 pause = min(pause * 2, longest)
         except BaseException:
             self._local.release()
+            self._left()
             raise
 
     async def __aexit__(self, *exc: object) -> None:
@@ -74,6 +82,12 @@ class KeyLock:
             self._store.unlock(self._key)
         finally:
             self._local.release()
+            self._left()
+
+    def _left(self) -> None:
+        self._users -= 1
+        if self._users == 0:  # no one holds or awaits it: the manager keeps no lock per slice ever seen
+            self._forget(self._key, self)
 
 
 class ManagerBase:
@@ -125,8 +139,12 @@ class ManagerBase:
     def _lock(self, key: str) -> KeyLock:
         lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[key] = KeyLock(key, self._store)
+            lock = self._locks[key] = KeyLock(key, self._store, self._forget_lock)
         return lock
+
+    def _forget_lock(self, key: str, lock: KeyLock) -> None:
+        if self._locks.get(key) is lock:
+            del self._locks[key]
 
     def slice_lock(self, slice_id: str) -> KeyLock:
         """The lock every operation on the slice holds while it runs (in every process sharing the store)."""

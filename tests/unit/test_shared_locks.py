@@ -71,6 +71,10 @@ def test_one_broker_per_database_and_sqlite_have_no_one_to_exclude(pg_dsn: str, 
         store.close()
 
 
+def _keep(key: str, lock: KeyLock) -> None:
+    """A lock nobody else keeps a table of."""
+
+
 async def test_key_locks_of_two_processes_never_overlap(two: tuple[PostgresStore, PostgresStore]) -> None:
     a, b = two
     inside: list[str] = []
@@ -86,7 +90,9 @@ async def test_key_locks_of_two_processes_never_overlap(two: tuple[PostgresStore
                 inside.remove(name)
             await asyncio.sleep(0)
 
-    await asyncio.wait_for(asyncio.gather(worker("a", KeyLock("T-1", a)), worker("b", KeyLock("T-1", b))), timeout=30)
+    await asyncio.wait_for(
+        asyncio.gather(worker("a", KeyLock("T-1", a, _keep)), worker("b", KeyLock("T-1", b, _keep))), timeout=30
+    )
     assert not overlaps, overlaps[:3]
     assert not a.locked_elsewhere("T-1") and not b.locked_elsewhere("T-1")  # both given back
 
@@ -120,3 +126,22 @@ async def test_a_restart_leaves_a_reservation_another_process_runs_and_releases_
     assert b.state_of("T-run") is S.RESERVING  # left to the process running it
     assert b.state_of("T-orphan") in (S.ABORTING, S.FAILED)  # no one ran it: released
     assert not b.locked_elsewhere("T-orphan")
+
+
+async def test_the_manager_forgets_a_lock_once_no_one_holds_or_awaits_it(tmp_path: Path) -> None:
+    manager = await _manager(SqliteStore(tmp_path / "s.db"))  # type: ignore[arg-type]
+    order: list[int] = []
+
+    async def hold(k: int) -> None:
+        async with manager.slice_lock("T-1"):
+            order.append(k)
+            assert manager.busy("T-1")
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(*(hold(k) for k in range(5)))
+    assert order == [0, 1, 2, 3, 4]  # in the order they asked
+    assert manager._locks == {} and not manager.busy("T-1")
+    with pytest.raises(RuntimeError):
+        async with manager.slice_lock("T-2"):
+            raise RuntimeError("an operation that fails")
+    assert manager._locks == {}
