@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
+from broker.core.records import LinkRecord, OrderRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
 from broker.core.workflow import TaskStatus
 from capability_catalog.model import LabelType, TerminalId
 from slicing.model import FINAL_STATES, HOLDING_STATES, SliceState
@@ -84,6 +84,14 @@ CREATE TABLE IF NOT EXISTS rules (
     name TEXT NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (slice_id, name)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id TEXT PRIMARY KEY,
+    requester TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (requester, request_id)
 );
 CREATE TABLE IF NOT EXISTS tasks (
     slice_id TEXT NOT NULL,
@@ -394,6 +402,71 @@ class SqliteStore:
         with self._tx() as db:
             db.execute("DELETE FROM rules WHERE slice_id = ?", (slice_id,))
 
+    def save_order(self, order: OrderRecord) -> None:
+        """Insert or update a service order (its key, requester and request id, never changes)."""
+        body = json.dumps(
+            {
+                "hold_only": order.hold_only,
+                "hold_time_s": order.hold_time_s,
+                "description": order.description,
+                "completed_at": order.completed_at,
+                "cancelled_at": order.cancelled_at,
+            }
+        )
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO orders VALUES (?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                (order.id, order.requester, order.request_id, order.created_at, body),
+            )
+
+    def drop_order(self, order_id: str) -> None:
+        """Forget a service order (its Reserve was refused before any slice was recorded)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM orders WHERE id = ?", (order_id,))
+
+    @staticmethod
+    def _order(row: sqlite3.Row) -> OrderRecord:
+        body = json.loads(row["body"])
+        return OrderRecord(
+            id=row["id"],
+            requester=row["requester"],
+            request_id=row["request_id"],
+            created_at=row["created_at"],
+            hold_only=bool(body.get("hold_only", False)),
+            hold_time_s=float(body.get("hold_time_s", 0.0)),
+            description=str(body.get("description", "")),
+            completed_at=float(body.get("completed_at", 0.0)),
+            cancelled_at=float(body.get("cancelled_at", 0.0)),
+        )
+
+    def order(self, order_id: str) -> OrderRecord | None:
+        """The service order with that id, or None."""
+        row = self._db.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return self._order(row) if row else None
+
+    def order_by_request(self, requester: str, request_id: str) -> OrderRecord | None:
+        """The service order a requester placed with that request id (its externalId), or None."""
+        row = self._db.execute(
+            "SELECT * FROM orders WHERE requester = ? AND request_id = ?", (requester, request_id)
+        ).fetchone()
+        return self._order(row) if row else None
+
+    def orders(self, *, requester: str | None = None, request_id: str = "", limit: int = 500) -> list[OrderRecord]:
+        """Up to ``limit`` service orders (of ``requester``, or everyone's for None), newest first."""
+        where, args = [], []
+        if requester is not None:
+            where.append("requester = ?")
+            args.append(requester)
+        if request_id:
+            where.append("request_id = ?")
+            args.append(request_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(
+            f"SELECT * FROM orders {clause} ORDER BY created_at DESC, id DESC LIMIT ?",  # noqa: S608 - only ? marks
+            [*args, limit],
+        ).fetchall()
+        return [self._order(r) for r in rows]
+
     def prune_failed(self, *, before: float, keep: int) -> int:
         """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.
 
@@ -416,6 +489,12 @@ class SqliteStore:
             ]
             for slice_id in ids:  # segments and links go with their slice (ON DELETE CASCADE)
                 db.execute("DELETE FROM tasks WHERE slice_id = ?", (slice_id,))
+                # A service order goes with the failed slice it placed (the same retention).
+                db.execute(
+                    "DELETE FROM orders WHERE (requester, request_id) IN "
+                    "(SELECT requester, request_id FROM slices WHERE id = ?)",
+                    (slice_id,),
+                )
                 db.execute("DELETE FROM slices WHERE id = ?", (slice_id,))
                 self._parts.pop(slice_id, None)
         return len(ids)
