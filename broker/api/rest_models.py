@@ -205,7 +205,7 @@ class ServiceSpecificationOut(BaseModel):
     model_config = _OUT
     id: str
     href: str
-    name: str
+    name: str = ""
     description: str = ""
     version: str = ""
     lifecycleStatus: str = "Active"  # noqa: N815

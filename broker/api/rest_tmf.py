@@ -268,18 +268,18 @@ class TmfApi:
 
     async def list_orders(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """``GET /serviceOrder``."""
-        state = request.query.get("state", "")
+        state = request.query.get("state")
         try:
-            states = [OrderState(state)] if state else []
+            states = [OrderState(state)] if state is not None else []
         except ValueError:
             raise InvalidArgument("state", f"one of {', '.join(OrderState)}, got {state[:30]!r}") from None
-        external = request.query.get("externalId", "")
-        if external:
+        external = request.query.get("externalId")
+        if external is not None:
             codec.check_id(external, "externalId")
         views = self._orders.page(
             self._requester(principal),
             states=states,
-            external_id=external,
+            external_id=external or "",
             offset=query_int(request, "offset", 0, 0, MAX_OFFSET),
             limit=query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE_SIZE),
         )
@@ -317,8 +317,8 @@ class TmfApi:
 
     async def list_services(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """``GET /service``."""
-        state = request.query.get("state", "")
-        if state and state not in SERVICE_STATE.values():
+        state = request.query.get("state")
+        if state is not None and state not in SERVICE_STATE.values():
             known = ", ".join(sorted(set(SERVICE_STATE.values())))
             raise InvalidArgument("state", f"one of {known}, got {state[:30]!r}")
         states = [s for s, name in SERVICE_STATE.items() if name == state]
