@@ -24,12 +24,14 @@ cancelled           cancelled, and the slice released
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from broker.core.events import SliceEvent
 from broker.core.lifecycle import SliceManager
 from broker.core.records import OrderRecord, SliceRecord
 from broker.core.storage import SliceStore
@@ -266,14 +268,15 @@ class OrderDesk:
         events = self._m.watch()
         self.resume()
         waiting_stop = asyncio.ensure_future(stop.wait())
+        nxt: asyncio.Future[SliceEvent] | None = None
         try:
             while not stop.is_set():
                 nxt = asyncio.ensure_future(anext(events))
                 await asyncio.wait((nxt, waiting_stop), return_when=asyncio.FIRST_COMPLETED)
                 if not nxt.done():
-                    nxt.cancel()
                     break
                 ev = nxt.result()
+                nxt = None
                 if ev.alert is not None:
                     continue
                 rec = self._m.get_or_none(ev.slice_id)
@@ -282,6 +285,10 @@ class OrderDesk:
                     self._next_step(view)
         finally:
             waiting_stop.cancel()
+            if nxt is not None and not nxt.done():
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
             await events.aclose()  # type: ignore[attr-defined]
             for task in list(self._tasks):
                 task.cancel()

@@ -462,7 +462,7 @@ class SqliteStore:
             args.append(request_id)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._db.execute(
-            f"SELECT * FROM orders {clause} ORDER BY created_at DESC, id DESC LIMIT ?",  # noqa: S608 - only ? marks
+            f"SELECT * FROM orders {clause} ORDER BY created_at DESC, rowid DESC LIMIT ?",  # noqa: S608 - only ? marks
             [*args, limit],
         ).fetchall()
         return [self._order(r) for r in rows]
