@@ -144,7 +144,9 @@ class EventHub:
             )
         return out
 
-    async def events(self, principal: Principal, *, initial: bool = False, slice_id: str = "") -> AsyncIterator[m.EventOut]:
+    async def events(
+        self, principal: Principal, *, initial: bool = False, slice_id: str = ""
+    ) -> AsyncIterator[m.EventOut]:
         """The caller's events until the hub closes (``initial``: every visible slice's state first)."""
         source = self._m.watch(slice_id, initial)
         closing = asyncio.ensure_future(self._closing.wait())
@@ -199,7 +201,9 @@ class EventHub:
             slice_id = owned_slice(self._m, principal, pb.SliceRef(slice_id=value)).id
         mine = sum(1 for s in self._subs.values() if s.principal.id == principal.id)
         if len(self._subs) >= MAX_SUBSCRIPTIONS or mine >= MAX_PER_CALLER:
-            raise ResourceExhausted(f"at most {MAX_PER_CALLER} hub subscriptions per caller, {MAX_SUBSCRIPTIONS} in all")
+            raise ResourceExhausted(
+                f"at most {MAX_PER_CALLER} hub subscriptions per caller, {MAX_SUBSCRIPTIONS} in all"
+            )
         sub_id = uuid.uuid4().hex
         task = asyncio.get_running_loop().create_task(
             self._deliver(sub_id, principal, callback, slice_id), name=f"hub-{sub_id}"

@@ -43,7 +43,7 @@ class Characteristic(BaseModel):
     model_config = _IN
     name: Annotated[str, Field(min_length=1, max_length=64)]
     value: JsonValue = None
-    valueType: Annotated[str, Field(max_length=64)] = ""  # noqa: N815 - TMF's name
+    valueType: Annotated[str, Field(max_length=64)] = ""
 
 
 class CharacteristicOut(BaseModel):
@@ -52,7 +52,7 @@ class CharacteristicOut(BaseModel):
     model_config = _OUT
     name: str
     value: JsonValue = None
-    valueType: str = ""  # noqa: N815 - TMF's name
+    valueType: str = ""
 
 
 class Ref(BaseModel):
@@ -70,8 +70,8 @@ class ServiceRefOrValue(BaseModel):
 
     model_config = _IN
     name: Annotated[str, Field(max_length=MAX_ID_LEN)] = ""
-    serviceCharacteristic: Annotated[list[Characteristic], Field(max_length=32)] = []  # noqa: N815
-    serviceSpecification: dict[str, JsonValue] | None = None  # noqa: N815 - taken as information only
+    serviceCharacteristic: Annotated[list[Characteristic], Field(max_length=32)] = []
+    serviceSpecification: dict[str, JsonValue] | None = None  # taken as information only
     type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@type")
 
 
@@ -90,11 +90,11 @@ class ServiceOrderCreate(BaseModel):
     """``POST /serviceOrder``: ``externalId`` is the idempotency key; exactly one item."""
 
     model_config = _IN
-    externalId: Id  # noqa: N815 - TMF's name
+    externalId: Id
     description: Text = ""
     category: Annotated[str, Field(max_length=64)] = ""
     priority: Annotated[str, Field(max_length=8)] = ""
-    serviceOrderItem: Annotated[list[ServiceOrderItemCreate], Field(min_length=1, max_length=1)]  # noqa: N815
+    serviceOrderItem: Annotated[list[ServiceOrderItemCreate], Field(min_length=1, max_length=1)]
     type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@type")
 
 
@@ -107,12 +107,12 @@ class ServiceOut(BaseModel):
     name: str | None = None
     state: ServiceStateName | None = None
     category: str | None = None
-    serviceType: str | None = None  # noqa: N815
-    startDate: str | None = None  # noqa: N815
-    serviceDate: str | None = None  # noqa: N815
-    serviceCharacteristic: list[CharacteristicOut] | None = None  # noqa: N815
-    supportingService: list[ServiceOut] | None = None  # noqa: N815
-    serviceSpecification: Ref | None = None  # noqa: N815
+    serviceType: str | None = None
+    startDate: str | None = None
+    serviceDate: str | None = None
+    serviceCharacteristic: list[CharacteristicOut] | None = None
+    supportingService: list[ServiceOut] | None = None
+    serviceSpecification: Ref | None = None
     type_: str = Field(default="Service", alias="@type")
 
 
@@ -144,16 +144,16 @@ class ServiceOrderOut(BaseModel):
     model_config = _OUT
     id: str
     href: str
-    externalId: str | None = None  # noqa: N815
+    externalId: str | None = None
     description: str | None = None
     category: str | None = None
     priority: str | None = None
     state: OrderStateName | None = None
-    orderDate: str | None = None  # noqa: N815
-    completionDate: str | None = None  # noqa: N815
-    cancellationDate: str | None = None  # noqa: N815
-    serviceOrderItem: list[ServiceOrderItemOut] | None = None  # noqa: N815
-    errorMessage: list[ErrorMessage] | None = None  # noqa: N815
+    orderDate: str | None = None
+    completionDate: str | None = None
+    cancellationDate: str | None = None
+    serviceOrderItem: list[ServiceOrderItemOut] | None = None
+    errorMessage: list[ErrorMessage] | None = None
     type_: str = Field(default="ServiceOrder", alias="@type")
 
 
@@ -170,8 +170,8 @@ class CancelServiceOrderCreate(BaseModel):
     """``POST /cancelServiceOrder``."""
 
     model_config = _IN
-    serviceOrder: OrderRef  # noqa: N815
-    cancellationReason: Text = ""  # noqa: N815
+    serviceOrder: OrderRef
+    cancellationReason: Text = ""
     type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@type")
 
 
@@ -182,8 +182,8 @@ class CancelServiceOrderOut(BaseModel):
     id: str
     href: str
     state: Literal["acknowledged", "inProgress", "done", "terminatedWithError"]
-    serviceOrder: Ref  # noqa: N815
-    effectiveCancellationDate: str | None = None  # noqa: N815
+    serviceOrder: Ref
+    effectiveCancellationDate: str | None = None
     type_: str = Field(default="CancelServiceOrder", alias="@type")
 
 
@@ -193,10 +193,10 @@ class SpecCharacteristic(BaseModel):
     model_config = _OUT
     name: str
     description: str = ""
-    valueType: str = ""  # noqa: N815
+    valueType: str = ""
     configurable: bool = True
-    minCardinality: int = 0  # noqa: N815
-    serviceSpecCharacteristicValue: list[CharacteristicOut] = []  # noqa: N815
+    minCardinality: int = 0
+    serviceSpecCharacteristicValue: list[CharacteristicOut] = []
 
 
 class ServiceSpecificationOut(BaseModel):
@@ -208,10 +208,10 @@ class ServiceSpecificationOut(BaseModel):
     name: str = ""
     description: str = ""
     version: str = ""
-    lifecycleStatus: str = "Active"  # noqa: N815
-    lastUpdate: str = ""  # noqa: N815
-    validFor: dict[str, str] = {}  # noqa: N815
-    specCharacteristic: list[SpecCharacteristic] = []  # noqa: N815
+    lifecycleStatus: str = "Active"
+    lastUpdate: str = ""
+    validFor: dict[str, str] = {}
+    specCharacteristic: list[SpecCharacteristic] = []
     type_: str = Field(default="ServiceSpecification", alias="@type")
 
 
@@ -236,9 +236,9 @@ class EventOut(BaseModel):
     """One event, as POSTed to hub callbacks and sent on the SSE stream."""
 
     model_config = _OUT
-    eventId: str  # noqa: N815
-    eventTime: str  # noqa: N815
-    eventType: Literal["ServiceOrderStateChangeEvent", "ServiceStateChangeEvent", "ServiceAlertEvent"]  # noqa: N815
+    eventId: str
+    eventTime: str
+    eventType: Literal["ServiceOrderStateChangeEvent", "ServiceStateChangeEvent", "ServiceAlertEvent"]
     event: dict[str, Any]
 
 

@@ -57,7 +57,7 @@ class Route:
 ID = Param("id", "path", {"type": "string", "minLength": 1, "maxLength": 200}, "The resource's id")
 OFFSET = Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}, "How many to skip")
 LIMIT = Param(
-    "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}, f"At most this many (default 100)"
+    "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}, "At most this many (default 100)"
 )
 FIELDS = Param(
     "fields",
@@ -282,7 +282,13 @@ def _operation(r: Route) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": r.operation_id, "summary": r.summary, "tags": [r.tag]}
     if r.params:
         op["parameters"] = [
-            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema, "description": p.description}
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.where == "path",
+                "schema": p.schema,
+                "description": p.description,
+            }
             for p in r.params
         ]
     if r.body is not None:

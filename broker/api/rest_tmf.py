@@ -87,7 +87,9 @@ def decode_order(body: m.ServiceOrderCreate) -> tuple[SliceRequest, bool, float]
         raise InvalidArgument(f"{path}.{HOLD_ONLY}", "must be true or false")
     hold_time = data.pop(HOLD_TIME, 0.0)
     if isinstance(hold_time, bool) or not isinstance(hold_time, int | float) or not 0 <= hold_time <= MAX_HOLD_TIME_S:
-        raise InvalidArgument(f"{path}.{HOLD_TIME}", f"must be seconds from 0 (the SP's default) to {MAX_HOLD_TIME_S:g}")
+        raise InvalidArgument(
+            f"{path}.{HOLD_TIME}", f"must be seconds from 0 (the SP's default) to {MAX_HOLD_TIME_S:g}"
+        )
     if service.name and "name" not in data:
         data["name"] = service.name
     try:
@@ -272,7 +274,7 @@ class TmfApi:
         try:
             states = [OrderState(state)] if state is not None else []
         except ValueError:
-            raise InvalidArgument("state", f"one of {', '.join(OrderState)}, got {state[:30]!r}") from None
+            raise InvalidArgument("state", f"one of {', '.join(OrderState)}, got {str(state)[:30]!r}") from None
         external = request.query.get("externalId")
         if external is not None:
             codec.check_id(external, "externalId")

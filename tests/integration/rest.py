@@ -1,4 +1,4 @@
-"""A client of a broker process's REST API for the tests: HTTPS with a principal's certificate, a fresh token per call."""
+"""A client of a broker process's REST API for the tests: HTTPS with a certificate, a fresh token per call."""
 
 from __future__ import annotations
 

@@ -35,9 +35,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
     try:
         for name in ("alice", "bob"):
             fl.grant(SP, name, Role.CUSTOMER)
-        await fl.start(
-            SP, {"domains": [leaf_domain(SP, {"X": "100-199"})], "rest_listen": "127.0.0.1:0"}, faults=[]
-        )
+        await fl.start(SP, {"domains": [leaf_domain(SP, {"X": "100-199"})], "rest_listen": "127.0.0.1:0"}, faults=[])
         yield fl
     finally:
         await fl.stop_all()
@@ -114,7 +112,9 @@ async def test_a_hold_only_order_completes_when_the_slice_is_held(alice: RestCli
     service = got.body["serviceOrderItem"][0]["service"]
     assert got.body["state"] == "completed" and chars(service)["sliceState"] == "HELD"
     assert service["state"] == "reserved"
-    cancel = await alice.call("POST", f"{ORDERING}/cancelServiceOrder", json={"serviceOrder": {"id": placed.body["id"]}})
+    cancel = await alice.call(
+        "POST", f"{ORDERING}/cancelServiceOrder", json={"serviceOrder": {"id": placed.body["id"]}}
+    )
     assert cancel.status == 409 and "completed" in cancel.body["reason"]
 
 
@@ -183,7 +183,9 @@ async def test_without_a_valid_token_every_operation_is_401(alice: RestClient) -
     assert replayed.status == 401  # a call token is accepted once, as on gRPC
 
 
-async def test_without_a_client_certificate_the_handshake_is_refused(fleet: Fleet, session: aiohttp.ClientSession) -> None:
+async def test_without_a_client_certificate_the_handshake_is_refused(
+    fleet: Fleet, session: aiohttp.ClientSession
+) -> None:
     import ssl
 
     ctx = ssl.create_default_context(cadata=(fleet.pki_dir / "ca.crt").read_text())
@@ -193,7 +195,9 @@ async def test_without_a_client_certificate_the_handshake_is_refused(fleet: Flee
 
 
 async def test_cancelling_an_order_in_progress_releases_its_slice(fleet: Fleet, alice: RestClient) -> None:
-    fleet.write_faults(SP, [{"id": "slow", "point": "activate.start", "action": "hang", "hang_s": 1.5, "occurrence": 1}])
+    fleet.write_faults(
+        SP, [{"id": "slow", "point": "activate.start", "action": "hang", "hang_s": 1.5, "occurrence": 1}]
+    )
     try:
         placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=order_body("o-cancel", **SLICE))
         order_id = placed.body["id"]
@@ -266,9 +270,7 @@ async def test_the_sse_stream_and_the_hub_carry_the_order_events(alice: RestClie
 
         async def read_stream() -> None:
             headers = {"Authorization": f"Bearer {alice.token()}"}
-            async with alice._session.get(  # noqa: SLF001 - the test's own client
-                f"{alice.base}{ORDERING}/events", headers=headers, ssl=alice.ssl()
-            ) as reply:
+            async with alice._session.get(f"{alice.base}{ORDERING}/events", headers=headers, ssl=alice.ssl()) as reply:
                 assert reply.headers["Content-Type"].startswith("text/event-stream")
                 async for raw in reply.content:
                     if raw.startswith(b"data: "):

@@ -23,7 +23,6 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
-from schemathesis.core.failures import FailureGroup
 from schemathesis.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -32,6 +31,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.failures import FailureGroup
 
 from broker.security.accounts import Role
 from scenarios.processes import Fleet
@@ -74,9 +74,7 @@ class Tally:
     statuses: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (mode, operation, status) -> how many
 
 
-def fuzz(
-    base: str, doc: dict[str, Any], token: Callable[[], str], tls: dict[str, Any], known: dict[str, str]
-) -> Tally:
+def fuzz(base: str, doc: dict[str, Any], token: Callable[[], str], tls: dict[str, Any], known: dict[str, str]) -> Tally:
     """Run every operation's generated cases against ``base``; blocking (requests), bounded.
 
     A read by id is also run with ``known[operationId]`` as the id (positive cases only), so real
@@ -163,5 +161,7 @@ async def test_the_live_api_keeps_its_openapi_document(fleet: Fleet) -> None:
     # The generated requests got past the gate (a fresh token each): not a run of 401s.
     answered = {op for (_, op, code) in tally.statuses if code < 300}
     assert {"listServiceOrder", "listService", "listServiceSpecification", *known} <= answered
-    assert not [key for key in tally.statuses if key[0] == "positive" and key[2] == 401]  # negative cases break auth too
+    assert not [
+        key for key in tally.statuses if key[0] == "positive" and key[2] == 401
+    ]  # negative cases break auth too
     assert broker.running

@@ -120,14 +120,16 @@ async def test_the_external_id_replays_the_order_and_refuses_a_different_request
 async def test_a_reserve_refused_after_the_slice_was_recorded_is_a_failed_order_with_its_reason(
     world: tuple[World, OrderDesk, asyncio.Event],
 ) -> None:
-    w, desk, _ = world
+    _, desk, _ = world
     view = await desk.place("alice", "big", req(10**6))
     assert view.state is OrderState.FAILED and view.reason
     assert view.slice is not None and view.slice.error_code == "RESOURCE_EXHAUSTED"
     assert (await desk.place("alice", "big", req(10**6))).order.id == view.order.id  # and replays as such
 
 
-async def test_a_reserve_refused_before_any_slice_leaves_no_order(world: tuple[World, OrderDesk, asyncio.Event]) -> None:
+async def test_a_reserve_refused_before_any_slice_leaves_no_order(
+    world: tuple[World, OrderDesk, asyncio.Event],
+) -> None:
     w, desk, _ = world
     with pytest.raises(InvalidArgument, match="hold_time_s"):
         await desk.place("alice", "k2", req(), hold_time_s=10**6)

@@ -115,7 +115,7 @@ def test_hub_callbacks_go_only_to_loopback_or_listed_hosts(url: str, ok: bool) -
 
 def test_a_plaintext_rest_listener_off_loopback_is_refused_naming_the_setting() -> None:
     check_listen("127.0.0.1:0", tls=False, setting="rest_listen")
-    check_listen("0.0.0.0:8443", tls=True, setting="rest_listen")  # noqa: S104 - HTTPS, a test value
+    check_listen("0.0.0.0:8443", tls=True, setting="rest_listen")
     with pytest.raises(ConfigError) as info:
-        check_listen("0.0.0.0:8443", tls=False, setting="rest_listen")  # noqa: S104
+        check_listen("0.0.0.0:8443", tls=False, setting="rest_listen")
     assert info.value.field == "rest_listen" and str(info.value).startswith("rest_listen:")
