@@ -35,9 +35,7 @@ async def leaf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     The CLI finds the fleet's credentials through $FEDBROKER_CREDS and acts as its ``operator``.
     """
     example = yaml.safe_load((ROOT / "scenarios/examples/leaf.yaml").read_text())
-    settings = {
-        k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir", "security", "rest_listen")
-    }
+    settings = {k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir", "security", "rest_listen")}
     fleet = Fleet(tmp_path)
     monkeypatch.setenv("FEDBROKER_CREDS", str(fleet.pki_dir))
     try:
