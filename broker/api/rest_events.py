@@ -32,7 +32,7 @@ from broker.api import rest_models as m
 from broker.api.rest import read_body
 from broker.api.rest_tmf import iso, order_of, service_of
 from broker.api.servicers import owned_slice, seen_by
-from broker.core.events import SliceEvent
+from broker.core.events import SliceEvent, until_set
 from broker.core.lifecycle import SliceManager
 from broker.core.orders import OrderDesk
 from broker.security.auth import Principal
@@ -148,21 +148,12 @@ class EventHub:
         self, principal: Principal, *, initial: bool = False, slice_id: str = ""
     ) -> AsyncIterator[m.EventOut]:
         """The caller's events until the hub closes (``initial``: every visible slice's state first)."""
-        source = self._m.watch(slice_id, initial)
-        closing = asyncio.ensure_future(self._closing.wait())
+        source = until_set(self._m.watch(slice_id, initial), self._closing)
         try:
-            while not self._closing.is_set():
-                nxt = asyncio.ensure_future(anext(source))
-                await asyncio.wait((nxt, closing), return_when=asyncio.FIRST_COMPLETED)
-                if not nxt.done():
-                    nxt.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await nxt
-                    return
-                for event in self.encode(nxt.result(), principal):
+            async for ev in source:
+                for event in self.encode(ev, principal):
                     yield event
         finally:
-            closing.cancel()
             await source.aclose()  # type: ignore[attr-defined]
 
     # --- the hub ------------------------------------------------------------------------------------

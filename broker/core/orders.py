@@ -24,14 +24,13 @@ cancelled           cancelled, and the slice released
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from broker.core.events import SliceEvent
+from broker.core.events import until_set
 from broker.core.lifecycle import SliceManager
 from broker.core.records import OrderRecord, SliceRecord
 from broker.core.storage import SliceStore
@@ -265,18 +264,10 @@ class OrderDesk:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow every slice's events and take each order's next step, until ``stop``."""
-        events = self._m.watch()
+        events = until_set(self._m.watch(), stop)
         self.resume()
-        waiting_stop = asyncio.ensure_future(stop.wait())
-        nxt: asyncio.Future[SliceEvent] | None = None
         try:
-            while not stop.is_set():
-                nxt = asyncio.ensure_future(anext(events))
-                await asyncio.wait((nxt, waiting_stop), return_when=asyncio.FIRST_COMPLETED)
-                if not nxt.done():
-                    break
-                ev = nxt.result()
-                nxt = None
+            async for ev in events:
                 if ev.alert is not None:
                     continue
                 rec = self._m.get_or_none(ev.slice_id)
@@ -284,11 +275,6 @@ class OrderDesk:
                 if view is not None:
                     self._next_step(view)
         finally:
-            waiting_stop.cancel()
-            if nxt is not None and not nxt.done():
-                nxt.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await nxt
             await events.aclose()  # type: ignore[attr-defined]
             for task in list(self._tasks):
                 task.cancel()
