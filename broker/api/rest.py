@@ -173,7 +173,7 @@ class RestApi:
                 response = await handler(request, principal)
             except FedError as exc:
                 self._observed(route, exc.code.value, started)
-                if audited or exc.code in (ErrorCode.UNAUTHENTICATED, ErrorCode.PERMISSION_DENIED):
+                if audited:  # as on gRPC: every state-changing call, refusals included
                     self._audit.record(route.rpc, principal, _target(request), exc.code.value, str(exc), peer=peer)
                 return fed_error_response(exc)
             except Exception as exc:  # a bug: on the record, answered 500 without a traceback

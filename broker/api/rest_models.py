@@ -25,6 +25,15 @@ OrderStateName = Literal["acknowledged", "inProgress", "completed", "failed", "p
 ServiceStateName = Literal["designed", "reserved", "inactive", "active", "terminated"]
 
 
+class TmfIn(BaseModel):
+    """A request body: TMF's polymorphism attributes are taken (and not acted on); anything unknown is refused."""
+
+    model_config = _IN
+    type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@type")
+    base_type: Annotated[str, Field(max_length=64)] = Field(default="", alias="@baseType")
+    schema_location: Annotated[str, Field(max_length=1024)] = Field(default="", alias="@schemaLocation")
+
+
 class Error(BaseModel):
     """A TMF error body: ``code`` the broker's error code, ``reason`` the one-line cause, ``field`` what was wrong."""
 
@@ -65,17 +74,16 @@ class Ref(BaseModel):
     type_: str = Field(default="", alias="@referredType")
 
 
-class ServiceRefOrValue(BaseModel):
+class ServiceRefOrValue(TmfIn):
     """What an order item asks for: a service described by characteristics (the slice request's fields)."""
 
     model_config = _IN
     name: Annotated[str, Field(max_length=MAX_ID_LEN)] = ""
     serviceCharacteristic: Annotated[list[Characteristic], Field(max_length=32)] = []
     serviceSpecification: dict[str, JsonValue] | None = None  # taken as information only
-    type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@type")
 
 
-class ServiceOrderItemCreate(BaseModel):
+class ServiceOrderItemCreate(TmfIn):
     """The one item of an order: ``action`` add, the service to create."""
 
     model_config = _IN
@@ -83,10 +91,9 @@ class ServiceOrderItemCreate(BaseModel):
     action: Literal["add"] = "add"
     quantity: Annotated[int, Field(ge=1, le=1)] = 1
     service: ServiceRefOrValue
-    type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@type")
 
 
-class ServiceOrderCreate(BaseModel):
+class ServiceOrderCreate(TmfIn):
     """``POST /serviceOrder``: ``externalId`` is the idempotency key; exactly one item."""
 
     model_config = _IN
@@ -95,7 +102,6 @@ class ServiceOrderCreate(BaseModel):
     category: Annotated[str, Field(max_length=64)] = ""
     priority: Annotated[str, Field(max_length=8)] = ""
     serviceOrderItem: Annotated[list[ServiceOrderItemCreate], Field(min_length=1, max_length=1)]
-    type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@type")
 
 
 class ServiceOut(BaseModel):
@@ -166,13 +172,12 @@ class OrderRef(BaseModel):
     type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@referredType")
 
 
-class CancelServiceOrderCreate(BaseModel):
+class CancelServiceOrderCreate(TmfIn):
     """``POST /cancelServiceOrder``."""
 
     model_config = _IN
     serviceOrder: OrderRef
     cancellationReason: Text = ""
-    type_: Annotated[str, Field(max_length=64)] = Field(default="", alias="@type")
 
 
 class CancelServiceOrderOut(BaseModel):

@@ -119,3 +119,11 @@ def test_a_plaintext_rest_listener_off_loopback_is_refused_naming_the_setting() 
     with pytest.raises(ConfigError) as info:
         check_listen("0.0.0.0:8443", tls=False, setting="rest_listen")
     assert info.value.field == "rest_listen" and str(info.value).startswith("rest_listen:")
+
+
+def test_an_order_body_takes_tmf_polymorphism_attributes_but_refuses_unknown_ones() -> None:
+    item = {"@type": "ServiceOrderItem", "service": {"@schemaLocation": "https://x/s", "serviceCharacteristic": []}}
+    body = {"externalId": "k", "@baseType": "ServiceOrder", "serviceOrderItem": [item]}
+    assert m.ServiceOrderCreate.model_validate(body).base_type == "ServiceOrder"
+    with pytest.raises(ValueError, match="requestedStartDate"):
+        m.ServiceOrderCreate.model_validate({**body, "requestedStartDate": "2026-01-01T00:00:00Z"})
