@@ -110,6 +110,9 @@ def test_three_tier_demo_passes_and_reports_a_slice_across_three_or_more_leaves(
     assert all(step["passed"] for step in report["steps"])
     assert all(isinstance(step["duration_s"], float) for step in report["steps"])
     assert any(len(s["domains"]) >= 3 and s["state"] == "TERMINATED" for s in report["slices"])
+    # Every SP served its REST API while the run lasted, and the report says where.
+    assert {sp["id"] for sp in report["sps"]} == {"T", "M1", "M2", "L1", "L2", "L3", "L4", "L5", "L6"}
+    assert all(sp["rest"].startswith("https://127.0.0.1:") for sp in report["sps"])
 
 
 def _write(path: Path, doc: dict[str, Any]) -> Path:
