@@ -176,6 +176,12 @@ class RestApi:
                 if audited:  # as on gRPC: every state-changing call, refusals included
                     self._audit.record(route.rpc, principal, _target(request), exc.code.value, str(exc), peer=peer)
                 return fed_error_response(exc)
+            except web.HTTPException as exc:  # aiohttp's own refusal (a body too large): the middleware answers
+                self._observed(route, _CODE_OF_STATUS.get(exc.status, "INVALID_ARGUMENT"), started)
+                if audited:
+                    why = exc.reason or str(exc.status)
+                    self._audit.record(route.rpc, principal, _target(request), "INVALID_ARGUMENT", why, peer=peer)
+                raise
             except Exception as exc:  # a bug: on the record, answered 500 without a traceback
                 log.exception("REST %s %s failed", route.method, route.path)
                 self._observed(route, "INTERNAL", started)

@@ -164,4 +164,6 @@ async def test_the_live_api_keeps_its_openapi_document(fleet: Fleet) -> None:
     assert not [
         key for key in tally.statuses if key[0] == "positive" and key[2] == 401
     ]  # negative cases break auth too
-    assert broker.running
+    assert broker.running()
+    bugs = [line for line in broker.log_path.read_text().splitlines() if " ERROR " in line]
+    assert not bugs, "\n".join(bugs[:10])  # no answer was the 500 of an unexpected error
