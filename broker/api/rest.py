@@ -79,6 +79,8 @@ async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
         data = await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("body", "not JSON; send an application/json object") from None
+    except RecursionError:  # nested deeper than the decoder goes: no body of this API is
+        raise InvalidArgument("body", "nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidArgument("body", f"must be a JSON object ({model.__name__})")
     try:

@@ -50,10 +50,20 @@ class RestClient:
         """The client TLS context presenting this principal's certificate."""
         return self._ssl
 
-    async def call(self, method: str, path: str, *, json: Any = None, token: str | None = None, **kw: Any) -> Answer:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        token: str | None = None,
+        headers_extra: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> Answer:
         """``method path`` with a fresh token (or ``token``; "" for none)."""
         tok = self.token() if token is None else token
         headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+        headers.update(headers_extra or {})
         async with self._session.request(
             method, self.base + path, json=json, headers=headers, ssl=self.ssl(), **kw
         ) as reply:

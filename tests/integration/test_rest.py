@@ -211,6 +211,17 @@ async def test_writes_are_audited_with_their_outcome_refusals_included(fleet: Fl
     assert placed.body["id"] in lines[0]["detail"] and lines[0]["who"] == "alice" and lines[0]["target"] == "o-audit"
 
 
+@pytest.mark.parametrize("depth", [900, 5000])
+async def test_a_body_nested_too_deeply_is_400(alice: RestClient, depth: int) -> None:
+    value = "[" * depth + "]" * depth
+    chars = f'[{{"name": "src", "value": {value}}}]'
+    raw = f'{{"externalId": "o-deep", "serviceOrderItem": [{{"service": {{"serviceCharacteristic": {chars}}}}}]}}'
+    answer = await alice.call(
+        "POST", f"{ORDERING}/serviceOrder", data=raw, headers_extra={"Content-Type": "application/json"}
+    )
+    assert answer.status == 400 and answer.body["code"] == "INVALID_ARGUMENT", answer.body
+
+
 async def test_a_body_too_large_is_413_with_an_error_body(alice: RestClient) -> None:
     big = order_body("o-big-body", **SLICE)
     big["description"] = "x" * 100_000

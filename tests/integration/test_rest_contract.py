@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 SP = "L"
 #: Generated requests per operation and mode: small, so the whole run stays within seconds of CPU.
-EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
+EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
 SKIPPED = {"streamEvents"}  # never ends by design; its contract is checked in test_rest.py
 CHECKS = [
     not_a_server_error,
