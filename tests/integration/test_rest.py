@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from openapi_spec_validator import validate
 
 from broker.security.accounts import Role
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from scenarios.processes import OPERATOR, Fleet
 from tests.integration.rest import CATALOG, INVENTORY, ORDERING, Answer, RestClient, order_body, rest_address, until
 from tests.topology import leaf_domain
@@ -108,6 +111,24 @@ async def test_the_external_id_replays_the_same_order_and_refuses_another_reques
     assert other.body["code"] == "ALREADY_EXISTS" and "o-replay" in other.body["reason"]
     listed = await alice.call("GET", f"{ORDERING}/serviceOrder?externalId=o-replay")
     assert [o["id"] for o in listed.body] == [first.body["id"]]
+
+
+async def test_rest_and_grpc_are_one_api_the_external_id_is_the_request_id(fleet: Fleet, alice: RestClient) -> None:
+    placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=order_body("o-both", hold_only=True, **SLICE))
+    slice_id = placed.body["serviceOrderItem"][0]["service"]["id"]
+    stub = pb_grpc.SlicesStub(fleet.channel(SP, "alice"))
+    got = await stub.Get(pb.SliceRef(request_id="o-both"), timeout=10)
+    assert got.id == slice_id and got.state == pb.SLICE_STATE_HELD
+    request = pb.SliceRequest(name="s", src="L.ep", dst="L.to-X", bandwidth_mbps=10)
+    replay = await stub.Reserve(pb.ReserveRequest(request_id="o-both", request=request), timeout=10)
+    assert replay.id == slice_id  # the same key and request: the same answer, whichever API asks
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        other = pb.SliceRequest(name="s", src="L.ep", dst="L.to-X", bandwidth_mbps=11)
+        await stub.Reserve(pb.ReserveRequest(request_id="o-both", request=other), timeout=10)
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    await stub.Commit(pb.SliceRef(slice_id=slice_id), timeout=10)
+    service = await alice.call("GET", f"{INVENTORY}/service/{slice_id}")
+    assert chars(service.body)["sliceState"] == "COMMITTED"  # what gRPC did, REST reads
 
 
 async def test_a_hold_only_order_completes_when_the_slice_is_held(alice: RestClient) -> None:
