@@ -171,7 +171,8 @@ class RestApi:
             peer = peer_name(request)
             principal: Principal | None = None
             try:
-                principal = self._guard.check_call(peer, _bearer(request), route.rpc)
+                token = _bearer(request) or (request.query.get("access_token", "") if route.query_token else "")
+                principal = self._guard.check_call(peer, token, route.rpc)
                 response = await handler(request, principal)
             except FedError as exc:
                 self._observed(route, exc.code.value, started)

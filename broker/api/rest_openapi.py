@@ -51,7 +51,9 @@ class Route:
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     media: str = "application/json"
-    token: bool = True  # False: a client certificate is enough (the document itself)
+    # The token may come as the ``access_token`` query parameter too: a browser's EventSource
+    # cannot set an Authorization header.
+    query_token: bool = False
 
 
 ID = Param("id", "path", {"type": "string", "minLength": 1, "maxLength": 200}, "The resource's id")
@@ -78,6 +80,12 @@ SERVICE_STATE = Param(
     "Only services in this state",
 )
 EXTERNAL_ID = Param("externalId", "query", {"type": "string", "minLength": 1, "maxLength": 200}, "Only this order")
+ACCESS_TOKEN = Param(
+    "access_token",
+    "query",
+    {"type": "string", "maxLength": 4096},
+    "The bearer token, for clients that cannot set an Authorization header (a browser's EventSource)",
+)
 INITIAL = Param(
     "initial", "query", {"type": "boolean"}, "Send every visible slice's current state first (default false)"
 )
@@ -185,9 +193,10 @@ ROUTES: tuple[Route, ...] = (
         "The same events as the hub, as a Server-Sent Events stream (one JSON event per message)",
         "events",
         answer=m.EventOut,
-        params=(INITIAL,),
+        params=(INITIAL, ACCESS_TOKEN),
         errors=READ,
         media="text/event-stream",
+        query_token=True,
     ),
     Route(
         "GET",
@@ -314,8 +323,6 @@ def _operation(r: Route) -> dict[str, Any]:
     for code in r.errors:
         answers[str(code)] = {"description": _REASONS[code], "content": {"application/json": {"schema": _ref(m.Error)}}}
     op["responses"] = answers
-    if not r.token:
-        op["security"] = []
     return op
 
 

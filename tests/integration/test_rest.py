@@ -223,6 +223,23 @@ async def test_a_session_token_serves_several_calls_but_only_from_its_users_cert
     assert stolen.status == 401 and "TLS peer" in stolen.body["reason"]
 
 
+async def test_a_browser_passes_its_session_token_as_a_query_parameter_to_the_event_stream_only(
+    fleet: Fleet, alice: RestClient, bob: RestClient, session: aiohttp.ClientSession
+) -> None:
+    login = (fleet[SP].data_dir / "login_address").read_text().strip()
+    creds = {"user": "alice", "password": "alice-pw"}
+    async with session.post(f"https://{login}/login", json=creds, ssl=alice.ssl()) as reply:
+        token = (await reply.json())["token"]
+    url = f"{alice.base}{ORDERING}/events?initial=true&access_token={token}"
+    async with session.get(url, ssl=alice.ssl()) as stream:
+        assert stream.status == 200 and stream.content_type == "text/event-stream"
+        assert await stream.content.readline() == b": connected\n"
+    async with session.get(url, ssl=bob.ssl()) as stolen:  # bound to alice's certificate, as in a header
+        assert stolen.status == 401
+    ignored = await alice.call("GET", f"{ORDERING}/serviceOrder?access_token={token}", token="")
+    assert ignored.status == 401  # other operations take the token from the Authorization header only
+
+
 async def test_writes_are_audited_with_their_outcome_refusals_included(fleet: Fleet, alice: RestClient) -> None:
     placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=order_body("o-audit", hold_only=True, **SLICE))
     again = await alice.call("POST", f"{ORDERING}/serviceOrder", json=order_body("o-audit", **SLICE))
