@@ -35,7 +35,7 @@ from broker.security.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdenti
 from broker.security.keys import load_or_create_key
 from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
-from broker.store.sqlite import SqliteStore
+from broker.store import open_store
 from capability_catalog.signing import TrustStore
 from domain_agents.authored import fixes_expiry
 from domain_agents.base import DomainAgent
@@ -161,7 +161,9 @@ class Broker:
         self.guard = Guard(verifier, self.accounts, require_tls=self.tls is not None)
         self.audit = AuditLog(config.sp_id, config.audit_log_path, clock)
         self.identity = ClientIdentity(config.sp_id, self.tls, self.minter)
-        self.store = SqliteStore(config.data_dir / "state.db")
+        self.store = open_store(
+            config.store.backend, path=config.data_dir / "state.db", dsn=config.store.dsn, owner=config.sp_id
+        )
         trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
         self.catalog = Catalog(
             config.sp_id, clock, key=key, trust=trust, ttl_s=config.note_ttl_s, min_interval_s=NOTE_MIN_INTERVAL_S
@@ -197,11 +199,14 @@ class Broker:
         self._lower_channels: dict[str, grpc.aio.Channel] = {}
         for lower in config.lower_sps:
             # The lower-SP's certificate must name its SP id, whatever address it is reached at.
-            channel = open_channel(lower.address, self.identity if self.tls else None, server_name=lower.id)
+            # Replicas (several addresses): calls spread over those that pass gRPC health checks.
+            channel = open_channel(
+                lower.target, self.identity if self.tls else None, server_name=lower.id, balanced=lower.balanced
+            )
             self._lower_channels[lower.id] = channel
             agents[lower.id] = ChildBrokerAgent(
                 lower.id,
-                lower.address,
+                ",".join(lower.addresses) or lower.address,
                 requester=config.sp_id,
                 timeout_s=config.lower_timeout_s,
                 channel=channel,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,35 @@ class LowerSp:
     id: str
     address: str
     keys: tuple[str, ...] = ()
+    #: Every address the lower SP answers at (its replicas); ``address`` is the first.
+    addresses: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        """The gRPC target: the address, or a static list of them (``ipv4:A,B``) for client-side balancing."""
+        return channel_target(self.addresses or (self.address,))
+
+    @property
+    def balanced(self) -> bool:
+        """Whether calls are spread over several replicas."""
+        return len(self.addresses) > 1
+
+
+def _ip_literal(address: str) -> int:
+    """4 or 6 for an ``IP:PORT`` (``[v6]:PORT``) address, 0 for a host name."""
+    host, _, _ = address.rpartition(":")
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version
+    except ValueError:
+        return 0
+
+
+def channel_target(addresses: Sequence[str]) -> str:
+    """One address as it is; several as gRPC's static list of one family (it resolves no host names)."""
+    if len(addresses) == 1:
+        return addresses[0]
+    family = _ip_literal(addresses[0])
+    return f"ipv{family}:" + ",".join(addresses)
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,14 @@ class RetentionConfig:
 
     failed_s: float = 86_400.0
     failed_max: int = 1_000
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the SP keeps its slices: ``sqlite`` (``state.db`` in the data directory) or ``postgresql``."""
+
+    backend: str = "sqlite"
+    dsn: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +165,7 @@ class BrokerConfig:
     domain_kinds: Mapping[str, str] | None = None  # domain id -> "emulated" | "netns" | "openstack"
     dataplane: DataplaneConfig = DataplaneConfig()
     retention: RetentionConfig = RetentionConfig()
+    store: StoreConfig = StoreConfig()
 
 
 def _problem(where: str, found: list[str]) -> ConfigError:
@@ -179,8 +218,36 @@ def _lowers(m: BrokerFile, where: str, seen_ids: set[str]) -> list[LowerSp]:
         if entry.id in seen_ids:
             raise ConfigError(f"{where}{path}.id: '{entry.id}' is used twice", field=f"{path}.id")
         seen_ids.add(entry.id)
-        lowers.append(LowerSp(entry.id, entry.address, tuple(entry.keys)))
+        addresses = _addresses(entry.address, entry.addresses, where, path)
+        lowers.append(LowerSp(entry.id, addresses[0], tuple(entry.keys), addresses if len(addresses) > 1 else ()))
     return lowers
+
+
+def _addresses(address: str | None, addresses: list[str] | None, where: str, field: str) -> tuple[str, ...]:
+    """A lower-SP entry's addresses: ``address``, or ``addresses`` (IP literals of one family when several)."""
+    path = f"{where}{field}"
+    if address and addresses:
+        raise ConfigError(f"{path}: give address or addresses, not both", field=f"{field}.addresses")
+    if not address and not addresses:
+        raise ConfigError(
+            f"{path}.address: required, the lower-SP's HOST:PORT (or addresses: a list of them, for a lower SP "
+            "run as replicas)",
+            field=f"{field}.address",
+        )
+    found = tuple(addresses or (str(address),))
+    if len(set(found)) != len(found):
+        raise ConfigError(f"{path}.addresses: an address is listed twice", field=f"{field}.addresses")
+    if len(found) > 1:
+        families = [_ip_literal(a) for a in found]
+        for k, family in enumerate(families):
+            if family == 0 or family != families[0]:
+                say = "an IP address and port" if family == 0 else f"of one address family (IPv{families[0]})"
+                raise ConfigError(
+                    f"{path}.addresses[{k}]: {found[k]!r}: with several addresses each must be {say}, "
+                    "as gRPC's static address list resolves no host names",
+                    field=f"{field}.addresses[{k}]",
+                )
+    return found
 
 
 def _domains(m: BrokerFile, where: str, seen_ids: set[str]) -> tuple[list[DomainConfig], dict[str, str]]:
@@ -236,6 +303,17 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         )
     except FedError as exc:
         raise ConfigError(f"{where}{exc}", field="dataplane.prefix") from None
+    if m.store.backend == "postgresql" and not m.store.dsn:
+        raise ConfigError(
+            f"{where}store.dsn: required with backend postgresql, a libpq connection string "
+            "(for example 'host=db.example port=5432 dbname=fedbroker_m1 user=fedbroker')",
+            field="store.dsn",
+        )
+    if m.store.backend == "sqlite" and m.store.dsn:
+        raise ConfigError(
+            f"{where}store.dsn: only for backend postgresql; the sqlite store is state.db in data_dir",
+            field="store.dsn",
+        )
     return BrokerConfig(
         sp_id=m.sp_id,
         listen=m.listen,
@@ -261,6 +339,7 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         monitoring_mode=m.monitoring.mode,
         monitoring_delta=m.monitoring.delta,
         monitoring_clear_s=m.monitoring.clear_s,
+        store=StoreConfig(backend=m.store.backend, dsn=m.store.dsn or ""),
     )
 
 

@@ -259,11 +259,13 @@ class Fleet:
         settings: Mapping[str, Any] | None = None,
         lowers: Sequence[str] = (),
         faults: Sequence[Mapping[str, Any]] | None = None,
+        spare_addresses: Mapping[str, Sequence[str]] | None = None,
     ) -> BrokerProcess:
         """Write the SP's config (lower-SP addresses taken from running brokers) and start it.
 
         With ``faults`` (a list of rules, possibly empty) the broker gets a faults file
-        (``faults_file`` in its config), so ``write_faults`` can arm it later.
+        (``faults_file`` in its config), so ``write_faults`` can arm it later. ``spare_addresses``
+        lists, per lower SP, more addresses it may answer at (its entry gets ``addresses``).
         """
         folder = self.root / sp_id
         folder.mkdir(parents=True, exist_ok=True)
@@ -286,8 +288,18 @@ class Fleet:
             missing = [lo for lo in lowers if not self.brokers.get(lo) or not self.brokers[lo].address]
             if missing:
                 raise StartError(f"{sp_id}: lower-SPs {missing} are not running")
+            spare = spare_addresses or {}
             config["lower_sps"] = [
-                {"id": lo, "address": self.brokers[lo].address, "keys": [self.brokers[lo].public_key]} for lo in lowers
+                {
+                    "id": lo,
+                    **(
+                        {"addresses": [self.brokers[lo].address, *spare[lo]]}
+                        if spare.get(lo)
+                        else {"address": self.brokers[lo].address}
+                    ),
+                    "keys": [self.brokers[lo].public_key],
+                }
+                for lo in lowers
             ]
         broker = BrokerProcess(sp_id, folder)
         key_path = folder / str(config["key_file"])
@@ -402,13 +414,16 @@ class Fleet:
         os.utime(path, ns=(mtime, mtime))
         return path
 
-    async def restart(self, sp_id: str) -> BrokerProcess:
-        """Start a stopped broker again with the same config, data and address (its uppers know it)."""
+    async def restart(self, sp_id: str, listen: str = "") -> BrokerProcess:
+        """Start a stopped broker again with the same config, data and address (its uppers know it).
+
+        ``listen``: another address instead (one its uppers list among its ``addresses``).
+        """
         broker = self.brokers[sp_id]
         if broker.running():
             raise StartError(f"{sp_id} is still running; kill it first")
         config = yaml.safe_load(broker.config_path.read_text())
-        config["listen"] = broker.address or config["listen"]
+        config["listen"] = listen or broker.address or config["listen"]
         broker.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         await self._launch(broker)
         return broker

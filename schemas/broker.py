@@ -20,6 +20,7 @@ from schemas.problems import STRICT
 
 WIM_DRIVERS = ("memory", "linux")
 MONITORING_MODES = ("normal", "skeleton")
+STORE_BACKENDS = ("sqlite", "postgresql")
 KEYS_SAY = "the public keys this lower-SP signs its notes with (as printed by `fedbroker keys init`)"
 
 #: What a field takes, said when it is missing (``sp_id: required, a non-empty string``).
@@ -64,7 +65,12 @@ class LowerSpEntry(BaseModel):
 
     model_config = STRICT
     id: Name
-    address: Name
+    # One of the two: ``address``, or ``addresses`` for a lower SP run as several replicas (calls are
+    # spread over them and go to the others when one dies).
+    address: Annotated[str | None, BeforeValidator(optional(text("must be the lower-SP's HOST:PORT")))] = None
+    addresses: Annotated[
+        list[HostPort] | None, BeforeValidator(optional(listed("a list of HOST:PORT", nonempty=True)))
+    ] = None
     keys: Annotated[
         list[Annotated[str, BeforeValidator(text("must be a public key as printed by `fedbroker keys init`"))]],
         BeforeValidator(listed(f"required, {KEYS_SAY}", nonempty=True)),
@@ -123,6 +129,16 @@ class MonitoringEntry(BaseModel):
     clear_s: Annotated[float, within("seconds from 0 to 3600", 0, 3600)] = 1.0
 
 
+class StoreEntry(BaseModel):
+    """``store``: where the SP keeps its slices: ``sqlite`` (a file in data_dir) or ``postgresql`` (``dsn``)."""
+
+    model_config = STRICT
+    backend: Annotated[str, BeforeValidator(one_of(STORE_BACKENDS, "unknown store backend"))] = "sqlite"
+    # A libpq connection string (``host=... port=... dbname=... user=...``) or URI; its password is
+    # better kept out of the file (PGPASSWORD or ~/.pgpass, which libpq reads).
+    dsn: Annotated[str | None, BeforeValidator(optional(text("must be a libpq connection string")))] = None
+
+
 def _sub(model: type[BaseModel]) -> Any:
     """A mapping under a key, ``null`` meaning its defaults."""
     return Field(default_factory=model, json_schema_extra=_or_null)
@@ -161,11 +177,13 @@ class BrokerFile(BaseModel):
         BeforeValidator(listed("a list of host names or addresses")),
         OrNull,
     ] = Field(default_factory=list)
+    store: Annotated[StoreEntry, BeforeValidator(or_default({}))] = _sub(StoreEntry)
 
 
 __all__ = [
     "ALLOWED",
     "MONITORING_MODES",
+    "STORE_BACKENDS",
     "WIM_DRIVERS",
     "BrokerFile",
     "DataplaneEntry",
@@ -173,5 +191,6 @@ __all__ = [
     "MonitoringEntry",
     "RetentionEntry",
     "SecurityEntry",
+    "StoreEntry",
     "WimEntry",
 ]

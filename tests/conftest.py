@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from tests.postgres import PostgresServer, find_bindir
 
 
 def require_or_skip(env_var: str, available: bool, reason: str) -> None:
@@ -14,6 +17,34 @@ def require_or_skip(env_var: str, available: bool, reason: str) -> None:
     if os.environ.get(env_var) == "1":
         pytest.fail(f"{env_var}=1 but {reason}")
     pytest.skip(reason)
+
+
+def require_postgresql() -> None:
+    """PostgreSQL tests need the server's programs; under FEDBROKER_REQUIRE_POSTGRESQL=1 or CI they never skip."""
+    found = find_bindir() is not None
+    if not found and os.environ.get("CI") == "true":
+        pytest.fail("CI=true but PostgreSQL's initdb and pg_ctl are not installed (.ci/run installs them)")
+    require_or_skip("FEDBROKER_REQUIRE_POSTGRESQL", found, "PostgreSQL (initdb, pg_ctl) is not installed")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL server for this test process (``tests/postgres.py``), removed at the end."""
+    require_postgresql()
+    bindir = find_bindir()
+    assert bindir is not None
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of a new, empty database of the session's PostgreSQL server."""
+    return postgres_server.new_database()
 
 
 def require_dataplane() -> None:
@@ -37,6 +68,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("dataplane"))
         elif item.get_closest_marker("sweep") is not None or item.get_closest_marker("exhaustive") is not None:
             item.add_marker(pytest.mark.xdist_group(f"sweep-{item.name}"))
-    # The exhaustive sweep (six minutes on its own) first: one worker runs it while the other works
+    # The exhaustive sweep (about five minutes on its own) first: one worker runs it while the other works
     # through the rest, instead of it starting last and running alone.
     items.sort(key=lambda item: item.get_closest_marker("exhaustive") is None)

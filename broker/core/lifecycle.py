@@ -274,15 +274,24 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
                                 domain, exc)  # fmt: skip
         for wim_handle in self._store.wim_handles():
             await self._wim.restore(wim_handle)
-        for rec in self._store.slices([S.RESERVING]):
-            log.warning("slice %s was %s when the broker stopped; releasing it", rec.id, rec.state)
-            self._transition(
-                rec,
-                S.ABORTING,
-                reason=f"broker {self.sp_id} restarted during the reservation",
-                error_code=ErrorCode.UNAVAILABLE.value,
-                settle_to=S.FAILED,
-            )
+        for found in self._store.slices([S.RESERVING]):
+            # Another process sharing the store may be reserving it right now: its own operation settles
+            # it (and, should that process die, the reconciler here). Otherwise, under the slice's lock,
+            # a reservation still RESERVING has no one left to finish it.
+            if self.busy(found.id):
+                continue
+            async with self._lock(found.id):
+                rec = self._store.get(found.id)
+                if rec is None or rec.state is not S.RESERVING:
+                    continue
+                log.warning("slice %s was %s when the broker stopped; releasing it", rec.id, rec.state)
+                self._transition(
+                    rec,
+                    S.ABORTING,
+                    reason=f"broker {self.sp_id} restarted during the reservation",
+                    error_code=ErrorCode.UNAVAILABLE.value,
+                    settle_to=S.FAILED,
+                )
         # Holds that lapsed while the broker was down; a child that does not answer at once is the
         # reconciler's, so a dead child cannot hold up the start.
         expired = await self.expire_due(limit_s=1.0)

@@ -39,6 +39,43 @@ CHILD_TIME_SHARE = 0.7
 ACTIVATION_TIMEOUT_CHILD_CALLS = 10
 
 
+class KeyLock:
+    """The lock an operation holds on a key (a slice, a request id): this process's and every replica's.
+
+    First this process's asyncio lock (operations here queue in order), then the store's lock on the
+    key, which other broker processes sharing the store see (``SliceStore.try_lock``; always free
+    for a store one process uses), polled with a growing pause while another process holds it.
+    """
+
+    POLL_S = (0.005, 0.1)
+
+    def __init__(self, key: str, store: SliceStore) -> None:
+        self._key = key
+        self._store = store
+        self._local = asyncio.Lock()
+
+    def locked(self) -> bool:
+        """Whether an operation in this process holds or is taking it."""
+        return self._local.locked()
+
+    async def __aenter__(self) -> None:
+        await self._local.acquire()
+        try:
+            pause, longest = self.POLL_S
+            while not self._store.try_lock(self._key):
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, longest)
+        except BaseException:
+            self._local.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            self._store.unlock(self._key)
+        finally:
+            self._local.release()
+
+
 class ManagerBase:
     """The state and helpers of ``SliceManager`` that all its operations share."""
 
@@ -68,7 +105,7 @@ class ManagerBase:
         self._faults = faults
         self.child_timeout_s = child_timeout_s
         self._activation_timeout_s = activation_timeout_s
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, KeyLock] = {}
         self._events = SliceEvents()
         self._running: set[asyncio.Task[Any]] = set()
 
@@ -85,20 +122,20 @@ class ManagerBase:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _lock(self, key: str) -> asyncio.Lock:
+    def _lock(self, key: str) -> KeyLock:
         lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
+            lock = self._locks[key] = KeyLock(key, self._store)
         return lock
 
-    def slice_lock(self, slice_id: str) -> asyncio.Lock:
-        """The lock every operation on the slice holds while it runs."""
+    def slice_lock(self, slice_id: str) -> KeyLock:
+        """The lock every operation on the slice holds while it runs (in every process sharing the store)."""
         return self._lock(slice_id)
 
     def busy(self, slice_id: str) -> bool:
-        """Whether an operation on the slice is running in this process now."""
+        """Whether an operation on the slice is running now, in this process or another sharing the store."""
         lock = self._locks.get(slice_id)
-        return lock is not None and lock.locked()
+        return (lock is not None and lock.locked()) or self._store.locked_elsewhere(slice_id)
 
     def _agent(self, domain: str) -> DomainAgent:
         agent = self._agents.get(domain)

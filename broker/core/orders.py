@@ -33,7 +33,7 @@ from enum import StrEnum
 from broker.core.events import until_set
 from broker.core.lifecycle import SliceManager
 from broker.core.records import OrderRecord, SliceRecord
-from broker.core.storage import SliceStore
+from broker.core.storage import SliceStore, StoreConflict
 from slicing.errors import AlreadyExists, FailedPrecondition, FedError, InvalidArgument, NotFound
 from slicing.model import SliceRequest, SliceState
 
@@ -196,7 +196,12 @@ class OrderDesk:
                 hold_time_s=hold_time_s,
                 description=description,
             )
-            self._store.save_order(order)  # before the Reserve: a restart finds the order's intent
+            try:
+                self._store.save_order(order)  # before the Reserve: a restart finds the order's intent
+            except StoreConflict:  # another broker process of this SP placed it just now: a repeat
+                raise FailedPrecondition(
+                    f"externalId '{external_id}' is being placed by another request right now; send it again"
+                ) from None
         try:
             await self._m.reserve(requester, external_id, request, hold_time_s, deadline=deadline)
         except FedError:

@@ -1,8 +1,9 @@
 """The store port: what the broker core needs from wherever it keeps its slices (``broker.store`` implements it).
 
-``SqliteStore`` (one SQLite file, the embedded default) implements it; a PostgreSQL store shared by
-several replicas of one SP is the next implementation. Every write of one slice (its row, segments,
-links, held labels) is atomic; reads never see half a write.
+``broker.store`` implements it twice, on one set of queries (``broker/store/sql.py``):
+``SqliteStore`` (one SQLite file, the embedded default) and ``PostgresStore`` (``store: {backend:
+postgresql, dsn: ...}``). Every write of one slice (its row, segments, links, held labels) is
+atomic; reads never see half a write.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Any, Protocol
 from broker.core.records import OrderRecord, SliceRecord
 from broker.core.workflow import TaskStatus
 from slicing.model import SliceState
+
+
+class StoreConflict(Exception):
+    """A write the database refused: a request id its requester already used, a database of another SP."""
 
 
 class SliceStore(Protocol):
@@ -126,9 +131,25 @@ class SliceStore(Protocol):
         """Up to ``limit`` service orders (of ``requester``, or everyone's for None), newest first."""
         ...
 
+    def try_lock(self, key: str) -> bool:
+        """Take the lock on ``key`` that every broker process sharing this store sees, unless another holds it.
+
+        A store only one process uses has no one else to exclude: always True (the process's own
+        asyncio lock orders its operations).
+        """
+        ...
+
+    def unlock(self, key: str) -> None:
+        """Give back a lock ``try_lock`` took."""
+        ...
+
+    def locked_elsewhere(self, key: str) -> bool:
+        """Whether another broker process sharing this store holds the lock on ``key`` now."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
 
 
-__all__ = ["SliceStore"]
+__all__ = ["SliceStore", "StoreConflict"]

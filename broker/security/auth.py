@@ -13,6 +13,7 @@ every call carries a fresh ``authorization: Bearer`` header.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import tempfile
@@ -178,8 +179,15 @@ class ClientIdentity:
         return open_channel(address, self if self.tls else None, server_name=server_name, interceptors=interceptors)
 
 
-def channel_options(server_name: str = "") -> list[tuple[str, Any]]:
-    """Message limits, reconnect pacing (and the expected server name) for client channels."""
+#: A channel over several replicas of one SP: round robin over the addresses whose gRPC health check
+#: answers SERVING, so a replica that died or stopped serving gets no calls while the others answer.
+BALANCED_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
+
+
+def channel_options(server_name: str = "", *, balanced: bool = False) -> list[tuple[str, Any]]:
+    """Message limits, reconnect pacing (the expected server name, the balancing) for client channels."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", MAX_SEND_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
@@ -191,6 +199,8 @@ def channel_options(server_name: str = "") -> list[tuple[str, Any]]:
     ]
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
+    if balanced:
+        options.append(("grpc.service_config", BALANCED_SERVICE_CONFIG))
     return options
 
 
@@ -200,13 +210,17 @@ def open_channel(
     *,
     server_name: str = "",
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    balanced: bool = False,
 ) -> grpc.aio.Channel:
-    """A TLS channel presenting ``identity``'s certificate, or plaintext when ``identity`` is None."""
+    """A TLS channel presenting ``identity``'s certificate, or plaintext when ``identity`` is None.
+
+    ``balanced``: ``address`` is a static list of replicas (``ipv4:A,B``), spread over by health.
+    """
     if identity is None:
-        return grpc.aio.insecure_channel(address, options=channel_options(), interceptors=interceptors)
-    return grpc.aio.secure_channel(
-        address, identity.credentials(), options=channel_options(server_name), interceptors=interceptors
-    )
+        options = channel_options(balanced=balanced)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    options = channel_options(server_name, balanced=balanced)
+    return grpc.aio.secure_channel(address, identity.credentials(), options=options, interceptors=interceptors)
 
 
 def _with_metadata(details: grpc.aio.ClientCallDetails, extra: Metadata) -> grpc.aio.ClientCallDetails:

@@ -1,164 +1,66 @@
 """The broker's embedded state: slices, their sub-requests (segments), stitched links, task log.
 
-SQLite in WAL mode in the SP's data directory. Every write is one transaction, so a ``kill -9``
-leaves either the old or the new state of a slice, never half of it.
-
-The store is the only writer of its file, so it keeps two things in memory beside it: the labels the
-links of holding slices take (the planner asks for them on every Reserve; a query joining every
-holding slice grew with the number held), and the JSON of requests and segment details that a slice
-carries unchanged through its state changes (each save would otherwise encode them again).
+SQLite in WAL mode in the SP's data directory, the default store. Every write is one transaction, so
+a ``kill -9`` leaves either the old or the new state of a slice, never half of it. The queries are
+``broker/store/sql.py``'s; the broker is the only writer of its file, so the store keeps the labels
+of holding slices and what each slice last wrote in memory (see there).
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from broker.core.records import LinkRecord, OrderRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
-from broker.core.workflow import TaskStatus
-from capability_catalog.model import LabelType, TerminalId
-from slicing.model import FINAL_STATES, HOLDING_STATES, SliceState
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS slices (
-    id TEXT PRIMARY KEY,
-    requester TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    request_hash TEXT NOT NULL,
-    request TEXT NOT NULL,
-    hold_time_s REAL NOT NULL,
-    state TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    hold_expires_at REAL NOT NULL,
-    reason TEXT NOT NULL,
-    error_code TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    addresses TEXT NOT NULL,
-    settle_to TEXT NOT NULL DEFAULT '',
-    deadline_at REAL NOT NULL DEFAULT 0,
-    UNIQUE (requester, request_id)
-);
-CREATE INDEX IF NOT EXISTS slices_state ON slices (state, hold_expires_at);
-CREATE INDEX IF NOT EXISTS slices_created ON slices (created_at, id);
-CREATE INDEX IF NOT EXISTS slices_failed ON slices (state, updated_at);
-CREATE TABLE IF NOT EXISTS segments (
-    slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    domain TEXT NOT NULL,
-    local INTEGER NOT NULL,
-    sp_id TEXT NOT NULL,
-    request TEXT NOT NULL,
-    transit_latency_ms REAL NOT NULL,
-    latency_share_ms REAL NOT NULL,
-    state TEXT NOT NULL,
-    order_key TEXT NOT NULL,
-    handle TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    addresses TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    PRIMARY KEY (slice_id, idx)
-);
-CREATE INDEX IF NOT EXISTS segments_handle ON segments (domain, handle);
-CREATE TABLE IF NOT EXISTS links (
-    slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
-    a_port TEXT NOT NULL,
-    b_port TEXT NOT NULL,
-    a_domain TEXT NOT NULL,
-    b_domain TEXT NOT NULL,
-    label_type TEXT NOT NULL,
-    label_a INTEGER,
-    label_b INTEGER,
-    a_can_swap INTEGER NOT NULL,
-    b_can_swap INTEGER NOT NULL,
-    wim_handle TEXT NOT NULL,
-    PRIMARY KEY (slice_id, a_port, b_port)
-);
-CREATE TABLE IF NOT EXISTS rules (
-    slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (slice_id, name)
-);
-CREATE TABLE IF NOT EXISTS orders (
-    id TEXT PRIMARY KEY,
-    requester TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    body TEXT NOT NULL,
-    UNIQUE (requester, request_id)
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    slice_id TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (slice_id, operation, seq, name)
-);
-"""
+from broker.store.schema import SQLITE
+from broker.store.sql import SqlStore, nothing
 
 
-#: Segment states in which a segment holds nothing.
-_RELEASED = (SliceState.TERMINATED.value, SliceState.ABORTED.value, SliceState.EXPIRED.value)
-#: A label taken on an inter-child link: ((lower port, higher port), label).
-LinkLabel = tuple[tuple[str, str], int]
-#: Encodings kept by object identity; past this many the cache starts afresh.
-_ENCODED_MAX = 1024
-#: Slices whose last written segments and links are remembered (by identity); past this many, afresh
-#: (a slice changes state within seconds of its last save, so recent ones are all that pay off).
-_PARTS_MAX = 1024
-#: Insert a slice, or update it in place: no delete and re-insert of the row and its index entries.
-_UPSERT_SLICE = """
-INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
-    requester = excluded.requester, request_id = excluded.request_id, request_hash = excluded.request_hash,
-    request = excluded.request, hold_time_s = excluded.hold_time_s, state = excluded.state,
-    created_at = excluded.created_at, updated_at = excluded.updated_at, hold_expires_at = excluded.hold_expires_at,
-    reason = excluded.reason, error_code = excluded.error_code, labels = excluded.labels,
-    addresses = excluded.addresses, settle_to = excluded.settle_to, deadline_at = excluded.deadline_at
-"""
-
-
-def _link_labels(links: Iterable[LinkRecord]) -> tuple[LinkLabel, ...]:
-    out: list[LinkLabel] = []
-    for ln in links:
-        key = (min(ln.a_port, ln.b_port), max(ln.a_port, ln.b_port))
-        out.extend((key, int(label)) for label in (ln.label_a, ln.label_b) if label is not None)
-    return tuple(out)
-
-
-class SqliteStore:
+class SqliteStore(SqlStore):
     """Slices and everything under them, in one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    dialect = SQLITE
+    conflict_errors = (sqlite3.IntegrityError,)
+
+    def __init__(self, path: Path, *, owner: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        self._migrate()
-        # Object id -> (the object, kept alive so its id is not reused; its JSON).
-        self._encoded: dict[int, tuple[object, str]] = {}
-        # Slice id -> the segments and links tuples as last written: a save that carries the same
-        # (immutable) tuples, as a state change does, rewrites only the slice row.
-        self._parts: dict[str, tuple[tuple[SegmentRecord, ...], tuple[LinkRecord, ...]]] = {}
-        # Labels held by each holding slice's links, and how many holders each label has.
-        self._held_labels: dict[str, tuple[LinkLabel, ...]] = {}
-        self._label_use: Counter[LinkLabel] = Counter()
-        self._load_held_labels()
+        super().__init__(single_writer=True, owner=owner, where=str(path))
 
-    def _migrate(self) -> None:
-        """Bring a database written by an older version up to this schema (columns added since)."""
+    def _execute(self, sql: str, args: Sequence[object] = ()) -> Any:
+        return self._db.execute(sql, args)
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._db.executemany(sql, rows)
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _tx(self) -> AbstractContextManager[None]:
+        return self._write()
+
+    def _snapshot(self) -> AbstractContextManager[None]:
+        # The only writer, on one connection: between two statements of a read nothing else writes.
+        return nothing()
+
+    def _legacy(self) -> None:
+        """A file from before ``schema_version``: add the columns its ``slices`` lacks, then it is version 1."""
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(slices)").fetchall()}
+        if not columns:
+            return  # a new file
         if "settle_to" not in columns:  # added with the reconciler: where an in-flight release ends
             self._db.execute("ALTER TABLE slices ADD COLUMN settle_to TEXT NOT NULL DEFAULT ''")
         if "deadline_at" not in columns:  # added with the activation deadline
@@ -168,468 +70,5 @@ class SqliteStore:
         """Close the database."""
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
-    # --- writes -------------------------------------------------------------------------------
-
-    def _json(self, value: object, encode: Any) -> str:
-        """``json.dumps(encode(value))``, remembered by identity: records share these immutable parts."""
-        hit = self._encoded.get(id(value))
-        if hit is not None and hit[0] is value:
-            return hit[1]
-        text = json.dumps(encode(value))
-        if len(self._encoded) >= _ENCODED_MAX:
-            self._encoded.clear()
-        self._encoded[id(value)] = (value, text)
-        return text
-
-    def save(self, rec: SliceRecord) -> SliceState | None:
-        """Insert or replace a slice with its segments and links, atomically; return the state it had (or None)."""
-        with self._tx() as db:
-            row = db.execute("SELECT state FROM slices WHERE id = ?", (rec.id,)).fetchone()
-            db.execute(
-                _UPSERT_SLICE,
-                (
-                    rec.id,
-                    rec.requester,
-                    rec.request_id,
-                    rec.request_hash,
-                    self._json(rec.request, request_to_dict),
-                    rec.hold_time_s,
-                    rec.state.value,
-                    rec.created_at,
-                    rec.updated_at,
-                    rec.hold_expires_at,
-                    rec.reason,
-                    rec.error_code,
-                    json.dumps(dict(rec.labels)),
-                    json.dumps(dict(rec.addresses)),
-                    rec.settle_to.value if rec.settle_to else "",
-                    rec.deadline_at,
-                ),
-            )
-            written = self._parts.get(rec.id)
-            if written is None or written[0] is not rec.segments or written[1] is not rec.links:
-                self._write_parts(db, rec)
-        if rec.state in FINAL_STATES:
-            self._parts.pop(rec.id, None)
-        else:
-            if len(self._parts) >= _PARTS_MAX:
-                self._parts.clear()
-            self._parts[rec.id] = (rec.segments, rec.links)
-        self._hold_labels(rec.id, _link_labels(rec.links) if rec.state in HOLDING_STATES else ())
-        return SliceState(row["state"]) if row else None
-
-    def _write_parts(self, db: sqlite3.Connection, rec: SliceRecord) -> None:
-        """Replace the stored segments and links of ``rec`` (inside the caller's transaction)."""
-        db.execute("DELETE FROM segments WHERE slice_id = ?", (rec.id,))
-        db.execute("DELETE FROM links WHERE slice_id = ?", (rec.id,))
-        db.executemany(
-            "INSERT INTO segments VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    rec.id,
-                    s.index,
-                    s.domain,
-                    int(s.local),
-                    s.sp_id,
-                    self._json(s.request, request_to_dict),
-                    s.transit_latency_ms,
-                    s.latency_share_ms,
-                    s.state.value,
-                    s.order_key,
-                    s.handle,
-                    json.dumps(dict(s.labels)),
-                    json.dumps(dict(s.addresses)),
-                    self._json(s.detail, _detail_list),
-                )
-                for s in rec.segments
-            ],
-        )
-        db.executemany(
-            "INSERT INTO links VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    rec.id,
-                    ln.a_port,
-                    ln.b_port,
-                    ln.a_domain,
-                    ln.b_domain,
-                    ln.label_type.value,
-                    ln.label_a,
-                    ln.label_b,
-                    int(ln.a_can_swap),
-                    int(ln.b_can_swap),
-                    ln.wim_handle,
-                )
-                for ln in rec.links
-            ],
-        )
-
-    def log_tasks(self, slice_id: str, operation: str, entries: Sequence[TaskStatus], at: float) -> None:
-        """Record the status of tasks in the schedule log, in one transaction (written before and after they run)."""
-        with self._tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?)",
-                [(slice_id, operation, e.seq, e.name, e.status, e.detail, at) for e in entries],
-            )
-
-    def _hold_labels(self, slice_id: str, labels: tuple[LinkLabel, ...]) -> None:
-        """Count ``labels`` as the ones ``slice_id`` now takes, in place of those it took before."""
-        old = self._held_labels.pop(slice_id, ())
-        if old == labels:
-            if labels:
-                self._held_labels[slice_id] = labels
-            return
-        self._label_use.subtract(old)
-        self._label_use.update(labels)
-        for gone in old:
-            if self._label_use[gone] <= 0:
-                del self._label_use[gone]
-        if labels:
-            self._held_labels[slice_id] = labels
-
-    def _load_held_labels(self) -> None:
-        marks = ",".join("?" * len(HOLDING_STATES))
-        rows = self._db.execute(
-            f"SELECT l.slice_id, l.a_port, l.b_port, l.label_a, l.label_b FROM links l "  # noqa: S608 - only ? marks
-            f"JOIN slices s ON s.id = l.slice_id WHERE s.state IN ({marks})",
-            [s.value for s in HOLDING_STATES],
-        ).fetchall()
-        by_slice: dict[str, list[LinkLabel]] = {}
-        for r in rows:
-            key = (min(r["a_port"], r["b_port"]), max(r["a_port"], r["b_port"]))
-            taken = by_slice.setdefault(r["slice_id"], [])
-            taken.extend((key, int(label)) for label in (r["label_a"], r["label_b"]) if label is not None)
-        for slice_id, labels in by_slice.items():
-            self._hold_labels(slice_id, tuple(labels))
-
-    # --- reads --------------------------------------------------------------------------------
-
-    def get(self, slice_id: str) -> SliceRecord | None:
-        """The slice with that id, or None."""
-        row = self._db.execute("SELECT * FROM slices WHERE id = ?", (slice_id,)).fetchone()
-        return self._load(row) if row else None
-
-    def state_of(self, slice_id: str) -> SliceState | None:
-        """The stored state of a slice, or None (cheaper than ``get``: one column, nothing decoded)."""
-        row = self._db.execute("SELECT state FROM slices WHERE id = ?", (slice_id,)).fetchone()
-        return SliceState(row["state"]) if row else None
-
-    def find_by_request(self, requester: str, request_id: str) -> SliceRecord | None:
-        """The slice a requester reserved with that request id, or None."""
-        row = self._db.execute(
-            "SELECT * FROM slices WHERE requester = ? AND request_id = ?", (requester, request_id)
-        ).fetchone()
-        return self._load(row) if row else None
-
-    def find_by_segment(self, domain: str, handle: str) -> SliceRecord | None:
-        """The slice one of whose current segments ``domain`` granted under ``handle``, or None."""
-        row = self._db.execute(
-            "SELECT s.* FROM segments g JOIN slices s ON s.id = g.slice_id WHERE g.domain = ? AND g.handle = ?",
-            (domain, handle),
-        ).fetchone()
-        return self._load(row) if row else None
-
-    def slices(self, states: Iterable[SliceState] = ()) -> list[SliceRecord]:
-        """Every slice, or those in ``states``, oldest first."""
-        wanted = [s.value for s in states]
-        if wanted:
-            marks = ",".join("?" * len(wanted))
-            rows = self._db.execute(
-                f"SELECT * FROM slices WHERE state IN ({marks}) ORDER BY created_at",  # noqa: S608 - only ? marks
-                wanted,
-            ).fetchall()
-        else:
-            rows = self._db.execute("SELECT * FROM slices ORDER BY created_at").fetchall()
-        return [self._load(r) for r in rows]
-
-    def page(
-        self,
-        states: Iterable[SliceState] = (),
-        *,
-        requester: str | None = None,
-        after: tuple[float, str] | None = None,
-        limit: int = 500,
-    ) -> list[SliceRecord]:
-        """Up to ``limit`` slices, oldest first (by creation, then id), after the key ``after``.
-
-        ``requester`` None means everyone's; ``after`` is the (created_at, id) of the last slice of
-        the previous page.
-        """
-        where: list[str] = []
-        args: list[object] = []
-        wanted = [s.value for s in states]
-        if wanted:
-            where.append(f"state IN ({','.join('?' * len(wanted))})")
-            args.extend(wanted)
-        if requester is not None:
-            where.append("requester = ?")
-            args.append(requester)
-        if after is not None:
-            where.append("(created_at, id) > (?, ?)")
-            args.extend(after)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._db.execute(
-            f"SELECT * FROM slices {clause} ORDER BY created_at, id LIMIT ?",  # noqa: S608 - only ? marks
-            [*args, limit],
-        ).fetchall()
-        return [self._load(r) for r in rows]
-
-    def save_rule(self, slice_id: str, name: str, body: Mapping[str, object]) -> None:
-        """Keep a user rule of a slice (replacing the one of that name); it goes with its slice."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO rules VALUES (?,?,?) ON CONFLICT (slice_id, name) DO UPDATE SET body = excluded.body",
-                (slice_id, name, json.dumps(dict(body), sort_keys=True)),
-            )
-
-    def rules(self, slice_id: str) -> list[dict[str, Any]]:
-        """The user rules kept for a slice, in the order they were first added."""
-        rows = self._db.execute("SELECT body FROM rules WHERE slice_id = ? ORDER BY rowid", (slice_id,)).fetchall()
-        return [json.loads(r["body"]) for r in rows]
-
-    def drop_rules(self, slice_id: str) -> None:
-        """Forget a slice's user rules (it ended)."""
-        with self._tx() as db:
-            db.execute("DELETE FROM rules WHERE slice_id = ?", (slice_id,))
-
-    def save_order(self, order: OrderRecord) -> None:
-        """Insert or update a service order (its key, requester and request id, never changes)."""
-        body = json.dumps(
-            {
-                "hold_only": order.hold_only,
-                "hold_time_s": order.hold_time_s,
-                "description": order.description,
-                "completed_at": order.completed_at,
-                "cancelled_at": order.cancelled_at,
-            }
-        )
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO orders VALUES (?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-                (order.id, order.requester, order.request_id, order.created_at, body),
-            )
-
-    def drop_order(self, order_id: str) -> None:
-        """Forget a service order (its Reserve was refused before any slice was recorded)."""
-        with self._tx() as db:
-            db.execute("DELETE FROM orders WHERE id = ?", (order_id,))
-
-    @staticmethod
-    def _order(row: sqlite3.Row) -> OrderRecord:
-        body = json.loads(row["body"])
-        return OrderRecord(
-            id=row["id"],
-            requester=row["requester"],
-            request_id=row["request_id"],
-            created_at=row["created_at"],
-            hold_only=bool(body.get("hold_only", False)),
-            hold_time_s=float(body.get("hold_time_s", 0.0)),
-            description=str(body.get("description", "")),
-            completed_at=float(body.get("completed_at", 0.0)),
-            cancelled_at=float(body.get("cancelled_at", 0.0)),
-        )
-
-    def order(self, order_id: str) -> OrderRecord | None:
-        """The service order with that id, or None."""
-        row = self._db.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
-        return self._order(row) if row else None
-
-    def order_by_request(self, requester: str, request_id: str) -> OrderRecord | None:
-        """The service order a requester placed with that request id (its externalId), or None."""
-        row = self._db.execute(
-            "SELECT * FROM orders WHERE requester = ? AND request_id = ?", (requester, request_id)
-        ).fetchone()
-        return self._order(row) if row else None
-
-    def orders(self, *, requester: str | None = None, request_id: str = "", limit: int = 500) -> list[OrderRecord]:
-        """Up to ``limit`` service orders (of ``requester``, or everyone's for None), newest first."""
-        where, args = [], []
-        if requester is not None:
-            where.append("requester = ?")
-            args.append(requester)
-        if request_id:
-            where.append("request_id = ?")
-            args.append(request_id)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._db.execute(
-            f"SELECT * FROM orders {clause} ORDER BY created_at DESC, rowid DESC LIMIT ?",  # noqa: S608 - only ? marks
-            [*args, limit],
-        ).fetchall()
-        return [self._order(r) for r in rows]
-
-    def prune_failed(self, *, before: float, keep: int) -> int:
-        """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.
-
-        Only those that hold nothing (every segment released, no stitched link): the bound on what
-        a caller's failing requests can make the store keep, never a lost holding.
-        """
-        failed = SliceState.FAILED.value
-        with self._tx() as db:
-            # Only records that hold nothing anywhere: no segment still live, no stitched link. A FAILED
-            # slice whose release failed ("retry Terminate") is kept until it is terminated.
-            ids = [
-                row["id"]
-                for row in db.execute(
-                    "SELECT id FROM slices s WHERE state = ? AND (updated_at < ? OR id NOT IN "
-                    "(SELECT id FROM slices WHERE state = ? ORDER BY updated_at DESC, id DESC LIMIT ?)) "
-                    "AND NOT EXISTS (SELECT 1 FROM segments g WHERE g.slice_id = s.id AND g.state NOT IN (?, ?, ?)) "
-                    "AND NOT EXISTS (SELECT 1 FROM links k WHERE k.slice_id = s.id AND k.wim_handle != '')",
-                    (failed, before, failed, keep, *_RELEASED),
-                )
-            ]
-            for slice_id in ids:  # segments and links go with their slice (ON DELETE CASCADE)
-                db.execute("DELETE FROM tasks WHERE slice_id = ?", (slice_id,))
-                # A service order goes with the failed slice it placed (the same retention).
-                db.execute(
-                    "DELETE FROM orders WHERE (requester, request_id) IN "
-                    "(SELECT requester, request_id FROM slices WHERE id = ?)",
-                    (slice_id,),
-                )
-                db.execute("DELETE FROM slices WHERE id = ?", (slice_id,))
-                self._parts.pop(slice_id, None)
-        return len(ids)
-
-    def holding(self) -> list[SliceRecord]:
-        """Slices in a state that holds resources."""
-        return self.slices(HOLDING_STATES)
-
-    def count_holding(self) -> int:
-        """How many slices are in a state that holds resources."""
-        marks = ",".join("?" * len(HOLDING_STATES))
-        row = self._db.execute(
-            f"SELECT COUNT(*) AS n FROM slices WHERE state IN ({marks})",  # noqa: S608 - only ? marks
-            [s.value for s in HOLDING_STATES],
-        ).fetchone()
-        return int(row["n"])
-
-    def local_holdings(self) -> list[tuple[str, str, SliceState]]:
-        """(domain, handle, segment state) of each live local segment of a holding slice, oldest slice first.
-
-        What a restart re-applies to the local domains; read without decoding whole slices.
-        """
-        holding, final = ",".join("?" * len(HOLDING_STATES)), ",".join("?" * len(FINAL_STATES))
-        rows = self._db.execute(
-            "SELECT g.domain, g.handle, g.state FROM segments g JOIN slices s ON s.id = g.slice_id "  # noqa: S608
-            f"WHERE s.state IN ({holding}) AND g.local = 1 AND g.handle != '' AND g.state NOT IN ({final}) "
-            "ORDER BY s.created_at, g.idx",
-            [*(x.value for x in HOLDING_STATES), *(x.value for x in FINAL_STATES)],
-        ).fetchall()
-        return [(r["domain"], r["handle"], SliceState(r["state"])) for r in rows]
-
-    def in_service_local(self) -> set[tuple[str, str]]:
-        """(domain, handle) of each local segment in service (ACTIVE) in a slice that is in service."""
-        active = SliceState.ACTIVE.value
-        rows = self._db.execute(
-            "SELECT g.domain, g.handle FROM segments g JOIN slices s ON s.id = g.slice_id "
-            "WHERE s.state = ? AND g.local = 1 AND g.handle != '' AND g.state = ?",
-            (active, active),
-        ).fetchall()
-        return {(r["domain"], r["handle"]) for r in rows}
-
-    def wim_handles(self) -> list[str]:
-        """WIM handles of the stitched links of holding slices."""
-        marks = ",".join("?" * len(HOLDING_STATES))
-        rows = self._db.execute(
-            "SELECT l.wim_handle FROM links l JOIN slices s ON s.id = l.slice_id "  # noqa: S608
-            f"WHERE s.state IN ({marks}) AND l.wim_handle != '' ORDER BY s.created_at",
-            [x.value for x in HOLDING_STATES],
-        ).fetchall()
-        return [r["wim_handle"] for r in rows]
-
-    def expired_holds(self, now: float) -> list[str]:
-        """Ids of held slices whose hold time has passed."""
-        rows = self._db.execute(
-            "SELECT id FROM slices WHERE state = ? AND hold_expires_at <= ?", (SliceState.HELD.value, now)
-        ).fetchall()
-        return [r["id"] for r in rows]
-
-    def next_hold_expiry(self) -> float | None:
-        """The earliest hold expiry among held slices."""
-        row = self._db.execute(
-            "SELECT MIN(hold_expires_at) AS t FROM slices WHERE state = ?", (SliceState.HELD.value,)
-        ).fetchone()
-        return float(row["t"]) if row and row["t"] is not None else None
-
-    def used_link_labels(self) -> dict[tuple[str, str], set[int]]:
-        """Labels taken on each inter-child link by slices that hold resources (kept in memory, see the module)."""
-        used: dict[tuple[str, str], set[int]] = {}
-        for key, label in self._label_use:
-            used.setdefault(key, set()).add(label)
-        return used
-
-    def tasks(self, slice_id: str) -> list[dict[str, Any]]:
-        """The task log of a slice."""
-        rows = self._db.execute(
-            "SELECT * FROM tasks WHERE slice_id = ? ORDER BY updated_at, seq", (slice_id,)
-        ).fetchall()
-        return [dict(r) for r in rows]
-
-    def _load(self, row: sqlite3.Row) -> SliceRecord:
-        sid = row["id"]
-        segs = self._db.execute("SELECT * FROM segments WHERE slice_id = ? ORDER BY idx", (sid,)).fetchall()
-        links = self._db.execute("SELECT * FROM links WHERE slice_id = ?", (sid,)).fetchall()
-        return SliceRecord(
-            id=sid,
-            requester=row["requester"],
-            request_id=row["request_id"],
-            request_hash=row["request_hash"],
-            request=request_from_dict(json.loads(row["request"])),
-            hold_time_s=row["hold_time_s"],
-            state=SliceState(row["state"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            hold_expires_at=row["hold_expires_at"],
-            reason=row["reason"],
-            error_code=row["error_code"],
-            labels=json.loads(row["labels"]),
-            addresses=json.loads(row["addresses"]),
-            settle_to=SliceState(row["settle_to"]) if row["settle_to"] else None,
-            deadline_at=row["deadline_at"],
-            segments=tuple(
-                SegmentRecord(
-                    index=s["idx"],
-                    domain=s["domain"],
-                    local=bool(s["local"]),
-                    sp_id=s["sp_id"],
-                    request=request_from_dict(json.loads(s["request"])),
-                    transit_latency_ms=s["transit_latency_ms"],
-                    latency_share_ms=s["latency_share_ms"],
-                    state=SliceState(s["state"]),
-                    order_key=s["order_key"],
-                    handle=s["handle"],
-                    labels=json.loads(s["labels"]),
-                    addresses=json.loads(s["addresses"]),
-                    detail=tuple(json.loads(s["detail"])),
-                )
-                for s in segs
-            ),
-            links=tuple(
-                LinkRecord(
-                    a_port=TerminalId(ln["a_port"]),
-                    b_port=TerminalId(ln["b_port"]),
-                    a_domain=ln["a_domain"],
-                    b_domain=ln["b_domain"],
-                    label_type=LabelType(ln["label_type"]),
-                    label_a=ln["label_a"],
-                    label_b=ln["label_b"],
-                    a_can_swap=bool(ln["a_can_swap"]),
-                    b_can_swap=bool(ln["b_can_swap"]),
-                    wim_handle=ln["wim_handle"],
-                )
-                for ln in links
-            ),
-        )
-
-
-def _detail_list(detail: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [dict(d) for d in detail]
+__all__ = ["SqliteStore"]

@@ -48,6 +48,27 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         (f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{driver: carrier-pigeon}}\n", "wim.driver"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\ndataplane: {{prefix: eth0}}\n", "dataplane.prefix"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\ndataplane: {{colour: 1}}\n", "dataplane.colour"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{backend: mongodb}}\n", "store.backend: unknown store backend"),
+        (f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: []}}]\n", "lower_sps[0].addresses"),
+        (
+            f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], address: 'x:1', addresses: ['127.0.0.1:1']}}]\n",
+            "lower_sps[0]: give address or addresses, not both",
+        ),
+        (
+            f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: ['127.0.0.1:1', 'db.example:2']}}]\n",
+            "lower_sps[0].addresses[1]: 'db.example:2': with several addresses each must be an IP address and port",
+        ),
+        (
+            f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: ['127.0.0.1:1', '[::1]:2']}}]\n",
+            "lower_sps[0].addresses[1]: '[::1]:2': with several addresses each must be of one address family (IPv4)",
+        ),
+        (
+            f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: ['127.0.0.1:1', '127.0.0.1:1']}}]\n",
+            "lower_sps[0].addresses: an address is listed twice",
+        ),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{backend: postgresql}}\n", "store.dsn: required with backend"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{dsn: 'host=x'}}\n", "store.dsn: only for backend postgresql"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{backend: postgresql, dsn: 5}}\n", "store.dsn"),
         ("sp_id: L\ndomains: [{id: L, type: quantum}]\n", "domains[0].type"),
         ("sp_id: L\ndomains: [{id: L, type: openstack, pops: [{name: a}]}]\n", "domains[0].auth"),
         (
@@ -116,7 +137,11 @@ def test_a_wrong_type_is_refused_not_coerced_and_named_by_its_path(
     ("text", "field", "known"),
     [
         (f"sp_id: T\nlower_sps: [{LOWER}]\ncolour: blue\n", "colour", "known: sp_id, listen, data_dir"),
-        (f"sp_id: T\nlower_sps: [{LOWER[:-1]}, port: 1}}]\n", "lower_sps[0].port", "known: id, address, keys"),
+        (
+            f"sp_id: T\nlower_sps: [{LOWER[:-1]}, port: 1}}]\n",
+            "lower_sps[0].port",
+            "known: id, address, addresses, keys",
+        ),
         (f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{drvier: linux}}\n", "wim.drvier", "known: driver, capacity_mbps"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\nretention: {{days: 1}}\n", "retention.days", "known: failed_s, failed_max"),
     ],
@@ -144,3 +169,20 @@ def test_null_sections_are_the_defaults(tmp_path: Path) -> None:
     assert cfg.wim.driver == "memory" and cfg.security.login_listen == "" and cfg.metrics_listen == ""
     assert cfg.rest_listen == "" and cfg.rest_callback_hosts == ()
     assert cfg.monitoring_mode == "normal" and cfg.domains == () and cfg.activation_timeout_s is None
+
+
+def test_the_store_defaults_to_sqlite_and_postgresql_takes_its_dsn(tmp_path: Path) -> None:
+    base = f"sp_id: T\nlower_sps: [{LOWER}]\n"
+    assert load_config(write(tmp_path, base)).store.backend == "sqlite"
+    cfg = load_config(write(tmp_path, base + "store: {backend: postgresql, dsn: 'host=127.0.0.1 dbname=t'}\n"))
+    assert (cfg.store.backend, cfg.store.dsn) == ("postgresql", "host=127.0.0.1 dbname=t")
+
+
+def test_a_lower_sp_at_several_addresses_is_one_balanced_target(tmp_path: Path) -> None:
+    one = load_config(write(tmp_path, f"sp_id: T\nlower_sps: [{LOWER}]\n")).lower_sps[0]
+    assert (one.target, one.balanced) == ("x:1", False)
+    text = f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: ['127.0.0.1:1', '127.0.0.1:2']}}]\n"
+    many = load_config(write(tmp_path, text)).lower_sps[0]
+    assert (many.address, many.target, many.balanced) == ("127.0.0.1:1", "ipv4:127.0.0.1:1,127.0.0.1:2", True)
+    text = f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: ['[::1]:1', '[::1]:2']}}]\n"
+    assert load_config(write(tmp_path, text)).lower_sps[0].target == "ipv6:[::1]:1,[::1]:2"

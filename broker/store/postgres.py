@@ -1,0 +1,196 @@
+"""The SP's state on PostgreSQL (``store: {backend: postgresql, dsn: ...}``), with psycopg 3.
+
+The same queries as the SQLite store (``broker/store/sql.py``), the same schema migrations (applied
+under an advisory lock, so brokers starting together migrate once), and the database asked each time
+for what the SQLite store keeps in memory: nothing in this process is taken for the database's truth.
+
+One broker process per database, for now. Replicas of one SP sharing a database need every rule
+that holds across processes (request-id idempotency, label allocation, one operation per slice,
+hold expiry run once) enforced by the database (issue 16); until then a second broker that opens a
+database another one holds is refused at start (a session advisory lock, released by PostgreSQL when
+the holder's connection ends, a ``kill -9`` included), instead of both writing the same slices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from broker.core.storage import StoreConflict
+from broker.store.schema import POSTGRESQL
+from broker.store.sql import SqlStore
+from slicing.errors import Unavailable
+
+log = logging.getLogger("broker.store")
+
+#: Advisory lock keys (any 64-bit numbers, fixed): migrating the schema, and being the one broker.
+_SCHEMA_LOCK = 0x6662_7363_6865_6D61  # "fbschema"
+_BROKER_LOCK = 0x6662_6272_6F6B_6572  # "fbbroker"
+#: The first of the two keys of every lock on a slice or request id ("fb").
+_KEY_LOCKS = 0x6662
+#: A connection attempt to a database that does not answer gives up after this many seconds.
+CONNECT_TIMEOUT_S = 10
+
+
+class StoreUnavailable(RuntimeError):
+    """The database could not be reached or would not let this broker in."""
+
+
+def describe(dsn: str) -> str:
+    """The DSN without its password, fit for a log line or an error."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the configured PostgreSQL database (its dsn does not parse)"
+    parts.pop("password", None)
+    shown = " ".join(f"{k}={v}" for k, v in sorted(parts.items()))
+    return f"PostgreSQL database '{shown}'"
+
+
+def _translated(sql: str) -> str:
+    """``?`` marks as psycopg's ``%s`` (the queries hold no other ``?`` nor any ``%``)."""
+    return sql.replace("?", "%s")
+
+
+class PostgresStore(SqlStore):
+    """Slices and everything under them, in one PostgreSQL database."""
+
+    dialect = POSTGRESQL
+    conflict_errors = (errors.IntegrityError,)
+
+    def __init__(self, dsn: str, *, owner: str | None = None, exclusive: bool = True) -> None:
+        self._where = describe(dsn)
+        self._dsn = dsn
+        self._exclusive = exclusive
+        self._lock = threading.RLock()  # one connection: one statement at a time, whichever thread
+        self._sql: dict[str, str] = {}
+        self._db = self._connect()
+        try:
+            super().__init__(single_writer=False, owner=owner, where=self._where)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        """A new connection, holding the one-broker lock when ``exclusive``; StoreUnavailable when it cannot."""
+        try:
+            db = psycopg.connect(self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(f"cannot reach the {self._where}: {detail}") from None
+        if self._exclusive:
+            row = db.execute("SELECT pg_try_advisory_lock(%s) AS got", (_BROKER_LOCK,)).fetchone()
+            if not row or not row["got"]:
+                db.close()
+                raise StoreUnavailable(
+                    f"another broker holds the {self._where}: one broker process per database "
+                    "(replicas of one SP sharing a database are not supported yet); stop it, or give this "
+                    "broker a database of its own"
+                )
+        return db
+
+    def _usable(self) -> psycopg.Connection[dict[str, Any]]:
+        """The connection, made again after it was lost (the database restarted, the network cut)."""
+        if self._db.closed or self._db.broken:
+            try:
+                self._db = self._connect()
+            except StoreUnavailable as exc:
+                raise Unavailable(f"store: {exc}") from None
+            log.warning("store: connected again to the %s", self._where)
+        return self._db
+
+    def _lost(self, exc: psycopg.OperationalError) -> Unavailable:
+        """The error a call gets when the database stopped answering in the middle of it."""
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if not self._db.closed:  # told once, not again by the transaction that ends with it
+            log.error("store: lost the %s (%s); reconnecting at the next call", self._where, detail)
+            self._db.close()
+        return Unavailable(f"store: lost the {self._where} ({detail}); the broker reconnects at its next call")
+
+    def _execute(self, sql: str, args: Sequence[object] = ()) -> Any:
+        text = self._sql.get(sql)
+        if text is None:
+            text = self._sql[sql] = _translated(sql)
+        with self._lock:
+            try:
+                return self._usable().execute(text, args)
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            try:
+                with self._usable().cursor() as cur:
+                    cur.executemany(_translated(sql), rows)
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
+
+    @contextmanager
+    def _block(self, *, read_only: bool) -> Iterator[None]:
+        with self._lock:
+            db = self._usable()
+            if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                yield  # already inside one (a read within a write): it sees the write's snapshot
+                return
+            try:
+                with db.transaction():
+                    if read_only:
+                        db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
+
+    def _tx(self) -> AbstractContextManager[None]:
+        return self._block(read_only=False)
+
+    def _snapshot(self) -> AbstractContextManager[None]:
+        return self._block(read_only=True)
+
+    # Locks on keys (slices, request ids), seen by every process on the database: PostgreSQL's
+    # advisory locks of two 32-bit keys (a key space apart from the one-key locks above), held by
+    # this process's session until given back or until its connection ends (a kill -9 included). A
+    # store that is the only broker on its database (``exclusive``) has no one to exclude.
+
+    def try_lock(self, key: str) -> bool:
+        if self._exclusive:
+            return True
+        row = self._execute("SELECT pg_try_advisory_lock(?, hashtext(?)) AS got", (_KEY_LOCKS, key)).fetchone()
+        return bool(row and row["got"])
+
+    def unlock(self, key: str) -> None:
+        if not self._exclusive and not self._db.closed:
+            self._execute("SELECT pg_advisory_unlock(?, hashtext(?))", (_KEY_LOCKS, key))
+
+    def locked_elsewhere(self, key: str) -> bool:
+        if self._exclusive:
+            return False
+        row = self._execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+            "AND classid = ?::oid AND objid = (hashtext(?)::bigint & 4294967295)::oid "
+            "AND pid <> pg_backend_pid()) AS held",
+            (_KEY_LOCKS, key),
+        ).fetchone()
+        return bool(row and row["held"])
+
+    def _select_state_for_update(self) -> str:
+        return "SELECT state FROM slices WHERE id = ? FOR UPDATE"
+
+    def _lock_schema(self) -> None:
+        self._execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+
+    def close(self) -> None:
+        """Close the connection (its advisory locks go with it)."""
+        self._db.close()
+
+
+__all__ = ["CONNECT_TIMEOUT_S", "PostgresStore", "StoreConflict", "StoreUnavailable", "describe"]
