@@ -351,8 +351,10 @@ class Fleet:
                 await old.close()
         broker.channel = self._client_channel(broker, CUSTOMER)
         broker.operator_channel = self._client_channel(broker, OPERATOR)
+        # wait_for_ready: on a loaded machine the first connection to a server that just bound its port
+        # may be refused once; the channel's retry (bounded by the timeout) is not a failed start.
         reply = await health_pb2_grpc.HealthStub(broker.channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=START_TIMEOUT_S
+            health_pb2.HealthCheckRequest(service=""), timeout=START_TIMEOUT_S, wait_for_ready=True
         )
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise StartError(f"{broker.sp_id} reports health {reply.status}")
