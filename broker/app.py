@@ -426,6 +426,7 @@ class Broker:
         from broker.api.rest import RestApi
         from broker.api.rest_events import EventHub
         from broker.api.rest_tmf import TmfApi
+        from broker.api.rest_web import FederationView, add_pages
         from broker.security.login import server_ssl_context
 
         ctx = None
@@ -456,9 +457,10 @@ class Broker:
             "deleteService": tmf.delete_service,
             "listServiceSpecification": tmf.list_specs,
             "retrieveServiceSpecification": tmf.get_spec,
+            "retrieveFederation": FederationView(self.config.sp_id, self.catalog, self._clock).retrieve,
         }
         observe = self.metrics.observe if self.metrics else None
-        self.rest = RestApi(self.config.sp_id, self.guard, self.audit, handlers, observe=observe)
+        self.rest = RestApi(self.config.sp_id, self.guard, self.audit, handlers, observe=observe, pages=add_pages)
         try:
             address = await self.rest.start(self.config.rest_listen, ctx)
         except OSError as exc:

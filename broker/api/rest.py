@@ -136,6 +136,7 @@ class RestApi:
         handlers: Mapping[str, Handler],
         *,
         observe: Callable[[str, str, float], None] | None = None,
+        pages: Callable[[web.Application], None] | None = None,
     ) -> None:
         missing = [r.operation_id for r in ROUTES if r.operation_id not in handlers]
         if missing:
@@ -145,6 +146,7 @@ class RestApi:
         self._audit = audit
         self._handlers = dict(handlers)
         self._observe = observe
+        self._pages = pages  # the web view's files (broker.api.rest_web), served without a token
         self._runner: web.AppRunner | None = None
         self._tls = False
         self.address = ""
@@ -155,6 +157,8 @@ class RestApi:
         for route in ROUTES:
             app.router.add_route(route.method, route.path, self._gated(route))
         app.router.add_get("/openapi.json", self._openapi)
+        if self._pages is not None:
+            self._pages(app)
         return app
 
     async def _openapi(self, request: web.Request) -> web.Response:

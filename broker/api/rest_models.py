@@ -247,6 +247,51 @@ class EventOut(BaseModel):
     event: dict[str, Any]
 
 
+class PortOut(BaseModel):
+    """A border port a note offers, and the SP on its other side."""
+
+    model_config = _OUT
+    id: str
+    peerSp: str
+
+
+class NoteOut(BaseModel):
+    """A capability note as the web view shows it: who, which version, how old, until when, what it offers."""
+
+    model_config = _OUT
+    spId: str
+    version: int
+    issuedAt: str
+    expiresAt: str
+    ageS: float
+    expiresInS: float
+    endpoints: list[str] = []
+    ports: list[PortOut] = []
+    functions: list[str] = []
+    qosClasses: list[str] = []
+
+
+class RefusedNoteOut(BaseModel):
+    """A note from below this SP refused, and why."""
+
+    model_config = _OUT
+    spId: str
+    version: int
+    reason: str
+    detail: str = ""
+    at: str
+
+
+class FederationOut(BaseModel):
+    """This SP's place in the federation: the note it publishes, the notes it holds from below, those it refused."""
+
+    model_config = _OUT
+    spId: str
+    own: NoteOut | None = None
+    lower: list[NoteOut] = []
+    refused: list[RefusedNoteOut] = []
+
+
 def dump(model: BaseModel) -> dict[str, Any]:
     """A model as the JSON the API sends (TMF names, nothing unset)."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -260,6 +305,7 @@ __all__ = [
     "Error",
     "ErrorMessage",
     "EventOut",
+    "FederationOut",
     "HubCreate",
     "HubOut",
     "Ref",

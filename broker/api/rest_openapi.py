@@ -20,6 +20,8 @@ from broker.api.servicers import MAX_PAGE_SIZE
 ORDERING = "/tmf-api/serviceOrdering/v4"
 INVENTORY = "/tmf-api/serviceInventory/v4"
 CATALOG = "/tmf-api/serviceCatalog/v4"
+#: fedbroker's own resources beside the TMF ones (what the web view shows of the federation).
+OWN = "/fedbroker/v1"
 #: The most a list skips (``offset``): lists are read newest first and never scan without bound.
 MAX_OFFSET = 10_000
 
@@ -234,6 +236,16 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        f"{OWN}/federation",
+        "retrieveFederation",
+        "GetCatalog",
+        "This SP's note, the notes it holds from the SPs below (version, age, expiry) and those it refused",
+        "federation",
+        answer=m.FederationOut,
+        errors=READ,
+    ),
+    Route(
+        "GET",
         f"{CATALOG}/serviceSpecification",
         "listServiceSpecification",
         "ListSpecifications",
@@ -357,4 +369,4 @@ def document(sp_id: str, server_url: str = "") -> dict[str, Any]:
     return doc
 
 
-__all__ = ["CATALOG", "INVENTORY", "MAX_OFFSET", "ORDERING", "ROUTES", "Param", "Route", "document"]
+__all__ = ["CATALOG", "INVENTORY", "MAX_OFFSET", "ORDERING", "OWN", "ROUTES", "Param", "Route", "document"]
