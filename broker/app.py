@@ -442,6 +442,7 @@ class Broker:
             allowed_hosts=self.config.rest_callback_hosts,
             client_ssl=self.identity.ssl_context if self.tls is not None else None,
         )
+        federation = FederationView(self.config.sp_id, self.catalog, self.offers, self._clock)
         handlers = {
             "createServiceOrder": tmf.create_order,
             "listServiceOrder": tmf.list_orders,
@@ -457,7 +458,9 @@ class Broker:
             "deleteService": tmf.delete_service,
             "listServiceSpecification": tmf.list_specs,
             "retrieveServiceSpecification": tmf.get_spec,
-            "retrieveFederation": FederationView(self.config.sp_id, self.catalog, self._clock).retrieve,
+            "retrieveFederation": federation.retrieve,
+            "listOffer": federation.list_offers,
+            "patchOffer": federation.patch_offer,
         }
         observe = self.metrics.observe if self.metrics else None
         self.rest = RestApi(self.config.sp_id, self.guard, self.audit, handlers, observe=observe, pages=add_pages)

@@ -292,6 +292,22 @@ class FederationOut(BaseModel):
     refused: list[RefusedNoteOut] = []
 
 
+class OfferChange(BaseModel):
+    """``PATCH /fedbroker/v1/offer/{domain}``: withdraw the domain's offer, or publish it again."""
+
+    model_config = _IN
+    withdrawn: bool
+
+
+class OfferOut(BaseModel):
+    """A local domain's offer: withdrawn or not, and the version of the note it publishes (after a change)."""
+
+    model_config = _OUT
+    domain: str
+    withdrawn: bool
+    noteVersion: int | None = None
+
+
 def dump(model: BaseModel) -> dict[str, Any]:
     """A model as the JSON the API sends (TMF names, nothing unset)."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -15,9 +15,12 @@ from importlib import resources
 
 from aiohttp import web
 
+from broker.api import codec
 from broker.api import rest_models as m
+from broker.api.rest import read_body
 from broker.api.rest_tmf import iso
 from broker.core.catalog import Catalog
+from broker.core.offers import OfferDesk
 from broker.security.auth import Principal
 from capability_catalog.model import CapabilityNote
 
@@ -77,12 +80,27 @@ def note_out(note: CapabilityNote, now: float) -> m.NoteOut:
 
 
 class FederationView:
-    """``GET /fedbroker/v1/federation`` (operators and peer SPs, as gRPC's GetCatalog)."""
+    """``GET /fedbroker/v1/federation`` (operators and peer SPs, as gRPC's GetCatalog), and the operator's offers."""
 
-    def __init__(self, sp_id: str, catalog: Catalog, clock: Callable[[], float]) -> None:
+    def __init__(self, sp_id: str, catalog: Catalog, offers: OfferDesk, clock: Callable[[], float]) -> None:
         self._sp = sp_id
         self._catalog = catalog
+        self._offers = offers
         self._clock = clock
+
+    async def list_offers(self, request: web.Request, principal: Principal) -> web.StreamResponse:
+        """``GET /fedbroker/v1/offer``."""
+        out = [m.dump(m.OfferOut(domain=d, withdrawn=w)) for d, w in self._offers.withdrawn().items()]
+        return web.json_response(out, headers={"X-Result-Count": str(len(out))})
+
+    async def patch_offer(self, request: web.Request, principal: Principal) -> web.StreamResponse:
+        """``PATCH /fedbroker/v1/offer/{domain}``: gRPC's SetOffer, with only ``withdrawn`` changed."""
+        body: m.OfferChange = await read_body(request, m.OfferChange)
+        domain = request.match_info["id"]
+        codec.check_id(domain, "id")
+        note = self._offers.set_withdrawn(domain, body.withdrawn)
+        request["outcome"] = f"withdrawn={body.withdrawn}, note version {note.version}"
+        return web.json_response(m.dump(m.OfferOut(domain=domain, withdrawn=body.withdrawn, noteVersion=note.version)))
 
     async def retrieve(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """This SP's own note, the notes from below, and the refused ones, newest refusal first."""

@@ -167,3 +167,25 @@ async def test_an_operator_terminates_a_slice_from_the_page(fleet: Fleet, browse
         service = await alice_api.call("GET", f"{INVENTORY}/service/{slice_id}")
         assert service.body["state"] == "terminated"
         assert operator.js_errors == [], operator.js_errors
+
+
+async def test_an_operator_withdraws_an_offer_and_publishes_it_again_from_the_page(fleet: Fleet, browser: Any) -> None:
+    operator = await open_page(browser, fleet, OPERATOR)
+    own = '.sp.own[data-sp="L"]'
+    await operator.wait_for_selector(f"{own}:has-text('endpoints: L.ep')", timeout=SHOWN_MS)
+    await operator.click('tr[data-domain="L"] button[data-role="toggle-offer"]', timeout=SHOWN_MS)
+    await operator.wait_for_selector('tr[data-domain="L"] td[data-role="offer"]:text-is("withdrawn")', timeout=SHOWN_MS)
+    # The withdrawn offer's note, as this SP publishes it now: nothing to buy.
+    await operator.wait_for_selector(f"{own}:has-text('endpoints: -')", timeout=SHOWN_MS)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        specs = await RestClient(fleet, SP, "alice", http).call(
+            "GET", "/tmf-api/serviceCatalog/v4/serviceSpecification"
+        )
+        [spec] = specs.body
+        src = next(c for c in spec["specCharacteristic"] if c["name"] == "src")
+        assert src["serviceSpecCharacteristicValue"] == []  # a customer is offered no terminal
+    await operator.click('tr[data-domain="L"] button[data-role="toggle-offer"]', timeout=SHOWN_MS)
+    await operator.wait_for_selector(f"{own}:has-text('endpoints: L.ep')", timeout=SHOWN_MS)
+    alice = await open_page(browser, fleet, "alice")
+    assert await alice.locator("#offers").is_hidden()  # customers have no offers to edit
+    assert operator.js_errors == [], operator.js_errors

@@ -5,6 +5,8 @@
 const INVENTORY = "/tmf-api/serviceInventory/v4";
 const ORDERING = "/tmf-api/serviceOrdering/v4";
 const FEDERATION = "/fedbroker/v1/federation";
+const OFFERS = "/fedbroker/v1/offer";
+const REFRESH_MS = 3000; // the federation's notes age and change without events: read again this often
 const services = new Map(); // slice id -> TMF638 service
 let token = "";
 let stream = null;
@@ -28,16 +30,22 @@ function showError(text) {
   box.textContent = text || "";
 }
 
-async function call(method, path) {
-  const reply = await fetch(path, { method, headers: { Authorization: "Bearer " + token } });
+async function call(method, path, body) {
+  const headers = { Authorization: "Bearer " + token };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const reply = await fetch(path, init);
   if (reply.status === 204) return null;
-  const body = await reply.json();
+  const answer = await reply.json();
   if (!reply.ok) {
-    const err = new Error(body.reason || reply.statusText);
+    const err = new Error(answer.reason || reply.statusText);
     err.status = reply.status;
     throw err;
   }
-  return body;
+  return answer;
 }
 
 function segmentNode(seg) {
@@ -116,6 +124,46 @@ async function loadFederation() {
   }
 }
 
+async function loadOffers() {
+  const section = document.getElementById("offers");
+  let offers;
+  try {
+    offers = await call("GET", OFFERS);
+  } catch (err) {
+    section.hidden = true; // operators only
+    return false;
+  }
+  section.hidden = false;
+  const body = section.querySelector("tbody");
+  body.replaceChildren();
+  for (const o of offers) {
+    const tr = el("tr");
+    tr.dataset.domain = o.domain;
+    tr.append(el("td", o.domain));
+    const state = el("td", o.withdrawn ? "withdrawn" : "offered");
+    state.dataset.role = "offer";
+    tr.append(state);
+    const act = el("td");
+    const button = el("button", o.withdrawn ? "publish again" : "withdraw");
+    button.dataset.role = "toggle-offer";
+    button.addEventListener("click", () => setWithdrawn(o.domain, !o.withdrawn));
+    act.append(button);
+    tr.append(act);
+    body.append(tr);
+  }
+  return true;
+}
+
+async function setWithdrawn(domain, withdrawn) {
+  try {
+    await call("PATCH", `${OFFERS}/${encodeURIComponent(domain)}`, { withdrawn });
+  } catch (err) {
+    showError(`offer of ${domain}: ${err.message}`);
+  }
+  await loadOffers();
+  await loadFederation();
+}
+
 async function loadSlices() {
   const list = await call("GET", `${INVENTORY}/service?limit=500`);
   services.clear();
@@ -153,6 +201,7 @@ async function start(newToken) {
     await loadSlices();
     follow();
     await loadFederation();
+    if (await loadOffers()) setInterval(loadFederation, REFRESH_MS);
   } catch (err) {
     showError(err.message);
     if (err.status === 401) document.getElementById("login").hidden = false;
