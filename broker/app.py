@@ -434,13 +434,15 @@ class Broker:
         if self.tls is not None and sec.cert is not None and sec.key is not None:
             ctx = server_ssl_context(self.tls.ca, str(sec.cert), str(sec.key))
         self._spawn(self.orders.run(self._stop), "orders")
-        tmf = TmfApi(self.config.sp_id, self.manager, self.orders, self.store, self.catalog)
+        monitor = self.watchdog.monitor
+        tmf = TmfApi(self.config.sp_id, self.manager, self.orders, self.store, self.catalog, monitor)
         self._hub = hub = EventHub(
             self.config.sp_id,
             self.manager,
             self.orders,
             allowed_hosts=self.config.rest_callback_hosts,
             client_ssl=self.identity.ssl_context if self.tls is not None else None,
+            monitor=monitor,
         )
         federation = FederationView(self.config.sp_id, self.catalog, self.offers, self._clock)
         handlers = {

@@ -30,10 +30,11 @@ from aiohttp import web
 
 from broker.api import rest_models as m
 from broker.api.rest import read_body
-from broker.api.rest_tmf import iso, order_of, service_of
+from broker.api.rest_tmf import alert_json, alerts_seen, iso, order_of, service_of
 from broker.api.servicers import owned_slice, seen_by
 from broker.core.events import SliceEvent, until_set
 from broker.core.lifecycle import SliceManager
+from broker.core.monitoring import Monitor
 from broker.core.orders import OrderDesk
 from broker.security.auth import Principal
 from fedbroker.v1 import northsouth_pb2 as pb
@@ -92,8 +93,10 @@ class EventHub:
         *,
         allowed_hosts: Iterable[str] = (),
         client_ssl: Callable[[], ssl.SSLContext] | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self._sp = sp_id
+        self._monitor = monitor
         self._m = manager
         self._orders = orders
         self._allowed = tuple(allowed_hosts)
@@ -111,16 +114,7 @@ class EventHub:
             return []
         at = iso(ev.at)
         if ev.alert is not None:
-            a = seen_by(ev.alert, principal, self._sp)
-            alert = {
-                "metric": str(a.metric),
-                "value": a.value,
-                "threshold": a.threshold,
-                "severity": str(a.severity),
-                "status": str(a.status),
-                "sourceSp": a.source_sp,
-                "cause": a.cause,
-            }
+            alert = alert_json(seen_by(ev.alert, principal, self._sp))
             body = {"service": {"id": rec.id, "href": f"/tmf-api/serviceInventory/v4/service/{rec.id}"}, "alert": alert}
             return [m.EventOut(eventId=uuid.uuid4().hex, eventTime=at, eventType="ServiceAlertEvent", event=body)]
         out = [
@@ -128,7 +122,9 @@ class EventHub:
                 eventId=uuid.uuid4().hex,
                 eventTime=at,
                 eventType="ServiceStateChangeEvent",
-                event={"service": m.dump(service_of(rec, self._sp))},
+                event={
+                    "service": m.dump(service_of(rec, self._sp, alerts_seen(self._monitor, rec, principal, self._sp)))
+                },
             )
         ]
         view = self._orders.for_slice(rec)

@@ -15,7 +15,7 @@ hold, and ``holdTimeS`` (seconds) sets how long it is held.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from aiohttp import web
@@ -26,9 +26,10 @@ from broker.api import rest_models as m
 from broker.api.request_file import ALLOWED, slice_request_from_data
 from broker.api.rest import query_int, read_body, selected
 from broker.api.rest_openapi import CATALOG, INVENTORY, MAX_OFFSET, ORDERING
-from broker.api.servicers import MAX_PAGE_SIZE, owned_slice
+from broker.api.servicers import MAX_PAGE_SIZE, owned_slice, seen_by
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
+from broker.core.monitoring import Alert, Monitor
 from broker.core.orders import OrderDesk, OrderState, OrderView
 from broker.core.records import SliceRecord
 from broker.core.reservation import MAX_HOLD_TIME_S
@@ -146,8 +147,30 @@ def _segment_service(seg: Mapping[str, Any], sp_id: str, depth: int = 0) -> m.Se
     )
 
 
-def service_of(rec: SliceRecord, sp_id: str) -> m.ServiceOut:
-    """A slice as a TMF638 service, its per-domain segments (nested as far as lower SPs tell) supporting it."""
+def alert_json(a: Alert) -> dict[str, Any]:
+    """An SLA alert as the REST API tells it (in a service's ``alerts`` and in a ServiceAlertEvent)."""
+    return {
+        "metric": str(a.metric),
+        "value": a.value,
+        "threshold": a.threshold,
+        "severity": str(a.severity),
+        "status": str(a.status),
+        "sourceSp": a.source_sp,
+        "cause": a.cause,
+    }
+
+
+def alerts_seen(monitor: Monitor | None, rec: SliceRecord, principal: Principal, sp_id: str) -> list[Alert] | None:
+    """The slice's firing alerts as ``principal`` may see them (a peer SP reads this SP as the source), or
+    None when this broker does not monitor."""
+    if monitor is None:
+        return None
+    return [seen_by(a, principal, sp_id) for a in monitor.open_alerts(rec.id)]
+
+
+def service_of(rec: SliceRecord, sp_id: str, alerts: Sequence[Alert] | None = None) -> m.ServiceOut:
+    """A slice as a TMF638 service, its per-domain segments (nested as far as lower SPs tell) supporting it,
+    and (``alerts`` given) its health and firing alerts."""
     msg = codec.slice_to_pb(rec, sp_id)
     chars = [_char("sliceState", rec.state.value), _char("spId", sp_id), _char("requestId", rec.request_id)]
     chars += request_characteristics(msg.request)
@@ -157,6 +180,9 @@ def service_of(rec: SliceRecord, sp_id: str) -> m.ServiceOut:
         chars.append(_char("addresses", dict(sorted(rec.addresses.items()))))
     if rec.hold_expires_at and rec.state is S.HELD:
         chars.append(_char("holdExpiresAt", iso(rec.hold_expires_at)))
+    if alerts is not None:
+        chars.append(_char("health", "degraded" if alerts else "healthy"))
+        chars.append(_char("alerts", [alert_json(a) for a in alerts]))
     segments = [_segment_service(json_format.MessageToDict(s), sp_id) for s in msg.segments]
     return m.ServiceOut(
         id=rec.id,
@@ -242,13 +268,23 @@ class TmfApi:
     """The order, service and specification handlers of one broker."""
 
     def __init__(
-        self, sp_id: str, manager: SliceManager, orders: OrderDesk, store: SliceStore, catalog: Catalog
+        self,
+        sp_id: str,
+        manager: SliceManager,
+        orders: OrderDesk,
+        store: SliceStore,
+        catalog: Catalog,
+        monitor: Monitor | None = None,
     ) -> None:
         self._sp = sp_id
         self._m = manager
         self._orders = orders
         self._store = store
         self._catalog = catalog
+        self._monitor = monitor  # a slice's health and alerts (None: this broker does not monitor)
+
+    def _service(self, rec: SliceRecord, principal: Principal) -> m.ServiceOut:
+        return service_of(rec, self._sp, alerts_seen(self._monitor, rec, principal, self._sp))
 
     @staticmethod
     def _requester(principal: Principal) -> str | None:
@@ -328,7 +364,7 @@ class TmfApi:
         limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE_SIZE)
         recs = self._store.page(states, requester=self._requester(principal), limit=offset + limit)[offset:]
         fields = request.query.get("fields", "")
-        out = [selected(m.dump(service_of(r, self._sp)), fields) for r in recs]
+        out = [selected(m.dump(self._service(r, principal)), fields) for r in recs]
         return web.json_response(out, headers={"X-Result-Count": str(len(out))})
 
     def _slice(self, request: web.Request, principal: Principal) -> SliceRecord:
@@ -336,7 +372,7 @@ class TmfApi:
 
     async def get_service(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """``GET /service/{id}``."""
-        body = m.dump(service_of(self._slice(request, principal), self._sp))
+        body = m.dump(self._service(self._slice(request, principal), principal))
         return web.json_response(selected(body, request.query.get("fields", "")))
 
     async def delete_service(self, request: web.Request, principal: Principal) -> web.StreamResponse:
@@ -385,4 +421,14 @@ class TmfApi:
         raise NotFound(f"serviceSpecification '{wanted[:200]}' does not exist")
 
 
-__all__ = ["HOLD_ONLY", "HOLD_TIME", "SERVICE_STATE", "TmfApi", "decode_order", "order_of", "service_of"]
+__all__ = [
+    "HOLD_ONLY",
+    "HOLD_TIME",
+    "SERVICE_STATE",
+    "TmfApi",
+    "alert_json",
+    "alerts_seen",
+    "decode_order",
+    "order_of",
+    "service_of",
+]

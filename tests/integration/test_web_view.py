@@ -19,6 +19,8 @@ import pytest
 import pytest_asyncio
 
 from broker.security.accounts import Role
+from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from scenarios.processes import OPERATOR, Fleet
 from tests.conftest import require_or_skip
 from tests.integration.rest import INVENTORY, ORDERING, RestClient, order_body, rest_address, until
@@ -189,3 +191,26 @@ async def test_an_operator_withdraws_an_offer_and_publishes_it_again_from_the_pa
     alice = await open_page(browser, fleet, "alice")
     assert await alice.locator("#offers").is_hidden()  # customers have no offers to edit
     assert operator.js_errors == [], operator.js_errors
+
+
+async def test_an_alert_shows_on_the_page_while_it_fires(fleet: Fleet, browser: Any) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        alice_api = RestClient(fleet, SP, "alice", http)
+        # With a latency budget: a slice without one is held to 0 ms by the monitor once a link came back.
+        body = order_body("web-3", **SLICE, latency_budget_ms=50)
+        placed = await alice_api.call("POST", f"{ORDERING}/serviceOrder", json=body)
+        order = f"{ORDERING}/serviceOrder/{placed.body['id']}"
+        done = await until(lambda: alice_api.call("GET", order), lambda a: a.body["state"] == "completed")
+        slice_id = done.body["serviceOrderItem"][0]["service"]["id"]
+        alice = await open_page(browser, fleet, "alice")
+        health = f'tr[data-slice="{slice_id}"] td[data-role="health"]'
+        await alice.wait_for_selector(f"{health}:has-text('healthy')", timeout=SHOWN_MS)
+        lab = pb_grpc.MonitoringStub(fleet[SP].operator_channel)
+        try:
+            await lab.SetCondition(pb.ConditionRequest(domain=SP, target="core", down=True), timeout=10)
+            await alice.wait_for_selector(f"{health}:has-text('degraded')", timeout=SHOWN_MS)
+            assert "from L" in await alice.inner_text(health)
+        finally:
+            await lab.SetCondition(pb.ConditionRequest(domain=SP, target="core", restore=True), timeout=10)
+        await alice.wait_for_selector(f"{health}:has-text('healthy')", timeout=SHOWN_MS)
+        await alice_api.call("DELETE", f"{INVENTORY}/service/{slice_id}")

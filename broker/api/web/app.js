@@ -77,6 +77,12 @@ function renderSlices() {
     const state = el("td", c.sliceState, "state " + c.sliceState);
     state.dataset.role = "state";
     tr.append(state);
+    const health = el("td", c.health || "-", "health " + (c.health || ""));
+    health.dataset.role = "health";
+    for (const a of c.alerts || []) {
+      health.append(el("span", `${a.metric} ${a.value} > ${a.threshold} (${a.severity}, from ${a.sourceSp})`, "segment"));
+    }
+    tr.append(health);
     tr.append(el("td", `${c.src} → ${c.dst}, ${c.bandwidth_mbps} Mb/s` + (c.reason ? ` (${c.reason})` : "")));
     const segs = el("td");
     for (const seg of s.supportingService || []) segs.append(segmentNode(seg));
@@ -189,6 +195,15 @@ function follow() {
     const service = JSON.parse(msg.data).event.service;
     services.set(service.id, service);
     renderSlices();
+  });
+  stream.addEventListener("ServiceAlertEvent", async (msg) => {
+    const id = JSON.parse(msg.data).event.service.id;
+    try {
+      services.set(id, await call("GET", `${INVENTORY}/service/${encodeURIComponent(id)}`));
+      renderSlices();
+    } catch (err) {
+      showError(`alert on ${id}: ${err.message}`);
+    }
   });
 }
 
