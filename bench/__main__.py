@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import hierarchy, measures, report
+from bench import hierarchy, measures, report, stores
 from bench.sizes import MODES, Sizes
 
 log = logging.getLogger("bench")
@@ -27,6 +27,7 @@ async def run(sizes: Sizes, work: Path) -> dict[str, float]:
         ("floor and one hop", lambda: measures.floor_and_hop(work, sizes)),
         ("three levels", lambda: measures.three_levels(work, sizes)),
         (f"{sizes.many_slices} slices", lambda: measures.many_slices(work, sizes)),
+        ("store backends", lambda: stores.store_backends(work, sizes)),
     )
     for name, step in steps:
         start = time.perf_counter()

@@ -26,6 +26,9 @@ class Sizes:
     many_slices: int
     many_clients: int
     hier_requests: int = 50
+    #: Reserve + Commit at an upper SP per store backend (bench/stores.py), and its concurrent clients.
+    store_slices: int = 2_000
+    store_clients: int = 16
 
 
 FULL = Sizes(
@@ -63,6 +66,8 @@ SMOKE = Sizes(
     many_slices=100,
     many_clients=8,
     hier_requests=3,
+    store_slices=20,
+    store_clients=4,
 )
 
 MODES = {s.mode: s for s in (FULL, SMOKE)}

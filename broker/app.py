@@ -162,7 +162,11 @@ class Broker:
         self.audit = AuditLog(config.sp_id, config.audit_log_path, clock)
         self.identity = ClientIdentity(config.sp_id, self.tls, self.minter)
         self.store = open_store(
-            config.store.backend, path=config.data_dir / "state.db", dsn=config.store.dsn, owner=config.sp_id
+            config.store.backend,
+            path=config.data_dir / "state.db",
+            dsn=config.store.dsn,
+            owner=config.sp_id,
+            replicas=config.store.replicas,
         )
         trust = TrustStore.of({lower.id: lower.keys for lower in config.lower_sps})
         self.catalog = Catalog(
@@ -330,6 +334,8 @@ class Broker:
             self._spawn(
                 follow_presence(lower.id, lower.address, self._lower_channels[lower.id]), f"presence-{lower.id}"
             )
+        if self.config.store.replicas:  # what the other replicas change, told to this one's watchers
+            self._spawn(self.store.follow_changes(self.manager.changed_elsewhere), "replica-changes")
         self._spawn(self._prune_failed(), "prune-failed")
         self._spawn(self.watchdog.run(self._stop), "watchdog")
         server = grpc.aio.server(

@@ -110,6 +110,8 @@ class StoreConfig:
 
     backend: str = "sqlite"
     dsn: str = ""
+    #: Several broker processes of this SP share the database (PostgreSQL only).
+    replicas: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,24 @@ def _addresses(address: str | None, addresses: list[str] | None, where: str, fie
     return found
 
 
+def _check_replicas(m: BrokerFile, domains: list[DomainConfig], where: str) -> None:
+    """Replicas share only what is in the database: refuse what one process keeps for itself."""
+    why = ""
+    if m.store.backend != "postgresql":
+        why = "needs backend postgresql (replicas share one database; a SQLite file belongs to one process)"
+    elif domains:
+        why = (
+            "an SP with domains of its own cannot run as replicas yet: an emulated domain's books live in "
+            "its process, a netns domain's namespaces on one host"
+        )
+    elif m.wim.driver == "linux":
+        why = "the linux WIM driver stitches on one host's kernel: replicas need the memory WIM"
+    elif m.wim.capacity_mbps:
+        why = "wim.capacity_mbps is counted in each process: replicas would each allow it"
+    if why:
+        raise ConfigError(f"{where}store.replicas: {why}", field="store.replicas")
+
+
 def _domains(m: BrokerFile, where: str, seen_ids: set[str]) -> tuple[list[DomainConfig], dict[str, str]]:
     domains: list[DomainConfig] = []
     kinds: dict[str, str] = {}
@@ -314,6 +334,8 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
             f"{where}store.dsn: only for backend postgresql; the sqlite store is state.db in data_dir",
             field="store.dsn",
         )
+    if m.store.replicas:
+        _check_replicas(m, domains, where)
     return BrokerConfig(
         sp_id=m.sp_id,
         listen=m.listen,
@@ -339,7 +361,7 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         monitoring_mode=m.monitoring.mode,
         monitoring_delta=m.monitoring.delta,
         monitoring_clear_s=m.monitoring.clear_s,
-        store=StoreConfig(backend=m.store.backend, dsn=m.store.dsn or ""),
+        store=StoreConfig(backend=m.store.backend, dsn=m.store.dsn or "", replicas=m.store.replicas),
     )
 
 

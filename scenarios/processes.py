@@ -93,21 +93,27 @@ class BrokerProcess:
     frozen: bool = False  # SIGSTOPped and not yet SIGCONTed
     exit_expected: bool = False  # the fleet killed it on purpose
     exit_reported: bool = False  # ``Fleet.exits`` has told about this process's end
+    #: 0 for an SP's first process; n for its n-th replica (same identity and database, own data folder).
+    replica: int = 0
+
+    @property
+    def _suffix(self) -> str:
+        return f"-r{self.replica}" if self.replica else ""
 
     @property
     def config_path(self) -> Path:
         """The generated broker config."""
-        return self.folder / "broker.yaml"
+        return self.folder / f"broker{self._suffix}.yaml"
 
     @property
     def data_dir(self) -> Path:
         """The broker's data directory."""
-        return self.folder / "data"
+        return self.folder / f"data{self._suffix}"
 
     @property
     def log_path(self) -> Path:
         """Where the broker's output goes."""
-        return self.folder / "broker.log"
+        return self.folder / f"broker{self._suffix}.log"
 
     @property
     def accounts_path(self) -> Path:
@@ -316,6 +322,21 @@ class Fleet:
         self.brokers[sp_id] = broker
         await self._launch(broker)
         return broker
+
+    async def start_replica(self, sp_id: str, n: int) -> BrokerProcess:
+        """Start replica ``n`` of a running SP: its config, key, certificate and store; own data folder and port.
+
+        The SP's store must be shared (``store: {backend: postgresql, replicas: true}``). The replica
+        is in ``brokers`` as ``SP#n``.
+        """
+        first = self.brokers[sp_id]
+        config = yaml.safe_load(first.config_path.read_text())
+        replica = BrokerProcess(sp_id, first.folder, public_key=first.public_key, replica=n)
+        config.update(listen="127.0.0.1:0", data_dir=replica.data_dir.name)
+        replica.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.brokers[f"{sp_id}#{n}"] = replica
+        await self._launch(replica)
+        return replica
 
     async def _launch(self, broker: BrokerProcess) -> None:
         broker.frozen = broker.exit_expected = broker.exit_reported = False

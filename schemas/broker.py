@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from schemas.checks import host_port, listed, one_of, text, within
+from schemas.checks import flag, host_port, listed, one_of, text, within
 from schemas.problems import STRICT
 
 WIM_DRIVERS = ("memory", "linux")
@@ -137,6 +137,8 @@ class StoreEntry(BaseModel):
     # A libpq connection string (``host=... port=... dbname=... user=...``) or URI; its password is
     # better kept out of the file (PGPASSWORD or ~/.pgpass, which libpq reads).
     dsn: Annotated[str | None, BeforeValidator(optional(text("must be a libpq connection string")))] = None
+    # Several ``serve`` processes of this SP share the database (replicas): locks and state in it.
+    replicas: Annotated[bool, BeforeValidator(flag)] = False
 
 
 def _sub(model: type[BaseModel]) -> Any:

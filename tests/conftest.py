@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.postgres import PostgresServer, find_bindir
+from scenarios.postgres import PostgresServer, find_bindir
 
 
 def require_or_skip(env_var: str, available: bool, reason: str) -> None:
@@ -29,7 +29,7 @@ def require_postgresql() -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """One throw-away PostgreSQL server for this test process (``tests/postgres.py``), removed at the end."""
+    """One throw-away PostgreSQL server for this test process (``scenarios/postgres.py``), removed at the end."""
     require_postgresql()
     bindir = find_bindir()
     assert bindir is not None

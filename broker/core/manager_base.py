@@ -151,6 +151,10 @@ class ManagerBase:
             self._events.emit(SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason))
         return rec
 
+    def changed_elsewhere(self, slice_id: str, state: SliceState, at: float, detail: str = "") -> None:
+        """Another broker process sharing the store changed a slice's state: tell this process's watchers."""
+        self._events.emit(SliceEvent(slice_id, state, at, detail))
+
     def _transition(self, rec: SliceRecord, state: SliceState, **changes: Any) -> SliceRecord:
         """The one way a slice changes state: checked against the transition table, then persisted."""
         if rec.state is not state and not can_transition(rec.state, state):

@@ -36,6 +36,7 @@ from slicing.errors import (
     FedError,
     InvalidArgument,
     ResourceExhausted,
+    Unavailable,
     crankback_refusal,
     error_for_code,
 )
@@ -91,6 +92,8 @@ class Reserving(ManagerBase):
                     raise AlreadyExists(
                         f"request_id '{request_id}' was already used with a different request (slice {existing.id})"
                     )
+                if existing.state is S.RESERVING:
+                    existing = await self._settle_orphaned_reservation(existing, deadline)
                 if existing.state in (S.FAILED, S.ABORTING) and existing.error_code:
                     raise error_for_code(ErrorCode(existing.error_code), without_pending(existing.reason))
                 return existing
@@ -116,6 +119,25 @@ class Reserving(ManagerBase):
                     await self._fail_reserve(rec.id, exc, deadline)
                     raise
                 return held
+
+    async def _settle_orphaned_reservation(self, rec: SliceRecord, deadline: float | None) -> SliceRecord:
+        """A repeated Reserve found its reservation RESERVING, under the request's lock: no one runs it.
+
+        In one process the lock is held for the whole reservation, so this is another broker process
+        of this SP (a replica sharing the store) that died in the middle of it. Presumed abort, as a
+        restart decides: what a child may hold is released, and the request fails UNAVAILABLE.
+        """
+        async with self._lock(rec.id):
+            rec = self.get(rec.id)
+            if rec.state is S.RESERVING:
+                log.warning("slice %s: RESERVING and no process runs it (a replica stopped); releasing it", rec.id)
+                why = Unavailable(
+                    "the reservation was interrupted: the broker process running it stopped; "
+                    "send the request again under a new request_id"
+                )
+                await self._fail_reserve(rec.id, why, deadline)
+                rec = self.get(rec.id)
+        return rec
 
     async def cancel_request(self, requester: str, request_id: str) -> SliceRecord:
         """Release whatever ``request_id`` holds, or remember it as cancelled when its Reserve never arrived.

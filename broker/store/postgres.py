@@ -13,9 +13,11 @@ the holder's connection ends, a ``kill -9`` included), instead of both writing t
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -24,10 +26,12 @@ from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
+from broker.core.records import SliceRecord
 from broker.core.storage import StoreConflict
 from broker.store.schema import POSTGRESQL
 from broker.store.sql import SqlStore
 from slicing.errors import Unavailable
+from slicing.model import SliceState
 
 log = logging.getLogger("broker.store")
 
@@ -36,6 +40,8 @@ _SCHEMA_LOCK = 0x6662_7363_6865_6D61  # "fbschema"
 _BROKER_LOCK = 0x6662_6272_6F6B_6572  # "fbbroker"
 #: The first of the two keys of every lock on a slice or request id ("fb").
 _KEY_LOCKS = 0x6662
+#: Where replicas tell each other of the state changes they write.
+CHANGES_CHANNEL = "fedbroker_slices"
 #: A connection attempt to a database that does not answer gives up after this many seconds.
 CONNECT_TIMEOUT_S = 10
 
@@ -181,6 +187,39 @@ class PostgresStore(SqlStore):
             (_KEY_LOCKS, key),
         ).fetchone()
         return bool(row and row["held"])
+
+    # State changes, told to the other replicas: a NOTIFY in the writing transaction (delivered when it
+    # commits, never for a rolled-back one), heard on a connection of its own by every other process.
+
+    def _changed(self, rec: SliceRecord) -> None:
+        if self._exclusive:
+            return
+        payload = json.dumps({"id": rec.id, "state": rec.state.value, "at": rec.updated_at, "detail": rec.reason[:500]})
+        self._execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, payload))
+
+    async def follow_changes(self, on_change: Callable[[str, SliceState, float, str], None]) -> None:
+        if self._exclusive:
+            return
+        pause = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    pause = 0.1
+                    async for note in conn.notifies():
+                        if note.pid == self._db.info.backend_pid:
+                            continue  # this process's own write: already told here
+                        try:
+                            change = json.loads(note.payload)
+                            on_change(change["id"], SliceState(change["state"]), float(change["at"]), change["detail"])
+                        except (ValueError, KeyError, TypeError) as exc:
+                            log.warning("store: a change notice that does not parse (%s): %.200s", exc, note.payload)
+            except psycopg.OperationalError as exc:
+                log.warning("store: stopped hearing the other replicas' changes (%s); listening again", exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def _select_state_for_update(self) -> str:
         return "SELECT state FROM slices WHERE id = ? FOR UPDATE"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -219,6 +219,8 @@ class SqlStore:
                 written = self._parts.get(rec.id)
                 if written is None or written[0] is not rec.segments or written[1] is not rec.links:
                     self._write_parts(rec)
+                if row is None or row["state"] != rec.state.value:
+                    self._changed(rec)
         except self.conflict_errors as exc:
             raise StoreConflict(f"slice {rec.id}: {exc}".strip()) from exc
         if self._single:
@@ -230,6 +232,15 @@ class SqlStore:
                 self._parts[rec.id] = (rec.segments, rec.links)
             self._hold_labels(rec.id, _link_labels(rec.links) if rec.state in HOLDING_STATES else ())
         return SliceState(row["state"]) if row else None
+
+    def _changed(self, rec: SliceRecord) -> None:
+        """Inside the write of a state change: tell the other processes sharing the database (none here)."""
+
+    async def follow_changes(self, on_change: Callable[[str, SliceState, float, str], None]) -> None:
+        """Call ``on_change(slice_id, state, at, detail)`` for every state change another process writes.
+
+        Returns at once for a database no other process writes; else runs until cancelled.
+        """
 
     def _select_state_for_update(self) -> str:
         """The slice's stored state, locking its row where the backend locks rows."""

@@ -50,5 +50,12 @@ def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path:
     assert result["slices_held"] == 100
     assert result["rss_mb_10k_slices"] > 10 and result["rss_mb_empty"] > 10
     assert result["restart_recovery_s_10k_slices"] < 60
+    # The upper SP's store on SQLite and on PostgreSQL (the server's own CPU counted apart).
+    for backend in ("sqlite", "postgresql"):
+        assert result[f"store_{backend}_reserve_commit_per_s"] > 0 and result[f"store_{backend}_cpu_ms_per_slice"] > 0
+    assert result["store_postgresql_db_cpu_ms_per_slice"] > 0
+    for n in (2, 3):  # one SP as n processes on one database, and a client's wait after one is killed
+        assert result[f"store_postgresql_{n}_replicas_reserve_commit_per_s"] > 0
+        assert 0 < result[f"failover_s_{n}_replicas"] < 30
     table = (tmp_path / "results.md").read_text()
     assert all(f"`{k}`" in table for k in REQUIRED_KEYS)

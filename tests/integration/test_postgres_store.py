@@ -1,6 +1,6 @@
 """Brokers as processes keeping their slices in PostgreSQL (issue 16: ``store: {backend: postgresql}``).
 
-Every SP gets a database of its own on the session's throw-away server (``tests/postgres.py``). The
+Every SP gets a database of its own on the session's throw-away server (``scenarios/postgres.py``). The
 slice's way through the federation, a ``kill -9`` and restart of the top and of a leaf (the state
 comes back from PostgreSQL, not from a file), and a second broker process pointed at a database a
 running broker holds, which must refuse to start rather than share it.
@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from fedbroker.v1 import northsouth_pb2 as pb
+from scenarios.postgres import PostgresServer
 from scenarios.processes import FEDBROKER
 from tests.integration.federation import Federation, leaf_domain, op, reserve, slice_request
-from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 
 from broker.security.accounts import Role
+from scenarios.postgres import PostgresServer
 from scenarios.processes import Fleet
 from tests.integration.rest import ORDERING, RestClient, order_body, until
-from tests.postgres import PostgresServer
 from tests.topology import leaf_domain
 
 pytestmark = pytest.mark.integration

@@ -62,6 +62,18 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
             f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: ['127.0.0.1:1', '[::1]:2']}}]\n",
             "lower_sps[0].addresses[1]: '[::1]:2': with several addresses each must be of one address family (IPv4)",
         ),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{replicas: true}}\n", "store.replicas: needs backend postgresql"),
+        (
+            "sp_id: L\ndomains: [{id: L, pops: [a], endpoints: [{id: L.ep, pop: a, capacity_mbps: 1}]}]\n"
+            "store: {backend: postgresql, dsn: 'host=x', replicas: true}\n",
+            "store.replicas: an SP with domains of its own cannot run as replicas yet",
+        ),
+        (
+            f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{driver: linux}}\n"
+            "store: {backend: postgresql, dsn: 'host=x', replicas: true}\n",
+            "store.replicas: the linux WIM driver stitches on one host's kernel",
+        ),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{replicas: 'yes'}}\n", "store.replicas"),
         (
             f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: ['127.0.0.1:1', '127.0.0.1:1']}}]\n",
             "lower_sps[0].addresses: an address is listed twice",

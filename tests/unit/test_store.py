@@ -1,7 +1,7 @@
 """The store contract, on both backends: what is saved is what is loaded, and the queries the core relies on.
 
 Every test runs on SQLite (a file) and on PostgreSQL (a new database of the session's throw-away
-server, ``tests/postgres.py``); ``open_store()`` opens the same database again, as a restarted broker
+server, ``scenarios/postgres.py``); ``open_store()`` opens the same database again, as a restarted broker
 does.
 """
 
@@ -24,10 +24,10 @@ from broker.store.schema import LATEST, SQLITE, SchemaTooNew
 from broker.store.sql import SqlStore, statements
 from broker.store.sqlite import SqliteStore
 from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId
+from scenarios.postgres import PostgresServer, find_bindir
 from slicing.errors import Unavailable
 from slicing.model import PortConstraint, SliceRequest, SliceState
 from tests.conftest import require_postgresql
-from tests.postgres import PostgresServer, find_bindir
 
 S = SliceState
 REQ = SliceRequest(

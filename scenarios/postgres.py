@@ -1,4 +1,4 @@
-"""A throw-away PostgreSQL server for the tests, from the distribution's binaries (``initdb``, ``pg_ctl``).
+"""A throw-away PostgreSQL server for tests and benchmarks, from the distribution's `initdb` and `pg_ctl`.
 
 One server per test process (a session fixture), in a temporary folder, on a free loopback port and
 a socket folder of its own, with trust authentication for loopback only; every test that wants a
@@ -57,9 +57,21 @@ class PostgresServer:
         self._as: pwd.struct_passwd | None = None
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        as_user = {"user": self._as.pw_uid, "group": self._as.pw_gid, "extra_groups": []} if self._as else {}
+        # The distribution's own programs, fixed arguments; as root, as the postgres user (the server refuses root).
+        if self._as is None:
+            return subprocess.run(
+                list(args), capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root
+            )
         return subprocess.run(
-            list(args), capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root, **as_user
+            list(args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.root,
+            user=self._as.pw_uid,
+            group=self._as.pw_gid,
+            extra_groups=[],
         )
 
     def start(self) -> None:

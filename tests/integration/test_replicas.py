@@ -1,0 +1,167 @@
+"""One SP as three broker processes on one PostgreSQL database (issue 16, ``store: {replicas: true}``).
+
+The top SP ``T`` runs as three replicas over two leaves (each its own process); customers spread
+their orders (Reserve, then Commit) over the replicas, and when a replica does not answer they send
+the same request again to the next one, as a client of a replicated service does. One replica is
+killed -9 in the middle of the orders and started again. Afterwards, read at every process:
+
+* every order is one slice (none lost, none twice), and every replica answers its request id with
+  the same slice;
+* every slice is committed at T and at both leaves, or released everywhere;
+* no VNI is used twice on the leaves' link;
+* terminating through any replica leaves nothing held anywhere;
+* a customer watching one replica hears every slice committed and terminated, by whichever replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+
+import grpc
+import psycopg
+import pytest
+
+from fedbroker.v1 import northsouth_pb2 as pb
+from scenarios.postgres import PostgresServer
+from scenarios.processes import BrokerProcess
+from tests.integration.federation import Federation, leaf_domain, slice_request
+
+pytestmark = pytest.mark.integration
+
+ORDERS = 90
+CUSTOMERS = 9
+RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+class Refused(Exception):
+    """A running replica answered with an error: the answer for this request, not a replica down."""
+
+
+#: How gRPC says the process at the other end is gone (not what a broker answers).
+_TRANSPORT = ("failed to connect", "Socket closed", "Connection reset", "Broken pipe", "Connection refused")
+
+
+async def _call(replicas: list[BrokerProcess], first: int, rpc: str, request: object) -> pb.Slice:
+    """``rpc`` at replica ``first``, then at the next ones while a replica is down (bounded)."""
+    last: grpc.aio.AioRpcError | None = None
+    for attempt in range(15):
+        broker = replicas[(first + attempt) % len(replicas)]
+        if not broker.running() or broker.channel is None:
+            continue
+        try:
+            reply: pb.Slice = await getattr(broker.slices, rpc)(request, timeout=10)
+            return reply
+        except grpc.aio.AioRpcError as exc:
+            gone = not broker.running() or any(t in (exc.details() or "") for t in _TRANSPORT)
+            if exc.code() not in RETRY or not gone:
+                raise Refused(f"{rpc} at {broker.sp_id}#{broker.replica}: {exc.code().name}: {exc.details()}") from exc
+            last = exc
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{rpc}: no replica answered: {last}")
+
+
+async def test_three_replicas_of_the_top_share_orders_and_survive_a_kill(
+    fed: Federation, postgres_server: PostgresServer
+) -> None:
+    dsn = postgres_server.new_database()
+    await fed.start("L1", domains=[leaf_domain("L1", {"L2": "1000-1999"})])
+    await fed.start("L2", domains=[leaf_domain("L2", {"L1": "1000-1999"})])
+    await fed.start("T", lowers=["L1", "L2"], store={"backend": "postgresql", "dsn": dsn, "replicas": True})
+    for n in (2, 3):
+        await fed.fleet.start_replica("T", n)
+    names = ["T", "T#2", "T#3"]
+    for name in names:
+        await fed.wait_terminals(name, ["L1.ep", "L2.ep"])
+    replicas = [fed.sps[name] for name in names]
+
+    # A customer watching the third replica, which runs few of the operations: it must hear them all.
+    seen: dict[str, list[int]] = {}
+
+    async def watch() -> None:
+        async for ev in replicas[2].slices.Watch(pb.WatchRequest()):
+            seen.setdefault(ev.slice_id, []).append(ev.state)
+
+    watcher = asyncio.ensure_future(watch())
+    await asyncio.sleep(0.2)  # subscribed before the first order
+    counter = itertools.count()
+    answered: dict[str, pb.Slice] = {}
+    refused: dict[str, str] = {}
+    req = slice_request("L1.ep", "L2.ep", 10)
+    killed = asyncio.Event()
+
+    async def customer() -> None:
+        while (i := next(counter)) < ORDERS:
+            for attempt in range(3):  # a reservation the kill interrupted fails: order again, under a new id
+                rid = f"order-{i}" if attempt == 0 else f"order-{i}.{attempt}"
+                try:
+                    held = await _call(
+                        replicas, i, "Reserve", pb.ReserveRequest(request_id=rid, request=req, hold_time_s=60)
+                    )
+                except Refused as why:
+                    refused[rid] = str(why)
+                    continue
+                assert held.state == pb.SLICE_STATE_HELD, (rid, pb.SliceState.Name(held.state))
+                answered[rid] = await _call(replicas, i + 1, "Commit", pb.SliceRef(slice_id=held.id))
+                break
+            if i == ORDERS // 3 and not killed.is_set():
+                killed.set()
+                fed.kill("T#2")  # in the middle of other customers' calls
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(CUSTOMERS):
+            group.create_task(customer())
+        await killed.wait()
+        await fed.fleet.restart("T#2")  # back while the rest of the orders go on
+
+    # Every order answered COMMITTED (a commit that met the kill was repeated elsewhere and rolled on).
+    assert len(answered) == ORDERS
+    states = Counter(pb.SliceState.Name(s.state) for s in answered.values())
+    assert states == {"SLICE_STATE_COMMITTED": ORDERS}, states
+    ids = {rid: s.id for rid, s in answered.items()}
+    assert len(set(ids.values())) == ORDERS  # one slice per order
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT request_id, id, state FROM slices WHERE request_id LIKE 'order-%'").fetchall()
+    stored = {r[0]: (r[1], r[2]) for r in rows}
+    assert {rid: stored[rid][0] for rid in ids} == ids  # none lost, none twice
+    assert {stored[rid][1] for rid in ids} == {"COMMITTED"}
+    # Only what the kill interrupted was refused, and it ended FAILED (released), never half held.
+    assert all("interrupted" in why or "stopped" in why for why in refused.values()), refused
+    assert set(stored) == set(ids) | set(refused) and {stored[rid][1] for rid in refused} <= {"FAILED"}, stored
+
+    # The same request id at every replica: the same slice, in the same state.
+    for rid in list(ids)[:: ORDERS // 10]:
+        for broker in replicas:
+            again = await broker.slices.Reserve(
+                pb.ReserveRequest(request_id=rid, request=req, hold_time_s=60), timeout=10
+            )
+            assert (again.id, again.state) == (ids[rid], pb.SLICE_STATE_COMMITTED), (rid, broker.replica)
+
+    # The leaves hold exactly the committed slices, and no VNI twice on their link.
+    for leaf in ("L1", "L2"):
+        usage = await fed.usage(leaf)
+        assert usage.holding_slices == ORDERS, (leaf, usage.holding_slices)
+    vnis = []
+    for slice_id in ids.values():
+        got = await replicas[0].slices.Get(pb.SliceRef(slice_id=slice_id), timeout=10)
+        vnis.append(next(pl.label for seg in got.segments for pl in seg.labels if pl.port == "L1.to-L2"))
+    assert len(set(vnis)) == ORDERS, Counter(vnis).most_common(3)
+
+    # Terminate through any replica: nothing held anywhere afterwards.
+    for k, slice_id in enumerate(ids.values()):
+        ended = await _call(replicas, k, "Terminate", pb.SliceRef(slice_id=slice_id))
+        assert ended.state == pb.SLICE_STATE_TERMINATED
+    await fed.wait_idle("L1", "L2", "T")
+
+    # The watcher of the third replica heard every slice committed and terminated, whoever did it.
+    def unheard() -> list[str]:
+        want = (pb.SLICE_STATE_COMMITTED, pb.SLICE_STATE_TERMINATED)
+        return [sid for sid in ids.values() if not all(w in seen.get(sid, []) for w in want)]
+
+    for _ in range(50):  # the last notices may still be on their way (bounded: 5 s)
+        if not unheard():
+            break
+        await asyncio.sleep(0.1)
+    watcher.cancel()
+    assert not unheard(), {sid: seen.get(sid) for sid in unheard()[:3]}
