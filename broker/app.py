@@ -50,6 +50,9 @@ from wim.memory import MemoryWimDriver
 
 if TYPE_CHECKING:  # loaded only when the config needs them: a broker's start is mostly imports
     from broker.api.metrics import Metrics
+    from broker.api.rest import RestApi
+    from broker.api.rest_events import EventHub
+    from broker.core.orders import OrderDesk
     from broker.security.login import LoginEndpoint
     from domain_agents.netns import NetnsDomainAgent
     from domain_agents.openstack import OpenStackDomainAgent
@@ -252,6 +255,18 @@ class Broker:
             except ConfigError as exc:
                 raise ConfigError(f"{where}{exc}") from None
             self.metrics = Metrics(config.sp_id, self.manager, self.store, self.catalog, self.watchdog)
+        self.orders: OrderDesk | None = None
+        self.rest: RestApi | None = None
+        self._hub: EventHub | None = None
+        if config.rest_listen:
+            from broker.api.metrics import check_listen
+            from broker.core.orders import OrderDesk
+
+            try:
+                check_listen(config.rest_listen, tls=self.tls is not None, setting="rest_listen")
+            except ConfigError as exc:
+                raise ConfigError(f"{where}{exc}", field="rest_listen") from None
+            self.orders = OrderDesk(self.manager, self.store, clock)
         self._server: grpc.aio.Server | None = None
         self._gate: Gate | None = None
         self.login: LoginEndpoint | None = None
@@ -360,6 +375,7 @@ class Broker:
         self.address = f"{host}:{bound}"
         await self._start_login()
         await self._start_metrics()
+        await self._start_rest()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._write_address()
@@ -410,6 +426,62 @@ class Broker:
         address = await self.metrics.start(self.config.metrics_listen, ctx)
         self._write_file("metrics_address", address)
 
+    async def _start_rest(self) -> None:
+        if self.orders is None:
+            return
+        from broker.api.rest import RestApi
+        from broker.api.rest_events import EventHub
+        from broker.api.rest_tmf import TmfApi
+        from broker.api.rest_web import FederationView, add_pages
+        from broker.security.login import server_ssl_context
+
+        ctx = None
+        sec = self.config.security
+        if self.tls is not None and sec.cert is not None and sec.key is not None:
+            ctx = server_ssl_context(self.tls.ca, str(sec.cert), str(sec.key))
+        self._spawn(self.orders.run(self._stop), "orders")
+        monitor = self.watchdog.monitor
+        tmf = TmfApi(self.config.sp_id, self.manager, self.orders, self.store, self.catalog, monitor)
+        self._hub = hub = EventHub(
+            self.config.sp_id,
+            self.manager,
+            self.orders,
+            allowed_hosts=self.config.rest_callback_hosts,
+            client_ssl=self.identity.ssl_context if self.tls is not None else None,
+            monitor=monitor,
+        )
+        federation = FederationView(self.config.sp_id, self.catalog, self.offers, self._clock)
+        handlers = {
+            "createServiceOrder": tmf.create_order,
+            "listServiceOrder": tmf.list_orders,
+            "retrieveServiceOrder": tmf.get_order,
+            "createCancelServiceOrder": tmf.create_cancel,
+            "retrieveCancelServiceOrder": tmf.get_cancel,
+            "registerListener": hub.register,
+            "retrieveListener": hub.retrieve,
+            "unregisterListener": hub.unregister,
+            "streamEvents": hub.stream,
+            "listService": tmf.list_services,
+            "retrieveService": tmf.get_service,
+            "deleteService": tmf.delete_service,
+            "listServiceSpecification": tmf.list_specs,
+            "retrieveServiceSpecification": tmf.get_spec,
+            "retrieveFederation": federation.retrieve,
+            "listOffer": federation.list_offers,
+            "patchOffer": federation.patch_offer,
+        }
+        observe = self.metrics.observe if self.metrics else None
+        self.rest = RestApi(self.config.sp_id, self.guard, self.audit, handlers, observe=observe, pages=add_pages)
+        try:
+            address = await self.rest.start(self.config.rest_listen, ctx)
+        except OSError as exc:
+            raise ConfigError(
+                f"rest_listen: cannot listen on {self.config.rest_listen} ({exc.strerror or exc}); pick a free port, "
+                "or 0 for any",
+                field="rest_listen",
+            ) from None
+        self._write_file("rest_address", address)
+
     def _write_file(self, name: str, text: str) -> None:
         path = self.config.data_dir / name
         tmp = path.with_suffix(".tmp")
@@ -432,6 +504,10 @@ class Broker:
             await self.login.stop()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self._hub is not None:
+            await self._hub.close()  # the SSE streams end, so the REST runner need not wait for them
+        if self.rest is not None:
+            await self.rest.stop()
         with contextlib.suppress(TimeoutError):  # operations in flight get the grace time to finish
             await asyncio.wait_for(self.manager.drain(), timeout=grace_s)
         await self.manager.cancel_running()
@@ -443,7 +519,7 @@ class Broker:
             await agent.close()
         if self._linux_wim is not None:
             await self._linux_wim.close()
-        for name in ("address", "login_address", "metrics_address"):
+        for name in ("address", "login_address", "metrics_address", "rest_address"):
             with contextlib.suppress(FileNotFoundError):
                 (self.config.data_dir / name).unlink()
         self.store.close()

@@ -139,6 +139,10 @@ class BrokerConfig:
     reconcile_interval_s: float = 2.0
     # Prometheus text at /metrics: plaintext on loopback only, else HTTPS with the SP's certificate.
     metrics_listen: str = ""
+    # The REST API: HTTPS with the SP's certificate and client certificates (plaintext on loopback
+    # only, under --insecure); hub callbacks go to loopback or to these hosts.
+    rest_listen: str = ""
+    rest_callback_hosts: tuple[str, ...] = ()
     # The monitoring mode at start (normal or skeleton) and the skeleton delta; switchable at run time.
     monitoring_mode: str = "normal"
     monitoring_delta: float = 0.0
@@ -352,6 +356,8 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         dataplane=dataplane,
         retention=RetentionConfig(failed_s=m.retention.failed_s, failed_max=m.retention.failed_max),
         metrics_listen=m.metrics_listen,
+        rest_listen=m.rest_listen,
+        rest_callback_hosts=tuple(m.rest_callback_hosts),
         monitoring_mode=m.monitoring.mode,
         monitoring_delta=m.monitoring.delta,
         monitoring_clear_s=m.monitoring.clear_s,

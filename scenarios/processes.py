@@ -86,6 +86,7 @@ class BrokerProcess:
     folder: Path
     proc: subprocess.Popen[bytes] | None = None
     address: str = ""
+    rest_address: str = ""  # the REST API's HOST:PORT when the SP serves one (``rest_listen``)
     channel: grpc.aio.Channel | None = None  # as the default customer
     operator_channel: grpc.aio.Channel | None = None  # as the SP's operator
     public_key: str = ""
@@ -364,6 +365,8 @@ class Fleet:
                 raise StartError(f"{broker.sp_id} did not listen within {START_TIMEOUT_S:g} s:\n{broker.log_tail()}")
             await asyncio.sleep(0.05)
         broker.address = addr_file.read_text().strip()
+        rest_file = broker.data_dir / "rest_address"  # written before the gRPC address, when served
+        broker.rest_address = rest_file.read_text().strip() if rest_file.exists() else ""
         for old in (broker.channel, broker.operator_channel):
             if old is not None:
                 await old.close()

@@ -31,8 +31,23 @@ class SliceResult:
     sp: str
 
 
-def report_json(name: str, passed: bool, steps: Sequence[StepResult], slices: Sequence[SliceResult]) -> dict[str, Any]:
-    """The report as DESIGN.md specifies it (plus a few extra keys)."""
+@dataclass(frozen=True)
+class SpResult:
+    """An SP of the run: its gRPC address and its REST API's (empty when it served none)."""
+
+    id: str
+    address: str
+    rest: str = ""
+
+
+def report_json(
+    name: str,
+    passed: bool,
+    steps: Sequence[StepResult],
+    slices: Sequence[SliceResult],
+    sps: Sequence[SpResult] = (),
+) -> dict[str, Any]:
+    """The report as DESIGN.md specifies it (plus a few extra keys, ``sps`` among them)."""
     return {
         "scenario": name,
         "passed": passed,
@@ -43,11 +58,19 @@ def report_json(name: str, passed: bool, steps: Sequence[StepResult], slices: Se
         "slices": [
             {"id": s.id, "state": s.state, "domains": list(s.domains), "alias": s.alias, "sp": s.sp} for s in slices
         ],
+        "sps": [
+            {"id": p.id, "address": p.address, "rest": f"https://{p.rest}/tmf-api/" if p.rest else ""} for p in sps
+        ],
     }
 
 
 def render_report(
-    name: str, passed: bool, steps: Sequence[StepResult], slices: Sequence[SliceResult], console: Console
+    name: str,
+    passed: bool,
+    steps: Sequence[StepResult],
+    slices: Sequence[SliceResult],
+    console: Console,
+    sps: Sequence[SpResult] = (),
 ) -> None:
     """Print the steps and slices as tables, and the verdict."""
     table = Table(title=f"scenario {name}", title_justify="left")
@@ -65,6 +88,13 @@ def render_report(
         for sl in slices:
             st.add_row(sl.alias, sl.id, sl.sp, sl.state, " → ".join(sl.domains))
         console.print(st)
+    if any(p.rest for p in sps):
+        spt = Table(title="SPs (their REST API while the run lasted)", title_justify="left")
+        for col in ("SP", "gRPC", "REST"):
+            spt.add_column(col)
+        for p in sps:
+            spt.add_row(p.id, p.address, f"https://{p.rest}/tmf-api/" if p.rest else "-")
+        console.print(spt)
     ok = sum(s.passed for s in steps)
     verdict = "[bold green]PASSED[/]" if passed else "[bold red]FAILED[/]"
     console.print(f"{verdict}: {ok}/{len(steps)} steps passed")

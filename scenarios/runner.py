@@ -37,7 +37,7 @@ from scenarios.model import Scenario, Step, load_scenario
 from scenarios.openstack_install import ServicesError, default_run_dir
 from scenarios.openstack_services import LoopbackCloud, read_info
 from scenarios.processes import Exit, Fleet, StartError
-from scenarios.report import SliceResult, StepResult, render_report, report_json
+from scenarios.report import SliceResult, SpResult, StepResult, render_report, report_json
 from slicing.errors import FedError
 from wim import netlink
 
@@ -78,6 +78,7 @@ class Run:
     # A fresh data-plane prefix per run, so two runs (or a run and a test) never share a name.
     prefix: str = field(default_factory=lambda: f"fb{secrets.token_hex(2)}")
     alerts: AlertLog | None = None
+    rest: bool = False  # every SP serves its REST API on a free port (``scenario run`` does, for a person to open)
 
     async def start(self) -> None:
         """Start the SPs bottom-up; the SPs of one wave start concurrently."""
@@ -96,12 +97,17 @@ class Run:
                 )
             )
             console.print(f"  started {', '.join(f'{sp} ({self.fleet[sp].address})' for sp in wave)}")
+            for sp in wave:
+                if self.fleet[sp].rest_address:
+                    console.print(f"    {sp}: REST API https://{self.fleet[sp].rest_address}/openapi.json")
         if any(st.action == "expect_alert" for st in self.scenario.steps):
             self.alerts = AlertLog(self.fleet)
             self.alerts.start(s.id for s in self.scenario.sps)
 
     def _settings(self, sp: str) -> dict[str, object]:
         settings = dict(self.scenario.sp(sp).settings)
+        if self.rest:  # a free port (an SP's own rest_listen in the scenario is kept, "" for none)
+            settings.setdefault("rest_listen", "127.0.0.1:0")
         if self.scenario.uses_dataplane:
             settings["dataplane"] = {"prefix": self.prefix}
         return settings
@@ -430,10 +436,15 @@ async def _openstack_services(scenario: Scenario, workdir: Path) -> LoopbackClou
     return services
 
 
-async def run_scenario(scenario: Scenario, workdir: Path) -> tuple[list[StepResult], list[SliceResult], Fleet]:
-    """Run a scenario in ``workdir``; return step results and slices. Every process is stopped."""
+async def run_scenario(
+    scenario: Scenario, workdir: Path, *, rest: bool = False
+) -> tuple[list[StepResult], list[SliceResult], Fleet]:
+    """Run a scenario in ``workdir``; return step results and slices. Every process is stopped.
+
+    ``rest``: every SP also serves its REST API (the addresses are in ``fleet``'s brokers after).
+    """
     fleet = Fleet(workdir)
-    run = Run(scenario, fleet)
+    run = Run(scenario, fleet, rest=rest)
     results: list[StepResult] = []
     slices: list[SliceResult] = []
     failed = False
@@ -550,14 +561,16 @@ def main(argv: list[str]) -> int:
     console.print(f"  work folder {workdir}")
     console.print("  security: mutual TLS, one EdDSA token per call, a lab CA and account books in the work folder")
     try:
-        results, slices, _ = asyncio.run(run_scenario(scenario, workdir))
+        results, slices, fleet = asyncio.run(run_scenario(scenario, workdir, rest=True))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted; every broker was stopped; work folder kept: {workdir}[/]")
         return 130
     passed = bool(results) and all(r.passed for r in results)
-    render_report(scenario.name, passed, results, slices, console)
+    sps = [SpResult(b.sp_id, b.address, b.rest_address) for b in fleet.brokers.values()]
+    render_report(scenario.name, passed, results, slices, console, sps)
     if ns.report_json:
-        ns.report_json.write_text(json.dumps(report_json(scenario.name, passed, results, slices), indent=2) + "\n")
+        report = report_json(scenario.name, passed, results, slices, sps)
+        ns.report_json.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"  report written to {ns.report_json}")
     if passed and not ns.keep:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -170,6 +170,15 @@ class BrokerFile(BaseModel):
     retention: Annotated[RetentionEntry, BeforeValidator(or_default({}))] = _sub(RetentionEntry)
     monitoring: Annotated[MonitoringEntry, BeforeValidator(or_default({}))] = _sub(MonitoringEntry)
     metrics_listen: HostPortOrNone = ""
+    # The REST API (TMF641/638/633 shapes, /openapi.json): HTTPS with client certificates.
+    rest_listen: HostPortOrNone = ""
+    # Hosts the REST hub may POST event callbacks to, besides loopback.
+    rest_callback_hosts: Annotated[
+        list[Annotated[str, BeforeValidator(text("must be a host name or address"))]],
+        BeforeValidator(or_default([])),
+        BeforeValidator(listed("a list of host names or addresses")),
+        OrNull,
+    ] = Field(default_factory=list)
     store: Annotated[StoreEntry, BeforeValidator(or_default({}))] = _sub(StoreEntry)
 
 

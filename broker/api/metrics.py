@@ -34,19 +34,20 @@ from slicing.model import HOLDING_STATES, SliceState
 log = logging.getLogger(__name__)
 
 
-def check_listen(listen: str, *, tls: bool) -> None:
-    """Refuse a non-loopback ``metrics_listen`` without TLS (plaintext metrics stay on this host)."""
+def check_listen(listen: str, *, tls: bool, setting: str = "metrics_listen") -> None:
+    """Refuse a non-loopback listener (``setting`` names it) without TLS: plaintext stays on this host."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise ConfigError(f"metrics_listen: expected HOST:PORT, got {listen!r}")
+        raise ConfigError(f"{setting}: expected HOST:PORT, got {listen!r}", field=setting)
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         loopback = False
     if not loopback and not tls:
         raise ConfigError(
-            f"metrics_listen: {listen} is not a loopback address; plaintext metrics are served on loopback only "
-            "(use 127.0.0.1:PORT, or run with TLS: HTTPS with the SP's certificate)"
+            f"{setting}: {listen} is not a loopback address; plaintext is served on loopback only "
+            "(use 127.0.0.1:PORT, or run with TLS: HTTPS with the SP's certificate)",
+            field=setting,
         )
 
 

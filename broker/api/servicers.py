@@ -10,7 +10,6 @@ written to the audit log with their outcome, refusals included.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -21,6 +20,7 @@ import grpc
 from broker.api import codec, handlers
 from broker.api.status import status_trailer, to_grpc
 from broker.core.catalog import Catalog
+from broker.core.events import until_set
 from broker.core.lifecycle import SliceManager
 from broker.core.log_fields import log_fields
 from broker.core.monitoring import Alert, Mode
@@ -71,31 +71,9 @@ class Gate:
         """
         self._closing.set()
 
-    async def streamed(self, source: AsyncIterator[T]) -> AsyncIterator[T]:
+    def streamed(self, source: AsyncIterator[T]) -> AsyncIterator[T]:
         """The items of ``source`` until it ends or ``close_streams`` is called."""
-        closing = asyncio.ensure_future(self._closing.wait())
-        item: asyncio.Future[T] | None = None
-        try:
-            while not self._closing.is_set():
-                item = asyncio.ensure_future(anext(source))
-                await asyncio.wait((item, closing), return_when=asyncio.FIRST_COMPLETED)
-                if not item.done():
-                    return
-                try:
-                    value = item.result()
-                except StopAsyncIteration:
-                    return
-                item = None
-                yield value
-        finally:
-            closing.cancel()
-            if item is not None and not item.done():  # closing, or the caller went away meanwhile
-                item.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await item
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        return until_set(source, self._closing)
 
     async def answer(
         self,

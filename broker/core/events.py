@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from broker.core.monitoring import Alert
 from slicing.model import SliceState
 
 log = logging.getLogger("broker.core.lifecycle")
+T = TypeVar("T")
 S = SliceState
 #: States an operation passes through; where a slice settles is worth a log line at INFO, these at DEBUG.
 IN_FLIGHT = frozenset({S.RESERVING, S.COMMITTING, S.ACTIVATING, S.DEACTIVATING, S.ABORTING, S.TERMINATING})
@@ -74,4 +77,35 @@ class SliceEvents:
             self._watchers.discard(q)
 
 
-__all__ = ["IN_FLIGHT", "SliceEvent", "SliceEvents"]
+async def until_set(source: AsyncIterator[T], stop: asyncio.Event) -> AsyncIterator[T]:
+    """The items of ``source`` until it ends or ``stop`` is set (then at once, not at its next item).
+
+    ``source`` is closed either way, also when the caller stops iterating: a follower's queue is
+    never left registered behind a stream that ended.
+    """
+    stopping = asyncio.ensure_future(stop.wait())
+    item: asyncio.Future[T] | None = None
+    try:
+        while not stop.is_set():
+            item = asyncio.ensure_future(anext(source))
+            await asyncio.wait((item, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not item.done():
+                return
+            try:
+                value = item.result()
+            except StopAsyncIteration:
+                return
+            item = None
+            yield value
+    finally:
+        stopping.cancel()
+        if item is not None and not item.done():  # stopping, or the caller went away meanwhile
+            item.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await item
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+__all__ = ["IN_FLIGHT", "SliceEvent", "SliceEvents", "until_set"]

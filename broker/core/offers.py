@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 
 class OfferingAgent(Protocol):
     """A local domain agent whose offer an operator may edit."""
+
+    @property
+    def offer(self) -> OfferPolicy:
+        """The offer policy in force."""
+        ...
 
     def set_offer(self, offer: OfferPolicy) -> CapabilityNote:
         """Replace the offer and publish a new note version."""
@@ -87,6 +93,16 @@ class OfferDesk:
             note.version,
         )
         return note
+
+    def withdrawn(self) -> dict[str, bool]:
+        """Each local domain, and whether its offer is withdrawn now."""
+        return {domain: agent.offer.withdrawn for domain, agent in sorted(self._agents.items())}
+
+    def set_withdrawn(self, domain: str, withdrawn: bool) -> CapabilityNote:
+        """Withdraw a local domain's offer (published with nothing to buy) or publish it again, the rest kept."""
+        agent = self._agents.get(domain)
+        current = agent.offer if agent is not None else OfferPolicy()
+        return self.set(domain, replace(current, withdrawn=withdrawn))  # set names an unknown domain
 
     def _save(self, domain: str, offer: OfferPolicy) -> None:
         self._saved[domain] = policy_to_dict(offer)

@@ -95,6 +95,27 @@ class SliceRecord:
         return out
 
 
+@dataclass(frozen=True)
+class OrderRecord:
+    """A service order (TMF641 shape) placed at this broker: the intent around one slice.
+
+    The slice is found by ``(requester, request_id)``, the order's idempotency key (its
+    ``externalId``); the order's state is read from the slice (``broker.core.orders``), only what the
+    slice cannot tell is kept here.
+    """
+
+    id: str
+    requester: str
+    request_id: str
+    created_at: float
+    hold_only: bool = False
+    hold_time_s: float = 0.0
+    description: str = ""
+    # When the slice reached what the order asked for (0: not yet), and when its requester cancelled it.
+    completed_at: float = 0.0
+    cancelled_at: float = 0.0
+
+
 def _leaf_sps_in(detail: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]]) -> list[str]:
     out: list[str] = []
     for seg in detail:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from broker.core.records import SliceRecord
+from broker.core.records import OrderRecord, SliceRecord
 from broker.core.workflow import TaskStatus
 from slicing.model import SliceState
 
@@ -109,6 +109,26 @@ class SliceStore(Protocol):
 
     def drop_rules(self, slice_id: str) -> None:
         """Forget a slice's user rules."""
+        ...
+
+    def save_order(self, order: OrderRecord) -> None:
+        """Insert or update a service order."""
+        ...
+
+    def drop_order(self, order_id: str) -> None:
+        """Forget a service order."""
+        ...
+
+    def order(self, order_id: str) -> OrderRecord | None:
+        """The service order with that id, or None."""
+        ...
+
+    def order_by_request(self, requester: str, request_id: str) -> OrderRecord | None:
+        """The service order a requester placed with that request id, or None."""
+        ...
+
+    def orders(self, *, requester: str | None = None, request_id: str = "", limit: int = 500) -> list[OrderRecord]:
+        """Up to ``limit`` service orders (of ``requester``, or everyone's for None), newest first."""
         ...
 
     def try_lock(self, key: str) -> bool:

@@ -56,6 +56,9 @@ POLICY: dict[str, frozenset[Role]] = {
     "AddRule": ANY_ROLE,
     "SetCondition": frozenset({Role.OPERATOR}),
     "SetMode": frozenset({Role.OPERATOR}),
+    # The REST API's own reads (broker.api.rest): what this SP offers, and the event feeds.
+    "ListSpecifications": ANY_ROLE,
+    "Subscribe": ANY_ROLE,
 }
 
 
@@ -102,11 +105,17 @@ class Guard:
 
     def check(self, context: grpc.aio.ServicerContext, rpc: str) -> Principal:
         """The caller of ``rpc``; ``Unauthenticated`` or ``PermissionDenied`` (never anything else) otherwise."""
-        peer = tls_peer(context)
+        return self.check_call(tls_peer(context), bearer(context.invocation_metadata()), rpc)
+
+    def check_call(self, peer: str, token: str, rpc: str) -> Principal:
+        """The caller of ``rpc`` from its verified TLS peer name and bearer token, whatever the transport.
+
+        gRPC and the REST API both come here, so both apply the same tokens, accounts and roles.
+        """
         if self._require_tls and not peer:
             raise Unauthenticated("no verified TLS client certificate")
         self._accounts.refresh()
-        claims = self._verifier.verify(bearer(context.invocation_metadata()))
+        claims = self._verifier.verify(token)
         if self._require_tls and claims.subject != peer:
             raise Unauthenticated(f"token subject '{claims.subject[:64]}' is not the TLS peer '{peer[:64]}'")
         account = self._accounts.get(claims.subject)

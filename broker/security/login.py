@@ -30,7 +30,8 @@ FAILURE_WINDOW_S = 60.0
 _DUMMY_HASH = hash_password("not a password")
 
 
-def _peer_name(request: web.Request) -> str:
+def peer_name(request: web.Request) -> str:
+    """The common name of the verified TLS client certificate of an aiohttp request, or ''."""
     cert: Any = request.transport.get_extra_info("peercert") if request.transport else None
     for rdn in (cert or {}).get("subject", ()):
         for key, value in rdn:
@@ -73,7 +74,7 @@ class LoginEndpoint:
         return len(recent) >= MAX_FAILURES
 
     async def _login(self, request: web.Request) -> web.Response:
-        peer = _peer_name(request)
+        peer = peer_name(request)
         try:
             body = await request.json()
         except ValueError:

@@ -89,6 +89,20 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
+#: Version 2: a service order is the intent around one slice, found by (requester, request_id).
+_ORDERS = """
+CREATE TABLE IF NOT EXISTS orders (
+    id TEXT PRIMARY KEY,
+    requester TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    body TEXT NOT NULL{pos},
+    UNIQUE (requester, request_id)
+);
+CREATE INDEX IF NOT EXISTS orders_created ON orders (requester, created_at)
+"""
+
+
 @dataclass(frozen=True)
 class Dialect:
     """How one backend spells the schema's types."""
@@ -115,6 +129,7 @@ def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
     """(number, what it does, the SQL) of every migration, oldest first. Append; never edit one that shipped."""
     return [
         (1, "slices, segments, links, rules and the task log", dialect.base()),
+        (2, "service orders (the REST API's TMF641 orders)", _ORDERS.format(real=dialect.real, pos=dialect.pos)),
     ]
 
 

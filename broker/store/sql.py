@@ -20,7 +20,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, request_from_dict, request_to_dict
+from broker.core.records import (
+    LinkRecord,
+    OrderRecord,
+    SegmentRecord,
+    SliceRecord,
+    request_from_dict,
+    request_to_dict,
+)
 from broker.core.storage import StoreConflict
 from broker.core.workflow import TaskStatus
 from broker.store.schema import LATEST, VERSION_TABLE, Dialect, SchemaTooNew, migrations
@@ -420,6 +427,80 @@ class SqlStore:
         with self._tx():
             self._execute("DELETE FROM rules WHERE slice_id = ?", (slice_id,))
 
+    def save_order(self, order: OrderRecord) -> None:
+        """Insert or update a service order (its key, requester and request id, never changes).
+
+        Another order with the same requester and request id is refused (``StoreConflict``).
+        """
+        body = json.dumps(
+            {
+                "hold_only": order.hold_only,
+                "hold_time_s": order.hold_time_s,
+                "description": order.description,
+                "completed_at": order.completed_at,
+                "cancelled_at": order.cancelled_at,
+            }
+        )
+        try:
+            with self._tx():
+                self._execute(
+                    "INSERT INTO orders (id, requester, request_id, created_at, body) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    (order.id, order.requester, order.request_id, order.created_at, body),
+                )
+        except self.conflict_errors as exc:  # another order with the same key (another process placed it)
+            raise StoreConflict(f"order {order.id}: {exc}".strip()) from exc
+
+    def drop_order(self, order_id: str) -> None:
+        """Forget a service order (its Reserve was refused before any slice was recorded)."""
+        with self._tx():
+            self._execute("DELETE FROM orders WHERE id = ?", (order_id,))
+
+    @staticmethod
+    def _order(row: Mapping[str, Any]) -> OrderRecord:
+        body = json.loads(row["body"])
+        return OrderRecord(
+            id=row["id"],
+            requester=row["requester"],
+            request_id=row["request_id"],
+            created_at=row["created_at"],
+            hold_only=bool(body.get("hold_only", False)),
+            hold_time_s=float(body.get("hold_time_s", 0.0)),
+            description=str(body.get("description", "")),
+            completed_at=float(body.get("completed_at", 0.0)),
+            cancelled_at=float(body.get("cancelled_at", 0.0)),
+        )
+
+    def order(self, order_id: str) -> OrderRecord | None:
+        """The service order with that id, or None."""
+        row = self._execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return self._order(row) if row else None
+
+    def order_by_request(self, requester: str, request_id: str) -> OrderRecord | None:
+        """The service order a requester placed with that request id (its externalId), or None."""
+        row = self._execute(
+            "SELECT * FROM orders WHERE requester = ? AND request_id = ?", (requester, request_id)
+        ).fetchone()
+        return self._order(row) if row else None
+
+    def orders(self, *, requester: str | None = None, request_id: str = "", limit: int = 500) -> list[OrderRecord]:
+        """Up to ``limit`` service orders (of ``requester``, or everyone's for None), newest first."""
+        where: list[str] = []
+        args: list[object] = []
+        if requester is not None:
+            where.append("requester = ?")
+            args.append(requester)
+        if request_id:
+            where.append("request_id = ?")
+            args.append(request_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = f"created_at DESC, {self.dialect.order} DESC"
+        rows = self._execute(
+            f"SELECT * FROM orders {clause} ORDER BY {order} LIMIT ?",  # noqa: S608 - only ? marks and a column name
+            [*args, limit],
+        ).fetchall()
+        return [self._order(r) for r in rows]
+
     def prune_failed(self, *, before: float, keep: int) -> int:
         """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.
 
@@ -442,6 +523,12 @@ class SqlStore:
             ]
             for slice_id in ids:  # segments, links and rules go with their slice (ON DELETE CASCADE)
                 self._execute("DELETE FROM tasks WHERE slice_id = ?", (slice_id,))
+                # A service order goes with the failed slice it placed (the same retention).
+                self._execute(
+                    "DELETE FROM orders WHERE EXISTS (SELECT 1 FROM slices s WHERE s.id = ? "
+                    "AND s.requester = orders.requester AND s.request_id = orders.request_id)",
+                    (slice_id,),
+                )
                 self._execute("DELETE FROM slices WHERE id = ?", (slice_id,))
                 self._parts.pop(slice_id, None)
         return len(ids)

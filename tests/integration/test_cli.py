@@ -35,7 +35,7 @@ async def leaf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     The CLI finds the fleet's credentials through $FEDBROKER_CREDS and acts as its ``operator``.
     """
     example = yaml.safe_load((ROOT / "scenarios/examples/leaf.yaml").read_text())
-    settings = {k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir", "security")}
+    settings = {k: v for k, v in example.items() if k not in ("sp_id", "listen", "data_dir", "security", "rest_listen")}
     fleet = Fleet(tmp_path)
     monkeypatch.setenv("FEDBROKER_CREDS", str(fleet.pki_dir))
     try:
@@ -110,6 +110,9 @@ def test_three_tier_demo_passes_and_reports_a_slice_across_three_or_more_leaves(
     assert all(step["passed"] for step in report["steps"])
     assert all(isinstance(step["duration_s"], float) for step in report["steps"])
     assert any(len(s["domains"]) >= 3 and s["state"] == "TERMINATED" for s in report["slices"])
+    # Every SP served its REST API while the run lasted, and the report says where.
+    assert {sp["id"] for sp in report["sps"]} == {"T", "M1", "M2", "L1", "L2", "L3", "L4", "L5", "L6"}
+    assert all(sp["rest"].startswith("https://127.0.0.1:") for sp in report["sps"])
 
 
 def _write(path: Path, doc: dict[str, Any]) -> Path:
@@ -228,6 +231,7 @@ def _lab_config(tmp_path: Path, security: dict[str, Any] | None) -> Path:
     example = yaml.safe_load((ROOT / "scenarios/examples/leaf.yaml").read_text())
     example.update(listen="127.0.0.1:0", data_dir=str(tmp_path / "data"))
     example.pop("security")
+    example.pop("rest_listen")
     if security is not None:
         example["security"] = security
     return _write(tmp_path / "leaf.yaml", example)
@@ -415,13 +419,14 @@ def test_the_readme_walkthrough_runs_literally_on_a_fresh_clone_as_its_customer(
     clone = tmp_path / "clone"
     (clone / "scenarios" / "examples").mkdir(parents=True)
     (clone / ".venv").symlink_to(Path(sys.executable).parents[1])
-    for name in ("leaf.yaml", "request.yaml"):
+    for name in ("leaf.yaml", "request.yaml", "order.json"):
         shutil.copy(ROOT / "scenarios" / "examples" / name, clone / "scenarios" / "examples" / name)
     leaf = clone / "scenarios" / "examples" / "leaf.yaml"
     leaf.write_text(
         leaf.read_text()
         .replace("listen: 127.0.0.1:50061", "listen: 127.0.0.1:0")
         .replace("login_listen: 127.0.0.1:50062", "login_listen: 127.0.0.1:0")
+        .replace("rest_listen: 127.0.0.1:50063", "rest_listen: 127.0.0.1:0")
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDBROKER_")}
     have_grpcurl = shutil.which("grpcurl") is not None
@@ -439,17 +444,19 @@ def test_the_readme_walkthrough_runs_literally_on_a_fresh_clone_as_its_customer(
     server = subprocess.Popen(["bash", "-c", f"exec {setup[1]}"], cwd=clone, env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 20
-        while not (data / "login_address").exists():
+        while not all((data / name).exists() for name in ("rest_address", "login_address", "address")):
             assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
             time.sleep(0.05)
         address = (data / "address").read_text().strip()
         login = (data / "login_address").read_text().strip()
+        rest_at = (data / "rest_address").read_text().strip()
         env["FEDBROKER_BROKER"] = address  # the commands' default broker, 127.0.0.1:50061 in the README
         slice_id = ""
         ran = []
         for line in [cmd for block in rest for cmd in block]:
             line = line.split("   #", 1)[0].strip()  # the README's trailing comments
             line = line.replace("127.0.0.1:50061", address).replace("127.0.0.1:50062", login)
+            line = line.replace("127.0.0.1:50063", rest_at)
             line = line.replace("<slice-id>", slice_id)
             if line.startswith("grpcurl") and not have_grpcurl:
                 token = re.search(r"\$\((.*?)\)", line)
@@ -489,7 +496,10 @@ def test_the_readme_walkthrough_runs_literally_on_a_fresh_clone_as_its_customer(
                 book.write_text(yaml.safe_dump(accounts, sort_keys=False))
             if " usage" in line:
                 assert "demo-leaf" in done.stdout
+            if line.startswith("curl") and "externalId=alice-order-1" in line:  # the REST order, read back
+                assert json.loads(done.stdout)[0]["externalId"] == "alice-order-1", done.stdout
         assert any("login" in line for line in ran) and any("token" in line for line in ran)
+        assert any(line.startswith("curl") and "order.json" in line for line in ran)
         assert slice_id and "slice terminate" in " ".join(ran)
     finally:
         server.terminate()

@@ -91,6 +91,9 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         (f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{tls: on}}\n", "security.tls: unknown setting"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{call_ttl_s: 86400}}\n", "security.call_ttl_s: tokens are short"),
         (f"sp_id: T\nlower_sps: [{LOWER}]\nsecurity: {{login_listen: 8443}}\n", "security.login_listen"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nrest_listen: 8443\n", "rest_listen"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nrest_callback_hosts: example.org\n", "rest_callback_hosts"),
+        (f"sp_id: T\nlower_sps: [{LOWER}]\nrest_callback_hosts: [7]\n", "rest_callback_hosts[0]"),
         ("[1, 2]\n", "must be a mapping"),
         ("sp_id: [unclosed\n", "sp.yaml"),
     ],
@@ -176,6 +179,7 @@ def test_null_sections_are_the_defaults(tmp_path: Path) -> None:
     text = f"sp_id: T\nlower_sps: [{LOWER}]\nwim:\nsecurity:\nmetrics_listen:\nmonitoring:\ndomains:\n"
     cfg = load_config(write(tmp_path, text))
     assert cfg.wim.driver == "memory" and cfg.security.login_listen == "" and cfg.metrics_listen == ""
+    assert cfg.rest_listen == "" and cfg.rest_callback_hosts == ()
     assert cfg.monitoring_mode == "normal" and cfg.domains == () and cfg.activation_timeout_s is None
 
 

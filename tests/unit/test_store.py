@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, request_hash
+from broker.core.records import LinkRecord, OrderRecord, SegmentRecord, SliceRecord, request_hash
 from broker.core.storage import StoreConflict
 from broker.core.workflow import TaskStatus
 from broker.store.postgres import PostgresStore, StoreUnavailable
@@ -451,3 +451,35 @@ def test_a_postgresql_outage_is_unavailable_and_the_store_reconnects_once_it_is_
         store.close()
     finally:
         server.stop()
+
+
+def test_service_orders_are_kept_found_by_id_and_key_listed_newest_first_and_go_with_a_pruned_slice(
+    open_store: Opener,
+) -> None:
+    store = open_store()
+    orders = [OrderRecord(f"o{i}", "alice", f"r-s{i}", float(i), hold_only=i == 1) for i in range(3)]
+    for o in orders:
+        store.save_order(o)
+    store.save_order(OrderRecord("ob", "bob", "r-s0", 9.0))  # a key is its requester's own
+    store.save_order(replace(orders[0], completed_at=5.0, description="done"))  # updated in place
+    store.close()
+    reopened = open_store()
+    assert reopened.order("o0") == replace(orders[0], completed_at=5.0, description="done")
+    assert reopened.order_by_request("alice", "r-s1") == orders[1] and reopened.order("nope") is None
+    assert [o.id for o in reopened.orders(requester="alice")] == ["o2", "o1", "o0"]
+    assert [o.id for o in reopened.orders(limit=2)] == ["ob", "o2"]
+    assert [o.id for o in reopened.orders(requester="alice", request_id="r-s0")] == ["o0"]
+    with pytest.raises(StoreConflict):  # one order per requester and key
+        reopened.save_order(OrderRecord("o-twice", "alice", "r-s1", 3.0))
+    reopened.drop_order("o2")
+    assert reopened.order("o2") is None
+    failed = record("s0", S.FAILED)  # holds nothing any more: pruned, and its order with it
+    reopened.save(
+        replace(
+            failed,
+            segments=tuple(replace(g, state=S.TERMINATED) for g in failed.segments),
+            links=tuple(replace(k, wim_handle="") for k in failed.links),
+        )
+    )
+    assert reopened.prune_failed(before=1e12, keep=0) == 1
+    assert reopened.order("o0") is None and reopened.order("ob") is not None

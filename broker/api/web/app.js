@@ -1,0 +1,233 @@
+// The fedbroker web view: reads the REST API of the broker that served it, with the user's session token.
+// Everything shown is built with textContent (never innerHTML): names and reasons come from callers.
+"use strict";
+
+const INVENTORY = "/tmf-api/serviceInventory/v4";
+const ORDERING = "/tmf-api/serviceOrdering/v4";
+const FEDERATION = "/fedbroker/v1/federation";
+const OFFERS = "/fedbroker/v1/offer";
+const REFRESH_MS = 3000; // the federation's notes age and change without events: read again this often
+const services = new Map(); // slice id -> TMF638 service
+let token = "";
+let stream = null;
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+
+function chars(service) {
+  const out = {};
+  for (const c of service.serviceCharacteristic || []) out[c.name] = c.value;
+  return out;
+}
+
+function showError(text) {
+  const box = document.getElementById("error");
+  box.hidden = !text;
+  box.textContent = text || "";
+}
+
+async function call(method, path, body) {
+  const headers = { Authorization: "Bearer " + token };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const reply = await fetch(path, init);
+  if (reply.status === 204) return null;
+  const answer = await reply.json();
+  if (!reply.ok) {
+    const err = new Error(answer.reason || reply.statusText);
+    err.status = reply.status;
+    throw err;
+  }
+  return answer;
+}
+
+function segmentNode(seg) {
+  const c = chars(seg);
+  const node = el("span", null, "segment");
+  node.append(el("span", `${c.local ? "domain" : "SP"} ${c.domain} `));
+  node.append(el("span", c.sliceState, "state " + c.sliceState));
+  const labels = c.labels ? " " + c.labels.map((l) => `${l.port}=${l.label}`).join(" ") : "";
+  node.append(el("span", ` ${c.ingress} → ${c.egress}${labels}`, "muted"));
+  if (seg.supportingService) {
+    const kids = el("span", null, "children");
+    for (const child of seg.supportingService) kids.append(segmentNode(child));
+    node.append(kids);
+  }
+  return node;
+}
+
+function renderSlices() {
+  const body = document.querySelector("#slices tbody");
+  body.replaceChildren();
+  const rows = [...services.values()].sort((a, b) => (a.startDate || "").localeCompare(b.startDate || ""));
+  document.getElementById("none").hidden = rows.length > 0;
+  for (const s of rows) {
+    const c = chars(s);
+    const tr = el("tr");
+    tr.dataset.slice = s.id;
+    tr.append(el("td", s.id));
+    tr.append(el("td", s.name));
+    const state = el("td", c.sliceState, "state " + c.sliceState);
+    state.dataset.role = "state";
+    tr.append(state);
+    const health = el("td", c.health || "-", "health " + (c.health || ""));
+    health.dataset.role = "health";
+    for (const a of c.alerts || []) {
+      health.append(el("span", `${a.metric} ${a.value} > ${a.threshold} (${a.severity}, from ${a.sourceSp})`, "segment"));
+    }
+    tr.append(health);
+    tr.append(el("td", `${c.src} → ${c.dst}, ${c.bandwidth_mbps} Mb/s` + (c.reason ? ` (${c.reason})` : "")));
+    const segs = el("td");
+    for (const seg of s.supportingService || []) segs.append(segmentNode(seg));
+    tr.append(segs);
+    const act = el("td");
+    if (s.state !== "terminated") {
+      const button = el("button", "terminate");
+      button.dataset.role = "terminate";
+      button.addEventListener("click", () => terminate(s.id));
+      act.append(button);
+    }
+    tr.append(act);
+    body.append(tr);
+  }
+}
+
+function noteNode(note, own) {
+  const box = el("div", null, own ? "sp own" : "sp");
+  box.dataset.sp = note.spId;
+  box.append(el("div", `${note.spId}${own ? " (this SP)" : ""}`, "title"));
+  const expires = note.expiresInS >= 0 ? `expires in ${Math.round(note.expiresInS)} s` : "EXPIRED";
+  box.append(el("div", `note v${note.version}, ${Math.round(note.ageS)} s old, ${expires}`, "small"));
+  box.append(el("div", `endpoints: ${note.endpoints.join(", ") || "-"}`, "small"));
+  const peers = [...new Set(note.ports.map((p) => p.peerSp))];
+  box.append(el("div", `borders with: ${peers.join(", ") || "-"}`, "small"));
+  if (note.functions.length) box.append(el("div", `functions: ${note.functions.join(", ")}`, "small"));
+  return box;
+}
+
+async function loadFederation() {
+  const where = document.getElementById("federation");
+  try {
+    const fed = await call("GET", FEDERATION);
+    document.getElementById("sp").textContent = fed.spId;
+    where.replaceChildren();
+    if (fed.own) where.append(noteNode(fed.own, true));
+    const below = el("div");
+    for (const note of fed.lower) below.append(noteNode(note, false));
+    where.append(el("div", "notes from below:", "muted"), below);
+    for (const r of fed.refused) {
+      where.append(el("div", `refused ${r.spId} v${r.version}: ${r.reason} ${r.detail} (${r.at})`, "refused"));
+    }
+  } catch (err) {
+    where.replaceChildren(el("p", err.status === 403 ? "operators and peer SPs only" : err.message, "muted"));
+  }
+}
+
+async function loadOffers() {
+  const section = document.getElementById("offers");
+  let offers;
+  try {
+    offers = await call("GET", OFFERS);
+  } catch (err) {
+    section.hidden = true; // operators only
+    return false;
+  }
+  section.hidden = false;
+  const body = section.querySelector("tbody");
+  body.replaceChildren();
+  for (const o of offers) {
+    const tr = el("tr");
+    tr.dataset.domain = o.domain;
+    tr.append(el("td", o.domain));
+    const state = el("td", o.withdrawn ? "withdrawn" : "offered");
+    state.dataset.role = "offer";
+    tr.append(state);
+    const act = el("td");
+    const button = el("button", o.withdrawn ? "publish again" : "withdraw");
+    button.dataset.role = "toggle-offer";
+    button.addEventListener("click", () => setWithdrawn(o.domain, !o.withdrawn));
+    act.append(button);
+    tr.append(act);
+    body.append(tr);
+  }
+  return true;
+}
+
+async function setWithdrawn(domain, withdrawn) {
+  try {
+    await call("PATCH", `${OFFERS}/${encodeURIComponent(domain)}`, { withdrawn });
+  } catch (err) {
+    showError(`offer of ${domain}: ${err.message}`);
+  }
+  await loadOffers();
+  await loadFederation();
+}
+
+async function loadSlices() {
+  const list = await call("GET", `${INVENTORY}/service?limit=500`);
+  services.clear();
+  for (const s of list) services.set(s.id, s);
+  renderSlices();
+}
+
+async function terminate(id) {
+  try {
+    await call("DELETE", `${INVENTORY}/service/${encodeURIComponent(id)}`);
+  } catch (err) {
+    showError(`terminate ${id}: ${err.message}`);
+  }
+}
+
+function follow() {
+  if (stream) stream.close();
+  const live = document.getElementById("live");
+  stream = new EventSource(`${ORDERING}/events?access_token=${encodeURIComponent(token)}`);
+  stream.onopen = () => { live.textContent = "live"; live.className = "badge on"; };
+  stream.onerror = () => { live.textContent = "reconnecting"; live.className = "badge off"; };
+  stream.addEventListener("ServiceStateChangeEvent", (msg) => {
+    const service = JSON.parse(msg.data).event.service;
+    services.set(service.id, service);
+    renderSlices();
+  });
+  stream.addEventListener("ServiceAlertEvent", async (msg) => {
+    const id = JSON.parse(msg.data).event.service.id;
+    try {
+      services.set(id, await call("GET", `${INVENTORY}/service/${encodeURIComponent(id)}`));
+      renderSlices();
+    } catch (err) {
+      showError(`alert on ${id}: ${err.message}`);
+    }
+  });
+}
+
+async function start(newToken) {
+  token = newToken;
+  sessionStorage.setItem("fedbroker-token", token);
+  document.getElementById("login").hidden = true;
+  showError("");
+  try {
+    await loadSlices();
+    follow();
+    await loadFederation();
+    if (await loadOffers()) setInterval(loadFederation, REFRESH_MS);
+  } catch (err) {
+    showError(err.message);
+    if (err.status === 401) document.getElementById("login").hidden = false;
+  }
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("use").addEventListener("click", () => start(document.getElementById("token").value.trim()));
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromUrl) history.replaceState(null, "", location.pathname); // the token leaves the address bar
+  const known = fromUrl || sessionStorage.getItem("fedbroker-token");
+  if (known) start(known);
+  else document.getElementById("login").hidden = false;
+});
