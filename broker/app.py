@@ -189,9 +189,10 @@ class Broker:
                 continue
             try:
                 if (config.domain_kinds or {}).get(dom.id) == "netns":
-                    from domain_agents.netns import NetnsDomainAgent
+                    from domain_agents.netns import NetnsDomainAgent, ProbeSettings
 
-                    agent = netns_agent = NetnsDomainAgent(dom, clock, prefix=prefix)
+                    probing = ProbeSettings(config.probe_interval_s, config.probe_count, config.probe_timeout_s)
+                    agent = netns_agent = NetnsDomainAgent(dom, clock, prefix=prefix, probing=probing)
                     self._dataplane.append(netns_agent)
                 else:
                     agent = EmulatedDomainAgent(dom, clock)
@@ -224,7 +225,14 @@ class Broker:
         if config.wim.driver == "linux":
             from wim.linux import LinuxWimDriver
 
-            self.wim = self._linux_wim = LinuxWimDriver(prefix, capacity)
+            self.wim = self._linux_wim = LinuxWimDriver(
+                prefix,
+                capacity,
+                probe_interval_s=config.probe_interval_s,
+                probe_count=config.probe_count,
+                probe_timeout_s=config.probe_timeout_s,
+                clock=clock,
+            )
             self._dataplane.insert(0, self._linux_wim)
         self.manager = SliceManager(
             sp_id=config.sp_id,

@@ -148,6 +148,10 @@ class BrokerConfig:
     monitoring_delta: float = 0.0
     # The hysteresis window: how long a condition must stay clear before its alert resolves.
     monitoring_clear_s: float = 1.0
+    # Data-plane probing of each netns segment and linux WIM service: period, echo requests, reply timeout.
+    probe_interval_s: float = 2.0
+    probe_count: int = 3
+    probe_timeout_s: float = 0.5
 
     @property
     def accounts_path(self) -> Path:
@@ -362,6 +366,9 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         monitoring_delta=m.monitoring.delta,
         monitoring_clear_s=m.monitoring.clear_s,
         store=StoreConfig(backend=m.store.backend, dsn=m.store.dsn or "", replicas=m.store.replicas),
+        probe_interval_s=m.monitoring.probe_interval_s,
+        probe_count=m.monitoring.probe_count,
+        probe_timeout_s=m.monitoring.probe_timeout_s,
     )
 
 

@@ -15,6 +15,14 @@ slots and addresses, subclassed rather than copied) plus a real data plane:
   bridge named from (port, label); the upper-SP's ``linux`` WIM finds both by name and stitches the
   border with a VXLAN of that label. The agent makes the border side; the stitching SP makes the link.
 
+Each segment also gets two **probe ends**, small namespaces on its first and last stage bridges
+holding 169.254.0.1 and .2 with each other's MAC as a permanent neighbour (no ARP on the slice):
+every ``probe_interval_s`` the agent sends a few echo requests from one to the other across the
+segment's pops and functions (``wim.probes``, in the namespaces) and reads the kernel's counters of
+the segment's veths, and publishes them on ``health`` as the segment's latency (half the round
+trip), loss, bytes (what entered the segment at its two terminals) and drops. Link state comes from
+netlink events, not from this loop. In skeleton mode the loop probes nothing.
+
 Resources are realised at **activate**, not at reserve or commit: a hold may expire or be aborted
 and must stay cheap, and the core activates every segment before its WIM stitches. ``abort`` and
 ``terminate`` remove the segment's objects, and a pop or border namespace goes with the last segment
@@ -47,9 +55,21 @@ from slicing.model import SliceState
 from wim import netlink
 from wim.linkwatch import LinkWatcher
 from wim.netlink import Names
+from wim.probes import ProbeError, Prober, total
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: The two probe ends of every segment: side -> its address (the same pair in every segment and SP).
+PROBE_ADDRESSES = {"a": "169.254.0.1/30", "b": "169.254.0.2/30"}
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How often and how hard a segment is probed (``monitoring`` in the broker config)."""
+
+    interval_s: float = 2.0
+    count: int = 3
+    timeout_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -85,9 +105,15 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         prefix: str = netlink.FAMILY_PREFIX,
         latency_s: float | None = None,
         fail_at: str | None = None,
+        probing: ProbeSettings | None = None,
     ) -> None:
         super().__init__(config, clock, latency_s=latency_s, fail_at=fail_at)
         self.names = Names(prefix)
+        self.probing = probing or ProbeSettings()
+        self._prober = Prober()
+        self._probe_task: asyncio.Task[None] | None = None
+        #: Probe rounds done (every segment of a round counts once), for tests and the bench.
+        self.probe_rounds = 0
         self._realised: dict[str, Layout] = {}  # order key -> layout realised in the kernel
         self._wiring = asyncio.Lock()
         # Link state from netlink events (issue 14): the veth ends of each realised segment.
@@ -171,12 +197,15 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         await self._watch_links(lay)
 
     async def warm_up(self) -> None:
-        """Start the link watcher now, at broker start."""
+        """Start the link watcher and the probe worker now, at broker start."""
         await self._links.warm_up()
+        await self._prober.warm_up()
 
     async def _watch_links(self, lay: Layout) -> None:
         if self._link_task is None:
             self._link_task = asyncio.get_running_loop().create_task(self._follow_links())
+        if self._probe_task is None:
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
         keys = []
         for i, (ns, ifname) in enumerate(veth_ends(self.names, lay)):
             key = f"{lay.key}#{i}"
@@ -206,6 +235,41 @@ class NetnsDomainAgent(EmulatedDomainAgent):
             log.info("segment %s: link %s", order_key, "up" if not down else f"down ({len(down)} interface(s))")
             self._publish(HealthSample(held.grant.handle, "link_up", 0.0 if down else 1.0, self._clock()))
 
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.probing.interval_s)
+            if self.skeleton:
+                continue  # link state only, and that comes from netlink events
+            active = [
+                (held.grant.handle, lay)
+                for key, lay in list(self._realised.items())
+                if (held := self._segments.get(key)) is not None and held.state is SliceState.ACTIVE
+            ]
+            if not active:
+                continue
+            await asyncio.gather(*(self._probe(handle, lay) for handle, lay in active))
+            self.probe_rounds += 1
+
+    async def _probe(self, handle: str, lay: Layout) -> None:
+        """One round on one segment: a few echo requests across it, and its veths' counters."""
+        src_ns, dst = probe_path(self.names, lay)
+        ends = veth_ends(self.names, lay)
+        terminals = terminal_ends(self.names, lay)
+        try:
+            got = await self._prober.ping(src_ns, dst, self.probing.count, self.probing.timeout_s)
+            counters = await self._prober.counters([*terminals, *ends])
+        except ProbeError as exc:  # torn down meanwhile, or the worker restarts: the next round tries again
+            log.debug("segment %s: probe failed: %s", lay.key, exc)
+            return
+        if lay.key not in self._realised:
+            return
+        now = self._clock()
+        if got.one_way_ms is not None:
+            self._publish(HealthSample(handle, "latency_ms", got.one_way_ms, now))
+        self._publish(HealthSample(handle, "loss", got.loss, now))
+        self._publish(HealthSample(handle, "bytes", float(total(counters[: len(terminals)]).rx_bytes), now))
+        self._publish(HealthSample(handle, "drops", float(total(counters[len(terminals) :]).dropped), now))
+
     def measure(self, handle: str, now: float) -> list[HealthSample]:
         """The lab's conditions, and the link state netlink last reported."""
         samples = super().measure(handle, now)
@@ -215,12 +279,14 @@ class NetnsDomainAgent(EmulatedDomainAgent):
         return samples
 
     async def close(self) -> None:
-        """Stop following link state; holdings (and the kernel's objects) stay."""
-        if self._link_task is not None:
-            self._link_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._link_task
+        """Stop following link state and probing; holdings (and the kernel's objects) stay."""
+        for task in (self._link_task, self._probe_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._links.close()
+        await self._prober.close()
         await super().close()
 
     async def deactivate(self, handle: str) -> None:
@@ -331,6 +397,31 @@ def realise(n: Names, lay: Layout) -> None:
             netlink.ensure_veth(pop_ns, outer, e_ns, inner)
             netlink.attach(pop_ns, outer, stage_br)
             netlink.set_address(e_ns, inner, lay.addresses[term])
+    for side, stage in (("a", 0), ("b", last)):
+        other = "b" if side == "a" else "a"
+        p_ns = n.probe_ns(d, k, side)
+        outer, inner = n.probe_ifs(d, k, side)
+        netlink.ensure_ns(p_ns)
+        netlink.ensure_veth(n.pop_ns(d, lay.stages[stage]), outer, p_ns, inner)
+        netlink.attach(n.pop_ns(d, lay.stages[stage]), outer, _stage_bridge(n, lay, stage))
+        peer = PROBE_ADDRESSES[other].split("/")[0]
+        mac, peer_mac = n.probe_mac(d, k, side), n.probe_mac(d, k, other)
+        netlink.set_probe_end(p_ns, inner, mac, PROBE_ADDRESSES[side], peer, peer_mac)
+
+
+def probe_path(n: Names, lay: Layout) -> tuple[str, str]:
+    """Where a probe of the segment starts (the source end's namespace) and the address it asks."""
+    return n.probe_ns(lay.domain, lay.key, "a"), PROBE_ADDRESSES["b"].split("/")[0]
+
+
+def terminal_ends(n: Names, lay: Layout) -> list[tuple[str, str]]:
+    """(pop namespace, interface) where each terminal's traffic enters the segment."""
+    d, k = lay.domain, lay.key
+    out = []
+    for term, stage in ((lay.src, 0), (lay.dst, len(lay.stages) - 1)):
+        role = "port-a" if term in lay.labels else "ep-outer"
+        out.append((n.pop_ns(d, lay.stages[stage]), n.ifname(role, d, k, term)))
+    return out
 
 
 def veth_ends(n: Names, lay: Layout) -> list[tuple[str, str]]:
@@ -375,6 +466,9 @@ def unrealise(n: Names, lay: Layout, keep: Sequence[Layout]) -> None:
             netlink.delete_link(n.pop_ns(d, lay.stages[i]), n.ifname("fn-a", d, k, fn))
             netlink.delete_link(n.pop_ns(d, lay.stages[i + 1]), n.ifname("fn-b", d, k, fn))
             netlink.remove_ns(n.function_ns(d, k, fn))
+    for side, stage in (("a", 0), ("b", len(lay.stages) - 1)):
+        netlink.delete_link(n.pop_ns(d, lay.stages[stage]), n.probe_ifs(d, k, side)[0])
+        netlink.remove_ns(n.probe_ns(d, k, side))
     for i, pop in enumerate(lay.stages):
         netlink.delete_link(n.pop_ns(d, pop), _stage_bridge(n, lay, i))
     pops_used = {p for other in keep for p in other.pops()}

@@ -121,12 +121,19 @@ class RetentionEntry(BaseModel):
 
 
 class MonitoringEntry(BaseModel):
-    """``monitoring``: the mode at start, the skeleton delta, the hysteresis window."""
+    """``monitoring``: the mode at start, the skeleton delta, the hysteresis window, and data-plane probing.
+
+    ``probe_interval_s``, ``probe_count`` and ``probe_timeout_s``: how often a ``netns`` domain and a
+    ``linux`` WIM probe each segment, with how many echo requests, each awaited how long.
+    """
 
     model_config = STRICT
     mode: Annotated[str, BeforeValidator(one_of(MONITORING_MODES, "unknown mode"))] = "normal"
     delta: Annotated[float, within("a finite number from 0", 0, 1e12, high_open=True)] = 0.0
     clear_s: Annotated[float, within("seconds from 0 to 3600", 0, 3600)] = 1.0
+    probe_interval_s: Annotated[float, within("seconds from 0.1 to 3600", 0.1, 3600)] = 2.0
+    probe_count: Annotated[int, within("a whole number from 1 to 20", 1, 20, integer=True)] = 3
+    probe_timeout_s: Annotated[float, within("seconds from 0.01 to 5", 0.01, 5)] = 0.5
 
 
 class StoreEntry(BaseModel):

@@ -14,6 +14,12 @@ derives those names from the connection points alone and adds:
 When the two sides carry different labels (a side that can swap), the wire carries the label of the
 side whose port id sorts first; labels are unique per port, so wire VNIs never collide on a link.
 
+Besides link state (netlink events), every ``probe_interval_s`` the driver probes each service's
+link: a few echo requests over the underlay from one border namespace to the other (``wim.probes``,
+inside the namespaces), and the counters of its VXLANs and underlay ends; ``health`` yields them per
+service handle as latency (half the round trip), loss, bytes (what the VXLANs received, both sides)
+and drops. In skeleton mode it probes nothing.
+
 Accounting (labels, capacity, idempotency by key, handles) is the ``memory`` driver's, composed, so
 both drivers refuse the same things with the same errors; the handle is the memory driver's. Every
 failure removes what the call made before it is raised.
@@ -24,17 +30,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from domain_agents.base import HealthSample
 from slicing.errors import FailedPrecondition, FedError, InvalidArgument, NotFound, Unavailable
 from wim import netlink
 from wim.base import ConnectionPoint, ConnectivitySpec, ServiceStatus, WimUsage
 from wim.linkwatch import LinkWatcher
 from wim.memory import MemoryWimDriver, decode_handle
+from wim.probes import ProbeError, Prober, total
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +171,23 @@ def _up(names: netlink.Names, spec: ConnectivitySpec) -> bool:
 class LinuxWimDriver:
     """A ``WimDriver`` that stitches leaf border namespaces with veth underlays, VXLAN and tbf."""
 
-    def __init__(self, prefix: str = netlink.FAMILY_PREFIX, capacity_mbps: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        prefix: str = netlink.FAMILY_PREFIX,
+        capacity_mbps: Mapping[str, int] | None = None,
+        *,
+        probe_interval_s: float = 2.0,
+        probe_count: int = 3,
+        probe_timeout_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.names = netlink.Names(prefix)
+        self._probe = (probe_interval_s, probe_count, probe_timeout_s)
+        self._clock = clock
+        self._prober = Prober()
+        self._probe_task: asyncio.Task[None] | None = None
+        self._health_queues: set[asyncio.Queue[HealthSample]] = set()
+        self.skeleton = False
         self._books = MemoryWimDriver(capacity_mbps)
         self._current: dict[str, ConnectivitySpec] = {}  # key -> spec as realised now
         self._lock = asyncio.Lock()
@@ -173,6 +197,8 @@ class LinuxWimDriver:
         self._handles: dict[str, str] = {}  # service key -> handle
 
     async def _watch(self, spec: ConnectivitySpec, handle: str) -> None:
+        if self._probe_task is None:
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
         self._down.setdefault(spec.key, set())
         self._handles[spec.key] = handle
         for i, (ns, ifname) in enumerate(watched_ends(self.names, spec)):
@@ -201,13 +227,65 @@ class LinuxWimDriver:
                 log.info("service %s: link %s", key, "up" if not down else "down")
                 yield handle, not down
 
+    async def _probe_loop(self) -> None:
+        interval, count, timeout = self._probe
+        while True:
+            await asyncio.sleep(interval)
+            if self.skeleton:
+                continue  # link state only, and that comes from netlink events
+            services = [(self._handles[k], spec) for k, spec in list(self._current.items()) if k in self._handles]
+            await asyncio.gather(*(self._probe_one(h, spec, count, timeout) for h, spec in services))
+
+    async def _probe_one(self, handle: str, spec: ConnectivitySpec, count: int, wait_s: float) -> None:
+        a, b = _sides(self.names, spec)
+        vxlans = [(a.ns, a.vxlan), (b.ns, b.vxlan)]
+        try:
+            got = await self._prober.ping(a.ns, b.address, count, wait_s)
+            counters = await self._prober.counters([*vxlans, (a.ns, a.underlay), (b.ns, b.underlay)])
+        except ProbeError as exc:  # removed meanwhile, or the worker restarts: the next round tries again
+            log.debug("service %s: probe failed: %s", spec.key, exc)
+            return
+        if spec.key not in self._current:
+            return
+        now = self._clock()
+        samples = [HealthSample(handle, "loss", got.loss, now)]
+        if got.one_way_ms is not None:
+            samples.append(HealthSample(handle, "latency_ms", got.one_way_ms, now))
+        samples.append(HealthSample(handle, "bytes", float(total(counters[:2]).rx_bytes), now))
+        samples.append(HealthSample(handle, "drops", float(total(counters).dropped), now))
+        for sample in samples:
+            for q in list(self._health_queues):
+                if q.full():
+                    q.get_nowait()
+                q.put_nowait(sample)
+
+    async def health(self) -> AsyncIterator[HealthSample]:
+        """Each service's probe results (handle, metric, value), as they are taken, until cancelled."""
+        q: asyncio.Queue[HealthSample] = asyncio.Queue(maxsize=4096)
+        self._health_queues.add(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._health_queues.discard(q)
+
+    def set_skeleton(self, on: bool) -> None:
+        """Skeleton monitoring: link state only (no probes)."""
+        self.skeleton = on
+
     async def warm_up(self) -> None:
-        """Start the link watcher now, at broker start."""
+        """Start the link watcher and the probe worker now, at broker start."""
         await self._links.warm_up()
+        await self._prober.warm_up()
 
     async def close(self) -> None:
-        """Stop following link state (the services stay)."""
+        """Stop following link state and probing (the services stay)."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
         await self._links.close()
+        await self._prober.close()
 
     def _underlay_shared(self, spec: ConnectivitySpec) -> bool:
         link = _link_of(spec)

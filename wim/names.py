@@ -91,5 +91,18 @@ class Names:
         """The function's interface towards the slice's source, and the one towards its destination."""
         return self.ifname("in", domain, key, index), self.ifname("out", domain, key, index)
 
+    def probe_ns(self, domain: str, key: str, side: str) -> str:
+        """The namespace at one end (``a`` at the source, ``b`` at the destination) that probes the segment."""
+        return self.netns("probe", domain, key, side)
+
+    def probe_ifs(self, domain: str, key: str, side: str) -> tuple[str, str]:
+        """The probe end's veth: the end on the segment's bridge (in the pop), and the one in the probe namespace."""
+        return self.ifname("probe-pop", domain, key, side), self.ifname("probe-inner", domain, key, side)
+
+    def probe_mac(self, domain: str, key: str, side: str) -> str:
+        """A fixed, locally administered MAC for a probe end, so the other end's neighbour entry survives a rebuild."""
+        raw = _digest(self.prefix, "probe-mac", domain, key, side)[:10]
+        return "02:" + ":".join(raw[i : i + 2] for i in range(0, 10, 2))
+
 
 __all__ = ["FAMILY_PREFIX", "IFNAMSIZ", "PREFIX_PATTERN", "Names", "check_prefix"]

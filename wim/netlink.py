@@ -36,6 +36,9 @@ from wim.names import check_prefix as check_prefix
 SLICE_MTU = 1500
 UNDERLAY_MTU = 1600
 RT_SCOPE_LINK = 253
+NUD_PERMANENT = 0x80
+#: arp_ignore 8: answer no ARP request at all (a probe end talks to its one peer by a static entry).
+ARP_IGNORE_ALL = 8
 
 
 T = TypeVar("T")
@@ -335,6 +338,31 @@ def set_address(ns: str, ifname: str, cidr: str) -> None:
             ipr.addr("add", index=idx, address=address, prefixlen=int(plen or 32))
         with contextlib.suppress(NetlinkError):  # EEXIST: the route is there already
             ipr.route("add", dst="0.0.0.0/0", oif=idx, scope=RT_SCOPE_LINK)
+
+
+def set_probe_end(ns: str, ifname: str, mac: str, cidr: str, peer: str, peer_mac: str) -> None:
+    """Make ``ifname`` in ``ns`` one end of a segment probe: a fixed MAC, an address, its peer by a static entry.
+
+    The probe ends sit on a slice's bridges, one L2 domain with the customer's hosts and every other
+    SP's probe ends, all holding the same link-local pair. So an end neither asks nor answers ARP:
+    its peer's MAC is a permanent neighbour entry, and frames for any other MAC are not its own.
+    """
+    address, _, plen = cidr.partition("/")
+    netns.pushns(ns)
+    try:
+        with open("/proc/sys/net/ipv4/conf/all/arp_ignore", "w") as fh:
+            fh.write(str(ARP_IGNORE_ALL))
+    finally:
+        netns.popns()
+    with in_ns(ns) as ipr:
+        idx = link_index(ipr, ifname)
+        if idx is None:
+            raise FileNotFoundError(f"{ifname} is not in namespace {ns}")
+        ipr.link("set", index=idx, address=mac, state="up")
+        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx)}
+        if address not in have:
+            ipr.addr("add", index=idx, address=address, prefixlen=int(plen or 32))
+        ipr.neigh("replace", dst=peer, lladdr=peer_mac, ifindex=idx, state=NUD_PERMANENT)
 
 
 # --- what is left ----------------------------------------------------------------------------------

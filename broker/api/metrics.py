@@ -5,7 +5,9 @@ address is served over HTTPS with the SP's certificate and requires a client cer
 and is refused when the broker runs without TLS (``check_listen``).
 
 Label cardinality is bounded by configuration, never by traffic: RPC method (the API's), status code
-(gRPC's), slice state (the enum), lower SP or local domain id (the config). No slice id is a label.
+(gRPC's), slice state (the enum), lower SP or local domain id (the config), segment (a local domain
+id, or ``wim:A/B`` for a link between two of the config's border ports). No slice id is a label:
+a segment's gauge folds the slices on it (the worst latency and loss, the sums of bytes and drops).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
-from broker.core.monitoring import AlertStatus
+from broker.core.monitoring import AlertStatus, Metric
 from broker.core.storage import SliceStore
 from broker.core.watchdog import Watchdog
 from broker.descriptors import ConfigError
@@ -116,6 +118,7 @@ class _State(Collector):
             degraded.add_metric([domain], per_degraded.get(domain, 0))
         yield active
         yield degraded
+        yield from _segment_gauges(mon.latest())
         c = mon.counters
         work = GaugeMetricFamily("fedbroker_monitor_events", "What the monitor took in", labels=["kind"])
         for kind, n in (("samples", c.samples), ("skipped", c.skipped), ("child_alerts", c.child_alerts)):
@@ -124,6 +127,25 @@ class _State(Collector):
         yield GaugeMetricFamily(
             "fedbroker_monitor_cpu_seconds", "CPU time the monitoring took in this process", value=self._w.cpu_s
         )
+
+
+#: Per-segment gauges: metric -> (name, help, how the slices on one segment fold into one value).
+SEGMENT_GAUGES: dict[Metric, tuple[str, str, Callable[[list[float]], float]]] = {
+    Metric.LATENCY_MS: ("fedbroker_segment_latency_ms", "Measured one-way latency, worst slice", max),
+    Metric.LOSS: ("fedbroker_segment_loss", "Measured loss (0..1), worst slice", max),
+    Metric.LINK_UP: ("fedbroker_segment_link_up", "Link state (1 up, 0 down), worst slice", min),
+    Metric.BYTES: ("fedbroker_segment_bytes", "Bytes that entered the segment, all slices", sum),
+    Metric.DROPS: ("fedbroker_segment_drops", "Frames the segment's interfaces dropped, all slices", sum),
+}
+
+
+def _segment_gauges(latest: dict[tuple[str, Metric], list[float]]) -> Iterator[GaugeMetricFamily]:
+    for metric, (name, doc, fold) in SEGMENT_GAUGES.items():
+        g = GaugeMetricFamily(name, doc, labels=["segment"])
+        for (segment, m), values in sorted(latest.items()):
+            if m is metric and values:
+                g.add_metric([segment], fold(values))
+        yield g
 
 
 class Metrics:

@@ -3,8 +3,9 @@
 What each SP does (issue 14; the SONATA lesson: metrics stay where they are measured, only alerts
 travel):
 
-* **Samples** of one segment's health (``Sample``: latency, loss, link state, bandwidth) come from this
-  SP's own domain agents and WIM; they never leave the SP.
+* **Samples** of one segment's health (``Sample``: latency, loss, link state, bandwidth, byte and drop
+  counters) come from this SP's own domain agents and WIM; they never leave the SP. The latest value of
+  each is kept for this SP's ``/metrics`` (``latest``).
 * **Rules** are derived from each slice's SLA at every SP that carries a segment of it
   (``sla_rules``: the segment's latency share, the slice's bandwidth, the loss of its QoS class, link
   state), plus rules a customer or operator adds (``Rule``, validated by ``check_rule``).
@@ -39,6 +40,8 @@ class Metric(StrEnum):
     LOSS = "loss"  # a fraction, 0..1
     LINK_UP = "link_up"  # 1 up, 0 down
     BANDWIDTH_MBPS = "bandwidth_mbps"  # what the segment can carry now
+    BYTES = "bytes"  # what entered the segment at its terminals since it was built (a counter)
+    DROPS = "drops"  # frames its interfaces dropped since it was built (a counter)
 
 
 class Comparison(StrEnum):
@@ -382,6 +385,14 @@ class Monitor:
         segments = {seg for seg, _ in w.trackers}
         for seg in segments:
             w.trackers[(seg, rule.name)] = _Tracker(rule)
+
+    def latest(self) -> dict[tuple[str, Metric], list[float]]:
+        """The last value of each (segment, metric) this SP measured, one per watched slice on the segment."""
+        out: dict[tuple[str, Metric], list[float]] = {}
+        for w in self._slices.values():
+            for key, value in w.last_value.items():
+                out.setdefault(key, []).append(value)
+        return out
 
     def rules(self, slice_id: str) -> list[Rule]:
         """The user rules of a slice."""

@@ -1,10 +1,10 @@
 """The thin shim around ``Monitor``: feeds it samples and child alerts, lets time pass, emits its alerts.
 
 Owned by the broker's lifecycle (``Broker.start`` spawns ``run``). It keeps the monitor's set of
-watched slices equal to the ACTIVE slices here, reads every local agent's ``health`` stream, takes
-the alerts lower SPs send (``relay``, from ``SliceManager.follow_child``) and puts what the monitor
-returns on this broker's Watch — which is the only thing that carries monitoring upward. A healthy
-slice therefore sends nothing at all.
+watched slices equal to the ACTIVE slices here, reads every local agent's ``health`` stream and the
+WIM's link state and probes, takes the alerts lower SPs send (``relay``, from
+``SliceManager.follow_child``) and puts what the monitor returns on this broker's Watch — which is
+the only thing that carries monitoring upward. A healthy slice therefore sends nothing at all.
 """
 
 from __future__ import annotations
@@ -164,13 +164,20 @@ class Watchdog:
 
     def wim_change(self, handle: str, up: bool) -> None:
         """This SP's WIM saw a stitched link go down or come up."""
+        self.wim_sample(HealthSample(handle, Metric.LINK_UP.value, 1.0 if up else 0.0, self._clock()))
+
+    def wim_sample(self, s: HealthSample) -> None:
+        """This SP's WIM measured a stitched link (its handle is the WIM service's)."""
+        try:
+            metric = Metric(s.metric)
+        except ValueError:
+            return
         for rec in self.manager.slices([SliceState.ACTIVE]):
             for ln in rec.links:
-                if ln.wim_handle == handle:
+                if ln.wim_handle == s.handle:
                     if rec.id not in self.monitor.watched():
                         self.track(rec)
-                    seg = wim_segment(ln.a_port, ln.b_port)
-                    sample = Sample(rec.id, seg, Metric.LINK_UP, 1.0 if up else 0.0, self._clock())
+                    sample = Sample(rec.id, wim_segment(ln.a_port, ln.b_port), metric, s.value, s.at)
                     self._emit(self.monitor.observe(sample, self._clock()))
                     return
 
@@ -178,6 +185,12 @@ class Watchdog:
         async for handle, up in wim.link_changes():
             t0 = time.process_time()
             self.wim_change(handle, up)
+            self.cpu_s += time.process_time() - t0
+
+    async def _read_wim_health(self, wim: HealthSource) -> None:
+        async for s in wim.health():
+            t0 = time.process_time()
+            self.wim_sample(s)
             self.cpu_s += time.process_time() - t0
 
     def resync_soon(self, domain: str) -> None:
@@ -289,7 +302,7 @@ class Watchdog:
         """The operator's switch: normal, or skeleton (link state only, values that moved by more than delta)."""
         self.monitor.mode = mode
         self.monitor.delta = delta
-        for agent in self._agents.values():
+        for agent in (*self._agents.values(), self._wim):
             if isinstance(agent, HealthSource):
                 agent.set_skeleton(mode is Mode.SKELETON)
 
@@ -336,6 +349,8 @@ class Watchdog:
                     tasks.append(tg.create_task(self._read(domain, agent)))
             if isinstance(self._wim, LinkStateSource):
                 tasks.append(tg.create_task(self._read_wim(self._wim)))
+            if isinstance(self._wim, HealthSource):
+                tasks.append(tg.create_task(self._read_wim_health(self._wim)))
             await stop.wait()
             for t in (*tasks, *self._resyncs):
                 t.cancel()

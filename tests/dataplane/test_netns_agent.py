@@ -93,6 +93,8 @@ async def test_activate_builds_pops_functions_endpoint_and_border_and_terminate_
         names.endpoint_ns("N1", "k1", "N1.ep"),
         names.function_ns("N1", "k1", 0),
         names.function_ns("N1", "k1", 1),
+        names.probe_ns("N1", "k1", "a"),  # the probe ends on the first and the last stage
+        names.probe_ns("N1", "k1", "b"),
     } == made
     assert await asyncio.to_thread(netlink.link_exists, names.port_ns("N1.to-X"), names.port_bridge("N1.to-X", label))
     await agent.terminate(grant.handle)
