@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -54,9 +55,9 @@ def tc(ns: str, ifname: str, *qdisc: str) -> None:
 @contextlib.contextmanager
 def udp_stream(ns: str, to: str, mbps: float, seconds: float) -> Iterator[None]:
     """A bounded UDP stream of full frames from namespace ``ns`` (the probe module's blaster), stopped after."""
+    blast = ["blast", "--to", to, "--mbps", str(mbps), "--seconds", str(seconds)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "domain_agents.probe", "--netns", ns, "blast", "--to", to, "--mbps", str(mbps)]
-        + ["--seconds", str(seconds)],
+        [sys.executable, "-m", "domain_agents.probe", "--netns", ns, *blast],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -185,3 +186,167 @@ async def test_a_congested_hop_shows_as_latency_and_its_end_restores_it(prefix: 
             assert again.value < 5, again
         finally:
             await seen.close()
+
+
+# --- over real broker processes: T over M over the netns leaf L ----------------------------------------
+
+LEAF = {
+    **DOMAIN,
+    "id": "L",
+    "endpoints": [
+        {"id": "L.x", "pop": "a", "capacity_mbps": 100},
+        {"id": "L.y", "pop": "b", "capacity_mbps": 100},
+    ],
+}
+
+
+async def _segment_gauge(address: str, family: str, segment: str) -> float:
+    """One per-segment gauge from an SP's /metrics, parsed with prometheus-client's text parser."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://{address}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp,
+    ):
+        text = await resp.text()
+    assert "slice" not in {k for f in text_string_to_metric_families(text) for s in f.samples for k in s.labels}
+    for f in text_string_to_metric_families(text):
+        for sample in f.samples:
+            if sample.name == family and sample.labels.get("segment") == segment:
+                return float(sample.value)
+    raise AssertionError(f"no {family}{{segment={segment!r}}} in /metrics: {text[-2000:]}")
+
+
+async def test_probed_latency_and_loss_at_a_leaf_raise_alerts_at_the_top_naming_the_mid_sp(
+    prefix: str, tmp_path: Path
+) -> None:
+    """A congested hop, then a blackhole, on the leaf's segment: each fires at T's Watch for T's slice, from M
+    (the SP one level down, never the hidden leaf), and resolves once removed; the leaf's /metrics counts bytes."""
+    from fedbroker.v1 import northsouth_pb2 as pb
+    from scenarios.runner import local_segments
+    from tests.integration.federation import Federation, op, reserve, slice_request
+    from tests.integration.test_monitoring import FIRING, RESOLVED, Recorder
+
+    fed = Federation(tmp_path)
+    fast = {"probe_interval_s": 0.3, "probe_count": 3, "probe_timeout_s": 0.2, "clear_s": 0.5}
+    try:
+        leaf = await fed.start(
+            "L", domains=[LEAF], dataplane={"prefix": prefix}, monitoring=fast, metrics_listen="127.0.0.1:0"
+        )
+        await fed.start("M", lowers=["L"])
+        top = await fed.start("T", lowers=["M"])
+        await fed.wait_terminals("T", ["L.x", "L.y"])
+        held = await reserve(top, "probed", slice_request("L.x", "L.y", 10, latency_budget_ms=10))
+        await op(top, "Commit", held.id)
+        active = await op(top, "Activate", held.id)
+        (seg,) = local_segments(active.segments)
+        names = netlink.Names(prefix)
+        hop_ns, hop_if = names.pop_ns("L", "a"), names.ifname("hop-a", "L", seg.key, 0)
+        to = {a.endpoint: a.address for a in active.addresses}["L.y"].split("/")[0]
+        watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=held.id)))
+        try:
+            await asyncio.sleep(1.5)  # a few healthy rounds: nothing climbs
+            assert watch.alerts() == []
+
+            tc(hop_ns, hop_if, *TBF_QUEUE)
+            with udp_stream(names.endpoint_ns("L", seg.key, "L.x"), to, mbps=3.0, seconds=4.0):
+                _, fired = await watch.wait_alert(FIRING, within_s=3.0)
+            a = fired.alert
+            assert fired.slice_id == held.id and a.slice_id == held.id
+            assert (a.cause, a.metric, a.source_sp) == ("latency", "latency_ms", "M"), a
+            assert a.value > a.threshold
+            tc(hop_ns, hop_if)
+            _, resolved = await watch.wait_alert(RESOLVED, within_s=3.0)
+            assert (resolved.alert.cause, resolved.alert.source_sp) == ("latency", "M")
+
+            tc(hop_ns, hop_if, *BLACKHOLE)
+            for _ in range(60):
+                lossy = [e for _, e in watch.alerts() if e.alert.cause == "loss" and e.alert.status == FIRING]
+                if lossy:
+                    break
+                await asyncio.sleep(0.05)
+            assert lossy, watch.events
+            assert lossy[0].alert.source_sp == "M" and lossy[0].alert.value == pytest.approx(1.0)
+            tc(hop_ns, hop_if)
+            for _ in range(60):
+                back = [e for _, e in watch.alerts() if e.alert.cause == "loss" and e.alert.status == RESOLVED]
+                if back:
+                    break
+                await asyncio.sleep(0.05)
+            assert back, watch.events
+            causes = [(e.alert.cause, e.alert.status) for _, e in watch.alerts()]
+            assert causes == [("latency", FIRING), ("latency", RESOLVED), ("loss", FIRING), ("loss", RESOLVED)]
+        finally:
+            await watch.close()
+
+        # Bytes sent through the slice show on the leaf's own /metrics, per segment, no slice id as a label.
+        metrics_at = (leaf.data_dir / "metrics_address").read_text().strip()
+        before = await _segment_gauge(metrics_at, "fedbroker_segment_bytes", "L")
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "domain_agents.probe", "--netns", names.endpoint_ns("L", seg.key, "L.x"),
+            "send", "--to", to, "--count", "300",
+        )  # fmt: skip
+        await asyncio.wait_for(sender.wait(), 20)
+        after = before
+        for _ in range(40):
+            after = await _segment_gauge(metrics_at, "fedbroker_segment_bytes", "L")
+            if after - before >= 300 * 64:
+                break
+            await asyncio.sleep(0.1)
+        assert after - before >= 300 * 64, (before, after)
+        assert await _segment_gauge(metrics_at, "fedbroker_segment_loss", "L") == 0.0
+        await op(top, "Terminate", held.id)
+        await fed.wait_idle()
+    finally:
+        await fed.close()
+    assert await asyncio.to_thread(netlink.leftovers, prefix) == []
+
+
+async def test_a_linux_wim_link_is_probed_over_its_underlay_and_a_blackhole_there_is_loss(prefix: str) -> None:
+    from tests.dataplane.test_linux_wim import PORT_A, PORT_B, border, spec
+    from wim.linux import LinuxWimDriver
+
+    await asyncio.to_thread(border, prefix)
+    names = netlink.Names(prefix)
+    wim = LinuxWimDriver(prefix, probe_interval_s=0.25, probe_count=3, probe_timeout_s=0.2)
+    samples: list[HealthSample] = []
+
+    async def read() -> None:
+        async for s in wim.health():
+            samples.append(s)
+
+    async def next_of(metric: str, after: float) -> HealthSample:
+        for _ in range(60):
+            found = [s for s in samples if s.metric == metric and s.at > after]
+            if found:
+                return found[-1]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {metric} sample: {samples[-8:]}")
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        handle = await wim.create(spec("s1", 1003))
+        t0 = time.time()
+        latency = await next_of("latency_ms", t0)
+        assert latency.handle == handle and 0 < latency.value < 5
+        assert (await next_of("loss", t0)).value == 0.0
+        assert (await next_of("bytes", t0)).value >= 0
+        under = names.port_ns(PORT_A), names.ifname("underlay", PORT_A)
+        tc(*under, *BLACKHOLE)
+        t1 = time.time()
+        assert (await next_of("loss", t1)).value == 1.0
+        tc(*under)
+        assert (await next_of("loss", time.time())).value == 0.0
+        wim.set_skeleton(True)
+        await asyncio.sleep(0.6)
+        t2 = time.time()
+        await asyncio.sleep(0.8)
+        assert not [s for s in samples if s.at > t2]
+        await wim.delete(handle)
+        assert not await asyncio.to_thread(netlink.link_exists, names.port_ns(PORT_B), names.ifname("underlay", PORT_B))
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await wim.close()
