@@ -155,7 +155,7 @@ async def test_two_installations_build_the_same_domain_and_key_side_by_side(pref
             grants.append(grant)
         mine = {x.name for x in await asyncio.to_thread(netlink.leftovers, prefix)}
         theirs = {x.name for x in await asyncio.to_thread(netlink.leftovers, other)}
-        assert len(mine) == len(theirs) == 5 and not mine & theirs  # pops a, b; port; endpoint; firewall
+        assert len(mine) == len(theirs) == 7 and not mine & theirs  # pops a, b; port; endpoint; firewall; 2 probe ends
         await one.terminate(grants[0].handle)
         assert await asyncio.to_thread(netlink.leftovers, prefix) == []
         assert {x.name for x in await asyncio.to_thread(netlink.leftovers, other)} == theirs

@@ -279,6 +279,55 @@ async def test_a_customer_rule_added_at_the_top_is_evaluated_at_the_leaf_and_fir
     await fed.wait_idle()
 
 
+async def test_add_rule_with_a_lower_sp_down_is_unavailable_naming_it_and_adding_again_after_it_returns_works(
+    fed: Federation,
+) -> None:
+    """M2 is down: the rule holds at T and on M1's side, the error names M2 (and only M2), and once M2 is
+    back the same AddRule reaches it and its leaves, where it fires."""
+    active = await three_tier_slice(fed)
+    top = fed.sps["T"]
+    rule = pb.AlertRule(name="lossy", metric="loss", comparison=">", threshold=0.01, severity="warning")
+    fed.kill("M2")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await pb_grpc.MonitoringStub(top.channel).AddRule(pb.AddRuleRequest(slice_id=active.id, rule=rule), timeout=20)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+    message = refused.value.details() or ""
+    assert "M2" in message and "M1" not in message and "lossy" in message, message
+    for sp in ("M1", "L1"):  # the side that answered holds it already
+        (mine,) = (await fed.sps[sp].operator_slices.List(pb.ListRequest(), timeout=5)).slices
+        listed = await monitoring(fed, sp).ListAlerts(pb.SliceRef(slice_id=mine.id), timeout=5)
+        assert [r.name for r in listed.rules] == ["lossy"], (sp, listed.rules)
+
+    await fed.restart("M2")
+    added = None
+    for _ in range(50):  # T's channel to M2 reconnects (bounded: about 10 s)
+        try:
+            added = await pb_grpc.MonitoringStub(top.channel).AddRule(
+                pb.AddRuleRequest(slice_id=active.id, rule=rule), timeout=10
+            )
+            break
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE and "M2" in (exc.details() or ""), exc
+            await asyncio.sleep(0.2)
+    assert added is not None and added.name == "lossy"
+    for sp in ("M2", "L3", "L4"):
+        (mine,) = (await fed.sps[sp].operator_slices.List(pb.ListRequest(), timeout=5)).slices
+        listed = await monitoring(fed, sp).ListAlerts(pb.SliceRef(slice_id=mine.id), timeout=5)
+        assert [r.name for r in listed.rules] == ["lossy"], (sp, listed.rules)
+    watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=active.id)))
+    try:
+        await asyncio.sleep(0.3)
+        await monitoring(fed, "L4").SetCondition(
+            pb.ConditionRequest(domain="L4", target="core/edge", loss=0.02), timeout=5
+        )
+        _, fired = await watch.wait_alert(FIRING, within_s=5.0)
+        assert (fired.alert.cause, fired.alert.source_sp) == ("lossy", "M2"), fired.alert
+    finally:
+        await watch.close()
+    await op(top, "Terminate", active.id)
+    await fed.wait_idle()
+
+
 async def test_a_cut_link_fires_once_however_often_it_flaps_within_the_hysteresis_window(fed: Federation) -> None:
     # L4 resolves only after 3 s clear: even on a loaded machine, five flaps fit in one window.
     active = await three_tier_slice(fed, clear_s={"L4": 3.0})
