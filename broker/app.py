@@ -322,6 +322,7 @@ class Broker:
             # A refused login stops the start, naming the setting; a busy cloud is waited for.
             await cloud.connect(patience_s=OPENSTACK_START_PATIENCE_S)
         await self.manager.recover()
+        self.watchdog.restore()  # before serving: the SP above may ask at once what fires here
         for cloud in self._clouds:
             # With what it holds restored: a note file promising what the cloud cannot keep stops the start.
             cloud.check_authored()

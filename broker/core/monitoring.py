@@ -19,6 +19,11 @@ travel):
   never from a child's raw samples. Over the budget the alert is critical; a segment over its share
   while the sum still fits is a warning.
 
+* **Kept across a restart**: what fires at this level because a child SP said so (``kept`` /
+  ``restore``, persisted by the shim on every change, ``changed``), so a restarted mid-level SP answers
+  its upper SP's "what fires?" as before, not with nothing while it re-learns from its children (which
+  would resolve and fire again upstairs). Its own segments' contributions are measured again instead.
+
 ``Monitor`` returns the alerts to send instead of sending them; the shim (``broker.core.watchdog``)
 feeds it samples and child alerts and calls ``tick`` at ``next_deadline``.
 """
@@ -328,6 +333,8 @@ class Monitor:
         self._slices: dict[str, _SliceWatch] = {}
         #: Children's alerts for slices activating here, kept until they are watched: (child, cause) -> latest.
         self._early: dict[str, dict[tuple[str, str], Alert]] = {}
+        #: Slices whose level alerts changed since ``changed`` was last called.
+        self._changed: set[str] = set()
 
     # --- what is watched ------------------------------------------------------------------------
 
@@ -366,7 +373,8 @@ class Monitor:
 
         ``keep_early``: it is activating, so what its children say meanwhile is kept for ``watch``.
         """
-        self._slices.pop(slice_id, None)
+        if self._slices.pop(slice_id, None) is not None:
+            self._changed.add(slice_id)
         if not keep_early:
             self._early.pop(slice_id, None)
 
@@ -478,6 +486,63 @@ class Monitor:
                     times.append(tr.clear_since + tr.rule.clear_s)
         return min(times) if times else None
 
+    # --- kept across a restart ------------------------------------------------------------------
+
+    def changed(self) -> set[str]:
+        """The slices whose level alerts changed since the last call (what to persist again)."""
+        out, self._changed = self._changed, set()
+        return out
+
+    def kept(self, slice_id: str) -> list[dict[str, object]]:
+        """The level alerts of a slice that fire because a child said so, as plain data (for ``restore``)."""
+        w = self._slices.get(slice_id)
+        out: list[dict[str, object]] = []
+        for cause, lv in sorted(w.levels.items()) if w else ():
+            children = {k: c for k, c in lv.contributions.items() if k.startswith("child:")}
+            if lv.sent is None or lv.sent.status is not AlertStatus.FIRING or not children:
+                continue
+            out.append(
+                {
+                    "cause": cause,
+                    "metric": lv.metric.value,
+                    "sent": _alert_fields(lv.sent),
+                    "contributions": {
+                        k: [c.value, c.threshold, c.severity.value, c.source, c.comparison.value]
+                        for k, c in sorted(children.items())
+                    },
+                }
+            )
+        return out
+
+    def restore(self, slice_id: str, kept: Iterable[Mapping[str, object]]) -> int:
+        """Put back what ``kept`` said fires for a watched slice, sending nothing; returns how many were read.
+
+        A kept alert that cannot be read is skipped: what the children say at their resync stands.
+        """
+        w = self._slices.get(slice_id)
+        if w is None:
+            return 0
+        done = 0
+        for body in kept:
+            try:
+                cause, metric = str(body["cause"]), Metric(str(body["metric"]))
+                sent = _alert_of(body["sent"])
+                raw = body["contributions"]
+                if not isinstance(raw, Mapping):
+                    raise TypeError("contributions")
+                contributions = {
+                    str(k): _Contribution(float(v), float(t), Severity(sv), str(src), Comparison(cmp))
+                    for k, (v, t, sv, src, cmp) in raw.items()
+                    if str(k).startswith("child:")
+                }
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not contributions or (cause in w.levels and w.levels[cause].contributions):
+                continue
+            w.levels[cause] = _LevelAlert(metric, contributions, replace(sent, slice_id=slice_id))
+            done += 1
+        return done
+
     # --- outputs ---------------------------------------------------------------------------------
 
     def open_alerts(self, slice_id: str) -> list[Alert]:
@@ -529,6 +594,7 @@ class Monitor:
         lv = w.levels.get(cause)
         if lv is None:
             lv = w.levels[cause] = _LevelAlert(metric)
+        self._changed.add(slice_id)
         if contribution is None:
             lv.contributions.pop(key, None)
         else:
@@ -587,6 +653,41 @@ class Monitor:
             now,
             worst.comparison,
         )
+
+
+def _alert_fields(a: Alert) -> dict[str, object]:
+    return {
+        "cause": a.cause,
+        "metric": a.metric.value,
+        "value": a.value,
+        "threshold": a.threshold,
+        "severity": a.severity.value,
+        "source_sp": a.source_sp,
+        "at": a.at,
+        "comparison": a.comparison.value,
+        "detail": a.detail,
+    }
+
+
+def _alert_of(raw: object) -> Alert:
+    if not isinstance(raw, Mapping):
+        raise TypeError("an alert is a mapping")
+    values = [float(raw[k]) for k in ("value", "threshold", "at")]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("a kept alert has a non-finite value")
+    return Alert(
+        slice_id="",
+        cause=str(raw["cause"]),
+        metric=Metric(str(raw["metric"])),
+        value=values[0],
+        threshold=values[1],
+        severity=Severity(str(raw["severity"])),
+        status=AlertStatus.FIRING,
+        source_sp=str(raw["source_sp"]),
+        at=values[2],
+        comparison=Comparison(str(raw["comparison"])),
+        detail=str(raw.get("detail", "")),
+    )
 
 
 __all__ = [

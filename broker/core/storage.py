@@ -147,6 +147,14 @@ class SliceStore(Protocol):
         """Whether another broker process sharing this store holds the lock on ``key`` now."""
         ...
 
+    def save_alerts(self, slice_id: str, alerts: Sequence[Mapping[str, object]]) -> None:
+        """Keep the alerts open at this level for a slice (plain data, one per cause), replacing those kept."""
+        ...
+
+    def alerts(self, slice_id: str) -> list[dict[str, Any]]:
+        """The open alerts kept for a slice."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...

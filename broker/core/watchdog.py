@@ -124,7 +124,11 @@ class Watchdog:
             local = [s.domain for s in rec.segments if s.local]
             local += [wim_segment(ln.a_port, ln.b_port) for ln in rec.links if ln.wim_handle]
             new = rec.id not in self.monitor.watched()
-            self._emit(self.monitor.watch(rec.id, self.sla_of(rec), local, self._clock()))
+            early = self.monitor.watch(rec.id, self.sla_of(rec), local, self._clock())
+            if new and self._store is not None:
+                # What fired here because of a child before a restart: still open, not resolved and fired again.
+                self.monitor.restore(rec.id, self._store.alerts(rec.id))
+            self._emit(early)
             if new and self._store is not None:
                 for body in self._store.rules(rec.id):
                     try:
@@ -133,8 +137,16 @@ class Watchdog:
                         log.warning("slice %s: a kept rule cannot be read (%s): %s", rec.id, body, exc)
         else:
             self.monitor.forget(rec.id, keep_early=rec.state is SliceState.ACTIVATING)
+            self._persist()
             if rec.state in FINAL_STATES and self._store is not None:
                 self._store.drop_rules(rec.id)
+
+    def restore(self) -> None:
+        """Watch every ACTIVE slice now, with the alerts kept for it: call before serving, so the SP above,
+        asking what fires after a restart, hears what fired before it."""
+        for rec in self.manager.slices([SliceState.ACTIVE]):
+            self.track(rec)
+        self._persist()
 
     async def _follow_slices(self) -> None:
         for rec in self.manager.slices([SliceState.ACTIVE]):
@@ -308,7 +320,16 @@ class Watchdog:
 
     # --- outputs --------------------------------------------------------------------------------
 
+    def _persist(self) -> None:
+        if self._store is None:
+            self.monitor.changed()
+            return
+        for slice_id in self.monitor.changed():
+            if self.manager.get_or_none(slice_id) is not None:  # a pruned slice's rows went with it
+                self._store.save_alerts(slice_id, self.monitor.kept(slice_id))
+
     def _emit(self, alerts: list[Alert]) -> None:
+        self._persist()
         for a in alerts:
             self.emitted[a.status.value] += 1
             rec = self.manager.get_or_none(a.slice_id)
@@ -333,6 +354,8 @@ class Watchdog:
         alerts = self.monitor.tick(self._clock())
         if alerts:
             self._emit(alerts)
+        else:
+            self._persist()
 
     async def _read(self, domain: str, agent: HealthSource) -> None:
         async for s in agent.health():

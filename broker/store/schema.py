@@ -125,11 +125,23 @@ SQLITE = Dialect("sqlite", real="REAL", int="INTEGER", pos="", order="rowid")
 POSTGRESQL = Dialect("postgresql", real="DOUBLE PRECISION", int="BIGINT", pos=",\n    pos BIGSERIAL", order="pos")
 
 
+#: Version 3 (issue 14): the alerts open at this level per slice and cause, so a restarted SP still has them.
+_ALERTS = """
+CREATE TABLE IF NOT EXISTS alerts (
+    slice_id TEXT NOT NULL REFERENCES slices (id) ON DELETE CASCADE,
+    cause TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (slice_id, cause)
+);
+"""
+
+
 def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
     """(number, what it does, the SQL) of every migration, oldest first. Append; never edit one that shipped."""
     return [
         (1, "slices, segments, links, rules and the task log", dialect.base()),
         (2, "service orders (the REST API's TMF641 orders)", _ORDERS.format(real=dialect.real, pos=dialect.pos)),
+        (3, "the alerts open at this level, per slice and cause", _ALERTS),
     ]
 
 

@@ -501,6 +501,19 @@ class SqlStore:
         ).fetchall()
         return [self._order(r) for r in rows]
 
+    def save_alerts(self, slice_id: str, alerts: Sequence[Mapping[str, object]]) -> None:
+        """Keep what fires at this level for a slice now (one body per cause), replacing what was kept."""
+        with self._tx():
+            self._execute("DELETE FROM alerts WHERE slice_id = ?", (slice_id,))
+            rows = [(slice_id, str(a["cause"]), json.dumps(dict(a), sort_keys=True)) for a in alerts]
+            if rows:
+                self._executemany("INSERT INTO alerts (slice_id, cause, body) VALUES (?,?,?)", rows)
+
+    def alerts(self, slice_id: str) -> list[dict[str, Any]]:
+        """The open alerts kept for a slice, by cause."""
+        rows = self._execute("SELECT body FROM alerts WHERE slice_id = ? ORDER BY cause", (slice_id,)).fetchall()
+        return [json.loads(r["body"]) for r in rows]
+
     def prune_failed(self, *, before: float, keep: int) -> int:
         """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.
 

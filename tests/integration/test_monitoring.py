@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+import yaml
 
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
@@ -322,6 +323,69 @@ async def test_add_rule_with_a_lower_sp_down_is_unavailable_naming_it_and_adding
         )
         _, fired = await watch.wait_alert(FIRING, within_s=5.0)
         assert (fired.alert.cause, fired.alert.source_sp) == ("lossy", "M2"), fired.alert
+    finally:
+        await watch.close()
+    await op(top, "Terminate", active.id)
+    await fed.wait_idle()
+
+
+def asked(fed: Federation, sp: str, lower: str) -> int:
+    """How often ``sp`` has asked ``lower`` which alerts fire (its log, kept across its restarts)."""
+    path = fed.sps[sp].log_path
+    return path.read_text(errors="replace").count(f"asking {lower} which alerts fire") if path.exists() else 0
+
+
+async def test_a_restarted_mid_sp_keeps_its_open_alerts_so_the_top_sees_no_flap_while_it_relearns(
+    fed: Federation,
+) -> None:
+    """L1's link is down, so M1 and T fire. M1 restarts cut off from L1 (a partition): T asks it what fires
+    before M1 can hear from L1 again. M1 answers from its store, so T neither resolves nor fires again; once
+    the partition heals M1 learns the same from L1 (nothing new), and the cut's end resolves, once."""
+    active = await three_tier_slice(fed)
+    top = fed.sps["T"]
+    watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=active.id)))
+    try:
+        await asyncio.sleep(0.3)
+        await monitoring(fed, "L1").SetCondition(pb.ConditionRequest(domain="L1", target="core", down=True), timeout=5)
+        await watch.wait_alert(FIRING, within_s=3.0)
+        t_asked, m_asked = asked(fed, "T", "M1"), asked(fed, "M1", "L1")
+        fed.kill("M1")
+        config = fed.sps["M1"].config_path
+        armed = {
+            **yaml.safe_load(config.read_text()),
+            "faults_file": str(fed.fleet.write_faults("M1", partitions=["L1"])),
+        }
+        config.write_text(yaml.safe_dump(armed))
+        await fed.restart("M1")
+        for _ in range(150):  # T's stream to the restarted M1 is back and it asked (bounded: 15 s)
+            if asked(fed, "T", "M1") > t_asked:
+                break
+            await asyncio.sleep(0.1)
+        assert asked(fed, "T", "M1") > t_asked, "T did not ask M1 after its restart"
+        await asyncio.sleep(1.0)  # whatever T's question set off has arrived
+        assert asked(fed, "M1", "L1") == m_asked  # M1 has not heard from L1: it answered from its store
+        assert [(e.alert.cause, e.alert.status) for _, e in watch.alerts()] == [("link", FIRING)], watch.events
+        assert await health_at(fed, "T") == DEGRADED and await health_at(fed, "M1") == DEGRADED
+        (mine,) = (await fed.sps["M1"].operator_slices.List(pb.ListRequest(), timeout=5)).slices
+        listed = await monitoring(fed, "M1").ListAlerts(pb.SliceRef(slice_id=mine.id), timeout=5)
+        assert [(x.cause, x.source_sp) for x in listed.open] == [("link", "L1")]
+
+        fed.fleet.write_faults("M1")
+        for _ in range(150):  # M1 reaches L1 again and asks it (bounded: 15 s)
+            if asked(fed, "M1", "L1") > m_asked:
+                break
+            await asyncio.sleep(0.1)
+        assert asked(fed, "M1", "L1") > m_asked, "M1 did not ask L1 after the partition healed"
+        await asyncio.sleep(1.0)
+        assert [(e.alert.cause, e.alert.status) for _, e in watch.alerts()] == [("link", FIRING)], watch.events
+
+        await monitoring(fed, "L1").SetCondition(
+            pb.ConditionRequest(domain="L1", target="core", restore=True), timeout=5
+        )
+        _, resolved = await watch.wait_alert(RESOLVED, within_s=5.0)
+        assert (resolved.alert.cause, resolved.alert.source_sp) == ("link", "M1")
+        await asyncio.sleep(0.3)
+        assert [e.alert.status for _, e in watch.alerts()] == [FIRING, RESOLVED]
     finally:
         await watch.close()
     await op(top, "Terminate", active.id)

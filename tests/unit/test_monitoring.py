@@ -197,3 +197,34 @@ def test_early_alerts_are_kept_for_a_bounded_number_of_slices() -> None:
         m.hold_early(f"s{i}", "A", firing)
     assert m.watch("s0", SLA) == []  # the oldest were dropped
     assert len(m.watch(f"s{MAX_EARLY_SLICES + 9}", SLA)) == 1
+
+
+def test_what_fires_because_of_children_is_kept_and_a_restarted_monitor_neither_resolves_nor_fires_it_again() -> None:
+    import json
+
+    m = Monitor("M1")
+    m.watch("s1", SLA, ["M1"])
+    child = Alert("x", "latency", Metric.LATENCY_MS, 10.0, 8.0, Severity.CRITICAL, AlertStatus.FIRING, "A", 0.0)
+    other = Alert("y", "latency", Metric.LATENCY_MS, 13.0, 12.0, Severity.CRITICAL, AlertStatus.FIRING, "B", 0.0)
+    assert len(m.child_alert("s1", "A", child, 1.0)) == 1
+    assert m.child_alert("s1", "B", other, 1.5) == []
+    m.observe(Sample("s1", "M1", Metric.LINK_UP, 0.0, 2.0), 2.0)  # its own segment: measured again, not kept
+    assert m.changed() == {"s1"} and m.changed() == set()
+    kept = json.loads(json.dumps(m.kept("s1")))  # as the store keeps it
+    assert [k["cause"] for k in kept] == ["latency"]
+    before = [a for a in m.open_alerts("s1") if a.cause == "latency"]
+
+    again = Monitor("M1")
+    again.watch("s1", SLA, ["M1"])
+    assert again.restore("s1", [*kept, {"cause": "bad"}, {"cause": "x", "metric": "loss", "sent": 1}]) == 1
+    assert again.open_alerts("s1") == before and before[0].value == 23.0  # 10 (A) + 13 (B)
+    assert again.restore("s1", kept) == 0  # a cause that is open already is not overwritten
+    # The children's resync says the same: nothing to send. Then A stops, B stops: one resolve.
+    assert again.sync_child("s1", "A", [child], 3.0) == []
+    assert again.sync_child("s1", "B", [other], 3.0) == []
+    assert again.sync_child("s1", "A", [], 4.0) == []
+    (resolved,) = again.sync_child("s1", "B", [], 5.0)
+    assert resolved.status is AlertStatus.RESOLVED and resolved.cause == "latency"
+    assert again.kept("s1") == []
+    again.forget("s1")
+    assert "s1" in again.changed() and again.kept("s1") == []

@@ -322,6 +322,28 @@ def test_user_rules_are_kept_replaced_by_name_survive_a_reopen_and_go_with_their
     assert reopened.rules("s3") == []
 
 
+def test_open_alerts_are_kept_per_cause_replaced_as_a_whole_survive_a_reopen_and_go_with_their_slice(
+    open_store: Opener,
+) -> None:
+    store = open_store()
+    store.save(record("s1", S.ACTIVE))
+    store.save(record("s2", S.ACTIVE, label=101))
+    link = {"cause": "link", "metric": "link_up", "contributions": {"child:L1": [0.0, 1.0, "critical", "L1", "<"]}}
+    store.save_alerts("s1", [link, {"cause": "loss", "metric": "loss"}])
+    store.save_alerts("s2", [{"cause": "latency"}])
+    assert [a["cause"] for a in store.alerts("s1")] == ["link", "loss"]
+    store.save_alerts("s1", [link])  # what fires now replaces what was kept
+    reopened = open_store()
+    assert reopened.alerts("s1") == [link] and [a["cause"] for a in reopened.alerts("s2")] == ["latency"]
+    reopened.save_alerts("s1", [])
+    assert reopened.alerts("s1") == [] and reopened.alerts("nope") == []
+    failed = record("s2", S.FAILED, label=101)  # holds nothing any more: prunable
+    segments = tuple(replace(g, state=S.TERMINATED) for g in failed.segments)
+    reopened.save(replace(failed, segments=segments, links=tuple(replace(k, wim_handle="") for k in failed.links)))
+    assert reopened.prune_failed(before=1e12, keep=0) == 1  # a pruned slice's alerts go with it
+    assert reopened.alerts("s2") == []
+
+
 def test_in_service_local_names_active_local_segments_of_active_slices_only(open_store: Opener) -> None:
     store = open_store()
     active = record("s1", S.ACTIVE)
