@@ -34,7 +34,7 @@ from capability_catalog.model import (
 )
 from capability_catalog.served import serve, served_problems
 from domain_agents.authored import live_header, past, refresh_in, stop_serving
-from domain_agents.base import HealthSample, SegmentGrant, SegmentOrder
+from domain_agents.base import HealthFeed, HealthSample, SegmentGrant, SegmentOrder
 from domain_agents.emulated_books import Allocation, Books, Condition
 from domain_agents.emulated_config import (
     FAIL_STEPS,
@@ -105,7 +105,7 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
         self._changed = asyncio.Event()
         # Conditions a lab put on links ("a/b", sorted) and pops: what segments across them measure.
         self._conditions: dict[str, Condition] = {}
-        self._health_queues: set[asyncio.Queue[HealthSample]] = set()
+        self._health = HealthFeed()
         self.skeleton = False
 
     # --- notes --------------------------------------------------------------------------------
@@ -494,20 +494,11 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
         return samples
 
     def _publish(self, sample: HealthSample) -> None:
-        for q in list(self._health_queues):
-            if q.full():
-                q.get_nowait()
-            q.put_nowait(sample)
+        self._health.publish(sample)
 
-    async def health(self) -> AsyncIterator[HealthSample]:
+    def health(self) -> AsyncIterator[HealthSample]:
         """Samples of the segments the lab's conditions touch, as they change."""
-        q: asyncio.Queue[HealthSample] = asyncio.Queue(maxsize=4096)
-        self._health_queues.add(q)
-        try:
-            while True:
-                yield await q.get()
-        finally:
-            self._health_queues.discard(q)
+        return self._health.samples()
 
     def set_skeleton(self, on: bool) -> None:
         """Skeleton monitoring: measure link state only."""

@@ -21,13 +21,14 @@ told too. The worker ends when its stdin closes, so it never outlives its broker
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from wim.workers import LineWorker
 
 log = logging.getLogger(__name__)
 #: How long ``watch`` waits for the worker to listen in a namespace before it goes on without (logged).
@@ -44,34 +45,15 @@ class LinkChange:
     up: bool
 
 
-@dataclass
-class LinkWatcher:
+class LinkWatcher(LineWorker):
     """The broker's side of the watcher process: ``watch``/``unwatch`` interfaces, read ``changes``."""
 
-    _proc: asyncio.subprocess.Process | None = None
-    _queues: set[asyncio.Queue[LinkChange]] = field(default_factory=set)
-    _reader: asyncio.Task[None] | None = None
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _listening: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # watches not yet heard, by key
+    module = "wim.linkwatch"
 
-    async def _started(self) -> asyncio.subprocess.Process:
-        async with self._lock:
-            if self._proc is None or self._proc.returncode is not None:
-                self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "wim.linkwatch", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-                )
-                self._reader = asyncio.get_running_loop().create_task(self._read(self._proc))
-            return self._proc
-
-    async def _send(self, msg: dict[str, str]) -> None:
-        proc = await self._started()
-        assert proc.stdin is not None
-        proc.stdin.write((json.dumps(msg) + "\n").encode())
-        await proc.stdin.drain()
-
-    async def warm_up(self) -> None:
-        """Start the watcher process now (at broker start), not in the middle of the first activation."""
-        await self._started()
+    def __init__(self) -> None:
+        super().__init__()
+        self._queues: set[asyncio.Queue[LinkChange]] = set()
+        self._listening: dict[str, asyncio.Future[None]] = {}  # watches not yet heard, by key
 
     async def watch(self, key: str, ns: str, ifname: str) -> None:
         """Follow ``ifname`` in namespace ``ns`` under ``key``; returns once the worker listens there."""
@@ -89,26 +71,23 @@ class LinkWatcher:
 
     async def unwatch(self, key: str) -> None:
         """Stop following ``key`` (before its interface is deleted on purpose)."""
-        if self._proc is not None and self._proc.returncode is None:
+        if self._running():
             await self._send({"op": "unwatch", "key": key})
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            try:
-                raw = json.loads(line)
-                if raw.get("watching"):
-                    heard = self._listening.get(str(raw["key"]))
-                    if heard is not None and not heard.done():
-                        heard.set_result(None)
-                    continue
-                change = LinkChange(str(raw["key"]), bool(raw["up"]))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-            for q in list(self._queues):
-                if q.full():
-                    q.get_nowait()
-                q.put_nowait(change)
+    def _heard(self, raw: dict[str, Any]) -> None:
+        try:
+            if raw.get("watching"):
+                heard = self._listening.get(str(raw["key"]))
+                if heard is not None and not heard.done():
+                    heard.set_result(None)
+                return
+            change = LinkChange(str(raw["key"]), bool(raw["up"]))
+        except (KeyError, TypeError):
+            return
+        for q in list(self._queues):
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(change)
 
     async def changes(self) -> AsyncIterator[LinkChange]:
         """Every change of a watched interface, until cancelled."""
@@ -119,21 +98,6 @@ class LinkWatcher:
                 yield await q.get()
         finally:
             self._queues.discard(q)
-
-    async def close(self) -> None:
-        """End the watcher process."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self._proc is not None and self._proc.returncode is None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-            try:
-                await asyncio.wait_for(self._proc.wait(), 2)
-            except TimeoutError:
-                self._proc.kill()
-                await self._proc.wait()
 
 
 # --- the worker process ----------------------------------------------------------------------------

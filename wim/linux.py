@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from domain_agents.base import HealthSample
+from domain_agents.base import HealthFeed, HealthSample
 from slicing.errors import FailedPrecondition, FedError, InvalidArgument, NotFound, Unavailable
 from wim import netlink
 from wim.base import ConnectionPoint, ConnectivitySpec, ServiceStatus, WimUsage
@@ -186,7 +186,7 @@ class LinuxWimDriver:
         self._clock = clock
         self._prober = Prober()
         self._probe_task: asyncio.Task[None] | None = None
-        self._health_queues: set[asyncio.Queue[HealthSample]] = set()
+        self._health = HealthFeed()
         self.skeleton = False
         self._books = MemoryWimDriver(capacity_mbps)
         self._current: dict[str, ConnectivitySpec] = {}  # key -> spec as realised now
@@ -254,20 +254,11 @@ class LinuxWimDriver:
         samples.append(HealthSample(handle, "bytes", float(total(counters[:2]).rx_bytes), now))
         samples.append(HealthSample(handle, "drops", float(total(counters).dropped), now))
         for sample in samples:
-            for q in list(self._health_queues):
-                if q.full():
-                    q.get_nowait()
-                q.put_nowait(sample)
+            self._health.publish(sample)
 
-    async def health(self) -> AsyncIterator[HealthSample]:
+    def health(self) -> AsyncIterator[HealthSample]:
         """Each service's probe results (handle, metric, value), as they are taken, until cancelled."""
-        q: asyncio.Queue[HealthSample] = asyncio.Queue(maxsize=4096)
-        self._health_queues.add(q)
-        try:
-            while True:
-                yield await q.get()
-        finally:
-            self._health_queues.discard(q)
+        return self._health.samples()
 
     def set_skeleton(self, on: bool) -> None:
         """Skeleton monitoring: link state only (no probes)."""

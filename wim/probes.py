@@ -31,8 +31,10 @@ import struct
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from wim.workers import LineWorker
 
 log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
@@ -97,40 +99,24 @@ class ProbeError(RuntimeError):
     """The worker could not do a probe (no such namespace, the worker died, no answer)."""
 
 
-@dataclass
-class Prober:
+class Prober(LineWorker):
     """The broker's side of the probe worker: ``ping`` and ``counters``, each awaited on its own."""
 
-    _proc: asyncio.subprocess.Process | None = None
-    _reader: asyncio.Task[None] | None = None
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
-    _next: int = 0
+    module = "wim.probes"
 
-    async def _started(self) -> asyncio.subprocess.Process:
-        async with self._lock:
-            if self._proc is None or self._proc.returncode is not None:
-                self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "wim.probes", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-                )
-                self._reader = asyncio.get_running_loop().create_task(self._read(self._proc))
-            return self._proc
-
-    async def warm_up(self) -> None:
-        """Start the worker now, not in the first probe round."""
-        await self._started()
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next = 0
 
     async def _ask(self, msg: dict[str, object]) -> dict[str, Any]:
-        proc = await self._started()
-        assert proc.stdin is not None
         self._next += 1
         ident = self._next
         answer = self._pending[ident] = asyncio.get_running_loop().create_future()
         try:
-            proc.stdin.write((json.dumps({"id": ident, **msg}) + "\n").encode())
-            await proc.stdin.drain()
+            await self._send({"id": ident, **msg})
             got: dict[str, Any] = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
-        except (TimeoutError, ConnectionError, BrokenPipeError) as exc:
+        except (TimeoutError, ConnectionError) as exc:
             raise ProbeError(f"the probe worker did not answer ({exc or 'timeout'})") from None
         finally:
             self._pending.pop(ident, None)
@@ -148,34 +134,18 @@ class Prober:
         got = await self._ask({"op": "counters", "ends": [list(e) for e in ends]})
         return [None if row is None else Counters(*(int(x) for x in row)) for row in got["counters"]]
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            try:
-                raw = json.loads(line)
-                waiting = self._pending.get(int(raw["id"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-            if waiting is not None and not waiting.done():
-                waiting.set_result(raw)
+    def _heard(self, raw: dict[str, Any]) -> None:
+        try:
+            waiting = self._pending.get(int(raw["id"]))
+        except (KeyError, TypeError, ValueError):
+            return
+        if waiting is not None and not waiting.done():
+            waiting.set_result(raw)
+
+    def _ended(self) -> None:
         for waiting in self._pending.values():  # the worker died: nobody answers these
             if not waiting.done():
                 waiting.set_result({"error": "the probe worker ended"})
-
-    async def close(self) -> None:
-        """End the worker."""
-        if self._proc is not None and self._proc.returncode is None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-            try:
-                await asyncio.wait_for(self._proc.wait(), 2)
-            except TimeoutError:
-                self._proc.kill()
-                await self._proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
 
 
 # --- the worker process ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from capability_catalog.model import TerminalId
-from domain_agents.base import HealthSample, SegmentOrder
+from domain_agents.base import HealthSample, HealthSource, SegmentOrder
 from domain_agents.netns import NetnsDomainAgent, ProbeSettings, parse_netns_domain
 from slicing.model import SliceRequest
 from wim import netlink
@@ -70,9 +70,9 @@ def udp_stream(ns: str, to: str, mbps: float, seconds: float) -> Iterator[None]:
 
 @dataclass
 class Collector:
-    """Every health sample an agent publishes, read in the background."""
+    """Every health sample an agent (or a WIM) publishes, read in the background."""
 
-    agent: NetnsDomainAgent
+    agent: HealthSource
 
     def __post_init__(self) -> None:
         self.samples: list[HealthSample] = []
@@ -310,43 +310,26 @@ async def test_a_linux_wim_link_is_probed_over_its_underlay_and_a_blackhole_ther
     await asyncio.to_thread(border, prefix)
     names = netlink.Names(prefix)
     wim = LinuxWimDriver(prefix, probe_interval_s=0.25, probe_count=3, probe_timeout_s=0.2)
-    samples: list[HealthSample] = []
-
-    async def read() -> None:
-        async for s in wim.health():
-            samples.append(s)
-
-    async def next_of(metric: str, after: float) -> HealthSample:
-        for _ in range(60):
-            found = [s for s in samples if s.metric == metric and s.at > after]
-            if found:
-                return found[-1]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no {metric} sample: {samples[-8:]}")
-
-    reader = asyncio.get_running_loop().create_task(read())
+    seen = Collector(wim)
     try:
         handle = await wim.create(spec("s1", 1003))
         t0 = time.time()
-        latency = await next_of("latency_ms", t0)
+        latency = await seen.next("latency_ms", within_s=3, after=t0)
         assert latency.handle == handle and 0 < latency.value < 5
-        assert (await next_of("loss", t0)).value == 0.0
-        assert (await next_of("bytes", t0)).value >= 0
+        assert (await seen.next("loss", within_s=1, after=t0)).value == 0.0
+        assert (await seen.next("bytes", within_s=1, after=t0)).value >= 0
         under = names.port_ns(PORT_A), names.ifname("underlay", PORT_A)
         tc(*under, *BLACKHOLE)
-        t1 = time.time()
-        assert (await next_of("loss", t1)).value == 1.0
+        assert (await seen.next("loss", within_s=3, after=time.time())).value == 1.0
         tc(*under)
-        assert (await next_of("loss", time.time())).value == 0.0
+        assert (await seen.next("loss", within_s=3, after=time.time())).value == 0.0
         wim.set_skeleton(True)
         await asyncio.sleep(0.6)
         t2 = time.time()
         await asyncio.sleep(0.8)
-        assert not [s for s in samples if s.at > t2]
+        assert not [s for s in seen.samples if s.at > t2]
         await wim.delete(handle)
         assert not await asyncio.to_thread(netlink.link_exists, names.port_ns(PORT_B), names.ifname("underlay", PORT_B))
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await seen.close()
         await wim.close()

@@ -329,6 +329,20 @@ async def test_add_rule_with_a_lower_sp_down_is_unavailable_naming_it_and_adding
     await fed.wait_idle()
 
 
+async def pop_down_at_l1(fed: Federation) -> tuple[pb.Slice, Recorder]:
+    """The three-tier slice with L1's pop ``core`` down, and T's Watch of it once the alert fired there."""
+    active = await three_tier_slice(fed)
+    watch = Recorder(fed.sps["T"].slices.Watch(pb.WatchRequest(slice_id=active.id)))
+    try:
+        await asyncio.sleep(0.3)
+        await monitoring(fed, "L1").SetCondition(pb.ConditionRequest(domain="L1", target="core", down=True), timeout=5)
+        await watch.wait_alert(FIRING, within_s=3.0)
+    except BaseException:
+        await watch.close()
+        raise
+    return active, watch
+
+
 def asked(fed: Federation, sp: str, lower: str) -> int:
     """How often ``sp`` has asked ``lower`` which alerts fire (its log, kept across its restarts)."""
     path = fed.sps[sp].log_path
@@ -341,13 +355,9 @@ async def test_a_restarted_mid_sp_keeps_its_open_alerts_so_the_top_sees_no_flap_
     """L1's link is down, so M1 and T fire. M1 restarts cut off from L1 (a partition): T asks it what fires
     before M1 can hear from L1 again. M1 answers from its store, so T neither resolves nor fires again; once
     the partition heals M1 learns the same from L1 (nothing new), and the cut's end resolves, once."""
-    active = await three_tier_slice(fed)
+    active, watch = await pop_down_at_l1(fed)
     top = fed.sps["T"]
-    watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=active.id)))
     try:
-        await asyncio.sleep(0.3)
-        await monitoring(fed, "L1").SetCondition(pb.ConditionRequest(domain="L1", target="core", down=True), timeout=5)
-        await watch.wait_alert(FIRING, within_s=3.0)
         t_asked, m_asked = asked(fed, "T", "M1"), asked(fed, "M1", "L1")
         fed.kill("M1")
         config = fed.sps["M1"].config_path
@@ -609,13 +619,8 @@ async def test_skeleton_mode_counts_link_state_only_and_switches_back_at_run_tim
 
 
 async def test_an_upper_sp_asks_again_what_fires_when_a_lower_sp_comes_back(fed: Federation) -> None:
-    active = await three_tier_slice(fed)
-    top = fed.sps["T"]
-    watch = Recorder(top.slices.Watch(pb.WatchRequest(slice_id=active.id)))
+    _, watch = await pop_down_at_l1(fed)
     try:
-        await asyncio.sleep(0.3)
-        await monitoring(fed, "L1").SetCondition(pb.ConditionRequest(domain="L1", target="core", down=True), timeout=5)
-        await watch.wait_alert(FIRING, within_s=3.0)
         # The leaf restarts without the lab's condition (it lives in memory): its link is up again, and
         # no resolved alert was ever sent. M1 asks L1 what fires when L1's stream is back, and resolves.
         fed.kill("L1")
