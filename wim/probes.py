@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 import struct
 import sys
 import time
@@ -46,6 +47,7 @@ MAX_TIMEOUT_S = 5.0
 ANSWER_TIMEOUT_S = 30.0
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 COUNTER_FIELDS = ("rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")
 
 
@@ -64,8 +66,12 @@ class PingResult:
 
     @property
     def one_way_ms(self) -> float | None:
-        """Half the mean round trip (the one-way latency a segment's share is set in); None without a reply."""
-        return sum(self.rtt_ms) / len(self.rtt_ms) / 2 if self.rtt_ms else None
+        """Half the median round trip (the one-way latency a segment's share is set in); None without a reply.
+
+        The median: one reply delayed by something else (a busy host) does not make a round breach,
+        a delay every request meets (a queue on the path) does.
+        """
+        return statistics.median(self.rtt_ms) / 2 if self.rtt_ms else None
 
 
 @dataclass(frozen=True)
@@ -211,30 +217,66 @@ def echo_reply_of(packet: bytes) -> tuple[int, int] | None:
 _ident = os.getpid() & 0xFFFF
 
 
+async def _readable(sock: socket.socket, wait_s: float) -> bool:
+    """Whether ``sock`` has something to read within ``wait_s``."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await asyncio.wait_for(ready, wait_s)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(sock.fileno())
+    return True
+
+
+def _arrived_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The kernel's receive time (``SO_TIMESTAMPNS``, wall clock) in the ancillary data, if there."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("qq", data)
+            return int(sec * 1_000_000_000 + nsec)
+    return None
+
+
 async def ping(ns: str, dst: str, count: int, timeout_s: float) -> dict[str, object]:
-    """``count`` echo requests to ``dst`` from a raw socket made inside ``ns``, each awaited at most ``timeout_s``."""
+    """``count`` echo requests to ``dst`` from a raw socket made inside ``ns``, each awaited at most ``timeout_s``.
+
+    A reply's time is the kernel's receive timestamp, so a worker that wakes late does not add to it.
+    """
     global _ident
     count = max(1, min(int(count), MAX_COUNT))
     timeout_s = max(0.01, min(float(timeout_s), MAX_TIMEOUT_S))
     with inside(ns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     loop = asyncio.get_running_loop()
     _ident = (_ident + 1) & 0xFFFF  # one identifier per round: a late reply of an earlier round never counts
     ident = _ident
     rtts: list[float] = []
     try:
         for seq in range(count):
-            sent_at = time.monotonic()
-            await loop.sock_sendto(sock, echo_request(ident, seq, struct.pack("!d", sent_at)), (dst, 0))
+            packet = echo_request(ident, seq, struct.pack("!d", time.time()))
+            sent_ns, sent_at = time.time_ns(), time.monotonic()
+            await loop.sock_sendto(sock, packet, (dst, 0))
             deadline = sent_at + timeout_s
             while (left := deadline - time.monotonic()) > 0:
-                try:
-                    packet = await asyncio.wait_for(loop.sock_recv(sock, 2048), left)
-                except TimeoutError:
+                if not await _readable(sock, left):
                     break
-                if echo_reply_of(packet) == (ident, seq):
-                    rtts.append((time.monotonic() - sent_at) * 1000)
+                try:
+                    data, ancillary, _, _ = sock.recvmsg(2048, 256)
+                except BlockingIOError:
+                    continue
+                if echo_reply_of(data) == (ident, seq):
+                    arrived = _arrived_ns(ancillary) or time.time_ns()
+                    rtts.append(max(0.0, (arrived - sent_ns) / 1e6))
                     break
     finally:
         sock.close()
