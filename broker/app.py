@@ -184,7 +184,7 @@ class Broker:
             if isinstance(dom, OpenStackDomainConfig):
                 from domain_agents.openstack import OpenStackDomainAgent
 
-                agents[dom.id] = cloud = OpenStackDomainAgent(dom, clock)
+                agents[dom.id] = cloud = OpenStackDomainAgent(dom, clock, health_interval_s=config.probe_interval_s)
                 self._clouds.append(cloud)
                 continue
             try:

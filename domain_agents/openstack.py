@@ -26,6 +26,10 @@ Every call to OpenStack is bounded (``api_timeout_s``); a reserve runs as a task
 caller that gives up (its deadline, a cancelled call) does not cut it in half: it ends, and a
 release of the same order waits for it before it looks for what to delete.
 
+Health (issue 14): every ``health_interval_s`` the agent reads each active segment's network and
+ports from Neutron (``Cloud.segment_health``) and publishes ``link_up`` on ``health`` when it
+changes (a segment is presumed up). It is link state, so skeleton monitoring keeps it.
+
 openstacksdk blocks: every call goes through ``asyncio.to_thread``, and its errors arrive here
 already translated (``domain_agents/openstack_cloud.py``).
 """
@@ -52,7 +56,7 @@ from capability_catalog.model import (
 )
 from capability_catalog.served import serve, served_problems
 from domain_agents.authored import past, refresh_at, stop_serving
-from domain_agents.base import SegmentGrant, SegmentOrder
+from domain_agents.base import HealthFeed, HealthSample, SegmentGrant, SegmentOrder
 from domain_agents.local import LocalDomainAgent
 from domain_agents.openstack_config import OpenStackDomainConfig
 from domain_agents.openstack_model import (
@@ -111,8 +115,13 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         clock: Callable[[], float] = time.time,
         *,
         cloud_factory: Callable[[Credentials], Cloud] | None = None,
+        health_interval_s: float = 5.0,
     ) -> None:
         super().__init__()
+        self.health_interval_s = health_interval_s
+        self._health = HealthFeed()
+        self._health_task: asyncio.Task[None] | None = None
+        self._down: dict[str, str] = {}  # order key -> why its segment is down now
         self.config = config
         self._clock = clock
         self._cloud_factory = cloud_factory
@@ -457,6 +466,44 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
         seg = self._segment(handle)
         await self._call((await self._ready()).set_admin_state, seg.holding.network_id, True)
         seg.state = SliceState.ACTIVE
+        if self._health_task is None:
+            self._health_task = asyncio.get_running_loop().create_task(self._watch_health())
+
+    # --- health (issue 14) ---------------------------------------------------------------------
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            active = [s for s in list(self._segments.values()) if s.state is SliceState.ACTIVE]
+            for key in set(self._down) - {s.holding.key for s in active}:
+                del self._down[key]  # ended or taken out of service: nothing more to tell
+            if active:
+                await asyncio.gather(*(self._check(s.grant.handle, s.holding) for s in active))
+
+    async def _check(self, handle: str, made: Made) -> None:
+        terminals = {str(t) for t, _ in made.labels} | {str(t) for t, _ in made.addresses}
+        try:
+            why = await self._call((await self._ready()).segment_health, made.network_id, terminals)
+        except FedError as exc:  # the cloud does not answer: that says nothing about the segment
+            log.info("domain %s: health of %s unread: %s", self.domain_id, made.key, exc)
+            return
+        held = self._segments.get(made.key)
+        if held is None or held.state is not SliceState.ACTIVE or (made.key in self._down) == bool(why):
+            return
+        if why:
+            self._down[made.key] = why
+            log.warning("domain %s: segment %s is down: %s", self.domain_id, made.key, why)
+        else:
+            self._down.pop(made.key, None)
+            log.info("domain %s: segment %s is up again", self.domain_id, made.key)
+        self._health.publish(HealthSample(handle, "link_up", 0.0 if why else 1.0, self._clock()))
+
+    def health(self) -> AsyncIterator[HealthSample]:
+        """``link_up`` of each active segment when Neutron's view of it changes, until cancelled."""
+        return self._health.samples()
+
+    def set_skeleton(self, on: bool) -> None:
+        """Skeleton monitoring changes nothing here: what is read is link state."""
 
     async def deactivate(self, handle: str) -> None:
         """Bring the segment's network down again (admin down, as commit left it); idempotent."""
@@ -587,6 +634,11 @@ class OpenStackDomainAgent(LocalDomainAgent[Made]):
 
     async def close(self) -> None:
         """Let running reserves end (each OpenStack call is bounded), then close the connection; holdings stay."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+            self._health_task = None
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()))
         cloud, self._cloud = self._cloud, None

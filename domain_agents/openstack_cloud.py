@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -472,6 +472,32 @@ class Cloud:
         """Ports carrying ``tag``."""
         with self._neutron(f"listing ports tagged {tag}"):
             return list(self._conn.network.ports(tags=[tag]))
+
+    def segment_health(self, network_id: str, terminals: Iterable[str]) -> str:
+        """Why a segment's network cannot carry traffic now, read from Neutron ("" when it can).
+
+        Down: the network is gone, admin down or not ACTIVE; a terminal's port is gone, admin down or
+        in ERROR. A port's DOWN is not counted: it is what an unbound port reports (no agent binds a
+        fedbroker port), so it says nothing about the segment.
+        """
+        with self._neutron(f"reading the status of network {network_id}"):
+            net = self._conn.network.find_network(network_id, ignore_missing=True)
+            if net is None:
+                return "its network is gone"
+            if not net.is_admin_state_up:
+                return "its network is admin down"
+            if net.status != "ACTIVE":
+                return f"its network is {net.status}"
+            ports = {str(p.name).rsplit(":", 1)[-1]: p for p in self._conn.network.ports(network_id=network_id)}
+        for term in sorted(terminals):
+            port = ports.get(term)
+            if port is None:
+                return f"the port of {term} is gone"
+            if not port.is_admin_state_up:
+                return f"the port of {term} is admin down"
+            if port.status == "ERROR":
+                return f"the port of {term} is in ERROR"
+        return ""
 
     def add_tag(self, network_id: str, tag: str) -> None:
         """Tag a network (e.g. committed)."""

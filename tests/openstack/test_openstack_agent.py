@@ -7,6 +7,7 @@ Placement allocations and Neutron networks directly through an admin connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from broker.core.lifecycle import SliceManager
 from broker.store.sqlite import SqliteStore
 from capability_catalog.model import LabelRange, LabelSet, SpId, TerminalId
-from domain_agents.base import DomainAgent
+from domain_agents.base import DomainAgent, HealthSample
 from domain_agents.openstack import OpenStackDomainAgent, consumer_id
 from domain_agents.openstack_model import (
     BANDWIDTH,
@@ -387,3 +388,51 @@ async def test_the_same_order_twice_at_once_makes_one_segment_and_gives_one_gran
     assert len(networks(admin, sp)) == 1 and len(allocations(admin, consumer_id(sp, "k1"))) == 2
     await agent.abort(first.handle)
     assert_nothing_left(admin, sp)
+
+
+# --- health (issue 14) ---------------------------------------------------------------------------
+
+
+async def test_neutron_network_and_port_status_reach_health_as_link_state_when_it_changes(
+    spec: dict[str, Any], admin: openstack.connection.Connection, sp: str
+) -> None:
+    """A network set admin down out of band, then a terminal's port deleted: link_up 0 each time, and 1 when
+    the network is back; a healthy segment says nothing (presumed up)."""
+    agent = OpenStackDomainAgent(config_of(spec), health_interval_s=0.2)
+    seen: list[HealthSample] = []
+
+    async def read() -> None:
+        async for s in agent.health():
+            seen.append(s)
+
+    async def next_link(up: float, within_s: float = 10.0) -> HealthSample:
+        for _ in range(int(within_s / 0.05)):
+            if seen and seen[-1].metric == "link_up" and seen[-1].value == up:
+                return seen[-1]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no link_up {up} within {within_s} s: {seen}")
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        grant = await agent.reserve(order(sp))
+        await agent.commit(grant.handle)
+        await agent.activate(grant.handle)
+        await asyncio.sleep(1.0)  # a few healthy rounds
+        assert seen == []
+        (net,) = networks(admin, sp)
+        await asyncio.to_thread(admin.network.update_network, net.id, admin_state_up=False)
+        down = await next_link(0.0)
+        assert down.handle == grant.handle
+        await asyncio.to_thread(admin.network.update_network, net.id, admin_state_up=True)
+        await next_link(1.0)
+        (ep,) = [p for p in ports(admin, sp) if p.name.endswith(f":{sp}.ep")]
+        await asyncio.to_thread(admin.network.delete_port, ep)
+        await next_link(0.0)
+        assert [s.value for s in seen] == [0.0, 1.0, 0.0]  # one sample per change
+        await agent.terminate(grant.handle)
+        assert_nothing_left(admin, sp)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await agent.close()
