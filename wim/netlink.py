@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import errno
+import os
 import pickle
 import struct
 import subprocess
@@ -36,6 +38,8 @@ from wim.names import check_prefix as check_prefix
 SLICE_MTU = 1500
 UNDERLAY_MTU = 1600
 RT_SCOPE_LINK = 253
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/var/run/netns"
 NUD_PERMANENT = 0x80
 #: arp_ignore 8: answer no ARP request at all (a probe end talks to its one peer by a static entry).
 ARP_IGNORE_ALL = 8
@@ -165,7 +169,7 @@ def ensure_ns(name: str) -> bool:
             raise
         return False
     _quiet_ipv6(name)
-    with IPRoute(netns=name, flags=0) as ipr:
+    with in_ns(name) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
     return True
 
@@ -197,10 +201,50 @@ def remove_ns(name: str) -> bool:
     return True
 
 
+_libc: Any = None
+
+
+def _setns(fd: int, what: str) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns into {what}: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def entered(name: str) -> Iterator[None]:
+    """Run the block in the named namespace (this thread only), then come back (``FileNotFoundError``: no such one).
+
+    A socket made inside stays in that namespace after the block. Keep the block to socket creation:
+    nothing in it may wait on another thread.
+    """
+    target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY)
+    try:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _setns(target, name)
+            try:
+                yield
+            finally:
+                _setns(home, "this thread's own namespace")
+        finally:
+            os.close(home)
+    finally:
+        os.close(target)
+
+
 @contextlib.contextmanager
 def in_ns(name: str) -> Iterator[Any]:
-    """A netlink socket inside an existing namespace (``FileNotFoundError`` when it does not exist)."""
-    ipr = IPRoute(netns=name, flags=0)
+    """A netlink socket inside an existing namespace (``FileNotFoundError`` when it does not exist).
+
+    Made by entering the namespace for the socket's creation (``entered``), not by pyroute2's
+    ``netns=``, which forks a helper per socket: ten times slower, and under load its helper can
+    miss pyroute2's answer deadline ("no response from the child").
+    """
+    with entered(name):
+        ipr = IPRoute()
     try:
         yield ipr
     finally:

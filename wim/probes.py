@@ -21,8 +21,6 @@ closes, so it never outlives its broker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -31,15 +29,14 @@ import statistics
 import struct
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wim.netlink import entered
 from wim.workers import LineWorker
 
 log = logging.getLogger(__name__)
-CLONE_NEWNET = 0x40000000
-NETNS_RUN_DIR = "/var/run/netns"
 #: Bounds of one ping round, whatever a caller asks.
 MAX_COUNT = 20
 MAX_TIMEOUT_S = 5.0
@@ -157,36 +154,6 @@ class Prober(LineWorker):
 # --- the worker process ----------------------------------------------------------------------------
 
 
-_libc: Any = None
-
-
-def _setns(fd: int, what: str) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns into {what}: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """Run the block in namespace ``ns`` (this thread only), then come back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(os.path.join(NETNS_RUN_DIR, ns), os.O_RDONLY)
-        try:
-            _setns(target, ns)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(home, "the worker's own namespace")
-    finally:
-        os.close(home)
-
-
 def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
@@ -253,7 +220,7 @@ async def ping(ns: str, dst: str, count: int, timeout_s: float) -> dict[str, obj
     global _ident
     count = max(1, min(int(count), MAX_COUNT))
     timeout_s = max(0.01, min(float(timeout_s), MAX_TIMEOUT_S))
-    with inside(ns):
+    with entered(ns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -290,7 +257,7 @@ def read_counters(ends: Sequence[tuple[str, str]]) -> list[list[int] | None]:
     stats: dict[tuple[str, str], list[int]] = {}
     for ns in sorted({ns for ns, _ in ends}):
         try:
-            with inside(ns):
+            with entered(ns):
                 ipr = IPRoute()
         except OSError:  # the namespace is gone: none of its interfaces is there
             continue
