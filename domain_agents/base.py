@@ -7,7 +7,6 @@ state machines, hold timers and persistence, and hands back the opaque ``handle`
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -15,6 +14,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from capability_catalog.signing import SignedNote
 from slicing.model import SliceRequest, SliceState
+from wim.workers import Fanout
 
 
 class Held(NamedTuple):
@@ -88,29 +88,12 @@ class HealthSample:
     at: float
 
 
-class HealthFeed:
-    """Every sample published, to every reader of ``samples`` (bounded: a slow reader loses the oldest)."""
+class HealthFeed(Fanout[HealthSample]):
+    """Every health sample published, to every reader of ``samples``."""
 
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._queues: set[asyncio.Queue[HealthSample]] = set()
-
-    def publish(self, sample: HealthSample) -> None:
-        """Hand ``sample`` to every reader now."""
-        for q in list(self._queues):
-            if q.full():
-                q.get_nowait()
-            q.put_nowait(sample)
-
-    async def samples(self) -> AsyncIterator[HealthSample]:
+    def samples(self) -> AsyncIterator[HealthSample]:
         """What is published from now on, until cancelled."""
-        q: asyncio.Queue[HealthSample] = asyncio.Queue(maxsize=self._size)
-        self._queues.add(q)
-        try:
-            while True:
-                yield await q.get()
-        finally:
-            self._queues.discard(q)
+        return self.items()
 
 
 @runtime_checkable

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from wim.workers import LineWorker
+from wim.workers import Fanout, LineWorker
 
 log = logging.getLogger(__name__)
 #: How long ``watch`` waits for the worker to listen in a namespace before it goes on without (logged).
@@ -52,7 +52,7 @@ class LinkWatcher(LineWorker):
 
     def __init__(self) -> None:
         super().__init__()
-        self._queues: set[asyncio.Queue[LinkChange]] = set()
+        self._changes: Fanout[LinkChange] = Fanout()
         self._listening: dict[str, asyncio.Future[None]] = {}  # watches not yet heard, by key
 
     async def watch(self, key: str, ns: str, ifname: str) -> None:
@@ -84,20 +84,11 @@ class LinkWatcher(LineWorker):
             change = LinkChange(str(raw["key"]), bool(raw["up"]))
         except (KeyError, TypeError):
             return
-        for q in list(self._queues):
-            if q.full():
-                q.get_nowait()
-            q.put_nowait(change)
+        self._changes.publish(change)
 
-    async def changes(self) -> AsyncIterator[LinkChange]:
+    def changes(self) -> AsyncIterator[LinkChange]:
         """Every change of a watched interface, until cancelled."""
-        q: asyncio.Queue[LinkChange] = asyncio.Queue(maxsize=4096)
-        self._queues.add(q)
-        try:
-            while True:
-                yield await q.get()
-        finally:
-            self._queues.discard(q)
+        return self._changes.items()
 
 
 # --- the worker process ----------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 ``wim.linkwatch`` (link state) and ``wim.probes`` (latency, loss, counters) each run one, so the
 broker never forks or enters a namespace itself. The broker's side writes one JSON object per line
-to the worker's stdin and hands every line the worker prints, decoded, to ``_heard``.
+to the worker's stdin and hands every line the worker prints, decoded, to ``_heard``; ``Fanout``
+hands what a worker reports on to every reader.
 """
 
 from __future__ import annotations
@@ -11,7 +12,35 @@ import asyncio
 import contextlib
 import json
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Fanout(Generic[T]):
+    """Everything published, to every reader of ``items`` (bounded: a slow reader loses the oldest)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._queues: set[asyncio.Queue[T]] = set()
+
+    def publish(self, item: T) -> None:
+        """Hand ``item`` to every reader now."""
+        for q in list(self._queues):
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(item)
+
+    async def items(self) -> AsyncIterator[T]:
+        """What is published from now on, until cancelled."""
+        q: asyncio.Queue[T] = asyncio.Queue(maxsize=self._size)
+        self._queues.add(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._queues.discard(q)
 
 
 class LineWorker:
