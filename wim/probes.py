@@ -215,7 +215,8 @@ def _arrived_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
 async def ping(ns: str, dst: str, count: int, timeout_s: float) -> dict[str, object]:
     """``count`` echo requests to ``dst`` from a raw socket made inside ``ns``, each awaited at most ``timeout_s``.
 
-    A reply's time is the kernel's receive timestamp, so a worker that wakes late does not add to it.
+    A reply's time is the kernel's receive timestamp, so a worker that wakes late neither adds to it
+    nor loses a reply that came in time.
     """
     global _ident
     count = max(1, min(int(count), MAX_COUNT))
@@ -234,16 +235,20 @@ async def ping(ns: str, dst: str, count: int, timeout_s: float) -> dict[str, obj
             sent_ns, sent_at = time.time_ns(), time.monotonic()
             await loop.sock_sendto(sock, packet, (dst, 0))
             deadline = sent_at + timeout_s
-            while (left := deadline - time.monotonic()) > 0:
-                if not await _readable(sock, left):
-                    break
-                try:
+            while True:
+                try:  # what is queued first: a reply that came in time counts, however late this wakes
                     data, ancillary, _, _ = sock.recvmsg(2048, 256)
                 except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not await _readable(sock, left):
+                        break
                     continue
                 if echo_reply_of(data) == (ident, seq):
-                    arrived = _arrived_ns(ancillary) or time.time_ns()
-                    rtts.append(max(0.0, (arrived - sent_ns) / 1e6))
+                    rtt_ms = ((_arrived_ns(ancillary) or time.time_ns()) - sent_ns) / 1e6
+                    if rtt_ms <= timeout_s * 1000:
+                        rtts.append(max(0.0, rtt_ms))
+                    break
+                if time.monotonic() > deadline + timeout_s:  # a stream of other ICMP: stop reading it all
                     break
     finally:
         sock.close()
