@@ -224,7 +224,9 @@ def sla_rules(sla: Sla, segment: str, *, for_s: float = 0.0, clear_s: float = DE
         Rule("loss", Metric.LOSS, Comparison.GT, sla.loss, for_s=for_s, clear_s=c),
     ]
     share = sla.shares.get(segment)
-    if share is not None and math.isfinite(share):
+    # No budget, no latency promise: a segment of such a slice has no share (0), and "latency > 0"
+    # would fire on any measured latency and never resolve.
+    if sla.latency_budget_ms is not None and share is not None and math.isfinite(share) and share > 0:
         rules.append(Rule("latency", Metric.LATENCY_MS, Comparison.GT, share, for_s=for_s, clear_s=c))
     if sla.bandwidth_mbps > 0:
         floor = sla.bandwidth_mbps * BANDWIDTH_FLOOR

@@ -18,6 +18,7 @@ from broker.core.monitoring import (
     Severity,
     Sla,
     check_rule,
+    sla_rules,
 )
 from slicing.errors import InvalidArgument
 
@@ -228,3 +229,12 @@ def test_what_fires_because_of_children_is_kept_and_a_restarted_monitor_neither_
     assert again.kept("s1") == []
     again.forget("s1")
     assert "s1" in again.changed() and again.kept("s1") == []
+
+
+def test_a_slice_without_a_latency_budget_gets_no_latency_rule_and_never_a_latency_alert() -> None:
+    m = Monitor("L1")
+    m.watch("s1", Sla(latency_budget_ms=None, bandwidth_mbps=100, shares={"L1": 0.0}), ["L1"])
+    assert m.observe(lat(2.0, 0.0), 0.0) == [] and m.observe(lat(500.0, 1.0), 1.0) == []
+    assert m.tick(5.0) == [] and m.health("s1") is Health.HEALTHY
+    assert "latency" not in {r.name for r in sla_rules(Sla(None, 100, shares={"L1": 0.0}), "L1")}
+    assert "latency" in {r.name for r in sla_rules(Sla(8.0, 100, shares={"L1": 8.0}), "L1")}
