@@ -31,7 +31,7 @@ from broker.core.watchdog import Watchdog
 from broker.descriptors import ConfigError, load_yaml
 from broker.security.accounts import AccountBook
 from broker.security.audit import AuditLog
-from broker.security.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, open_channel
+from broker.security.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, Principal, open_channel
 from broker.security.keys import load_or_create_key
 from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
@@ -283,6 +283,12 @@ class Broker:
         self._tasks: set[asyncio.Task[None]] = set()
         self.address = ""
 
+    def _account_holds(self, principal: Principal) -> bool:
+        """Whether the account a kept subscription was made by still exists with the same role."""
+        self.accounts.refresh()
+        account = self.accounts.get(principal.id)
+        return account is not None and account.role is principal.role
+
     def _child_connected(self, domain: str) -> None:
         """A lower SP's Watch (re)connected: compare holdings, and ask which alerts fire there now."""
         log.info("the Watch stream of lower SP %s is connected", domain)
@@ -458,7 +464,11 @@ class Broker:
             allowed_hosts=self.config.rest_callback_hosts,
             client_ssl=self.identity.ssl_context if self.tls is not None else None,
             monitor=monitor,
+            store=self.store,
         )
+        restored = hub.restore(self._account_holds)
+        if restored:
+            log.info("REST hub: %d subscriptions delivered to again", restored)
         federation = FederationView(self.config.sp_id, self.catalog, self.offers, self._clock)
         handlers = {
             "createServiceOrder": tmf.create_order,

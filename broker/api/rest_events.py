@@ -7,9 +7,9 @@ per alert (a peer SP reads this SP as the source, as on Watch).
 
 Callbacks are POSTed as JSON, one event each, only to hosts the SP allows (``rest_callback_hosts``,
 loopback by default: a callback URL is the caller's choice, and the broker must not be made to call
-anywhere on its network). A subscription lives as long as the broker process (it is not persisted);
-a callback that fails is logged and the next event tried, and a slow one loses its oldest events,
-as a slow watcher does.
+anywhere on its network). A subscription is kept in the store until it is deleted, and delivered to
+again after a restart (events while the broker was down are not replayed); a callback that fails is
+logged and the next event tried, and a slow one loses its oldest events, as a slow watcher does.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from broker.core.events import SliceEvent, until_set
 from broker.core.lifecycle import SliceManager
 from broker.core.monitoring import Monitor
 from broker.core.orders import OrderDesk
+from broker.core.storage import SliceStore
+from broker.security.accounts import Role
 from broker.security.auth import Principal
 from fedbroker.v1 import northsouth_pb2 as pb
 from slicing.errors import InvalidArgument, NotFound, ResourceExhausted
@@ -56,6 +58,16 @@ class Subscription:
     callback: str
     query: str
     task: asyncio.Task[None]
+
+
+def _principal_data(principal: Principal) -> dict[str, str]:
+    """Who a subscription is for, as plain data to keep."""
+    return {
+        "id": principal.id,
+        "role": principal.role.value,
+        "on_behalf_of": principal.on_behalf_of,
+        "peer": principal.peer,
+    }
 
 
 def _loopback(host: str) -> bool:
@@ -94,8 +106,10 @@ class EventHub:
         allowed_hosts: Iterable[str] = (),
         client_ssl: Callable[[], ssl.SSLContext] | None = None,
         monitor: Monitor | None = None,
+        store: SliceStore | None = None,
     ) -> None:
         self._sp = sp_id
+        self._store = store
         self._monitor = monitor
         self._m = manager
         self._orders = orders
@@ -180,24 +194,58 @@ class EventHub:
         """``POST /hub``: ``query`` may be ``id=SLICE_ID`` (one of the caller's slices) or empty (all)."""
         body: m.HubCreate = await read_body(request, m.HubCreate)
         callback = check_callback(body.callback, self._allowed)
-        slice_id = ""
         if body.query:
             key, _, value = body.query.partition("=")
             if key != "id" or not value:
                 raise InvalidArgument("query", "must be empty (every event) or id=SLICE_ID")
-            slice_id = owned_slice(self._m, principal, pb.SliceRef(slice_id=value)).id
+            owned_slice(self._m, principal, pb.SliceRef(slice_id=value))  # one of the caller's, or 404
         mine = sum(1 for s in self._subs.values() if s.principal.id == principal.id)
         if len(self._subs) >= MAX_SUBSCRIPTIONS or mine >= MAX_PER_CALLER:
             raise ResourceExhausted(
                 f"at most {MAX_PER_CALLER} hub subscriptions per caller, {MAX_SUBSCRIPTIONS} in all"
             )
         sub_id = uuid.uuid4().hex
+        if self._store is not None:  # kept before it is answered: a restart does not lose it
+            self._store.save_subscription(sub_id, _principal_data(principal), callback, body.query)
+        sub = self._start(sub_id, principal, callback, body.query)
+        request["target"] = sub_id
+        return web.json_response(m.dump(self._out(sub)), status=201)
+
+    def _start(self, sub_id: str, principal: Principal, callback: str, query: str) -> Subscription:
+        slice_id = query.partition("=")[2]
         task = asyncio.get_running_loop().create_task(
             self._deliver(sub_id, principal, callback, slice_id), name=f"hub-{sub_id}"
         )
-        sub = self._subs[sub_id] = Subscription(sub_id, principal, callback, body.query, task)
-        request["target"] = sub_id
-        return web.json_response(m.dump(self._out(sub)), status=201)
+        sub = self._subs[sub_id] = Subscription(sub_id, principal, callback, query, task)
+        return sub
+
+    def restore(self, still_allowed: Callable[[Principal], bool]) -> int:
+        """After a start: deliver again to every kept subscription whose account still holds its role.
+
+        One whose account is gone or changed role, or whose callback is no longer allowed here, is
+        dropped (and logged). Returns how many were restored.
+        """
+        if self._store is None:
+            return 0
+        restored = 0
+        for sub_id, data, callback, query in self._store.subscriptions():
+            try:
+                principal = Principal(
+                    str(data["id"]),
+                    Role(str(data["role"])),
+                    str(data.get("on_behalf_of", "")),
+                    str(data.get("peer", "")),
+                )
+                check_callback(callback, self._allowed)
+                if not still_allowed(principal):
+                    raise InvalidArgument("account", f"'{principal.id}' no longer has role {principal.role}")
+            except (KeyError, ValueError, InvalidArgument) as exc:
+                log.warning("hub %s: not restored (%s); dropped", sub_id, exc)
+                self._store.drop_subscription(sub_id)
+                continue
+            self._start(sub_id, principal, callback, query)
+            restored += 1
+        return restored
 
     async def retrieve(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """``GET /hub/{id}``."""
@@ -206,6 +254,8 @@ class EventHub:
     async def unregister(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """``DELETE /hub/{id}``."""
         sub = self._own(request, principal)
+        if self._store is not None:
+            self._store.drop_subscription(sub.id)
         del self._subs[sub.id]
         sub.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

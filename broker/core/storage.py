@@ -155,6 +155,18 @@ class SliceStore(Protocol):
         """The open alerts kept for a slice."""
         ...
 
+    def save_subscription(self, sub_id: str, principal: Mapping[str, object], callback: str, query: str) -> None:
+        """Keep a REST hub subscription until it is deleted."""
+        ...
+
+    def drop_subscription(self, sub_id: str) -> None:
+        """Forget a hub subscription."""
+        ...
+
+    def subscriptions(self) -> list[tuple[str, dict[str, Any], str, str]]:
+        """Every kept hub subscription, oldest first: (id, principal, callback, query)."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...

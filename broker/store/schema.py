@@ -136,12 +136,24 @@ CREATE TABLE IF NOT EXISTS alerts (
 """
 
 
+_HUB = """
+CREATE TABLE IF NOT EXISTS hub_subscriptions (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    callback TEXT NOT NULL,
+    query TEXT NOT NULL,
+    created_at {real} NOT NULL
+)
+"""
+
+
 def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
     """(number, what it does, the SQL) of every migration, oldest first. Append; never edit one that shipped."""
     return [
         (1, "slices, segments, links, rules and the task log", dialect.base()),
         (2, "service orders (the REST API's TMF641 orders)", _ORDERS.format(real=dialect.real, pos=dialect.pos)),
         (3, "the alerts open at this level, per slice and cause", _ALERTS),
+        (4, "the REST hub's subscriptions", _HUB.format(real=dialect.real)),
     ]
 
 

@@ -514,6 +514,27 @@ class SqlStore:
         rows = self._execute("SELECT body FROM alerts WHERE slice_id = ? ORDER BY cause", (slice_id,)).fetchall()
         return [json.loads(r["body"]) for r in rows]
 
+    def save_subscription(self, sub_id: str, principal: Mapping[str, object], callback: str, query: str) -> None:
+        """Keep a REST hub subscription (whose, as plain data; where to; which events) until it is deleted."""
+        with self._tx():
+            self._execute(
+                "INSERT INTO hub_subscriptions VALUES (?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+                "principal = excluded.principal, callback = excluded.callback, query = excluded.query",
+                (sub_id, json.dumps(dict(principal), sort_keys=True), callback, query, time.time()),
+            )
+
+    def drop_subscription(self, sub_id: str) -> None:
+        """Forget a hub subscription."""
+        with self._tx():
+            self._execute("DELETE FROM hub_subscriptions WHERE id = ?", (sub_id,))
+
+    def subscriptions(self) -> list[tuple[str, dict[str, Any], str, str]]:
+        """Every kept hub subscription, oldest first: (id, principal, callback, query)."""
+        rows = self._execute(
+            "SELECT id, principal, callback, query FROM hub_subscriptions ORDER BY created_at, id"
+        ).fetchall()
+        return [(r["id"], json.loads(r["principal"]), r["callback"], r["query"]) for r in rows]
+
     def prune_failed(self, *, before: float, keep: int) -> int:
         """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.
 

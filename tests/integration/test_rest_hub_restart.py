@@ -1,0 +1,85 @@
+"""The REST hub's subscriptions are kept: after a kill -9 and a restart the broker delivers to them again."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from broker.security.accounts import Role
+from scenarios.processes import Fleet
+from tests.integration.rest import ORDERING, RestClient, order_body, until
+from tests.topology import leaf_domain
+
+pytestmark = pytest.mark.integration
+SP = "L"
+SLICE = {"src": "L.ep", "dst": "L.to-X", "bandwidth_mbps": 10}
+
+
+async def test_a_hub_subscription_outlives_a_kill_and_a_deleted_one_stays_deleted(tmp_path: Path) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def callback(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/cb", callback)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    fleet = Fleet(tmp_path)
+    try:
+        fleet.grant(SP, "alice", Role.CUSTOMER)
+        await fleet.start(SP, {"domains": [leaf_domain(SP, {"X": "100-199"})], "rest_listen": "127.0.0.1:0"})
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+            alice = RestClient(fleet, SP, "alice", session)
+            hub = await alice.call("POST", f"{ORDERING}/hub", json={"callback": f"http://127.0.0.1:{port}/cb"})
+            assert hub.status == 201
+        fleet.signal(SP, signal.SIGKILL)
+        await fleet.wait_exit(SP)
+        await fleet.restart(SP)
+
+        def orders_told(external_id: str) -> list[str]:
+            return [
+                e["event"]["serviceOrder"]["state"]
+                for e in received
+                if e.get("event", {}).get("serviceOrder", {}).get("externalId") == external_id
+            ]
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+            alice = RestClient(fleet, SP, "alice", session)  # the restarted broker's REST port is a new one
+            kept = await alice.call("GET", f"{ORDERING}/hub/{hub.body['id']}")
+            assert kept.status == 200 and kept.body["callback"] == f"http://127.0.0.1:{port}/cb"
+            placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=order_body("after-kill", **SLICE))
+            assert placed.status == 201
+            for _ in range(100):  # bounded: 10 s
+                if "completed" in orders_told("after-kill"):
+                    break
+                await asyncio.sleep(0.1)
+            assert "completed" in orders_told("after-kill"), received[-3:]
+            assert (await alice.call("DELETE", f"{ORDERING}/hub/{hub.body['id']}")).status == 204
+
+        fleet.signal(SP, signal.SIGKILL)
+        await fleet.wait_exit(SP)
+        await fleet.restart(SP)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+            alice = RestClient(fleet, SP, "alice", session)
+            assert (await alice.call("GET", f"{ORDERING}/hub/{hub.body['id']}")).status == 404
+            before = len(received)
+            placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=order_body("after-delete", **SLICE))
+            assert placed.status == 201
+            path = f"{ORDERING}/serviceOrder/{placed.body['id']}"
+            done = await until(lambda: alice.call("GET", path), lambda a: a.body["state"] == "completed")
+            assert done.body["state"] == "completed"
+            await asyncio.sleep(0.5)  # what a subscription would have been told is out by now
+            assert len(received) == before  # deleted before the restart: told nothing
+    finally:
+        await fleet.stop_all()
+        await runner.cleanup()
