@@ -22,8 +22,9 @@ demo: $(STAMP)
 
 # Two pytest-xdist workers (the OpenStack tests stay on one, the data-plane tests run one at a time),
 # with the exhaustive fault sweep of issue 19 (every operation x injection point x SP of the seven on
-# the path, a crash and a hang each; six federations side by side) on one worker from the start. About 16 minutes on two cores; the other sweeps (race
-# kills, the demo and data-plane federations under kills) are in make sweep.
+# the path, a crash and a hang each; six federations side by side) on one worker from the start.
+# About 11 minutes on two cores; the other sweeps (race kills, the demo and data-plane federations
+# under kills) are in make sweep.
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not sweep"
 
