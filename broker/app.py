@@ -285,7 +285,6 @@ class Broker:
 
     def _account_holds(self, principal: Principal) -> bool:
         """Whether the account a kept subscription was made by still exists with the same role."""
-        self.accounts.refresh()
         account = self.accounts.get(principal.id)
         return account is not None and account.role is principal.role
 
@@ -466,6 +465,7 @@ class Broker:
             monitor=monitor,
             store=self.store,
         )
+        self.accounts.refresh()  # once, for every kept subscription checked against it
         restored = hub.restore(self._account_holds)
         if restored:
             log.info("REST hub: %d subscriptions delivered to again", restored)

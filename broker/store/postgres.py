@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 from broker.core.records import SliceRecord
 from broker.core.storage import StoreConflict
 from broker.store.schema import POSTGRESQL
-from broker.store.sql import SqlStore, nothing
+from broker.store.sql import SqlStore
 from slicing.errors import Unavailable
 from slicing.model import SliceState
 
@@ -121,10 +121,14 @@ class PostgresStore(SqlStore):
             self._db.close()
         return Unavailable(f"store: lost the {self._where} ({detail}); the broker reconnects at its next call")
 
-    def _execute(self, sql: str, args: Sequence[object] = ()) -> Any:
+    def _text(self, sql: str) -> str:
         text = self._sql.get(sql)
         if text is None:
             text = self._sql[sql] = _translated(sql)
+        return text
+
+    def _execute(self, sql: str, args: Sequence[object] = ()) -> Any:
+        text = self._text(sql)
         with self._lock:
             try:
                 return self._usable().execute(text, args)
@@ -137,7 +141,7 @@ class PostgresStore(SqlStore):
         with self._lock:
             try:
                 with self._usable().cursor() as cur:
-                    cur.executemany(_translated(sql), rows)
+                    cur.executemany(self._text(sql), rows)
             except psycopg.OperationalError as exc:
                 raise self._lost(exc) from None
 
@@ -161,7 +165,7 @@ class PostgresStore(SqlStore):
 
     def _snapshot(self) -> AbstractContextManager[None]:
         if self._exclusive:  # no other writer, and no await between the reads: they see one state
-            return nothing()
+            return nullcontext()
         return self._block(read_only=True)
 
     # Locks on keys (slices, request ids), seen by every process on the database: PostgreSQL's

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from broker.core.records import (
@@ -706,10 +706,4 @@ def _detail_list(detail: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [dict(d) for d in detail]
 
 
-@contextmanager
-def nothing() -> Iterator[None]:
-    """A snapshot where every statement already sees one state (one connection, one writer)."""
-    yield
-
-
-__all__ = ["LinkLabel", "SqlStore", "nothing", "statements"]
+__all__ = ["LinkLabel", "SqlStore", "statements"]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from broker.store.schema import SQLITE
-from broker.store.sql import SqlStore, nothing
+from broker.store.sql import SqlStore
 
 
 class SqliteStore(SqlStore):
@@ -54,7 +54,7 @@ class SqliteStore(SqlStore):
 
     def _snapshot(self) -> AbstractContextManager[None]:
         # The only writer, on one connection: between two statements of a read nothing else writes.
-        return nothing()
+        return nullcontext()
 
     def _legacy(self) -> None:
         """A file from before ``schema_version``: add the columns its ``slices`` lacks, then it is version 1."""
