@@ -23,6 +23,7 @@ from broker.api.servicers import SERVICE_NAMES, Gate, add_servicers
 from broker.config import BrokerConfig, DomainConfig
 from broker.core.catalog import Catalog
 from broker.core.faults import Faults
+from broker.core.ledger import StoreLedger
 from broker.core.lifecycle import SliceManager
 from broker.core.monitoring import Mode, Monitor
 from broker.core.offers import OfferDesk
@@ -195,7 +196,9 @@ class Broker:
                     agent = netns_agent = NetnsDomainAgent(dom, clock, prefix=prefix, probing=probing)
                     self._dataplane.append(netns_agent)
                 else:
-                    agent = EmulatedDomainAgent(dom, clock)
+                    # Replicas keep an emulated domain's books in the shared store, so they agree.
+                    ledger = StoreLedger(self.store) if config.store.replicas else None
+                    agent = EmulatedDomainAgent(dom, clock, ledger=ledger)
             except InvalidArgument as exc:  # a note file promising what the domain cannot keep
                 self._data_lock.close()
                 raise ConfigError(f"{where}{exc}", field=exc.field) from None

@@ -256,16 +256,22 @@ def _addresses(address: str | None, addresses: list[str] | None, where: str, fie
     return found
 
 
-def _check_replicas(m: BrokerFile, domains: list[DomainConfig], where: str) -> None:
+#: Why a domain of each kind cannot be shared by replicas (an emulated domain's books are in the store).
+_UNSHARED = {
+    "netns": "is network namespaces and processes on one host's kernel, which another host cannot reach",
+    "openstack": "is driven by one process that keeps the cloud's ids of what it made in memory (not yet shared)",
+}
+
+
+def _check_replicas(m: BrokerFile, kinds: Mapping[str, str], where: str) -> None:
     """Replicas share only what is in the database: refuse what one process keeps for itself."""
     why = ""
+    unshared = [(dom, kind) for dom, kind in kinds.items() if kind in _UNSHARED]
     if m.store.backend != "postgresql":
         why = "needs backend postgresql (replicas share one database; a SQLite file belongs to one process)"
-    elif domains:
-        why = (
-            "an SP with domains of its own cannot run as replicas yet: an emulated domain's books live in "
-            "its process, a netns domain's namespaces on one host"
-        )
+    elif unshared:
+        dom, kind = unshared[0]
+        why = f"domain {dom!r} ({kind}) {_UNSHARED[kind]}: only emulated domains can be run by replicas"
     elif m.wim.driver == "linux":
         why = "the linux WIM driver stitches on one host's kernel: replicas need the memory WIM"
     elif m.wim.capacity_mbps:
@@ -339,7 +345,7 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
             field="store.dsn",
         )
     if m.store.replicas:
-        _check_replicas(m, domains, where)
+        _check_replicas(m, kinds, where)
     return BrokerConfig(
         sp_id=m.sp_id,
         listen=m.listen,

@@ -14,6 +14,7 @@ holdings after a broker restart without any state of its own::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,13 +35,14 @@ from capability_catalog.model import (
 )
 from capability_catalog.served import serve, served_problems
 from domain_agents.authored import live_header, past, refresh_in, stop_serving
-from domain_agents.base import HealthFeed, HealthSample, SegmentGrant, SegmentOrder
+from domain_agents.base import DomainUsage, HealthFeed, HealthSample, Held, SegmentGrant, SegmentOrder
 from domain_agents.emulated_books import Allocation, Books, Condition
 from domain_agents.emulated_config import (
     FAIL_STEPS,
     EmulatedDomainConfig,
     _pair,
 )
+from domain_agents.ledger import Ledger
 from domain_agents.local import LocalDomainAgent, check_request
 from domain_agents.routing import walk_through
 from slicing.errors import (
@@ -69,6 +71,7 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
         *,
         latency_s: float | None = None,
         fail_at: str | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         # The knobs default to the config's ``faults``, so every agent built from a config honours them.
         fail_at = fail_at if fail_at is not None else config.faults.fail_at
@@ -91,6 +94,9 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
         self._ports: dict[str, BorderPort] = {p.port.id: p.port for p in config.ports}
         self._slots: dict[tuple[str, str], int] = {(f.pop, f.type): f.slots for f in config.functions}
         self._books = Books()
+        # With replicas: the books live in the shared store; ``_seen`` is their version these mirror.
+        self._ledger = ledger
+        self._seen = 0
         self._offer = config.offer
         # With nothing held yet: what an authored note's shares are taken from.
         self._full = self._live_note(previous=None)
@@ -118,6 +124,7 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
     @property
     def note(self) -> CapabilityNote:
         """The note published now."""
+        self._sync()
         if self._stale:
             self.republish()
         return self._note
@@ -141,6 +148,64 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    # --- shared books (replicas) -----------------------------------------------------------------
+
+    #: How often a replica looks whether another one changed the books, to publish what is free now.
+    SHARED_POLL_S = 0.5
+
+    @contextlib.asynccontextmanager
+    async def _changing(self) -> AsyncIterator[None]:
+        """Around one change of the books: with a ledger, under its lock and on the books as stored."""
+        if self._ledger is None:
+            yield
+            return
+        async with self._ledger.guard(self.domain_id):
+            self._sync()
+            yield
+
+    def _sync(self) -> bool:
+        """Mirror the shared books when another replica changed them; whether they had changed."""
+        if self._ledger is None or self._ledger.version(self.domain_id) == self._seen:
+            return False
+        version, entries = self._ledger.entries(self.domain_id)
+        known = self._segments
+        self._segments, self._by_handle, self._books = {}, {}, Books()
+        for key, handle, state in entries:
+            alloc = Allocation.from_handle(handle)
+            mine = known.get(key)
+            request = mine.request if mine is not None and mine.grant.handle == handle else None
+            self._books.apply(alloc)
+            self._hold(SegmentGrant(handle, dict(alloc.labels), dict(alloc.addresses)), alloc, request, state)
+        self._seen = version
+        self._holdings_changed()
+        return True
+
+    def _record(self, key: str, handle: str, state: SliceState | None) -> None:
+        """Write one segment's change to the shared books (None: released)."""
+        if self._ledger is None:
+            return
+        if state is None:
+            self._seen = self._ledger.drop(self.domain_id, key)
+        else:
+            self._seen = self._ledger.put(self.domain_id, key, handle, state)
+
+    # Reads see what other replicas changed (each a version check, a read of the books when it moved).
+
+    async def holdings(self) -> Sequence[Held]:
+        """Every segment held in the domain, in the state the core last moved it to."""
+        self._sync()
+        return await super().holdings()
+
+    def state_of(self, handle: str) -> SliceState:
+        """The state the core last moved a held segment to (``NotFound`` when not held)."""
+        self._sync()
+        return super().state_of(handle)
+
+    def usage(self) -> DomainUsage:
+        """Sum of held segments' bandwidth, and counts of their labels, function slots and addresses."""
+        self._sync()
+        return super().usage()
 
     @property
     def offer(self) -> OfferPolicy:
@@ -168,9 +233,14 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
             if self.note is note:
                 try:
                     wait = refresh_in(note, cfg.note_expires_at, self._clock())
+                    if self._ledger is not None:  # another replica's change wakes no one here: look
+                        wait = min(wait, self.SHARED_POLL_S)
+                        if self._sync():
+                            continue
                     await asyncio.wait_for(self._changed.wait(), timeout=wait)
                 except TimeoutError:
-                    self.republish()
+                    if self._ledger is None or not self._sync():
+                        self.republish()
             note = self.note
 
     def _build_note(self, previous: CapabilityNote | None) -> CapabilityNote:
@@ -264,20 +334,24 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
         await self._step("reserve")
         if not order.hold_time_s > 0:
             raise InvalidArgument("hold_time_s", f"must be positive (got {order.hold_time_s})", domain=self.domain_id)
-        held = self._segments.get(order.key)
-        if held is not None:
-            # A segment restored from its handle alone has no request to compare: trust the key.
-            if held.request is not None and held.request != order.request:
-                raise AlreadyExists(f"order key '{order.key}' is held for a different request", domain=self.domain_id)
-            return held.grant
-        self._inject("reserve")
-        try:
-            alloc = self._allocate(order.key, order.request)
-        except FedError as exc:
-            raise exc.in_domain(self.domain_id) from None
-        grant = SegmentGrant(handle=alloc.to_handle(), labels=dict(alloc.labels), addresses=dict(alloc.addresses))
-        self._books.apply(alloc)
-        self._hold(grant, alloc, order.request, SliceState.HELD)
+        async with self._changing():
+            held = self._segments.get(order.key)
+            if held is not None:
+                # A segment restored from its handle alone has no request to compare: trust the key.
+                if held.request is not None and held.request != order.request:
+                    raise AlreadyExists(
+                        f"order key '{order.key}' is held for a different request", domain=self.domain_id
+                    )
+                return held.grant
+            self._inject("reserve")
+            try:
+                alloc = self._allocate(order.key, order.request)
+            except FedError as exc:
+                raise exc.in_domain(self.domain_id) from None
+            grant = SegmentGrant(handle=alloc.to_handle(), labels=dict(alloc.labels), addresses=dict(alloc.addresses))
+            self._record(order.key, grant.handle, SliceState.HELD)
+            self._books.apply(alloc)
+            self._hold(grant, alloc, order.request, SliceState.HELD)
         self._holdings_changed()
         return grant
 
@@ -355,36 +429,56 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
     async def commit(self, handle: str) -> None:
         """Mark a held segment committed (``NotFound`` for a handle not held)."""
         await self._step("commit")
-        seg = self._segment(handle)
-        self._inject("commit")
-        if seg.state is SliceState.HELD:
-            seg.state = SliceState.COMMITTED
+        async with self._changing():
+            seg = self._segment(handle)
+            self._inject("commit")
+            if seg.state is SliceState.HELD:
+                self._move(seg.holding.key, handle, SliceState.COMMITTED)
 
     async def activate(self, handle: str) -> None:
         """Mark a segment active (``NotFound`` for a handle not held)."""
         await self._step("activate")
-        seg = self._segment(handle)
-        self._inject("activate")
-        seg.state = SliceState.ACTIVE
+        async with self._changing():
+            seg = self._segment(handle)
+            self._inject("activate")
+            if seg.state is not SliceState.ACTIVE:
+                self._move(seg.holding.key, handle, SliceState.ACTIVE)
 
     async def deactivate(self, handle: str) -> None:
         """Mark an active segment committed again (``NotFound`` for a handle not held); idempotent."""
         await self._step("deactivate")
-        seg = self._segment(handle)
-        if seg.state is SliceState.ACTIVE:
-            seg.state = SliceState.COMMITTED
+        async with self._changing():
+            seg = self._segment(handle)
+            if seg.state is SliceState.ACTIVE:
+                self._move(seg.holding.key, handle, SliceState.COMMITTED)
 
     async def abort(self, handle: str) -> None:
         """Release a held segment; an unknown or released handle is a no-op."""
         await self._step("abort")
-        self._release(handle)
+        async with self._changing():
+            self._release(handle)
 
     async def terminate(self, handle: str) -> None:
         """Release a committed or active segment; an unknown or released handle is a no-op."""
         await self._step("terminate")
-        self._release(handle)
+        async with self._changing():
+            self._release(handle)
+
+    async def release(self, key: str, handle: str) -> None:
+        """Release what order ``key`` holds; with shared books, as the store has them (another replica's too)."""
+        if not handle and self._ledger is not None:
+            self._sync()
+        await super().release(key, handle)
+
+    def _move(self, key: str, handle: str, state: SliceState) -> None:
+        self._record(key, handle, state)
+        self._segments[key].state = state
 
     def _release(self, handle: str) -> None:
+        key = self._by_handle.get(handle)
+        if key is None:
+            return
+        self._record(key, handle, None)
         seg = self._unhold(handle)
         if seg is None:
             return
@@ -398,16 +492,19 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
         if alloc.domain != self.domain_id:
             raise InvalidArgument("handle", f"belongs to domain {alloc.domain}, not {self.domain_id}")
         state = SliceState.COMMITTED if committed else SliceState.HELD
-        if alloc.key in self._segments:
-            seg = self._segments[alloc.key]
-            if seg.grant.handle != handle:
-                raise AlreadyExists(f"order key '{alloc.key}' is held under another handle", domain=self.domain_id)
-            seg.state = state
-            return
-        self._check_restorable(alloc)
-        grant = SegmentGrant(handle=handle, labels=dict(alloc.labels), addresses=dict(alloc.addresses))
-        self._books.apply(alloc)
-        self._hold(grant, alloc, None, state)
+        async with self._changing():
+            if alloc.key in self._segments:
+                seg = self._segments[alloc.key]
+                if seg.grant.handle != handle:
+                    raise AlreadyExists(f"order key '{alloc.key}' is held under another handle", domain=self.domain_id)
+                if self._ledger is None or seg.state is SliceState.HELD:  # shared books: a replica may be ahead
+                    self._move(alloc.key, handle, state)
+                return
+            self._check_restorable(alloc)
+            grant = SegmentGrant(handle=handle, labels=dict(alloc.labels), addresses=dict(alloc.addresses))
+            self._record(alloc.key, handle, state)
+            self._books.apply(alloc)
+            self._hold(grant, alloc, None, state)
         self._holdings_changed()
 
     def _check_restorable(self, alloc: Allocation) -> None:

@@ -47,6 +47,12 @@ class SpSpec:
     lower: tuple[str, ...]
     settings: Mapping[str, Any]
     faults: tuple[Mapping[str, Any], ...] = ()  # rules armed from the start (the SP's faults file)
+    replicas: int = 1  # broker processes of this SP: ``T``, then ``T#2``, ``T#3``, ... (one database)
+
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """The names of the SP's broker processes, as steps that act on a process name them."""
+        return (self.id, *(f"{self.id}#{n}" for n in range(2, self.replicas + 1)))
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,10 @@ class Step:
     always: bool = False
     request: pb.SliceRequest | None = None
     offer: OfferPolicy | None = None
+
+
+#: Steps that act on (or read) one broker process: they may name an SP's replica (``T#2``).
+PROCESS_ACTIONS = frozenset({"kill", "stop", "cont", "resume", "restart", "wait_crash", "wait_catalog"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,13 @@ class Scenario:
         return {s.id: s.lower for s in self.sps}
 
     @property
+    def uses_postgresql(self) -> bool:
+        """True when an SP keeps its store in PostgreSQL without naming a database: the run starts one."""
+        return any(
+            _store(sp.settings).get("backend") == "postgresql" and not _store(sp.settings).get("dsn") for sp in self.sps
+        )
+
+    @property
     def fault_sps(self) -> frozenset[str]:
         """SPs that get a faults file: those with ``faults`` rules, or named by a faults/partition/heal step."""
         named = {str(st.args["sp"]) for st in self.steps if st.action in ("faults", "partition", "heal")}
@@ -130,6 +147,11 @@ class Scenario:
             for sp in wave:
                 del remaining[sp]
         return waves
+
+
+def _store(settings: Mapping[str, Any]) -> Mapping[str, Any]:
+    store = settings.get("store")
+    return store if isinstance(store, Mapping) else {}
 
 
 def _problems(model: type[BaseModel], data: object, path: str) -> tuple[Any, list[str]]:
@@ -191,21 +213,43 @@ def _expect(m: ExpectFile | None, path: str, aliases: set[str]) -> Expect:
     )
 
 
-def _step(m: StepBase, action: str, i: int, lowers: Mapping[str, tuple[str, ...]], aliases: set[str]) -> Step:
-    """A validated step, checked against the scenario: its SP, the aliases before it, the SP's lower-SPs."""
+def _process(name: str, where: str, processes: Mapping[str, str]) -> str:
+    """The SP whose broker process ``name`` is (``T#2`` is T's second replica)."""
+    if name not in processes:
+        known = ", ".join(sorted(processes))
+        raise ScenarioError(f"{where}: unknown SP or replica {name!r} (known: {known})", field=where)
+    return processes[name]
+
+
+def _step(
+    m: StepBase,
+    action: str,
+    i: int,
+    lowers: Mapping[str, tuple[str, ...]],
+    aliases: set[str],
+    processes: Mapping[str, str],
+) -> Step:
+    """A validated step, checked against the scenario: its SP, the aliases before it, the SP's lower-SPs.
+
+    ``processes`` maps each broker process name (an SP id, or ``SP#n`` for its n-th replica) to its SP.
+    """
     apath = f"steps[{i}].{action}"
     model = getattr(m, action)
     # The arguments as written (shorthands in their long form), for the runner.
     args: dict[str, Any] = model.model_dump(by_alias=True, exclude_unset=True)
     sp = str(args.get("sp", ""))
-    if "sp" in args and sp not in lowers:
+    if "sp" in args and action in PROCESS_ACTIONS:
+        _process(sp, f"{apath}.sp", processes)
+    elif "sp" in args and sp not in lowers:
         raise ScenarioError(f"{apath}.sp: unknown SP {sp!r} (known: {', '.join(sorted(lowers))})")
     if action == "expect_idle" and isinstance(model.sps, list):
         for j, name in enumerate(model.sps):
             if name not in lowers:
                 raise ScenarioError(f"{apath}.sps[{j}]: unknown SP {name!r}")
     # A slice's alias (a ``cut`` of a port names the slice whose border veth it is).
-    if "slice" in args and action != "request" and (action not in ("degrade", "cut", "restore") or "port" in args):
+    cuts_port = action not in ("degrade", "cut", "restore") or "port" in args
+    names_alias = action not in ("request", "orders") and cuts_port
+    if "slice" in args and names_alias:
         _known(args["slice"], aliases, f"{apath}.slice")
     for j, alias in enumerate(args["slices"] if action == "probe" else ()):
         _known(alias, aliases, f"{apath}.slices[{j}]")
@@ -219,6 +263,17 @@ def _step(m: StepBase, action: str, i: int, lowers: Mapping[str, tuple[str, ...]
         args = {"sp": sp, "from": _lower_list(model.from_ or [], "from", apath, sp, lowers[sp])}
     request = None
     offer: OfferPolicy | None = None
+    if action == "orders":
+        request = slice_request_from_data(model.slice, path=f"{apath}.slice")
+        args.setdefault("count", model.count)
+        args["concurrency"] = model.concurrency
+        args["hold_time_s"] = model.hold_time_s
+        args["timeout_s"] = model.timeout_s
+        if model.kill is not None:
+            victim = _process(model.kill.sp, f"{apath}.kill.sp", processes)
+            if victim != sp:
+                raise ScenarioError(f"{apath}.kill.sp: {model.kill.sp!r} is not a process of {sp}, where the orders go")
+            args["kill"] = model.kill.model_dump()
     if action == "request":
         if model.as_ in aliases:
             raise ScenarioError(f"{apath}.as: alias {model.as_!r} is used twice")
@@ -288,14 +343,23 @@ def parse_scenario(data: Any, source: Path | None = None) -> Scenario:
                         swapping.add(str(port["id"]))
         settings = {k: v for k, v in sd.items() if k in SP_SETTINGS}
         faults = _parse_rules(sp.faults, f"{path}.faults", f"{sp.id}-cfg")
-        sps.append(SpSpec(sp.id, tuple(sp.lower), settings, faults))
+        if sp.replicas > 1 and (sp.store is None or sp.store.backend != "postgresql"):
+            raise ScenarioError(
+                f"{path}.replicas: {sp.replicas} processes of one SP share one database: "
+                "give the SP `store: {backend: postgresql}` (the run starts a PostgreSQL when no dsn is given)",
+                field=f"{path}.replicas",
+            )
+        if sp.replicas > 1:
+            settings["store"] = {**settings["store"], "replicas": True}
+        sps.append(SpSpec(sp.id, tuple(sp.lower), settings, faults, sp.replicas))
     for i, spec in enumerate(sps):
         for j, lo in enumerate(spec.lower):
             if lo not in ids:
                 raise ScenarioError(f"sps[{i}].lower[{j}]: unknown SP {lo!r}")
     aliases: set[str] = set()
     lowers = {sp.id: sp.lower for sp in sps}
-    steps = tuple(_step(m, action, i, lowers, aliases) for i, (action, m) in enumerate(valid_steps))
+    processes = {name: sp.id for sp in sps for name in sp.processes}
+    steps = tuple(_step(m, action, i, lowers, aliases, processes) for i, (action, m) in enumerate(valid_steps))
     scenario = Scenario(doc.name, doc.description, tuple(sps), steps, source, ports, frozenset(swapping))
     scenario.start_order()  # refuses cycles now, not half-way through a run
     return scenario
@@ -320,6 +384,7 @@ def aliases(steps: Sequence[Step]) -> list[str]:
 
 __all__ = [
     "ACTIONS",
+    "PROCESS_ACTIONS",
     "STATES",
     "Expect",
     "Scenario",

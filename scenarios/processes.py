@@ -101,6 +101,11 @@ class BrokerProcess:
         return f"-r{self.replica}" if self.replica else ""
 
     @property
+    def name(self) -> str:
+        """The process's name in the fleet: the SP id, ``T#2`` for T's second replica."""
+        return f"{self.sp_id}#{self.replica}" if self.replica else self.sp_id
+
+    @property
     def config_path(self) -> Path:
         """The generated broker config."""
         return self.folder / f"broker{self._suffix}.yaml"
@@ -294,7 +299,10 @@ class Fleet:
             missing = [lo for lo in lowers if not self.brokers.get(lo) or not self.brokers[lo].address]
             if missing:
                 raise StartError(f"{sp_id}: lower-SPs {missing} are not running")
-            spare = spare_addresses or {}
+            spare = {lo: list((spare_addresses or {}).get(lo, ())) for lo in lowers}
+            for replica in self.brokers.values():  # a lower SP's replicas answer for it too
+                if replica.replica and replica.sp_id in spare and replica.address:
+                    spare[replica.sp_id].append(replica.address)
             config["lower_sps"] = [
                 {
                     "id": lo,
@@ -405,7 +413,7 @@ class Fleet:
                 with contextlib.suppress(ProcessLookupError):
                     broker.proc.send_signal(signal.SIGCONT)
                 broker.frozen = False
-                thawed.append(broker.sp_id)
+                thawed.append(broker.name)
         return thawed
 
     def exits(self) -> list[Exit]:
@@ -415,7 +423,7 @@ class Fleet:
             status = broker.exit_status()
             if status is not None and not broker.exit_reported:
                 broker.exit_reported = True
-                ended.append(Exit(broker.sp_id, status, broker.exit_expected))
+                ended.append(Exit(broker.name, status, broker.exit_expected))
         return ended
 
     def write_faults(self, sp_id: str, rules: Sequence[Mapping[str, Any]] = (), partitions: Sequence[str] = ()) -> Path:

@@ -36,6 +36,8 @@ from scenarios.convergence import SETTLED, Outcome, wait_settled
 from scenarios.model import Scenario, Step, load_scenario
 from scenarios.openstack_install import ServicesError, default_run_dir
 from scenarios.openstack_services import LoopbackCloud, read_info
+from scenarios.orders import OrdersFailed, run_orders
+from scenarios.postgres import PostgresServer, find_bindir
 from scenarios.processes import Exit, Fleet, StartError
 from scenarios.report import SliceResult, SpResult, StepResult, render_report, report_json
 from slicing.errors import FedError
@@ -79,6 +81,8 @@ class Run:
     prefix: str = field(default_factory=lambda: f"fb{secrets.token_hex(2)}")
     alerts: AlertLog | None = None
     rest: bool = False  # every SP serves its REST API on a free port (``scenario run`` does, for a person to open)
+    postgres: PostgresServer | None = None  # the run's own PostgreSQL, for SPs whose store names no dsn
+    dsns: dict[str, str] = field(default_factory=dict)  # SP -> its database on ``postgres``
 
     async def start(self) -> None:
         """Start the SPs bottom-up; the SPs of one wave start concurrently."""
@@ -96,16 +100,27 @@ class Run:
                     for sp in wave
                 )
             )
-            console.print(f"  started {', '.join(f'{sp} ({self.fleet[sp].address})' for sp in wave)}")
-            for sp in wave:
-                if self.fleet[sp].rest_address:
-                    console.print(f"    {sp}: REST API https://{self.fleet[sp].rest_address}/openapi.json")
+            for sp in wave:  # an SP's replicas: the same identity and database, each its own process and port
+                for n in range(2, self.scenario.sp(sp).replicas + 1):
+                    await self.fleet.start_replica(sp, n)
+            names = [name for sp in wave for name in self.scenario.sp(sp).processes]
+            console.print(f"  started {', '.join(f'{name} ({self.fleet[name].address})' for name in names)}")
+            for name in names:
+                if self.fleet[name].rest_address:
+                    console.print(f"    {name}: REST API https://{self.fleet[name].rest_address}/openapi.json")
         if any(st.action == "expect_alert" for st in self.scenario.steps):
             self.alerts = AlertLog(self.fleet)
             self.alerts.start(s.id for s in self.scenario.sps)
 
     def _settings(self, sp: str) -> dict[str, object]:
         settings = dict(self.scenario.sp(sp).settings)
+        store = settings.get("store")
+        if isinstance(store, Mapping) and store.get("backend") == "postgresql" and not store.get("dsn"):
+            if self.postgres is None:
+                raise StartError(f"{sp}: store.backend postgresql without a dsn needs the run's PostgreSQL")
+            if sp not in self.dsns:
+                self.dsns[sp] = self.postgres.new_database()
+            settings["store"] = {**store, "dsn": self.dsns[sp]}
         if self.rest:  # a free port (an SP's own rest_listen in the scenario is kept, "" for none)
             settings.setdefault("rest_listen", "127.0.0.1:0")
         if self.scenario.uses_dataplane:
@@ -181,6 +196,13 @@ class Run:
             try:
                 return await self._monitoring_step(step)
             except AlertStepFailed as exc:
+                raise StepFailed(str(exc)) from None
+        if step.action == "orders":
+            assert step.request is not None  # parsed with the scenario
+            self.touched = list(self.scenario.sp(a["sp"]).processes)
+            try:
+                return await run_orders(self.fleet, self.scenario.lowers, a["sp"], step.request, a, self.prefix)
+            except OrdersFailed as exc:
                 raise StepFailed(str(exc)) from None
         if step.action == "dataplane_audit":
             left = await netlink.call(netlink.leftovers, self.prefix)
@@ -436,6 +458,25 @@ async def _openstack_services(scenario: Scenario, workdir: Path) -> LoopbackClou
     return services
 
 
+def _postgres(scenario: Scenario) -> PostgresServer | None:
+    """A throw-away PostgreSQL for SPs whose store is ``postgresql`` with no dsn (None when none is)."""
+    if not scenario.uses_postgresql:
+        return None
+    bindir = find_bindir()
+    if bindir is None:
+        raise ServicesError(
+            "an SP keeps its store in PostgreSQL and the run starts one, but initdb and pg_ctl are not installed "
+            "(Debian: apt-get install postgresql); or give the SP's store a dsn"
+        )
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.stop()
+        raise ServicesError(f"could not start PostgreSQL for the run: {exc}") from None
+    return server
+
+
 async def run_scenario(
     scenario: Scenario, workdir: Path, *, rest: bool = False
 ) -> tuple[list[StepResult], list[SliceResult], Fleet]:
@@ -453,6 +494,9 @@ async def run_scenario(
         t0 = time.monotonic()
         try:
             services = await _openstack_services(scenario, workdir)
+            run.postgres = await asyncio.to_thread(_postgres, scenario)
+            if run.postgres is not None:
+                console.print(f"  PostgreSQL on 127.0.0.1:{run.postgres.port} (a throw-away server for this run)")
             await run.start()
             results.append(StepResult("start the federation", True, time.monotonic() - t0, f"{len(scenario.sps)} SPs"))
             console.print(f"[green]✓[/] start the federation ({time.monotonic() - t0:.2f} s)")
@@ -503,6 +547,8 @@ async def run_scenario(
             netlink.shutdown_worker()
         if services is not None:
             await asyncio.to_thread(services.stop)
+        if run.postgres is not None:
+            await asyncio.to_thread(run.postgres.stop)
     return results, slices, fleet
 
 
@@ -566,7 +612,7 @@ def main(argv: list[str]) -> int:
         console.print(f"[yellow]interrupted; every broker was stopped; work folder kept: {workdir}[/]")
         return 130
     passed = bool(results) and all(r.passed for r in results)
-    sps = [SpResult(b.sp_id, b.address, b.rest_address) for b in fleet.brokers.values()]
+    sps = [SpResult(b.name, b.address, b.rest_address) for b in fleet.brokers.values()]
     render_report(scenario.name, passed, results, slices, console, sps)
     if ns.report_json:
         report = report_json(scenario.name, passed, results, slices, sps)

@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from schemas.broker import FilePath, Seconds, WimEntry, optional
+from schemas.broker import FilePath, Seconds, StoreEntry, WimEntry, optional
 from schemas.checks import flag, listed, one_of, text, within
 from schemas.problems import STRICT, Below
 
@@ -60,6 +60,7 @@ ACTIONS = (
     "cut",
     "restore",
     "expect_alert",
+    "orders",
 )
 #: How a ``cut``/``restore`` names what it acts on: an emulated domain's link or pop, a netns slice's
 #: border veth (the leaf's veth to the border port namespace), or the WIM underlay at a border port.
@@ -84,6 +85,10 @@ ERROR_CODES = (
 )
 MAX_WAIT_S = 300.0
 MAX_SLEEP_S = 60.0
+MAX_REPLICAS = 5
+MAX_ORDERS = 100_000
+MAX_CONCURRENCY = 2_000
+MAX_ORDERS_S = 3_600.0
 
 #: What a field takes, said when it is missing.
 ALLOWED: dict[str, str] = {
@@ -308,6 +313,39 @@ class ExpectAlertArgs(_Args):
     count: Count = None
 
 
+class KillReplicaArgs(_Args):
+    """``orders.kill``: one process of the SP (``T`` or its replica ``T#2``) killed -9 during the orders."""
+
+    SHORT = "sp"
+    sp: Name
+    after: Annotated[int, within("a whole number of answered orders from 0", 0, integer=True)] = 0
+    # How long it stays down before it is started again (0: it stays down).
+    restart_after_s: Annotated[float, within(f"a number of seconds in [0, {MAX_SLEEP_S:g}]", 0, MAX_SLEEP_S)] = 1.0
+
+
+class OrdersArgs(_Args):
+    """``orders``: many customers order slices (Reserve, then Commit) at an SP, spread over its replicas.
+
+    Checked afterwards at every SP: each order one committed slice (none lost, none twice), every slice
+    of the orders committed at every SP on its path or released everywhere, no label twice on a port,
+    every request id answered with the same slice by every replica; then (``terminate``) all ended.
+    """
+
+    sp: Name
+    slice: dict[str, Any]
+    count: Annotated[int, within(f"a whole number from 1 to {MAX_ORDERS}", 1, MAX_ORDERS, integer=True)]
+    concurrency: Annotated[
+        int, within(f"a whole number from 1 to {MAX_CONCURRENCY}", 1, MAX_CONCURRENCY, integer=True)
+    ] = 50
+    hold_time_s: Annotated[int, within("a whole number of seconds from 1", 1, integer=True)] = 60
+    kill: KillReplicaArgs | None = None
+    terminate: Flag = False
+    # For all the orders together (the checks after them are bounded per call).
+    timeout_s: Annotated[
+        float, within(f"a number of seconds in (0, {MAX_ORDERS_S:g}]", 0, MAX_ORDERS_S, low_open=True)
+    ] = 900.0
+
+
 class WaitCatalogArgs(_Args):
     """``wait_catalog``: terminals appear in (or vanish from) the SP's catalog."""
 
@@ -352,6 +390,7 @@ ARGS: dict[str, type[_Args]] = {
     "cut": CutArgs,
     "restore": CutArgs,
     "expect_alert": ExpectAlertArgs,
+    "orders": OrdersArgs,
 }
 
 
@@ -415,10 +454,14 @@ class SpFile(BaseModel):
     # Each entry is a broker config's domains[i], read by its domain schema when the SP starts.
     domains: Annotated[list[dict[str, Any]], BeforeValidator(optional(listed("must be a list")))] | None = None
     wim: WimEntry | None = None
+    # ``backend: postgresql`` without a ``dsn``: the runner starts a throw-away PostgreSQL for the run.
+    store: StoreEntry | None = None
+    # How many broker processes run this SP (one identity, one PostgreSQL database): ``T``, ``T#2``, ...
+    replicas: Annotated[int, within(f"a whole number from 1 to {MAX_REPLICAS}", 1, MAX_REPLICAS, integer=True)] = 1
 
 
 #: The broker settings an SP entry may carry (its config file's, as ``sps[i]`` states them).
-SP_SETTINGS = tuple(k for k in SpFile.model_fields if k not in ("id", "lower", "faults"))
+SP_SETTINGS = tuple(k for k in SpFile.model_fields if k not in ("id", "lower", "faults", "replicas"))
 
 
 class ScenarioFile(BaseModel):
@@ -438,6 +481,7 @@ __all__ = [
     "ARGS",
     "ERROR_CODES",
     "FAULT_TARGETS",
+    "MAX_REPLICAS",
     "MAX_SLEEP_S",
     "MAX_WAIT_S",
     "OUTCOMES",

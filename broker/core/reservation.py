@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 S = SliceState
 T = TypeVar("T")
 
+#: The lock planning holds from reading which labels are taken to saving its own picks.
+PLAN_LOCK = "plan:labels"
 #: Plans tried per Reserve: the first and the crankbacks after lower-SP refusals or label disagreements.
 MAX_PLAN_ATTEMPTS = 4
 MAX_HOLD_TIME_S = 3600.0
@@ -214,23 +216,31 @@ class Reserving(ManagerBase):
         waited_for_notes = False
         for attempt in range(MAX_PLAN_ATTEMPTS):
             seen = self._note_versions()
-            try:
-                plan = self._plan(rec.request, exclude, avoid)
-            except FedError as exc:
+            refused: FedError | None = None
+            # Planning picks each link's preferred label among those no holding slice uses; the pick is
+            # saved before the lock is let go, so no other reservation (in this process or another
+            # replica sharing the store) plans on the same label meanwhile.
+            async with self._lock(PLAN_LOCK):
+                try:
+                    plan = self._plan(rec.request, exclude, avoid)
+                except FedError as exc:
+                    refused = exc
+                else:
+                    segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
+                    rec = self._save(replace(rec, segments=segments, links=links))
+            if refused is not None:
                 # A refusal for capacity may only mean a release below has not climbed up yet: wait
                 # (briefly, once) for a newer note and plan again on it.
-                if exc.code is ErrorCode.RESOURCE_EXHAUSTED and not waited_for_notes:
+                if refused.code is ErrorCode.RESOURCE_EXHAUSTED and not waited_for_notes:
                     waited_for_notes = True
                     if await self._newer_notes(seen, deadline):
                         log.info("slice %s: refused on notes that changed meanwhile; planning again", rec.id)
                         continue
                 if not refusals:
-                    raise
+                    raise refused
                 raise crankback_refusal(
-                    exc.code, exc.message, refusals, constraint=named_below(exc.constraint, refusals)
+                    refused.code, refused.message, refusals, constraint=named_below(refused.constraint, refusals)
                 ) from None
-            segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
-            rec = self._save(replace(rec, segments=segments, links=links))
             planned = {planner.link_key(ln.a_port, ln.b_port): ln.label_a for ln in links}
             rec, failed = await self._reserve_segments(rec, deadline)
             if failed:

@@ -99,6 +99,22 @@ class SliceStore(Protocol):
         """The task log of a slice."""
         ...
 
+    def books_version(self, domain: str) -> int:
+        """How many times a local domain's shared books changed (0: never written)."""
+        ...
+
+    def book_entries(self, domain: str) -> tuple[int, list[tuple[str, str, SliceState]]]:
+        """A local domain's books: their version and each held segment's (order key, handle, state)."""
+        ...
+
+    def book_put(self, domain: str, key: str, handle: str, state: SliceState) -> int:
+        """Hold or move a segment in a local domain's books; their new version."""
+        ...
+
+    def book_drop(self, domain: str, key: str) -> int:
+        """Release a segment from a local domain's books; their new version."""
+        ...
+
     def save_rule(self, slice_id: str, name: str, body: Mapping[str, object]) -> None:
         """Keep a user rule of a slice (as plain data, replacing the one of that name); it goes with its slice."""
         ...

@@ -147,6 +147,24 @@ CREATE TABLE IF NOT EXISTS hub_subscriptions (
 """
 
 
+#: Version 5 (issue 16): a local domain's books, when the SP's replicas share them: each held segment's
+#: handle and state per domain, and a version per domain that every change moves on (read to see
+#: whether another replica changed the books since this one last read them).
+_BOOKS = """
+CREATE TABLE IF NOT EXISTS domain_holdings (
+    domain TEXT NOT NULL,
+    order_key TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (domain, order_key)
+);
+CREATE TABLE IF NOT EXISTS domain_books (
+    domain TEXT PRIMARY KEY,
+    version {int} NOT NULL
+)
+"""
+
+
 def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
     """(number, what it does, the SQL) of every migration, oldest first. Append; never edit one that shipped."""
     return [
@@ -154,6 +172,7 @@ def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
         (2, "service orders (the REST API's TMF641 orders)", _ORDERS.format(real=dialect.real, pos=dialect.pos)),
         (3, "the alerts open at this level, per slice and cause", _ALERTS),
         (4, "the REST hub's subscriptions", _HUB.format(real=dialect.real)),
+        (5, "local domains' books, shared by an SP's replicas", _BOOKS.format(int=dialect.int)),
     ]
 
 

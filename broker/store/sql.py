@@ -535,6 +535,46 @@ class SqlStore:
         ).fetchall()
         return [(r["id"], json.loads(r["principal"]), r["callback"], r["query"]) for r in rows]
 
+    # --- a local domain's books (replicas share them) ----------------------------------------
+
+    def books_version(self, domain: str) -> int:
+        """How many times ``domain``'s books changed (0: never written)."""
+        row = self._execute("SELECT version FROM domain_books WHERE domain = ?", (domain,)).fetchone()
+        return int(row["version"]) if row else 0
+
+    def book_entries(self, domain: str) -> tuple[int, list[tuple[str, str, SliceState]]]:
+        """The books' version and every segment held in ``domain``: (order key, handle, state), by key."""
+        with self._snapshot():
+            version = self.books_version(domain)
+            rows = self._execute(
+                "SELECT order_key, handle, state FROM domain_holdings WHERE domain = ? ORDER BY order_key", (domain,)
+            ).fetchall()
+        return version, [(r["order_key"], r["handle"], SliceState(r["state"])) for r in rows]
+
+    def book_put(self, domain: str, key: str, handle: str, state: SliceState) -> int:
+        """Hold (or move) the segment ``key`` in ``domain``'s books; the books' new version."""
+        with self._tx():
+            self._execute(
+                "INSERT INTO domain_holdings VALUES (?,?,?,?) ON CONFLICT (domain, order_key) DO UPDATE SET "
+                "handle = excluded.handle, state = excluded.state",
+                (domain, key, handle, state.value),
+            )
+            return self._bump_books(domain)
+
+    def book_drop(self, domain: str, key: str) -> int:
+        """Release the segment ``key`` from ``domain``'s books; the books' new version."""
+        with self._tx():
+            self._execute("DELETE FROM domain_holdings WHERE domain = ? AND order_key = ?", (domain, key))
+            return self._bump_books(domain)
+
+    def _bump_books(self, domain: str) -> int:
+        self._execute(
+            "INSERT INTO domain_books VALUES (?, 1) "
+            "ON CONFLICT (domain) DO UPDATE SET version = domain_books.version + 1",
+            (domain,),
+        )
+        return self.books_version(domain)
+
     def prune_failed(self, *, before: float, keep: int) -> int:
         """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.
 

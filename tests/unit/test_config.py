@@ -64,9 +64,9 @@ def test_leaf_config_gets_defaults_and_data_dir_relative_to_the_file(tmp_path: P
         ),
         (f"sp_id: T\nlower_sps: [{LOWER}]\nstore: {{replicas: true}}\n", "store.replicas: needs backend postgresql"),
         (
-            "sp_id: L\ndomains: [{id: L, pops: [a], endpoints: [{id: L.ep, pop: a, capacity_mbps: 1}]}]\n"
+            "sp_id: L\ndomains: [{id: L, type: netns, pops: [a], endpoints: [{id: L.ep, pop: a, capacity_mbps: 1}]}]\n"
             "store: {backend: postgresql, dsn: 'host=x', replicas: true}\n",
-            "store.replicas: an SP with domains of its own cannot run as replicas yet",
+            "store.replicas: domain 'L' (netns) is network namespaces and processes on one host's kernel",
         ),
         (
             f"sp_id: T\nlower_sps: [{LOWER}]\nwim: {{driver: linux}}\n"
