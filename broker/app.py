@@ -203,7 +203,9 @@ class Broker:
                 self._data_lock.close()
                 raise ConfigError(f"{where}{exc}", field=exc.field) from None
             agents[dom.id] = local[dom.id] = agent
-        self.offers = OfferDesk(local, config.data_dir / "offers.json", read_policy=parse_policy)
+        self.offers = OfferDesk(
+            local, config.data_dir / "offers.json", read_policy=parse_policy, replicated=config.store.replicas
+        )
         self._lower_channels: dict[str, grpc.aio.Channel] = {}
         for lower in config.lower_sps:
             # The lower-SP's certificate must name its SP id, whatever address it is reached at.
@@ -220,6 +222,7 @@ class Broker:
                 channel=channel,
                 auth=partial(self.identity.metadata, lower.id),
                 faults=self.faults,
+                failover=lower.balanced,
             )
         self.agents = agents
         capacity = dict(config.wim.capacity_mbps or {})
@@ -245,6 +248,7 @@ class Broker:
             local_domains=[d.id for d in config.domains],
             wim=self.wim,
             notes=self.catalog.current,
+            heard=self.catalog.heard,
             clock=clock,
             default_hold_s=config.hold_time_s,
             child_timeout_s=config.lower_timeout_s,

@@ -269,11 +269,11 @@ def _step(
         args["concurrency"] = model.concurrency
         args["hold_time_s"] = model.hold_time_s
         args["timeout_s"] = model.timeout_s
-        if model.kill is not None:
-            victim = _process(model.kill.sp, f"{apath}.kill.sp", processes)
-            if victim != sp:
-                raise ScenarioError(f"{apath}.kill.sp: {model.kill.sp!r} is not a process of {sp}, where the orders go")
-            args["kill"] = model.kill.model_dump()
+        kills = model.kill if isinstance(model.kill, list) else [] if model.kill is None else [model.kill]
+        for j, kill in enumerate(kills):
+            where = f"{apath}.kill" + (f"[{j}]" if isinstance(model.kill, list) else "")
+            _process(kill.sp, f"{where}.sp", processes)
+        args["kill"] = [kill.model_dump() for kill in kills]
     if action == "request":
         if model.as_ in aliases:
             raise ScenarioError(f"{apath}.as: alias {model.as_!r} is used twice")

@@ -5,7 +5,8 @@ Commit, at the replicas in turn (order ``i`` reserves at replica ``i`` and commi
 as clients of a replicated service do: a call that meets a replica gone (the transport says so) is
 sent again, unchanged, to the next one. A reservation the kill interrupted is answered UNAVAILABLE
 by the replica that settles it (presumed abort); the customer then orders again under a new request
-id. One process of the SP may be killed -9 after ``after`` answered orders and started again.
+id. Broker processes (the SP's replicas, or any SP's below) may be killed -9, each after ``after``
+answered orders, and started again ``restart_after_s`` later.
 
 Afterwards the federation is read at every SP (``convergence.read_everywhere``) and judged:
 
@@ -42,13 +43,16 @@ CALL_TIMEOUT_S = 30.0
 TRANSPORT = ("failed to connect", "Socket closed", "Connection reset", "Broken pipe", "Connection refused")
 RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 #: Orders again under a new request id when a reservation was interrupted (bounded).
-ATTEMPTS = 3
+ATTEMPTS = 5
 #: Calls to the next replica while replicas are down (bounded).
 HOPS = 15
 #: Replays and reads at the end run this many at a time.
 READERS = 20
 #: A reservation a kill interrupted is refused in these words by the replica that settles it.
-INTERRUPTED = ("interrupted", "stopped")
+INTERRUPTED = ("interrupted", "stopped", "restarted during the reservation")
+#: Refusals of a Reserve a customer orders again after (under a new request id): the federation was
+#: busy or a process was coming back, not a "no" to the order. Their slices must end released.
+TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
 class Refused(Exception):
@@ -75,7 +79,7 @@ async def call_any(
     idempotent call: Commit, Terminate), UNAVAILABLE or DEADLINE_EXCEEDED, which say the operation
     goes on (a lower SP slow to confirm): it is then sent again. ``hops`` counts calls sent again.
     """
-    last: grpc.aio.AioRpcError | None = None
+    last = "none running"
     for attempt in range(HOPS):
         broker = replicas[(first + attempt) % len(replicas)]
         if not broker.running() or broker.channel is None:
@@ -83,15 +87,23 @@ async def call_any(
         try:
             reply: pb.Slice = await getattr(broker.slices, rpc)(request, timeout=CALL_TIMEOUT_S)
             return reply
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this customer is being stopped
+            # The channel was closed under the call (its broker restarted): the call was lost.
+            last = f"{rpc} at {broker.name}: cancelled with its channel"
+            if hops is not None:
+                hops.append(1)
         except grpc.aio.AioRpcError as exc:
             gone = not broker.running() or any(t in (exc.details() or "") for t in TRANSPORT)
             if exc.code() not in RETRY or not (gone or again):
                 raise Refused(f"{rpc} at {broker.name}: {exc.code().name}: {exc.details()}") from exc
-            last = exc
+            last = f"{exc.code().name}: {exc.details()}"
             if hops is not None:
                 hops.append(1)
         await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))  # bounded: about 20 s over every hop
-    raise Refused(f"{rpc}: no replica answered after {HOPS} calls: {last.details() if last else 'none running'}")
+    raise Refused(f"{rpc}: no replica answered after {HOPS} calls: {last}")
 
 
 @dataclass
@@ -102,7 +114,7 @@ class OrderBook:
     refused: dict[str, str] = field(default_factory=dict)  # request id -> why (an attempt ordered again)
     failed: dict[int, str] = field(default_factory=dict)  # order -> why it never committed
     hops: list[int] = field(default_factory=list)
-    killed_after: int | None = None
+    kills: list[tuple[str, int, float]] = field(default_factory=list)  # (process, answered before, down for)
     late: int = 0  # customers still ordering when ``timeout_s`` ran out
     down_s: float = 0.0
     seconds: float = 0.0
@@ -117,16 +129,13 @@ def _order_id(prefix: str, i: int, attempt: int) -> str:
 
 
 async def place(fleet: Fleet, sp_id: str, request: pb.SliceRequest, args: Mapping[str, Any], prefix: str) -> OrderBook:
-    """Run the customers; kill (and restart) the process ``args["kill"]`` names when it is due."""
+    """Run the customers; kill (and restart) the processes ``args["kill"]`` names when each is due."""
     replicas = processes(fleet, sp_id)
     count, hold = int(args["count"]), int(args["hold_time_s"])
     book = OrderBook()
     counter = itertools.count()
     done = asyncio.Event()
-    kill: Mapping[str, Any] | None = args.get("kill")
-    due = asyncio.Event()
-    if kill is not None and int(kill["after"]) == 0:
-        due.set()
+    kills: list[Mapping[str, Any]] = list(args.get("kill") or ())
 
     async def customer() -> None:
         while (i := next(counter)) < count:
@@ -141,40 +150,43 @@ async def place(fleet: Fleet, sp_id: str, request: pb.SliceRequest, args: Mappin
                         pb.ReserveRequest(request_id=rid, request=request, hold_time_s=hold),
                         hops=book.hops,
                     )
-                    if held.state != pb.SLICE_STATE_HELD:
-                        why = f"{rid}: Reserve answered {state_name(held.state)} ({held.reason})"
-                        break
+                except Refused as exc:
+                    why = str(exc)
+                    if not any(w in why for w in (*INTERRUPTED, *TRANSIENT)):
+                        break  # a definitive refusal: the order fails, and the check says so
+                    book.refused[rid] = why
+                    await asyncio.sleep(0.5 * (attempt + 1))  # a busy federation: back off a little
+                    continue
+                if held.state != pb.SLICE_STATE_HELD:
+                    why = f"{rid}: Reserve answered {state_name(held.state)} ({held.reason})"
+                    break
+                try:  # a Commit is repeated (it is idempotent), never ordered again under a new id
                     book.answered[rid] = await call_any(
                         replicas, i + 1, "Commit", pb.SliceRef(slice_id=held.id), hops=book.hops, again=True
                     )
                     why = ""
-                    break
                 except Refused as exc:
                     why = str(exc)
-                    if not any(w in why for w in INTERRUPTED):
-                        break  # a refusal that is not the kill's: the order fails, and the check says so
-                    book.refused[rid] = why
+                break
             if why:
                 book.failed[i] = why
-            if kill is not None and len(book.answered) >= int(kill["after"]):
-                due.set()
 
-    async def killer() -> None:
-        assert kill is not None
-        while not due.is_set():  # bounded: ``done`` is set when the customers end, whatever happened
+    async def killer(kill: Mapping[str, Any]) -> None:
+        name, after = str(kill["sp"]), int(kill["after"])
+        while len(book.answered) < after:  # bounded: ``done`` is set when the customers end, whatever happened
             if done.is_set():
                 return
             await asyncio.sleep(0.05)
-        book.killed_after = len(book.answered)
-        fleet.signal(str(kill["sp"]), signal.SIGKILL)
+        answered = len(book.answered)
+        fleet.signal(name, signal.SIGKILL)
         t0 = time.monotonic()
         if float(kill["restart_after_s"]) > 0:
             await asyncio.sleep(float(kill["restart_after_s"]))
-            await fleet.restart(str(kill["sp"]))
-            book.down_s = time.monotonic() - t0
+            await fleet.restart(name)
+        book.kills.append((name, answered, time.monotonic() - t0 if kill["restart_after_s"] else 0.0))
 
     t0 = time.monotonic()
-    killing = asyncio.ensure_future(killer()) if kill is not None else None
+    killing = [asyncio.ensure_future(killer(kill)) for kill in kills]
     customers = [asyncio.ensure_future(customer()) for _ in range(min(int(args["concurrency"]), count))]
     finished, late = await asyncio.wait(customers, timeout=float(args["timeout_s"]))
     book.seconds = time.monotonic() - t0
@@ -183,8 +195,7 @@ async def place(fleet: Fleet, sp_id: str, request: pb.SliceRequest, args: Mappin
         task.cancel()
     await asyncio.gather(*late, return_exceptions=True)
     done.set()
-    if killing is not None:
-        await killing  # a restart under way is finished (or its failure raised) before anything is read
+    await asyncio.gather(*killing)  # a restart under way is finished (or its failure raised) before any read
     for task in finished:
         task.result()  # a customer's own bug is raised, not hidden
     return book
@@ -333,9 +344,8 @@ async def run_orders(
         )
     if len(book.failed) > 10:
         problems.append(f"… and {len(book.failed) - 10} more orders failed")
-    kill = args.get("kill")
-    if kill is not None and book.killed_after is None:
-        problems.append(f"{kill['sp']} was never killed")
+    killed = {name for name, _, _ in book.kills}
+    problems += [f"{k['sp']} was never killed" for k in args.get("kill") or () if k["sp"] not in killed]
     sps = sorted(set(lowers) | {lo for los in lowers.values() for lo in los})
     readings = await read_everywhere(fleet, sps, timeout_s=CALL_TIMEOUT_S)
     found, outcomes, pairs = check_everywhere(readings, lowers, sp_id, book)
@@ -346,12 +356,11 @@ async def run_orders(
         f"{count} orders at {sp_id} over {n} processes, {args['concurrency']} customers: "
         f"{len(book.answered)} committed in {book.seconds:.1f} s ({len(book.answered) / max(book.seconds, 1e-9):.1f}/s)"
     ]
-    if book.killed_after is not None and kill is not None:
-        back = f", back after {book.down_s:.1f} s" if book.down_s else ", left down"
-        parts.append(f"{kill['sp']} killed -9 after {book.killed_after} answered{back}")
+    for name, answered, down in book.kills:
+        parts.append(f"{name} killed -9 after {answered} answered" + (f", back after {down:.1f} s" if down else ""))
     parts.append(
-        f"{len(book.hops)} calls sent again to another replica; {len(book.refused)} reservations interrupted "
-        "by the kill and ordered again"
+        f"{len(book.hops)} calls sent again to another replica; {len(book.refused)} reservations refused "
+        "(interrupted by a kill, UNAVAILABLE or DEADLINE_EXCEEDED) and ordered again"
     )
     parts.append(
         f"every SP read: {', '.join(f'{v} {k}' for k, v in sorted(outcomes.items()))} slices; "

@@ -199,7 +199,7 @@ class Run:
                 raise StepFailed(str(exc)) from None
         if step.action == "orders":
             assert step.request is not None  # parsed with the scenario
-            self.touched = list(self.scenario.sp(a["sp"]).processes)
+            self.touched = [*self.scenario.sp(a["sp"]).processes, *(k["sp"] for k in a["kill"])]
             try:
                 return await run_orders(self.fleet, self.scenario.lowers, a["sp"], step.request, a, self.prefix)
             except OrdersFailed as exc:

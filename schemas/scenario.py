@@ -314,7 +314,7 @@ class ExpectAlertArgs(_Args):
 
 
 class KillReplicaArgs(_Args):
-    """``orders.kill``: one process of the SP (``T`` or its replica ``T#2``) killed -9 during the orders."""
+    """``orders.kill``: one broker process (an SP ``M1``, or a replica ``T#2``) killed -9 during the orders."""
 
     SHORT = "sp"
     sp: Name
@@ -338,7 +338,8 @@ class OrdersArgs(_Args):
         int, within(f"a whole number from 1 to {MAX_CONCURRENCY}", 1, MAX_CONCURRENCY, integer=True)
     ] = 50
     hold_time_s: Annotated[int, within("a whole number of seconds from 1", 1, integer=True)] = 60
-    kill: KillReplicaArgs | None = None
+    # One process killed -9 during the orders, or several (each when its ``after`` is reached).
+    kill: KillReplicaArgs | list[KillReplicaArgs] | None = None
     terminate: Flag = False
     # For all the orders together (the checks after them are bounded per call).
     timeout_s: Annotated[

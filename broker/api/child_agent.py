@@ -28,6 +28,9 @@ from slicing.model import HOLDING_STATES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Tries of one call at a lower SP with several addresses when the transport loses it, and the pause.
+FAILOVER_TRIES = 3
+FAILOVER_PAUSE_S = 0.1
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -45,8 +48,11 @@ class ChildBrokerAgent:
         channel: grpc.aio.Channel | None = None,
         auth: Callable[[str], Metadata] | None = None,
         faults: Faults = NO_FAULTS,
+        failover: bool = False,
     ) -> None:
         self._domain_id = SpId(domain_id)
+        # Several addresses (replicas): a call the transport lost is sent again, to another replica.
+        self._failover = failover
         self.address = address
         self._requester = requester
         # Call metadata is made per call: a call token is accepted once, so each call mints its own.
@@ -69,12 +75,19 @@ class ChildBrokerAgent:
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         self._faults.check_partition(self._domain_id)
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc, self._domain_id) from None
-        except FedError:
-            raise
+        for attempt in range(FAILOVER_TRIES if self._failover else 1):
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as exc:
+                # Every call here is idempotent (a Reserve by its order key), so one the transport
+                # lost when a replica died goes again: the channel picks a replica that answers its
+                # health checks. A broker's own answer (it starts "[sp]") or a deadline is final.
+                lost = exc.code() is grpc.StatusCode.UNAVAILABLE and not (exc.details() or "").startswith("[")
+                if not (lost and self._failover and attempt + 1 < FAILOVER_TRIES):
+                    raise from_rpc_error(exc, self._domain_id) from None
+                log.info("%s at %s: %s; sending it again to another replica", what, self._domain_id, exc.details())
+                await asyncio.sleep(FAILOVER_PAUSE_S * (attempt + 1))
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def notes(self) -> AsyncIterator[SignedNote]:
         """The lower-SP's signed notes as it pushes them; reconnects with bounded backoff until cancelled."""

@@ -90,6 +90,10 @@ class Catalog:
         """Unexpired notes from below, by child id: all the planner may use."""
         return self._store.current(self._clock())
 
+    def heard(self) -> list[SpId]:
+        """Every child that sent a note this process took (expired since or not)."""
+        return list(self._store.versions())
+
     @property
     def own(self) -> CapabilityNote | None:
         """The note this broker publishes (None until a child has published)."""

@@ -38,21 +38,24 @@ class FollowingChildren(ManagerBase):
         is brought back to it (``_realign``). Returns the keys released.
         """
         agent = self._agent(domain)
+        asked_at = self._clock()
         held = await self._bounded(agent.holdings(), self.child_timeout_s, domain)
+        known = self._store.segments_at(domain)  # one read for every holding, not one per slice
         orphans = []
         drifted: list[tuple[str, str, SliceState]] = []
         for key, handle, state in held:
+            found = known.get(key)
             slice_id = slice_of_order_key(key)
+            # A local domain's state is this broker's own word, not a report from below.
+            fix = found is not None and domain not in self._local and _fix_for(found[0], found[1], state) is not None
+            if found is not None and found[1] not in RELEASED and not fix:
+                continue  # agrees: most of them, decided without a lock read
             if slice_id and self.busy(slice_id):
-                continue
-            rec = self._store.get(slice_id) if slice_id else None
-            seg = next((s for s in rec.segments if s.order_key == key), None) if rec else None
-            if rec is not None and rec.state not in FINAL_STATES and seg is not None and seg.state not in RELEASED:
-                # A local domain's state is this broker's own word, not a report from below.
-                if domain not in self._local and _fix_for(rec.state, seg.state, state) is not None:
-                    drifted.append((rec.id, key, state))
-                continue
-            orphans.append((key, handle))
+                continue  # an operation runs on it: it settles it, not anti-entropy
+            if found is not None and found[1] not in RELEASED:
+                drifted.append((slice_id, key, state))
+            else:
+                orphans.append((key, handle))
         released = []
         for key, handle in orphans:
             log.warning("%s holds %s for %s, which no slice here holds: releasing it", domain, key, self.sp_id)
@@ -64,25 +67,26 @@ class FollowingChildren(ManagerBase):
             released.append(key)
         for slice_id, key, state in drifted:
             try:
-                await self._detached(self._realign(slice_id, domain, key, state))
+                await self._detached(self._realign(slice_id, domain, key, state, asked_at))
             except FedError as exc:
                 log.warning("slice %s: bringing %s's segment back from %s failed: %s (next pass retries)",
                             slice_id, domain, state, exc)  # fmt: skip
         return released
 
-    async def _realign(self, slice_id: str, domain: str, key: str, seen: SliceState) -> None:
+    async def _realign(self, slice_id: str, domain: str, key: str, seen: SliceState, asked_at: float) -> None:
         """Bring a child's segment (seen in ``seen`` there) back to where this broker's settled slice has it.
 
         The slice's decision stands, as after a crash: a child that took a segment out of service
         behind it (an operator, a Deactivate that crossed an Activate) is activated again, one that
         put it in service while the slice is out of service is deactivated, and one that still holds
         a segment the slice committed is told Commit again (its refusal, a hold that is gone, is then
-        handled as any child that ended its segment).
+        handled as any child that ended its segment). A slice that changed after the child was asked
+        (``asked_at``: a commit that reached the child meanwhile) is left to the next comparison.
         """
         async with self._lock(slice_id):
             rec = self.get(slice_id)
             seg = next((s for s in rec.segments if s.order_key == key and s.domain == domain), None)
-            if seg is None or rec.state in FINAL_STATES:
+            if seg is None or rec.state in FINAL_STATES or rec.updated_at > asked_at:
                 return
             fix = _fix_for(rec.state, seg.state, seen)
             if fix is None:

@@ -107,8 +107,12 @@ class ManagerBase:
         faults: Faults = NO_FAULTS,
         child_timeout_s: float = 10.0,
         activation_timeout_s: float | None = None,
+        heard: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.sp_id = sp_id
+        # The children that sent a note since this process started, expired ones included (None: take
+        # every child as heard): a terminal no note names is refused as unknown once all of them spoke.
+        self._heard: Callable[[], Iterable[str]] = heard or (lambda: agents.keys())
         self._store = store
         self._agents = dict(agents)
         self._local = frozenset(local_domains)

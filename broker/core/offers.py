@@ -18,7 +18,7 @@ from typing import Protocol
 
 from capability_catalog.authoring import OfferPolicy, policy_to_dict
 from capability_catalog.model import CapabilityNote
-from slicing.errors import NotFound
+from slicing.errors import FailedPrecondition, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class OfferDesk:
         path: Path,
         *,
         read_policy: Callable[[object, str], tuple[OfferPolicy, list[str]]],
+        replicated: bool = False,
     ) -> None:
         # read_policy: the edge's schema of the offer's authoring form (schemas.note.parse_policy);
         # the core takes it as a parameter, so it stays free of the schema library.
@@ -52,6 +53,8 @@ class OfferDesk:
         self._path = path
         self._read_policy = read_policy
         self._saved: dict[str, object] = {}  # what offers.json holds, in its authoring form
+        # Replicas share the store, not offers.json: an edit at one would not reach the others.
+        self._replicated = replicated
 
     def restore(self) -> None:
         """Re-apply the persisted edits (a file that does not parse is reported and left alone)."""
@@ -80,6 +83,12 @@ class OfferDesk:
         if agent is None:
             raise NotFound(
                 f"domain '{domain}': not a local domain of this SP (local: {', '.join(sorted(self._agents))})"
+            )
+        if self._replicated:
+            raise FailedPrecondition(
+                f"domain '{domain}': this SP runs as replicas, which do not share offer edits yet (an edit here "
+                "would not reach the other replicas' notes): change the domain's offer in the config file and "
+                "restart each replica"
             )
         self._save(domain, offer)
         note = agent.set_offer(offer)

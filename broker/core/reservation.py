@@ -193,13 +193,25 @@ class Reserving(ManagerBase):
             trace=(*request.trace, self.sp_id),
             include_sps=tuple(sp for sp in request.include_sps if sp != self.sp_id),
         )
-        return planner.plan(
-            mine,
-            usable,
-            used_labels=self._store.used_link_labels(),
-            exclude_labels=exclude,
-            avoid_runs=tuple(avoid),
-        )
+        try:
+            return planner.plan(
+                mine,
+                usable,
+                used_labels=self._store.used_link_labels(),
+                exclude_labels=exclude,
+                avoid_runs=tuple(avoid),
+            )
+        except InvalidArgument as exc:
+            # A terminal no note names is the customer's mistake only once every child has spoken:
+            # a broker that just started (a replica back from a crash) may not have all notes yet.
+            heard = set(self._heard())
+            silent = sorted(sp for sp in self._agents if sp not in heard and sp not in notes)
+            if exc.field not in ("request.src", "request.dst") or not silent:
+                raise
+            raise Unavailable(
+                f"{exc.message}; {', '.join(silent)} sent this broker no note yet (it may have just started): "
+                "retry in a few seconds"
+            ) from None
 
     async def _reserve_with_crankback(self, rec: SliceRecord, deadline: float | None) -> SliceRecord:
         """Plan, reserve everywhere; on a refusal or a label disagreement release all and re-plan around it.

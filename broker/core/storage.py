@@ -99,6 +99,10 @@ class SliceStore(Protocol):
         """The task log of a slice."""
         ...
 
+    def segments_at(self, domain: str) -> dict[str, tuple[SliceState, SliceState]]:
+        """Each segment at ``domain`` of a slice not yet ended: order key -> (slice state, segment state)."""
+        ...
+
     def books_version(self, domain: str) -> int:
         """How many times a local domain's shared books changed (0: never written)."""
         ...

@@ -58,6 +58,8 @@ INSERT INTO tasks VALUES (?,?,?,?,?,?,?) ON CONFLICT (slice_id, operation, seq, 
 """
 _HOLDING = [s.value for s in HOLDING_STATES]
 _MARKS_HOLDING = ",".join("?" * len(HOLDING_STATES))
+_FINAL = [s.value for s in FINAL_STATES]
+_MARKS_FINAL = ",".join("?" * len(FINAL_STATES))
 
 
 def _link_labels(links: Iterable[LinkRecord]) -> tuple[LinkLabel, ...]:
@@ -348,6 +350,18 @@ class SqlStore:
                 "SELECT * FROM slices WHERE requester = ? AND request_id = ?", (requester, request_id)
             ).fetchone()
             return self._load(row) if row else None
+
+    def segments_at(self, domain: str) -> dict[str, tuple[SliceState, SliceState]]:
+        """Every segment at ``domain`` of a slice that has not ended: order key -> (slice state, segment state).
+
+        One query for what anti-entropy compares a child's holdings with (not one read per slice).
+        """
+        rows = self._execute(
+            "SELECT g.order_key, s.state AS slice_state, g.state AS segment_state FROM segments g "  # noqa: S608
+            f"JOIN slices s ON s.id = g.slice_id WHERE g.domain = ? AND s.state NOT IN ({_MARKS_FINAL})",
+            (domain, *_FINAL),
+        ).fetchall()
+        return {r["order_key"]: (SliceState(r["slice_state"]), SliceState(r["segment_state"])) for r in rows}
 
     def find_by_segment(self, domain: str, handle: str) -> SliceRecord | None:
         """The slice one of whose current segments ``domain`` granted under ``handle``, or None."""

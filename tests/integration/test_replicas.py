@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
 from collections import Counter
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -26,7 +29,9 @@ import pytest
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.postgres import PostgresServer
 from scenarios.processes import BrokerProcess
+from tests.conftest import require_postgresql
 from tests.integration.federation import Federation, leaf_domain, slice_request
+from tests.integration.test_cli import cli
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +170,22 @@ async def test_three_replicas_of_the_top_share_orders_and_survive_a_kill(
         await asyncio.sleep(0.1)
     watcher.cancel()
     assert not unheard(), {sid: seen.get(sid) for sid in unheard()[:3]}
+
+
+def test_the_replicas_scenario_passes_with_kills_at_three_levels(tmp_path: Path) -> None:
+    """``scenarios/replicas.yaml`` as a person runs it: 1,000 orders, T#2, M1#2 and L4#2 killed -9 in turn."""
+    require_postgresql()  # the run starts its own PostgreSQL from the distribution's programs
+    report_path = tmp_path / "report.json"
+    run = cli("scenario", "run", "scenarios/replicas.yaml", "--report-json", str(report_path), timeout=1500)
+    report = json.loads(report_path.read_text())
+    failed = [f"{s['name']}: {s['detail'][:2000]}" for s in report["steps"] if not s["passed"]]
+    assert run.returncode == 0 and report["passed"], failed or run.stderr[-3000:]
+    orders = next(s for s in report["steps"] if s["name"].startswith("1,000 orders"))
+    detail = orders["detail"]
+    assert "1000 orders at T over 3 processes" in detail and ": 1000 committed in" in detail, detail
+    for victim, after in (("T#2", 300), ("M1#2", 500), ("L4#2", 700)):
+        killed = re.search(rf"{re.escape(victim)} killed -9 after (\d+) answered, back after", detail)
+        assert killed and int(killed.group(1)) >= after, detail
+    assert "1000 terminated" in detail and "answered the same slice" in detail, detail
+    # Every process of the run is in the report, replicas by their own names.
+    assert {sp["id"] for sp in report["sps"]} == {"T", "T#2", "T#3", "M1", "M1#2", "M2", "L1", "L2", "L3", "L4", "L4#2"}

@@ -198,3 +198,13 @@ def test_a_lower_sp_at_several_addresses_is_one_balanced_target(tmp_path: Path) 
     assert (many.address, many.target, many.balanced) == ("127.0.0.1:1", "ipv4:127.0.0.1:1,127.0.0.1:2", True)
     text = f"sp_id: T\nlower_sps: [{{id: A, keys: ['{KEY}'], addresses: ['[::1]:1', '[::1]:2']}}]\n"
     assert load_config(write(tmp_path, text)).lower_sps[0].target == "ipv6:[::1]:1,[::1]:2"
+
+
+def test_a_leaf_with_emulated_domains_may_run_as_replicas(tmp_path: Path) -> None:
+    # Its books are in the shared store (issue 16); netns and OpenStack domains are refused (above).
+    text = (
+        "sp_id: L\ndomains: [{id: L, pops: [a], endpoints: [{id: L.ep, pop: a, capacity_mbps: 1}]}]\n"
+        "store: {backend: postgresql, dsn: 'host=127.0.0.1 dbname=t', replicas: true}\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.store.replicas and cfg.domain_kinds == {"L": "emulated"}

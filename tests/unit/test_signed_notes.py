@@ -44,8 +44,8 @@ from capability_catalog.signing import (
 )
 from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig
 from schemas.note import parse_note, parse_policy, validate_authoring
-from slicing.errors import InvalidArgument
-from slicing.model import SliceRequest
+from slicing.errors import InvalidArgument, Unavailable
+from slicing.model import SliceRequest, SliceState
 from tests.topology import leaf_domain
 from wim.memory import MemoryWimDriver
 
@@ -372,6 +372,41 @@ async def test_a_lower_sp_whose_note_expired_is_not_used_for_a_new_slice(tmp_pat
     assert set(catalog.current()) == {"L1"}
     with pytest.raises(InvalidArgument, match=r"L2\.ep"):
         await manager.reserve("cust", "r1", request, 30)
+
+
+async def test_a_terminal_of_a_child_not_heard_from_since_the_start_is_unavailable_not_unknown(
+    tmp_path: Path,
+) -> None:
+    """A broker that just started (a replica back from a crash) lacks some notes: retry, not "no such terminal"."""
+    clock = Clock()
+    keys = {sp: generate_key() for sp in ("L1", "L2")}
+    trust = TrustStore.of({sp: [public_key_to_text(k.public_key())] for sp, k in keys.items()})
+    catalog = Catalog("T", clock, key=generate_key(), trust=trust)
+    agents = {
+        sp: EmulatedDomainAgent(EmulatedDomainConfig.from_dict(leaf_domain(sp, {peer: "1-99"}), sp), clock)
+        for sp, peer in (("L1", "L2"), ("L2", "L1"))
+    }
+    assert await catalog.offer_signed(SpId("L1"), sign_note(agents["L1"].note, keys["L1"], "L1"))  # L2: nothing yet
+    manager = SliceManager(
+        sp_id="T",
+        store=SqliteStore(tmp_path / "state.db"),
+        agents=agents,  # type: ignore[arg-type]
+        local_domains=[],
+        wim=MemoryWimDriver(),
+        notes=catalog.current,
+        heard=catalog.heard,
+        clock=clock,
+        default_hold_s=30,
+    )
+    request = SliceRequest(src=T("L1.ep"), dst=T("L2.ep"), bandwidth_mbps=10)
+    with pytest.raises(Unavailable, match=r"unknown terminal 'L2\.ep'.*L2 sent this broker no note yet.*retry"):
+        await manager.reserve("cust", "r1", request, 30)
+    assert await catalog.offer_signed(SpId("L2"), sign_note(agents["L2"].note, keys["L2"], "L2"))
+    held = await manager.reserve("cust", "r2", request, 30)  # every child spoke: planned as usual
+    assert held.state is SliceState.HELD
+    bad = SliceRequest(src=T("L1.ep"), dst=T("Q.ep"), bandwidth_mbps=10)
+    with pytest.raises(InvalidArgument, match=r"Q\.ep"):  # now an unknown terminal is the customer's mistake
+        await manager.reserve("cust", "r3", bad, 30)
 
 
 def test_keys_init_writes_a_private_key_only_its_owner_reads_and_prints_the_public_key(

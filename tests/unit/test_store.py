@@ -505,3 +505,27 @@ def test_service_orders_are_kept_found_by_id_and_key_listed_newest_first_and_go_
     )
     assert reopened.prune_failed(before=1e12, keep=0) == 1
     assert reopened.order("o0") is None and reopened.order("ob") is not None
+
+
+def test_segments_at_a_domain_are_read_at_once_for_live_slices_only(open_store: Opener) -> None:
+    store = open_store()
+    store.save(record("s1", S.COMMITTED))
+    active = record("s2", S.ACTIVE)
+    store.save(replace(active, segments=(replace(active.segments[0], state=S.COMMITTED),)))
+    store.save(record("s3", S.TERMINATED))  # ended: its keys are no longer anyone's
+    assert store.segments_at("A") == {"s1.0.0": (S.COMMITTED, S.COMMITTED), "s2.0.0": (S.ACTIVE, S.COMMITTED)}
+    assert store.segments_at("B") == {}
+
+
+def test_a_domains_shared_books_keep_handles_states_and_a_version(open_store: Opener) -> None:
+    store = open_store()
+    assert store.book_entries("D") == (0, [])
+    assert store.book_put("D", "k2", "h2", S.HELD) == 1
+    assert store.book_put("D", "k1", "h1", S.HELD) == 2
+    assert store.book_put("D", "k1", "h1", S.COMMITTED) == 3  # a move
+    assert store.book_drop("D", "k2") == 4
+    assert store.book_drop("D", "absent") == 5  # a no-op still moves the version: readers look again
+    assert store.book_entries("D") == (5, [("k1", "h1", S.COMMITTED)])
+    assert store.books_version("E") == 0
+    again = open_store()  # another process (a replica) reads the same books
+    assert again.book_entries("D") == (5, [("k1", "h1", S.COMMITTED)])
