@@ -288,6 +288,11 @@ class Broker:
         account = self.accounts.get(principal.id)
         return account is not None and account.role is principal.role
 
+    def _account_holds_now(self, principal: Principal) -> bool:
+        """``_account_holds`` against the accounts file as it is now (read again at most once a second)."""
+        self.accounts.refresh()
+        return self._account_holds(principal)
+
     def _child_connected(self, domain: str) -> None:
         """A lower SP's Watch (re)connected: compare holdings, and ask which alerts fire there now."""
         log.info("the Watch stream of lower SP %s is connected", domain)
@@ -464,6 +469,8 @@ class Broker:
             client_ssl=self.identity.ssl_context if self.tls is not None else None,
             monitor=monitor,
             store=self.store,
+            still_allowed=self._account_holds_now,
+            keep_events=self.config.retention.events_max,
         )
         self.accounts.refresh()  # once, for every kept subscription checked against it
         restored = hub.restore(self._account_holds)

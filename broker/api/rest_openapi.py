@@ -91,6 +91,18 @@ ACCESS_TOKEN = Param(
 INITIAL = Param(
     "initial", "query", {"type": "boolean"}, "Send every visible slice's current state first (default false)"
 )
+LAST_EVENT_ID = Param(
+    "Last-Event-ID",
+    "header",
+    {"type": "string", "maxLength": 32},
+    "Resume after this event (its `id:`): an EventSource sends it when it reconnects",
+)
+LAST_EVENT_ID_QUERY = Param(
+    "lastEventId",
+    "query",
+    {"type": "string", "maxLength": 32},
+    "Resume after this event, for clients that cannot set the Last-Event-ID header (the header wins)",
+)
 READ = (400, 401, 403)
 WRITE = (400, 401, 403, 409, 413, 429, 503, 504)
 
@@ -192,10 +204,11 @@ ROUTES: tuple[Route, ...] = (
         f"{ORDERING}/events",
         "streamEvents",
         "Subscribe",
-        "The same events as the hub, as a Server-Sent Events stream (one JSON event per message)",
+        "The same events as the hub, as a Server-Sent Events stream, each with its number as `id:`; "
+        "resumed after Last-Event-ID with exactly the events missed, or `event: reset` when they are no longer kept",
         "events",
         answer=m.EventOut,
-        params=(INITIAL, ACCESS_TOKEN),
+        params=(INITIAL, ACCESS_TOKEN, LAST_EVENT_ID, LAST_EVENT_ID_QUERY),
         errors=READ,
         media="text/event-stream",
         query_token=True,
@@ -342,7 +355,12 @@ def _operation(r: Route) -> dict[str, Any]:
         answers[str(r.ok)] = {"description": _REASONS[r.ok]}
     elif r.media == "text/event-stream":
         answers[str(r.ok)] = {
-            "description": "One `data:` line per event, each an Event (JSON); `: keep-alive` comments meanwhile",
+            "description": (
+                "First `id: N` alone (the newest event's number, no event), or `event: reset` (data: the reason, "
+                "what to read again) when the events after Last-Event-ID are no longer kept; then one message per "
+                "event: `event:` its eventType, `id:` its number (its eventId), `data:` the Event (JSON); "
+                "`: keep-alive` comments meanwhile. With initial=true, each visible slice's state first, without `id:`"
+            ),
             "content": {r.media: {"schema": {"type": "string"}, "x-event": _ref(r.answer)}},
         }
     else:
