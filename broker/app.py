@@ -482,6 +482,7 @@ class Broker:
             "listServiceOrder": tmf.list_orders,
             "retrieveServiceOrder": tmf.get_order,
             "createCancelServiceOrder": tmf.create_cancel,
+            "listCancelServiceOrder": tmf.list_cancels,
             "retrieveCancelServiceOrder": tmf.get_cancel,
             "registerListener": hub.register,
             "retrieveListener": hub.retrieve,

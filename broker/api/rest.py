@@ -88,7 +88,7 @@ async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or "body"
-        raise InvalidArgument(where, f"{first['msg']}") from None
+        raise InvalidArgument(where, str(first["msg"]).removeprefix("Value error, ")) from None
 
 
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -106,11 +106,36 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
 
 
 def selected(body: Mapping[str, Any], fields: str) -> dict[str, Any]:
-    """``body`` with only the attributes ``fields`` names (TMF attribute selection); id and href always."""
-    if not fields:
+    """``body`` with only the attributes ``fields`` names (TMF attribute selection); id, href and @type always.
+
+    A dotted name selects inside an attribute (``serviceOrderItem.state``), through lists too.
+    """
+    paths = [tuple(f.strip().split(".")) for f in fields.split(",") if f.strip()]
+    if not paths:
         return dict(body)
-    keep = {f.strip() for f in fields.split(",") if f.strip()} | {"id", "href", "@type"}
-    return {k: v for k, v in body.items() if k in keep}
+    return _pick(body, paths)
+
+
+_ALWAYS = ("id", "href", "@type")
+
+
+def _pick(body: Mapping[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        inner = [p[1:] for p in paths if p[0] == key]
+        if key in _ALWAYS or any(not p for p in inner):
+            out[key] = value
+        elif inner:
+            out[key] = _within(value, inner)
+    return out
+
+
+def _within(value: Any, paths: list[tuple[str, ...]]) -> Any:
+    if isinstance(value, Mapping):
+        return _pick(value, paths)
+    if isinstance(value, list):
+        return [_within(v, paths) for v in value]
+    return value  # a plain value has nothing inside to select: it is sent whole
 
 
 @web.middleware
@@ -169,6 +194,7 @@ class RestApi:
     def _gated(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         handler = self._handlers[route.operation_id]
         audited = route.method != "GET"
+        known = frozenset(p.name for p in route.params if p.where == "query")
 
         async def gated(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
@@ -177,6 +203,7 @@ class RestApi:
             try:
                 token = _bearer(request) or (request.query.get("access_token", "") if route.query_token else "")
                 principal = self._guard.check_call(peer, token, route.rpc)
+                _only_known(request, known)
                 response = await handler(request, principal)
             except FedError as exc:
                 self._observed(route, exc.code.value, started)
@@ -224,6 +251,14 @@ class RestApi:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _only_known(request: web.Request, known: frozenset[str]) -> None:
+    """Refuse a query parameter the operation does not take (a misspelt filter must not silently list all)."""
+    for name in request.query:
+        if name not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            raise InvalidArgument(name[:60], f"is not a query parameter of this operation (it takes: {takes})")
 
 
 def _bearer(request: web.Request) -> str:

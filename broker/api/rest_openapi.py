@@ -67,7 +67,8 @@ FIELDS = Param(
     "fields",
     "query",
     {"type": "string", "maxLength": 512},
-    "Comma-separated attributes to send (id and href are always sent)",
+    "Comma-separated attributes to send, a dotted name for one inside another (serviceOrderItem.state); "
+    "id, href and @type are always sent",
 )
 ORDER_STATE = Param(
     "state",
@@ -112,7 +113,8 @@ ROUTES: tuple[Route, ...] = (
         f"{ORDERING}/serviceOrder",
         "createServiceOrder",
         "Reserve",
-        "Order a slice: one item whose service characteristics are the slice request's fields",
+        "Order a slice: one item, action add, whose service characteristics are the slice request's fields "
+        "(holdOnly: true only holds it); or terminate one: one item, action delete, naming the service's id",
         "serviceOrder",
         ok=201,
         answer=m.ServiceOrderOut,
@@ -153,6 +155,18 @@ ROUTES: tuple[Route, ...] = (
         answer=m.CancelServiceOrderOut,
         body=m.CancelServiceOrderCreate,
         errors=(*WRITE, 404),
+    ),
+    Route(
+        "GET",
+        f"{ORDERING}/cancelServiceOrder",
+        "listCancelServiceOrder",
+        "List",
+        "The caller's cancellations (an operator: every one), newest first",
+        "cancelServiceOrder",
+        answer=m.CancelServiceOrderOut,
+        many=True,
+        params=(OFFSET, LIMIT),
+        errors=READ,
     ),
     Route(
         "GET",

@@ -439,6 +439,7 @@ class SqlStore:
                 "description": order.description,
                 "completed_at": order.completed_at,
                 "cancelled_at": order.cancelled_at,
+                **({"delete_slice": order.delete_slice} if order.delete_slice else {}),
             }
         )
         try:
@@ -469,6 +470,7 @@ class SqlStore:
             description=str(body.get("description", "")),
             completed_at=float(body.get("completed_at", 0.0)),
             cancelled_at=float(body.get("cancelled_at", 0.0)),
+            delete_slice=str(body.get("delete_slice", "")),
         )
 
     def order(self, order_id: str) -> OrderRecord | None:

@@ -21,7 +21,7 @@ from openapi_spec_validator import validate
 from broker.security.accounts import Role
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from scenarios.processes import OPERATOR, Fleet
+from scenarios.processes import Fleet
 from tests.integration.rest import CATALOG, INVENTORY, ORDERING, Answer, RestClient, order_body, rest_address, until
 from tests.topology import leaf_domain
 
@@ -47,27 +47,6 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
         yield fl
     finally:
         await fl.stop_all()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
-        yield s
-
-
-@pytest.fixture
-def alice(fleet: Fleet, session: aiohttp.ClientSession) -> RestClient:
-    return RestClient(fleet, SP, "alice", session)
-
-
-@pytest.fixture
-def bob(fleet: Fleet, session: aiohttp.ClientSession) -> RestClient:
-    return RestClient(fleet, SP, "bob", session)
-
-
-@pytest.fixture
-def operator(fleet: Fleet, session: aiohttp.ClientSession) -> RestClient:
-    return RestClient(fleet, SP, OPERATOR, session)
 
 
 async def settled(client: RestClient, order_id: str) -> Answer:
