@@ -79,9 +79,9 @@ async def browser(fleet: Fleet) -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def session_token(fleet: Fleet, name: str) -> str:
+async def session_token(fleet: Fleet, name: str, sp: str = SP) -> str:
     """A session token from the SP's login endpoint, as ``fedbroker login`` gets one."""
-    login = (fleet[SP].data_dir / "login_address").read_text().strip()
+    login = (fleet[sp].data_dir / "login_address").read_text().strip()
     ctx = fleet.identity(name).ssl_context()
     async with (
         aiohttp.ClientSession() as http,
@@ -91,9 +91,9 @@ async def session_token(fleet: Fleet, name: str) -> str:
         return str((await reply.json())["token"])
 
 
-async def open_page(browser: Any, fleet: Fleet, name: str) -> Any:
+async def open_page(browser: Any, fleet: Fleet, name: str, sp: str = SP) -> Any:
     """A page of the web view as ``name``: their client certificate, their session token in the fragment."""
-    base = f"https://{rest_address(fleet[SP])}"
+    base = f"https://{rest_address(fleet[sp])}"
     pki = fleet.pki_dir
     cert = {"origin": base, "certPath": str(pki / f"{name}.crt"), "keyPath": str(pki / f"{name}.key")}
     # The lab CA is not the browser's (so its errors are ignored); the client certificate is still required.
@@ -103,7 +103,7 @@ async def open_page(browser: Any, fleet: Fleet, name: str) -> Any:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.js_errors = errors
-    await page.goto(f"{base}/#token={await session_token(fleet, name)}")
+    await page.goto(f"{base}/#token={await session_token(fleet, name, sp)}")
     await page.wait_for_selector("#live.on", timeout=SHOWN_MS)  # the event stream is connected
     return page
 

@@ -196,6 +196,9 @@ function follow() {
     services.set(service.id, service);
     renderSlices();
   });
+  // The broker no longer keeps the events missed while the page was away (EventSource resumed after
+  // its Last-Event-ID): read the slices again, then follow from here.
+  stream.addEventListener("reset", () => loadSlices().catch((err) => showError(err.message)));
   stream.addEventListener("ServiceAlertEvent", async (msg) => {
     const id = JSON.parse(msg.data).event.service.id;
     try {
