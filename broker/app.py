@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # loaded only when the config needs them: a broker's start is
     from broker.api.rest import RestApi
     from broker.api.rest_events import EventHub
     from broker.core.orders import OrderDesk
-    from broker.security.login import LoginEndpoint
+    from broker.security.login import LoginEndpoint, SessionIssuer
     from domain_agents.netns import NetnsDomainAgent
     from domain_agents.openstack import OpenStackDomainAgent
     from wim.linux import LinuxWimDriver
@@ -278,6 +278,7 @@ class Broker:
         self._server: grpc.aio.Server | None = None
         self._gate: Gate | None = None
         self.login: LoginEndpoint | None = None
+        self._sessions: SessionIssuer | None = None
         self._health = health.aio.HealthServicer()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -411,6 +412,22 @@ class Broker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), PRUNE_INTERVAL_S)
 
+    def _session_issuer(self) -> SessionIssuer:
+        """The one password check and session minter of this broker (its failure counts shared by both surfaces)."""
+        if self._sessions is None:
+            from broker.security.login import SessionIssuer
+
+            sec = self.config.security
+            self._sessions = SessionIssuer(
+                self.config.sp_id,
+                self.accounts,
+                self.minter,
+                self.audit,
+                session_ttl_s=sec.session_ttl_s,
+                clock=self._clock,
+            )
+        return self._sessions
+
     async def _start_login(self) -> None:
         sec = self.config.security
         if not sec.login_listen:
@@ -421,15 +438,7 @@ class Broker:
         if self.tls is not None:
             assert sec.cert is not None and sec.key is not None
             ctx = server_ssl_context(self.tls.ca, str(sec.cert), str(sec.key))
-        self.login = LoginEndpoint(
-            self.config.sp_id,
-            self.accounts,
-            self.minter,
-            self.audit,
-            ssl_context=ctx,
-            session_ttl_s=sec.session_ttl_s,
-            clock=self._clock,
-        )
+        self.login = LoginEndpoint(self._session_issuer(), ssl_context=ctx)
         address = await self.login.start(sec.login_listen)
         self._write_file("login_address", address)
 
@@ -451,7 +460,7 @@ class Broker:
         from broker.api.rest import RestApi
         from broker.api.rest_events import EventHub
         from broker.api.rest_tmf import TmfApi
-        from broker.api.rest_web import FederationView, add_pages
+        from broker.api.rest_web import FederationView, add_pages, login_handler
         from broker.security.login import server_ssl_context
 
         ctx = None
@@ -498,7 +507,15 @@ class Broker:
             "patchOffer": federation.patch_offer,
         }
         observe = self.metrics.observe if self.metrics else None
-        self.rest = RestApi(self.config.sp_id, self.guard, self.audit, handlers, observe=observe, pages=add_pages)
+        self.rest = RestApi(
+            self.config.sp_id,
+            self.guard,
+            self.audit,
+            handlers,
+            public={"createSession": login_handler(self._session_issuer())},
+            observe=observe,
+            pages=add_pages,
+        )
         try:
             address = await self.rest.start(self.config.rest_listen, ctx)
         except OSError as exc:

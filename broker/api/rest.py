@@ -60,6 +60,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 _CODE_OF_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 413: "INVALID_ARGUMENT"}
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+#: The handler of a ``public`` route: no principal (it is how a user gets a token).
+PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(code: str, status: int, reason: str, field: str = "") -> web.Response:
@@ -160,16 +162,19 @@ class RestApi:
         audit: AuditLog,
         handlers: Mapping[str, Handler],
         *,
+        public: Mapping[str, PublicHandler] | None = None,
         observe: Callable[[str, str, float], None] | None = None,
         pages: Callable[[web.Application], None] | None = None,
     ) -> None:
-        missing = [r.operation_id for r in ROUTES if r.operation_id not in handlers]
+        public = public or {}
+        missing = [r.operation_id for r in ROUTES if r.operation_id not in (public if r.public else handlers)]
         if missing:
             raise TypeError(f"no handler for {', '.join(missing)}")
         self._sp_id = sp_id
         self._guard = guard
         self._audit = audit
         self._handlers = dict(handlers)
+        self._public = dict(public)
         self._observe = observe
         self._pages = pages  # the web view's files (broker.api.rest_web), served without a token
         self._runner: web.AppRunner | None = None
@@ -192,6 +197,8 @@ class RestApi:
         return web.json_response(document(self._sp_id, base))
 
     def _gated(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        if route.public:
+            return self._open(route, self._public[route.operation_id])
         handler = self._handlers[route.operation_id]
         audited = route.method != "GET"
         known = frozenset(p.name for p in route.params if p.where == "query")
@@ -225,6 +232,30 @@ class RestApi:
             self._observed(route, "OK", started)
             if audited:
                 self._audit.record(route.rpc, principal, _target(request), "OK", str(request.get("outcome", "")))
+            return response
+
+        return gated
+
+    def _open(self, route: Route, handler: PublicHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """A route without a token (the handler audits what it does): its errors by the same table."""
+        known = frozenset(p.name for p in route.params if p.where == "query")
+
+        async def gated(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            try:
+                _only_known(request, known)
+                response = await handler(request)
+            except FedError as exc:
+                self._observed(route, exc.code.value, started)
+                return fed_error_response(exc)
+            except web.HTTPException:
+                self._observed(route, "INVALID_ARGUMENT", started)
+                raise
+            except Exception:  # a bug: on the record, answered 500 without a traceback
+                log.exception("REST %s %s failed", route.method, route.path)
+                self._observed(route, "INTERNAL", started)
+                return error_response("INTERNAL", 500, "internal error (logged at the broker)")
+            self._observed(route, "OK", started)
             return response
 
         return gated
@@ -270,4 +301,13 @@ def _target(request: web.Request) -> str:
     return str(request.get("target") or request.match_info.get("id", ""))[:200]
 
 
-__all__ = ["HTTP_STATUS", "MAX_BODY_BYTES", "RestApi", "error_response", "query_int", "read_body", "selected"]
+__all__ = [
+    "HTTP_STATUS",
+    "MAX_BODY_BYTES",
+    "PublicHandler",
+    "RestApi",
+    "error_response",
+    "query_int",
+    "read_body",
+    "selected",
+]

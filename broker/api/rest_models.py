@@ -327,6 +327,23 @@ class OfferOut(BaseModel):
     noteVersion: int | None = None
 
 
+class SessionCreate(BaseModel):
+    """``POST /fedbroker/v1/login``: a user and their password (the client certificate must be theirs)."""
+
+    model_config = _IN
+    user: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(max_length=1024)]
+
+
+class SessionOut(BaseModel):
+    """A session token: the bearer token for this user's calls, from their certificate, until ``expires_at``."""
+
+    model_config = _OUT
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme's name, not a secret
+    expires_at: int
+
+
 def dump(model: BaseModel) -> dict[str, Any]:
     """A model as the JSON the API sends (TMF names, nothing unset)."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -349,5 +366,7 @@ __all__ = [
     "ServiceOrderOut",
     "ServiceOut",
     "ServiceSpecificationOut",
+    "SessionCreate",
+    "SessionOut",
     "dump",
 ]

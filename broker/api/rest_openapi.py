@@ -56,6 +56,8 @@ class Route:
     # The token may come as the ``access_token`` query parameter too: a browser's EventSource
     # cannot set an Authorization header.
     query_token: bool = False
+    # No token: the operation is how a user gets one (the client certificate is still required).
+    public: bool = False
 
 
 ID = Param("id", "path", {"type": "string", "minLength": 1, "maxLength": 200}, "The resource's id")
@@ -295,6 +297,19 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 401, 403, 404, 413),
     ),
     Route(
+        "POST",
+        f"{OWN}/login",
+        "createSession",
+        "Login",
+        "A session token for a user with a password, from their client certificate (no bearer token needed): "
+        "what the web view's login asks, as `fedbroker login` does at the login endpoint",
+        "session",
+        answer=m.SessionOut,
+        body=m.SessionCreate,
+        errors=(400, 401, 403, 413, 429),
+        public=True,
+    ),
+    Route(
         "GET",
         f"{CATALOG}/serviceSpecification",
         "listServiceSpecification",
@@ -324,12 +339,12 @@ _REASONS = {
     201: "Created",
     204: "Deleted",
     400: "Bad request: the error names the field",
-    401: "No or bad token, or no client certificate",
+    401: "No or bad token, or no client certificate (login: a bad user or password)",
     403: "The caller's role may not do this",
     404: "No such resource (also another customer's, in the same words)",
     409: "Conflict: the key was used with another request, or the resource is in the wrong state",
     413: "The body is too large",
-    429: "Too many subscriptions, or no capacity left",
+    429: "Too many subscriptions, no capacity left, or too many failed logins",
     503: "A lower SP did not answer",
     504: "A lower SP answered too late",
 }
@@ -390,6 +405,8 @@ def _operation(r: Route) -> dict[str, Any]:
     for code in r.errors:
         answers[str(code)] = {"description": _REASONS[code], "content": {"application/json": {"schema": _ref(m.Error)}}}
     op["responses"] = answers
+    if r.public:
+        op["security"] = []
     return op
 
 

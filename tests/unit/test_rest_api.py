@@ -163,3 +163,13 @@ def test_the_event_stream_documents_its_resume_parameters() -> None:
     where = {(p["name"], p["in"]) for p in op["parameters"]}
     assert {("Last-Event-ID", "header"), ("lastEventId", "query")} <= where
     assert "event: reset" in op["responses"]["200"]["description"]
+
+
+def test_only_the_login_operation_needs_no_bearer_token() -> None:
+    doc = document("T")
+    open_ops = [
+        op["operationId"] for methods in doc["paths"].values() for op in methods.values() if op.get("security") == []
+    ]
+    assert open_ops == ["createSession"]
+    assert doc["security"] == [{"bearer": []}]
+    assert [r.operation_id for r in ROUTES if r.public] == ["createSession"]
