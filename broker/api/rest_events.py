@@ -353,9 +353,9 @@ class EventHub:
             while not self._closing.is_set() and not self._revoked(principal):
                 seen = self.log.head
                 batch = self.log.after(cursor, principal)
-                for number, body in batch:
-                    await response.write(self._message(body, number))
-                    cursor = number
+                if batch:  # one write a batch: a connection that is gone fails once, not once an event
+                    await response.write(b"".join(self._message(body, number) for number, body in batch))
+                    cursor = batch[-1][0]
                 if len(batch) < BATCH and not await self.log.grown(seen, KEEPALIVE_S):
                     await response.write(b": keep-alive\n\n")
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):

@@ -24,6 +24,7 @@ from broker.core.events import SliceEvent
 from broker.core.storage import SliceStore
 from broker.security.accounts import Role
 from broker.security.auth import Principal
+from slicing.errors import FedError
 
 log = logging.getLogger(__name__)
 #: The most events one read of the log returns.
@@ -53,7 +54,11 @@ class EventLog:
         rows = self._encode(event)
         if not rows:
             return
-        numbers = self._store.append_events(rows, keep=self._keep)
+        try:
+            numbers = self._store.append_events(rows, keep=self._keep)
+        except FedError as exc:  # the store is away: a client resuming across this event will miss it
+            log.warning("slice %s: event not kept, not told to REST clients (%s)", event.slice_id, exc)
+            return
         self._head = max(self._head, *numbers)
         self._grown.set()
         self._grown = asyncio.Event()

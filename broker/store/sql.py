@@ -117,6 +117,9 @@ class SqlStore:
     def _lock_schema(self) -> None:
         """Inside the migration transaction: keep other processes from migrating at the same time."""
 
+    def _lock_events(self) -> None:
+        """Inside a write: hold off other processes' event appends until it commits (none to hold off here)."""
+
     def _legacy(self) -> None:
         """Inside the migration transaction of a database that predates ``schema_version``: bring it to version 1."""
 
@@ -545,6 +548,8 @@ class SqlStore:
         """
         numbers: list[int] = []
         with self._tx():
+            # Numbered in the order the appends commit: a reader that got number n never sees a smaller one later.
+            self._lock_events()
             for event in events:
                 self._execute(
                     "INSERT INTO events (event_key, requester, slice_id, body, above) VALUES (?,?,?,?,?) "
