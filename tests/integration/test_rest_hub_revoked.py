@@ -50,6 +50,16 @@ async def _revoked_accounts_told_nothing(tmp_path: Path, url: str, received: dic
                 await until(lambda n=name: told(n), lambda got: any(_order_state(e) == "completed" for e in got))
                 assert any(_order_state(e) == "completed" for e in received[name])
 
+            alice = client["alice"]  # her event stream, open before she is removed, ends when she is
+            headers = {"Authorization": f"Bearer {alice.token()}"}
+            sse = await session.get(
+                f"{alice.base}{ORDERING}/events",
+                headers=headers,
+                ssl=alice.ssl(),
+                timeout=aiohttp.ClientTimeout(total=60),
+            )
+            assert sse.status == 200 and await sse.content.readline() == b": connected\n"
+
             fleet.revoke(SP, "alice")  # removed
             fleet.grant(SP, "carol", Role.PEER_SP)  # the same account, another role
             # The broker has read the accounts file again once alice is refused and carol is a peer SP.
@@ -77,6 +87,10 @@ async def _revoked_accounts_told_nothing(tmp_path: Path, url: str, received: dic
             for name in ("alice", "carol"):
                 assert received[name][told_before[name] :] == [], name
             assert (await client["dave"].call("GET", f"{ORDERING}/hub/{subs['dave']}")).status == 200
+            async with asyncio.timeout(10):  # the events of her terminated slice were not sent: the stream ended
+                rest = await sse.content.read()
+            sse.close()
+            assert b"ServiceStateChangeEvent" not in rest and b"TERMINATED" not in rest, rest
 
         log = fleet[SP].log_path.read_text()
         assert f"hub {subs['alice']}: dropped, its deliveries stopped: account 'alice' no longer exists" in log
