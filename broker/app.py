@@ -332,6 +332,7 @@ class Broker:
         for cloud in self._clouds:
             # A refused login stops the start, naming the setting; a busy cloud is waited for.
             await cloud.connect(patience_s=OPENSTACK_START_PATIENCE_S)
+        self._open_events()  # before anything can change a slice: recovery's changes are kept as events too
         await self.manager.recover()
         self.watchdog.restore()  # before serving: the SP above may ask at once what fires here
         for cloud in self._clouds:
@@ -454,11 +455,28 @@ class Broker:
         address = await self.metrics.start(self.config.metrics_listen, ctx)
         self._write_file("metrics_address", address)
 
+    def _open_events(self) -> None:
+        """With a REST API: the event hub, whose log numbers and keeps every slice event from now on."""
+        if self.orders is None:
+            return
+        from broker.api.rest_events import EventHub
+
+        self._hub = EventHub(
+            self.config.sp_id,
+            self.manager,
+            self.orders,
+            allowed_hosts=self.config.rest_callback_hosts,
+            client_ssl=self.identity.ssl_context if self.tls is not None else None,
+            monitor=self.watchdog.monitor,
+            store=self.store,
+            still_allowed=self._account_holds_now,
+            keep_events=self.config.retention.events_max,
+        )
+
     async def _start_rest(self) -> None:
         if self.orders is None:
             return
         from broker.api.rest import RestApi
-        from broker.api.rest_events import EventHub
         from broker.api.rest_tmf import TmfApi
         from broker.api.rest_web import FederationView, add_pages, login_handler
         from broker.security.login import server_ssl_context
@@ -470,17 +488,8 @@ class Broker:
         self._spawn(self.orders.run(self._stop), "orders")
         monitor = self.watchdog.monitor
         tmf = TmfApi(self.config.sp_id, self.manager, self.orders, self.store, self.catalog, monitor)
-        self._hub = hub = EventHub(
-            self.config.sp_id,
-            self.manager,
-            self.orders,
-            allowed_hosts=self.config.rest_callback_hosts,
-            client_ssl=self.identity.ssl_context if self.tls is not None else None,
-            monitor=monitor,
-            store=self.store,
-            still_allowed=self._account_holds_now,
-            keep_events=self.config.retention.events_max,
-        )
+        hub = self._hub
+        assert hub is not None  # opened before the recovery (``_open_events``)
         self.accounts.refresh()  # once, for every kept subscription checked against it
         restored = hub.restore(self._account_holds)
         if restored:
