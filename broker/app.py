@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # loaded only when the config needs them: a broker's start is
     from broker.api.rest import RestApi
     from broker.api.rest_events import EventHub
     from broker.core.orders import OrderDesk
-    from broker.security.login import LoginEndpoint
+    from broker.security.login import LoginEndpoint, SessionIssuer
     from domain_agents.netns import NetnsDomainAgent
     from domain_agents.openstack import OpenStackDomainAgent
     from wim.linux import LinuxWimDriver
@@ -285,6 +285,7 @@ class Broker:
         self._server: grpc.aio.Server | None = None
         self._gate: Gate | None = None
         self.login: LoginEndpoint | None = None
+        self._sessions: SessionIssuer | None = None
         self._health = health.aio.HealthServicer()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -294,6 +295,11 @@ class Broker:
         """Whether the account a kept subscription was made by still exists with the same role."""
         account = self.accounts.get(principal.id)
         return account is not None and account.role is principal.role
+
+    def _account_holds_now(self, principal: Principal) -> bool:
+        """``_account_holds`` against the accounts file as it is now (read again at most once a second)."""
+        self.accounts.refresh()
+        return self._account_holds(principal)
 
     def _child_connected(self, domain: str) -> None:
         """A lower SP's Watch (re)connected: compare holdings, and ask which alerts fire there now."""
@@ -333,6 +339,7 @@ class Broker:
         for cloud in self._clouds:
             # A refused login stops the start, naming the setting; a busy cloud is waited for.
             await cloud.connect(patience_s=OPENSTACK_START_PATIENCE_S)
+        self._open_events()  # before anything can change a slice: recovery's changes are kept as events too
         await self.manager.recover()
         self.watchdog.restore()  # before serving: the SP above may ask at once what fires here
         for cloud in self._clouds:
@@ -413,6 +420,22 @@ class Broker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), PRUNE_INTERVAL_S)
 
+    def _session_issuer(self) -> SessionIssuer:
+        """The one password check and session minter of this broker (its failure counts shared by both surfaces)."""
+        if self._sessions is None:
+            from broker.security.login import SessionIssuer
+
+            sec = self.config.security
+            self._sessions = SessionIssuer(
+                self.config.sp_id,
+                self.accounts,
+                self.minter,
+                self.audit,
+                session_ttl_s=sec.session_ttl_s,
+                clock=self._clock,
+            )
+        return self._sessions
+
     async def _start_login(self) -> None:
         sec = self.config.security
         if not sec.login_listen:
@@ -423,15 +446,7 @@ class Broker:
         if self.tls is not None:
             assert sec.cert is not None and sec.key is not None
             ctx = server_ssl_context(self.tls.ca, str(sec.cert), str(sec.key))
-        self.login = LoginEndpoint(
-            self.config.sp_id,
-            self.accounts,
-            self.minter,
-            self.audit,
-            ssl_context=ctx,
-            session_ttl_s=sec.session_ttl_s,
-            clock=self._clock,
-        )
+        self.login = LoginEndpoint(self._session_issuer(), ssl_context=ctx)
         address = await self.login.start(sec.login_listen)
         self._write_file("login_address", address)
 
@@ -447,13 +462,30 @@ class Broker:
         address = await self.metrics.start(self.config.metrics_listen, ctx)
         self._write_file("metrics_address", address)
 
+    def _open_events(self) -> None:
+        """With a REST API: the event hub, whose log numbers and keeps every slice event from now on."""
+        if self.orders is None:
+            return
+        from broker.api.rest_events import EventHub
+
+        self._hub = EventHub(
+            self.config.sp_id,
+            self.manager,
+            self.orders,
+            allowed_hosts=self.config.rest_callback_hosts,
+            client_ssl=self.identity.ssl_context if self.tls is not None else None,
+            monitor=self.watchdog.monitor,
+            store=self.store,
+            still_allowed=self._account_holds_now,
+            keep_events=self.config.retention.events_max,
+        )
+
     async def _start_rest(self) -> None:
         if self.orders is None:
             return
         from broker.api.rest import RestApi
-        from broker.api.rest_events import EventHub
         from broker.api.rest_tmf import TmfApi
-        from broker.api.rest_web import FederationView, add_pages
+        from broker.api.rest_web import FederationView, add_pages, login_handler
         from broker.security.login import server_ssl_context
 
         ctx = None
@@ -463,15 +495,8 @@ class Broker:
         self._spawn(self.orders.run(self._stop), "orders")
         monitor = self.watchdog.monitor
         tmf = TmfApi(self.config.sp_id, self.manager, self.orders, self.store, self.catalog, monitor)
-        self._hub = hub = EventHub(
-            self.config.sp_id,
-            self.manager,
-            self.orders,
-            allowed_hosts=self.config.rest_callback_hosts,
-            client_ssl=self.identity.ssl_context if self.tls is not None else None,
-            monitor=monitor,
-            store=self.store,
-        )
+        hub = self._hub
+        assert hub is not None  # opened before the recovery (``_open_events``)
         self.accounts.refresh()  # once, for every kept subscription checked against it
         restored = hub.restore(self._account_holds)
         if restored:
@@ -482,6 +507,7 @@ class Broker:
             "listServiceOrder": tmf.list_orders,
             "retrieveServiceOrder": tmf.get_order,
             "createCancelServiceOrder": tmf.create_cancel,
+            "listCancelServiceOrder": tmf.list_cancels,
             "retrieveCancelServiceOrder": tmf.get_cancel,
             "registerListener": hub.register,
             "retrieveListener": hub.retrieve,
@@ -497,7 +523,15 @@ class Broker:
             "patchOffer": federation.patch_offer,
         }
         observe = self.metrics.observe if self.metrics else None
-        self.rest = RestApi(self.config.sp_id, self.guard, self.audit, handlers, observe=observe, pages=add_pages)
+        self.rest = RestApi(
+            self.config.sp_id,
+            self.guard,
+            self.audit,
+            handlers,
+            public={"createSession": login_handler(self._session_issuer())},
+            observe=observe,
+            pages=add_pages,
+        )
         try:
             address = await self.rest.start(self.config.rest_listen, ctx)
         except OSError as exc:

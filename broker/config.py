@@ -102,6 +102,8 @@ class RetentionConfig:
 
     failed_s: float = 86_400.0
     failed_max: int = 1_000
+    #: The REST API's events kept, the newest, for SSE clients that reconnect (``Last-Event-ID``).
+    events_max: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -364,7 +366,9 @@ def parse_config(data: Any, source: Path | None = None) -> BrokerConfig:
         security=_security(m.security, base, where),
         domain_kinds=kinds,
         dataplane=dataplane,
-        retention=RetentionConfig(failed_s=m.retention.failed_s, failed_max=m.retention.failed_max),
+        retention=RetentionConfig(
+            failed_s=m.retention.failed_s, failed_max=m.retention.failed_max, events_max=m.retention.events_max
+        ),
         metrics_listen=m.metrics_listen,
         rest_listen=m.rest_listen,
         rest_callback_hosts=tuple(m.rest_callback_hosts),

@@ -113,11 +113,12 @@ class DataplaneEntry(BaseModel):
 
 
 class RetentionEntry(BaseModel):
-    """``retention``: how long and how many FAILED slice records are kept."""
+    """``retention``: how long and how many FAILED slice records are kept, and how many REST events."""
 
     model_config = STRICT
     failed_s: Seconds = 86_400.0
     failed_max: Annotated[int, within("must be a whole number from 0 to 1000000", 0, 1_000_000, integer=True)] = 1_000
+    events_max: Annotated[int, within("must be a whole number from 1 to 1000000", 1, 1_000_000, integer=True)] = 10_000
 
 
 class MonitoringEntry(BaseModel):

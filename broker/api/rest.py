@@ -60,6 +60,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 _CODE_OF_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 413: "INVALID_ARGUMENT"}
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+#: The handler of a ``public`` route: no principal (it is how a user gets a token).
+PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(code: str, status: int, reason: str, field: str = "") -> web.Response:
@@ -88,7 +90,7 @@ async def read_body(request: web.Request, model: type[BaseModel]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or "body"
-        raise InvalidArgument(where, f"{first['msg']}") from None
+        raise InvalidArgument(where, str(first["msg"]).removeprefix("Value error, ")) from None
 
 
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -106,11 +108,36 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
 
 
 def selected(body: Mapping[str, Any], fields: str) -> dict[str, Any]:
-    """``body`` with only the attributes ``fields`` names (TMF attribute selection); id and href always."""
-    if not fields:
+    """``body`` with only the attributes ``fields`` names (TMF attribute selection); id, href and @type always.
+
+    A dotted name selects inside an attribute (``serviceOrderItem.state``), through lists too.
+    """
+    paths = [tuple(f.strip().split(".")) for f in fields.split(",") if f.strip()]
+    if not paths:
         return dict(body)
-    keep = {f.strip() for f in fields.split(",") if f.strip()} | {"id", "href", "@type"}
-    return {k: v for k, v in body.items() if k in keep}
+    return _pick(body, paths)
+
+
+_ALWAYS = ("id", "href", "@type")
+
+
+def _pick(body: Mapping[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        inner = [p[1:] for p in paths if p[0] == key]
+        if key in _ALWAYS or any(not p for p in inner):
+            out[key] = value
+        elif inner:
+            out[key] = _within(value, inner)
+    return out
+
+
+def _within(value: Any, paths: list[tuple[str, ...]]) -> Any:
+    if isinstance(value, Mapping):
+        return _pick(value, paths)
+    if isinstance(value, list):
+        return [_within(v, paths) for v in value]
+    return value  # a plain value has nothing inside to select: it is sent whole
 
 
 @web.middleware
@@ -135,16 +162,19 @@ class RestApi:
         audit: AuditLog,
         handlers: Mapping[str, Handler],
         *,
+        public: Mapping[str, PublicHandler] | None = None,
         observe: Callable[[str, str, float], None] | None = None,
         pages: Callable[[web.Application], None] | None = None,
     ) -> None:
-        missing = [r.operation_id for r in ROUTES if r.operation_id not in handlers]
+        public = public or {}
+        missing = [r.operation_id for r in ROUTES if r.operation_id not in (public if r.public else handlers)]
         if missing:
             raise TypeError(f"no handler for {', '.join(missing)}")
         self._sp_id = sp_id
         self._guard = guard
         self._audit = audit
         self._handlers = dict(handlers)
+        self._public = dict(public)
         self._observe = observe
         self._pages = pages  # the web view's files (broker.api.rest_web), served without a token
         self._runner: web.AppRunner | None = None
@@ -167,8 +197,11 @@ class RestApi:
         return web.json_response(document(self._sp_id, base))
 
     def _gated(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        if route.public:
+            return self._open(route, self._public[route.operation_id])
         handler = self._handlers[route.operation_id]
         audited = route.method != "GET"
+        known = frozenset(p.name for p in route.params if p.where == "query")
 
         async def gated(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
@@ -177,6 +210,7 @@ class RestApi:
             try:
                 token = _bearer(request) or (request.query.get("access_token", "") if route.query_token else "")
                 principal = self._guard.check_call(peer, token, route.rpc)
+                _only_known(request, known)
                 response = await handler(request, principal)
             except FedError as exc:
                 self._observed(route, exc.code.value, started)
@@ -198,6 +232,30 @@ class RestApi:
             self._observed(route, "OK", started)
             if audited:
                 self._audit.record(route.rpc, principal, _target(request), "OK", str(request.get("outcome", "")))
+            return response
+
+        return gated
+
+    def _open(self, route: Route, handler: PublicHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """A route without a token (the handler audits what it does): its errors by the same table."""
+        known = frozenset(p.name for p in route.params if p.where == "query")
+
+        async def gated(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            try:
+                _only_known(request, known)
+                response = await handler(request)
+            except FedError as exc:
+                self._observed(route, exc.code.value, started)
+                return fed_error_response(exc)
+            except web.HTTPException:
+                self._observed(route, "INVALID_ARGUMENT", started)
+                raise
+            except Exception:  # a bug: on the record, answered 500 without a traceback
+                log.exception("REST %s %s failed", route.method, route.path)
+                self._observed(route, "INTERNAL", started)
+                return error_response("INTERNAL", 500, "internal error (logged at the broker)")
+            self._observed(route, "OK", started)
             return response
 
         return gated
@@ -226,6 +284,14 @@ class RestApi:
             self._runner = None
 
 
+def _only_known(request: web.Request, known: frozenset[str]) -> None:
+    """Refuse a query parameter the operation does not take (a misspelt filter must not silently list all)."""
+    for name in request.query:
+        if name not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            raise InvalidArgument(name[:60], f"is not a query parameter of this operation (it takes: {takes})")
+
+
 def _bearer(request: web.Request) -> str:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
@@ -235,4 +301,13 @@ def _target(request: web.Request) -> str:
     return str(request.get("target") or request.match_info.get("id", ""))[:200]
 
 
-__all__ = ["HTTP_STATUS", "MAX_BODY_BYTES", "RestApi", "error_response", "query_int", "read_body", "selected"]
+__all__ = [
+    "HTTP_STATUS",
+    "MAX_BODY_BYTES",
+    "PublicHandler",
+    "RestApi",
+    "error_response",
+    "query_int",
+    "read_body",
+    "selected",
+]

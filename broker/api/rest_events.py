@@ -5,11 +5,14 @@ and filtered by the same tenancy: a ``ServiceStateChangeEvent`` per state change
 ``ServiceOrderStateChangeEvent`` beside it when an order placed the slice, a ``ServiceAlertEvent``
 per alert (a peer SP reads this SP as the source, as on Watch).
 
-Callbacks are POSTed as JSON, one event each, only to hosts the SP allows (``rest_callback_hosts``,
-loopback by default: a callback URL is the caller's choice, and the broker must not be made to call
-anywhere on its network). A subscription is kept in the store until it is deleted, and delivered to
-again after a restart (events while the broker was down are not replayed); a callback that fails is
-logged and the next event tried, and a slow one loses its oldest events, as a slow watcher does.
+Every event is numbered and kept (``broker.api.rest_journal``): the SSE stream sends each with its
+number as ``id:`` and resumes after ``Last-Event-ID`` (or ``?lastEventId=``), and the hub reads the
+same log. Callbacks are POSTed as JSON, one event each, only to hosts the SP allows
+(``rest_callback_hosts``, loopback by default: a callback URL is the caller's choice, and the broker
+must not be made to call anywhere on its network). A subscription is kept in the store until it is
+deleted, and delivered to again after a restart (from the events after the restart); a callback
+that fails is logged and the next event tried. A subscription or stream whose account is removed or
+no longer has its role ends at its next event: the subscription is dropped, with the reason logged.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,9 +33,10 @@ from aiohttp import web
 
 from broker.api import rest_models as m
 from broker.api.rest import read_body
+from broker.api.rest_journal import BATCH, EventLog, Row
 from broker.api.rest_tmf import alert_json, alerts_seen, iso, order_of, service_of
 from broker.api.servicers import owned_slice, seen_by
-from broker.core.events import SliceEvent, until_set
+from broker.core.events import SliceEvent
 from broker.core.lifecycle import SliceManager
 from broker.core.monitoring import Monitor
 from broker.core.orders import OrderDesk
@@ -47,6 +51,10 @@ MAX_SUBSCRIPTIONS = 256
 MAX_PER_CALLER = 16
 CALLBACK_TIMEOUT_S = 5.0
 KEEPALIVE_S = 15.0
+#: Events kept for clients that reconnect, unless the SP's ``retention.events_max`` says otherwise.
+EVENTS_KEPT = 10_000
+#: The largest event number a client may send back (a JavaScript number stays exact below 2**53).
+MAX_EVENT_ID = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -106,10 +114,13 @@ class EventHub:
         allowed_hosts: Iterable[str] = (),
         client_ssl: Callable[[], ssl.SSLContext] | None = None,
         monitor: Monitor | None = None,
-        store: SliceStore | None = None,
+        store: SliceStore,
+        still_allowed: Callable[[Principal], bool] = lambda _: True,
+        keep_events: int = EVENTS_KEPT,
     ) -> None:
         self._sp = sp_id
         self._store = store
+        self._allowed_now = still_allowed
         self._monitor = monitor
         self._m = manager
         self._orders = orders
@@ -118,10 +129,12 @@ class EventHub:
         self._subs: dict[str, Subscription] = {}
         self._closing = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self.log = EventLog(store, self._rows, keep=keep_events)
+        self._untap = manager.tap(self.log.record)
 
     # --- events -----------------------------------------------------------------------------------
 
-    def encode(self, ev: SliceEvent, principal: Principal) -> list[m.EventOut]:
+    def encode(self, ev: SliceEvent, principal: Principal, event_id: str = "") -> list[m.EventOut]:
         """The events one slice event makes for ``principal`` (none when the slice is not theirs)."""
         rec = self._m.get_or_none(ev.slice_id)
         if rec is None or not principal.owns(rec.requester):
@@ -130,15 +143,14 @@ class EventHub:
         if ev.alert is not None:
             alert = alert_json(seen_by(ev.alert, principal, self._sp))
             body = {"service": {"id": rec.id, "href": f"/tmf-api/serviceInventory/v4/service/{rec.id}"}, "alert": alert}
-            return [m.EventOut(eventId=uuid.uuid4().hex, eventTime=at, eventType="ServiceAlertEvent", event=body)]
+            return [m.EventOut(eventId=event_id, eventTime=at, eventType="ServiceAlertEvent", event=body)]
+        service = service_of(rec, self._sp, alerts_seen(self._monitor, rec, principal, self._sp))
         out = [
             m.EventOut(
-                eventId=uuid.uuid4().hex,
+                eventId=event_id,
                 eventTime=at,
                 eventType="ServiceStateChangeEvent",
-                event={
-                    "service": m.dump(service_of(rec, self._sp, alerts_seen(self._monitor, rec, principal, self._sp)))
-                },
+                event={"service": m.dump(service)},
             )
         ]
         view = self._orders.for_slice(rec)
@@ -146,7 +158,7 @@ class EventHub:
             order = m.dump(order_of(view, self._sp))
             out.append(
                 m.EventOut(
-                    eventId=uuid.uuid4().hex,
+                    eventId=event_id,
                     eventTime=at,
                     eventType="ServiceOrderStateChangeEvent",
                     event={"serviceOrder": order},
@@ -154,31 +166,71 @@ class EventHub:
             )
         return out
 
-    async def events(
-        self, principal: Principal, *, initial: bool = False, slice_id: str = ""
-    ) -> AsyncIterator[m.EventOut]:
-        """The caller's events until the hub closes (``initial``: every visible slice's state first)."""
-        source = until_set(self._m.watch(slice_id, initial), self._closing)
-        try:
-            async for ev in source:
-                for event in self.encode(ev, principal):
-                    yield event
-        finally:
-            await source.aclose()  # type: ignore[attr-defined]
+    def _rows(self, ev: SliceEvent) -> list[Row]:
+        """What the event log keeps of one slice event: each REST event as its owner and an operator read it,
+        and as an SP above reads it when that differs (an alert names this SP as its source there)."""
+        rec = self._m.get_or_none(ev.slice_id)
+        if rec is None:
+            return []
+        mine = self.encode(ev, Principal(rec.requester, Role.OPERATOR))
+        alerting = ev.alert is not None or (self._monitor is not None and bool(self._monitor.open_alerts(rec.id)))
+        above = self.encode(ev, Principal(rec.requester, Role.PEER_SP)) if alerting else mine
+        alert = f"|{ev.alert.cause}|{ev.alert.status}|{ev.alert.at!r}" if ev.alert is not None else ""
+        rows: list[Row] = []
+        for own, up in zip(mine, above, strict=True):
+            body = json.dumps(m.dump(own), separators=(",", ":"))
+            high = json.dumps(m.dump(up), separators=(",", ":"))
+            key = f"{ev.slice_id}|{ev.state}|{ev.at!r}|{own.eventType}{alert}"
+            rows.append((key, rec.requester, rec.id, body, high if high != body else ""))
+        return rows
+
+    def _snapshot(self, principal: Principal) -> list[m.EventOut]:
+        """Every visible slice's current state, as events without a number (``initial=true``)."""
+        out: list[m.EventOut] = []
+        for rec in self._m.slices():
+            if principal.owns(rec.requester):
+                ev = SliceEvent(rec.id, rec.state, rec.updated_at, rec.reason)
+                out += [e for e in self.encode(ev, principal) if e.eventType == "ServiceStateChangeEvent"]
+        return out
+
+    def _revoked(self, principal: Principal) -> str:
+        """Why ``principal`` may no longer be told events ('' while it may)."""
+        if self._allowed_now(principal):
+            return ""
+        return f"account '{principal.id}' no longer exists with role {principal.role}"
 
     # --- the hub ------------------------------------------------------------------------------------
 
     async def _deliver(self, sub_id: str, principal: Principal, callback: str, slice_id: str) -> None:
-        async for event in self.events(principal, slice_id=slice_id):
-            try:
-                if self._session is None:
-                    self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_S))
-                tls = self._client_ssl() if callback.startswith("https:") and self._client_ssl else None
-                async with self._session.post(callback, json=m.dump(event), ssl=tls if tls else True) as reply:
-                    if reply.status >= 300:
-                        log.info("hub %s: callback %s answered %d", sub_id, callback, reply.status)
-            except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
-                log.info("hub %s: callback %s failed: %s", sub_id, callback, exc)
+        cursor = self.log.head  # from the events after the subscription (or the restart)
+        while not self._closing.is_set():
+            why = self._revoked(principal)
+            if why:  # checked before every delivery, and at least every KEEPALIVE_S without one
+                log.warning("hub %s: dropped, its deliveries stopped: %s", sub_id, why)
+                self._store.drop_subscription(sub_id)
+                self._subs.pop(sub_id, None)
+                return
+            seen = self.log.head
+            batch = self.log.after(cursor, principal, slice_id)
+            for number, event in batch:
+                if self._revoked(principal):
+                    break
+                await self._post(sub_id, callback, event)
+                cursor = number
+            else:
+                if len(batch) < BATCH:
+                    await self.log.grown(seen, KEEPALIVE_S)
+
+    async def _post(self, sub_id: str, callback: str, event: dict[str, object]) -> None:
+        try:
+            if self._session is None:
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_S))
+            tls = self._client_ssl() if callback.startswith("https:") and self._client_ssl else None
+            async with self._session.post(callback, json=event, ssl=tls if tls else True) as reply:
+                if reply.status >= 300:
+                    log.info("hub %s: callback %s answered %d", sub_id, callback, reply.status)
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
+            log.info("hub %s: callback %s failed: %s", sub_id, callback, exc)
 
     def _own(self, request: web.Request, principal: Principal) -> Subscription:
         sub = self._subs.get(request.match_info["id"])
@@ -205,8 +257,8 @@ class EventHub:
                 f"at most {MAX_PER_CALLER} hub subscriptions per caller, {MAX_SUBSCRIPTIONS} in all"
             )
         sub_id = uuid.uuid4().hex
-        if self._store is not None:  # kept before it is answered: a restart does not lose it
-            self._store.save_subscription(sub_id, _principal_data(principal), callback, body.query)
+        # Kept before it is answered: a restart does not lose it.
+        self._store.save_subscription(sub_id, _principal_data(principal), callback, body.query)
         sub = self._start(sub_id, principal, callback, body.query)
         request["target"] = sub_id
         return web.json_response(m.dump(self._out(sub)), status=201)
@@ -225,8 +277,6 @@ class EventHub:
         One whose account is gone or changed role, or whose callback is no longer allowed here, is
         dropped (and logged). Returns how many were restored.
         """
-        if self._store is None:
-            return 0
         restored = 0
         for sub_id, data, callback, query in self._store.subscriptions():
             try:
@@ -254,8 +304,7 @@ class EventHub:
     async def unregister(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """``DELETE /hub/{id}``."""
         sub = self._own(request, principal)
-        if self._store is not None:
-            self._store.drop_subscription(sub.id)
+        self._store.drop_subscription(sub.id)
         del self._subs[sub.id]
         sub.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -264,45 +313,66 @@ class EventHub:
 
     # --- Server-Sent Events ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _last_event_id(request: web.Request) -> int | None:
+        """The event a reconnecting client got last: the ``Last-Event-ID`` header (an EventSource sends it),
+        else the ``lastEventId`` query parameter; None for a new client."""
+        name, text = "Last-Event-ID", request.headers.get("Last-Event-ID")
+        if text is None:
+            name, text = "lastEventId", request.query.get("lastEventId")
+        if text is None or text.strip() == "":
+            return None
+        text = text.strip()
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_EVENT_ID:
+            raise InvalidArgument(
+                name, f"must be the id of an event this stream sent (a whole number), got {text[:30]!r}"
+            )
+        return int(text)
+
     async def stream(self, request: web.Request, principal: Principal) -> web.StreamResponse:
-        """``GET /events``: one ``data:`` line per event, a comment every ``KEEPALIVE_S`` of silence."""
+        """``GET /events``: each event with its number as ``id:``; resumed after ``Last-Event-ID``.
+
+        A new stream starts with an ``id:`` of the newest event, so it can be resumed before its first
+        event; one resumed from an id too old (or unknown) gets ``event: reset`` first, with the reason.
+        """
         initial = request.query.get("initial", "false")
         if initial not in ("true", "false"):
             raise InvalidArgument("initial", f"must be true or false, got {initial[:20]!r}")
+        cursor, reset = self.log.resume(self._last_event_id(request))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        await response.write(b": connected\n\n")
-        events = self.events(principal, initial=initial == "true")
-        nxt: asyncio.Future[m.EventOut] | None = None
         try:
-            while True:
-                if nxt is None:
-                    nxt = asyncio.ensure_future(anext(events))
-                # Not wait_for: a timeout must not cancel the pending read (that would end the stream).
-                done, _ = await asyncio.wait((nxt,), timeout=KEEPALIVE_S)
-                if not done:
+            await response.write(b": connected\n")
+            if reset:
+                why = json.dumps({"reason": reset, "lastEventId": str(cursor)})
+                await response.write(f"event: reset\nid: {cursor}\ndata: {why}\n\n".encode())
+            else:
+                await response.write(f"id: {cursor}\n\n".encode())  # sets the client's last id; no event
+            for event in self._snapshot(principal) if initial == "true" else ():
+                await response.write(self._message(m.dump(event), number=None))
+            while not self._closing.is_set() and not self._revoked(principal):
+                seen = self.log.head
+                batch = self.log.after(cursor, principal)
+                if batch:  # one write a batch: a connection that is gone fails once, not once an event
+                    await response.write(b"".join(self._message(body, number) for number, body in batch))
+                    cursor = batch[-1][0]
+                if len(batch) < BATCH and not await self.log.grown(seen, KEEPALIVE_S):
                     await response.write(b": keep-alive\n\n")
-                    continue
-                try:
-                    event = nxt.result()
-                except StopAsyncIteration:
-                    break
-                nxt = None
-                line = json.dumps(m.dump(event), separators=(",", ":"))
-                await response.write(f"event: {event.eventType}\nid: {event.eventId}\ndata: {line}\n\n".encode())
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass  # the browser went away
-        finally:
-            if nxt is not None and not nxt.done():
-                nxt.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await nxt
-            await events.aclose()  # type: ignore[attr-defined]
         return response
+
+    @staticmethod
+    def _message(event: dict[str, object], number: int | None) -> bytes:
+        line = json.dumps(event, separators=(",", ":"))
+        ident = f"id: {number}\n" if number is not None else ""
+        return f"event: {event['eventType']}\n{ident}data: {line}\n\n".encode()
 
     async def close(self) -> None:
         """End every stream and subscription (at shutdown)."""
         self._closing.set()
+        self._untap()
+        self.log.close()
         tasks = [s.task for s in self._subs.values()]
         self._subs.clear()
         for task in tasks:

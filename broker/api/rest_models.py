@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from broker.api.codec import MAX_ID_LEN
 
@@ -75,20 +75,35 @@ class Ref(BaseModel):
 
 
 class ServiceRefOrValue(TmfIn):
-    """What an order item asks for: a service described by characteristics (the slice request's fields)."""
+    """What an order item asks for: a new service described by characteristics (the slice request's fields),
+    or (``delete``) the ``id`` of an existing one."""
 
     model_config = _IN
+    id: Annotated[str, Field(max_length=MAX_ID_LEN)] = ""
+    href: Annotated[str, Field(max_length=1024)] = ""
     name: Annotated[str, Field(max_length=MAX_ID_LEN)] = ""
     serviceCharacteristic: Annotated[list[Characteristic], Field(max_length=32)] = []
     serviceSpecification: dict[str, JsonValue] | None = None  # taken as information only
 
 
+#: TMF641 v4 item actions: ``add`` and ``delete`` are taken, ``modify`` and ``noChange`` refused with what to do.
+ItemAction = Literal["add", "modify", "delete", "noChange"]
+
+
+def _one_item(items: list[Any]) -> list[Any]:
+    if len(items) > 1:
+        raise ValueError(
+            f"has {len(items)} items; an order here carries exactly one (one slice): send one order per service"
+        )
+    return items
+
+
 class ServiceOrderItemCreate(TmfIn):
-    """The one item of an order: ``action`` add, the service to create."""
+    """The one item of an order: ``add`` a service described by characteristics, or ``delete`` one by id."""
 
     model_config = _IN
     id: Annotated[str, Field(max_length=64)] = "1"
-    action: Literal["add"] = "add"
+    action: ItemAction = "add"
     quantity: Annotated[int, Field(ge=1, le=1)] = 1
     service: ServiceRefOrValue
 
@@ -101,7 +116,11 @@ class ServiceOrderCreate(TmfIn):
     description: Text = ""
     category: Annotated[str, Field(max_length=64)] = ""
     priority: Annotated[str, Field(max_length=8)] = ""
-    serviceOrderItem: Annotated[list[ServiceOrderItemCreate], Field(min_length=1, max_length=1)]
+    serviceOrderItem: Annotated[
+        list[ServiceOrderItemCreate],
+        Field(min_length=1, json_schema_extra={"maxItems": 1}),
+        AfterValidator(_one_item),
+    ]
 
 
 class ServiceOut(BaseModel):
@@ -308,6 +327,23 @@ class OfferOut(BaseModel):
     noteVersion: int | None = None
 
 
+class SessionCreate(BaseModel):
+    """``POST /fedbroker/v1/login``: a user and their password (the client certificate must be theirs)."""
+
+    model_config = _IN
+    user: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(max_length=1024)]
+
+
+class SessionOut(BaseModel):
+    """A session token: the bearer token for this user's calls, from their certificate, until ``expires_at``."""
+
+    model_config = _OUT
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme's name, not a secret
+    expires_at: int
+
+
 def dump(model: BaseModel) -> dict[str, Any]:
     """A model as the JSON the API sends (TMF names, nothing unset)."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -330,5 +366,7 @@ __all__ = [
     "ServiceOrderOut",
     "ServiceOut",
     "ServiceSpecificationOut",
+    "SessionCreate",
+    "SessionOut",
     "dump",
 ]

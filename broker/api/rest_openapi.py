@@ -56,6 +56,8 @@ class Route:
     # The token may come as the ``access_token`` query parameter too: a browser's EventSource
     # cannot set an Authorization header.
     query_token: bool = False
+    # No token: the operation is how a user gets one (the client certificate is still required).
+    public: bool = False
 
 
 ID = Param("id", "path", {"type": "string", "minLength": 1, "maxLength": 200}, "The resource's id")
@@ -67,7 +69,8 @@ FIELDS = Param(
     "fields",
     "query",
     {"type": "string", "maxLength": 512},
-    "Comma-separated attributes to send (id and href are always sent)",
+    "Comma-separated attributes to send, a dotted name for one inside another (serviceOrderItem.state); "
+    "id, href and @type are always sent",
 )
 ORDER_STATE = Param(
     "state",
@@ -91,6 +94,18 @@ ACCESS_TOKEN = Param(
 INITIAL = Param(
     "initial", "query", {"type": "boolean"}, "Send every visible slice's current state first (default false)"
 )
+LAST_EVENT_ID = Param(
+    "Last-Event-ID",
+    "header",
+    {"type": "string", "maxLength": 32},
+    "Resume after this event (its `id:`): an EventSource sends it when it reconnects",
+)
+LAST_EVENT_ID_QUERY = Param(
+    "lastEventId",
+    "query",
+    {"type": "string", "maxLength": 32},
+    "Resume after this event, for clients that cannot set the Last-Event-ID header (the header wins)",
+)
 READ = (400, 401, 403)
 WRITE = (400, 401, 403, 409, 413, 429, 503, 504)
 
@@ -100,7 +115,8 @@ ROUTES: tuple[Route, ...] = (
         f"{ORDERING}/serviceOrder",
         "createServiceOrder",
         "Reserve",
-        "Order a slice: one item whose service characteristics are the slice request's fields",
+        "Order a slice: one item, action add, whose service characteristics are the slice request's fields "
+        "(holdOnly: true only holds it); or terminate one: one item, action delete, naming the service's id",
         "serviceOrder",
         ok=201,
         answer=m.ServiceOrderOut,
@@ -141,6 +157,18 @@ ROUTES: tuple[Route, ...] = (
         answer=m.CancelServiceOrderOut,
         body=m.CancelServiceOrderCreate,
         errors=(*WRITE, 404),
+    ),
+    Route(
+        "GET",
+        f"{ORDERING}/cancelServiceOrder",
+        "listCancelServiceOrder",
+        "List",
+        "The caller's cancellations (an operator: every one), newest first",
+        "cancelServiceOrder",
+        answer=m.CancelServiceOrderOut,
+        many=True,
+        params=(OFFSET, LIMIT),
+        errors=READ,
     ),
     Route(
         "GET",
@@ -192,10 +220,11 @@ ROUTES: tuple[Route, ...] = (
         f"{ORDERING}/events",
         "streamEvents",
         "Subscribe",
-        "The same events as the hub, as a Server-Sent Events stream (one JSON event per message)",
+        "The same events as the hub, as a Server-Sent Events stream, each with its number as `id:`; "
+        "resumed after Last-Event-ID with exactly the events missed, or `event: reset` when they are no longer kept",
         "events",
         answer=m.EventOut,
-        params=(INITIAL, ACCESS_TOKEN),
+        params=(INITIAL, ACCESS_TOKEN, LAST_EVENT_ID, LAST_EVENT_ID_QUERY),
         errors=READ,
         media="text/event-stream",
         query_token=True,
@@ -268,6 +297,19 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 401, 403, 404, 413),
     ),
     Route(
+        "POST",
+        f"{OWN}/login",
+        "createSession",
+        "Login",
+        "A session token for a user with a password, from their client certificate (no bearer token needed): "
+        "what the web view's login asks, as `fedbroker login` does at the login endpoint",
+        "session",
+        answer=m.SessionOut,
+        body=m.SessionCreate,
+        errors=(400, 401, 403, 413, 429),
+        public=True,
+    ),
+    Route(
         "GET",
         f"{CATALOG}/serviceSpecification",
         "listServiceSpecification",
@@ -297,12 +339,12 @@ _REASONS = {
     201: "Created",
     204: "Deleted",
     400: "Bad request: the error names the field",
-    401: "No or bad token, or no client certificate",
+    401: "No or bad token, or no client certificate (login: a bad user or password)",
     403: "The caller's role may not do this",
     404: "No such resource (also another customer's, in the same words)",
     409: "Conflict: the key was used with another request, or the resource is in the wrong state",
     413: "The body is too large",
-    429: "Too many subscriptions, or no capacity left",
+    429: "Too many subscriptions, no capacity left, or too many failed logins",
     503: "A lower SP did not answer",
     504: "A lower SP answered too late",
 }
@@ -342,7 +384,12 @@ def _operation(r: Route) -> dict[str, Any]:
         answers[str(r.ok)] = {"description": _REASONS[r.ok]}
     elif r.media == "text/event-stream":
         answers[str(r.ok)] = {
-            "description": "One `data:` line per event, each an Event (JSON); `: keep-alive` comments meanwhile",
+            "description": (
+                "First `id: N` alone (the newest event's number, no event), or `event: reset` (data: the reason, "
+                "what to read again) when the events after Last-Event-ID are no longer kept; then one message per "
+                "event: `event:` its eventType, `id:` its number (its eventId), `data:` the Event (JSON); "
+                "`: keep-alive` comments meanwhile. With initial=true, each visible slice's state first, without `id:`"
+            ),
             "content": {r.media: {"schema": {"type": "string"}, "x-event": _ref(r.answer)}},
         }
     else:
@@ -358,6 +405,8 @@ def _operation(r: Route) -> dict[str, Any]:
     for code in r.errors:
         answers[str(code)] = {"description": _REASONS[code], "content": {"application/json": {"schema": _ref(m.Error)}}}
     op["responses"] = answers
+    if r.public:
+        op["security"] = []
     return op
 
 

@@ -61,6 +61,12 @@ SERVICE_STATE: dict[SliceState, str] = {
     S.FAILED: "terminated",
 }
 _ITEM = "serviceOrderItem[0].service"
+#: What to do instead of an item action this broker does not take.
+_INSTEAD = {
+    "modify": "a slice is not changed in place here: order the new one (action add), then delete the old one "
+    "(action delete)",
+    "noChange": "an order here adds or deletes a service: send action add or delete",
+}
 
 
 def iso(t: float) -> str:
@@ -75,8 +81,12 @@ def _char(name: str, value: Any) -> m.CharacteristicOut:
 
 
 def decode_order(body: m.ServiceOrderCreate) -> tuple[SliceRequest, bool, float]:
-    """The slice request, hold-only flag and hold time an order's one item describes."""
+    """The slice request, hold-only flag and hold time an order's one item (action add) describes."""
     service = body.serviceOrderItem[0].service
+    if service.id or service.href:
+        raise InvalidArgument(
+            f"{_ITEM}.id", "an add item describes a new service by its characteristics: leave out id and href"
+        )
     path = f"{_ITEM}.serviceCharacteristic"
     data: dict[str, Any] = {}
     for i, c in enumerate(service.serviceCharacteristic):
@@ -215,7 +225,11 @@ def order_of(view: OrderView, sp_id: str) -> m.ServiceOrderOut:
         orderDate=iso(o.created_at),
         completionDate=iso(done) if done else (iso(rec.updated_at) if ended and rec is not None else None),
         cancellationDate=iso(o.cancelled_at) if o.cancelled_at else None,
-        serviceOrderItem=[m.ServiceOrderItemOut(id="1", state=view.state.value, service=service)],
+        serviceOrderItem=[
+            m.ServiceOrderItemOut(
+                id="1", action="delete" if o.delete_slice else "add", state=view.state.value, service=service
+            )
+        ],
         errorMessage=(
             [m.ErrorMessage(code=rec.error_code if rec else "", reason=view.reason, timestamp=iso(rec.updated_at))]
             if view.state is OrderState.FAILED and rec is not None
@@ -293,16 +307,38 @@ class TmfApi:
     # --- serviceOrder ---------------------------------------------------------------------------
 
     async def create_order(self, request: web.Request, principal: Principal) -> web.StreamResponse:
-        """``POST /serviceOrder``."""
+        """``POST /serviceOrder``: its one item adds a slice, or (action delete) terminates one."""
         body: m.ServiceOrderCreate = await read_body(request, m.ServiceOrderCreate)
         request["target"] = body.externalId
         codec.check_id(body.externalId, "externalId")
-        req, hold_only, hold_time = decode_order(body)
-        view = await self._orders.place(
-            principal.id, body.externalId, req, hold_only=hold_only, hold_time_s=hold_time, description=body.description
-        )
+        item = body.serviceOrderItem[0]
+        if item.action in _INSTEAD:
+            raise InvalidArgument("serviceOrderItem[0].action", f"{item.action} is not taken: {_INSTEAD[item.action]}")
+        if item.action == "delete":
+            view = await self._delete(body, principal)
+        else:
+            req, hold_only, hold_time = decode_order(body)
+            view = await self._orders.place(
+                principal.id,
+                body.externalId,
+                req,
+                hold_only=hold_only,
+                hold_time_s=hold_time,
+                description=body.description,
+            )
         request["outcome"] = f"order {view.order.id} {view.state}"
         return web.json_response(m.dump(order_of(view, self._sp)), status=201)
+
+    async def _delete(self, body: m.ServiceOrderCreate, principal: Principal) -> OrderView:
+        service = body.serviceOrderItem[0].service
+        if not service.id:
+            raise InvalidArgument(f"{_ITEM}.id", "a delete item names the service to terminate: its id (GET /service)")
+        if service.serviceCharacteristic:
+            raise InvalidArgument(
+                f"{_ITEM}.serviceCharacteristic", "a delete item names only the service's id; leave these out"
+            )
+        target = owned_slice(self._m, principal, pb.SliceRef(slice_id=service.id))
+        return await self._orders.delete(principal.id, body.externalId, target, description=body.description)
 
     async def list_orders(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """``GET /serviceOrder``."""
@@ -343,6 +379,17 @@ class TmfApi:
         view = await self._orders.cancel(body.serviceOrder.id, self._requester(principal))
         request["outcome"] = f"order {view.order.id} {view.state}"
         return web.json_response(m.dump(cancel_of(view)), status=201)
+
+    async def list_cancels(self, request: web.Request, principal: Principal) -> web.StreamResponse:
+        """``GET /cancelServiceOrder``: the cancellations of the caller's orders, newest first."""
+        views = self._orders.page(
+            self._requester(principal),
+            states=(OrderState.PENDING_CANCELLATION, OrderState.CANCELLED),
+            offset=query_int(request, "offset", 0, 0, MAX_OFFSET),
+            limit=query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE_SIZE),
+        )
+        out = [m.dump(cancel_of(v)) for v in views]
+        return web.json_response(out, headers={"X-Result-Count": str(len(out))})
 
     async def get_cancel(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         """``GET /cancelServiceOrder/{id}``: only an order that was cancelled has one."""

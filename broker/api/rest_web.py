@@ -17,11 +17,12 @@ from aiohttp import web
 
 from broker.api import codec
 from broker.api import rest_models as m
-from broker.api.rest import read_body
+from broker.api.rest import PublicHandler, read_body
 from broker.api.rest_tmf import iso
 from broker.core.catalog import Catalog
 from broker.core.offers import OfferDesk
 from broker.security.auth import Principal
+from broker.security.login import SessionIssuer, peer_name
 from capability_catalog.model import CapabilityNote
 
 #: The page's files: path served -> (file in ``broker/api/web``, content type).
@@ -118,4 +119,16 @@ class FederationView:
         return web.json_response(m.dump(body))
 
 
-__all__ = ["PAGES", "FederationView", "add_pages", "note_out"]
+def login_handler(issuer: SessionIssuer) -> PublicHandler:
+    """``POST /fedbroker/v1/login``: the login endpoint's session token, on the page's own origin."""
+
+    async def create_session(request: web.Request) -> web.StreamResponse:
+        body: m.SessionCreate = await read_body(request, m.SessionCreate)
+        request["target"] = body.user
+        answer = await issuer.issue(body.user, body.password, peer=peer_name(request), tls=request.secure)
+        return web.json_response(m.dump(m.SessionOut(token=answer["token"], expires_at=answer["expires_at"])))
+
+    return create_session
+
+
+__all__ = ["PAGES", "FederationView", "add_pages", "login_handler", "note_out"]

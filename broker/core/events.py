@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -36,6 +36,16 @@ class SliceEvents:
     def __init__(self, queue_size: int = 1024) -> None:
         self._queue_size = queue_size
         self._watchers: set[asyncio.Queue[SliceEvent]] = set()
+        self._taps: list[Callable[[SliceEvent], None]] = []
+
+    def tap(self, listener: Callable[[SliceEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every event as it is emitted, before any watcher can read it; the untap.
+
+        For a listener that must not lose an event (a watcher's queue drops its oldest when full): it
+        runs inside ``emit``, so it must be quick, and what it raises is logged, never the emitter's.
+        """
+        self._taps.append(listener)
+        return lambda: self._taps.remove(listener) if listener in self._taps else None
 
     def emit(self, event: SliceEvent) -> None:
         """Log the change and hand it to every watcher."""
@@ -57,6 +67,11 @@ class SliceEvents:
         elif log.isEnabledFor(level):
             fields = {"slice_id": event.slice_id}
             log.log(level, "slice %s -> %s %s", event.slice_id, event.state, event.detail, extra=fields)
+        for listener in list(self._taps):
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not break the state change that emitted
+                log.exception("slice %s: an event listener failed", event.slice_id)
         for q in list(self._watchers):
             if q.full():
                 q.get_nowait()

@@ -258,6 +258,10 @@ class ManagerBase:
         """Hand an event that is not a state change (an SLA alert) to every watcher."""
         self._events.emit(event)
 
+    def tap(self, listener: Callable[[SliceEvent], None]) -> Callable[[], None]:
+        """Have ``listener`` called with every event as it is emitted (``SliceEvents.tap``); the untap."""
+        return self._events.tap(listener)
+
     def watch(self, slice_id: str = "", initial: bool = False) -> AsyncIterator[SliceEvent]:
         """State changes of one slice (or all) until the caller stops iterating."""
         if not initial:

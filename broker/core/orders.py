@@ -11,6 +11,9 @@ stopped: ``run`` resumes every order whose slice waits for its next step.
 
 An order's state is read from its slice through one table (``order_state``):
 
+A delete order terminates a slice that exists (TMF641's ``delete`` action): it is inProgress
+until the slice has ended, then completed, and it cannot be cancelled (a release is not undone).
+
 ==================  =======================================================================
 acknowledged        the slice is being reserved (or no slice was recorded yet)
 inProgress          held, committing, committed, activating (a full order), or being released
@@ -77,6 +80,10 @@ class OrderView:
 
 def order_state(order: OrderRecord, rec: SliceRecord | None) -> tuple[OrderState, str]:
     """The order's state and its reason, read from its slice (the table in this module's docstring)."""
+    if order.delete_slice:
+        if rec is None or rec.state in ENDED:
+            return OrderState.COMPLETED, ""
+        return OrderState.IN_PROGRESS, f"slice {rec.id} is {rec.state}"
     if order.completed_at:
         return OrderState.COMPLETED, ""
     if rec is None:
@@ -114,8 +121,11 @@ class OrderDesk:
     # --- reads --------------------------------------------------------------------------------
 
     def view(self, order: OrderRecord) -> OrderView:
-        """The order with its slice and state."""
-        rec = self._store.find_by_request(order.requester, order.request_id)
+        """The order with its slice (for a delete order, the slice it terminates) and state."""
+        if order.delete_slice:
+            rec = self._store.get(order.delete_slice)
+        else:
+            rec = self._store.find_by_request(order.requester, order.request_id)
         state, reason = order_state(order, rec)
         return OrderView(order, rec, state, reason)
 
@@ -178,30 +188,9 @@ class OrderDesk:
         reason (the order exists, as the slice does); one refused before (a bad argument, a key used
         with another request) is raised and leaves no order.
         """
-        if not external_id:
-            raise InvalidArgument("externalId", "must not be empty")
-        order = self._store.order_by_request(requester, external_id)
-        if order is not None and (order.hold_only, order.hold_time_s) != (hold_only, hold_time_s):
-            raise AlreadyExists(
-                f"externalId '{external_id}' was already used with a different request (order {order.id})"
-            )
-        fresh = order is None
-        if order is None:
-            order = OrderRecord(
-                id=uuid.uuid4().hex,
-                requester=requester,
-                request_id=external_id,
-                created_at=self._clock(),
-                hold_only=hold_only,
-                hold_time_s=hold_time_s,
-                description=description,
-            )
-            try:
-                self._store.save_order(order)  # before the Reserve: a restart finds the order's intent
-            except StoreConflict:  # another broker process of this SP placed it just now: a repeat
-                raise FailedPrecondition(
-                    f"externalId '{external_id}' is being placed by another request right now; send it again"
-                ) from None
+        order, fresh = self._keyed(
+            requester, external_id, description=description, hold_only=hold_only, hold_time_s=hold_time_s
+        )
         try:
             await self._m.reserve(requester, external_id, request, hold_time_s, deadline=deadline)
         except FedError:
@@ -214,9 +203,70 @@ class OrderDesk:
         self._next_step(view)
         return view
 
+    async def delete(
+        self, requester: str, external_id: str, target: SliceRecord, *, description: str = ""
+    ) -> OrderView:
+        """Terminate ``target`` (a slice ``requester`` may see) through a delete order, under its idempotency key.
+
+        The same key for the same slice is the same order; for anything else ``AlreadyExists``. A
+        slice that has ended already is ``FailedPrecondition`` and leaves no order.
+        """
+        if target.state in ENDED and self._store.order_by_request(requester, external_id) is None:
+            raise FailedPrecondition(
+                f"service '{target.id}' has ended already ({target.state}); there is nothing to delete"
+            )
+        order, _ = self._keyed(requester, external_id, description=description, delete_slice=target.id)
+        try:
+            await self._m.terminate(target.id)
+        except FedError as exc:  # the slice says how far the release got; the reconciler retries the rest
+            log.info("delete order %s for slice %s: %s", order.id, target.id, exc)
+        return self.view(order)
+
+    def _keyed(
+        self,
+        requester: str,
+        key: str,
+        *,
+        description: str,
+        hold_only: bool = False,
+        hold_time_s: float = 0.0,
+        delete_slice: str = "",
+    ) -> tuple[OrderRecord, bool]:
+        """The order kept under ``key`` if it asks the same (a repeat), else a new one saved; and whether it
+        is new. The same key with another request is ``AlreadyExists``."""
+        if not key:
+            raise InvalidArgument("externalId", "must not be empty")
+        order = self._store.order_by_request(requester, key)
+        if order is not None:
+            if (order.hold_only, order.hold_time_s, order.delete_slice) != (hold_only, hold_time_s, delete_slice):
+                raise AlreadyExists(f"externalId '{key}' was already used with a different request (order {order.id})")
+            return order, False
+        wanted = OrderRecord(
+            id=uuid.uuid4().hex,
+            requester=requester,
+            request_id=key,
+            created_at=self._clock(),
+            hold_only=hold_only,
+            hold_time_s=hold_time_s,
+            description=description,
+            delete_slice=delete_slice,
+        )
+        try:
+            self._store.save_order(wanted)  # before the slice is touched: a restart finds the order's intent
+        except StoreConflict:  # another broker process of this SP placed it just now: a repeat
+            raise FailedPrecondition(
+                f"externalId '{key}' is being placed by another request right now; send it again"
+            ) from None
+        return wanted, True
+
     async def cancel(self, order_id: str, requester: str | None) -> OrderView:
         """Cancel an order in progress: its slice is released (gRPC's Terminate), whatever state it is in."""
         view = self.get(order_id, requester)
+        if view.order.delete_slice:
+            raise FailedPrecondition(
+                f"service order '{order_id}' deletes a service; a release cannot be cancelled "
+                "(order the service again with action add)"
+            )
         if view.state in FINAL_ORDER_STATES:
             raise FailedPrecondition(f"service order '{order_id}' is {view.state}; only an open order can be cancelled")
         order = replace(view.order, cancelled_at=view.order.cancelled_at or self._clock())
@@ -232,7 +282,7 @@ class OrderDesk:
     def _next_step(self, view: OrderView) -> None:
         """Start the step the order's slice waits for (commit, activate), or record its completion."""
         rec = view.slice
-        if rec is None or view.order.cancelled_at or view.order.completed_at:
+        if rec is None or view.order.cancelled_at or view.order.completed_at or view.order.delete_slice:
             return
         if view.state is OrderState.COMPLETED:
             self._store.save_order(replace(view.order, completed_at=self._clock()))

@@ -101,7 +101,8 @@ class OrderRecord:
 
     The slice is found by ``(requester, request_id)``, the order's idempotency key (its
     ``externalId``); the order's state is read from the slice (``broker.core.orders``), only what the
-    slice cannot tell is kept here.
+    slice cannot tell is kept here. A delete order (``delete_slice`` set) terminates an existing
+    slice instead, and its state is read from that slice.
     """
 
     id: str
@@ -114,6 +115,8 @@ class OrderRecord:
     # When the slice reached what the order asked for (0: not yet), and when its requester cancelled it.
     completed_at: float = 0.0
     cancelled_at: float = 0.0
+    #: The slice a delete order terminates ('' for an order that adds one).
+    delete_slice: str = ""
 
 
 def _leaf_sps_in(detail: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]]) -> list[str]:

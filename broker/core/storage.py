@@ -187,6 +187,20 @@ class SliceStore(Protocol):
         """Every kept hub subscription, oldest first: (id, principal, callback, query)."""
         ...
 
+    def append_events(self, events: Sequence[tuple[str, str, str, str, str]], *, keep: int) -> list[int]:
+        """Number and keep events (key, requester, slice id, body, body seen from above); keep about ``keep``."""
+        ...
+
+    def events_after(
+        self, seq: int, *, requester: str | None, limit: int, slice_id: str = ""
+    ) -> list[tuple[int, str, str]]:
+        """Kept events numbered after ``seq`` (of ``requester``'s slices, None: all; of one slice if given)."""
+        ...
+
+    def event_bounds(self) -> tuple[int, int]:
+        """The numbers of the oldest and newest kept event; (0, 0) when none is kept."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...

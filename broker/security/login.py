@@ -20,6 +20,7 @@ from broker.security.accounts import AccountBook, AccountKind, hash_password, ve
 from broker.security.audit import AuditLog
 from broker.security.auth import Principal
 from broker.security.tokens import TokenMinter
+from slicing.errors import FedError, PermissionDenied, ResourceExhausted, Unauthenticated
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096
@@ -40,8 +41,14 @@ def peer_name(request: web.Request) -> str:
     return ""
 
 
-class LoginEndpoint:
-    """Issues session tokens to users; its own port, its own TLS context (client certificates required)."""
+class SessionIssuer:
+    """Checks a user's password and mints a session token: the one core behind ``POST /login`` and the REST
+    API's ``POST /fedbroker/v1/login``, with one failure count per user for both.
+
+    Refusals are ``FedError``s (each surface encodes them its way): a certificate naming another user
+    ``PermissionDenied``, too many failures ``ResourceExhausted``, a bad user or password
+    ``Unauthenticated`` (the same words and the same scrypt work for both).
+    """
 
     def __init__(
         self,
@@ -50,7 +57,6 @@ class LoginEndpoint:
         minter: TokenMinter,
         audit: AuditLog,
         *,
-        ssl_context: ssl.SSLContext | None,
         session_ttl_s: float,
         clock: Callable[[], float],
     ) -> None:
@@ -58,12 +64,9 @@ class LoginEndpoint:
         self._accounts = accounts
         self._minter = minter
         self._audit = audit
-        self._ssl = ssl_context
         self._ttl_s = session_ttl_s
         self._clock = clock
-        self._runner: web.AppRunner | None = None
         self._failures: dict[str, list[float]] = {}
-        self.address = ""
 
     def _locked(self, user: str, now: float) -> bool:
         recent = [t for t in self._failures.get(user, ()) if now - t < FAILURE_WINDOW_S]
@@ -73,26 +76,20 @@ class LoginEndpoint:
             self._failures.pop(user, None)
         return len(recent) >= MAX_FAILURES
 
-    async def _login(self, request: web.Request) -> web.Response:
-        peer = peer_name(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"error": "body: expected JSON {user, password}"}, status=400)
-        user, password = (body.get("user"), body.get("password")) if isinstance(body, dict) else (None, None)
-        if not isinstance(user, str) or not isinstance(password, str) or len(user) > 64 or len(password) > 1024:
-            return web.json_response({"error": "body: expected JSON {user, password} (strings)"}, status=400)
-        if self._ssl is not None and peer != user:
+    async def issue(self, user: str, password: str, *, peer: str, tls: bool) -> dict[str, Any]:
+        """``{"token", "token_type", "expires_at"}`` for ``user`` if ``password`` is theirs (and, over TLS,
+        the client certificate ``peer`` is theirs)."""
+        if tls and peer != user:
             self._audit.record("Login", None, user, "PERMISSION_DENIED", "certificate names another user", peer=peer)
-            return web.json_response({"error": f"the client certificate is not {user!r}'s"}, status=403)
+            raise PermissionDenied(f"the client certificate is not {user!r}'s", field="user")
         if self._locked(user, self._clock()):
             self._audit.record("Login", None, user, "RESOURCE_EXHAUSTED", "too many failed logins", peer=peer)
-            return web.json_response({"error": "too many failed logins; try again later"}, status=429)
+            raise ResourceExhausted("too many failed logins; try again later")
         # Counted as a failure *before* the check, with no await between the lock test and the count:
         # otherwise 30 concurrent guesses all pass the lock test while the first scrypt still runs.
         if len(self._failures) >= 10_000 and user not in self._failures:  # names tried are the caller's choice
             self._audit.record("Login", None, user, "RESOURCE_EXHAUSTED", "too many failing users", peer=peer)
-            return web.json_response({"error": "too many failed logins; try again later"}, status=429)
+            raise ResourceExhausted("too many failed logins; try again later")
         attempt = self._clock()
         self._failures.setdefault(user, []).append(attempt)
         self._accounts.reload()  # a stat: a password set since the start counts at once
@@ -101,7 +98,7 @@ class LoginEndpoint:
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         if not (ok and stored):
             self._audit.record("Login", None, user, "UNAUTHENTICATED", "bad user or password", peer=peer)
-            return web.json_response({"error": "bad user or password"}, status=401)
+            raise Unauthenticated("bad user or password")
         pending = self._failures.get(user, [])
         if attempt in pending:  # it was not a failure after all
             pending.remove(attempt)
@@ -111,9 +108,35 @@ class LoginEndpoint:
         assert account is not None
         who = Principal(account.id, account.role, peer=peer)
         self._audit.record("Login", who, user, "OK", f"session token for {self._ttl_s:g} s")
-        return web.json_response(
-            {"token": token, "token_type": "Bearer", "expires_at": int(self._clock() + self._ttl_s)}
-        )
+        return {"token": token, "token_type": "Bearer", "expires_at": int(self._clock() + self._ttl_s)}
+
+
+#: ``POST /login``'s status for each refusal (its answers are ``{"error": …}``, as before the REST API).
+_LOGIN_STATUS = {"PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429, "UNAUTHENTICATED": 401}
+
+
+class LoginEndpoint:
+    """Issues session tokens to users; its own port, its own TLS context (client certificates required)."""
+
+    def __init__(self, issuer: SessionIssuer, *, ssl_context: ssl.SSLContext | None) -> None:
+        self._ssl = ssl_context
+        self.issuer = issuer
+        self._runner: web.AppRunner | None = None
+        self.address = ""
+
+    async def _login(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body: expected JSON {user, password}"}, status=400)
+        user, password = (body.get("user"), body.get("password")) if isinstance(body, dict) else (None, None)
+        if not isinstance(user, str) or not isinstance(password, str) or len(user) > 64 or len(password) > 1024:
+            return web.json_response({"error": "body: expected JSON {user, password} (strings)"}, status=400)
+        try:
+            answer = await self.issuer.issue(user, password, peer=peer_name(request), tls=self._ssl is not None)
+        except FedError as exc:
+            return web.json_response({"error": str(exc)}, status=_LOGIN_STATUS.get(exc.code.value, 400))
+        return web.json_response(answer)
 
     async def start(self, listen: str) -> str:
         """Serve on ``listen`` (HOST:PORT, port 0 for any); returns the bound address."""

@@ -37,6 +37,7 @@ log = logging.getLogger("broker.store")
 #: Advisory lock keys (any 64-bit numbers, fixed): migrating the schema, and being the one broker.
 _SCHEMA_LOCK = 0x6662_7363_6865_6D61  # "fbschema"
 _BROKER_LOCK = 0x6662_6272_6F6B_6572  # "fbbroker"
+_EVENTS_LOCK = 0x6662_6576_656E_7473  # "fbevents"
 #: The first of the two keys of every lock on a slice or request id ("fb").
 _KEY_LOCKS = 0x6662
 #: Where replicas tell each other of the state changes they write.
@@ -229,6 +230,10 @@ class PostgresStore(SqlStore):
 
     def _select_state_for_update(self) -> str:
         return "SELECT state FROM slices WHERE id = ? FOR UPDATE"
+
+    def _lock_events(self) -> None:
+        if not self._exclusive:  # replicas append too: one at a time, so numbers follow commits
+            self._execute("SELECT pg_advisory_xact_lock(?)", (_EVENTS_LOCK,))
 
     def _lock_schema(self) -> None:
         self._execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))

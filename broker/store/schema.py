@@ -114,15 +114,26 @@ class Dialect:
     pos: str
     #: What ``links`` and ``rules`` are ordered by.
     order: str
+    #: A primary key numbered by the database, never reusing a number (the event log's).
+    serial: str = ""
 
     def base(self) -> str:
         """The schema of version 1 in this backend's types."""
         return _BASE.format(real=self.real, int=self.int, pos=self.pos)
 
 
-SQLITE = Dialect("sqlite", real="REAL", int="INTEGER", pos="", order="rowid")
+SQLITE = Dialect(
+    "sqlite", real="REAL", int="INTEGER", pos="", order="rowid", serial="INTEGER PRIMARY KEY AUTOINCREMENT"
+)
 # Positional INSERTs leave ``pos`` to its default: the next number.
-POSTGRESQL = Dialect("postgresql", real="DOUBLE PRECISION", int="BIGINT", pos=",\n    pos BIGSERIAL", order="pos")
+POSTGRESQL = Dialect(
+    "postgresql",
+    real="DOUBLE PRECISION",
+    int="BIGINT",
+    pos=",\n    pos BIGSERIAL",
+    order="pos",
+    serial="BIGSERIAL PRIMARY KEY",
+)
 
 
 #: Version 3 (issue 14): the alerts open at this level per slice and cause, so a restarted SP still has them.
@@ -147,7 +158,25 @@ CREATE TABLE IF NOT EXISTS hub_subscriptions (
 """
 
 
-#: Version 5 (issue 16): a local domain's books, when the SP's replicas share them: each held segment's
+#: Version 5: the REST API's events, numbered, kept (the newest ``retention.events_max``) so an SSE
+#: client that reconnects gets what it missed. ``event_key`` tells one event from another (replicas sharing
+#: the database each hear every state change: the first to write it numbers it); ``requester`` is the
+#: slice's, for the tenancy of a replay; ``above`` is the body as an SP above reads it (alerts with
+#: this SP as their source), when it differs.
+_EVENTS = """
+CREATE TABLE IF NOT EXISTS events (
+    seq {serial},
+    event_key TEXT NOT NULL UNIQUE,
+    requester TEXT NOT NULL,
+    slice_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    above TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_requester ON events (requester, seq)
+"""
+
+
+#: Version 6 (issue 16): a local domain's books, when the SP's replicas share them: each held segment's
 #: handle and state per domain, and a version per domain that every change moves on (read to see
 #: whether another replica changed the books since this one last read them).
 _BOOKS = """
@@ -172,7 +201,8 @@ def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
         (2, "service orders (the REST API's TMF641 orders)", _ORDERS.format(real=dialect.real, pos=dialect.pos)),
         (3, "the alerts open at this level, per slice and cause", _ALERTS),
         (4, "the REST hub's subscriptions", _HUB.format(real=dialect.real)),
-        (5, "local domains' books, shared by an SP's replicas", _BOOKS.format(int=dialect.int)),
+        (5, "the REST API's events, kept for SSE clients that reconnect", _EVENTS.format(serial=dialect.serial)),
+        (6, "local domains' books, shared by an SP's replicas", _BOOKS.format(int=dialect.int)),
     ]
 
 

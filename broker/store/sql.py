@@ -119,6 +119,9 @@ class SqlStore:
     def _lock_schema(self) -> None:
         """Inside the migration transaction: keep other processes from migrating at the same time."""
 
+    def _lock_events(self) -> None:
+        """Inside a write: hold off other processes' event appends until it commits (none to hold off here)."""
+
     def _legacy(self) -> None:
         """Inside the migration transaction of a database that predates ``schema_version``: bring it to version 1."""
 
@@ -453,6 +456,7 @@ class SqlStore:
                 "description": order.description,
                 "completed_at": order.completed_at,
                 "cancelled_at": order.cancelled_at,
+                **({"delete_slice": order.delete_slice} if order.delete_slice else {}),
             }
         )
         try:
@@ -483,6 +487,7 @@ class SqlStore:
             description=str(body.get("description", "")),
             completed_at=float(body.get("completed_at", 0.0)),
             cancelled_at=float(body.get("cancelled_at", 0.0)),
+            delete_slice=str(body.get("delete_slice", "")),
         )
 
     def order(self, order_id: str) -> OrderRecord | None:
@@ -588,6 +593,47 @@ class SqlStore:
             (domain,),
         )
         return self.books_version(domain)
+
+    def append_events(self, events: Sequence[tuple[str, str, str, str, str]], *, keep: int) -> list[int]:
+        """Number and keep events (key, requester, slice id, body, body as seen from above); their numbers.
+
+        An event whose key is kept already (another replica wrote it first) keeps its number. All
+        but about the newest ``keep`` are dropped.
+        """
+        numbers: list[int] = []
+        with self._tx():
+            # Numbered in the order the appends commit: a reader that got number n never sees a smaller one later.
+            self._lock_events()
+            for event in events:
+                self._execute(
+                    "INSERT INTO events (event_key, requester, slice_id, body, above) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT (event_key) DO NOTHING",
+                    event,
+                )
+                row = self._execute("SELECT seq FROM events WHERE event_key = ?", (event[0],)).fetchone()
+                numbers.append(int(row["seq"]))
+            if numbers:
+                self._execute("DELETE FROM events WHERE seq <= ?", (max(numbers) - keep,))
+        return numbers
+
+    def events_after(
+        self, seq: int, *, requester: str | None, limit: int, slice_id: str = ""
+    ) -> list[tuple[int, str, str]]:
+        """The kept events numbered after ``seq`` (of ``requester``'s slices, None: all; of one slice if
+        given), oldest first: (number, body, body as seen from above or '')."""
+        where, args = ("seq > ?", [seq]) if requester is None else ("requester = ? AND seq > ?", [requester, seq])
+        if slice_id:
+            where, args = f"{where} AND slice_id = ?", [*args, slice_id]
+        rows = self._execute(
+            f"SELECT seq, body, above FROM events WHERE {where} ORDER BY seq LIMIT ?",  # noqa: S608 - only ? marks
+            [*args, limit],
+        ).fetchall()
+        return [(int(r["seq"]), r["body"], r["above"]) for r in rows]
+
+    def event_bounds(self) -> tuple[int, int]:
+        """The numbers of the oldest and the newest kept event; (0, 0) when none is kept."""
+        row = self._execute("SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM events").fetchone()
+        return int(row["lo"] or 0), int(row["hi"] or 0)
 
     def prune_failed(self, *, before: float, keep: int) -> int:
         """Delete FAILED slices last changed before ``before``, and all but the newest ``keep``; returns how many.

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from scenarios.processes import BrokerProcess, Fleet
 
@@ -91,3 +95,67 @@ async def until(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]
         if done(value) or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.05)
+
+
+@dataclass
+class Message:
+    """One Server-Sent Events message: its type (``message`` when unnamed), ``id:`` (None when absent), data."""
+
+    event: str
+    id: str | None
+    data: str
+
+    def json(self) -> Any:
+        """The data as JSON."""
+        return json.loads(self.data)
+
+
+class SseReader:
+    """Reads the messages of an SSE stream one at a time (comments skipped), as EventSource parses them."""
+
+    def __init__(self, reply: aiohttp.ClientResponse) -> None:
+        self.reply = reply
+
+    async def next(self, timeout_s: float = 15.0) -> Message:
+        """The next message, or TimeoutError; EOFError when the stream ended."""
+        event, ident, data = "message", None, []
+        async with asyncio.timeout(timeout_s):
+            while True:
+                raw = await self.reply.content.readline()
+                if not raw:
+                    raise EOFError("the stream ended")
+                line = raw.decode().rstrip("\n")
+                if not line:
+                    if data or ident is not None or event != "message":
+                        return Message(event, ident, "\n".join(data))
+                    continue
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "event":
+                    event = value
+                elif name == "id":
+                    ident = value
+                elif name == "data":
+                    data.append(value)
+
+
+@contextlib.asynccontextmanager
+async def callback_sink() -> AsyncIterator[tuple[str, dict[str, list[Any]]]]:
+    """A loopback HTTP server taking hub callbacks at ``/cb/WHO``: its URL up to ``/cb`` and what each WHO got."""
+    received: dict[str, list[Any]] = defaultdict(list)
+
+    async def callback(request: web.Request) -> web.Response:
+        received[request.match_info["who"]].append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/cb/{who}", callback)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/cb", received
+    finally:
+        await runner.cleanup()

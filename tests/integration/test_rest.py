@@ -21,7 +21,7 @@ from openapi_spec_validator import validate
 from broker.security.accounts import Role
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from scenarios.processes import OPERATOR, Fleet
+from scenarios.processes import Fleet
 from tests.integration.rest import CATALOG, INVENTORY, ORDERING, Answer, RestClient, order_body, rest_address, until
 from tests.topology import leaf_domain
 
@@ -47,27 +47,6 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
         yield fl
     finally:
         await fl.stop_all()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
-        yield s
-
-
-@pytest.fixture
-def alice(fleet: Fleet, session: aiohttp.ClientSession) -> RestClient:
-    return RestClient(fleet, SP, "alice", session)
-
-
-@pytest.fixture
-def bob(fleet: Fleet, session: aiohttp.ClientSession) -> RestClient:
-    return RestClient(fleet, SP, "bob", session)
-
-
-@pytest.fixture
-def operator(fleet: Fleet, session: aiohttp.ClientSession) -> RestClient:
-    return RestClient(fleet, SP, OPERATOR, session)
 
 
 async def settled(client: RestClient, order_id: str) -> Answer:
@@ -221,6 +200,43 @@ async def test_a_session_token_serves_several_calls_but_only_from_its_users_cert
         assert (await alice.call("GET", f"{ORDERING}/serviceOrder", token=token)).status == 200
     stolen = await bob.call("GET", f"{ORDERING}/serviceOrder", token=token)
     assert stolen.status == 401 and "TLS peer" in stolen.body["reason"]
+
+
+async def test_the_rest_login_gives_a_session_token_on_the_api_s_own_origin_without_a_bearer_token(
+    fleet: Fleet, alice: RestClient, bob: RestClient, session: aiohttp.ClientSession
+) -> None:
+    url = "/fedbroker/v1/login"
+    ok = await alice.call("POST", url, json={"user": "alice", "password": "alice-pw"}, token="")
+    assert ok.status == 200, ok.body
+    assert ok.body["token_type"] == "Bearer" and ok.body["expires_at"] > 0
+    for _ in range(2):  # a session token: more than one call, from alice's certificate only
+        assert (await alice.call("GET", f"{ORDERING}/serviceOrder", token=ok.body["token"])).status == 200
+    assert (await bob.call("GET", f"{ORDERING}/serviceOrder", token=ok.body["token"])).status == 401
+    wrong = await alice.call("POST", url, json={"user": "alice", "password": "nope"}, token="")
+    unknown = await alice.call("POST", url, json={"user": "nobody", "password": "nope"}, token="")
+    assert (
+        wrong.status == 401
+        and wrong.body["code"] == "UNAUTHENTICATED"
+        and wrong.body["reason"] == "bad user or password"
+    )
+    assert unknown.status == 403 and unknown.body["field"] == "user"  # alice's certificate is not nobody's
+    other = await alice.call("POST", url, json={"user": "bob", "password": "bob-pw"}, token="")
+    assert other.status == 403 and "not 'bob'" in other.body["reason"]
+    bad = await alice.call("POST", url, json={"user": "alice"}, token="")
+    assert bad.status == 400 and bad.body["field"] == "password"
+    # One failure count per user for both surfaces: guesses at the login endpoint lock the REST login too.
+    fleet.grant(SP, "carol", Role.CUSTOMER, password="carol-pw")
+    carol = RestClient(fleet, SP, "carol", session)
+    login = (fleet[SP].data_dir / "login_address").read_text().strip()
+    for i in range(5):
+        async with session.post(
+            f"https://{login}/login", json={"user": "carol", "password": f"guess-{i}"}, ssl=carol.ssl()
+        ) as reply:
+            assert reply.status == 401
+    locked = await carol.call("POST", url, json={"user": "carol", "password": "carol-pw"}, token="")
+    assert locked.status == 429 and locked.body["code"] == "RESOURCE_EXHAUSTED", locked.body
+    lines = [json.loads(x) for x in fleet[SP].audit_path.read_text().splitlines()]
+    assert [x["result"] for x in lines if x["rpc"] == "Login" and x["target"] == "carol"][-1] == "RESOURCE_EXHAUSTED"
 
 
 async def test_a_browser_passes_its_session_token_as_a_query_parameter_to_the_event_stream_only(

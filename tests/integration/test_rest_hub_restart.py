@@ -9,11 +9,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from broker.security.accounts import Role
 from scenarios.processes import Fleet
-from tests.integration.rest import ORDERING, RestClient, order_body, until
+from tests.integration.rest import ORDERING, RestClient, callback_sink, order_body, until
 from tests.topology import leaf_domain
 
 pytestmark = pytest.mark.integration
@@ -22,25 +21,18 @@ SLICE = {"src": "L.ep", "dst": "L.to-X", "bandwidth_mbps": 10}
 
 
 async def test_a_hub_subscription_outlives_a_kill_and_a_deleted_one_stays_deleted(tmp_path: Path) -> None:
-    received: list[dict[str, Any]] = []
+    async with callback_sink() as (url, told):
+        await _kept_across_kills(tmp_path, url, told["alice"])
 
-    async def callback(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/cb", callback)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
+async def _kept_across_kills(tmp_path: Path, url: str, received: list[dict[str, Any]]) -> None:
     fleet = Fleet(tmp_path)
     try:
         fleet.grant(SP, "alice", Role.CUSTOMER)
         await fleet.start(SP, {"domains": [leaf_domain(SP, {"X": "100-199"})], "rest_listen": "127.0.0.1:0"})
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
             alice = RestClient(fleet, SP, "alice", session)
-            hub = await alice.call("POST", f"{ORDERING}/hub", json={"callback": f"http://127.0.0.1:{port}/cb"})
+            hub = await alice.call("POST", f"{ORDERING}/hub", json={"callback": f"{url}/alice"})
             assert hub.status == 201
         fleet.signal(SP, signal.SIGKILL)
         await fleet.wait_exit(SP)
@@ -56,7 +48,7 @@ async def test_a_hub_subscription_outlives_a_kill_and_a_deleted_one_stays_delete
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
             alice = RestClient(fleet, SP, "alice", session)  # the restarted broker's REST port is a new one
             kept = await alice.call("GET", f"{ORDERING}/hub/{hub.body['id']}")
-            assert kept.status == 200 and kept.body["callback"] == f"http://127.0.0.1:{port}/cb"
+            assert kept.status == 200 and kept.body["callback"] == f"{url}/alice"
             placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=order_body("after-kill", **SLICE))
             assert placed.status == 201
             for _ in range(100):  # bounded: 10 s
@@ -82,4 +74,3 @@ async def test_a_hub_subscription_outlives_a_kill_and_a_deleted_one_stays_delete
             assert len(received) == before  # deleted before the restart: told nothing
     finally:
         await fleet.stop_all()
-        await runner.cleanup()

@@ -79,9 +79,9 @@ async def browser(fleet: Fleet) -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def session_token(fleet: Fleet, name: str) -> str:
+async def session_token(fleet: Fleet, name: str, sp: str = SP) -> str:
     """A session token from the SP's login endpoint, as ``fedbroker login`` gets one."""
-    login = (fleet[SP].data_dir / "login_address").read_text().strip()
+    login = (fleet[sp].data_dir / "login_address").read_text().strip()
     ctx = fleet.identity(name).ssl_context()
     async with (
         aiohttp.ClientSession() as http,
@@ -91,9 +91,9 @@ async def session_token(fleet: Fleet, name: str) -> str:
         return str((await reply.json())["token"])
 
 
-async def open_page(browser: Any, fleet: Fleet, name: str) -> Any:
+async def open_page(browser: Any, fleet: Fleet, name: str, sp: str = SP) -> Any:
     """A page of the web view as ``name``: their client certificate, their session token in the fragment."""
-    base = f"https://{rest_address(fleet[SP])}"
+    base = f"https://{rest_address(fleet[sp])}"
     pki = fleet.pki_dir
     cert = {"origin": base, "certPath": str(pki / f"{name}.crt"), "keyPath": str(pki / f"{name}.key")}
     # The lab CA is not the browser's (so its errors are ignored); the client certificate is still required.
@@ -103,7 +103,7 @@ async def open_page(browser: Any, fleet: Fleet, name: str) -> Any:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.js_errors = errors
-    await page.goto(f"{base}/#token={await session_token(fleet, name)}")
+    await page.goto(f"{base}/#token={await session_token(fleet, name, sp)}")
     await page.wait_for_selector("#live.on", timeout=SHOWN_MS)  # the event stream is connected
     return page
 
@@ -214,3 +214,29 @@ async def test_an_alert_shows_on_the_page_while_it_fires(fleet: Fleet, browser: 
             await lab.SetCondition(pb.ConditionRequest(domain=SP, target="core", restore=True), timeout=10)
         await alice.wait_for_selector(f"{health}:has-text('healthy')", timeout=SHOWN_MS)
         await alice_api.call("DELETE", f"{INVENTORY}/service/{slice_id}")
+
+
+async def test_a_user_logs_in_with_a_password_on_the_page_and_a_wrong_one_is_told(fleet: Fleet, browser: Any) -> None:
+    base = f"https://{rest_address(fleet[SP])}"
+    pki = fleet.pki_dir
+    cert = {"origin": base, "certPath": str(pki / "bob.crt"), "keyPath": str(pki / "bob.key")}
+    context = await browser.new_context(ignore_https_errors=True, client_certificates=[cert])
+    page = await context.new_page()
+    await page.goto(f"{base}/")  # no token anywhere: the page asks
+    await page.wait_for_selector("#login:not([hidden])", timeout=SHOWN_MS)
+    await page.fill("#user", "bob")
+    await page.fill("#password", "wrong")
+    await page.click("#log-in")
+    await page.wait_for_selector("#error:has-text('bad user or password')", timeout=SHOWN_MS)
+    assert await page.locator("#live.on").count() == 0
+    await page.fill("#password", "bob-pw")
+    await page.press("#password", "Enter")
+    await page.wait_for_selector("#live.on", timeout=SHOWN_MS)  # logged in: the event stream is connected
+    await page.wait_for_selector("#login[hidden]", state="attached", timeout=SHOWN_MS)
+    assert await page.input_value("#password") == ""  # the password does not stay on the page
+    await page.wait_for_selector("#none:not([hidden])", timeout=SHOWN_MS)  # bob has no slice; alice's are not his
+    token = await page.evaluate("sessionStorage.getItem('fedbroker-token')")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        bob = RestClient(fleet, SP, "bob", http)
+        assert (await bob.call("GET", f"{ORDERING}/serviceOrder", token=token)).status == 200  # a session token
+    await context.close()

@@ -9,22 +9,22 @@ import aiohttp
 
 from broker.security.accounts import Account, AccountBook, AccountKind, Role, hash_password
 from broker.security.audit import AuditLog
-from broker.security.login import MAX_FAILURES, LoginEndpoint
+from broker.security.login import MAX_FAILURES, LoginEndpoint, SessionIssuer
 from broker.security.tokens import TokenMinter
 from capability_catalog.signing import generate_key
 
 
 def endpoint(tmp_path: Path) -> LoginEndpoint:
     accounts = AccountBook(None, (Account("carol", AccountKind.USER, Role.CUSTOMER, (), hash_password("right")),))
-    return LoginEndpoint(
+    issuer = SessionIssuer(
         "L1",
         accounts,
         TokenMinter(generate_key(), "L1"),
         AuditLog("L1", tmp_path / "audit.log"),
-        ssl_context=None,
         session_ttl_s=600,
         clock=lambda: 1_800_000_000.0,
     )
+    return LoginEndpoint(issuer, ssl_context=None)
 
 
 async def test_concurrent_wrong_passwords_are_checked_no_more_often_than_the_limit(tmp_path: Path) -> None:

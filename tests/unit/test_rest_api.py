@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,3 +128,48 @@ def test_an_order_body_takes_tmf_polymorphism_attributes_but_refuses_unknown_one
     assert m.ServiceOrderCreate.model_validate(body).base_type == "ServiceOrder"
     with pytest.raises(ValueError, match="requestedStartDate"):
         m.ServiceOrderCreate.model_validate({**body, "requestedStartDate": "2026-01-01T00:00:00Z"})
+
+
+def test_hold_only_orders_are_documented_in_the_openapi_document_and_the_readme() -> None:
+    doc = document("T")
+    assert "holdOnly: true" in doc["info"]["description"]
+    create = doc["paths"]["/tmf-api/serviceOrdering/v4/serviceOrder"]["post"]
+    assert "holdOnly" in create["summary"]
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "`holdOnly: true`" in readme
+
+
+def test_attribute_selection_reaches_inside_attributes_and_lists_and_keeps_ids() -> None:
+    body = {
+        "id": "o",
+        "href": "/o",
+        "@type": "ServiceOrder",
+        "state": "completed",
+        "note": "n",
+        "serviceOrderItem": [{"id": "1", "state": "completed", "service": {"id": "s", "state": "active", "name": "x"}}],
+    }
+    assert selected(body, "") == body
+    assert selected(body, "state") == {"id": "o", "href": "/o", "@type": "ServiceOrder", "state": "completed"}
+    assert selected(body, " serviceOrderItem.service.state , note")["serviceOrderItem"] == [
+        {"id": "1", "service": {"id": "s", "state": "active"}}
+    ]
+    assert selected(body, "serviceOrderItem")["serviceOrderItem"] == body["serviceOrderItem"]
+    assert selected(body, "state.inner")["state"] == "completed"  # a plain value is sent whole
+    assert "note" not in selected(body, "nothing")
+
+
+def test_the_event_stream_documents_its_resume_parameters() -> None:
+    op = document("T")["paths"]["/tmf-api/serviceOrdering/v4/events"]["get"]
+    where = {(p["name"], p["in"]) for p in op["parameters"]}
+    assert {("Last-Event-ID", "header"), ("lastEventId", "query")} <= where
+    assert "event: reset" in op["responses"]["200"]["description"]
+
+
+def test_only_the_login_operation_needs_no_bearer_token() -> None:
+    doc = document("T")
+    open_ops = [
+        op["operationId"] for methods in doc["paths"].values() for op in methods.values() if op.get("security") == []
+    ]
+    assert open_ops == ["createSession"]
+    assert doc["security"] == [{"bearer": []}]
+    assert [r.operation_id for r in ROUTES if r.public] == ["createSession"]

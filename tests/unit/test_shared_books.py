@@ -47,9 +47,7 @@ def replica(pg_dsn: str) -> Iterator[Replica]:
 def _port_bandwidth(note: CapabilityNote) -> int:
     """What the note sells between L1.par and the border port (800 Mbit/s when nothing is held)."""
     return max(
-        t.bandwidth_mbps
-        for t in note.transit
-        if {str(t.a), str(t.b)} == {"L1.par", "L1.to-L2"} and not t.functions
+        t.bandwidth_mbps for t in note.transit if {str(t.a), str(t.b)} == {"L1.par", "L1.to-L2"} and not t.functions
     )
 
 

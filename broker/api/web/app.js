@@ -6,6 +6,7 @@ const INVENTORY = "/tmf-api/serviceInventory/v4";
 const ORDERING = "/tmf-api/serviceOrdering/v4";
 const FEDERATION = "/fedbroker/v1/federation";
 const OFFERS = "/fedbroker/v1/offer";
+const LOGIN = "/fedbroker/v1/login";
 const REFRESH_MS = 3000; // the federation's notes age and change without events: read again this often
 const services = new Map(); // slice id -> TMF638 service
 let token = "";
@@ -196,6 +197,9 @@ function follow() {
     services.set(service.id, service);
     renderSlices();
   });
+  // The broker no longer keeps the events missed while the page was away (EventSource resumed after
+  // its Last-Event-ID): read the slices again, then follow from here.
+  stream.addEventListener("reset", () => loadSlices().catch((err) => showError(err.message)));
   stream.addEventListener("ServiceAlertEvent", async (msg) => {
     const id = JSON.parse(msg.data).event.service.id;
     try {
@@ -205,6 +209,24 @@ function follow() {
       showError(`alert on ${id}: ${err.message}`);
     }
   });
+}
+
+async function logIn() {
+  const user = document.getElementById("user").value.trim();
+  const password = document.getElementById("password").value;
+  try {
+    const reply = await fetch(LOGIN, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user, password }),
+    });
+    const answer = await reply.json();
+    if (!reply.ok) throw new Error(answer.reason || reply.statusText);
+    document.getElementById("password").value = "";
+    await start(answer.token);
+  } catch (err) {
+    showError(`log in as ${user}: ${err.message}`);
+  }
 }
 
 async function start(newToken) {
@@ -225,6 +247,8 @@ async function start(newToken) {
 
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("use").addEventListener("click", () => start(document.getElementById("token").value.trim()));
+  document.getElementById("log-in").addEventListener("click", logIn);
+  document.getElementById("password").addEventListener("keydown", (e) => { if (e.key === "Enter") logIn(); });
   const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
   if (fromUrl) history.replaceState(null, "", location.pathname); // the token leaves the address bar
   const known = fromUrl || sessionStorage.getItem("fedbroker-token");

@@ -1,0 +1,104 @@
+"""The web view of a mid-level SP in a real browser: the notes from below with version, age and expiry, a
+refused note with its reason, and the resumed event stream after the page lost its connection."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from broker.security.accounts import Role
+from capability_catalog.signing import generate_key, public_key_to_text
+from scenarios.processes import OPERATOR, Fleet
+from tests.integration.rest import INVENTORY, ORDERING, RestClient, order_body, until
+from tests.integration.test_web_view import SHOWN_MS, _require_browser, artefact, browser, open_page
+from tests.topology import leaf_domain
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+__all__ = ["browser"]  # the module's fixture, shared with test_web_view.py
+
+SP = "T"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
+    """T above L1 (trusted) and L2 (whose key T was told wrong: its notes are refused)."""
+    _require_browser()
+    fl = Fleet(tmp_path_factory.mktemp("web-fed"))
+    try:
+        await fl.start("L1", {"domains": [leaf_domain("L1", {"T": "100-199"})]})
+        await fl.start("L2", {"domains": [leaf_domain("L2", {"T": "200-299"})]})
+        fl.brokers["L2"].public_key = public_key_to_text(generate_key().public_key())  # not L2's key
+        settings = {
+            "domains": [leaf_domain("T", {"L1": "100-199", "L2": "200-299"})],
+            "rest_listen": f"127.0.0.1:{_free_port()}",  # kept across the restart: the page reconnects to it
+            "security": {"login_listen": "127.0.0.1:0"},
+        }
+        await fl.start(SP, settings, lowers=["L1", "L2"])
+        for name, role in (("alice", Role.CUSTOMER), (OPERATOR, Role.OPERATOR)):
+            fl.grant(SP, name, role, password=f"{name}-pw")
+        yield fl
+    finally:
+        await fl.stop_all()
+
+
+async def test_the_operator_sees_each_note_from_below_with_its_age_and_expiry_and_the_refused_one(
+    fleet: Fleet, browser: Any
+) -> None:
+    page = await open_page(browser, fleet, OPERATOR, SP)
+    lower = '.sp[data-sp="L1"]'
+    await page.wait_for_selector(lower, timeout=SHOWN_MS)
+    text = await page.inner_text(lower)
+    assert re.search(r"note v\d+, \d+ s old, expires in \d+ s", text), text
+    assert "endpoints: L1.ep" in text and "borders with: T" in text
+    await page.wait_for_selector(".refused:has-text('L2')", timeout=SHOWN_MS)
+    refused = await page.inner_text(".refused")
+    assert refused.startswith("refused L2 v") and "BAD_SIGNATURE" in refused, refused
+    assert await page.locator('.sp[data-sp="L2"]').count() == 0  # a refused note is not shown as held
+    own = await page.inner_text('.sp.own[data-sp="T"]')
+    assert "(this SP)" in own and "L1.ep" in own and "L2.ep" not in own, own
+    await page.screenshot(path=str(artefact("web-federation.png")), full_page=True)
+    assert page.js_errors == [], page.js_errors
+
+
+async def test_a_page_that_lost_its_stream_across_a_broker_restart_shows_what_happened_meanwhile(
+    fleet: Fleet, browser: Any
+) -> None:
+    page = await open_page(browser, fleet, "alice", SP)
+    fleet.signal(SP, signal.SIGKILL)  # the page's stream breaks; its EventSource retries
+    await fleet.wait_exit(SP)
+    await page.wait_for_selector("#live.off", timeout=SHOWN_MS)
+    await page.context.set_offline(True)  # and keeps failing, until the slice below has come and gone
+    await fleet.restart(SP)  # on the same REST port (its config names it)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        alice = RestClient(fleet, SP, "alice", http)
+        body = order_body("web-away", src="T.ep", dst="T.to-L1", bandwidth_mbps=1)
+        placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=body)
+        assert placed.status == 201, placed.body
+        order = f"{ORDERING}/serviceOrder/{placed.body['id']}"
+        done = await until(lambda: alice.call("GET", order), lambda a: a.body["state"] == "completed")
+        slice_id = done.body["serviceOrderItem"][0]["service"]["id"]
+        assert (await alice.call("DELETE", f"{INVENTORY}/service/{slice_id}")).status == 204
+        ended = await until(
+            lambda: alice.call("GET", f"{INVENTORY}/service/{slice_id}"), lambda a: a.body["state"] == "terminated"
+        )
+        assert ended.body["state"] == "terminated"
+    row = f'tr[data-slice="{slice_id}"]'
+    assert await page.locator(row).count() == 0  # nothing reached the page meanwhile
+    await page.context.set_offline(False)  # it reconnects with its Last-Event-ID: the missed events come
+    await page.wait_for_selector("#live.on", timeout=SHOWN_MS)
+    await page.wait_for_selector(f'{row} td[data-role="state"]:text-is("TERMINATED")', timeout=SHOWN_MS)
+    lost = ("ERR_INTERNET_DISCONNECTED", "ERR_CONNECTION_REFUSED", "ERR_INCOMPLETE_CHUNKED_ENCODING")
+    assert [e for e in page.js_errors if not any(x in e for x in lost) and "403" not in e] == [], page.js_errors
