@@ -176,6 +176,8 @@ class Broker:
         self.faults = Faults(config.faults_file)
         agents: dict[str, DomainAgent] = {}
         local: dict[str, EmulatedDomainAgent] = {}
+        # Replicas keep an emulated domain's books (and the memory WIM's services) in the shared store.
+        shared_books = StoreLedger(self.store) if config.store.replicas else None
         prefix = config.dataplane.prefix
         # The parts that need a start of their own: data-plane workers, clouds to log in to.
         self._dataplane: list[LinuxWimDriver | NetnsDomainAgent] = []
@@ -196,9 +198,7 @@ class Broker:
                     agent = netns_agent = NetnsDomainAgent(dom, clock, prefix=prefix, probing=probing)
                     self._dataplane.append(netns_agent)
                 else:
-                    # Replicas keep an emulated domain's books in the shared store, so they agree.
-                    ledger = StoreLedger(self.store) if config.store.replicas else None
-                    agent = EmulatedDomainAgent(dom, clock, ledger=ledger)
+                    agent = EmulatedDomainAgent(dom, clock, ledger=shared_books)
             except InvalidArgument as exc:  # a note file promising what the domain cannot keep
                 self._data_lock.close()
                 raise ConfigError(f"{where}{exc}", field=exc.field) from None
@@ -226,7 +226,9 @@ class Broker:
             )
         self.agents = agents
         capacity = dict(config.wim.capacity_mbps or {})
-        self.wim: WimDriver = MemoryWimDriver(capacity)
+        # Replicas keep the memory WIM's services in the shared store too, so a label one of them
+        # stitched is freed by whichever releases the slice.
+        self.wim: WimDriver = MemoryWimDriver(capacity, ledger=shared_books)
         self._linux_wim: LinuxWimDriver | None = None
         if config.wim.driver == "linux":
             from wim.linux import LinuxWimDriver

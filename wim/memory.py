@@ -13,12 +13,15 @@ an edit, but ``restore`` re-applies the points and bandwidth the handle was crea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from capability_catalog.model import LABEL_LIMITS, LabelType
+from domain_agents.ledger import Ledger
 from slicing.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from slicing.model import SliceState
 from wim.base import ConnectionPoint, ConnectivitySpec, ServiceStatus, WimUsage
 
 HANDLE_VERSION = 1
@@ -93,6 +96,7 @@ class MemoryWimDriver:
         *,
         latency_s: float = 0.0,
         fail_at: str | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         if fail_at is not None and fail_at not in FAIL_STEPS:
             raise ValueError(f"fail_at must be one of {sorted(FAIL_STEPS)} or None, got {fail_at!r}")
@@ -103,6 +107,44 @@ class MemoryWimDriver:
         self.fail_at = fail_at
         self._services: dict[str, ConnectivitySpec] = {}  # by key
         self._handles: dict[str, str] = {}  # key -> handle returned by create (or restored)
+        # Replicas of one SP: the services live in the shared store (``BOOK``); ``_seen`` is their version here.
+        self._ledger = ledger
+        self._seen = 0
+
+    #: The name of the WIM's books in a shared ledger (a domain id cannot start with a dot).
+    BOOK = ".wim"
+
+    @contextlib.asynccontextmanager
+    async def _changing(self) -> AsyncIterator[None]:
+        """Around one change: with a ledger, under its lock and on the services as stored."""
+        if self._ledger is None:
+            yield
+            return
+        async with self._ledger.guard(self.BOOK):
+            self._sync()
+            yield
+
+    def _sync(self) -> None:
+        """Mirror the shared services when another replica changed them."""
+        if self._ledger is None or self._ledger.version(self.BOOK) == self._seen:
+            return
+        version, entries = self._ledger.entries(self.BOOK)
+        self._services, self._handles = {}, {}
+        for key, kept, _ in entries:
+            both = json.loads(kept)
+            self._services[key] = decode_handle(both["spec"])
+            self._handles[key] = both["handle"]
+        self._seen = version
+
+    def _record(self, key: str) -> None:
+        """Write one service (or its deletion, when it is no longer kept) to the shared ledger."""
+        if self._ledger is None:
+            return
+        if key not in self._services:
+            self._seen = self._ledger.drop(self.BOOK, key)
+            return
+        kept = json.dumps({"handle": self._handles[key], "spec": encode_handle(self._services[key])})
+        self._seen = self._ledger.put(self.BOOK, key, kept, SliceState.ACTIVE)
 
     async def _step(self, step: str) -> None:
         if self.latency_s > 0:
@@ -144,41 +186,48 @@ class MemoryWimDriver:
     async def create(self, spec: ConnectivitySpec) -> str:
         """Account a new service; the same key with the same spec returns the same handle."""
         await self._step("create")
-        held = self._services.get(spec.key)
-        if held is not None:
-            if held != spec:
-                raise AlreadyExists(f"service key '{spec.key}' is used by a different service")
-            return self._handles[spec.key]
-        _validate(spec)
-        self._check_room(spec)
-        handle = encode_handle(spec)
-        self._services[spec.key] = spec
-        self._handles[spec.key] = handle
+        async with self._changing():
+            held = self._services.get(spec.key)
+            if held is not None:
+                if held != spec:
+                    raise AlreadyExists(f"service key '{spec.key}' is used by a different service")
+                return self._handles[spec.key]
+            _validate(spec)
+            self._check_room(spec)
+            handle = encode_handle(spec)
+            self._services[spec.key] = spec
+            self._handles[spec.key] = handle
+            self._record(spec.key)
         return handle
 
     async def edit(self, handle: str, spec: ConnectivitySpec) -> None:
         """Replace a service's points and bandwidth, all or nothing; the key cannot change."""
         await self._step("edit")
-        key = self._key(handle)
-        if key is None:
-            raise NotFound("no connectivity service under this handle")
-        if spec.key != key:
-            raise InvalidArgument("key", f"an edit keeps the service's key '{key}' (got '{spec.key}')")
-        _validate(spec)
-        self._check_room(spec, ignore=key)
-        self._services[key] = spec
+        async with self._changing():
+            key = self._key(handle)
+            if key is None:
+                raise NotFound("no connectivity service under this handle")
+            if spec.key != key:
+                raise InvalidArgument("key", f"an edit keeps the service's key '{key}' (got '{spec.key}')")
+            _validate(spec)
+            self._check_room(spec, ignore=key)
+            self._services[key] = spec
+            self._record(key)
 
     async def delete(self, handle: str) -> None:
         """Forget a service; an unknown or deleted handle is not an error."""
         await self._step("delete")
-        key = self._key(handle)
-        if key is not None:
-            del self._services[key]
-            del self._handles[key]
+        async with self._changing():
+            key = self._key(handle)
+            if key is not None:
+                del self._services[key]
+                del self._handles[key]
+                self._record(key)
 
     async def status(self, handle: str) -> ServiceStatus:
         """``ACTIVE`` for a service the driver keeps; ``NotFound`` otherwise."""
         await self._step("status")
+        self._sync()
         if self._key(handle) is None:
             raise NotFound("no connectivity service under this handle")
         return ServiceStatus.ACTIVE
@@ -186,22 +235,26 @@ class MemoryWimDriver:
     async def list(self) -> list[str]:
         """Handles of every service, as returned by ``create`` (or given to ``restore``)."""
         await self._step("list")
+        self._sync()
         return list(self._handles.values())
 
     async def restore(self, handle: str) -> None:
         """Re-account a persisted service after a restart; a label clash means corrupt state and is refused."""
         await self._step("restore")
         spec = decode_handle(handle)
-        if spec.key in self._services:
-            return
-        _validate(spec)
-        # Capacity is not re-checked: the service exists, even if the configured capacity shrank.
-        self._check_room(spec, capacity=False)
-        self._services[spec.key] = spec
-        self._handles[spec.key] = handle
+        async with self._changing():
+            if spec.key in self._services:
+                return
+            _validate(spec)
+            # Capacity is not re-checked: the service exists, even if the configured capacity shrank.
+            self._check_room(spec, capacity=False)
+            self._services[spec.key] = spec
+            self._handles[spec.key] = handle
+            self._record(spec.key)
 
     def usage(self) -> WimUsage:
         """Services kept, connection points (labels) held, and the sum of the services' bandwidth."""
+        self._sync()
         return WimUsage(
             services=len(self._services),
             labels=sum(len(s.points) for s in self._services.values()),

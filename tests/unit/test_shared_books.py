@@ -186,3 +186,33 @@ def test_an_offer_edit_at_a_replica_is_refused_saying_what_to_do(tmp_path: Path)
     with pytest.raises(FailedPrecondition, match=r"domain 'L1': this SP runs as replicas.*restart each replica"):
         desk.set("L1", OfferPolicy(withdrawn=True))
     assert agent.note.version == before and not (tmp_path / "offers.json").exists()
+
+
+async def test_the_memory_wim_of_replicas_frees_a_label_whichever_deletes_it(pg_dsn: str) -> None:
+    """One replica stitches, another releases the slice: the label is free again for both (not only in one)."""
+    from capability_catalog.model import LabelType
+    from wim.base import ConnectionPoint, ConnectivitySpec
+    from wim.memory import MemoryWimDriver
+
+    stores = [PostgresStore(pg_dsn, exclusive=False) for _ in range(2)]
+    try:
+        a, b = (MemoryWimDriver(ledger=StoreLedger(store)) for store in stores)
+
+        def spec(key: str, label: int, mbps: int = 10) -> ConnectivitySpec:
+            vni = LabelType.VXLAN_VNI
+            points = (ConnectionPoint("X.to-Y", vni, label), ConnectionPoint("Y.to-X", vni, label))
+            return ConnectivitySpec(key=key, points=points, bandwidth_mbps=mbps)
+
+        handle = await a.create(spec("s1", 1000))
+        with pytest.raises(ResourceExhausted, match=r"label 1000 on port X\.to-Y is already used by service 's1'"):
+            await b.create(spec("s2", 1000))  # the other replica knows the label is taken
+        assert await b.create(spec("s1", 1000)) == handle  # the same service again: the same handle
+        await b.edit(handle, spec("s1", 1000, mbps=20))
+        assert a.usage().bandwidth_mbps == 20
+        await b.delete(handle)
+        assert await a.list() == [] and a.usage().services == 0
+        again = await a.create(spec("s2", 1000))  # free again at the replica that first stitched it
+        assert await b.list() == [again]
+    finally:
+        for store in stores:
+            store.close()
