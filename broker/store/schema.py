@@ -147,6 +147,10 @@ CREATE TABLE IF NOT EXISTS hub_subscriptions (
 """
 
 
+#: Version 5 (issue 17): a one-call order's intent (``SliceRecord.then``), durable with the commit decision.
+_ORDER_THEN = "ALTER TABLE slices ADD COLUMN order_then TEXT NOT NULL DEFAULT ''"
+
+
 def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
     """(number, what it does, the SQL) of every migration, oldest first. Append; never edit one that shipped."""
     return [
@@ -154,6 +158,7 @@ def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
         (2, "service orders (the REST API's TMF641 orders)", _ORDERS.format(real=dialect.real, pos=dialect.pos)),
         (3, "the alerts open at this level, per slice and cause", _ALERTS),
         (4, "the REST hub's subscriptions", _HUB.format(real=dialect.real)),
+        (5, "what follows a slice's hold or commit (a one-call order)", _ORDER_THEN),
     ]
 
 
