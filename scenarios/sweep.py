@@ -432,10 +432,10 @@ class SweepFederation:
         for sp in self.fleet.brokers:
             self.fleet.write_faults(sp)
         answer = ""
+        # A one-call order that answered an error may have gone on to ACTIVE: its id is known by its request id.
+        ref = pb.SliceRef(slice_id=slice_id) if slice_id else pb.SliceRef(request_id=request_id)
         with contextlib.suppress(grpc.aio.AioRpcError):
-            msg = await self.fleet[self.top].slices.Terminate(
-                pb.SliceRef(slice_id=slice_id), timeout=self.call_timeout_s
-            )
+            msg = await self.fleet[self.top].slices.Terminate(ref, timeout=self.call_timeout_s)
             answer = state_name(msg.state)
         after = await wait_settled(
             self.fleet,
