@@ -14,7 +14,11 @@ import grpc
 import pytest
 
 from bench.rpcs import METRICS, answered, lifecycle_calls
+from broker.api.child_agent import ChildBrokerAgent
+from domain_agents.base import NotActivated
 from fedbroker.v1 import northsouth_pb2 as pb
+from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from slicing.errors import ErrorCode
 from tests.integration.federation import Federation, leaf_domain, line_peers, op, reserve, slice_request
 
 pytestmark = pytest.mark.integration
@@ -159,3 +163,73 @@ async def test_a_client_that_goes_away_mid_order_and_a_repeat_in_flight_end_in_o
     assert a.id == b.id == repeat.id
     await op(top, "Terminate", repeat.id)
     await fed.assert_idle()
+
+
+class _OldLowerSp(pb_grpc.SlicesServicer):
+    """A lower SP from before CommitAndActivate: Commit and Activate only (the base class answers UNIMPLEMENTED)."""
+
+    def __init__(self, refuse_activation: bool = False) -> None:
+        self.calls: list[str] = []
+        self.refuse_activation = refuse_activation
+
+    async def Commit(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
+        self.calls.append("Commit")
+        return pb.Slice(id=request.slice_id, state=pb.SLICE_STATE_COMMITTED)
+
+    async def Activate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
+        self.calls.append("Activate")
+        if self.refuse_activation:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "[old] no room to activate")
+        return pb.Slice(id=request.slice_id, state=pb.SLICE_STATE_ACTIVE)
+
+
+class _NewLowerSp(_OldLowerSp):
+    """A lower SP that commits, then reports its refused activation in the answer."""
+
+    async def CommitAndActivate(
+        self, request: pb.SliceRef, context: grpc.aio.ServicerContext
+    ) -> pb.CommitAndActivateResponse:
+        self.calls.append("CommitAndActivate")
+        reply = pb.CommitAndActivateResponse(slice=pb.Slice(id=request.slice_id, state=pb.SLICE_STATE_COMMITTED))
+        reply.activation_error.CopyFrom(pb.ErrorDetail(code="FAILED_PRECONDITION", message="no room to activate"))
+        return reply
+
+
+async def _serve(servicer: pb_grpc.SlicesServicer) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    pb_grpc.add_SlicesServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+async def test_an_upper_sends_commit_then_activate_to_a_lower_sp_that_does_not_know_the_one_step() -> None:
+    old = _OldLowerSp()
+    server, address = await _serve(old)
+    agent = ChildBrokerAgent("OLD", address, requester="T", timeout_s=5)
+    try:
+        await agent.commit_and_activate("s1")
+        await agent.commit_and_activate("s2")  # UNIMPLEMENTED is asked once, then remembered
+        assert old.calls == ["Commit", "Activate", "Commit", "Activate"]
+        old.refuse_activation = True
+        with pytest.raises(NotActivated) as refused:  # committed, and the refusal told apart from the commit
+            await agent.commit_and_activate("s3")
+        assert refused.value.error.code is ErrorCode.FAILED_PRECONDITION
+    finally:
+        await agent.close()
+        await server.stop(None)
+
+
+async def test_a_refused_activation_in_the_one_step_answer_comes_back_as_not_activated() -> None:
+    new = _NewLowerSp()
+    server, address = await _serve(new)
+    agent = ChildBrokerAgent("NEW", address, requester="T", timeout_s=5)
+    try:
+        with pytest.raises(NotActivated) as refused:
+            await agent.commit_and_activate("s1")
+        err = refused.value.error
+        assert err.code is ErrorCode.FAILED_PRECONDITION and err.domain == "NEW" and "no room" in str(err)
+        assert new.calls == ["CommitAndActivate"]  # one round trip
+    finally:
+        await agent.close()
+        await server.stop(None)
