@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,9 +16,11 @@ import pytest
 
 from bench.rpcs import METRICS, answered, lifecycle_calls
 from broker.api.child_agent import ChildBrokerAgent
+from broker.security.accounts import Role
 from domain_agents.base import NotActivated
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
+from scenarios.processes import Fleet
 from slicing.errors import ErrorCode
 from tests.integration.federation import Federation, leaf_domain, line_peers, op, reserve, slice_request
 
@@ -233,3 +236,38 @@ async def test_a_refused_activation_in_the_one_step_answer_comes_back_as_not_act
     finally:
         await agent.close()
         await server.stop(None)
+
+
+async def test_commit_and_activate_keeps_tenancy_and_needs_a_token(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    try:
+        for name in ("alice", "bob"):
+            fleet.grant("L", name, Role.CUSTOMER)
+        await fleet.start("L", {"domains": [leaf_domain("L", {"X": "100-199"})]})
+        alice = pb_grpc.SlicesStub(fleet.channel("L", "alice"))
+        bob = pb_grpc.SlicesStub(fleet.channel("L", "bob"))
+        anonymous = pb_grpc.SlicesStub(fleet.channel("L", "alice", authenticate=False))
+        req = slice_request("L.ep", "L.to-X", 10)
+        held = await alice.Reserve(pb.ReserveRequest(request_id="a-1", request=req), timeout=10)
+        missing = pb.SliceRef(slice_id="L-000000000000")
+        with pytest.raises(grpc.aio.AioRpcError) as nobody:
+            await bob.CommitAndActivate(missing, timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as not_his:  # alice's slice is as absent to bob
+            await bob.CommitAndActivate(pb.SliceRef(slice_id=held.id), timeout=5)
+        assert not_his.value.code() is nobody.value.code() is grpc.StatusCode.NOT_FOUND
+        assert (not_his.value.details() or "").replace(held.id, "ID") == (nobody.value.details() or "").replace(
+            "L-000000000000", "ID"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as no_token:
+            await anonymous.CommitAndActivate(pb.SliceRef(slice_id=held.id), timeout=5)
+        assert no_token.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert (await fleet["L"].operator_slices.Get(pb.SliceRef(slice_id=held.id), timeout=5)).state == (
+            pb.SLICE_STATE_HELD
+        )
+        # bob's order under alice's request id is bob's own new slice, not alice's.
+        own = await bob.Reserve(pb.ReserveRequest(request_id="a-1", request=req, then=ORDER), timeout=10)
+        assert own.id != held.id and own.state == pb.SLICE_STATE_ACTIVE
+        both = await alice.CommitAndActivate(pb.SliceRef(slice_id=held.id), timeout=10)
+        assert both.slice.state == pb.SLICE_STATE_ACTIVE
+    finally:
+        await fleet.stop_all()
