@@ -30,10 +30,11 @@ class Crashed(BaseException):
     """What an injected crash does here: the operation stops where it is, as the process would."""
 
 
-def crash_at(w: World, tmp_path: Path, point: str) -> None:
-    """Arm a one-shot crash at ``point`` in the world's manager."""
+def crash_at(w: World, tmp_path: Path, point: str, occurrence: int = 1) -> None:
+    """Arm a one-shot crash at the ``occurrence``-th hit of ``point`` in the world's manager."""
     path = tmp_path / "faults.json"
-    path.write_text(json.dumps({"rules": [{"id": "c1", "point": point, "action": "crash"}]}))
+    rule = {"id": "c1", "point": point, "action": "crash", "occurrence": occurrence}
+    path.write_text(json.dumps({"rules": [rule]}))
 
     def die(_status: int) -> None:
         raise Crashed
@@ -285,3 +286,54 @@ async def test_an_order_a_child_never_confirms_is_released_everywhere_once_the_h
     l3.down = False  # L3's release is confirmed once it answers again
     assert (await Reconciler(w.manager, w.clock).pass_once())[rec.id] is S.FAILED
     assert held_anywhere(w) == {} and w.idle()
+
+
+CRASH_POINTS = [
+    ("order.start", 1),
+    ("order.decided", 1),
+    *((p, n) for p in ("order.task.before", "order.task.after") for n in (1, 2, 3)),
+    ("order.done", 1),
+]
+
+
+@pytest.mark.parametrize(("point", "occurrence"), CRASH_POINTS)
+async def test_a_crash_at_any_point_of_the_order_ends_all_active_or_all_released(
+    tmp_path: Path, point: str, occurrence: int
+) -> None:
+    w, _ = await flaky_world(tmp_path)
+    crash_at(w, tmp_path, point, occurrence)
+    with pytest.raises(Crashed):
+        await w.manager.reserve("alice", "o1", req(), then=Then.ACTIVATE)
+    await w.manager.cancel_running()  # whatever else was in flight dies with the process
+    await w.manager.recover()
+    rec = w.manager.slices()[0]
+    reconciler = Reconciler(w.manager, w.clock)
+    for _ in range(5):
+        if w.manager.get(rec.id).state in (S.ACTIVE, S.FAILED):
+            break
+        await reconciler.pass_once()
+    final = w.manager.get(rec.id)
+    at_children = states_at_children(w)
+    if point == "order.start":  # before the decision: presumed abort
+        assert final.state is S.FAILED and at_children == {} and w.idle()
+    else:  # after it: rolled forward, every child active and the borders stitched
+        assert final.state is S.ACTIVE and at_children == {"L1": "ACTIVE", "L2": "ACTIVE", "L3": "ACTIVE"}
+        assert w.wim.usage().services == 2
+    again = await w.manager.reserve("alice", "o1", req(), then=Then.ACTIVATE) if final.state is S.ACTIVE else None
+    assert again is None or (again.id == rec.id and again.state is S.ACTIVE)
+
+
+@pytest.mark.parametrize("occurrence", [1, 2, 3])
+async def test_a_refusal_after_any_child_answered_compensates_the_order_to_committed_everywhere(
+    tmp_path: Path, occurrence: int
+) -> None:
+    w, _ = await flaky_world(tmp_path)
+    path = tmp_path / "faults.json"
+    rule = {"id": "f", "point": "order.task.after", "action": "fail", "code": "FAILED_PRECONDITION"}
+    path.write_text(json.dumps({"rules": [rule | {"occurrence": occurrence}]}))
+    w.manager._faults = Faults(path)
+    with pytest.raises(FailedPrecondition, match="activation failed"):
+        await w.manager.reserve("alice", "o1", req(), then=Then.ACTIVATE)
+    rec = w.manager.slices()[0]
+    assert rec.state is S.COMMITTED and w.wim.usage().services == 0
+    assert states_at_children(w) == {"L1": "COMMITTED", "L2": "COMMITTED", "L3": "COMMITTED"}
