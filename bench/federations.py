@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.rpcs import METRICS
 from scenarios.processes import Fleet
 
 CAPACITY_MBPS = 1_000_000
@@ -48,9 +49,11 @@ def leaf_domain(sp: str, peers: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
-async def start_leaf(fleet: Fleet, sp: str, peers: tuple[str, ...] = ()) -> None:
+async def start_leaf(
+    fleet: Fleet, sp: str, peers: tuple[str, ...] = (), settings: dict[str, Any] | None = None
+) -> None:
     """Start leaf SP ``sp``."""
-    await fleet.start(sp, {"domains": [leaf_domain(sp, peers)]})
+    await fleet.start(sp, {"domains": [leaf_domain(sp, peers)], **(settings or {})})
 
 
 async def hop(fleet: Fleet) -> tuple[str, str]:
@@ -62,14 +65,17 @@ async def hop(fleet: Fleet) -> tuple[str, str]:
 
 
 async def three_levels(fleet: Fleet, per_mid: int) -> list[str]:
-    """Start the three-level federation; returns the leaf ids once the top publishes all their endpoints."""
+    """Start the three-level federation; returns the leaf ids once the top publishes all their endpoints.
+
+    Every broker serves ``/metrics``, so the round trips of a set-up are counted (``bench.rpcs``).
+    """
     leaves = [f"L{i + 1}" for i in range(2 * per_mid)]
     for i, sp in enumerate(leaves):
         peers = tuple(leaves[j] for j in (i - 1, i + 1) if 0 <= j < len(leaves))
-        await start_leaf(fleet, sp, peers)
-    await fleet.start("M1", lowers=leaves[:per_mid])
-    await fleet.start("M2", lowers=leaves[per_mid:])
-    await fleet.start("T", lowers=["M1", "M2"])
+        await start_leaf(fleet, sp, peers, METRICS)
+    await fleet.start("M1", METRICS, lowers=leaves[:per_mid])
+    await fleet.start("M2", METRICS, lowers=leaves[per_mid:])
+    await fleet.start("T", METRICS, lowers=["M1", "M2"])
     await fleet.wait_terminals("T", [f"{sp}.ep" for sp in leaves], timeout_s=60)
     return leaves
 

@@ -16,14 +16,14 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import federations
+from bench import federations, rpcs
 from bench.echo import echo_request, echo_server
 from bench.sizes import Sizes
 from bench.stats import median, percentile
@@ -44,6 +44,8 @@ RPC_TIMEOUT_S = 30.0
 #: Pause before each note change: more than the brokers' minimum re-publication interval (50 ms).
 QUIET_S = 0.15
 SLICE_MBPS = 1
+#: Set-ups of each kind whose round trips are counted (one after the other, nothing else running).
+RPC_COUNT_SLICES = 10
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,12 @@ class Client:
     broker: BrokerProcess
     prefix: str
 
-    async def reserve(self, req: pb.SliceRequest, request_id: str) -> pb.Slice:
-        """Reserve; the reply is the held slice."""
+    async def reserve(
+        self, req: pb.SliceRequest, request_id: str, then: pb.ReserveThen.ValueType = pb.RESERVE_THEN_HOLD
+    ) -> pb.Slice:
+        """Reserve; the reply is the held slice (with ``then``, a one-call order: committed, active)."""
         reply: pb.Slice = await self.broker.slices.Reserve(
-            pb.ReserveRequest(request_id=f"{self.prefix}-{request_id}", request=req),
+            pb.ReserveRequest(request_id=f"{self.prefix}-{request_id}", request=req, then=then),
             timeout=RPC_TIMEOUT_S,
         )
         return reply
@@ -227,6 +231,7 @@ async def three_levels(root: Path, sizes: Sizes) -> Figures:
         figures |= await _alert_propagation(fleet, leaves, sizes)
         figures |= await _alert_burst(fleet, leaves)
         figures |= await _throughput(fleet, leaves, sizes)
+        figures |= await _throughput(fleet, leaves, sizes, order=True)
         figures |= await _monitoring_cpu(fleet, leaves, sizes)
         return figures
     finally:
@@ -252,22 +257,70 @@ async def _setup(client: Client, req: pb.SliceRequest, request_id: str) -> tuple
     return t1 - t0, t2 - t1, t3 - t2
 
 
+async def _order(client: Client, req: pb.SliceRequest, request_id: str) -> float:
+    """The one-call order (Reserve with then=COMMIT_AND_ACTIVATE); its time to the ACTIVE answer."""
+    t0 = time.perf_counter()
+    active = await client.reserve(req, request_id, then=pb.RESERVE_THEN_COMMIT_AND_ACTIVATE)
+    t1 = time.perf_counter()
+    if active.state != pb.SLICE_STATE_ACTIVE:
+        raise RuntimeError(f"slice {active.id} is {pb.SliceState.Name(active.state)} after its order")
+    return t1 - t0
+
+
+async def _rpcs_per_slice(fleet: Fleet, setups: Sequence[Callable[[], Awaitable[object]]]) -> float:
+    """The lifecycle calls every broker answered while ``setups`` ran one after the other, per set-up."""
+    before = await rpcs.answered(fleet)
+    for setup in setups:
+        await setup()
+    calls = rpcs.lifecycle_calls(before, await rpcs.answered(fleet))
+    return sum(calls.values()) / len(setups)
+
+
 async def _e2e_setup(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:
-    """Reserve → commit → activate of one slice at a time at the top SP ``T``."""
+    """One slice at a time at the top SP ``T``: Reserve → Commit → Activate, and the one-call order.
+
+    The two are timed in alternation (drift in machine load hits both alike). Their round trips are
+    counted apart, from every broker's count of the calls it answered (``bench.rpcs``).
+    """
     client = Client(fleet["T"], "e2e")
     src, dst = _crossing_pair(leaves)
-    for i in range(sizes.warmup):
-        await _setup(client, slice_request(src, dst, i), f"warm-{i}")
-    phases = [await _setup(client, slice_request(src, dst, i), str(i)) for i in range(sizes.e2e_slices)]
+    n = itertools.count()
+    for _ in range(sizes.warmup):
+        i = next(n)
+        await _setup(client, slice_request(src, dst, i), str(i))
+        i = next(n)
+        await _order(client, slice_request(src, dst, i), str(i))
+    phases: list[tuple[float, float, float]] = []
+    orders: list[float] = []
+    for _ in range(sizes.e2e_slices):
+        i = next(n)
+        phases.append(await _setup(client, slice_request(src, dst, i), str(i)))
+        i = next(n)
+        orders.append(await _order(client, slice_request(src, dst, i), str(i)))
     totals = [sum(p) for p in phases]
+    counted = max(1, min(sizes.e2e_slices, RPC_COUNT_SLICES))
+    classic = await _rpcs_per_slice(
+        fleet, [functools.partial(_setup, client, slice_request(src, dst, i), str(i)) for i in _take(n, counted)]
+    )
+    one_call = await _rpcs_per_slice(
+        fleet, [functools.partial(_order, client, slice_request(src, dst, i), str(i)) for i in _take(n, counted)]
+    )
     return {
         "e2e_setup_ms_p50": _ms(median(totals)),
         "e2e_setup_ms_p99": _ms(percentile(totals, 99)),
         "e2e_reserve_ms_p50": _ms(median([p[0] for p in phases])),
         "e2e_commit_ms_p50": _ms(median([p[1] for p in phases])),
         "e2e_activate_ms_p50": _ms(median([p[2] for p in phases])),
+        "e2e_order_ms_p50": _ms(median(orders)),
+        "e2e_order_ms_p99": _ms(percentile(orders, 99)),
+        "rpcs_per_slice_classic": classic,
+        "rpcs_per_slice_order": one_call,
         "e2e_brokers": float(len(fleet.brokers)),
     }
+
+
+def _take(counter: Iterator[int], k: int) -> list[int]:
+    return [next(counter) for _ in range(k)]
 
 
 async def _note_propagation(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:
@@ -456,26 +509,29 @@ def _role(sp: str) -> str:
 
 
 def rpcs_per_slice(leaves: list[str], src: str, dst: str) -> int:
-    """Round trips one set-up makes: Reserve, Commit, Activate from the client to T, T to each mid SP
-    involved, each mid SP to each leaf on the path (leaves form a line, split in halves under M1 and M2)."""
+    """Round trips one set-up makes, computed: Reserve, Commit, Activate from the client to T, T to each
+    mid SP involved, each mid SP to each leaf on the path (leaves form a line, split in halves under M1
+    and M2). ``throughput_rpcs_per_slice_counted`` and ``rpcs_per_slice_*`` are the counted ones."""
     a, b = leaves.index(src.split(".")[0]), leaves.index(dst.split(".")[0])
     half = len(leaves) // 2
     mids = 1 if (a < half) == (b < half) else 2
     return 3 * (1 + mids + abs(a - b) + 1)
 
 
-async def _throughput(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:
+async def _throughput(fleet: Fleet, leaves: list[str], sizes: Sizes, *, order: bool = False) -> Figures:
     """Concurrent clients set up distinct slices between every ordered pair of leaf endpoints, for a bounded time.
 
     The CPU time of every broker process and of the harness over the run, per slice set up, tells
-    what bounds the rate on this machine: ``cores / CPU per slice``.
+    what bounds the rate on this machine: ``cores / CPU per slice``. With ``order`` each set-up is the
+    one-call order, and every figure is named ``order_…`` (it runs after the classic one, on a
+    federation that holds those slices too).
     """
-    client = Client(fleet["T"], "tput")
+    client = Client(fleet["T"], "otput" if order else "tput")
     pairs = [(f"{a}.ep", f"{b}.ep") for a, b in itertools.permutations(leaves, 2)]
     random.Random(7).shuffle(pairs)
     counter = itertools.count()
     done: list[float] = []
-    rpcs: list[int] = []
+    rpc_counts: list[int] = []
     errors: Counter[str] = Counter()
     roles = {b.proc.pid: _role(sp) for sp, b in fleet.brokers.items() if b.proc is not None}
     meter = CpuMeter(list(roles))
@@ -489,33 +545,42 @@ async def _throughput(fleet: Fleet, leaves: list[str], sizes: Sizes) -> Figures:
                 return
             src, dst = pairs[i % len(pairs)]
             try:
-                await _setup(client, slice_request(src, dst, i), str(i))
+                if order:
+                    await _order(client, slice_request(src, dst, i), str(i))
+                else:
+                    await _setup(client, slice_request(src, dst, i), str(i))
             except (grpc.aio.AioRpcError, RuntimeError) as exc:
                 errors[exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "STATE"] += 1
                 continue
             done.append(time.perf_counter())
-            rpcs.append(rpcs_per_slice(leaves, src, dst))
+            rpc_counts.append(rpcs_per_slice(leaves, src, dst))
 
+    calls_before = await rpcs.answered(fleet)
     with meter.span():
         async with asyncio.TaskGroup() as group:
             for _ in range(sizes.throughput_clients):
                 group.create_task(customer())
+    calls = rpcs.lifecycle_calls(calls_before, await rpcs.answered(fleet))
     elapsed = (max(done) if done else time.perf_counter()) - start
     count = max(len(done), 1)
     per_role: dict[str, float] = {}
     for pid, used in meter.by_pid.items():
         per_role[roles[pid]] = per_role.get(roles[pid], 0.0) + used
     per_role["harness"] = meter.harness
-    return {
+    figures = {
         **{f"throughput_cpu_ms_per_slice_{role}": _ms(used / count) for role, used in per_role.items()},
         "e2e_throughput_slices_per_s": len(done) / elapsed,
         "throughput_clients": float(sizes.throughput_clients),
         "throughput_slices": float(len(done)),
         "throughput_errors": float(sum(errors.values())),
         "throughput_cpu_ms_per_slice": _ms(meter.used / count),
-        "throughput_rpcs_per_slice": sum(rpcs) / count,
+        # Counted: the lifecycle calls every broker answered over the run (failed set-ups' included).
+        "throughput_rpcs_per_slice_counted": sum(calls.values()) / count,
         "throughput_cpu_bound_slices_per_s": (os.cpu_count() or 1) * count / meter.used if meter.used else 0.0,
     }
+    if order:
+        return {f"order_{k.removeprefix('e2e_')}": v for k, v in figures.items()}
+    return figures | {"throughput_rpcs_per_slice": sum(rpc_counts) / count}
 
 
 # --- planner --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from capability_catalog.signing import SignedNote
+from slicing.errors import FedError
 from slicing.model import SliceRequest, SliceState
 from wim.workers import Fanout
 
@@ -118,6 +119,35 @@ class DomainUsage:
     labels: int = 0
     function_slots: int = 0
     addresses: int = 0
+
+
+class NotActivated(Exception):
+    """A commit-and-activate step committed the segment but did not activate it: ``error`` says why.
+
+    A refusal (the child compensated: the segment is committed, out of service) or an activation
+    not confirmed yet below (``outcome_unknown``: it rolls forward there). Exactly what an Activate
+    sent after the Commit would have raised.
+    """
+
+    def __init__(self, error: FedError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@runtime_checkable
+class CommitsAndActivates(Protocol):
+    """A child that commits and activates a segment in one step (a lower-SP broker: one round trip).
+
+    Children without it are told Commit, then Activate; the outcome is the same.
+    """
+
+    async def commit_and_activate(self, handle: str) -> None:
+        """Commit a held segment and, once committed, activate it.
+
+        Raises what ``commit`` would when the segment did not commit, and ``NotActivated`` (carrying
+        what ``activate`` would have raised) when it committed but is not active.
+        """
+        ...
 
 
 @runtime_checkable

@@ -66,6 +66,8 @@ PREFIX: dict[str, tuple[str, ...]] = {
     "activate": ("reserve", "commit"),
     "deactivate": ("reserve", "commit", "activate"),
     "terminate": ("reserve", "commit", "activate"),
+    # The one-call order: a Reserve that commits and activates once held everywhere.
+    "order": (),
 }
 #: Answers that say the harness, not a fault, is to blame.
 _REFUSED = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "ALREADY_EXISTS"})
@@ -239,9 +241,12 @@ class SweepFederation:
         if not top.running():
             return "NOT_RUNNING", slice_id
         try:
-            if operation == "reserve":
+            if operation in ("reserve", "order"):
+                then = pb.RESERVE_THEN_COMMIT_AND_ACTIVATE if operation == "order" else pb.RESERVE_THEN_HOLD
                 msg: pb.Slice = await top.slices.Reserve(
-                    pb.ReserveRequest(request_id=request_id, request=self.request(), hold_time_s=hold_time_s),
+                    pb.ReserveRequest(
+                        request_id=request_id, request=self.request(), hold_time_s=hold_time_s, then=then
+                    ),
                     timeout=self.call_timeout_s,
                 )
             else:
@@ -427,10 +432,10 @@ class SweepFederation:
         for sp in self.fleet.brokers:
             self.fleet.write_faults(sp)
         answer = ""
+        # A one-call order that answered an error may have gone on to ACTIVE: its id is known by its request id.
+        ref = pb.SliceRef(slice_id=slice_id) if slice_id else pb.SliceRef(request_id=request_id)
         with contextlib.suppress(grpc.aio.AioRpcError):
-            msg = await self.fleet[self.top].slices.Terminate(
-                pb.SliceRef(slice_id=slice_id), timeout=self.call_timeout_s
-            )
+            msg = await self.fleet[self.top].slices.Terminate(ref, timeout=self.call_timeout_s)
             answer = state_name(msg.state)
         after = await wait_settled(
             self.fleet,

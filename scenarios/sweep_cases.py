@@ -56,6 +56,11 @@ class Case:
         A refused Activate keeps the reservation: every SP ends COMMITTED, never released. Only a
         refusal the top raises after it recorded ACTIVE (``activate.done``) leaves the slice active.
         """
+        if self.action == "fail" and self.operation == "order" and self.point in ("order.task.after", "order.done"):
+            # A refusal after a child's commit held is its activation's: compensated, as for Activate.
+            if top and self.point == "order.done":
+                return frozenset({Outcome.ACTIVE})
+            return frozenset({Outcome.COMMITTED})
         if self.action != "fail" or self.operation != "activate":
             return None
         if top and self.point == "activate.done":

@@ -33,8 +33,9 @@ TRANSITIONS: dict[SliceState, frozenset[SliceState]] = {
     S.RESERVING: frozenset({S.HELD, S.ABORTING, S.FAILED}),
     S.HELD: frozenset({S.COMMITTING, S.ABORTING, S.EXPIRED, S.TERMINATING, S.FAILED}),
     # After the commit decision: COMMITTED once every child confirmed; TERMINATING (to FAILED) when
-    # a child lost its hold and everything else is released.
-    S.COMMITTING: frozenset({S.COMMITTED, S.TERMINATING, S.FAILED}),
+    # a child lost its hold and everything else is released; ACTIVATING at once when the commit went
+    # down with the activation (a one-call order): every child confirmed both, or the commit at least.
+    S.COMMITTING: frozenset({S.COMMITTED, S.ACTIVATING, S.TERMINATING, S.FAILED}),
     S.COMMITTED: frozenset({S.ACTIVATING, S.TERMINATING, S.FAILED}),
     # An activation a child refused is compensated (DEACTIVATING, back to COMMITTED), not released.
     S.ACTIVATING: frozenset({S.ACTIVE, S.FAILED, S.COMMITTED, S.DEACTIVATING, S.TERMINATING}),

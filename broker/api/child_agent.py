@@ -20,10 +20,18 @@ from broker.core.faults import NO_FAULTS, Faults
 from broker.core.monitoring import Rule
 from capability_catalog.model import SpId, TerminalId
 from capability_catalog.signing import SignedNote
-from domain_agents.base import DomainUsage, Held, SegmentAlert, SegmentEvent, SegmentGrant, SegmentOrder
+from domain_agents.base import (
+    DomainUsage,
+    Held,
+    NotActivated,
+    SegmentAlert,
+    SegmentEvent,
+    SegmentGrant,
+    SegmentOrder,
+)
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
-from slicing.errors import ErrorCode, FedError
+from slicing.errors import ErrorCode, FedError, error_for_code
 from slicing.model import HOLDING_STATES
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,7 @@ class ChildBrokerAgent:
         self._slices = pb_grpc.SlicesStub(self._channel)
         self._caps = pb_grpc.CapabilitiesStub(self._channel)
         self._last: dict[str, pb.Slice] = {}
+        self._combined = True  # the lower SP takes CommitAndActivate (until it answers UNIMPLEMENTED)
 
     @property
     def domain_id(self) -> SpId:
@@ -170,6 +179,33 @@ class ChildBrokerAgent:
         """Commit the lower-SP's slice."""
         await self._lifecycle("Commit", handle)
 
+    async def commit_and_activate(self, handle: str) -> None:
+        """Commit the lower-SP's slice and activate it in one round trip (``CommitAndActivate``).
+
+        A lower SP from before that call (UNIMPLEMENTED) is sent Commit, then Activate, from then on.
+        Raises the commit's error as ``commit`` does; ``NotActivated`` once committed but not active.
+        """
+        if self._combined:
+            self._faults.check_partition(self._domain_id)
+            ref = pb.SliceRef(slice_id=handle)
+            try:
+                reply = await self._slices.CommitAndActivate(ref, timeout=self._timeout_s, metadata=self._metadata)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise from_rpc_error(exc, self._domain_id) from None
+                log.info("%s does not know CommitAndActivate: Commit, then Activate", self._domain_id)
+                self._combined = False
+            else:
+                self._remember(reply.slice)
+                if reply.HasField("activation_error"):
+                    raise NotActivated(_relayed(reply.activation_error, self._domain_id))
+                return
+        await self.commit(handle)
+        try:
+            await self.activate(handle)
+        except FedError as exc:
+            raise NotActivated(exc) from exc
+
     async def abort(self, handle: str) -> None:
         """Abort the lower-SP's slice; one it no longer knows or already released is fine."""
         try:
@@ -262,3 +298,9 @@ class ChildBrokerAgent:
     async def close(self) -> None:
         """Close the channel."""
         await self._channel.close()
+
+
+def _relayed(detail: pb.ErrorDetail, domain: str) -> FedError:
+    """A lower SP's error sent as a value, shaped as ``from_rpc_error`` shapes one sent as a status."""
+    said = codec.error_from_detail(detail)
+    return error_for_code(said.code, str(said), domain=domain, constraint=said.constraint, causes=said.causes)

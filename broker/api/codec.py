@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.core.monitoring import Alert, AlertStatus, Health, Rule, check_rule
-from broker.core.records import SegmentRecord, SliceRecord
+from broker.core.records import SegmentRecord, SliceRecord, Then
 from capability_catalog.authoring import OfferPolicy
 from capability_catalog.model import (
     LABEL_LIMITS,
@@ -232,6 +232,21 @@ def check_id(value: str, path: str, *, required: bool = True) -> None:
     _check_text(value, path)
     if not ID_SYNTAX.fullmatch(value):
         raise InvalidArgument(path, "only letters, digits and . _ : - are allowed, starting with a letter or digit")
+
+
+_THEN: dict[int, Then] = {
+    pb.RESERVE_THEN_HOLD: Then.HOLD,
+    pb.RESERVE_THEN_COMMIT: Then.COMMIT,
+    pb.RESERVE_THEN_COMMIT_AND_ACTIVATE: Then.ACTIVATE,
+}
+
+
+def then_from_pb(value: int) -> Then:
+    """What a Reserve does once held (``INVALID_ARGUMENT`` naming ``then`` for an unknown value)."""
+    try:
+        return _THEN[value]
+    except KeyError:
+        raise InvalidArgument("then", f"unknown value {value}: HOLD, COMMIT or COMMIT_AND_ACTIVATE") from None
 
 
 def check_ref(ref: pb.SliceRef) -> None:

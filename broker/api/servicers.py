@@ -31,6 +31,7 @@ from broker.core.watchdog import Watchdog
 from broker.security.accounts import Role
 from broker.security.audit import AuditLog
 from broker.security.auth import Guard, Principal, tls_peer
+from domain_agents.base import NotActivated
 from domain_agents.emulated import EmulatedDomainAgent
 from domain_agents.emulated_books import Condition
 from fedbroker.v1 import northsouth_pb2 as pb
@@ -189,12 +190,18 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         async def call(principal: Principal) -> pb.Slice:
             codec.check_id(request.request_id, "request_id", required=not request.dry_run)
             req = codec.request_from_pb(request.request)
+            then = codec.then_from_pb(request.then)
             try:
                 if request.dry_run:
                     plan = self._m.dry_run(req)
                     return pb.Slice(sp_id=self._m.sp_id, request=codec.request_to_pb(req), plan=codec.plan_to_pb(plan))
                 rec = await self._m.reserve(
-                    principal.id, request.request_id, req, float(request.hold_time_s), deadline=_deadline(context)
+                    principal.id,
+                    request.request_id,
+                    req,
+                    float(request.hold_time_s),
+                    deadline=_deadline(context),
+                    then=then,
                 )
             except FedError as exc:
                 raise self._explain(exc, req.src, req.dst) from None
@@ -248,6 +255,39 @@ class SlicesServicer(pb_grpc.SlicesServicer):
     async def Deactivate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Take an active slice out of service and keep its reservation (COMMITTED again)."""
         return await self._by_ref("Deactivate", request, context, self._m.deactivate)
+
+    async def CommitAndActivate(
+        self, request: pb.SliceRef, context: grpc.aio.ServicerContext
+    ) -> pb.CommitAndActivateResponse:
+        """Commit a held slice and activate it: the commit's failure is the call's error, the activation's
+        is in the answer (``activation_error``)."""
+
+        async def call(principal: Principal) -> pb.CommitAndActivateResponse:
+            rec = self._owned(principal, request)
+            try:
+                rec = await self._m.commit_and_activate(rec.id)
+            except NotActivated as exc:
+                reply = pb.CommitAndActivateResponse(slice=self._encode(self._m.get(rec.id)))
+                reply.activation_error.CopyFrom(codec.error_to_detail(exc.error))
+                return reply
+            return pb.CommitAndActivateResponse(slice=self._encode(rec))
+
+        def outcome(reply: pb.CommitAndActivateResponse) -> str:
+            said = _slice_outcome(reply.slice)
+            if reply.HasField("activation_error"):
+                said += f", not activated: {reply.activation_error.code}"
+            return said
+
+        return await self._gate.answer(
+            context,
+            "CommitAndActivate",
+            call,
+            target=(request.slice_id or request.request_id)[:200],
+            audited=True,
+            outcome=outcome,
+            slice_id=request.slice_id,
+            request_id=request.request_id,
+        )
 
     async def Terminate(self, request: pb.SliceRef, context: grpc.aio.ServicerContext) -> pb.Slice:
         """Release a slice everywhere, whatever its state; by request id also one whose Reserve never arrived."""

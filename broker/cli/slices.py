@@ -70,18 +70,14 @@ async def _slice_request(ns: argparse.Namespace) -> int:
     request_id = ns.request_id or f"cli-{uuid.uuid4().hex[:12]}"
 
     async def run(stub: pb_grpc.SlicesStub) -> pb.Slice:
+        # One call: the broker reserves, commits and activates (the two phases stay in the federation).
+        then = pb.RESERVE_THEN_HOLD if ns.hold_only else pb.RESERVE_THEN_COMMIT_AND_ACTIVATE
         if not ns.json:
-            err.print(f"reserving at {ns.broker} (request id {request_id}) …")
+            what = "reserving" if ns.hold_only else "ordering (reserve, commit, activate)"
+            err.print(f"{what} at {ns.broker} (request id {request_id}) …")
         msg: pb.Slice = await stub.Reserve(
-            pb.ReserveRequest(request_id=request_id, request=req, hold_time_s=ns.hold_time)
+            pb.ReserveRequest(request_id=request_id, request=req, hold_time_s=ns.hold_time, then=then)
         )
-        if ns.hold_only:
-            return msg
-        for rpc in ("Commit", "Activate"):
-            if not ns.json:
-                err.print(f"{rpc.lower()} {msg.id} …")
-            msg = await getattr(stub, rpc)(pb.SliceRef(slice_id=msg.id))
-            assert isinstance(msg, pb.Slice)
         return msg
 
     msg = await with_stub(ns, run)

@@ -35,7 +35,7 @@ from slicing.errors import ErrorCode, Unavailable, error_for_code
 log = logging.getLogger(__name__)
 
 #: The operations that have injection points.
-OPERATIONS = ("reserve", "commit", "abort", "activate", "deactivate", "terminate")
+OPERATIONS = ("reserve", "commit", "abort", "activate", "deactivate", "terminate", "order")
 _STAGES = {
     "start": "the operation is recorded (in flight), before any child is asked",
     "task.before": "before one child is asked (filter with domain)",
@@ -45,6 +45,15 @@ _STAGES = {
 #: Every injection point and what has happened when it is reached.
 POINTS: dict[str, str] = {f"{op}.{stage}": what for op in OPERATIONS for stage, what in _STAGES.items()}
 POINTS["commit.decided"] = "the commit decision is durable, before any child is told to commit"
+# A one-call order (Reserve with then=COMMIT_AND_ACTIVATE) at the customer's SP, and CommitAndActivate
+# below it: the commit and the activation go down as one step per child.
+POINTS["order.start"] = (
+    "held everywhere (at the customer's SP) or the CommitAndActivate arrived (below), before the decision"
+)
+POINTS["order.decided"] = "the commit-and-activate decision is durable, before any child is told"
+POINTS["order.task.before"] = "before one child is told to commit and activate (filter with domain)"
+POINTS["order.task.after"] = "after one child answered its commit and activation (filter with domain)"
+POINTS["order.done"] = "the slice is recorded ACTIVE, before the caller is answered"
 POINTS = dict(sorted(POINTS.items()))
 #: The exit status of a crash, so a test can tell it from a real failure.
 CRASH_EXIT_STATUS = 86

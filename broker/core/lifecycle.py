@@ -27,17 +27,19 @@ from broker.core.operations import (
     OPERATIONS,
     RELEASED,
     Operation,
+    compensation_reason,
     lost_hold,
+    outcome_unknown,
     segment_end_state,
     settle_state,
     with_pending,
     without_pending,
 )
 from broker.core.provisioning import Provisioning
-from broker.core.records import LinkRecord, SegmentRecord, SliceRecord
+from broker.core.records import LinkRecord, SegmentRecord, SliceRecord, Then
 from broker.core.reservation import CANCELLED, Reserving, _as_error, _task
 from broker.core.workflow import TaskStatus
-from domain_agents.base import DomainUsage
+from domain_agents.base import CommitsAndActivates, DomainUsage, NotActivated
 from slicing.errors import (
     ErrorCode,
     FailedPrecondition,
@@ -77,13 +79,65 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
             if rec.state is S.COMMITTING:
                 return await self.drive_commit(rec)
             self._require(rec, op)
-            if self._clock() >= rec.hold_expires_at:
-                await self._expire(rec)
-                raise FailedPrecondition(f"slice {rec.id}: the hold expired before the commit arrived")
-            await self._faults.hit("commit.start", rec.id)
-            rec = self._transition(rec, S.COMMITTING, reason="")  # the decision, durable before any child hears
-            await self._faults.hit("commit.decided", rec.id)
+            return await self._decide_commit(rec, activate=False)
+
+    async def _decide_commit(self, rec: SliceRecord, *, activate: bool) -> SliceRecord:
+        """Commit a HELD slice (the caller holds its lock): the decision is durable before any child hears.
+
+        With ``activate`` the decision is also to activate (a one-call order, a CommitAndActivate): the
+        intent is written in the same record, so a crash after it rolls forward to ACTIVE.
+        """
+        point = "order" if activate else "commit"
+        if self._clock() >= rec.hold_expires_at:
+            await self._expire(rec)
+            raise FailedPrecondition(f"slice {rec.id}: the hold expired before the commit arrived")
+        await self._faults.hit(f"{point}.start", rec.id)
+        then = Then.ACTIVATE if activate else rec.then
+        rec = self._transition(rec, S.COMMITTING, reason="", then=then)  # the decision, durable before any child hears
+        await self._faults.hit(f"{point}.decided", rec.id)
+        return await self.drive_commit(rec)
+
+    async def _carry_out_order(self, rec: SliceRecord) -> SliceRecord:
+        """A one-call order held everywhere (the caller holds the slice's lock): commit, and activate if asked."""
+        return await self._decide_commit(rec, activate=rec.then is Then.ACTIVATE)
+
+    async def commit_and_activate(self, slice_id: str) -> SliceRecord:
+        """Commit a slice and activate it, each child told both in one step: Commit followed by Activate.
+
+        Raises what Commit would when the slice did not commit; once it committed, what Activate would
+        have raised comes as ``NotActivated`` (the slice COMMITTED again after a refusal, or ACTIVATING
+        when an SP below did not confirm yet).
+        """
+        return await self._detached(self._commit_and_activate(slice_id))
+
+    async def _commit_and_activate(self, slice_id: str) -> SliceRecord:
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            try:
+                return await self._on_to_active(rec)
+            except FedError as exc:
+                after = self.get_or_none(slice_id)
+                if after is not None and after.state in _COMMIT_HELD:
+                    raise NotActivated(exc) from exc
+                raise
+
+    async def _on_to_active(self, rec: SliceRecord) -> SliceRecord:
+        """Drive a slice toward ACTIVE from wherever Commit then Activate would go on (lock held)."""
+        if rec.state is S.ACTIVE:
+            return rec
+        if rec.state is S.HELD:
+            return await self._decide_commit(rec, activate=True)
+        if rec.state is S.COMMITTING:
+            if rec.then is not Then.ACTIVATE:
+                rec = self._save(replace(rec, then=Then.ACTIVATE))
             return await self.drive_commit(rec)
+        if rec.state is S.COMMITTED:
+            return await self._start_activation(rec)
+        if rec.state is S.ACTIVATING:
+            return await self.drive_activate(rec)
+        raise FailedPrecondition(
+            f"slice {rec.id} is {rec.state}; CommitAndActivate needs HELD, COMMITTING, COMMITTED or ACTIVATING"
+        )
 
     async def drive_commit(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
         """Send Commit to every child that has not confirmed it; the caller holds the slice's lock.
@@ -91,7 +145,10 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
         All confirmed: COMMITTED. One lost its hold: everything is released and the slice ends FAILED
         naming it. Some did not answer: the slice stays COMMITTING naming them and ``Unavailable`` is
         raised (the reconciler retries) — until the hold time is over, when their holds are gone too.
+        A commit decided with the activation (``Then.ACTIVATE``) goes on as ``_drive_commit_and_activate``.
         """
+        if rec.then is Then.ACTIVATE:
+            return await self._drive_commit_and_activate(rec, limit_s)
         timeout = limit_s or self.child_timeout_s
         todo = [s for s in rec.segments if s.state is not S.COMMITTED]
 
@@ -103,7 +160,6 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
         results = await asyncio.gather(*(one(s) for s in todo), return_exceptions=True)
         done = {s.index for s, r in zip(todo, results, strict=True) if r is None}
         failed = [(s, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None]
-        errors = [e for _, e in failed]
         self._log(
             rec.id,
             "commit",
@@ -111,6 +167,15 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
         )
         segments = tuple(replace(s, state=S.COMMITTED) if s.index in done else s for s in rec.segments)
         rec = self._save(replace(rec, segments=segments))
+        await self._commit_refused(rec, failed)
+        rec = self._transition(rec, S.COMMITTED, reason="", segments=self._described(rec.segments, S.COMMITTED))
+        await self._faults.hit("commit.done", rec.id)
+        return rec
+
+    async def _commit_refused(self, rec: SliceRecord, failed: list[tuple[SegmentRecord, FedError]]) -> None:
+        """Raise when a child did not confirm its commit: released everywhere (a hold lost, the hold time
+        over) or still COMMITTING naming the children that did not answer (the reconciler goes on)."""
+        errors = [e for _, e in failed]
         lost = [(sg, e) for sg, e in failed if lost_hold(e)]
         overdue = bool(failed) and self._clock() >= rec.hold_expires_at
         if lost or overdue:
@@ -141,9 +206,82 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
                 f"({errors[0]}); watch the slice for COMMITTED",
                 causes=errors,
             )
-        rec = self._transition(rec, S.COMMITTED, reason="", segments=self._described(rec.segments, S.COMMITTED))
-        await self._faults.hit("commit.done", rec.id)
-        return rec
+
+    async def _drive_commit_and_activate(self, rec: SliceRecord, limit_s: float | None) -> SliceRecord:
+        """Commit and activate every child not yet active, one step per child; the caller holds the lock.
+
+        The commit half is decided as ``drive_commit`` decides it (a lost hold releases everything, a
+        child that did not answer keeps the slice COMMITTING). Once every child committed, the slice is
+        ACTIVATING in that same write, and the activation half goes as ``drive_activate`` would: a child
+        that refused its activation is compensated (everything deactivated, COMMITTED again), one that
+        did not confirm it keeps the slice ACTIVATING naming it (the reconciler sends it Activate),
+        and with every child active the WIM stitches the borders and the slice is ACTIVE.
+        """
+        timeout = limit_s or self.child_timeout_s
+        todo = [s for s in rec.segments if s.state is not S.ACTIVE]
+
+        async def one(seg: SegmentRecord) -> NotActivated | None:
+            await self._faults.hit("order.task.before", rec.id, seg.domain)
+            try:
+                await self._commit_then_activate(seg, timeout)
+                outcome = None
+            except NotActivated as exc:
+                outcome = exc
+            try:
+                await self._faults.hit("order.task.after", rec.id, seg.domain)
+            except FedError as exc:
+                # The child answered, so its commit held: what fails after its answer fails the activation.
+                outcome = NotActivated(exc)
+            return outcome
+
+        results = await asyncio.gather(*(one(s) for s in todo), return_exceptions=True)
+        answered = {s.index: r for s, r in zip(todo, results, strict=True) if r is None or isinstance(r, NotActivated)}
+        failed = [(s, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if s.index not in answered]
+        not_active = [
+            (s.domain, na.error.in_domain(s.domain))
+            for s in todo
+            if isinstance(na := answered.get(s.index), NotActivated)
+        ]
+        self._log(
+            rec.id,
+            "order",
+            [TaskStatus(0, _task("commit+activate", s), _order_status(answered, s)) for s in todo],
+        )
+        segments = tuple(
+            replace(s, state=S.ACTIVE if answered[s.index] is None else S.COMMITTED) if s.index in answered else s
+            for s in rec.segments
+        )
+        rec = self._save(replace(rec, segments=segments))
+        await self._commit_refused(rec, failed)
+        # Every child committed: the slice is committed and its activation under way, in one write.
+        deadline = self._clock() + self.activation_timeout_s
+        rec = self._transition(rec, S.ACTIVATING, reason="", error_code="", deadline_at=deadline)
+        errors = [e for _, e in not_active]
+        refusals = [(name, e) for name, e in not_active if not outcome_unknown(e)]
+        if refusals:
+            await self._compensate_activation(rec, compensation_reason(refusals), refusals[0][1].code, errors, limit_s)
+        if not_active:
+            names = sorted({name for name, _ in not_active})
+            rec = self._save(replace(rec, reason=with_pending("activation decided; waiting for confirmation", names)))
+            raise Unavailable(
+                f"slice {rec.id}: committed, and the activation is decided and goes on: {', '.join(names)} did "
+                f"not confirm yet ({errors[0]}); watch the slice for ACTIVE",
+                causes=errors,
+            )
+        return await self.drive_activate(rec, limit_s, done_point="order.done")
+
+    async def _commit_then_activate(self, seg: SegmentRecord, limit_s: float) -> None:
+        """One child's commit and activation: one call to a child that takes both, else Commit then Activate."""
+        agent = self._agent(seg.domain)
+        if isinstance(agent, CommitsAndActivates):
+            await self._bounded(agent.commit_and_activate(seg.handle), limit_s, seg.domain)
+            return
+        if seg.state is not S.COMMITTED:
+            await self._bounded(agent.commit(seg.handle), limit_s, seg.domain)
+        try:
+            await self._bounded(agent.activate(seg.handle), limit_s, seg.domain)
+        except FedError as exc:
+            raise NotActivated(exc.in_domain(seg.domain)) from exc
 
     async def abort(self, slice_id: str) -> SliceRecord:
         """Release a held slice everywhere."""
@@ -257,8 +395,8 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
     async def recover(self) -> None:
         """After a restart: re-apply local holdings, hand interrupted operations to the reconciler.
 
-        RESERVING is presumed aborted; COMMITTING, ACTIVATING and DEACTIVATING roll forward; ABORTING
-        and TERMINATING go on releasing.
+        RESERVING (and a one-call order held but not committed) is presumed aborted; COMMITTING,
+        ACTIVATING and DEACTIVATING roll forward; ABORTING and TERMINATING go on releasing.
         """
         for domain, handle, state in self._store.local_holdings():
             if domain in self._agents:
@@ -274,21 +412,23 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
                                 domain, exc)  # fmt: skip
         for wim_handle in self._store.wim_handles():
             await self._wim.restore(wim_handle)
-        for found in self._store.slices([S.RESERVING]):
-            # Another process sharing the store may be reserving it right now: its own operation settles
-            # it (and, should that process die, the reconciler here). Otherwise, under the slice's lock,
-            # a reservation still RESERVING has no one left to finish it.
-            if self.busy(found.id):
+        for found in self._store.slices([S.RESERVING, S.HELD]):
+            # Another process sharing the store may be reserving (ordering) it right now: its own operation
+            # settles it (and, should that process die, the reconciler here). Otherwise, under the slice's
+            # lock, a reservation still RESERVING, or an order held but not committed, has no one left to
+            # finish it: presumed abort (a plain hold waits for its Commit, or expires).
+            if _left_by_a_restart(found) is None or self.busy(found.id):
                 continue
             async with self._lock(found.id):
                 rec = self._store.get(found.id)
-                if rec is None or rec.state is not S.RESERVING:
+                why = _left_by_a_restart(rec) if rec is not None else None
+                if rec is None or why is None:
                     continue
                 log.warning("slice %s was %s when the broker stopped; releasing it", rec.id, rec.state)
                 self._transition(
                     rec,
                     S.ABORTING,
-                    reason=f"broker {self.sp_id} restarted during the reservation",
+                    reason=f"broker {self.sp_id} restarted {why}",
                     error_code=ErrorCode.UNAVAILABLE.value,
                     settle_to=S.FAILED,
                 )
@@ -308,6 +448,25 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
         holding = self._store.count_holding()
         domains = tuple(self._agents[d].usage() for d in sorted(self._local) if d in self._agents)
         return Usage(holding_slices=holding, domains=domains, wim=self._wim.usage())
+
+
+def _left_by_a_restart(rec: SliceRecord) -> str | None:
+    """Why a slice found at a restart has no operation left to finish it (None: it has, or needs none)."""
+    if rec.state is S.RESERVING:
+        return "during the reservation"
+    if rec.state is S.HELD and rec.then is not Then.HOLD:
+        return "before the order's commit decision"
+    return None
+
+
+#: States in which a slice's commit held, whatever its activation did.
+_COMMIT_HELD = frozenset({S.COMMITTED, S.ACTIVATING, S.ACTIVE, S.DEACTIVATING})
+
+
+def _order_status(answered: dict[int, NotActivated | None], seg: SegmentRecord) -> str:
+    if seg.index not in answered:
+        return "failed"
+    return "done" if answered[seg.index] is None else "committed"
 
 
 def _operation_of(rec: SliceRecord) -> str:

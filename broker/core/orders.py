@@ -3,11 +3,11 @@
 An order is placed by a Reserve, the same core call as gRPC's, under the order's idempotency key
 (its ``externalId``, the slice's ``request_id``): the same key with the same request is the same
 order, with a different request ``AlreadyExists``. From there the desk follows the slice's events
-and takes the next step itself: a held slice is committed, a committed one activated, until the
-slice is ACTIVE (or, for a hold-only order, HELD) and the order completed. What the slice cannot
-tell (the order asked only for a hold, was cancelled, had completed before the slice ended) is
-kept in the store beside it, written before the Reserve, so a restarted broker goes on where it
-stopped: ``run`` resumes every order whose slice waits for its next step.
+and takes the next step itself: a held slice is committed and activated (one step per child), a
+committed one activated, until the slice is ACTIVE (or, for a hold-only order, HELD) and the order
+completed. What the slice cannot tell (the order asked only for a hold, was cancelled, had
+completed before the slice ended) is kept in the store beside it, written before the Reserve, so a
+restarted broker goes on where it stopped: ``run`` resumes every order whose slice waits for its next step.
 
 An order's state is read from its slice through one table (``order_state``):
 
@@ -37,6 +37,7 @@ from broker.core.events import until_set
 from broker.core.lifecycle import SliceManager
 from broker.core.records import OrderRecord, SliceRecord
 from broker.core.storage import SliceStore, StoreConflict
+from domain_agents.base import NotActivated
 from slicing.errors import AlreadyExists, FailedPrecondition, FedError, InvalidArgument, NotFound
 from slicing.model import SliceRequest, SliceState
 
@@ -287,7 +288,8 @@ class OrderDesk:
         if view.state is OrderState.COMPLETED:
             self._store.save_order(replace(view.order, completed_at=self._clock()))
             return
-        step = {S.HELD: self._m.commit, S.COMMITTED: self._m.activate}.get(rec.state)
+        # A held slice is committed and activated in one step per child (CommitAndActivate downward).
+        step = {S.HELD: self._m.commit_and_activate, S.COMMITTED: self._m.activate}.get(rec.state)
         if step is None or view.order.hold_only or rec.id in self._busy:
             return
         self._busy.add(rec.id)
@@ -298,7 +300,7 @@ class OrderDesk:
     async def _step(self, step: Callable[[str], object], slice_id: str) -> None:
         try:
             await step(slice_id)  # type: ignore[misc]
-        except FedError as exc:  # the slice says what happened; the reconciler retries what is pending
+        except (FedError, NotActivated) as exc:  # the slice says what happened; the reconciler retries what is pending
             log.info("order step for slice %s: %s", slice_id, exc)
         finally:
             self._busy.discard(slice_id)

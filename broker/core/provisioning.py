@@ -52,13 +52,19 @@ class Provisioning(ManagerBase):
             if rec.state in op.resumes:
                 return await self.drive_activate(rec)
             self._require(rec, op)
-            await self._faults.hit("activate.start", rec.id)
-            # Decided: from here it rolls forward (or, refused, is compensated back to COMMITTED).
-            deadline = self._clock() + self.activation_timeout_s
-            rec = self._transition(rec, S.ACTIVATING, reason="", error_code="", deadline_at=deadline)
-            return await self.drive_activate(rec)
+            return await self._start_activation(rec)
 
-    async def drive_activate(self, rec: SliceRecord, limit_s: float | None = None) -> SliceRecord:
+    async def _start_activation(self, rec: SliceRecord) -> SliceRecord:
+        """Activate a COMMITTED slice (the caller holds its lock)."""
+        await self._faults.hit("activate.start", rec.id)
+        # Decided: from here it rolls forward (or, refused, is compensated back to COMMITTED).
+        deadline = self._clock() + self.activation_timeout_s
+        rec = self._transition(rec, S.ACTIVATING, reason="", error_code="", deadline_at=deadline)
+        return await self.drive_activate(rec)
+
+    async def drive_activate(
+        self, rec: SliceRecord, limit_s: float | None = None, done_point: str = "activate.done"
+    ) -> SliceRecord:
         """Activate every child not yet active, then stitch every link not yet stitched (lock held).
 
         Activation rolls forward like a commit: children that did not answer leave the slice
@@ -127,7 +133,7 @@ class Provisioning(ManagerBase):
             deadline_at=0.0,
             segments=self._described(rec.segments, S.ACTIVE),
         )
-        await self._faults.hit("activate.done", rec.id)
+        await self._faults.hit(done_point, rec.id)
         return rec
 
     async def _compensate_activation(

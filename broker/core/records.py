@@ -6,10 +6,25 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from capability_catalog.model import CapabilityNote, Isolation, LabelRange, LabelSet, LabelType, SpId, TerminalId
 from slicing.model import Plan, PortConstraint, SliceRequest, SliceState
+
+
+class Then(StrEnum):
+    """What follows once a slice is held everywhere: a one-call order's intent, durable with the slice.
+
+    Set by a Reserve that orders more than a hold (at the customer's SP), and by a CommitAndActivate
+    (at every level: its decision and the activation it promises are one write). A COMMITTING slice
+    whose intent is ``ACTIVATE`` commits and activates each child in one step and goes on to ACTIVE.
+    """
+
+    HOLD = ""
+    COMMIT = "commit"
+    #: Commit, then activate.
+    ACTIVATE = "activate"
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ class SliceRecord:
     settle_to: SliceState | None = None
     # When an operation that rolls forward stops trying and is undone (ACTIVATING); 0: no deadline.
     deadline_at: float = 0.0
+    # What follows the hold or the commit (a one-call order, a CommitAndActivate).
+    then: Then = Then.HOLD
 
     def leaf_sps(self) -> list[str]:
         """The leaf SPs realising this slice, found by walking nested segments, in path order."""
@@ -202,9 +219,15 @@ def request_from_dict(d: Mapping[str, Any]) -> SliceRequest:
     )
 
 
-def request_hash(req: SliceRequest, hold_time_s: float) -> str:
-    """A stable digest of a request, to tell a repeated request id from a reused one."""
-    blob = json.dumps({"r": request_to_dict(req), "h": hold_time_s}, sort_keys=True).encode()
+def request_hash(req: SliceRequest, hold_time_s: float, then: Then = Then.HOLD) -> str:
+    """A stable digest of a request, to tell a repeated request id from a reused one.
+
+    A one-call order's intent is part of it (only when set, so digests of plain Reserves stay the same).
+    """
+    body: dict[str, Any] = {"r": request_to_dict(req), "h": hold_time_s}
+    if then is not Then.HOLD:
+        body["then"] = then.value
+    blob = json.dumps(body, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 

@@ -22,7 +22,7 @@ from broker.core.operations import (
     without_pending,
     worth_crankback,
 )
-from broker.core.records import SegmentRecord, SliceRecord, label_at, records_for_plan, request_hash
+from broker.core.records import SegmentRecord, SliceRecord, Then, label_at, records_for_plan, request_hash
 from broker.core.workflow import TaskStatus
 from capability_catalog.model import SpId
 from domain_agents.base import SegmentGrant, SegmentOrder
@@ -69,20 +69,34 @@ class Reserving(ManagerBase):
         request: SliceRequest,
         hold_time_s: float = 0.0,
         deadline: float | None = None,
+        then: Then = Then.HOLD,
     ) -> SliceRecord:
-        """Hold a slice in every child the plan involves, or hold nothing at all (``deadline``: the caller's)."""
+        """Hold a slice in every child the plan involves, or hold nothing at all (``deadline``: the caller's).
+
+        ``then`` makes it a one-call order: once held everywhere the slice is committed (and activated)
+        under the same lock, and the answer is the slice COMMITTED (ACTIVE) or the error of the step
+        that failed, as Commit (Activate) would have raised it. A repeat of an order answers where the
+        order got to: it waits for one in flight, drives one an SP below did not confirm yet, and
+        raises the error a refused one raised.
+        """
         self._check_loop(request)
         if not request_id:
             raise InvalidArgument("request_id", "must not be empty")
         if hold_time_s < 0 or hold_time_s > MAX_HOLD_TIME_S:
             raise InvalidArgument("hold_time_s", f"must be between 0 (default) and {MAX_HOLD_TIME_S:.0f}")
-        return await self._detached(self._reserve(requester, request_id, request, hold_time_s, deadline))
+        return await self._detached(self._reserve(requester, request_id, request, hold_time_s, deadline, then))
 
     async def _reserve(
-        self, requester: str, request_id: str, request: SliceRequest, hold_time_s: float, deadline: float | None
+        self,
+        requester: str,
+        request_id: str,
+        request: SliceRequest,
+        hold_time_s: float,
+        deadline: float | None,
+        then: Then,
     ) -> SliceRecord:
         hold = hold_time_s or self._default_hold_s
-        digest = request_hash(request, hold)
+        digest = request_hash(request, hold, then)
         async with self._lock(f"request:{requester}:{request_id}"):
             existing = self._store.find_by_request(requester, request_id)
             if existing is not None:
@@ -98,6 +112,8 @@ class Reserving(ManagerBase):
                     existing = await self._settle_orphaned_reservation(existing, deadline)
                 if existing.state in (S.FAILED, S.ABORTING) and existing.error_code:
                     raise error_for_code(ErrorCode(existing.error_code), without_pending(existing.reason))
+                if existing.then is not Then.HOLD:
+                    return await self._repeated_order(existing.id)
                 return existing
             now = self._clock()
             rec = SliceRecord(
@@ -110,6 +126,7 @@ class Reserving(ManagerBase):
                 state=S.RESERVING,
                 created_at=now,
                 updated_at=now,
+                then=then,
             )
             rec = self._save(rec)
             async with self._lock(rec.id):
@@ -120,7 +137,31 @@ class Reserving(ManagerBase):
                 except FedError as exc:
                     await self._fail_reserve(rec.id, exc, deadline)
                     raise
-                return held
+                if then is Then.HOLD:
+                    return held
+                # An order: the two-phase protocol goes on here, under the same locks, so a repeat
+                # of the request waits for it and nothing else can step in between hold and commit.
+                return await self._carry_out_order(held)
+
+    async def _repeated_order(self, slice_id: str) -> SliceRecord:
+        """A repeat of a one-call order (the request's lock held): answer where the order got to.
+
+        Under the request's lock the order itself is over (it ran to its end, or its process died):
+        what is left in flight is driven on as the reconciler would, a hold no decision followed (a
+        replica died between them) is committed as the order asked, and an activation that was refused
+        and compensated raises what the order raised.
+        """
+        async with self._lock(slice_id):
+            rec = self.get(slice_id)
+            if rec.state is S.HELD:
+                return await self._carry_out_order(rec)
+            if rec.state is S.COMMITTING:
+                return await self.drive_commit(rec)
+            if rec.state is S.ACTIVATING:
+                return await self.drive_activate(rec)
+            if rec.state in (S.COMMITTED, S.DEACTIVATING) and rec.error_code and rec.then is Then.ACTIVATE:
+                raise error_for_code(ErrorCode(rec.error_code), without_pending(rec.reason))
+            return rec
 
     async def _settle_orphaned_reservation(self, rec: SliceRecord, deadline: float | None) -> SliceRecord:
         """A repeated Reserve found its reservation RESERVING, under the request's lock: no one runs it.

@@ -44,6 +44,7 @@ POLICY: dict[str, frozenset[Role]] = {
     "Abort": ANY_ROLE,
     "Activate": ANY_ROLE,
     "Deactivate": ANY_ROLE,
+    "CommitAndActivate": ANY_ROLE,
     "Terminate": ANY_ROLE,
     "Get": ANY_ROLE,
     "List": ANY_ROLE,

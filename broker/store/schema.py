@@ -194,6 +194,10 @@ CREATE TABLE IF NOT EXISTS domain_books (
 """
 
 
+#: Version 7 (issue 17): a one-call order's intent (``SliceRecord.then``), durable with the commit decision.
+_ORDER_THEN = "ALTER TABLE slices ADD COLUMN order_then TEXT NOT NULL DEFAULT ''"
+
+
 def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
     """(number, what it does, the SQL) of every migration, oldest first. Append; never edit one that shipped."""
     return [
@@ -203,6 +207,7 @@ def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
         (4, "the REST hub's subscriptions", _HUB.format(real=dialect.real)),
         (5, "the REST API's events, kept for SSE clients that reconnect", _EVENTS.format(serial=dialect.serial)),
         (6, "local domains' books, shared by an SP's replicas", _BOOKS.format(int=dialect.int)),
+        (7, "what follows a slice's hold or commit (a one-call order)", _ORDER_THEN),
     ]
 
 

@@ -25,6 +25,7 @@ from broker.core.records import (
     OrderRecord,
     SegmentRecord,
     SliceRecord,
+    Then,
     request_from_dict,
     request_to_dict,
 )
@@ -45,12 +46,13 @@ _ENCODED_MAX = 1024
 _PARTS_MAX = 1024
 #: Insert a slice, or update it in place: no delete and re-insert of the row and its index entries.
 _UPSERT_SLICE = """
-INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
+INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET
     requester = excluded.requester, request_id = excluded.request_id, request_hash = excluded.request_hash,
     request = excluded.request, hold_time_s = excluded.hold_time_s, state = excluded.state,
     created_at = excluded.created_at, updated_at = excluded.updated_at, hold_expires_at = excluded.hold_expires_at,
     reason = excluded.reason, error_code = excluded.error_code, labels = excluded.labels,
-    addresses = excluded.addresses, settle_to = excluded.settle_to, deadline_at = excluded.deadline_at
+    addresses = excluded.addresses, settle_to = excluded.settle_to, deadline_at = excluded.deadline_at,
+    order_then = excluded.order_then
 """
 _UPSERT_TASK = """
 INSERT INTO tasks VALUES (?,?,?,?,?,?,?) ON CONFLICT (slice_id, operation, seq, name) DO UPDATE SET
@@ -219,6 +221,7 @@ class SqlStore:
                         json.dumps(dict(rec.addresses)),
                         rec.settle_to.value if rec.settle_to else "",
                         rec.deadline_at,
+                        rec.then.value,
                     ),
                 )
                 written = self._parts.get(rec.id)
@@ -766,6 +769,7 @@ class SqlStore:
             addresses=json.loads(row["addresses"]),
             settle_to=SliceState(row["settle_to"]) if row["settle_to"] else None,
             deadline_at=row["deadline_at"],
+            then=Then(row["order_then"]),
             segments=tuple(
                 SegmentRecord(
                     index=s["idx"],

@@ -12,7 +12,17 @@ from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.processes import BrokerProcess, Fleet
 from tests.topology import leaf_domain
 
-__all__ = ["Federation", "leaf_domain", "op", "reserve", "slice_request"]
+__all__ = ["Federation", "leaf_domain", "line_peers", "op", "reserve", "slice_request"]
+
+
+def line_peers(names: list[str], i: int) -> dict[str, str]:
+    """The neighbours of leaf ``names[i]`` in a line of leaves, with overlapping VNI ranges toward each."""
+    peers = {}
+    if i > 0:
+        peers[names[i - 1]] = "1000-1999"
+    if i < len(names) - 1:
+        peers[names[i + 1]] = "1500-2999"
+    return peers
 
 
 @dataclass

@@ -46,6 +46,11 @@ def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path:
     assert result["e2e_setup_ms_p99"] >= result["e2e_setup_ms_p50"]
     assert result["throughput_cpu_ms_per_slice"] > 0 and result["throughput_rpcs_per_slice"] >= 12
     assert result["throughput_slices"] >= 1 and result["throughput_errors"] == 0
+    # Round trips counted at the brokers: the one-call order makes fewer than Reserve, Commit, Activate,
+    # and the count over the throughput run agrees with the arithmetic of the path.
+    assert 0 < result["rpcs_per_slice_order"] < result["rpcs_per_slice_classic"]
+    assert result["throughput_rpcs_per_slice_counted"] == pytest.approx(result["throughput_rpcs_per_slice"])
+    assert result["order_throughput_slices"] >= 1 and result["order_throughput_errors"] == 0
     assert result["plan_ms_p50_10000"] > result["plan_ms_p50_100"]
     assert result["slices_held"] == 100
     assert result["rss_mb_10k_slices"] > 10 and result["rss_mb_empty"] > 10

@@ -10,7 +10,7 @@ import pytest
 
 from broker.api.codec import leaf_sps
 from fedbroker.v1 import northsouth_pb2 as pb
-from tests.integration.federation import Federation, leaf_domain, op, reserve, slice_request
+from tests.integration.federation import Federation, leaf_domain, line_peers, op, reserve, slice_request
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +24,7 @@ EXPIRED = pb.SLICE_STATE_EXPIRED
 async def chain_of_leaves(fed: Federation, names: list[str], **leaf_kw: object) -> None:
     """Leaves L1–L2–…–Ln in a line, each with overlapping VNI ranges toward its neighbours."""
     for i, sp in enumerate(names):
-        peers = {}
-        if i > 0:
-            peers[names[i - 1]] = "1000-1999"
-        if i < len(names) - 1:
-            peers[names[i + 1]] = "1500-2999"
+        peers = line_peers(names, i)
         functions = leaf_kw.get("functions", {}).get(sp) if isinstance(leaf_kw.get("functions"), dict) else None
         await fed.start(sp, domains=[leaf_domain(sp, peers, functions=functions)])
 

@@ -296,15 +296,14 @@ async def test_without_a_client_certificate_the_handshake_is_refused(
 
 
 async def test_cancelling_an_order_in_progress_releases_its_slice(fleet: Fleet, alice: RestClient) -> None:
-    fleet.write_faults(
-        SP, [{"id": "slow", "point": "activate.start", "action": "hang", "hang_s": 1.5, "occurrence": 1}]
-    )
+    # The desk commits and activates a held slice in one step (issue 17): hold it up after the decision.
+    fleet.write_faults(SP, [{"id": "slow", "point": "order.decided", "action": "hang", "hang_s": 1.5, "occurrence": 1}])
     try:
         placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=order_body("o-cancel", **SLICE))
         order_id = placed.body["id"]
         busy = await until(
             lambda: alice.call("GET", f"{ORDERING}/serviceOrder/{order_id}"),
-            lambda a: a.body["serviceOrderItem"][0]["service"].get("state") == "inactive",
+            lambda a: chars(a.body["serviceOrderItem"][0]["service"]).get("sliceState") == "COMMITTING",
         )
         assert busy.body["state"] == "inProgress", busy.body
         cancel = await alice.call("POST", f"{ORDERING}/cancelServiceOrder", json={"serviceOrder": {"id": order_id}})

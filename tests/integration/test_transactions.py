@@ -165,20 +165,31 @@ async def test_sweep_every_operation_point_and_level_with_a_crash_or_a_hang(tmp_
     """
     scenario = load_scenario(SWEEP_YAML)
     cases = default_cases(scenario)  # every SP of sweep.yaml: the slice's path crosses all seven
-    # 6 operations × 4 stages + commit.decided = 25 points; below the top an Abort arms terminate points.
-    assert len(cases) == 25 * 2 * 7
+    # 6 operations × 4 stages + commit.decided = 25 points, and the one-call order's 5 (issue 17: its
+    # start, decision, the commit-and-activate step per child and its end, at every level) = 30;
+    # below the top an Abort arms terminate points.
+    assert len(cases) == 30 * 2 * 7
     # A definitive refusal at every activate point of every SP: each must end COMMITTED (compensated).
     refusals = default_cases(scenario, operations=("activate",), actions=("fail",))
     assert len(refusals) == 4 * 7
-    cases += refusals
+    # The same for the order's activation half: a refusal after a child answered its commit-and-activate
+    # step, and after an SP recorded ACTIVE (only the top's own refusal there leaves the slice ACTIVE).
+    order_refusals = [
+        c
+        for c in default_cases(scenario, operations=("order",), actions=("fail",))
+        if c.point in ("order.task.after", "order.done")
+    ]
+    assert len(order_refusals) == 2 * 7
+    cases += refusals + order_refusals
     report = await run_sweep(cases, tmp_path, federations=_federations(EXHAUSTIVE_FEDERATIONS))
     if os.environ.get("FEDBROKER_SWEEP_REPORT"):
         write_report(report, Path(os.environ["FEDBROKER_SWEEP_REPORT"]))
     summary = report.summary()
     assert report.passed and summary["orphans"] == 0, report.render()
-    assert summary["operations_x_points_covered"] == 25 + 4, summary  # abort at the top and below
-    # Every point each SP reaches fired: the top's 25, the 21 of each SP below (an Abort reaches them as a Terminate).
-    assert summary["sps_x_points_covered"] == 25 + 6 * 21, summary
+    assert summary["operations_x_points_covered"] == 30 + 4, summary  # abort at the top and below
+    # Every point each SP reaches fired: the top's 30, the 26 of each SP below (an Abort reaches them as a
+    # Terminate; the order's 5 as a CommitAndActivate).
+    assert summary["sps_x_points_covered"] == 30 + 6 * 26, summary
     assert not summary["unexpected_outcomes"], summary  # no refused Activate ended released
 
 

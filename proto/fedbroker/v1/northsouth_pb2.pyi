@@ -108,6 +108,29 @@ SLICE_HEALTH_HEALTHY: SliceHealth.ValueType  # 1
 SLICE_HEALTH_DEGRADED: SliceHealth.ValueType  # 2
 Global___SliceHealth: _TypeAlias = SliceHealth  # noqa: Y015
 
+class _ReserveThen:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReserveThenEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReserveThen.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESERVE_THEN_HOLD: _ReserveThen.ValueType  # 0
+    """Hold only: Commit (and Activate) follow as separate calls."""
+    RESERVE_THEN_COMMIT: _ReserveThen.ValueType  # 1
+    """Commit once held everywhere."""
+    RESERVE_THEN_COMMIT_AND_ACTIVATE: _ReserveThen.ValueType  # 2
+    """Commit once held everywhere, then activate."""
+
+class ReserveThen(_ReserveThen, metaclass=_ReserveThenEnumTypeWrapper): ...
+
+RESERVE_THEN_HOLD: ReserveThen.ValueType  # 0
+"""Hold only: Commit (and Activate) follow as separate calls."""
+RESERVE_THEN_COMMIT: ReserveThen.ValueType  # 1
+"""Commit once held everywhere."""
+RESERVE_THEN_COMMIT_AND_ACTIVATE: ReserveThen.ValueType  # 2
+"""Commit once held everywhere, then activate."""
+Global___ReserveThen: _TypeAlias = ReserveThen  # noqa: Y015
+
 class _AlertStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -1267,6 +1290,7 @@ class ReserveRequest(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     HOLD_TIME_S_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    THEN_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key: the same id with the same request returns the same reservation;
     the same id with a different request is refused.
@@ -1275,6 +1299,13 @@ class ReserveRequest(_message.Message):
     """How long the reservation is held before it is released on its own; 0 means the default (120 s)."""
     dry_run: _builtins.bool
     """Only plan: the answer carries the plan (Slice.plan) and nothing is held, recorded or sent down."""
+    then: Global___ReserveThen.ValueType
+    """What the broker does once the slice is held everywhere, so a customer orders in one call: the
+    two-phase protocol stays inside the federation. Unset (0) holds only, as before this field; the
+    answer then leaves once the slice is COMMITTED (ACTIVE), or with the error of the step that
+    failed, with everything released (a refused activation leaves it COMMITTED, as an Activate
+    would). Part of the request for idempotency: a repeat with another value is refused.
+    """
     @_builtins.property
     def request(self) -> Global___SliceRequest: ...
     def __init__(
@@ -1284,14 +1315,46 @@ class ReserveRequest(_message.Message):
         request: Global___SliceRequest | None = ...,
         hold_time_s: _builtins.int = ...,
         dry_run: _builtins.bool = ...,
+        then: Global___ReserveThen.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "hold_time_s", b"hold_time_s", "request", b"request", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "hold_time_s", b"hold_time_s", "request", b"request", "request_id", b"request_id", "then", b"then"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReserveRequest: _TypeAlias = ReserveRequest  # noqa: Y015
+
+@_typing.final
+class CommitAndActivateResponse(_message.Message):
+    """The answer to CommitAndActivate: the slice, and what kept it from ACTIVE once its commit held."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLICE_FIELD_NUMBER: _builtins.int
+    ACTIVATION_ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def slice(self) -> Global___Slice: ...
+    @_builtins.property
+    def activation_error(self) -> Global___ErrorDetail:
+        """Unset when the slice is ACTIVE. Set when the commit held but the activation did not: refused
+        (the slice is COMMITTED again, as after a refused Activate) or not confirmed yet below (the slice
+        is ACTIVATING; it rolls forward). What an Activate after the Commit would have answered.
+        """
+
+    def __init__(
+        self,
+        *,
+        slice: Global___Slice | None = ...,
+        activation_error: Global___ErrorDetail | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activation_error", b"activation_error", "slice", b"slice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_error", b"activation_error", "slice", b"slice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitAndActivateResponse: _TypeAlias = CommitAndActivateResponse  # noqa: Y015
 
 @_typing.final
 class SliceRef(_message.Message):

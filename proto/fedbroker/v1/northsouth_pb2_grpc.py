@@ -449,6 +449,11 @@ class SlicesStub:
                 request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.SerializeToString,
                 response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.Slice.FromString,
                 _registered_method=True)
+        self.CommitAndActivate = channel.unary_unary(
+                '/fedbroker.v1.Slices/CommitAndActivate',
+                request_serializer=fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.CommitAndActivateResponse.FromString,
+                _registered_method=True)
 
 
 class SlicesServicer:
@@ -516,6 +521,15 @@ class SlicesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CommitAndActivate(self, request, context):
+        """Commit a held slice and, once it is committed, activate it: what Commit followed by Activate
+        does, in one round trip (an upper SP sends it to each lower SP when its customer ordered both).
+        The commit's failure is the call's error, as for Commit; the activation's is in the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SlicesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -568,6 +582,11 @@ def add_SlicesServicer_to_server(servicer, server):
                     servicer.Deactivate,
                     request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.FromString,
                     response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.Slice.SerializeToString,
+            ),
+            'CommitAndActivate': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitAndActivate,
+                    request_deserializer=fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_northsouth__pb2.CommitAndActivateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -840,6 +859,33 @@ class Slices:
             '/fedbroker.v1.Slices/Deactivate',
             fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.SerializeToString,
             fedbroker_dot_v1_dot_northsouth__pb2.Slice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitAndActivate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.Slices/CommitAndActivate',
+            fedbroker_dot_v1_dot_northsouth__pb2.SliceRef.SerializeToString,
+            fedbroker_dot_v1_dot_northsouth__pb2.CommitAndActivateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -152,6 +152,11 @@ class SlicesStub:
     """Take an active slice out of service and keep its reservation: ACTIVE -> DEACTIVATING -> COMMITTED
     (NSI's provisioning release). A COMMITTED slice is answered as it is; Activate works again after.
     """
+    CommitAndActivate: _grpc.UnaryUnaryMultiCallable[_northsouth_pb2.SliceRef, _northsouth_pb2.CommitAndActivateResponse]
+    """Commit a held slice and, once it is committed, activate it: what Commit followed by Activate
+    does, in one round trip (an upper SP sends it to each lower SP when its customer ordered both).
+    The commit's failure is the call's error, as for Commit; the activation's is in the answer.
+    """
 
 @_typing.type_check_only
 class SlicesAsyncStub(SlicesStub):
@@ -168,6 +173,11 @@ class SlicesAsyncStub(SlicesStub):
     Deactivate: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.SliceRef, _northsouth_pb2.Slice]  # type: ignore[assignment]
     """Take an active slice out of service and keep its reservation: ACTIVE -> DEACTIVATING -> COMMITTED
     (NSI's provisioning release). A COMMITTED slice is answered as it is; Activate works again after.
+    """
+    CommitAndActivate: _aio.UnaryUnaryMultiCallable[_northsouth_pb2.SliceRef, _northsouth_pb2.CommitAndActivateResponse]  # type: ignore[assignment]
+    """Commit a held slice and, once it is committed, activate it: what Commit followed by Activate
+    does, in one round trip (an upper SP sends it to each lower SP when its customer ordered both).
+    The commit's failure is the call's error, as for Commit; the activation's is in the answer.
     """
 
 class SlicesServicer(metaclass=_abc_1.ABCMeta):
@@ -242,6 +252,17 @@ class SlicesServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_northsouth_pb2.Slice, _abc.Awaitable[_northsouth_pb2.Slice]]:
         """Take an active slice out of service and keep its reservation: ACTIVE -> DEACTIVATING -> COMMITTED
         (NSI's provisioning release). A COMMITTED slice is answered as it is; Activate works again after.
+        """
+
+    @_abc_1.abstractmethod
+    def CommitAndActivate(
+        self,
+        request: _northsouth_pb2.SliceRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_northsouth_pb2.CommitAndActivateResponse, _abc.Awaitable[_northsouth_pb2.CommitAndActivateResponse]]:
+        """Commit a held slice and, once it is committed, activate it: what Commit followed by Activate
+        does, in one round trip (an upper SP sends it to each lower SP when its customer ordered both).
+        The commit's failure is the call's error, as for Commit; the activation's is in the answer.
         """
 
 def add_SlicesServicer_to_server(servicer: SlicesServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
