@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+import yaml
 
 from fedbroker.v1 import northsouth_pb2 as pb
 from scenarios.postgres import PostgresServer
@@ -172,20 +173,42 @@ async def test_three_replicas_of_the_top_share_orders_and_survive_a_kill(
     assert not unheard(), {sid: seen.get(sid) for sid in unheard()[:3]}
 
 
-def test_the_replicas_scenario_passes_with_kills_at_three_levels(tmp_path: Path) -> None:
-    """``scenarios/replicas.yaml`` as a person runs it: 1,000 orders, T#2, M1#2 and L4#2 killed -9 in turn."""
+def _scaled(tmp_path: Path, orders: int) -> Path:
+    """``scenarios/replicas.yaml`` with ``orders`` orders and its kills at the same fractions of them."""
+    doc = yaml.safe_load(Path("scenarios/replicas.yaml").read_text())
+    step = next(s["orders"] for s in doc["steps"] if "orders" in s)
+    full = step["count"]
+    step["count"] = orders
+    step["concurrency"] = min(step["concurrency"], max(10, orders // 5))
+    for kill in step["kill"]:
+        kill["after"] = kill["after"] * orders // full
+    path = tmp_path / "replicas.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.mark.timeout(1600)
+@pytest.mark.parametrize(
+    "orders",
+    [
+        300,  # make test: the same federation, kills and checks, at 300 orders (about 2 minutes)
+        pytest.param(1000, marks=pytest.mark.sweep),  # make sweep: the file as it is (about 7 minutes)
+    ],
+)
+def test_the_replicas_scenario_passes_with_kills_at_three_levels(tmp_path: Path, orders: int) -> None:
+    """``scenarios/replicas.yaml`` as a person runs it: T#2, M1#2 and L4#2 killed -9 in turn during the orders."""
     require_postgresql()  # the run starts its own PostgreSQL from the distribution's programs
+    scenario = Path("scenarios/replicas.yaml") if orders == 1000 else _scaled(tmp_path, orders)
     report_path = tmp_path / "report.json"
-    run = cli("scenario", "run", "scenarios/replicas.yaml", "--report-json", str(report_path), timeout=1500)
+    run = cli("scenario", "run", str(scenario.resolve()), "--report-json", str(report_path), timeout=1500)
     report = json.loads(report_path.read_text())
     failed = [f"{s['name']}: {s['detail'][:2000]}" for s in report["steps"] if not s["passed"]]
     assert run.returncode == 0 and report["passed"], failed or run.stderr[-3000:]
-    orders = next(s for s in report["steps"] if s["name"].startswith("1,000 orders"))
-    detail = orders["detail"]
-    assert "1000 orders at T over 3 processes" in detail and ": 1000 committed in" in detail, detail
+    detail = next(s["detail"] for s in report["steps"] if "orders at T" in s["detail"])
+    assert f"{orders} orders at T over 3 processes" in detail and f": {orders} committed in" in detail, detail
     for victim, after in (("T#2", 300), ("M1#2", 500), ("L4#2", 700)):
         killed = re.search(rf"{re.escape(victim)} killed -9 after (\d+) answered, back after", detail)
-        assert killed and int(killed.group(1)) >= after, detail
-    assert "1000 terminated" in detail and "answered the same slice" in detail, detail
+        assert killed and int(killed.group(1)) >= after * orders // 1000, detail
+    assert f"{orders} terminated" in detail and "answered the same slice" in detail, detail
     # Every process of the run is in the report, replicas by their own names.
     assert {sp["id"] for sp in report["sps"]} == {"T", "T#2", "T#3", "M1", "M1#2", "M2", "L1", "L2", "L3", "L4", "L4#2"}
