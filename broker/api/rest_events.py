@@ -201,8 +201,11 @@ class EventHub:
 
     # --- the hub ------------------------------------------------------------------------------------
 
-    async def _deliver(self, sub_id: str, principal: Principal, callback: str, slice_id: str) -> None:
-        cursor = self.log.head  # from the events after the subscription (or the restart)
+    async def _deliver(self, sub_id: str, principal: Principal, callback: str, slice_id: str, cursor: int) -> None:
+        """Post each event after ``cursor`` to the callback, keeping how far it got (a restart goes on from there).
+
+        Delivery is at least once across a restart: a batch posted but not yet recorded is posted again.
+        """
         while not self._closing.is_set():
             why = self._revoked(principal)
             if why:  # checked before every delivery, and at least every KEEPALIVE_S without one
@@ -212,14 +215,17 @@ class EventHub:
                 return
             seen = self.log.head
             batch = self.log.after(cursor, principal, slice_id)
+            revoked = False
             for number, event in batch:
                 if self._revoked(principal):
+                    revoked = True  # dropped at the top of the loop
                     break
                 await self._post(sub_id, callback, event)
                 cursor = number
-            else:
-                if len(batch) < BATCH:
-                    await self.log.grown(seen, KEEPALIVE_S)
+            if batch:
+                self._store.save_hub_delivered(sub_id, cursor)
+            if not revoked and len(batch) < BATCH:
+                await self.log.grown(seen, KEEPALIVE_S)
 
     async def _post(self, sub_id: str, callback: str, event: dict[str, object]) -> None:
         try:
@@ -259,20 +265,23 @@ class EventHub:
         sub_id = uuid.uuid4().hex
         # Kept before it is answered: a restart does not lose it.
         self._store.save_subscription(sub_id, _principal_data(principal), callback, body.query)
-        sub = self._start(sub_id, principal, callback, body.query)
+        cursor = self.log.head  # the events after the subscription
+        self._store.save_hub_delivered(sub_id, cursor)
+        sub = self._start(sub_id, principal, callback, body.query, cursor)
         request["target"] = sub_id
         return web.json_response(m.dump(self._out(sub)), status=201)
 
-    def _start(self, sub_id: str, principal: Principal, callback: str, query: str) -> Subscription:
+    def _start(self, sub_id: str, principal: Principal, callback: str, query: str, cursor: int) -> Subscription:
         slice_id = query.partition("=")[2]
         task = asyncio.get_running_loop().create_task(
-            self._deliver(sub_id, principal, callback, slice_id), name=f"hub-{sub_id}"
+            self._deliver(sub_id, principal, callback, slice_id, cursor), name=f"hub-{sub_id}"
         )
         sub = self._subs[sub_id] = Subscription(sub_id, principal, callback, query, task)
         return sub
 
     def restore(self, still_allowed: Callable[[Principal], bool]) -> int:
-        """After a start: deliver again to every kept subscription whose account still holds its role.
+        """After a start: deliver again to every kept subscription whose account still holds its role,
+        from the event after the last one it was sent (what happened while the broker was down included).
 
         One whose account is gone or changed role, or whose callback is no longer allowed here, is
         dropped (and logged). Returns how many were restored.
@@ -293,7 +302,11 @@ class EventHub:
                 log.warning("hub %s: not restored (%s); dropped", sub_id, exc)
                 self._store.drop_subscription(sub_id)
                 continue
-            self._start(sub_id, principal, callback, query)
+            # Where its deliveries stopped: what happened while the broker was down is sent now.
+            cursor, lost = self.log.resume(self._store.hub_delivered(sub_id))
+            if lost:
+                log.warning("hub %s: %s", sub_id, lost)
+            self._start(sub_id, principal, callback, query, cursor)
             restored += 1
         return restored
 

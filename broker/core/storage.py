@@ -99,6 +99,14 @@ class SliceStore(Protocol):
         """The task log of a slice."""
         ...
 
+    def hub_delivered(self, sub_id: str) -> int:
+        """The number of the last event a REST hub subscription was sent (0: none yet)."""
+        ...
+
+    def save_hub_delivered(self, sub_id: str, number: int) -> None:
+        """Keep how far a REST hub subscription was delivered."""
+        ...
+
     def segments_at(self, domain: str) -> dict[str, tuple[SliceState, SliceState]]:
         """Each segment at ``domain`` of a slice not yet ended: order key -> (slice state, segment state)."""
         ...

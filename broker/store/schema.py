@@ -198,6 +198,10 @@ CREATE TABLE IF NOT EXISTS domain_books (
 _ORDER_THEN = "ALTER TABLE slices ADD COLUMN order_then TEXT NOT NULL DEFAULT ''"
 
 
+#: Version 8 (issue 15): how far each hub subscription was delivered, so a restart goes on from there.
+_HUB_CURSOR = "ALTER TABLE hub_subscriptions ADD COLUMN delivered {int} NOT NULL DEFAULT 0"
+
+
 def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
     """(number, what it does, the SQL) of every migration, oldest first. Append; never edit one that shipped."""
     return [
@@ -208,6 +212,7 @@ def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
         (5, "the REST API's events, kept for SSE clients that reconnect", _EVENTS.format(serial=dialect.serial)),
         (6, "local domains' books, shared by an SP's replicas", _BOOKS.format(int=dialect.int)),
         (7, "what follows a slice's hold or commit (a one-call order)", _ORDER_THEN),
+        (8, "how far each hub subscription was delivered", _HUB_CURSOR.format(int=dialect.int)),
     ]
 
 

@@ -540,9 +540,22 @@ class SqlStore:
         """Keep a REST hub subscription (whose, as plain data; where to; which events) until it is deleted."""
         with self._tx():
             self._execute(
-                "INSERT INTO hub_subscriptions VALUES (?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+                "INSERT INTO hub_subscriptions (id, principal, callback, query, created_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET "
                 "principal = excluded.principal, callback = excluded.callback, query = excluded.query",
                 (sub_id, json.dumps(dict(principal), sort_keys=True), callback, query, time.time()),
+            )
+
+    def hub_delivered(self, sub_id: str) -> int:
+        """The number of the last event a hub subscription was sent (0: none yet)."""
+        row = self._execute("SELECT delivered FROM hub_subscriptions WHERE id = ?", (sub_id,)).fetchone()
+        return int(row["delivered"]) if row else 0
+
+    def save_hub_delivered(self, sub_id: str, number: int) -> None:
+        """Keep how far a hub subscription was delivered (never moved back)."""
+        with self._tx():
+            self._execute(
+                "UPDATE hub_subscriptions SET delivered = ? WHERE id = ? AND delivered < ?", (number, sub_id, number)
             )
 
     def drop_subscription(self, sub_id: str) -> None:

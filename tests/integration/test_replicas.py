@@ -212,3 +212,42 @@ def test_the_replicas_scenario_passes_with_kills_at_three_levels(tmp_path: Path,
     assert f"{orders} terminated" in detail and "answered the same slice" in detail, detail
     # Every process of the run is in the report, replicas by their own names.
     assert {sp["id"] for sp in report["sps"]} == {"T", "T#2", "T#3", "M1", "M1#2", "M2", "L1", "L2", "L3", "L4", "L4#2"}
+
+
+async def test_a_mid_level_sps_replicas_publish_one_note(fed: Federation, postgres_server: PostgresServer) -> None:
+    """Two replicas of M build the same abstract note from the same notes below, and keep agreeing as it changes."""
+    dsn = postgres_server.new_database()
+    await fed.start("L1", domains=[leaf_domain("L1", {"L2": "1000-1999"})])
+    await fed.start("L2", domains=[leaf_domain("L2", {"L1": "1000-1999"})])
+    await fed.start("M", lowers=["L1", "L2"], store={"backend": "postgresql", "dsn": dsn, "replicas": True})
+    await fed.fleet.start_replica("M", 2)
+    top = await fed.start("T", lowers=["M"])  # lists both of M's addresses
+    assert len(yaml.safe_load(top.config_path.read_text())["lower_sps"][0]["addresses"]) == 2
+
+    def content(note: pb.CapabilityNote) -> bytes:
+        same = pb.CapabilityNote()
+        same.CopyFrom(note)
+        for moving in ("version", "issued_at", "expires_at", "provenance"):
+            same.ClearField(moving)  # when it was issued, not what it says
+        return same.SerializeToString(deterministic=True)
+
+    async def agree(want_free_below: int | None = None) -> list[pb.CapabilityNote]:
+        notes: list[pb.CapabilityNote] = []
+        for _ in range(100):  # bounded: 10 s for a note to climb and be rebuilt at both replicas
+            notes = [(await fed.sps[n].caps.GetCatalog(pb.GetCatalogRequest(), timeout=10)).own for n in ("M", "M#2")]
+            widest = max(max((t.bandwidth_mbps for t in n.transit), default=0) for n in notes)
+            if content(notes[0]) == content(notes[1]) and (want_free_below is None or widest < want_free_below):
+                return notes
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"M and M#2 publish different notes: {notes}")
+
+    first = await agree()
+    assert {e.id for e in first[0].endpoints} == {"L1.ep", "L2.ep"}
+    full = max(t.bandwidth_mbps for t in first[0].transit)
+    # A slice through one replica changes what both sell; each says the same after.
+    held = await fed.sps["M#2"].slices.Reserve(
+        pb.ReserveRequest(request_id="one", request=slice_request("L1.ep", "L2.ep", full // 2), hold_time_s=60),
+        timeout=10,
+    )
+    assert held.state == pb.SLICE_STATE_HELD
+    await agree(want_free_below=full)

@@ -74,3 +74,38 @@ async def _kept_across_kills(tmp_path: Path, url: str, received: list[dict[str, 
             assert len(received) == before  # deleted before the restart: told nothing
     finally:
         await fleet.stop_all()
+
+
+async def test_what_happens_while_a_broker_restarts_still_reaches_a_hub_subscription(tmp_path: Path) -> None:
+    """A hold runs out while the broker is down; the restart expires it: the subscriber is told (not skipped)."""
+    async with callback_sink() as (url, told):
+        fleet = Fleet(tmp_path)
+        try:
+            fleet.grant(SP, "alice", Role.CUSTOMER)
+            settings = {"domains": [leaf_domain(SP, {"X": "100-199"})], "rest_listen": "127.0.0.1:0", "hold_time_s": 2}
+            await fleet.start(SP, settings)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+                alice = RestClient(fleet, SP, "alice", session)
+                hub = await alice.call("POST", f"{ORDERING}/hub", json={"callback": f"{url}/alice"})
+                assert hub.status == 201
+                placed = await alice.call(
+                    "POST", f"{ORDERING}/serviceOrder", json=order_body("held", hold_only=True, holdTimeS=2, **SLICE)
+                )
+                assert placed.status == 201
+                path = f"{ORDERING}/serviceOrder/{placed.body['id']}"
+                held = await until(lambda: alice.call("GET", path), lambda a: a.body["state"] == "completed")
+                assert held.body["state"] == "completed", held.body  # a hold-only order completes once held
+            await until(lambda: asyncio.sleep(0, told["alice"]), lambda got: any("HELD" in str(e) for e in got))
+            before = len(told["alice"])
+            fleet.signal(SP, signal.SIGKILL)
+            await fleet.wait_exit(SP)
+            await asyncio.sleep(2.5)  # the hold runs out while nobody runs the broker
+            await fleet.restart(SP)  # its recovery expires the slice: an event made before the hub is restored
+
+            def expired() -> list[dict[str, Any]]:
+                return [e for e in told["alice"][before:] if "EXPIRED" in str(e)]
+
+            got = await until(lambda: asyncio.sleep(0, expired()), bool, timeout_s=10)
+            assert got, told["alice"][before:] or "nothing told after the restart"
+        finally:
+            await fleet.stop_all()
