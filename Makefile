@@ -26,7 +26,7 @@ demo: $(STAMP)
 # About 11 minutes on two cores; the other sweeps (race kills, the demo and data-plane federations
 # under kills) are in make sweep.
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not sweep"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not sweep" --durations=25
 
 # Every fault sweep of issue 19 (real federations under crashes, hangs and kills): the exhaustive one
 # of make test again, the race kills after Commit, and the demo and data-plane federations with every

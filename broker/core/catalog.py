@@ -91,8 +91,8 @@ class Catalog:
         return self._store.current(self._clock())
 
     def heard(self) -> list[SpId]:
-        """Every child that sent a note this process took (expired since or not)."""
-        return list(self._store.versions())
+        """Every child that sent a note since this process started: taken (expired since or not) or refused."""
+        return [*self._store.versions(), *self._last_rejection]
 
     @property
     def own(self) -> CapabilityNote | None:

@@ -191,7 +191,7 @@ def _scaled(tmp_path: Path, orders: int) -> Path:
 @pytest.mark.parametrize(
     "orders",
     [
-        300,  # make test: the same federation, kills and checks, at 300 orders (about 2 minutes)
+        120,  # make test: the same federation, kills and checks, at 120 orders (about a minute)
         pytest.param(1000, marks=pytest.mark.sweep),  # make sweep: the file as it is (about 7 minutes)
     ],
 )

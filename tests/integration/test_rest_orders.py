@@ -170,15 +170,20 @@ async def test_lists_filter_by_state_and_external_id_and_select_nested_attribute
 async def test_cancellations_are_listed_for_their_requester_only(
     fleet: Fleet, alice: RestClient, bob: RestClient, operator: RestClient
 ) -> None:
-    fleet.write_faults(
-        SP, [{"id": "slow", "point": "activate.start", "action": "hang", "hang_s": 1.5, "occurrence": 1}]
-    )
+    fleet.write_faults(SP, [{"id": "slow", "point": "order.decided", "action": "hang", "hang_s": 1.5, "occurrence": 1}])
     try:
         placed = await alice.call("POST", ORDER, json=order_body("d-cancel", **SLICE))
         order_id = placed.body["id"]
+        # Held up after the commit-and-activate decision (issue 17's one step down): still open then.
         await until(
             lambda: alice.call("GET", f"{ORDER}/{order_id}"),
-            lambda a: a.body["serviceOrderItem"][0]["service"].get("state") == "inactive",
+            lambda a: (
+                {
+                    c["name"]: c["value"]
+                    for c in a.body["serviceOrderItem"][0]["service"].get("serviceCharacteristic", [])
+                }.get("sliceState")
+                == "COMMITTING"
+            ),
         )
         cancel = await alice.call("POST", f"{ORDERING}/cancelServiceOrder", json={"serviceOrder": {"id": order_id}})
         assert cancel.status == 201, cancel.body

@@ -148,9 +148,9 @@ def _federations(default: int = 3) -> int:
 #: The SPs of the deactivate-and-refusal sweep (make sweep): one at each depth (top, mid, leaf).
 SWEEP_SPS = ("T", "M1", "L2")
 #: The exhaustive sweep's federations side by side. A case mostly waits (a hang past a deadline, a hold
-#: running out, a restart), so six federations (42 brokers) keep two cores busy without starving them:
-#: 350 cases took 257 s and 370 CPU-s alone on two cores, against 689 s with three.
-EXHAUSTIVE_FEDERATIONS = 6
+#: running out, a restart): 350 cases took 257 s and 370 CPU-s alone on two cores with six federations,
+#: against 689 s with three; with the one-call order's points it is 462 cases, so eight.
+EXHAUSTIVE_FEDERATIONS = 8
 
 
 @pytest.mark.exhaustive
