@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -343,18 +344,32 @@ def test_an_offer_in_the_domain_config_is_checked_with_its_path() -> None:
         EmulatedDomainConfig.from_dict(spec, "domains[0]")
 
 
-async def test_a_lower_sp_whose_note_expired_is_not_used_for_a_new_slice(tmp_path: Path) -> None:
+@dataclass
+class TwoLeaves:
+    """T over leaves L1 and L2, each an emulated domain with its own note key, and T's catalog of their notes."""
+
+    clock: Clock
+    keys: dict[str, Ed25519PrivateKey]
+    catalog: Catalog
+    agents: dict[str, EmulatedDomainAgent]
+    manager: SliceManager
+
+    async def tell(self, sp: str, ttl_s: float = 3600) -> None:
+        """``sp`` sends T its note, valid ``ttl_s`` from now."""
+        note = replace(self.agents[sp].note, expires_at=NOW + ttl_s)
+        assert await self.catalog.offer_signed(SpId(sp), sign_note(note, self.keys[sp], sp))
+
+
+def two_leaves(tmp_path: Path) -> TwoLeaves:
+    """T's manager over two leaves that have told it nothing yet (``tell`` sends a note)."""
     clock = Clock()
-    key = generate_key()
     keys = {sp: generate_key() for sp in ("L1", "L2")}
     trust = TrustStore.of({sp: [public_key_to_text(k.public_key())] for sp, k in keys.items()})
-    catalog = Catalog("T", clock, key=key, trust=trust)
-    agents = {}
-    for sp, peer in (("L1", "L2"), ("L2", "L1")):
-        agent = EmulatedDomainAgent(EmulatedDomainConfig.from_dict(leaf_domain(sp, {peer: "1-99"}), sp), clock)
-        agents[sp] = agent
-        note = replace(agent.note, expires_at=NOW + (60 if sp == "L2" else 3600))
-        assert await catalog.offer_signed(SpId(sp), sign_note(note, keys[sp], sp))
+    catalog = Catalog("T", clock, key=generate_key(), trust=trust)
+    agents = {
+        sp: EmulatedDomainAgent(EmulatedDomainConfig.from_dict(leaf_domain(sp, {peer: "1-99"}), sp), clock)
+        for sp, peer in (("L1", "L2"), ("L2", "L1"))
+    }
     manager = SliceManager(
         sp_id="T",
         store=SqliteStore(tmp_path / "state.db"),
@@ -362,9 +377,18 @@ async def test_a_lower_sp_whose_note_expired_is_not_used_for_a_new_slice(tmp_pat
         local_domains=[],
         wim=MemoryWimDriver(),
         notes=catalog.current,
+        heard=catalog.heard,
         clock=clock,
         default_hold_s=30,
     )
+    return TwoLeaves(clock, keys, catalog, agents, manager)
+
+
+async def test_a_lower_sp_whose_note_expired_is_not_used_for_a_new_slice(tmp_path: Path) -> None:
+    world = two_leaves(tmp_path)
+    await world.tell("L1")
+    await world.tell("L2", ttl_s=60)
+    clock, catalog, manager = world.clock, world.catalog, world.manager
     request = SliceRequest(src=T("L1.ep"), dst=T("L2.ep"), bandwidth_mbps=10)
     held = await manager.reserve("cust", "r0", request, 30)
     await manager.abort(held.id)
@@ -378,30 +402,13 @@ async def test_a_terminal_of_a_child_not_heard_from_since_the_start_is_unavailab
     tmp_path: Path,
 ) -> None:
     """A broker that just started (a replica back from a crash) lacks some notes: retry, not "no such terminal"."""
-    clock = Clock()
-    keys = {sp: generate_key() for sp in ("L1", "L2")}
-    trust = TrustStore.of({sp: [public_key_to_text(k.public_key())] for sp, k in keys.items()})
-    catalog = Catalog("T", clock, key=generate_key(), trust=trust)
-    agents = {
-        sp: EmulatedDomainAgent(EmulatedDomainConfig.from_dict(leaf_domain(sp, {peer: "1-99"}), sp), clock)
-        for sp, peer in (("L1", "L2"), ("L2", "L1"))
-    }
-    assert await catalog.offer_signed(SpId("L1"), sign_note(agents["L1"].note, keys["L1"], "L1"))  # L2: nothing yet
-    manager = SliceManager(
-        sp_id="T",
-        store=SqliteStore(tmp_path / "state.db"),
-        agents=agents,  # type: ignore[arg-type]
-        local_domains=[],
-        wim=MemoryWimDriver(),
-        notes=catalog.current,
-        heard=catalog.heard,
-        clock=clock,
-        default_hold_s=30,
-    )
+    world = two_leaves(tmp_path)
+    await world.tell("L1")  # L2: nothing yet
+    manager = world.manager
     request = SliceRequest(src=T("L1.ep"), dst=T("L2.ep"), bandwidth_mbps=10)
     with pytest.raises(Unavailable, match=r"unknown terminal 'L2\.ep'.*L2 sent this broker no note yet.*retry"):
         await manager.reserve("cust", "r1", request, 30)
-    assert await catalog.offer_signed(SpId("L2"), sign_note(agents["L2"].note, keys["L2"], "L2"))
+    await world.tell("L2")
     held = await manager.reserve("cust", "r2", request, 30)  # every child spoke: planned as usual
     assert held.state is SliceState.HELD
     bad = SliceRequest(src=T("L1.ep"), dst=T("Q.ep"), bandwidth_mbps=10)
