@@ -51,6 +51,9 @@ MAX_SUBSCRIPTIONS = 256
 MAX_PER_CALLER = 16
 CALLBACK_TIMEOUT_S = 5.0
 KEEPALIVE_S = 15.0
+#: How soon a browser's EventSource tries again after its stream broke (its own default is about 3 s, and
+#: some back off further): a broker restart takes a few seconds, so a page is live again soon after.
+RETRY_MS = 2000
 #: Events kept for clients that reconnect, unless the SP's ``retention.events_max`` says otherwise.
 EVENTS_KEPT = 10_000
 #: The largest event number a client may send back (a JavaScript number stays exact below 2**53).
@@ -355,7 +358,7 @@ class EventHub:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         try:
-            await response.write(b": connected\n")
+            await response.write(f": connected\nretry: {RETRY_MS}\n".encode())
             if reset:
                 why = json.dumps({"reason": reset, "lastEventId": str(cursor)})
                 await response.write(f"event: reset\nid: {cursor}\ndata: {why}\n\n".encode())

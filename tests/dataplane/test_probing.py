@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,24 @@ DOMAIN = {
 #: A congested hop: 2 Mbit/s, and a queue of 12 full frames plus room for a few echo requests (about 60 ms).
 TBF_QUEUE = ["tbf", "rate", "2mbit", "burst", "1600", "limit", str(12 * 1242 + 600)]
 BLACKHOLE = ["pfifo", "limit", "0"]
+
+
+def backlog_bytes(ns: str, ifname: str) -> int:
+    """How many bytes wait in the root qdisc of ``ifname`` in ``ns`` now."""
+    shown = subprocess.run(
+        ["tc", "-n", ns, "-s", "-j", "qdisc", "show", "dev", ifname], check=True, timeout=10, capture_output=True
+    )
+    return sum(int(q.get("backlog", 0)) for q in json.loads(shown.stdout) if q.get("root"))
+
+
+async def until_backlogged(ns: str, ifname: str, within_s: float) -> None:
+    """Until the qdisc holds a queue (the stream's sender, a new process, may take seconds to start on a busy
+    machine), bounded."""
+    for _ in range(int(within_s / 0.1)):
+        if await asyncio.to_thread(backlog_bytes, ns, ifname) > 0:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the queue on {ifname} stayed empty for {within_s} s: the stream did not start")
 
 
 def tc(ns: str, ifname: str, *qdisc: str) -> None:
@@ -82,13 +101,17 @@ class Collector:
         async for s in self.agent.health():
             self.samples.append(s)
 
-    async def next(self, metric: str, within_s: float, after: float = 0.0) -> HealthSample:
+    async def next(
+        self, metric: str, within_s: float, after: float = 0.0, where: Callable[[float], bool] = lambda _: True
+    ) -> HealthSample:
+        """The latest ``metric`` sample taken after ``after`` (and whose value passes ``where``), within a bound."""
         for _ in range(int(within_s / 0.05)):
-            found = [s for s in self.samples if s.metric == metric and s.at > after]
+            found = [s for s in self.samples if s.metric == metric and s.at > after and where(s.value)]
             if found:
                 return found[-1]
             await asyncio.sleep(0.05)
-        raise AssertionError(f"no {metric} sample within {within_s} s: {self.samples[-8:]}")
+        seen = [s.value for s in self.samples if s.metric == metric and s.at > after]
+        raise AssertionError(f"no such {metric} sample within {within_s} s; those seen: {seen[-12:]}")
 
     async def close(self) -> None:
         self._task.cancel()
@@ -176,14 +199,14 @@ async def test_a_congested_hop_shows_as_latency_and_its_end_restores_it(prefix: 
             hop_ns, hop_if = names.pop_ns("P1", "a"), names.ifname("hop-a", "P1", key, 0)
             tc(hop_ns, hop_if, *TBF_QUEUE)
             to = address_of(agent, handle, "P1.y")
-            with udp_stream(names.endpoint_ns("P1", key, "P1.x"), to, mbps=3.0, seconds=4.0):
-                await asyncio.sleep(0.5)  # the queue fills
-                slow = await seen.next("latency_ms", within_s=3, after=time.time())
-            assert slow.value > 20 > base.value, (base, slow)  # one way: half a round trip through the queue
+            assert base.value < 5, base
+            with udp_stream(names.endpoint_ns("P1", key, "P1.x"), to, mbps=3.0, seconds=12.0):
+                await until_backlogged(hop_ns, hop_if, within_s=8)  # the queue fills
+                # One way: half a round trip through the queue (about 60 ms full); a probe round that began
+                # before the queue filled may still report the old figure, so the first slow one counts.
+                await seen.next("latency_ms", within_s=4, after=time.time(), where=lambda v: v > 20)
             tc(hop_ns, hop_if)
-            await asyncio.sleep(0.3)
-            again = await seen.next("latency_ms", within_s=3, after=time.time())
-            assert again.value < 5, again
+            await seen.next("latency_ms", within_s=4, after=time.time(), where=lambda v: v < 5)
         finally:
             await seen.close()
 

@@ -250,6 +250,7 @@ async def test_a_browser_passes_its_session_token_as_a_query_parameter_to_the_ev
     async with session.get(url, ssl=alice.ssl()) as stream:
         assert stream.status == 200 and stream.content_type == "text/event-stream"
         assert await stream.content.readline() == b": connected\n"
+        assert await stream.content.readline() == b"retry: 2000\n"  # a browser tries again soon after a break
     async with session.get(url, ssl=bob.ssl()) as stolen:  # bound to alice's certificate, as in a header
         assert stolen.status == 401
     ignored = await alice.call("GET", f"{ORDERING}/serviceOrder?access_token={token}", token="")

@@ -84,11 +84,12 @@ async def test_a_page_that_lost_its_stream_across_a_broker_restart_shows_what_ha
     await fleet.restart(SP)  # on the same REST port (its config names it)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         alice = RestClient(fleet, SP, "alice", http)
-        body = order_body("web-away", src="T.ep", dst="T.to-L1", bandwidth_mbps=1)
+        body = order_body("web-away", src="T.ep", dst="L1.ep", bandwidth_mbps=1)
         placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=body)
         assert placed.status == 201, placed.body
         order = f"{ORDERING}/serviceOrder/{placed.body['id']}"
         done = await until(lambda: alice.call("GET", order), lambda a: a.body["state"] == "completed")
+        assert done.body["state"] == "completed", done.body
         slice_id = done.body["serviceOrderItem"][0]["service"]["id"]
         assert (await alice.call("DELETE", f"{INVENTORY}/service/{slice_id}")).status == 204
         ended = await until(
@@ -102,3 +103,44 @@ async def test_a_page_that_lost_its_stream_across_a_broker_restart_shows_what_ha
     await page.wait_for_selector(f'{row} td[data-role="state"]:text-is("TERMINATED")', timeout=SHOWN_MS)
     lost = ("ERR_INTERNET_DISCONNECTED", "ERR_CONNECTION_REFUSED", "ERR_INCOMPLETE_CHUNKED_ENCODING")
     assert [e for e in page.js_errors if not any(x in e for x in lost) and "403" not in e] == [], page.js_errors
+
+
+async def test_a_stream_the_browser_gave_up_on_is_opened_again_by_the_page(fleet: Fleet, browser: Any) -> None:
+    """An EventSource answered with an error status stops for good; the page opens a new stream itself (with
+    a growing wait) and reads what happened while it was away."""
+    page = await open_page(browser, fleet, "alice", SP)
+    refused: list[str] = []
+
+    async def unavailable(route: Any) -> None:
+        refused.append(route.request.url)
+        await route.fulfill(status=503, body="restarting")
+
+    await page.route("**/serviceOrdering/v4/events?*", unavailable)
+    fleet.signal(SP, signal.SIGKILL)  # the stream breaks; the browser's retry is answered 503: it gives up
+    await fleet.wait_exit(SP)
+    await page.wait_for_selector("#live.off", timeout=SHOWN_MS)
+    await fleet.restart(SP)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        alice = RestClient(fleet, SP, "alice", http)
+        body = order_body("web-gave-up", src="T.ep", dst="L1.ep", bandwidth_mbps=1)
+        placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=body)
+        assert placed.status == 201, placed.body
+        order = f"{ORDERING}/serviceOrder/{placed.body['id']}"
+        done = await until(lambda: alice.call("GET", order), lambda a: a.body["state"] == "completed")
+        assert done.body["state"] == "completed", done.body
+        slice_id = done.body["serviceOrderItem"][0]["service"]["id"]
+    # The browser's own retry made one request and stopped; every later one is the page's.
+    assert await until(lambda: _count(refused), lambda n: n >= 3, timeout_s=30) >= 3, refused
+    assert await page.locator(f'tr[data-slice="{slice_id}"]').count() == 0
+    await page.unroute("**/serviceOrdering/v4/events?*")
+    await page.wait_for_selector("#live.on", timeout=SHOWN_MS)
+    await page.wait_for_selector(
+        f'tr[data-slice="{slice_id}"] td[data-role="state"]:text-is("ACTIVE")', timeout=SHOWN_MS
+    )
+    assert len(refused) <= 6, refused  # it waited longer each time (1, 2, 4 … s), not a request a moment
+    lost = ("ERR_INTERNET_DISCONNECTED", "ERR_CONNECTION_REFUSED", "ERR_INCOMPLETE_CHUNKED_ENCODING", "503")
+    assert [e for e in page.js_errors if not any(x in e for x in lost) and "403" not in e] == [], page.js_errors
+
+
+async def _count(seen: list[str]) -> int:
+    return len(seen)

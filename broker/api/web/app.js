@@ -11,6 +11,9 @@ const REFRESH_MS = 3000; // the federation's notes age and change without events
 const services = new Map(); // slice id -> TMF638 service
 let token = "";
 let stream = null;
+let lastEventId = ""; // the last event this page saw: a new stream resumes after it
+let retryMs = 0; // the wait before the page opens a stream the browser gave up on (doubles, at most 30 s)
+let retryTimer = null;
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -186,21 +189,43 @@ async function terminate(id) {
   }
 }
 
+// The browser's EventSource retries a broken stream by itself (sending Last-Event-ID), but gives up for good
+// on some failures (an error status while the broker restarts) and may wait long after the network comes
+// back: the page then opens a new stream itself, resuming after the last event it saw.
 function follow() {
   if (stream) stream.close();
+  clearTimeout(retryTimer);
   const live = document.getElementById("live");
-  stream = new EventSource(`${ORDERING}/events?access_token=${encodeURIComponent(token)}`);
-  stream.onopen = () => { live.textContent = "live"; live.className = "badge on"; };
-  stream.onerror = () => { live.textContent = "reconnecting"; live.className = "badge off"; };
-  stream.addEventListener("ServiceStateChangeEvent", (msg) => {
+  const resume = lastEventId ? `&lastEventId=${encodeURIComponent(lastEventId)}` : "";
+  // A new stream after a lost one, with no event seen to resume after: what happened meanwhile is read.
+  const reread = stream !== null && !lastEventId;
+  const es = new EventSource(`${ORDERING}/events?access_token=${encodeURIComponent(token)}${resume}`);
+  stream = es;
+  es.onopen = () => {
+    live.textContent = "live";
+    live.className = "badge on";
+    retryMs = 0;
+    if (reread) loadSlices().catch((err) => showError(err.message));
+  };
+  es.onerror = () => {
+    live.textContent = "reconnecting";
+    live.className = "badge off";
+    if (es.readyState === EventSource.CLOSED && stream === es) {
+      retryMs = Math.min(Math.max(2 * retryMs, 1000), 30000);
+      retryTimer = setTimeout(follow, retryMs);
+    }
+  };
+  const seen = (msg) => { if (msg.lastEventId) lastEventId = msg.lastEventId; };
+  for (const kind of ["ServiceStateChangeEvent", "ServiceAlertEvent", "reset"]) es.addEventListener(kind, seen);
+  es.addEventListener("ServiceStateChangeEvent", (msg) => {
     const service = JSON.parse(msg.data).event.service;
     services.set(service.id, service);
     renderSlices();
   });
   // The broker no longer keeps the events missed while the page was away (EventSource resumed after
   // its Last-Event-ID): read the slices again, then follow from here.
-  stream.addEventListener("reset", () => loadSlices().catch((err) => showError(err.message)));
-  stream.addEventListener("ServiceAlertEvent", async (msg) => {
+  es.addEventListener("reset", () => loadSlices().catch((err) => showError(err.message)));
+  es.addEventListener("ServiceAlertEvent", async (msg) => {
     const id = JSON.parse(msg.data).event.service.id;
     try {
       services.set(id, await call("GET", `${INVENTORY}/service/${encodeURIComponent(id)}`));
@@ -244,6 +269,9 @@ async function start(newToken) {
     if (err.status === 401) document.getElementById("login").hidden = false;
   }
 }
+
+// Back online with a stream the browser gave up on: open one now rather than after the wait.
+window.addEventListener("online", () => { if (stream && stream.readyState === EventSource.CLOSED) follow(); });
 
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("use").addEventListener("click", () => start(document.getElementById("token").value.trim()));
