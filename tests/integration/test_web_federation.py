@@ -54,6 +54,17 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
         await fl.stop_all()
 
 
+async def order_across(client: RestClient, external_id: str) -> str:
+    """A 1 Mb/s slice from T's endpoint to L1's, ordered over REST and completed: its id."""
+    body = order_body(external_id, src="T.ep", dst="L1.ep", bandwidth_mbps=1)
+    placed = await client.call("POST", f"{ORDERING}/serviceOrder", json=body)
+    assert placed.status == 201, placed.body
+    order = f"{ORDERING}/serviceOrder/{placed.body['id']}"
+    done = await until(lambda: client.call("GET", order), lambda a: a.body["state"] == "completed")
+    assert done.body["state"] == "completed", done.body
+    return str(done.body["serviceOrderItem"][0]["service"]["id"])
+
+
 async def test_the_operator_sees_each_note_from_below_with_its_age_and_expiry_and_the_refused_one(
     fleet: Fleet, browser: Any
 ) -> None:
@@ -84,13 +95,7 @@ async def test_a_page_that_lost_its_stream_across_a_broker_restart_shows_what_ha
     await fleet.restart(SP)  # on the same REST port (its config names it)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         alice = RestClient(fleet, SP, "alice", http)
-        body = order_body("web-away", src="T.ep", dst="L1.ep", bandwidth_mbps=1)
-        placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=body)
-        assert placed.status == 201, placed.body
-        order = f"{ORDERING}/serviceOrder/{placed.body['id']}"
-        done = await until(lambda: alice.call("GET", order), lambda a: a.body["state"] == "completed")
-        assert done.body["state"] == "completed", done.body
-        slice_id = done.body["serviceOrderItem"][0]["service"]["id"]
+        slice_id = await order_across(alice, "web-away")
         assert (await alice.call("DELETE", f"{INVENTORY}/service/{slice_id}")).status == 204
         ended = await until(
             lambda: alice.call("GET", f"{INVENTORY}/service/{slice_id}"), lambda a: a.body["state"] == "terminated"
@@ -121,14 +126,7 @@ async def test_a_stream_the_browser_gave_up_on_is_opened_again_by_the_page(fleet
     await page.wait_for_selector("#live.off", timeout=SHOWN_MS)
     await fleet.restart(SP)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
-        alice = RestClient(fleet, SP, "alice", http)
-        body = order_body("web-gave-up", src="T.ep", dst="L1.ep", bandwidth_mbps=1)
-        placed = await alice.call("POST", f"{ORDERING}/serviceOrder", json=body)
-        assert placed.status == 201, placed.body
-        order = f"{ORDERING}/serviceOrder/{placed.body['id']}"
-        done = await until(lambda: alice.call("GET", order), lambda a: a.body["state"] == "completed")
-        assert done.body["state"] == "completed", done.body
-        slice_id = done.body["serviceOrderItem"][0]["service"]["id"]
+        slice_id = await order_across(RestClient(fleet, SP, "alice", http), "web-gave-up")
     # The browser's own retry made one request and stopped; every later one is the page's.
     assert await until(lambda: _count(refused), lambda n: n >= 3, timeout_s=30) >= 3, refused
     assert await page.locator(f'tr[data-slice="{slice_id}"]').count() == 0
