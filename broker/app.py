@@ -204,7 +204,11 @@ class Broker:
                 raise ConfigError(f"{where}{exc}", field=exc.field) from None
             agents[dom.id] = local[dom.id] = agent
         self.offers = OfferDesk(
-            local, config.data_dir / "offers.json", read_policy=parse_policy, replicated=config.store.replicas
+            local,
+            config.data_dir / "offers.json",
+            read_policy=parse_policy,
+            shared=self.store if config.store.replicas else None,
+            clock=self._clock,
         )
         self._lower_channels: dict[str, grpc.aio.Channel] = {}
         for lower in config.lower_sps:
@@ -366,6 +370,7 @@ class Broker:
             )
         if self.config.store.replicas:  # what the other replicas change, told to this one's watchers
             self._spawn(self.store.follow_changes(self.manager.changed_elsewhere), "replica-changes")
+            self._spawn(self.offers.follow(), "replica-offer-edits")
         self._spawn(self._prune_failed(), "prune-failed")
         self._spawn(self.watchdog.run(self._stop), "watchdog")
         server = grpc.aio.server(

@@ -107,6 +107,14 @@ class SliceStore(Protocol):
         """Keep how far a REST hub subscription was delivered."""
         ...
 
+    def offer_edits(self) -> dict[str, tuple[int, str]]:
+        """Each local domain's offer as an operator last edited it at any replica: (edit number, policy JSON)."""
+        ...
+
+    def save_offer_edit(self, domain: str, policy: str, at: float) -> int:
+        """Keep a local domain's edited offer (its authoring form, JSON) for every replica; its edit number."""
+        ...
+
     def segments_at(self, domain: str) -> dict[str, tuple[SliceState, SliceState]]:
         """Each segment at ``domain`` of a slice not yet ended: order key -> (slice state, segment state)."""
         ...

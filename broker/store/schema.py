@@ -202,6 +202,18 @@ _ORDER_THEN = "ALTER TABLE slices ADD COLUMN order_then TEXT NOT NULL DEFAULT ''
 _HUB_CURSOR = "ALTER TABLE hub_subscriptions ADD COLUMN delivered {int} NOT NULL DEFAULT 0"
 
 
+#: Version 9 (issue 16): operators' offer edits, when the SP's replicas share them: the policy of each
+#: local domain as last edited at any replica, with a number every edit moves on.
+_OFFER_EDITS = """
+CREATE TABLE IF NOT EXISTS offer_edits (
+    domain TEXT PRIMARY KEY,
+    edit {int} NOT NULL,
+    policy TEXT NOT NULL,
+    edited_at {real} NOT NULL
+)
+"""
+
+
 def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
     """(number, what it does, the SQL) of every migration, oldest first. Append; never edit one that shipped."""
     return [
@@ -213,6 +225,11 @@ def migrations(dialect: Dialect) -> list[tuple[int, str, str]]:
         (6, "local domains' books, shared by an SP's replicas", _BOOKS.format(int=dialect.int)),
         (7, "what follows a slice's hold or commit (a one-call order)", _ORDER_THEN),
         (8, "how far each hub subscription was delivered", _HUB_CURSOR.format(int=dialect.int)),
+        (
+            9,
+            "operators' offer edits, shared by an SP's replicas",
+            _OFFER_EDITS.format(int=dialect.int, real=dialect.real),
+        ),
     ]
 
 

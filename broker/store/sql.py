@@ -572,6 +572,22 @@ class SqlStore:
 
     # --- a local domain's books (replicas share them) ----------------------------------------
 
+    def offer_edits(self) -> dict[str, tuple[int, str]]:
+        """Each local domain's offer as last edited at any replica: domain -> (edit number, policy JSON)."""
+        rows = self._execute("SELECT domain, edit, policy FROM offer_edits").fetchall()
+        return {r["domain"]: (int(r["edit"]), r["policy"]) for r in rows}
+
+    def save_offer_edit(self, domain: str, policy: str, at: float) -> int:
+        """Keep ``domain``'s edited offer for every replica; its edit number (one more than the last)."""
+        with self._tx():
+            self._execute(
+                "INSERT INTO offer_edits VALUES (?, 1, ?, ?) ON CONFLICT (domain) DO UPDATE SET "
+                "edit = offer_edits.edit + 1, policy = excluded.policy, edited_at = excluded.edited_at",
+                (domain, policy, at),
+            )
+            row = self._execute("SELECT edit FROM offer_edits WHERE domain = ?", (domain,)).fetchone()
+            return int(row["edit"])
+
     def books_version(self, domain: str) -> int:
         """How many times ``domain``'s books changed (0: never written)."""
         row = self._execute("SELECT version FROM domain_books WHERE domain = ?", (domain,)).fetchone()

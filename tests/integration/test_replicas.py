@@ -251,3 +251,56 @@ async def test_a_mid_level_sps_replicas_publish_one_note(fed: Federation, postgr
     )
     assert held.state == pb.SLICE_STATE_HELD
     await agree(want_free_below=full)
+
+
+async def test_an_offer_edit_at_one_replica_is_published_by_the_others_and_kept_across_a_restart(
+    fed: Federation, postgres_server: PostgresServer
+) -> None:
+    """The operator withdraws L's offer at L#1: L#2 publishes nothing to buy too, the SP above stops
+    selling L's endpoint, and L#2 restarted still publishes the withdrawn offer; published again at L#2,
+    both sell it again."""
+    from broker.api import codec
+    from capability_catalog.authoring import OfferPolicy
+
+    dsn = postgres_server.new_database()
+    await fed.start(
+        "L",
+        domains=[leaf_domain("L", {"T": "1000-1999"})],
+        store={"backend": "postgresql", "dsn": dsn, "replicas": True},
+    )
+    await fed.fleet.start_replica("L", 2)
+    await fed.start("T", lowers=["L"], domains=[leaf_domain("T", {"L": "1000-1999"})])
+    await fed.fleet.wait_terminals("T", ["L.ep"], timeout_s=20)
+
+    async def sells(name: str) -> bool:
+        for _ in range(20):  # a replica just restarted may refuse a first connection while it starts serving
+            try:
+                own = (await fed.sps[name].caps.GetCatalog(pb.GetCatalogRequest(), timeout=10)).own
+                return bool(own.endpoints)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise
+                await asyncio.sleep(0.25)
+        raise AssertionError(f"{name} did not answer GetCatalog for 5 s")
+
+    async def until_both(selling: bool) -> None:
+        for _ in range(100):  # bounded: 10 s (a replica looks for edits every half second)
+            if [await sells("L"), await sells("L#2")] == [selling, selling]:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"L sells {await sells('L')}, L#2 sells {await sells('L#2')}; both should be {selling}")
+
+    async def edit(name: str, withdrawn: bool) -> None:
+        offer = codec.offer_to_pb(OfferPolicy(withdrawn=withdrawn))
+        await fed.sps[name].caps.SetOffer(pb.SetOfferRequest(domain="L", offer=offer), timeout=10)
+
+    await edit("L", withdrawn=True)
+    await until_both(selling=False)
+    await fed.fleet.wait_terminals("T", [], timeout_s=20, absent=["L.ep"])
+    fed.kill("L#2")
+    await fed.fleet.wait_exit("L#2")
+    await fed.restart("L#2")
+    assert not await sells("L#2")  # from its first note on
+    await edit("L#2", withdrawn=False)
+    await until_both(selling=True)
+    await fed.fleet.wait_terminals("T", ["L.ep"], timeout_s=20)

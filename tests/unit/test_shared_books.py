@@ -11,7 +11,6 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,7 @@ from broker.store.postgres import PostgresStore
 from capability_catalog.model import CapabilityNote, TerminalId
 from domain_agents.base import SegmentOrder
 from domain_agents.emulated import EmulatedDomainAgent
-from slicing.errors import FailedPrecondition, NotFound, ResourceExhausted
+from slicing.errors import NotFound, ResourceExhausted
 from slicing.model import SliceState
 from tests.unit.test_emulated_agent import Clock, config, order
 
@@ -173,19 +172,6 @@ async def test_concurrent_replicas_under_churn_never_oversell(replica: Replica) 
     held = await agents[0].holdings()
     assert sorted(h.key for h in held) == sorted(live)
     assert {TerminalId("L1.to-L2")} >= {t for h in held for t in json.loads(h.handle)["labels"]}
-
-
-def test_an_offer_edit_at_a_replica_is_refused_saying_what_to_do(tmp_path: Path) -> None:
-    from broker.core.offers import OfferDesk
-    from capability_catalog.authoring import OfferPolicy
-    from schemas.note import parse_policy
-
-    agent = EmulatedDomainAgent(config(), Clock())
-    desk = OfferDesk({"L1": agent}, tmp_path / "offers.json", read_policy=parse_policy, replicated=True)
-    before = agent.note.version
-    with pytest.raises(FailedPrecondition, match=r"domain 'L1': this SP runs as replicas.*restart each replica"):
-        desk.set("L1", OfferPolicy(withdrawn=True))
-    assert agent.note.version == before and not (tmp_path / "offers.json").exists()
 
 
 async def test_the_memory_wim_of_replicas_frees_a_label_whichever_deletes_it(pg_dsn: str) -> None:

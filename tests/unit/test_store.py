@@ -529,3 +529,13 @@ def test_a_domains_shared_books_keep_handles_states_and_a_version(open_store: Op
     assert store.books_version("E") == 0
     again = open_store()  # another process (a replica) reads the same books
     assert again.book_entries("D") == (5, [("k1", "h1", S.COMMITTED)])
+
+
+def test_offer_edits_are_numbered_per_domain_and_read_by_another_process(open_store: Opener) -> None:
+    store = open_store()
+    assert store.offer_edits() == {}
+    assert store.save_offer_edit("D", '{"withdrawn": true}', 1.0) == 1
+    assert store.save_offer_edit("D", '{"withdrawn": false}', 2.0) == 2  # the newest replaces, numbered on
+    assert store.save_offer_edit("E", "{}", 3.0) == 1
+    again = open_store()  # another process (a replica) sees what this one edited
+    assert again.offer_edits() == {"D": (2, '{"withdrawn": false}'), "E": (1, "{}")}
