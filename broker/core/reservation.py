@@ -53,6 +53,9 @@ MAX_PLAN_ATTEMPTS = 4
 MAX_HOLD_TIME_S = 3600.0
 #: How long a Reserve refused for capacity waits for a newer note (a release climbing up) before it gives up.
 NOTE_SETTLE_S = 0.3
+#: How long a Reserve refused while a child has sent no note since this broker started (it just started,
+#: or the child just came up) waits for that child's first note before it answers UNAVAILABLE.
+FIRST_NOTE_WAIT_S = 5.0
 #: The request hash of a request id cancelled before its Reserve arrived.
 CANCELLED = "cancelled-before-arrival"
 
@@ -227,6 +230,11 @@ class Reserving(ManagerBase):
         notes = self._notes()
         usable = {sp: n for sp, n in notes.items() if sp in self._agents}
         if not usable:
+            if silent := self._silent(notes):
+                raise Unavailable(
+                    f"no capability notes from any child yet; {', '.join(silent)} sent this broker no note yet "
+                    "(it may have just started): retry in a few seconds"
+                )
             raise ResourceExhausted("no capability notes from any child yet; nothing to decompose over")
         # Sub-requests carry the trace with this SP on it; an include naming this SP is met already.
         mine = replace(
@@ -245,14 +253,28 @@ class Reserving(ManagerBase):
         except InvalidArgument as exc:
             # A terminal no note names is the customer's mistake only once every child has spoken:
             # a broker that just started (a replica back from a crash) may not have all notes yet.
-            heard = set(self._heard())
-            silent = sorted(sp for sp in self._agents if sp not in heard and sp not in notes)
+            silent = self._silent(notes)
             if exc.field not in ("request.src", "request.dst") or not silent:
                 raise
             raise Unavailable(
                 f"{exc.message}; {', '.join(silent)} sent this broker no note yet (it may have just started): "
                 "retry in a few seconds"
             ) from None
+
+    def _silent(self, notes: Mapping[SpId, object] | None = None) -> list[str]:
+        """Children that sent no note since this process started (taken or refused), and hold none here."""
+        held = self._notes() if notes is None else notes
+        heard = set(self._heard())
+        return sorted(sp for sp in self._agents if sp not in heard and sp not in held)
+
+    async def _first_notes(self, silent: list[str], deadline: float | None) -> bool:
+        """Wait up to ``FIRST_NOTE_WAIT_S`` (half the caller's time at most) for a silent child to speak."""
+        wait_s = FIRST_NOTE_WAIT_S if deadline is None else min(FIRST_NOTE_WAIT_S, (deadline - self._clock()) * 0.5)
+        for _ in range(max(0, int(wait_s / 0.05))):
+            if len(self._silent()) < len(silent):
+                return True
+            await asyncio.sleep(0.05)
+        return len(self._silent()) < len(silent)
 
     async def _reserve_with_crankback(self, rec: SliceRecord, deadline: float | None) -> SliceRecord:
         """Plan, reserve everywhere; on a refusal or a label disagreement release all and re-plan around it.
@@ -266,7 +288,7 @@ class Reserving(ManagerBase):
         exclude: dict[tuple[str, str], set[int]] = {}
         avoid: list[planner.Run] = []
         refusals: list[FedError] = []
-        waited_for_notes = False
+        waited_for_notes = waited_for_first = False
         for attempt in range(MAX_PLAN_ATTEMPTS):
             seen = self._note_versions()
             refused: FedError | None = None
@@ -282,6 +304,15 @@ class Reserving(ManagerBase):
                     segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
                     rec = self._save(replace(rec, segments=segments, links=links))
             if refused is not None:
+                # A broker that just started plans on the notes it has heard so far: a child still silent
+                # may hold the path. Wait (once, bounded) for its first note and plan again on it.
+                silent = self._silent()
+                retry_codes = (ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED)
+                if silent and not waited_for_first and refused.code in retry_codes:
+                    waited_for_first = True
+                    log.info("slice %s: refused while %s sent no note yet; waiting for it", rec.id, ", ".join(silent))
+                    if await self._first_notes(silent, deadline):
+                        continue
                 # A refusal for capacity may only mean a release below has not climbed up yet: wait
                 # (briefly, once) for a newer note and plan again on it.
                 if refused.code is ErrorCode.RESOURCE_EXHAUSTED and not waited_for_notes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broker.core import reservation
 from broker.core.catalog import Catalog
 from broker.core.lifecycle import SliceManager
 from broker.store.sqlite import SqliteStore
@@ -399,9 +401,10 @@ async def test_a_lower_sp_whose_note_expired_is_not_used_for_a_new_slice(tmp_pat
 
 
 async def test_a_terminal_of_a_child_not_heard_from_since_the_start_is_unavailable_not_unknown(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A broker that just started (a replica back from a crash) lacks some notes: retry, not "no such terminal"."""
+    monkeypatch.setattr(reservation, "FIRST_NOTE_WAIT_S", 0.2)  # L2 stays silent: waited for, then UNAVAILABLE
     world = two_leaves(tmp_path)
     await world.tell("L1")  # L2: nothing yet
     manager = world.manager
@@ -414,6 +417,30 @@ async def test_a_terminal_of_a_child_not_heard_from_since_the_start_is_unavailab
     bad = SliceRequest(src=T("L1.ep"), dst=T("Q.ep"), bandwidth_mbps=10)
     with pytest.raises(InvalidArgument, match=r"Q\.ep"):  # now an unknown terminal is the customer's mistake
         await manager.reserve("cust", "r3", bad, 30)
+
+
+async def test_a_reserve_that_arrives_before_any_note_waits_for_the_first_and_is_held(tmp_path: Path) -> None:
+    """A broker that just started has heard no child yet: the Reserve waits (bounded) and plans on the first notes."""
+    world = two_leaves(tmp_path)
+    request = SliceRequest(src=T("L1.ep"), dst=T("L2.ep"), bandwidth_mbps=10)
+    reserving = asyncio.create_task(world.manager.reserve("cust", "r1", request, 30))
+    await asyncio.sleep(reservation.NOTE_SETTLE_S + 0.7)  # past the wait for a release climbing up
+    assert not reserving.done()  # waiting for a first note, not refused for capacity
+    await world.tell("L1")
+    await world.tell("L2")
+    held = await asyncio.wait_for(reserving, 10)
+    assert held.state is SliceState.HELD and {s.domain for s in held.segments} == {"L1", "L2"}
+
+
+async def test_a_reserve_before_any_note_that_none_answers_is_unavailable_naming_the_silent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reservation, "FIRST_NOTE_WAIT_S", 0.2)
+    world = two_leaves(tmp_path)
+    request = SliceRequest(src=T("L1.ep"), dst=T("L2.ep"), bandwidth_mbps=10)
+    with pytest.raises(Unavailable, match=r"no capability notes.*L1, L2 sent this broker no note yet.*retry"):
+        await world.manager.reserve("cust", "r1", request, 30)
+    assert world.manager.slices()[0].state is SliceState.FAILED  # nothing held, nothing in flight
 
 
 def test_keys_init_writes_a_private_key_only_its_owner_reads_and_prints_the_public_key(
