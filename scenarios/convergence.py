@@ -36,6 +36,7 @@ from enum import StrEnum
 
 import grpc
 
+from broker.core.records import slice_of_order_key
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from scenarios.processes import Fleet
@@ -138,6 +139,36 @@ def _find_root(reading: SpReading, slice_id: str, request_id: str) -> pb.Slice |
     return None
 
 
+def children_by_upper(readings: Mapping[str, SpReading]) -> dict[str, dict[str, list[pb.Slice]]]:
+    """Each SP's slices by the upper slice their order key (request id ``<upper slice>.<n>.<attempt>``) names."""
+    index: dict[str, dict[str, list[pb.Slice]]] = {}
+    for sp, reading in readings.items():
+        by_upper: dict[str, list[pb.Slice]] = {}
+        for s in reading.slices:
+            if upper := slice_of_order_key(s.request_id):
+                by_upper.setdefault(upper, []).append(s)
+        index[sp] = by_upper
+    return index
+
+
+def slice_tree(
+    root_sp: str,
+    root: pb.Slice,
+    lowers: Mapping[str, Sequence[str]],
+    children: Mapping[str, Mapping[str, list[pb.Slice]]],
+) -> list[tuple[str, pb.Slice, pb.Slice | None]]:
+    """(SP, slice, its upper's slice) for ``root`` and every slice below it, top-down, through ``children_by_upper``."""
+    tree: list[tuple[str, pb.Slice, pb.Slice | None]] = [(root_sp, root, None)]
+    frontier = [(root_sp, root)]
+    while frontier:
+        sp, s = frontier.pop(0)
+        for lo in lowers.get(sp, ()):
+            for child in children.get(lo, {}).get(s.id, ()):
+                tree.append((lo, child, s))
+                frontier.append((lo, child))
+    return tree
+
+
 def judge(
     readings: Mapping[str, SpReading],
     lowers: Mapping[str, Sequence[str]],
@@ -157,18 +188,7 @@ def judge(
     if unread:
         return Verdict(Outcome.UNREADABLE, problems=tuple(f"no answer from {u}" for u in unread))
     root = _find_root(readings[root_sp], slice_id, request_id) if root_sp in readings else None
-    # The tree: (sp, slice, parent) found top-down through the order-key prefix of request ids.
-    tree: list[tuple[str, pb.Slice, pb.Slice | None]] = []
-    if root is not None:
-        tree.append((root_sp, root, None))
-        frontier: list[tuple[str, pb.Slice]] = [(root_sp, root)]
-        while frontier:
-            sp, s = frontier.pop(0)
-            for lo in lowers.get(sp, ()):
-                for child in readings[lo].slices if lo in readings else ():
-                    if child.request_id.startswith(s.id + "."):
-                        tree.append((lo, child, s))
-                        frontier.append((lo, child))
+    tree = slice_tree(root_sp, root, lowers, children_by_upper(readings)) if root is not None else []
     in_tree = {(sp, s.id) for sp, s, _ in tree}
     problems: list[str] = []
     orphans: list[str] = []

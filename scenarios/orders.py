@@ -33,9 +33,16 @@ from typing import Any
 
 import grpc
 
-from broker.core.records import slice_of_order_key
 from fedbroker.v1 import northsouth_pb2 as pb
-from scenarios.convergence import Outcome, SpReading, judge, read_everywhere, state_name
+from scenarios.convergence import (
+    Outcome,
+    SpReading,
+    children_by_upper,
+    judge,
+    read_everywhere,
+    slice_tree,
+    state_name,
+)
 from scenarios.processes import BrokerProcess, Fleet
 
 CALL_TIMEOUT_S = 30.0
@@ -208,24 +215,13 @@ async def place(fleet: Fleet, sp_id: str, request: pb.SliceRequest, args: Mappin
 def _trees(
     readings: Mapping[str, SpReading], lowers: Mapping[str, Sequence[str]], root_sp: str, roots: Sequence[pb.Slice]
 ) -> dict[str, dict[str, SpReading]]:
-    """For each root slice, the readings cut down to its tree (children found by the order-key prefix)."""
-    children: dict[str, dict[str, list[pb.Slice]]] = {}
-    for sp, reading in readings.items():
-        by_parent: dict[str, list[pb.Slice]] = defaultdict(list)
-        for s in reading.slices:
-            by_parent[slice_of_order_key(s.request_id)].append(s)
-        children[sp] = by_parent
+    """For each root slice, the readings cut down to its tree (children found by their order keys)."""
+    children = children_by_upper(readings)
     out: dict[str, dict[str, SpReading]] = {}
     for root in roots:
         found: dict[str, list[pb.Slice]] = defaultdict(list)
-        found[root_sp].append(root)
-        frontier = [(root_sp, root)]
-        while frontier:
-            sp, s = frontier.pop()
-            for lo in lowers.get(sp, ()):
-                for child in children.get(lo, {}).get(s.id, ()):
-                    found[lo].append(child)
-                    frontier.append((lo, child))
+        for sp, s, _ in slice_tree(root_sp, root, lowers, children):
+            found[sp].append(s)
         out[root.id] = {sp: SpReading(sp, tuple(found.get(sp, ()))) for sp in readings}
     return out
 

@@ -94,6 +94,7 @@ async def test_the_operator_sees_each_note_from_below_with_its_age_and_expiry_an
     refused = await page.inner_text(".refused")
     assert refused.startswith("refused L2 v") and "BAD_SIGNATURE" in refused, refused
     assert await page.locator('.sp[data-sp="L2"]').count() == 0  # a refused note is not shown as held
+    assert "abstract note" in await page.inner_text("#federation")  # it says the picture ends at each note
     own = await page.inner_text('.sp.own[data-sp="T"]')
     assert "(this SP)" in own and "L1.ep" in own and "L2.ep" not in own, own
     await page.screenshot(path=str(artefact("web-federation.png")), full_page=True)

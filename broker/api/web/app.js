@@ -125,7 +125,8 @@ async function loadFederation() {
     if (fed.own) where.append(noteNode(fed.own, true));
     const below = el("div");
     for (const note of fed.lower) below.append(noteNode(note, false));
-    where.append(el("div", "notes from below:", "muted"), below);
+    const hidden = "each is that SP's abstract note: the SPs it buys from show only as its endpoints and borders";
+    where.append(el("div", `notes from below (${hidden}):`, "muted"), below);
     for (const r of fed.refused) {
       where.append(el("div", `refused ${r.spId} v${r.version}: ${r.reason} ${r.detail} (${r.at})`, "refused"));
     }
