@@ -27,12 +27,19 @@ import grpc
 from bench import transport
 
 METHOD = "/bench.Echo/Echo"
+#: The same echo as messages on one long-lived bidirectional stream: each request answered in order.
+SESSION_METHOD = "/bench.Echo/Session"
 _SIZE_BYTES = 4
 START_TIMEOUT_S = 15.0
 
 
 async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return bytes(int.from_bytes(request[:_SIZE_BYTES], "big"))
+
+
+async def _session(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield bytes(int.from_bytes(request[:_SIZE_BYTES], "big"))
 
 
 def echo_request(request_bytes: int, reply_bytes: int) -> bytes:
@@ -43,7 +50,13 @@ def echo_request(request_bytes: int, reply_bytes: int) -> bytes:
 async def serve(address_file: Path) -> None:
     """Serve the echo until SIGTERM; write the bound address to ``address_file``."""
     server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)})
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(_echo),
+            "Session": grpc.stream_stream_rpc_method_handler(_session),
+        },
+    )
     server.add_generic_rpc_handlers((handler,))
     port = transport.add_server_port(server, "127.0.0.1:0", address_file.parent)
     await server.start()
@@ -72,9 +85,10 @@ def _spawn(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
 
 @dataclass(frozen=True)
 class Echo:
-    """A running echo server: the call (request bytes in, reply bytes out) and the server's process id."""
+    """A running echo server: the call (request bytes in, reply bytes out), its stream, the server's process id."""
 
     call: grpc.aio.UnaryUnaryMultiCallable
+    session: grpc.aio.StreamStreamMultiCallable
     pid: int
 
 
@@ -90,7 +104,7 @@ async def echo_server(folder: Path) -> AsyncIterator[Echo]:
                 raise RuntimeError(f"echo server did not start (see {folder / 'echo.log'})")
             await asyncio.sleep(0.02)
         channel = transport.client_channel(address_file.read_text().strip(), folder)
-        yield Echo(channel.unary_unary(METHOD), proc.pid)
+        yield Echo(channel.unary_unary(METHOD), channel.stream_stream(SESSION_METHOD), proc.pid)
     finally:
         if channel is not None:
             await channel.close()

@@ -51,6 +51,11 @@ def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path:
     assert 0 < result["rpcs_per_slice_order"] < result["rpcs_per_slice_classic"]
     assert result["throughput_rpcs_per_slice_counted"] == pytest.approx(result["throughput_rpcs_per_slice"])
     assert result["order_throughput_slices"] >= 1 and result["order_throughput_errors"] == 0
+    # Unary calls against messages on one stream, and the token work per call (issue 17, item 2).
+    for key in ("grpc_cpu_ms_per_rpc_sequential", "grpc_cpu_ms_per_rpc_concurrent", "stream_cpu_ms_per_msg"):
+        assert 0 < result[key] < 50, (key, result[key])
+    assert 0 < result["stream_cpu_ms_per_msg_concurrent"] < 50 and 0 < result["stream_rtt_ms"] < 50
+    assert 0 < result["token_verify_ms"] < result["token_cpu_ms_per_call"] < 50
     assert result["plan_ms_p50_10000"] > result["plan_ms_p50_100"]
     assert result["slices_held"] == 100
     assert result["rss_mb_10k_slices"] > 10 and result["rss_mb_empty"] > 10
