@@ -55,10 +55,11 @@ class Reconciler:
         self._next_try: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._kick = asyncio.Event()
-        # Holdings are compared with every child every ``entropy_every`` passes, and at once after a
-        # child came back (``compare_soon``).
+        # Holdings are compared with every child every ``entropy_every`` intervals, and at once after a
+        # child came back (``compare_soon``). By the clock, not by passes: a kick (a child's slice moved)
+        # runs a pass at once, and under load there are many; each comparison lists every holding below.
         self.entropy_every = entropy_every
-        self._passes = 0
+        self._entropy_due = clock() + entropy_every * interval_s
         self._compare: set[str] = set(manager.children)  # everyone, at the first pass after a start
 
     def kick(self) -> None:
@@ -68,13 +69,16 @@ class Reconciler:
     def compare_soon(self, domain: str) -> None:
         """Compare holdings with ``domain`` at the next pass (it reconnected, say), and run that pass now."""
         self._compare.add(domain)
-        self.retry_now(domain)
+        self._next_try.clear()
+        self.kick()
 
     def retry_now(self, domain: str) -> None:
         """Something changed at ``domain`` (it came back, one of our slices there moved): what waits on it
-        is retried at once instead of after its back-off."""
-        self._next_try.clear()
-        self.kick()
+        is retried at once instead of after its back-off. With nothing waiting, no pass: every slice event
+        below calls this, and a pass per event cost a loaded broker half its CPU."""
+        if self._next_try:
+            self._next_try.clear()
+            self.kick()
 
     async def compare_holdings(self, domains: Iterable[str]) -> dict[str, list[str]]:
         """Anti-entropy with each of ``domains``; returns the order keys released at each."""
@@ -115,8 +119,8 @@ class Reconciler:
                 after[rec.id] = await self._drive(rec.id)
 
         await asyncio.gather(*(one(r) for r in todo))
-        self._passes += 1
-        if self._passes % self.entropy_every == 0:
+        if self._clock() >= self._entropy_due:
+            self._entropy_due = self._clock() + self.entropy_every * self.interval_s
             self._compare.update(self._m.children)
         if self._compare:
             domains, self._compare = self._compare, set()
