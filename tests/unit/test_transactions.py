@@ -361,6 +361,49 @@ async def test_anti_entropy_releases_what_a_child_holds_for_slices_this_broker_e
     assert w.idle() and held_anywhere(w) == {}
 
 
+async def test_holdings_are_compared_by_the_clock_however_many_passes_kicks_run(tmp_path: Path) -> None:
+    """Every slice event below kicks a pass; comparing holdings lists everything a child holds, so it runs
+    every ``entropy_every`` intervals of time (and after a child came back), never once per N kicks."""
+    w, _ = await flaky_world(tmp_path)
+    compared: list[str] = []
+    real = w.manager.anti_entropy
+
+    async def counting(domain: str) -> list[str]:
+        compared.append(domain)
+        return await real(domain)
+
+    w.manager.anti_entropy = counting  # type: ignore[method-assign]
+    rc = Reconciler(w.manager, w.clock, interval_s=2.0, entropy_every=15)
+    await rc.pass_once()
+    assert sorted(compared) == ["L1", "L2", "L3"]  # everyone at the first pass after a start
+    for _ in range(60):  # a burst of slice events below, all within one interval
+        rc.retry_now("L3")
+        await rc.pass_once()
+    assert len(compared) == 3
+    w.clock.now += 15 * 2.0
+    await rc.pass_once()
+    assert sorted(compared[3:]) == ["L1", "L2", "L3"]
+    rc.compare_soon("L2")  # a child came back: compared at the next pass, whatever the clock says
+    await rc.pass_once()
+    assert compared[6:] == ["L2"]
+
+
+async def test_a_slice_event_below_kicks_a_pass_only_when_something_waits_in_back_off(tmp_path: Path) -> None:
+    w, l3 = await flaky_world(tmp_path)
+    rc = Reconciler(w.manager, w.clock, interval_s=2.0)
+    rc.retry_now("L3")
+    assert not rc._kick.is_set()  # nothing waits: no pass for an event
+    held = await w.manager.reserve("alice", "r1", req(10))
+    l3.down = True
+    with pytest.raises(FedError):
+        await w.manager.commit(held.id)
+    assert (await rc.pass_once())[held.id] is S.COMMITTING  # tried, failed: it waits in back-off now
+    l3.down = False
+    rc.retry_now("L3")  # one of our slices at L3 moved: what waits there is tried at once
+    assert rc._kick.is_set()
+    assert (await rc.pass_once())[held.id] is S.COMMITTED
+
+
 # --- a child that ends a segment on its own tells its upper SP at once ----------------------------------
 
 
