@@ -6,8 +6,9 @@ transaction; a read of a whole slice (its row, then its segments and links) sees
 
 A backend whose process is the only writer of its database (``single_writer``) keeps two things in
 memory beside it: the labels the links of holding slices take (the planner asks for them on every
-Reserve; a query joining every holding slice grew with the number held), and the segments and links
-each slice last wrote (a state change carries the same tuples, so only the slice row is rewritten).
+Reserve; a query joining every holding slice grew with the number held), the segments and links
+each slice last wrote (a state change carries the same tuples, so only the slice row is rewritten),
+and the record of each slice not ended as last written (``get``, on every call and event, reads no row).
 A backend shared with other processes asks the database each time.
 """
 
@@ -94,6 +95,8 @@ class SqlStore:
         self._single = single_writer
         # Slice id -> the segments and links tuples as last written (only when this process is the only writer).
         self._parts: dict[str, tuple[tuple[SegmentRecord, ...], tuple[LinkRecord, ...]]] = {}
+        # Slice id -> the record as last written, for slices not ended (idem): ``get`` answers from it.
+        self._records: dict[str, SliceRecord] = {}
         # Labels held by each holding slice's links, and how many holders each label has.
         self._held_labels: dict[str, tuple[LinkLabel, ...]] = {}
         self._label_use: Counter[LinkLabel] = Counter()
@@ -234,10 +237,13 @@ class SqlStore:
         if self._single:
             if rec.state in FINAL_STATES:
                 self._parts.pop(rec.id, None)
+                self._records.pop(rec.id, None)
             else:
                 if len(self._parts) >= _PARTS_MAX:
                     self._parts.clear()
+                    self._records.clear()
                 self._parts[rec.id] = (rec.segments, rec.links)
+                self._records[rec.id] = rec
             self._hold_labels(rec.id, _link_labels(rec.links) if rec.state in HOLDING_STATES else ())
         return SliceState(row["state"]) if row else None
 
@@ -339,7 +345,9 @@ class SqlStore:
     # --- reads --------------------------------------------------------------------------------
 
     def get(self, slice_id: str) -> SliceRecord | None:
-        """The slice with that id, or None."""
+        """The slice with that id, or None (a slice not ended, from memory when this process is the only writer)."""
+        if (kept := self._records.get(slice_id)) is not None:
+            return kept
         with self._snapshot():
             row = self._execute("SELECT * FROM slices WHERE id = ?", (slice_id,)).fetchone()
             return self._load(row) if row else None
@@ -697,6 +705,7 @@ class SqlStore:
                 )
                 self._execute("DELETE FROM slices WHERE id = ?", (slice_id,))
                 self._parts.pop(slice_id, None)
+                self._records.pop(slice_id, None)
         return len(ids)
 
     def holding(self) -> list[SliceRecord]:
