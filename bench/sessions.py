@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -63,10 +64,10 @@ class StreamClient:
         await self._reader
 
 
-async def _concurrently(clients: int, per_client: int, one: object) -> None:
+async def _concurrently(clients: int, per_client: int, one: Callable[[], Awaitable[object]]) -> None:
     async def worker() -> None:
         for _ in range(per_client):
-            await one()  # type: ignore[operator]
+            await one()
 
     await asyncio.gather(*(worker() for _ in range(clients)))
 
@@ -95,7 +96,7 @@ async def session_costs(root: Path, sizes: Sizes) -> Figures:
     exchange = echo_request(REQUEST_BYTES, REPLY_BYTES)
     n = sizes.rounds * sizes.floor_per_round
     clients = sizes.throughput_clients
-    per_client = max(1, n // clients)
+    per_round = max(1, n // clients // sizes.rounds)  # each client's exchanges in one round, in flight together
     async with echo_server(root / "session-echo") as echo:
         stream = StreamClient(echo.session(timeout=600))
         for _ in range(sizes.warmup):
@@ -106,19 +107,19 @@ async def session_costs(root: Path, sizes: Sizes) -> Figures:
         rtts: list[float] = []
         for _ in range(sizes.rounds):  # interleaved, so drift in the machine's load hits each alike
             with unary_many.span():
-                await _concurrently(clients, max(1, per_client // sizes.rounds), lambda: echo.call(exchange))
+                await _concurrently(clients, per_round, lambda: echo.call(exchange))
             with stream_cpu.span():
                 for _ in range(sizes.floor_per_round):
                     t0 = time.perf_counter()
                     await stream.ask(exchange)
                     rtts.append(time.perf_counter() - t0)
             with stream_many.span():
-                await _concurrently(clients, max(1, per_client // sizes.rounds), lambda: stream.ask(exchange))
+                await _concurrently(clients, per_round, lambda: stream.ask(exchange))
             with unary_cpu.span():
                 for _ in range(sizes.floor_per_round):
                     await echo.call(exchange, timeout=RPC_TIMEOUT_S)
         await stream.close()
-    many = sizes.rounds * clients * max(1, per_client // sizes.rounds)
+    many = sizes.rounds * clients * per_round
     token_ms, verify_ms = await asyncio.to_thread(_token_costs, n)
     return {
         "grpc_cpu_ms_per_rpc_sequential": unary_cpu.used * 1000.0 / n,

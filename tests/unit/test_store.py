@@ -7,6 +7,8 @@ does.
 
 from __future__ import annotations
 
+import contextlib
+import random
 import socket
 import sqlite3
 import threading
@@ -541,3 +543,26 @@ def test_offer_edits_are_numbered_per_domain_and_read_by_another_process(open_st
     assert store.save_offer_edit("E", "{}", 3.0) == 1
     again = open_store()  # another process (a replica) sees what this one edited
     assert again.offer_edits() == {"D": (2, '{"withdrawn": false}'), "E": (1, "{}")}
+
+
+def test_a_slice_read_from_memory_is_what_the_database_holds_after_any_sequence_of_writes(tmp_path: Path) -> None:
+    """The only writer answers ``get`` from what it wrote: after random writes (every state, new labels and
+    segments, a refused duplicate request id), each answer equals a second connection's read of the file."""
+    rng = random.Random(17)
+    writer, reader = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+    try:
+        ids = [f"s{i}" for i in range(6)]
+        for step in range(300):
+            sid = rng.choice(ids)
+            rec = record(sid, rng.choice(list(SliceState)), label=rng.randrange(100, 200), hold_until=float(step))
+            if rng.random() < 0.1:  # another slice under a request id already taken: refused, nothing kept
+                rec = replace(rec, id=f"dup{step}", request_id=f"r-{rng.choice(ids)}")
+            if rng.random() < 0.3:
+                rec = replace(rec, reason=f"step {step}", segments=(replace(rec.segments[0], handle=f"h{step}"),))
+            with contextlib.suppress(StoreConflict):
+                writer.save(rec)
+            for each in [*ids, rec.id]:
+                assert writer.get(each) == reader.get(each), (step, each)
+    finally:
+        writer.close()
+        reader.close()
