@@ -16,6 +16,7 @@ import grpc
 
 from broker.api import codec
 from broker.api.status import from_rpc_error
+from broker.core.events import IN_FLIGHT
 from broker.core.faults import NO_FAULTS, Faults
 from broker.core.monitoring import Rule
 from capability_catalog.model import SpId, TerminalId
@@ -32,11 +33,17 @@ from domain_agents.base import (
 from fedbroker.v1 import northsouth_pb2 as pb
 from fedbroker.v1 import northsouth_pb2_grpc as pb_grpc
 from slicing.errors import ErrorCode, FedError, error_for_code
-from slicing.model import HOLDING_STATES
+from slicing.model import HOLDING_STATES, SliceState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Tries of one call at a lower SP with several addresses when the transport loses it, and the pause.
+#: What an upper SP watches at a lower SP: where its segments settle (held, committed, in service,
+#: ended). The in-flight states (RESERVING, COMMITTING, ...) it learns from the answers to its own
+#: calls and never acts on; not asking for them halves the events each segment sends up.
+WATCHED = pb.WatchRequest(
+    states=[pb.SliceState.ValueType(codec.state_to_pb(s)) for s in SliceState if s not in IN_FLIGHT]
+)
 FAILOVER_TRIES = 3
 FAILOVER_PAUSE_S = 0.1
 
@@ -127,7 +134,7 @@ class ChildBrokerAgent:
                 await asyncio.sleep(backoff)
                 continue
             try:
-                stream = self._slices.Watch(pb.WatchRequest(), metadata=self._metadata)
+                stream = self._slices.Watch(WATCHED, metadata=self._metadata)
                 await stream.wait_for_connection()
                 backoff = 0.05
                 yield SegmentEvent("")

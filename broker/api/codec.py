@@ -88,12 +88,12 @@ def state_to_pb(state: SliceState) -> int:
     return _STATES[state]
 
 
-def state_from_pb(value: int) -> SliceState:
-    """The slice state of a protobuf enum value (``INVALID_ARGUMENT`` for unspecified)."""
+def state_from_pb(value: int, field: str = "state") -> SliceState:
+    """The slice state of a protobuf enum value (``INVALID_ARGUMENT`` naming ``field`` for unspecified)."""
     try:
         return _STATES_BACK[value]
     except KeyError:
-        raise InvalidArgument("state", f"unknown slice state {value}") from None
+        raise InvalidArgument(field, f"unknown slice state {value}: name a state, e.g. SLICE_STATE_ACTIVE") from None
 
 
 # --- labels -----------------------------------------------------------------------------------

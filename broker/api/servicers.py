@@ -322,7 +322,7 @@ class SlicesServicer(pb_grpc.SlicesServicer):
         async def call(principal: Principal) -> pb.ListResponse:
             if len(request.states) > MAX_STATES:
                 raise InvalidArgument("states", f"more than {MAX_STATES} states")
-            states = [codec.state_from_pb(s) for s in request.states]
+            states = [codec.state_from_pb(s, "states") for s in request.states]
             if request.page_size > MAX_PAGE_SIZE:
                 raise InvalidArgument("page_size", f"at most {MAX_PAGE_SIZE} (0 for the default, {MAX_PAGE_SIZE})")
             size = request.page_size or MAX_PAGE_SIZE
@@ -356,10 +356,13 @@ class SlicesServicer(pb_grpc.SlicesServicer):
             principal = self._gate.guard.check(context, "Watch")
             if request.slice_id:
                 self._owned(principal, pb.SliceRef(slice_id=request.slice_id))
+            if len(request.states) > MAX_STATES:
+                raise InvalidArgument("states", f"more than {MAX_STATES} states")
+            states = [codec.state_from_pb(s, "states") for s in request.states] or None
             # Headers now, not with the first event: a watcher's wait_for_connection (a lower SP's
             # upper, after a reconnect) returns at once, though nothing may happen for hours.
             await context.send_initial_metadata(())
-            async for ev in self._gate.streamed(self._m.watch(request.slice_id, request.initial)):
+            async for ev in self._gate.streamed(self._m.watch(request.slice_id, request.initial, states)):
                 if not principal.sees_all and self._m.get(ev.slice_id).requester != principal.id:
                     continue
                 msg = pb.SliceEvent(

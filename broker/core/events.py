@@ -35,7 +35,10 @@ class SliceEvents:
 
     def __init__(self, queue_size: int = 1024) -> None:
         self._queue_size = queue_size
-        self._watchers: set[asyncio.Queue[SliceEvent]] = set()
+        # Each watcher's queue with what it asked for (one slice or "", some states or None for all):
+        # an event goes only into the queues that want it, so a watcher of one slice, or of the
+        # settled states only, is not woken for every event of the broker.
+        self._watchers: dict[asyncio.Queue[SliceEvent], tuple[str, frozenset[SliceState] | None]] = {}
         self._taps: list[Callable[[SliceEvent], None]] = []
 
     def tap(self, listener: Callable[[SliceEvent], None]) -> Callable[[], None]:
@@ -72,24 +75,31 @@ class SliceEvents:
                 listener(event)
             except Exception:  # a listener's bug must not break the state change that emitted
                 log.exception("slice %s: an event listener failed", event.slice_id)
-        for q in list(self._watchers):
+        for q, (slice_id, states) in list(self._watchers.items()):
+            if slice_id and event.slice_id != slice_id:
+                continue
+            if states is not None and event.alert is None and event.state not in states:
+                continue
             if q.full():
                 q.get_nowait()
             q.put_nowait(event)
 
-    async def follow(self, slice_id: str = "", first: Iterable[SliceEvent] = ()) -> AsyncIterator[SliceEvent]:
-        """``first``, then the events of one slice (or all) until the caller stops iterating."""
+    async def follow(
+        self, slice_id: str = "", first: Iterable[SliceEvent] = (), states: Iterable[SliceState] | None = None
+    ) -> AsyncIterator[SliceEvent]:
+        """``first``, then the events of one slice (or all) until the caller stops iterating.
+
+        With ``states``, only changes into those states (alerts always); ``first`` is the caller's to choose.
+        """
         q: asyncio.Queue[SliceEvent] = asyncio.Queue(maxsize=self._queue_size)
-        self._watchers.add(q)
+        self._watchers[q] = (slice_id, frozenset(states) if states is not None else None)
         try:
             for event in first:
                 yield event
             while True:
-                event = await q.get()
-                if not slice_id or event.slice_id == slice_id:
-                    yield event
+                yield await q.get()
         finally:
-            self._watchers.discard(q)
+            self._watchers.pop(q, None)
 
 
 async def until_set(source: AsyncIterator[T], stop: asyncio.Event) -> AsyncIterator[T]:

@@ -262,12 +262,17 @@ class ManagerBase:
         """Have ``listener`` called with every event as it is emitted (``SliceEvents.tap``); the untap."""
         return self._events.tap(listener)
 
-    def watch(self, slice_id: str = "", initial: bool = False) -> AsyncIterator[SliceEvent]:
-        """State changes of one slice (or all) until the caller stops iterating."""
+    def watch(
+        self, slice_id: str = "", initial: bool = False, states: Iterable[SliceState] | None = None
+    ) -> AsyncIterator[SliceEvent]:
+        """State changes of one slice (or all) until the caller stops iterating; with ``states``, only
+        changes into those (and, with ``initial``, only the slices now in one of them), alerts always."""
+        wanted = frozenset(states) if states is not None else None
         if not initial:
-            return self._events.follow(slice_id)
+            return self._events.follow(slice_id, states=wanted)
         recs = [self.get(slice_id)] if slice_id else self.slices()
-        return self._events.follow(slice_id, [SliceEvent(r.id, r.state, r.updated_at, r.reason) for r in recs])
+        first = [SliceEvent(r.id, r.state, r.updated_at, r.reason) for r in recs if wanted is None or r.state in wanted]
+        return self._events.follow(slice_id, first, wanted)
 
     def _require(self, rec: SliceRecord, op: Operation) -> None:
         if rec.state not in op.accepts:

@@ -19,6 +19,7 @@ COMMITTED = pb.SLICE_STATE_COMMITTED
 ACTIVE = pb.SLICE_STATE_ACTIVE
 TERMINATED = pb.SLICE_STATE_TERMINATED
 EXPIRED = pb.SLICE_STATE_EXPIRED
+FAILED = pb.SLICE_STATE_FAILED
 
 
 async def chain_of_leaves(fed: Federation, names: list[str], **leaf_kw: object) -> None:
@@ -313,6 +314,57 @@ async def test_watch_streams_state_changes_of_a_slice(fed: Federation) -> None:
     await asyncio.wait_for(watcher, timeout=10)
     assert seen[0] == HELD
     assert seen[-3:] == [COMMITTED, pb.SLICE_STATE_TERMINATING, TERMINATED]
+
+
+async def test_a_watch_for_some_states_gets_only_changes_into_those_and_an_upper_asks_for_the_settled_ones(
+    fed: Federation,
+) -> None:
+    """The lower SP sends an upper only where its segments settle; a stock watcher still gets every change."""
+    from broker.api.child_agent import WATCHED
+
+    await chain_of_leaves(fed, ["L1", "L2"])
+    top = await fed.start("T", lowers=["L1", "L2"])
+    await fed.wait_terminals("T", ["L1.ep", "L2.ep"])
+    leaf = fed.sps["L1"]
+    every = leaf.operator_slices.Watch(pb.WatchRequest())
+    settled = leaf.operator_slices.Watch(WATCHED)
+    await every.wait_for_connection()
+    await settled.wait_for_connection()
+    held = await reserve(top, "settled-only", slice_request("L1.ep", "L2.ep"))
+    await op(top, "Commit", held.id)
+    await op(top, "Activate", held.id)
+    await op(top, "Terminate", held.id)
+
+    async def states_until_terminated(stream: object) -> list[int]:
+        out: list[int] = []
+        async for ev in stream:  # type: ignore[attr-defined]
+            out.append(ev.state)
+            if ev.state == TERMINATED:
+                return out
+        return out
+
+    all_states = await asyncio.wait_for(states_until_terminated(every), 10)
+    settled_states = await asyncio.wait_for(states_until_terminated(settled), 10)
+    every.cancel()
+    settled.cancel()
+    assert all_states == [
+        pb.SLICE_STATE_RESERVING,
+        HELD,
+        pb.SLICE_STATE_COMMITTING,
+        COMMITTED,
+        pb.SLICE_STATE_ACTIVATING,
+        ACTIVE,
+        pb.SLICE_STATE_TERMINATING,
+        TERMINATED,
+    ]
+    assert settled_states == [HELD, COMMITTED, ACTIVE, TERMINATED]
+    assert set(WATCHED.states) == {HELD, COMMITTED, ACTIVE, TERMINATED, EXPIRED, pb.SLICE_STATE_ABORTED, FAILED}
+    # A state that does not exist is refused, naming the field.
+    bad = leaf.operator_slices.Watch(pb.WatchRequest(states=[pb.SLICE_STATE_UNSPECIFIED]))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bad.read()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "states" in (info.value.details() or "")
 
 
 async def test_a_broker_told_to_stop_ends_its_streams_cleanly_and_its_upper_follows_the_next_one(

@@ -1446,19 +1446,28 @@ class WatchRequest(_message.Message):
 
     SLICE_ID_FIELD_NUMBER: _builtins.int
     INITIAL_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
     slice_id: _builtins.str
     """Only this slice; empty means every slice."""
     initial: _builtins.bool
     """Send the current state of the selected slices first."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___SliceState.ValueType]:
+        """Only changes into these states (and, with initial, only slices now in one of them); alerts
+        always come. Empty means every state. An upper SP asks for the settled states only: the
+        in-flight ones (RESERVING, COMMITTING, ...) it learns from the answers to its own calls.
+        """
+
     def __init__(
         self,
         *,
         slice_id: _builtins.str = ...,
         initial: _builtins.bool = ...,
+        states: _abc.Iterable[Global___SliceState.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial", b"initial", "slice_id", b"slice_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial", b"initial", "slice_id", b"slice_id", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
