@@ -415,14 +415,14 @@ class EmulatedDomainAgent(LocalDomainAgent[Allocation]):
         self, req: SliceRequest, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
     ) -> tuple[tuple[TerminalId, str], ...]:
         chosen: list[tuple[TerminalId, str]] = []
-        taken = set(self._books.addresses)
+        taken: set[str] = set()
         for t in (req.src, req.dst):
             if t in self._ports:
                 continue
-            host = next((h for h in subnet.hosts() if str(h) not in taken), None)
+            host = self._books.free_host(subnet, taken)
             if host is None:
                 raise ResourceExhausted(f"no free address left in subnet {subnet} for {t}")
-            taken.add(str(host))
+            taken.add(host)
             chosen.append((t, f"{host}/{subnet.prefixlen}"))
         return tuple(chosen)
 

@@ -7,8 +7,10 @@ The handle is the allocation itself as JSON (``Allocation.to_handle``; the forma
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from capability_catalog.model import TerminalId
@@ -94,6 +96,19 @@ def as_int(value: object) -> int:
     return value
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def host_span(subnet: IpNetwork) -> tuple[int, int]:
+    """The hosts of ``subnet`` as a range of integers [first, end): what ``subnet.hosts()`` yields."""
+    low, high = int(subnet.network_address), int(subnet.broadcast_address)
+    if subnet.num_addresses <= 2:  # /31, /32, /127, /128: every address is a host
+        return low, high + 1
+    if subnet.version == 4:  # neither the network nor the broadcast address
+        return low + 1, high
+    return low + 1, high + 1  # IPv6: all but the Subnet-Router anycast (the network address)
+
+
 @dataclass
 class Books:
     """Everything held in the domain, as counters (restored holdings may exceed a shrunk capacity)."""
@@ -103,6 +118,43 @@ class Books:
     slots: Counter[tuple[str, str]] = field(default_factory=Counter)
     labels: dict[str, dict[int, str]] = field(default_factory=dict)  # port -> label -> key
     addresses: dict[str, str] = field(default_factory=dict)  # bare address -> key
+    # Per subnet asked of ``free_host``: how many of its hosts, from the first, are surely held (each
+    # is in ``addresses``). The search for a free one starts there, not at the subnet's first host,
+    # which made every reservation read every address held (a domain with 10,000 slices).
+    held_prefix: dict[IpNetwork, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def free_host(self, subnet: IpNetwork, skip: Container[str] = ()) -> str | None:
+        """The lowest host of ``subnet`` that is neither held nor in ``skip`` (bare), or None."""
+        first, end = host_span(subnet)
+        start = self.held_prefix.get(subnet, 0)
+        make = type(subnet.network_address)
+        prefix_ends = False
+        for n in range(first + start, end):
+            bare = str(make(n))
+            if bare in self.addresses:
+                continue
+            if not prefix_ends:
+                self.held_prefix[subnet] = n - first
+                prefix_ends = True
+            if bare not in skip:
+                return bare
+        if not prefix_ends:
+            self.held_prefix[subnet] = end - first
+        return None
+
+    def _freed(self, bare: str) -> None:
+        """An address was let go: the subnets whose held prefix it was in start below it again."""
+        if not self.held_prefix:
+            return
+        try:
+            addr = ipaddress.ip_address(bare)
+        except ValueError:
+            return
+        for subnet, held in self.held_prefix.items():
+            if addr.version == subnet.version and addr in subnet:
+                offset = int(addr) - host_span(subnet)[0]
+                if 0 <= offset < held:
+                    self.held_prefix[subnet] = offset
 
     def apply(self, a: Allocation) -> None:
         for link in a.links:
@@ -131,6 +183,7 @@ class Books:
             bare = addr.split("/")[0]
             if self.addresses.get(bare) == a.key:
                 del self.addresses[bare]
+                self._freed(bare)
         self.links = +self.links  # drop zero counts
         self.terminals = +self.terminals
         self.slots = +self.slots

@@ -160,15 +160,16 @@ class SliceManager(Reserving, Provisioning, FollowingChildren):
         results = await asyncio.gather(*(one(s) for s in todo), return_exceptions=True)
         done = {s.index for s, r in zip(todo, results, strict=True) if r is None}
         failed = [(s, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None]
-        self._log(
-            rec.id,
-            "commit",
-            [TaskStatus(0, _task("commit", s), "done" if s.index in done else "failed") for s in todo],
-        )
+        statuses = [TaskStatus(0, _task("commit", s), "done" if s.index in done else "failed") for s in todo]
         segments = tuple(replace(s, state=S.COMMITTED) if s.index in done else s for s in rec.segments)
-        rec = self._save(replace(rec, segments=segments))
-        await self._commit_refused(rec, failed)
-        rec = self._transition(rec, S.COMMITTED, reason="", segments=self._described(rec.segments, S.COMMITTED))
+        if failed:
+            with self._batch():
+                self._log(rec.id, "commit", statuses)
+                rec = self._save(replace(rec, segments=segments))
+            await self._commit_refused(rec, failed)
+        with self._batch():  # every child confirmed: the log and COMMITTED, one write and one commit
+            self._log(rec.id, "commit", statuses)
+            rec = self._transition(rec, S.COMMITTED, reason="", segments=self._described(segments, S.COMMITTED))
         await self._faults.hit("commit.done", rec.id)
         return rec
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -125,6 +126,8 @@ class ManagerBase:
         self._activation_timeout_s = activation_timeout_s
         self._locks: dict[str, KeyLock] = {}
         self._events = SliceEvents()
+        # Inside ``_batch``: the events its saves made, told once the batch has committed.
+        self._held_events: list[SliceEvent] | None = None
         self._running: set[asyncio.Task[Any]] = set()
 
     @property
@@ -166,12 +169,36 @@ class ManagerBase:
         return agent
 
     def _save(self, rec: SliceRecord, detail: str = "") -> SliceRecord:
-        """Persist ``rec`` and tell watchers when its state changed."""
+        """Persist ``rec`` and tell watchers when its state changed (inside ``_batch``: once it commits)."""
         rec = replace(rec, updated_at=self._clock())
         old_state = self._store.save(rec)
         if old_state != rec.state:
-            self._events.emit(SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason))
+            event = SliceEvent(rec.id, rec.state, rec.updated_at, detail or rec.reason)
+            if self._held_events is not None:
+                self._held_events.append(event)
+            else:
+                self._events.emit(event)
         return rec
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """The writes of one step (its task log, segments, new state) as one store transaction.
+
+        Watchers hear the step's state changes only after it committed, and none if it rolled back.
+        No await inside: nothing leaves the broker before the commit.
+        """
+        if self._held_events is not None:
+            yield
+            return
+        held: list[SliceEvent] = []
+        self._held_events = held
+        try:
+            with self._store.batch():
+                yield
+        finally:
+            self._held_events = None
+        for event in held:
+            self._events.emit(event)
 
     def changed_elsewhere(self, slice_id: str, state: SliceState, at: float, detail: str = "") -> None:
         """Another broker process sharing the store changed a slice's state: tell this process's watchers."""

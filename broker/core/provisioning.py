@@ -89,8 +89,11 @@ class Provisioning(ManagerBase):
         done = {s.index for s, r in zip(todo, results, strict=True) if r is None}
         failed = [(s.domain, _as_error(r, s.domain)) for s, r in zip(todo, results, strict=True) if r is not None]
         segments = tuple(replace(s, state=S.ACTIVE) if s.index in done else s for s in rec.segments)
-        rec = self._save(replace(rec, segments=segments))
         links = list(rec.links)
+        if failed or any(not ln.wim_handle for ln in links):
+            rec = self._save(replace(rec, segments=segments))  # before any stitch: a restart knows who confirmed
+        else:
+            rec = replace(rec, segments=segments)  # nothing to stitch: saved with ACTIVE below, in one write
         if not failed:
             for i, ln in enumerate(links):
                 if ln.wim_handle:
@@ -111,8 +114,8 @@ class Provisioning(ManagerBase):
                 links[i] = replace(ln, wim_handle=handle)
                 # Each stitch is persisted as it is made, so a release after a crash finds it.
                 rec = self._save(replace(rec, links=tuple(links)))
-        self._log(rec.id, "activate", [TaskStatus(0, "activate", "failed" if failed else "done")])
         if failed:
+            self._log(rec.id, "activate", [TaskStatus(0, "activate", "failed")])
             names = sorted({name for name, _ in failed})
             errors = [e for _, e in failed]
             refusals = [(name, e) for name, e in failed if not outcome_unknown(e)]
@@ -125,14 +128,16 @@ class Provisioning(ManagerBase):
                 f"({errors[0]}); watch the slice for ACTIVE",
                 causes=errors,
             )
-        rec = self._transition(
-            rec,
-            S.ACTIVE,
-            links=tuple(links),
-            reason="",
-            deadline_at=0.0,
-            segments=self._described(rec.segments, S.ACTIVE),
-        )
+        with self._batch():  # the log and ACTIVE (with the segments' states when nothing was stitched): one commit
+            self._log(rec.id, "activate", [TaskStatus(0, "activate", "done")])
+            rec = self._transition(
+                rec,
+                S.ACTIVE,
+                links=tuple(links),
+                reason="",
+                deadline_at=0.0,
+                segments=self._described(rec.segments, S.ACTIVE),
+            )
         await self._faults.hit(done_point, rec.id)
         return rec
 

@@ -302,7 +302,10 @@ class Reserving(ManagerBase):
                     refused = exc
                 else:
                     segments, links = records_for_plan(rec, plan, attempt, self._notes(), self._local, self.sp_id)
-                    rec = self._save(replace(rec, segments=segments, links=links))
+                    with self._batch():  # the picks and the tasks about to run, in one commit
+                        rec = self._save(replace(rec, segments=segments, links=links))
+                        running = (TaskStatus(0, _task("reserve", s), "running") for s in rec.segments)
+                        self._log(rec.id, "reserve", running)
             if refused is not None:
                 # A broker that just started plans on the notes it has heard so far: a child still silent
                 # may hold the path. Wait (once, bounded) for its first note and plan again on it.
@@ -326,8 +329,11 @@ class Reserving(ManagerBase):
                     refused.code, refused.message, refusals, constraint=named_below(refused.constraint, refusals)
                 ) from None
             planned = {planner.link_key(ln.a_port, ln.b_port): ln.label_a for ln in links}
-            rec, failed = await self._reserve_segments(rec, deadline)
+            rec, failed, statuses = await self._reserve_segments(rec, deadline)
             if failed:
+                with self._batch():
+                    self._log(rec.id, "reserve", statuses)
+                    rec = self._save(rec)
                 errors = [e for _, e in failed]
                 rec = await self._release_attempt(rec, deadline, errors)
                 if not worth_crankback(errors):
@@ -352,9 +358,14 @@ class Reserving(ManagerBase):
                 now = self._clock()
                 own = {t: lab for t in (rec.request.src, rec.request.dst) if (lab := label_at(rec.segments, t))}
                 addresses = {e: a for s in rec.segments for e, a in s.addresses.items()}
-                return self._transition(
-                    rec, S.HELD, hold_expires_at=now + rec.hold_time_s, labels=own, addresses=addresses
-                )
+                with self._batch():  # the answers, the labels they agree on and HELD: one write, one commit
+                    self._log(rec.id, "reserve", statuses)
+                    return self._transition(
+                        rec, S.HELD, hold_expires_at=now + rec.hold_time_s, labels=own, addresses=addresses
+                    )
+            with self._batch():
+                self._log(rec.id, "reserve", statuses)
+                rec = self._save(rec)
             names = ", ".join(f"{ln.a_port}={ln.label_a} vs {ln.b_port}={ln.label_b}" for ln in disagree)
             log.warning("slice %s: labels disagree (%s); releasing and retrying", rec.id, names)
             rec = await self._release_attempt(rec, deadline, [])
@@ -384,8 +395,9 @@ class Reserving(ManagerBase):
 
     async def _reserve_segments(
         self, rec: SliceRecord, deadline: float | None
-    ) -> tuple[SliceRecord, list[tuple[SegmentRecord, FedError]]]:
-        """Ask every child at once; return the slice with each answer recorded, and the errors.
+    ) -> tuple[SliceRecord, list[tuple[SegmentRecord, FedError]], list[TaskStatus]]:
+        """Ask every child at once; return the slice with each answer in its segments (not yet saved:
+        the caller saves it with what follows), the errors, and the task statuses to log with it.
 
         A child that answered with an error holds nothing (by the protocol, it releases on its own
         what it could not confirm); one whose answer never came is left RESERVING, to be released by
@@ -406,7 +418,6 @@ class Reserving(ManagerBase):
             await self._faults.hit("reserve.task.after", rec.id, seg.domain)
             return grant
 
-        self._log(rec.id, "reserve", (TaskStatus(0, _task("reserve", s), "running") for s in rec.segments))
         results = await asyncio.gather(*(one(s) for s in rec.segments), return_exceptions=True)
         segments: list[SegmentRecord] = []
         failed: list[tuple[SegmentRecord, FedError]] = []
@@ -429,8 +440,7 @@ class Reserving(ManagerBase):
             segments.append(seg if outcome_unknown(err) else replace(seg, state=S.ABORTED))
             failed.append((seg, err))
             statuses.append(TaskStatus(0, _task("reserve", seg), "failed", str(err)))
-        self._log(rec.id, "reserve", statuses)
-        return self._save(replace(rec, segments=tuple(segments))), failed
+        return replace(rec, segments=tuple(segments)), failed, statuses
 
     async def _release_attempt(self, rec: SliceRecord, deadline: float | None, errors: list[FedError]) -> SliceRecord:
         """Release one reservation attempt before the next; fail the Reserve when a child cannot confirm."""

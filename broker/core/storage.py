@@ -9,6 +9,7 @@ atomic; reads never see half a write.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from broker.core.records import OrderRecord, SliceRecord
@@ -22,6 +23,10 @@ class StoreConflict(Exception):
 
 class SliceStore(Protocol):
     """Slices with their segments, links and task logs, and the narrow queries recovery and planning need."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """The writes inside as one transaction: all committed at its end, none if it raises (no await inside)."""
+        ...
 
     def save(self, rec: SliceRecord) -> SliceState | None:
         """Insert or replace a slice with its segments and links atomically; return the state it had (or None)."""

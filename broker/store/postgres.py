@@ -151,7 +151,14 @@ class PostgresStore(SqlStore):
         with self._lock:
             db = self._usable()
             if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                yield  # already inside one (a read within a write): it sees the write's snapshot
+                if read_only:
+                    yield  # a read within a write: it sees the write's snapshot
+                    return
+                try:
+                    with db.transaction():  # a write within a batch: a savepoint, taken back alone if it fails
+                        yield
+                except psycopg.OperationalError as exc:
+                    raise self._lost(exc) from None
                 return
             try:
                 with db.transaction():

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from broker.core.records import (
@@ -100,6 +100,8 @@ class SqlStore:
         # Labels held by each holding slice's links, and how many holders each label has.
         self._held_labels: dict[str, tuple[LinkLabel, ...]] = {}
         self._label_use: Counter[LinkLabel] = Counter()
+        # Inside ``batch``: the slices it saved (what memory must forget should it roll back).
+        self._batched: set[str] | None = None
         if single_writer:
             for slice_id, labels in self._labels_of_holding().items():
                 self._hold_labels(slice_id, labels)
@@ -197,6 +199,41 @@ class SqlStore:
         self._encoded[id(value)] = (value, text)
         return text
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes inside, as one transaction: all committed when the block ends, none when it raises.
+
+        One commit for the writes of one step of an operation (its task log, its segments, its new
+        state) instead of one each. The block must not await: nothing leaves the broker between the
+        writes and their commit. Nested, it joins the outer one.
+        """
+        if self._batched is not None:
+            yield
+            return
+        saved: set[str] = set()
+        self._batched = saved
+        try:
+            with self._tx():
+                yield
+        except BaseException:
+            self._forget(saved)
+            raise
+        finally:
+            self._batched = None
+
+    def _forget(self, slice_ids: Iterable[str]) -> None:
+        """A batch rolled back: what memory says of the slices it saved is the database's again."""
+        slice_ids = set(slice_ids)
+        if not slice_ids:
+            return
+        for slice_id in slice_ids:
+            self._parts.pop(slice_id, None)
+            self._records.pop(slice_id, None)
+        if self._single:
+            held = self._labels_of_holding()
+            for slice_id in slice_ids:
+                self._hold_labels(slice_id, held.get(slice_id, ()))
+
     def save(self, rec: SliceRecord) -> SliceState | None:
         """Insert or replace a slice with its segments and links, atomically; return the state it had (or None).
 
@@ -234,6 +271,8 @@ class SqlStore:
                     self._changed(rec)
         except self.conflict_errors as exc:
             raise StoreConflict(f"slice {rec.id}: {exc}".strip()) from exc
+        if self._batched is not None:
+            self._batched.add(rec.id)
         if self._single:
             if rec.state in FINAL_STATES:
                 self._parts.pop(rec.id, None)

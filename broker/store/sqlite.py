@@ -41,6 +41,16 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def _write(self) -> Iterator[None]:
+        if self._db.in_transaction:  # inside a batch: a savepoint, so a write that fails takes back only itself
+            self._db.execute("SAVEPOINT w")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK TO w")
+                self._db.execute("RELEASE w")
+                raise
+            self._db.execute("RELEASE w")
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield

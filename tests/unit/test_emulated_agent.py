@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ipaddress
 import json
+import random
 import re
 import time
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from capability_catalog.model import LabelRange, LabelSet, LabelType, TerminalId, Transit
 from domain_agents.base import DomainAgent, SegmentOrder
 from domain_agents.emulated import EmulatedDomainAgent, EmulatedDomainConfig
+from domain_agents.emulated_books import Allocation, Books, host_span
 from slicing.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from slicing.model import PortConstraint, SliceRequest, SliceState
 from tests.unit.contract_domain_agent import AgentMaker, DomainAgentContract
@@ -622,3 +625,43 @@ def test_a_port_states_the_latency_of_its_link_and_the_note_carries_it() -> None
         d["ports"][0]["latency_ms"] = bad
         with pytest.raises(InvalidArgument, match=r"ports\[0\]\.latency_ms"):
             config(d)
+
+
+@pytest.mark.parametrize(
+    "subnet",
+    [
+        "10.0.0.0/24",
+        "10.0.0.0/29",
+        "10.0.0.0/30",
+        "10.0.0.4/31",
+        "10.0.0.7/32",
+        "fd00::/120",
+        "fd00::/127",
+        "fd00::5/128",
+    ],
+)
+def test_the_host_span_of_a_subnet_is_what_its_hosts_are(subnet: str) -> None:
+    net = ipaddress.ip_network(subnet)
+    first, end = host_span(net)
+    assert [type(net.network_address)(n) for n in range(first, end)] == list(net.hosts())
+
+
+@pytest.mark.parametrize("subnet", ["10.9.0.0/26", "fd00:9::/122", "10.9.0.0/30"])
+def test_the_free_host_is_always_the_lowest_one_not_held_whatever_was_held_and_let_go(subnet: str) -> None:
+    """Against the plain rule (the first of ``hosts()`` not held) after random holds and releases."""
+    net = ipaddress.ip_network(subnet)
+    rng = random.Random(subnet)
+    books = Books()
+    held: dict[str, Allocation] = {}
+    for step in range(1500):
+        skip = {str(h) for h in net.hosts() if rng.random() < 0.02}
+        expected = next((str(h) for h in net.hosts() if str(h) not in books.addresses and str(h) not in skip), None)
+        assert books.free_host(net, skip) == expected, step
+        if held and (expected is None or rng.random() < 0.45):
+            books.release(held.pop(rng.choice(sorted(held))))
+        elif expected is not None:
+            alloc = Allocation(
+                domain="L1", key=f"k{step}", bandwidth_mbps=1, addresses=((TerminalId("L1.ep"), expected),)
+            )
+            books.apply(alloc)
+            held[alloc.key] = alloc

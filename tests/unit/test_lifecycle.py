@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.core.lifecycle import SliceManager
+from broker.core.workflow import TaskStatus
 from broker.store.sqlite import SqliteStore
 from capability_catalog.model import CapabilityNote, SpId, TerminalId
 from domain_agents.base import DomainAgent, SegmentGrant, SegmentOrder
@@ -400,3 +404,76 @@ async def test_when_every_plan_is_refused_for_one_constraint_below_that_constrai
     assert info.value.constraint == "exclude"
     assert [c.domain for c in info.value.causes] == ["L2", "L4"]
     assert w.idle()
+
+
+class CountingConnection:
+    """A SQLite connection that counts its commits and can be told to fail the next one (a disk error)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.commits = 0
+        self.fail_next_commit = False
+
+    def execute(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            if self.fail_next_commit:
+                self.fail_next_commit = False
+                self._db.execute("ROLLBACK")
+                raise sqlite3.OperationalError("disk I/O error")
+            self.commits += 1
+        return self._db.execute(sql, args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def counting(store: SqliteStore) -> CountingConnection:
+    conn = CountingConnection(store._db)
+    store._db = conn  # type: ignore[assignment]
+    return conn
+
+
+async def test_each_step_of_an_operation_commits_once_whatever_it_writes(tmp_path: Path) -> None:
+    """Reserve, Commit and Activate over three domains: the task log, the children's answers and the
+    new state of a step go in one transaction (the write-ahead decisions before the children hear stay
+    commits of their own)."""
+    w = await make_world(tmp_path)
+    conn = counting(w.store)
+    rec = await w.manager.reserve("alice", "r1", req(10))
+    # The slice RESERVING; its plan with the tasks about to run; the answers, the labels and HELD.
+    assert conn.commits == 3
+    conn.commits = 0
+    rec = await w.manager.commit(rec.id)
+    assert rec.state is S.COMMITTED and conn.commits == 2  # COMMITTING (decided), then the answers and COMMITTED
+    conn.commits = 0
+    rec = await w.manager.activate(rec.id)
+    # ACTIVATING; the answers before the two stitches; each stitch as it is made; the log and ACTIVE.
+    assert rec.state is S.ACTIVE and conn.commits == 5
+    assert [t["status"] for t in w.store.tasks(rec.id) if t["operation"] == "reserve"] == ["done"] * 3
+    assert {t["operation"] for t in w.store.tasks(rec.id)} == {"reserve", "commit", "activate"}
+    reopened = SqliteStore(tmp_path / "state.db")
+    assert reopened.get(rec.id) == w.store.get(rec.id)  # what memory says is what was committed
+    reopened.close()
+
+
+async def test_a_step_whose_commit_fails_leaves_memory_and_watchers_as_the_database_is(tmp_path: Path) -> None:
+    w = await make_world(tmp_path)
+    rec = await w.manager.reserve("alice", "r1", req(10))
+    labels = w.store.used_link_labels()
+    conn = counting(w.store)
+    events = w.manager.watch()
+    first = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)
+    with pytest.raises(sqlite3.OperationalError), w.manager._batch():
+        w.manager._save(replace(rec, state=S.COMMITTING, links=()))
+        w.manager._log(rec.id, "commit", [TaskStatus(0, "commit L1", "done")])
+        conn.fail_next_commit = True
+    await asyncio.sleep(0.01)
+    assert not first.done()  # no watcher heard of a state that was never stored
+    assert w.manager.get(rec.id) == rec  # memory forgot what did not commit
+    assert w.store.used_link_labels() == labels  # and the labels the links hold are back
+    assert not [t for t in w.store.tasks(rec.id) if t["operation"] == "commit"]
+    with w.manager._batch():
+        w.manager._save(replace(rec, state=S.COMMITTING))
+    assert (await asyncio.wait_for(first, 1)).state is S.COMMITTING  # told once committed
+    await events.aclose()  # type: ignore[attr-defined]

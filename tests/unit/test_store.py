@@ -566,3 +566,50 @@ def test_a_slice_read_from_memory_is_what_the_database_holds_after_any_sequence_
     finally:
         writer.close()
         reader.close()
+
+
+def test_the_writes_of_a_batch_are_seen_together_once_it_ends_and_not_before(open_store: Opener) -> None:
+    store, other = open_store(), open_store()
+    with store.batch():
+        store.save(record("b1", S.HELD, label=200))
+        store.log_tasks("b1", "reserve", [TaskStatus(0, "reserve A", "done")], 1.0)
+        store.save(record("b2", S.HELD, label=201))
+        with store.batch():  # nested: joins the outer one
+            store.save(record("b1", S.COMMITTED, label=200))
+        assert other.get("b1") is None and other.get("b2") is None  # nothing committed yet
+    assert other.get("b1") == record("b1", S.COMMITTED, label=200)
+    assert other.get("b2") == record("b2", S.HELD, label=201)
+    assert [t["status"] for t in other.tasks("b1")] == ["done"]
+
+
+def test_a_batch_that_raises_leaves_the_database_and_the_stores_memory_as_before_it(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")  # the only writer: it answers from memory
+    store.save(record("r1", S.HELD, label=300))
+    key = ("A.to-B", "B.to-A")
+    with pytest.raises(RuntimeError, match="boom"), store.batch():
+        store.save(record("r1", S.COMMITTED, label=301))
+        store.save(record("r2", S.HELD, label=302))
+        assert store.used_link_labels() == {key: {301, 302}}
+        raise RuntimeError("boom")
+    assert store.get("r1") == record("r1", S.HELD, label=300)
+    assert store.get("r2") is None
+    assert store.used_link_labels() == {key: {300}}
+    store.close()
+    reopened = SqliteStore(tmp_path / "s.db")
+    assert reopened.get("r1") == record("r1", S.HELD, label=300) and reopened.get("r2") is None
+    reopened.close()
+
+
+def test_a_write_refused_inside_a_batch_takes_back_only_itself(open_store: Opener) -> None:
+    store = open_store()
+    store.save(record("c1", S.HELD, label=400))
+    with store.batch():
+        store.save(record("c2", S.HELD, label=401))
+        twin = replace(record("c3", S.HELD, label=402), request_id="r-c1")  # c1's request id again
+        with pytest.raises(StoreConflict):
+            store.save(twin)
+        store.log_tasks("c2", "reserve", [TaskStatus(0, "reserve A", "done")], 1.0)
+    reader = open_store()
+    assert reader.get("c2") == record("c2", S.HELD, label=401)
+    assert reader.get("c3") is None
+    assert [t["status"] for t in reader.tasks("c2")] == ["done"]
