@@ -510,7 +510,12 @@ def segment_to_pb(seg: SegmentRecord) -> pb.Segment:
         functions=list(seg.request.chain),
         latency_share_ms=seg.latency_share_ms,
     )
-    for child in seg.detail:
+    kept = _DETAIL_BYTES.get(id(seg.detail))
+    if kept is not None and kept[0] is seg.detail:  # a lower SP's answer: copied as it came, not parsed again
+        for raw in kept[1]:
+            msg.children.add().MergeFromString(raw)
+        return msg
+    for child in seg.detail:  # read back from the store (after a restart): from its JSON
         json_format.ParseDict(dict(child), msg.children.add())
     return msg
 
@@ -535,9 +540,28 @@ def slice_to_pb(rec: SliceRecord, sp_id: str) -> pb.Slice:
     return msg
 
 
+#: A lower SP's answer -> its segments as JSON dicts (``segments_detail``), and those dicts -> the
+#: segments' protobuf bytes (``segment_to_pb``), each keyed by the object's id and holding the object
+#: (so the id is not reused). The codec's costliest work at an upper SP was turning every answer from
+#: below into dicts (reflection) and, for every answer upward, the dicts back into protobuf: now once.
+_DETAIL_OF: dict[int, tuple[pb.Slice, tuple[dict[str, Any], ...]]] = {}
+_DETAIL_BYTES: dict[int, tuple[tuple[dict[str, Any], ...], tuple[bytes, ...]]] = {}
+_DETAIL_MAX = 4096
+
+
 def segments_detail(msg: pb.Slice) -> tuple[dict[str, Any], ...]:
-    """A lower-SP's segments as JSON dicts, to keep as a segment's nested detail."""
-    return tuple(json_format.MessageToDict(s) for s in msg.segments)
+    """A lower-SP's segments as JSON dicts, to keep as a segment's nested detail (the message is not changed after)."""
+    kept = _DETAIL_OF.get(id(msg))
+    if kept is not None and kept[0] is msg:
+        return kept[1]
+    detail = tuple(json_format.MessageToDict(s) for s in msg.segments)
+    if len(_DETAIL_OF) >= _DETAIL_MAX:
+        _DETAIL_OF.clear()
+    if len(_DETAIL_BYTES) >= _DETAIL_MAX:
+        _DETAIL_BYTES.clear()
+    _DETAIL_OF[id(msg)] = (msg, detail)
+    _DETAIL_BYTES[id(detail)] = (detail, tuple(s.SerializeToString() for s in msg.segments))
+    return detail
 
 
 def leaf_sps(segments: Iterable[pb.Segment]) -> list[str]:

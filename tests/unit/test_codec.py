@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import grpc
 import pytest
 
 from broker.api import codec
 from broker.api.status import from_rpc_error, to_grpc
-from broker.core.records import request_from_dict, request_to_dict
+from broker.core.records import SegmentRecord, request_from_dict, request_to_dict
 from capability_catalog.model import (
     BorderPort,
     CapabilityNote,
@@ -280,3 +283,45 @@ def test_a_stored_request_from_before_optional_budgets_keeps_its_meaning_and_dig
 
     assert request_from_dict(old).latency_budget_ms is None
     assert request_to_dict(request_from_dict(old)) == old
+
+
+def _answer_from_below() -> pb.Slice:
+    """What a mid-level SP answers: two segments, one with nested leaves, labels, a subnet, functions."""
+    msg = pb.Slice(id="M1-1", sp_id="M1")
+    m = msg.segments.add(domain="L1", sp_id="L1", ingress="L1.ep", egress="L1.to-L2", latency_share_ms=2.25)
+    m.labels.add(port="L1.to-L2", label=1500)
+    m.functions.extend(["fw", "nat"])
+    m.state = pb.SLICE_STATE_COMMITTED
+    deep = msg.segments.add(domain="X2", sp_id="X2", ingress="X2.to-L1", egress="X2.ep", subnet="10.1.0.0/24")
+    deep.children.add(domain="X2a", sp_id="X2", local=True, child_ref="k.0.0", latency_share_ms=0.0)
+    deep.children.add(domain="X2b", sp_id="X2", local=True, state=pb.SLICE_STATE_ACTIVE)
+    return msg
+
+
+def test_a_segment_nesting_an_answer_from_below_encodes_alike_from_the_answer_and_from_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answer's segments are copied as they came (no JSON round trip); a record read back from the
+    store (its detail as JSON dicts only) encodes to the same message."""
+    below = _answer_from_below()
+    detail = codec.segments_detail(below)
+    assert codec.segments_detail(below) is detail  # once per answer
+    seg = SegmentRecord(
+        index=0,
+        domain="M1",
+        local=False,
+        sp_id="M1",
+        request=SliceRequest(src=TerminalId("L1.ep"), dst=TerminalId("X2.ep"), bandwidth_mbps=5),
+        transit_latency_ms=1.0,
+        latency_share_ms=3.0,
+        state=SliceState.COMMITTED,
+        order_key="s.0.0",
+        handle="M1-1",
+        detail=detail,
+    )
+    with monkeypatch.context() as m:
+        m.setattr(codec.json_format, "ParseDict", lambda *_: pytest.fail("parsed the JSON again"))
+        fast = codec.segment_to_pb(seg)
+    stored = replace(seg, detail=tuple(json.loads(json.dumps([dict(d) for d in detail]))))
+    assert codec.segment_to_pb(stored) == fast
+    assert list(fast.children) == list(below.segments)
