@@ -37,13 +37,13 @@ from slicing.model import HOLDING_STATES, SliceState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-#: Tries of one call at a lower SP with several addresses when the transport loses it, and the pause.
 #: What an upper SP watches at a lower SP: where its segments settle (held, committed, in service,
 #: ended). The in-flight states (RESERVING, COMMITTING, ...) it learns from the answers to its own
 #: calls and never acts on; not asking for them halves the events each segment sends up.
 WATCHED = pb.WatchRequest(
     states=[pb.SliceState.ValueType(codec.state_to_pb(s)) for s in SliceState if s not in IN_FLIGHT]
 )
+#: Tries of one call at a lower SP with several addresses when the transport loses it, and the pause.
 FAILOVER_TRIES = 3
 FAILOVER_PAUSE_S = 0.1
 

@@ -331,9 +331,7 @@ class Reserving(ManagerBase):
             planned = {planner.link_key(ln.a_port, ln.b_port): ln.label_a for ln in links}
             rec, failed, statuses = await self._reserve_segments(rec, deadline)
             if failed:
-                with self._batch():
-                    self._log(rec.id, "reserve", statuses)
-                    rec = self._save(rec)
+                rec = self._record_answers(rec, statuses)
                 errors = [e for _, e in failed]
                 rec = await self._release_attempt(rec, deadline, errors)
                 if not worth_crankback(errors):
@@ -363,9 +361,7 @@ class Reserving(ManagerBase):
                     return self._transition(
                         rec, S.HELD, hold_expires_at=now + rec.hold_time_s, labels=own, addresses=addresses
                     )
-            with self._batch():
-                self._log(rec.id, "reserve", statuses)
-                rec = self._save(rec)
+            rec = self._record_answers(rec, statuses)
             names = ", ".join(f"{ln.a_port}={ln.label_a} vs {ln.b_port}={ln.label_b}" for ln in disagree)
             log.warning("slice %s: labels disagree (%s); releasing and retrying", rec.id, names)
             rec = await self._release_attempt(rec, deadline, [])
@@ -380,6 +376,12 @@ class Reserving(ManagerBase):
         else:
             tried = f"crankback: {MAX_PLAN_ATTEMPTS} plans were refused below"
         raise crankback_refusal(ErrorCode.RESOURCE_EXHAUSTED, tried, refusals, constraint=Constraint.CRANKBACK)
+
+    def _record_answers(self, rec: SliceRecord, statuses: list[TaskStatus]) -> SliceRecord:
+        """Keep the children's answers (in ``rec``'s segments) and their task statuses, in one commit."""
+        with self._batch():
+            self._log(rec.id, "reserve", statuses)
+            return self._save(rec)
 
     def _note_versions(self) -> dict[str, int]:
         return {sp: n.version for sp, n in self._notes().items()}

@@ -4,6 +4,7 @@ takes room in its queue (a watcher that does not read loses its oldest event).""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from broker.core.events import IN_FLIGHT, SliceEvent, SliceEvents
 from broker.core.monitoring import Alert, AlertStatus, Metric, Severity
@@ -13,11 +14,17 @@ S = SliceState
 SETTLED = [s for s in SliceState if s not in IN_FLIGHT]
 
 
+async def started(follow: AsyncIterator[SliceEvent]) -> asyncio.Future[SliceEvent]:
+    """The watcher's first event to come, once it is registered."""
+    first = asyncio.ensure_future(anext(follow))
+    await asyncio.sleep(0)
+    return first
+
+
 async def test_a_watcher_of_some_states_is_not_flooded_out_by_the_states_it_did_not_ask_for() -> None:
     events = SliceEvents(queue_size=4)
     follow = events.follow(states=SETTLED)
-    first = asyncio.ensure_future(follow.__anext__())
-    await asyncio.sleep(0)  # the watcher is registered
+    first = await started(follow)  # the watcher is registered
     for i in range(1000):  # in-flight changes of many slices, more than its queue holds
         events.emit(SliceEvent(f"s{i}", S.COMMITTING, float(i)))
     events.emit(SliceEvent("kept", S.COMMITTED, 1000.0))
@@ -31,8 +38,7 @@ async def test_a_watcher_of_some_states_is_not_flooded_out_by_the_states_it_did_
 async def test_an_alert_reaches_a_watcher_of_some_states_whatever_the_state_it_carries() -> None:
     events = SliceEvents()
     follow = events.follow(states=[S.TERMINATED])
-    nxt = asyncio.ensure_future(follow.__anext__())
-    await asyncio.sleep(0)
+    nxt = await started(follow)
     alert = Alert(
         slice_id="s1",
         cause="latency",
@@ -53,8 +59,7 @@ async def test_an_alert_reaches_a_watcher_of_some_states_whatever_the_state_it_c
 async def test_a_watcher_of_one_slice_gets_only_it_and_every_state_of_it() -> None:
     events = SliceEvents(queue_size=2)
     follow = events.follow("mine")
-    nxt = asyncio.ensure_future(follow.__anext__())
-    await asyncio.sleep(0)
+    nxt = await started(follow)
     events.emit(SliceEvent("mine", S.RESERVING, 0.0))
     for i in range(50):  # other slices' events, far more than its queue holds, take no room in it
         events.emit(SliceEvent(f"other{i}", S.HELD, float(i)))
@@ -67,8 +72,7 @@ async def test_a_watcher_of_one_slice_gets_only_it_and_every_state_of_it() -> No
 async def test_a_watcher_that_stops_is_no_longer_fed() -> None:
     events = SliceEvents()
     follow = events.follow(states=SETTLED)
-    nxt = asyncio.ensure_future(follow.__anext__())
-    await asyncio.sleep(0)
+    nxt = await started(follow)
     events.emit(SliceEvent("s1", S.HELD, 1.0))
     await asyncio.wait_for(nxt, 1)
     await follow.aclose()
