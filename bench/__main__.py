@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import hierarchy, measures, report, sessions, stores
+from bench import channels, hierarchy, logcost, measures, report, sessions, stores
 from bench.sizes import MODES, Sizes
 
 log = logging.getLogger("bench")
@@ -26,6 +26,8 @@ async def run(sizes: Sizes, work: Path) -> dict[str, float]:
         ("planner, two levels", lambda: asyncio.to_thread(hierarchy.hierarchy_figures, sizes)),
         ("floor and one hop", lambda: measures.floor_and_hop(work, sizes)),
         ("unary calls against stream messages", lambda: sessions.session_costs(work, sizes)),
+        ("channel options", lambda: channels.channel_costs(work, sizes)),
+        ("log lines", lambda: asyncio.to_thread(logcost.log_costs, sizes.log_lines)),
         ("three levels", lambda: measures.three_levels(work, sizes)),
         (f"{sizes.many_slices} slices", lambda: measures.many_slices(work, sizes)),
         ("store backends", lambda: stores.store_backends(work, sizes)),

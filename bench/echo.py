@@ -5,28 +5,33 @@ first four (big-endian) name the size of the reply, which is that many zero byte
 requests and asks for replies of the sizes of the broker's own Reserve and Commit messages, so the
 floor carries the same bytes over the same stack (grpc.aio, HTTP/2, loopback, one process per side).
 
-Run as ``python -m bench.echo ADDRESS_FILE``: it binds ``127.0.0.1:0``, writes its address to the
-file once it serves, and runs until SIGTERM.
+Run as ``python -m bench.echo ADDRESS_FILE [OPTIONS_JSON]``: it binds ``127.0.0.1:0``, writes its
+address to the file once it serves, and runs until SIGTERM. ``OPTIONS_JSON``, a list of
+``[name, value]`` pairs, are the server's channel arguments (``bench.channels`` compares sets of them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from bench import transport
 
 METHOD = "/bench.Echo/Echo"
+#: Channel arguments, as gRPC takes them.
+Options = Sequence[tuple[str, Any]]
 #: The same echo as messages on one long-lived bidirectional stream: each request answered in order.
 SESSION_METHOD = "/bench.Echo/Session"
 _SIZE_BYTES = 4
@@ -47,9 +52,9 @@ def echo_request(request_bytes: int, reply_bytes: int) -> bytes:
     return reply_bytes.to_bytes(_SIZE_BYTES, "big") + bytes(max(0, request_bytes - _SIZE_BYTES))
 
 
-async def serve(address_file: Path) -> None:
+async def serve(address_file: Path, options: Options = ()) -> None:
     """Serve the echo until SIGTERM; write the bound address to ``address_file``."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=list(options))
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo",
         {
@@ -69,14 +74,14 @@ async def serve(address_file: Path) -> None:
     await server.stop(0.5)
 
 
-def _spawn(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(folder: Path, options: Options) -> tuple[subprocess.Popen[bytes], Path]:
     folder.mkdir(parents=True, exist_ok=True)
     transport.prepare_tls(folder)
     address_file = folder / "echo.address"
     address_file.unlink(missing_ok=True)
     with (folder / "echo.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.echo", str(address_file)],
+            [sys.executable, "-m", "bench.echo", str(address_file), json.dumps([list(o) for o in options])],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -93,9 +98,9 @@ class Echo:
 
 
 @contextlib.asynccontextmanager
-async def echo_server(folder: Path) -> AsyncIterator[Echo]:
-    """Start the echo server process; yield it; stop it afterwards."""
-    proc, address_file = _spawn(folder)
+async def echo_server(folder: Path, server_options: Options = (), client_options: Options = ()) -> AsyncIterator[Echo]:
+    """Start the echo server (``server_options``); yield it, its channel with ``client_options``; stop it after."""
+    proc, address_file = _spawn(folder, server_options)
     channel: grpc.aio.Channel | None = None
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -103,7 +108,7 @@ async def echo_server(folder: Path) -> AsyncIterator[Echo]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"echo server did not start (see {folder / 'echo.log'})")
             await asyncio.sleep(0.02)
-        channel = transport.client_channel(address_file.read_text().strip(), folder)
+        channel = transport.client_channel(address_file.read_text().strip(), folder, client_options)
         yield Echo(channel.unary_unary(METHOD), channel.stream_stream(SESSION_METHOD), proc.pid)
     finally:
         if channel is not None:
@@ -117,4 +122,5 @@ async def echo_server(folder: Path) -> AsyncIterator[Echo]:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(Path(sys.argv[1])))
+    given = json.loads(sys.argv[2]) if len(sys.argv) > 2 else []
+    asyncio.run(serve(Path(sys.argv[1]), [(str(name), value) for name, value in given]))

@@ -64,7 +64,9 @@ class StreamClient:
         await self._reader
 
 
-async def _concurrently(clients: int, per_client: int, one: Callable[[], Awaitable[object]]) -> None:
+async def concurrently(clients: int, per_client: int, one: Callable[[], Awaitable[object]]) -> None:
+    """``clients`` workers, each awaiting ``one()`` ``per_client`` times, all at once."""
+
     async def worker() -> None:
         for _ in range(per_client):
             await one()
@@ -107,14 +109,14 @@ async def session_costs(root: Path, sizes: Sizes) -> Figures:
         rtts: list[float] = []
         for _ in range(sizes.rounds):  # interleaved, so drift in the machine's load hits each alike
             with unary_many.span():
-                await _concurrently(clients, per_round, lambda: echo.call(exchange))
+                await concurrently(clients, per_round, lambda: echo.call(exchange))
             with stream_cpu.span():
                 for _ in range(sizes.floor_per_round):
                     t0 = time.perf_counter()
                     await stream.ask(exchange)
                     rtts.append(time.perf_counter() - t0)
             with stream_many.span():
-                await _concurrently(clients, per_round, lambda: stream.ask(exchange))
+                await concurrently(clients, per_round, lambda: stream.ask(exchange))
             with unary_cpu.span():
                 for _ in range(sizes.floor_per_round):
                     await echo.call(exchange, timeout=RPC_TIMEOUT_S)

@@ -29,6 +29,8 @@ class Sizes:
     #: Reserve + Commit at an upper SP per store backend (bench/stores.py), and its concurrent clients.
     store_slices: int = 2_000
     store_clients: int = 16
+    #: Lines written per way of logging (bench/logcost.py).
+    log_lines: int = 20_000
 
 
 FULL = Sizes(
@@ -68,6 +70,7 @@ SMOKE = Sizes(
     hier_requests=3,
     store_slices=20,
     store_clients=4,
+    log_lines=500,
 )
 
 MODES = {s.mode: s for s in (FULL, SMOKE)}

@@ -10,7 +10,9 @@ is meant to show what the broker adds over its round trips.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -43,11 +45,11 @@ def add_server_port(server: grpc.aio.Server, address: str, folder: Path) -> int:
     return int(server.add_secure_port(address, creds))
 
 
-def client_channel(address: str, folder: Path) -> grpc.aio.Channel:
-    """A mutual-TLS channel to the echo server the harness started itself."""
+def client_channel(address: str, folder: Path, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """A mutual-TLS channel to the echo server the harness started itself (with more channel arguments)."""
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(folder, "ca.crt"),
         private_key=_read(folder, f"{CLIENT_NAME}.key"),
         certificate_chain=_read(folder, f"{CLIENT_NAME}.crt"),
     )
-    return grpc.aio.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", ECHO_NAME)])
+    return grpc.aio.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", ECHO_NAME), *options])

@@ -32,7 +32,13 @@ from broker.core.watchdog import Watchdog
 from broker.descriptors import ConfigError, load_yaml
 from broker.security.accounts import AccountBook
 from broker.security.audit import AuditLog
-from broker.security.auth import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, ClientIdentity, Guard, Principal, open_channel
+from broker.security.auth import (
+    SERVER_OPTIONS,
+    ClientIdentity,
+    Guard,
+    Principal,
+    open_channel,
+)
 from broker.security.keys import load_or_create_key
 from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey
@@ -373,13 +379,7 @@ class Broker:
             self._spawn(self.offers.follow(), "replica-offer-edits")
         self._spawn(self._prune_failed(), "prune-failed")
         self._spawn(self.watchdog.run(self._stop), "watchdog")
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-                ("grpc.max_send_message_length", MAX_SEND_BYTES),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        server = grpc.aio.server(options=list(SERVER_OPTIONS))
         self._gate = gate = Gate(self.guard, self.audit, self.metrics.observe if self.metrics else None)
         add_servicers(server, self.manager, self.catalog, self.offers, gate, self.store, self.watchdog, self.labs)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.channels import variants
 from bench.report import REQUIRED_KEYS
 
 pytestmark = pytest.mark.integration
@@ -56,6 +57,23 @@ def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path:
         assert 0 < result[key] < 50, (key, result[key])
     assert 0 < result["stream_cpu_ms_per_msg_concurrent"] < 50 and 0 < result["stream_rtt_ms"] < 50
     assert 0 < result["token_verify_ms"] < result["token_cpu_ms_per_call"] < 50
+    # Channel options compared on the echo (issue 17, item 2): every variant measured, the broker's among them.
+    for v in variants():
+        for key in (
+            f"channel_cpu_ms_per_rpc_{v.name}",
+            f"channel_cpu_ms_per_rpc_seq_{v.name}",
+            f"channel_rtt_ms_{v.name}",
+        ):
+            assert 0 < result[key] < 50, (key, result.get(key))
+    # A log line, where the broker writes it and through a queue (issue 17, item 3).
+    for key in (
+        "log_line_us",
+        "log_line_json_us",
+        "log_line_queued_caller_us",
+        "log_line_queued_total_us",
+        "audit_line_us",
+    ):
+        assert 0 < result[key] < 5_000, (key, result[key])
     assert result["plan_ms_p50_10000"] > result["plan_ms_p50_100"]
     assert result["slices_held"] == 100
     assert result["rss_mb_10k_slices"] > 10 and result["rss_mb_empty"] > 10
