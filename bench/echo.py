@@ -20,18 +20,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from bench import transport
+from bench.transport import Options
 
 METHOD = "/bench.Echo/Echo"
-#: Channel arguments, as gRPC takes them.
-Options = Sequence[tuple[str, Any]]
 #: The same echo as messages on one long-lived bidirectional stream: each request answered in order.
 SESSION_METHOD = "/bench.Echo/Session"
 _SIZE_BYTES = 4

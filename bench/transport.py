@@ -18,6 +18,8 @@ import grpc
 
 from broker.security.pki import load_or_create_authority
 
+#: Channel arguments, as gRPC takes them.
+Options = Sequence[tuple[str, Any]]
 ECHO_NAME = "bench-echo"
 CLIENT_NAME = "bench-client"
 
@@ -45,7 +47,7 @@ def add_server_port(server: grpc.aio.Server, address: str, folder: Path) -> int:
     return int(server.add_secure_port(address, creds))
 
 
-def client_channel(address: str, folder: Path, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+def client_channel(address: str, folder: Path, options: Options = ()) -> grpc.aio.Channel:
     """A mutual-TLS channel to the echo server the harness started itself (with more channel arguments)."""
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(folder, "ca.crt"),

@@ -32,13 +32,7 @@ from broker.core.watchdog import Watchdog
 from broker.descriptors import ConfigError, load_yaml
 from broker.security.accounts import AccountBook
 from broker.security.audit import AuditLog
-from broker.security.auth import (
-    SERVER_OPTIONS,
-    ClientIdentity,
-    Guard,
-    Principal,
-    open_channel,
-)
+from broker.security.auth import SERVER_OPTIONS, ClientIdentity, Guard, Principal, open_channel
 from broker.security.keys import load_or_create_key
 from broker.security.pki import TlsFiles
 from broker.security.tokens import TokenMinter, TokenVerifier, TrustedKey

@@ -41,29 +41,6 @@ SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_SEND_BYTES),
     ("grpc.so_reuseport", 0),
 )
-#: HTTP/2 keep-alive, as ``bench.channels`` measures it (variant ``keepalive``): each side pings a
-#: connection quiet for ``KEEPALIVE_TIME_MS`` and gives up after ``KEEPALIVE_TIMEOUT_MS``. Not on in
-#: the broker: on this grpcio (1.85) a call to a frozen peer (SIGSTOP) with these options still ran
-#: to its deadline (40 s) instead of failing after the ping's timeout; the broker's own deadlines and
-#: the reconciler are what find a frozen lower SP today.
-KEEPALIVE_TIME_MS = 10_000
-KEEPALIVE_TIMEOUT_MS = 5_000
-KEEPALIVE_CLIENT_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-)
-#: The server's side: it pings its callers alike, and lets them ping it that often (its default would
-#: call a ping every 10 s abuse and close the connection with GOAWAY ``too_many_pings``).
-KEEPALIVE_SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
-    ("grpc.http2.max_ping_strikes", 0),
-)
 Metadata = tuple[tuple[str, str], ...]
 
 ANY_ROLE = frozenset(Role)

@@ -87,3 +87,23 @@ def test_bench_smoke_run_writes_every_required_figure_with_sane_values(tmp_path:
         assert 0 < result[f"failover_s_{n}_replicas"] < 30
     table = (tmp_path / "results.md").read_text()
     assert all(f"`{k}`" in table for k in REQUIRED_KEYS)
+
+
+@pytest.mark.timeout(180)
+def test_the_ab_harness_runs_each_tree_in_turn_with_that_trees_brokers_and_prints_the_medians() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ab", str(ROOT), str(ROOT), "--what", "hop", "--runs", "1", "--calls", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [line for line in done.stdout.splitlines() if line.startswith("run 1 ")]
+    assert len(runs) == 2, done.stdout  # one per tree named, in turn
+    medians = done.stdout.split("medians:", 1)[1]
+    for key in ("leaf_cpu_ms_via_leaf", "leaf_cpu_ms_via_upper", "upper_cpu_ms_via_upper"):
+        assert all(key in run for run in runs) and medians.count(key) == 2, (key, done.stdout)
+    # Fewer than two trees is refused with the reason, not run.
+    refused = subprocess.run([sys.executable, "-m", "bench.ab", str(ROOT)], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "at least two trees" in refused.stderr
